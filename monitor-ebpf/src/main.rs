@@ -1,0 +1,18 @@
+//! Kernel side of agentmon: see `maps.rs` for the session filter and the ring buffer,
+//! `process.rs` for the exec/fork/exit probes.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod process;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// GPL is required for the `bpf_probe_read_*` helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

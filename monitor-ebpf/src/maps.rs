@@ -1,0 +1,200 @@
+//! Maps shared by all probes, the in-kernel session filter, and event emission.
+
+use aya_ebpf::{
+    Global,
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        generated::bpf_get_current_ancestor_cgroup_id,
+    },
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use monitor_common::{
+    CGROUP_DEPTH_MAX, EventHeader, ExecEvent, KernelOffsets, ProbeConfig, counter,
+};
+
+/// Kernel struct offsets, filled in by the daemon from BTF.
+#[unsafe(no_mangle)]
+pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
+    task_tgid: 0,
+    task_pid: 0,
+    task_real_parent: 0,
+    task_group_leader: 0,
+    task_start_boottime: 0,
+    task_mm: 0,
+    task_fs: 0,
+    task_exit_code: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    fs_pwd: 0,
+    path_mnt: 0,
+    path_dentry: 0,
+    dentry_parent: 0,
+    dentry_name: 0,
+    mount_mnt: 0,
+    mount_parent: 0,
+    mount_mountpoint: 0,
+    vfsmount_root: 0,
+    bprm_filename: 0,
+});
+
+#[unsafe(no_mangle)]
+pub static CONFIG: Global<ProbeConfig> = Global::new(ProbeConfig { wakeup_bytes: 1 << 20 });
+
+/// All events, kernel to daemon. Its size is set by the daemon at load.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 24, 0);
+
+/// Session cgroups: cgroup id -> 1. Written by the daemon.
+#[map]
+pub static TAGGED: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
+
+/// Tracked processes: tgid -> session cgroup id. Carried forward on fork, so a process that
+/// leaves its cgroup stays tracked; removed when the whole process exits.
+#[map]
+pub static TRACKED: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
+
+/// Cache of the ancestry walk: cgroup id -> session cgroup id, or 0 for "not tagged".
+/// The daemon clears the zero entries when it tags an existing cgroup.
+#[map]
+pub static VERDICT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// Events lost per session cgroup (ring buffer full), per CPU so no atomics are needed.
+#[map]
+pub static SESSION_LOST: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Per-CPU counters, indexed by `monitor_common::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+
+/// Scratch space for the one event too large for the stack.
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it.
+        unsafe { *p += 1 };
+    }
+}
+
+/// The session (tagged cgroup id) the current process belongs to, or `None` for everything
+/// else on the host. Cheap for untagged processes: two hash lookups once the cache is warm.
+#[inline(always)]
+pub fn current_session(tgid: u32) -> Option<u64> {
+    // SAFETY: plain map lookups.
+    if let Some(s) = unsafe { TRACKED.get(&tgid) } {
+        return Some(*s);
+    }
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    let session = if let Some(v) = unsafe { VERDICT.get(&cgroup) } {
+        *v
+    } else {
+        let mut found = 0u64;
+        for level in 0..CGROUP_DEPTH_MAX {
+            let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+            if id == 0 {
+                break;
+            }
+            if unsafe { TAGGED.get(&id) }.is_some() {
+                found = id;
+                break;
+            }
+        }
+        let _ = VERDICT.insert(&cgroup, &found, 0);
+        found
+    };
+    if session == 0 {
+        return None;
+    }
+    let _ = TRACKED.insert(&tgid, &session, 0);
+    Some(session)
+}
+
+#[inline(always)]
+pub fn current_tgid_pid() -> (u32, u32) {
+    let id = bpf_get_current_pid_tgid();
+    ((id >> 32) as u32, id as u32)
+}
+
+/// Read a kernel value at `base + off`; zero on failure (counted).
+#[inline(always)]
+pub fn kread<T: Copy + Default>(base: *const u8, off: u32) -> T {
+    if base.is_null() {
+        return T::default();
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    match unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()) } {
+        Ok(v) => v,
+        Err(_) => {
+            count(counter::READ_ERRORS);
+            T::default()
+        }
+    }
+}
+
+#[inline(always)]
+pub fn kread_ptr(base: *const u8, off: u32) -> *const u8 {
+    kread::<u64>(base, off) as *const u8
+}
+
+/// Fill the common header for the current task.
+#[inline(always)]
+pub fn fill_header(hdr: &mut EventHeader, kind: u32, session: u64) {
+    let off = OFFSETS.load();
+    let (tgid, pid) = current_tgid_pid();
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let leader = kread_ptr(task, off.task_group_leader);
+    hdr.kind = kind;
+    hdr.cpu = unsafe { bpf_get_smp_processor_id() };
+    hdr.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    hdr.session_cgroup = session;
+    hdr.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    hdr.tgid = tgid;
+    hdr.pid = pid;
+    hdr.start_ns = kread::<u64>(leader, off.task_start_boottime);
+}
+
+/// Ring-buffer flags: no wake-up per event, except once the backlog passes the threshold.
+#[inline(always)]
+pub fn wake_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= CONFIG.load().wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Count an event that did not fit, globally and for its session.
+#[inline(always)]
+pub fn record_drop(session: u64) {
+    count(counter::DROPPED);
+    let _ = SESSION_LOST.insert(&session, &0, BPF_NOEXIST as u64);
+    if let Some(p) = SESSION_LOST.get_ptr_mut(&session) {
+        // SAFETY: this CPU's slot of a live map value.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Send `len` bytes starting at `data`.
+#[inline(always)]
+pub fn emit_bytes(data: &[u8], session: u64) {
+    if EVENTS.output::<[u8]>(data, wake_flags()).is_ok() {
+        count(counter::SENT);
+    } else {
+        record_drop(session);
+    }
+}
+
+/// Send a fixed-size event.
+#[inline(always)]
+pub fn emit<T: Copy>(event: &T, session: u64) {
+    if EVENTS.output::<T>(event, wake_flags()).is_ok() {
+        count(counter::SENT);
+    } else {
+        record_drop(session);
+    }
+}

@@ -1,0 +1,273 @@
+//! Process lifecycle probes: exec (with argv, filename and cwd), failed exec, fork, exit.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_task, bpf_get_current_uid_gid,
+        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str},
+    },
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::LruHashMap,
+    programs::{RawTracePointContext, TracePointContext},
+};
+use monitor_common::{
+    ARGV_MAX, COMPONENT_MAX, CWD_DEPTH_MAX, CWD_MAX, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING,
+    EXEC_CWD_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXIT_GROUP_DEAD, EventKind,
+    ExecEvent, ExecFailedEvent, ExitEvent, FILENAME_MAX, FORK_THREAD, ForkEvent, counter,
+};
+
+use crate::maps::{
+    EVENTS, EXEC_SCRATCH, OFFSETS, TRACKED, count, current_session, current_tgid_pid, emit,
+    emit_bytes, fill_header, kread, kread_ptr, record_drop, wake_flags,
+};
+
+/// In-flight execve/execveat of tracked threads: pid_tgid -> user pointer to the file name.
+#[map]
+static EXEC_ARGS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 0);
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
+    let (tgid, _) = current_tgid_pid();
+    if let Some(session) = current_session(tgid) {
+        on_exec(&ctx, session);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_exec(ctx: &RawTracePointContext, session: u64) {
+    let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, exclusively ours for the duration of this program.
+    let ev: &mut ExecEvent = unsafe { &mut *ev };
+    let off = OFFSETS.load();
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    fill_header(&mut ev.hdr, EventKind::Exec as u32, session);
+    ev.ppid = kread::<u32>(kread_ptr(task, off.task_real_parent), off.task_tgid);
+    let ugid = bpf_get_current_uid_gid();
+    ev.uid = ugid as u32;
+    ev.gid = (ugid >> 32) as u32;
+    ev.flags = 0;
+
+    // File name from the binprm (TP_PROTO: task, old_pid, bprm).
+    let bprm: *const u8 = ctx.arg(2);
+    let name = kread_ptr(bprm, off.bprm_filename);
+    let n = unsafe {
+        bpf_probe_read_kernel_str(ev.filename.as_mut_ptr().cast(), FILENAME_MAX as u32, name.cast())
+    };
+    ev.filename_len = if n > 0 { (n - 1) as u32 } else { 0 };
+    if n as usize >= FILENAME_MAX {
+        ev.flags |= EXEC_FILENAME_TRUNCATED;
+    }
+
+    // argv: one read of mm->arg_start..arg_end.
+    let mm = kread_ptr(task, off.task_mm);
+    let start = kread::<u64>(mm, off.mm_arg_start);
+    let end = kread::<u64>(mm, off.mm_arg_end);
+    let full = end.saturating_sub(start);
+    ev.argv_full_len = full as u32;
+    let mut len = full;
+    if len > (ARGV_MAX - 1) as u64 {
+        len = (ARGV_MAX - 1) as u64;
+        ev.flags |= EXEC_ARGV_TRUNCATED;
+    }
+    len &= (ARGV_MAX - 1) as u64;
+    let r = unsafe { bpf_probe_read_user(ev.argv.as_mut_ptr().cast(), len as u32, start as *const _) };
+    if r < 0 {
+        count(counter::READ_ERRORS);
+        len = 0;
+    }
+    ev.argv_len = len as u32;
+
+    read_cwd(ev, task);
+
+    let total = EXEC_FIXED_LEN + (len as usize & (ARGV_MAX - 1));
+    // SAFETY: `total` <= size_of::<ExecEvent>().
+    let bytes = unsafe { core::slice::from_raw_parts((ev as *const ExecEvent).cast::<u8>(), total) };
+    emit_bytes(bytes, session);
+}
+
+/// Walk `fs->pwd` up to the root, crossing mounts, writing the components leaf first, each
+/// NUL-terminated. Userspace reverses them. Bounded by `CWD_DEPTH_MAX` and `CWD_MAX`.
+#[inline(always)]
+fn read_cwd(ev: &mut ExecEvent, task: *const u8) {
+    let off = OFFSETS.load();
+    let fs = kread_ptr(task, off.task_fs);
+    let mut vfsmnt = kread_ptr(fs, off.fs_pwd + off.path_mnt);
+    let mut dentry = kread_ptr(fs, off.fs_pwd + off.path_dentry);
+    ev.cwd_len = 0;
+    if fs.is_null() || dentry.is_null() || vfsmnt.is_null() {
+        ev.flags |= EXEC_CWD_MISSING;
+        return;
+    }
+    let mut mount = vfsmnt.wrapping_sub(off.mount_mnt as usize);
+    let mut pos: usize = 0;
+    let mut done = false;
+    for _ in 0..CWD_DEPTH_MAX {
+        let mnt_root = kread_ptr(vfsmnt, off.vfsmount_root);
+        let parent = kread_ptr(dentry, off.dentry_parent);
+        if dentry == mnt_root || dentry == parent {
+            let mparent = kread_ptr(mount, off.mount_parent);
+            if dentry != mnt_root || mparent == mount || mparent.is_null() {
+                done = true;
+                break;
+            }
+            dentry = kread_ptr(mount, off.mount_mountpoint);
+            mount = mparent;
+            vfsmnt = mount.wrapping_add(off.mount_mnt as usize);
+            continue;
+        }
+        if pos >= CWD_MAX {
+            break;
+        }
+        let name = kread_ptr(dentry, off.dentry_name);
+        let p = pos & (CWD_MAX - 1);
+        // SAFETY: p < CWD_MAX and the buffer has COMPONENT_MAX bytes of slack after CWD_MAX.
+        let n = unsafe {
+            bpf_probe_read_kernel_str(
+                ev.cwd.as_mut_ptr().wrapping_add(p).cast(),
+                COMPONENT_MAX as u32,
+                name.cast(),
+            )
+        };
+        if n <= 0 {
+            count(counter::READ_ERRORS);
+            break;
+        }
+        pos += n as usize & (COMPONENT_MAX * 2 - 1);
+        dentry = parent;
+    }
+    if !done {
+        ev.flags |= EXEC_CWD_TRUNCATED;
+    }
+    ev.cwd_len = pos as u32;
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    let (tgid, _) = current_tgid_pid();
+    if let Some(session) = current_session(tgid) {
+        on_fork(&ctx, tgid, session);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_fork(ctx: &RawTracePointContext, tgid: u32, session: u64) {
+    let off = OFFSETS.load();
+    let child: *const u8 = ctx.arg(1);
+    let mut ev = ForkEvent::default();
+    fill_header(&mut ev.hdr, EventKind::Fork as u32, session);
+    ev.child_tgid = kread::<u32>(child, off.task_tgid);
+    ev.child_pid = kread::<u32>(child, off.task_pid);
+    if ev.child_tgid == tgid {
+        ev.flags = FORK_THREAD;
+        ev.child_start_ns = ev.hdr.start_ns;
+    } else {
+        ev.child_start_ns = kread::<u64>(child, off.task_start_boottime);
+        let _ = TRACKED.insert(&ev.child_tgid, &session, 0);
+    }
+    emit(&ev, session);
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
+    let (tgid, _) = current_tgid_pid();
+    if let Some(session) = current_session(tgid) {
+        let off = OFFSETS.load();
+        let task = unsafe { bpf_get_current_task() } as *const u8;
+        // TP_PROTO(struct task_struct *p, bool group_dead)
+        let group_dead: u64 = ctx.arg(1);
+        let mut ev = ExitEvent::default();
+        fill_header(&mut ev.hdr, EventKind::Exit as u32, session);
+        ev.exit_code = kread::<u32>(task, off.task_exit_code);
+        if group_dead & 0xff != 0 {
+            ev.flags = EXIT_GROUP_DEAD;
+        }
+        emit(&ev, session);
+        if ev.flags & EXIT_GROUP_DEAD != 0 {
+            let _ = TRACKED.remove(&tgid);
+        }
+    }
+    0
+}
+
+/// Field offsets in the `syscalls/sys_enter_*` and `sys_exit_*` records (after the 8-byte
+/// common header and the 8-byte syscall number).
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const RET: usize = 16;
+
+#[tracepoint]
+pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
+    remember_exec(&ctx, ARG0)
+}
+
+#[tracepoint]
+pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
+    remember_exec(&ctx, ARG1)
+}
+
+#[inline(always)]
+fn remember_exec(ctx: &TracePointContext, filename_at: usize) -> u32 {
+    let (tgid, _) = current_tgid_pid();
+    if current_session(tgid).is_some() {
+        // SAFETY: reads within the tracepoint record.
+        if let Ok(name) = unsafe { ctx.read_at::<u64>(filename_at) } {
+            let _ = EXEC_ARGS.insert(&aya_ebpf::helpers::bpf_get_current_pid_tgid(), &name, 0);
+        }
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
+    exec_result(&ctx)
+}
+
+#[tracepoint]
+pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
+    exec_result(&ctx)
+}
+
+#[inline(always)]
+fn exec_result(ctx: &TracePointContext) -> u32 {
+    let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    // SAFETY: plain map lookup.
+    let Some(&name) = (unsafe { EXEC_ARGS.get(&key) }) else {
+        return 0;
+    };
+    let _ = EXEC_ARGS.remove(&key);
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
+    if ret >= 0 {
+        return 0;
+    }
+    let (tgid, _) = current_tgid_pid();
+    let Some(session) = current_session(tgid) else {
+        return 0;
+    };
+    let Some(mut entry) = EVENTS.reserve::<ExecFailedEvent>(0) else {
+        record_drop(session);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot.
+    unsafe {
+        fill_header(&mut (*ev).hdr, EventKind::ExecFailed as u32, session);
+        (*ev).errno = (-ret) as i32;
+        (*ev).uid = bpf_get_current_uid_gid() as u32;
+        (*ev).flags = 0;
+        let n = bpf_probe_read_user_str(
+            (*ev).filename.as_mut_ptr().cast(),
+            FILENAME_MAX as u32,
+            name as *const _,
+        );
+        (*ev).filename_len = if n > 0 { (n - 1) as u32 } else { 0 };
+        if n as usize >= FILENAME_MAX {
+            (*ev).flags |= EXEC_FILENAME_TRUNCATED;
+        }
+    }
+    entry.submit(wake_flags());
+    count(counter::SENT);
+    0
+}

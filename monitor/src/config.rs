@@ -1,0 +1,88 @@
+//! Where settings come from: flags, then environment, then `/etc/agentmon/agentmon.toml`.
+
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_PATH: &str = "/etc/agentmon/agentmon.toml";
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/agentmon";
+/// File in the runtime dir where a running daemon records its database URL, so the query
+/// commands find the same database with no configuration.
+pub const DATABASE_URL_FILE: &str = "database.url";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("no database configured: pass --database-url, set DATABASE_URL, or set database_url in {CONFIG_PATH} (`cargo xtask daemon` starts a private PostgreSQL for you)")]
+    NoDatabase,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub database_url: Option<String>,
+    /// Group whose members may start sessions through the control socket.
+    pub group: Option<String>,
+}
+
+impl FileConfig {
+    /// The config file, or defaults when it does not exist.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.message().to_owned()
+                    + &e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
+        }
+    }
+}
+
+/// The database URL for the daemon: flag or `DATABASE_URL` (clap fills both), then the file.
+pub fn daemon_database_url(flag: Option<&str>, file: &FileConfig) -> Result<String, ConfigError> {
+    flag.map(str::to_owned)
+        .or_else(|| file.database_url.clone())
+        .ok_or(ConfigError::NoDatabase)
+}
+
+/// The database URL for queries: as for the daemon, then the URL a running daemon recorded.
+pub fn query_database_url(flag: Option<&str>, file: &FileConfig, runtime_dir: &Path) -> Result<String, ConfigError> {
+    daemon_database_url(flag, file).or_else(|_| {
+        std::fs::read_to_string(runtime_dir.join(DATABASE_URL_FILE))
+            .map(|s| s.trim().to_owned())
+            .map_err(|_| ConfigError::NoDatabase)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_errors_are_clear() {
+        let dir = std::env::temp_dir().join(format!("agentmon-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let p = dir.join("agentmon.toml");
+        std::fs::write(&p, "database_url = 5\n").expect("write");
+        let err = FileConfig::load(&p).expect_err("bad type").to_string();
+        assert!(err.contains("agentmon.toml is not valid"), "{err}");
+        std::fs::write(&p, "databse_url = \"x\"\n").expect("write");
+        assert!(FileConfig::load(&p).is_err(), "unknown keys are rejected");
+        std::fs::write(&p, "database_url = \"postgres://x\"\n").expect("write");
+        let f = FileConfig::load(&p).expect("good");
+        assert_eq!(daemon_database_url(None, &f).expect("url"), "postgres://x");
+        assert_eq!(daemon_database_url(Some("postgres://flag"), &f).expect("url"), "postgres://flag");
+        assert!(FileConfig::load(&dir.join("missing.toml")).expect("absent is fine").database_url.is_none());
+        assert!(matches!(query_database_url(None, &FileConfig::default(), &dir), Err(ConfigError::NoDatabase)));
+        std::fs::write(dir.join(DATABASE_URL_FILE), "postgres://runtime\n").expect("write");
+        assert_eq!(query_database_url(None, &FileConfig::default(), &dir).expect("url"), "postgres://runtime");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

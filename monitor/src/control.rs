@@ -1,0 +1,112 @@
+//! The daemon's control socket: one JSON request line, one JSON response line.
+//!
+//! Only root and members of the configured group may connect (the socket is mode 0660,
+//! group-owned, and the daemon re-checks the peer's credentials). The daemon takes the caller's
+//! pid and uid from `SO_PEERCRED`, never from the request.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+pub const SOCKET_NAME: &str = "agentmon.sock";
+
+pub fn socket_path(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join(SOCKET_NAME)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// Create a session cgroup and move the calling process into it.
+    StartSession { agent: String, label: Option<String> },
+    /// Mark an existing cgroup (path under the cgroup2 mount, or absolute) as a session.
+    Tag { cgroup: String, agent: String, label: Option<String> },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionStarted {
+    pub session_id: uuid::Uuid,
+    pub cgroup: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Status(Box<Status>),
+    Session(SessionStarted),
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LiveSession {
+    pub id: uuid::Uuid,
+    pub agent: String,
+    pub cgroup_id: u64,
+    pub root_pid: Option<u32>,
+    pub processes: u32,
+    pub events_lost: u64,
+}
+
+/// What `agentmon status --json` prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub capturing: bool,
+    pub pid: u32,
+    pub host: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub probes: Vec<String>,
+    pub sessions: Vec<LiveSession>,
+    pub events_read: u64,
+    pub events_dropped: u64,
+    pub decode_errors: u64,
+    pub unattributed: u64,
+    pub kernel_read_errors: u64,
+    pub db_backlog: u64,
+    pub db_write_failures: u64,
+    pub actions_written: u64,
+    pub sessions_ended: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no daemon is capturing: cannot connect to {path}: {source}. Start it with `sudo agentmon daemon` (or pass the daemon's --runtime-dir / AGENTMON_RUNTIME_DIR)")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to the daemon at {path} failed: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the daemon sent a reply this agentmon cannot read: {0}")]
+    Protocol(#[from] serde_json::Error),
+    #[error("the daemon refused: {0}")]
+    Refused(String),
+}
+
+/// Send one request and read one response (blocking: `run` must not start threads before it
+/// execs, and needs no runtime).
+pub fn request(runtime_dir: &Path, req: &Request) -> Result<Response, ClientError> {
+    let path = socket_path(runtime_dir);
+    let mut stream = UnixStream::connect(&path).map_err(|source| ClientError::Connect { path: path.clone(), source })?;
+    let io = |source| ClientError::Io { path: path.clone(), source };
+    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+    let mut line = serde_json::to_string(req)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply).map_err(io)?;
+    match serde_json::from_str(&reply)? {
+        Response::Error { message } => Err(ClientError::Refused(message)),
+        r => Ok(r),
+    }
+}

@@ -1,0 +1,520 @@
+//! Correlation: decoded kernel events in, evidence records out.
+//!
+//! - A **session** is one tagged cgroup (one agent run). Its first process is the **agent**.
+//! - An **action** is a process the agent spawned, together with its whole subtree. It is
+//!   written once, when the last process of the subtree has exited (or when its session ends).
+//! - Every event becomes one raw event record, attributed to its session, action and exec id.
+//!
+//! This module is pure: no I/O, no clock reads, so it is tested on synthetic sequences.
+
+mod records;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use records::*;
+
+use crate::ebpf::decode::{Event, Exec, Header};
+
+/// Converts kernel boot-time nanoseconds to wall-clock time and to `/proc` clock ticks.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Unix time (ns) at boot: realtime minus boottime, measured at daemon start.
+    pub boot_unix_ns: i128,
+    /// Nanoseconds per `/proc/<pid>/stat` clock tick.
+    pub ns_per_tick: u64,
+    /// First 8 hex digits of the kernel boot id, so exec ids never repeat across reboots.
+    pub boot_tag: u32,
+}
+
+impl Clock {
+    pub fn wall(&self, boot_ns: u64) -> DateTime<Utc> {
+        let ns = self.boot_unix_ns + boot_ns as i128;
+        DateTime::from_timestamp_nanos(ns.clamp(0, i64::MAX as i128) as i64)
+    }
+
+    /// The stable process key: boot, pid and start time in clock ticks (what `/proc` shows).
+    pub fn exec_id(&self, tgid: u32, start_ns: u64) -> String {
+        self.exec_id_ticks(tgid, start_ns / self.ns_per_tick.max(1))
+    }
+
+    pub fn exec_id_ticks(&self, tgid: u32, ticks: u64) -> String {
+        format!("{:08x}-{tgid}-{ticks}", self.boot_tag)
+    }
+}
+
+/// What the daemon knows about a session when it starts tracking it.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub cgroup_id: u64,
+    pub agent: String,
+}
+
+/// A process found in `/proc` when a session is adopted.
+#[derive(Debug, Clone)]
+pub struct SeedProcess {
+    pub tgid: u32,
+    pub ppid: u32,
+    pub start_ticks: u64,
+    pub argv: Vec<String>,
+    pub exe: String,
+    pub cwd: Option<String>,
+    pub uid: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Proc {
+    exec_id: String,
+    session: u64,
+    action: Option<Uuid>,
+    is_agent: bool,
+    rec: ProcessRecord,
+    /// Whether this process has exec'd since we started following it.
+    exec_seen: bool,
+}
+
+#[derive(Debug)]
+struct ActionState {
+    rec: ActionRecord,
+    root_tgid: u32,
+    live: u32,
+    argv_known: bool,
+}
+
+#[derive(Debug)]
+struct SessionState {
+    info: SessionInfo,
+    root: Option<(u32, String)>,
+    root_argv: Vec<String>,
+    live: u32,
+    actions: u64,
+    events: u64,
+}
+
+/// Counters the daemon reports in `status`.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct CorrelatorStats {
+    pub events: u64,
+    /// Events whose session cgroup the daemon does not know.
+    pub unattributed: u64,
+    pub actions_written: u64,
+    pub sessions_ended: u64,
+}
+
+pub struct Correlator {
+    clock: Clock,
+    sessions: HashMap<u64, SessionState>,
+    procs: HashMap<u32, Proc>,
+    actions: HashMap<Uuid, ActionState>,
+    pub stats: CorrelatorStats,
+}
+
+/// Decode a raw wait status into (exit code, signal).
+pub fn wait_status(status: u32) -> (Option<i32>, Option<i32>) {
+    let sig = (status & 0x7f) as i32;
+    if sig == 0 { (Some(((status >> 8) & 0xff) as i32), None) } else { (None, Some(sig)) }
+}
+
+impl Correlator {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            sessions: HashMap::new(),
+            procs: HashMap::new(),
+            actions: HashMap::new(),
+            stats: CorrelatorStats::default(),
+        }
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    pub fn start_session(&mut self, info: SessionInfo) {
+        self.sessions.entry(info.cgroup_id).or_insert(SessionState {
+            info,
+            root: None,
+            root_argv: Vec::new(),
+            live: 0,
+            actions: 0,
+            events: 0,
+        });
+    }
+
+    /// Live sessions: (id, agent, cgroup id, root pid, live processes).
+    pub fn live_sessions(&self) -> Vec<(Uuid, String, u64, Option<u32>, u32)> {
+        self.sessions
+            .values()
+            .map(|s| (s.info.id, s.info.agent.clone(), s.info.cgroup_id, s.root.as_ref().map(|r| r.0), s.live))
+            .collect()
+    }
+
+    /// Adopt processes that were already running in a session when tracking began,
+    /// oldest first, so parents are known before their children.
+    pub fn seed(&mut self, session_cgroup: u64, mut seeds: Vec<SeedProcess>) {
+        seeds.sort_by_key(|s| (s.start_ticks, s.tgid));
+        for s in seeds {
+            if self.procs.contains_key(&s.tgid) {
+                continue;
+            }
+            let started = self.clock.wall(s.start_ticks * self.clock.ns_per_tick);
+            let rec = ProcessRecord {
+                exec_id: self.clock.exec_id_ticks(s.tgid, s.start_ticks),
+                pid: s.tgid,
+                ppid: s.ppid,
+                argv: s.argv,
+                exe: s.exe,
+                cwd: s.cwd,
+                uid: s.uid,
+                started_at: started,
+                ..ProcessRecord::default()
+            };
+            self.add_process(session_cgroup, rec, s.ppid);
+        }
+    }
+
+    /// Insert a newly seen process (by fork, by an exec we had no fork for, or by seeding) and
+    /// decide which action it belongs to.
+    fn add_process(&mut self, session_cgroup: u64, rec: ProcessRecord, ppid: u32) -> Option<Uuid> {
+        let session = self.sessions.get_mut(&session_cgroup)?;
+        let tgid = rec.pid;
+        session.live += 1;
+        let parent = self.procs.get(&ppid).filter(|p| p.session == session_cgroup);
+        let (is_agent, action) = match (session.root.is_none(), parent) {
+            // The session's first process is the agent.
+            (true, _) => {
+                session.root = Some((tgid, rec.exec_id.clone()));
+                session.root_argv.clone_from(&rec.argv);
+                (true, None)
+            }
+            // Children of the agent start new actions; everything else joins its parent's.
+            (false, Some(p)) if !p.is_agent => (false, p.action),
+            // A child of the agent, or a process whose parent we never saw: a new action.
+            (false, _) => (false, None),
+        };
+        let action = match (is_agent, action) {
+            (true, _) => None,
+            (false, Some(a)) => {
+                if let Some(st) = self.actions.get_mut(&a) {
+                    st.live += 1;
+                }
+                Some(a)
+            }
+            (false, None) => {
+                let id = Uuid::now_v7();
+                session.actions += 1;
+                self.actions.insert(
+                    id,
+                    ActionState {
+                        rec: ActionRecord {
+                            id,
+                            session_id: session.info.id,
+                            exec_id: rec.exec_id.clone(),
+                            pid: tgid,
+                            argv: rec.argv.clone(),
+                            cwd: rec.cwd.clone(),
+                            exe: rec.exe.clone(),
+                            uid: rec.uid,
+                            started_at: rec.started_at,
+                            complete: true,
+                            ..ActionRecord::default()
+                        },
+                        root_tgid: tgid,
+                        live: 1,
+                        argv_known: false,
+                    },
+                );
+                Some(id)
+            }
+        };
+        self.procs.insert(
+            tgid,
+            Proc { exec_id: rec.exec_id.clone(), session: session_cgroup, action, is_agent, rec, exec_seen: false },
+        );
+        action
+    }
+
+    /// Feed one decoded event; returns the records to store, in order.
+    pub fn handle(&mut self, event: &Event) -> Vec<Output> {
+        let hdr = event.header();
+        let mut out = Vec::new();
+        if !self.sessions.contains_key(&hdr.session_cgroup) {
+            self.stats.unattributed += 1;
+            return out;
+        }
+        self.stats.events += 1;
+        let now = self.clock.wall(hdr.ts_ns);
+        let (action, exec_id, data) = match event {
+            Event::Exec(e) => self.on_exec(e, &mut out),
+            Event::ExecFailed { hdr, errno, uid, filename, filename_truncated } => {
+                let (action, exec_id) = self.attribution(hdr);
+                let data = serde_json::json!({
+                    "filename": filename, "filename_truncated": filename_truncated,
+                    "errno": errno, "error": crate::errno::name(*errno), "uid": uid,
+                });
+                (action, exec_id, data)
+            }
+            Event::Fork { hdr, child_tgid, child_pid, child_start_ns, thread } => {
+                self.on_fork(hdr, *child_tgid, *child_pid, *child_start_ns, *thread, &mut out)
+            }
+            Event::Exit { hdr, status, group_dead } => self.on_exit(hdr, *status, *group_dead, &mut out, now),
+        };
+        let session = self.sessions.get_mut(&hdr.session_cgroup);
+        let Some(session) = session else { return out };
+        session.events += 1;
+        let record = EventRecord {
+            id: Uuid::now_v7(),
+            session_id: session.info.id,
+            action_id: action,
+            exec_id,
+            seq: session.events,
+            ts: now,
+            kind: kind_name(event),
+            pid: hdr.tgid,
+            tid: hdr.pid,
+            data,
+        };
+        // The raw event goes first so it is stored before anything derived from it.
+        out.insert(0, Output::Event(record));
+        if session.live == 0 && session.root.is_some() {
+            out.extend(self.end_session(hdr.session_cgroup, now));
+        }
+        out
+    }
+
+    fn attribution(&self, hdr: &Header) -> (Option<Uuid>, String) {
+        match self.procs.get(&hdr.tgid) {
+            Some(p) => (p.action, p.exec_id.clone()),
+            None => (None, self.clock.exec_id(hdr.tgid, hdr.start_ns)),
+        }
+    }
+
+    fn on_exec(&mut self, e: &Exec, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
+        let hdr = &e.hdr;
+        let exec_id = self.clock.exec_id(hdr.tgid, hdr.start_ns);
+        // A different start time under the same pid: the old process's exit was missed.
+        if self.procs.get(&hdr.tgid).is_some_and(|p| p.exec_id != exec_id) {
+            self.finish_process(hdr.tgid, None, out);
+        }
+        if !self.procs.contains_key(&hdr.tgid) {
+            let rec = ProcessRecord {
+                exec_id: exec_id.clone(),
+                pid: hdr.tgid,
+                ppid: e.ppid,
+                started_at: self.clock.wall(hdr.start_ns),
+                ..ProcessRecord::default()
+            };
+            self.add_process(hdr.session_cgroup, rec, e.ppid);
+        }
+        let data = serde_json::json!({
+            "filename": e.filename, "filename_truncated": e.filename_truncated,
+            "argv": e.argv, "argv_truncated": e.argv_truncated, "argv_bytes": e.argv_full_len,
+            "cwd": e.cwd, "cwd_truncated": e.cwd_truncated,
+            "uid": e.uid, "gid": e.gid, "ppid": e.ppid, "cgroup_id": hdr.cgroup_id,
+        });
+        let Some(p) = self.procs.get_mut(&hdr.tgid) else {
+            return (None, exec_id, data);
+        };
+        if p.exec_seen {
+            let prev = std::mem::take(&mut p.rec.argv);
+            p.rec.prior_argv.push(prev);
+        }
+        p.exec_seen = true;
+        p.rec.argv.clone_from(&e.argv);
+        p.rec.argv_truncated = e.argv_truncated;
+        p.rec.exe.clone_from(&e.filename);
+        p.rec.cwd.clone_from(&e.cwd);
+        p.rec.uid = Some(e.uid);
+        let action = p.action;
+        if p.is_agent {
+            if let Some(s) = self.sessions.get_mut(&p.session) {
+                // The session's root argv is the first image the agent exec'd.
+                if s.root_argv.is_empty() {
+                    s.root_argv.clone_from(&e.argv);
+                }
+            }
+        }
+        if let Some(a) = action.and_then(|a| self.actions.get_mut(&a)) {
+            // The action is the first command its root process exec'd.
+            if a.root_tgid == hdr.tgid && !a.argv_known {
+                a.argv_known = true;
+                a.rec.argv.clone_from(&e.argv);
+                a.rec.argv_truncated = e.argv_truncated;
+                a.rec.cwd.clone_from(&e.cwd);
+                a.rec.exe.clone_from(&e.filename);
+                a.rec.uid = Some(e.uid);
+            }
+        }
+        (action, exec_id, data)
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one call site, fields of one event")]
+    fn on_fork(
+        &mut self,
+        hdr: &Header,
+        child_tgid: u32,
+        child_pid: u32,
+        child_start_ns: u64,
+        thread: bool,
+        out: &mut Vec<Output>,
+    ) -> (Option<Uuid>, String, serde_json::Value) {
+        let child_exec_id = self.clock.exec_id(child_tgid, child_start_ns);
+        let data = serde_json::json!({
+            "child_pid": child_tgid, "child_tid": child_pid, "thread": thread,
+            "child_exec_id": if thread { None } else { Some(&child_exec_id) },
+        });
+        if thread {
+            let (action, exec_id) = self.attribution(hdr);
+            return (action, exec_id, data);
+        }
+        // A parent we have not seen yet (it entered the cgroup without exec): adopt it first.
+        if !self.procs.contains_key(&hdr.tgid) {
+            let rec = ProcessRecord {
+                exec_id: self.clock.exec_id(hdr.tgid, hdr.start_ns),
+                pid: hdr.tgid,
+                started_at: self.clock.wall(hdr.start_ns),
+                ..ProcessRecord::default()
+            };
+            self.add_process(hdr.session_cgroup, rec, 0);
+        }
+        let parent_exec_id = self.procs.get(&hdr.tgid).map(|p| p.exec_id.clone()).unwrap_or_default();
+        if self.procs.get(&child_tgid).is_some_and(|p| p.exec_id != child_exec_id) {
+            self.finish_process(child_tgid, None, out);
+        }
+        let mut action = None;
+        if !self.procs.contains_key(&child_tgid) {
+            let parent = self.procs.get(&hdr.tgid).map(|p| p.rec.clone()).unwrap_or_default();
+            let rec = ProcessRecord {
+                exec_id: child_exec_id,
+                pid: child_tgid,
+                ppid: hdr.tgid,
+                argv: parent.argv,
+                exe: parent.exe,
+                cwd: parent.cwd,
+                uid: parent.uid,
+                started_at: self.clock.wall(child_start_ns),
+                ..ProcessRecord::default()
+            };
+            action = self.add_process(hdr.session_cgroup, rec, hdr.tgid);
+        }
+        (action, parent_exec_id, data)
+    }
+
+    fn on_exit(&mut self, hdr: &Header, status: u32, group_dead: bool, out: &mut Vec<Output>, now: DateTime<Utc>) -> (Option<Uuid>, String, serde_json::Value) {
+        let (exit_code, signal) = wait_status(status);
+        let data = serde_json::json!({
+            "status": status, "exit_code": exit_code, "signal": signal, "process_exited": group_dead,
+        });
+        let (action, exec_id) = self.attribution(hdr);
+        if group_dead && self.procs.contains_key(&hdr.tgid) {
+            self.finish_process(hdr.tgid, Some((status, now)), out);
+        }
+        (action, exec_id, data)
+    }
+
+    /// A process ended (`exit` is `None` when its exit was never seen). Completes its action
+    /// when it was the action's last live process.
+    fn finish_process(&mut self, tgid: u32, exit: Option<(u32, DateTime<Utc>)>, out: &mut Vec<Output>) {
+        let Some(mut p) = self.procs.remove(&tgid) else { return };
+        if let Some((status, at)) = exit {
+            let (code, sig) = wait_status(status);
+            p.rec.ended_at = Some(at);
+            p.rec.exit_code = code;
+            p.rec.signal = sig;
+        }
+        if let Some(s) = self.sessions.get_mut(&p.session) {
+            s.live = s.live.saturating_sub(1);
+        }
+        if p.is_agent {
+            if let Some(s) = self.sessions.get_mut(&p.session) {
+                s.root_argv.clone_from(if s.root_argv.is_empty() { &p.rec.argv } else { &s.root_argv });
+            }
+            out.push(Output::Process(ProcessRow { session_id: self.session_id(p.session), action_id: None, rec: p.rec }));
+            return;
+        }
+        let Some(aid) = p.action else { return };
+        let Some(a) = self.actions.get_mut(&aid) else { return };
+        if a.root_tgid == tgid {
+            a.rec.ended_at = p.rec.ended_at;
+            a.rec.exit_code = p.rec.exit_code;
+            a.rec.signal = p.rec.signal;
+            if !a.argv_known {
+                a.rec.argv.clone_from(&p.rec.argv);
+            }
+        }
+        a.rec.processes.push(p.rec);
+        a.live = a.live.saturating_sub(1);
+        if a.live == 0 {
+            self.complete_action(aid, out);
+        }
+    }
+
+    fn session_id(&self, cgroup: u64) -> Uuid {
+        self.sessions.get(&cgroup).map(|s| s.info.id).unwrap_or_default()
+    }
+
+    fn complete_action(&mut self, aid: Uuid, out: &mut Vec<Output>) {
+        let Some(mut a) = self.actions.remove(&aid) else { return };
+        a.rec.command = crate::text::shell_join(&a.rec.argv);
+        a.rec.duration_ms = a.rec.ended_at.map(|e| (e - a.rec.started_at).num_milliseconds().max(0));
+        a.rec.processes.sort_by_key(|p| (p.started_at, p.pid));
+        self.stats.actions_written += 1;
+        out.push(Output::Action(a.rec));
+    }
+
+    /// End a session: flush its open actions (marked incomplete), then its end record.
+    pub fn end_session(&mut self, cgroup: u64, now: DateTime<Utc>) -> Vec<Output> {
+        let mut out = Vec::new();
+        let tgids: Vec<u32> = self.procs.iter().filter(|(_, p)| p.session == cgroup).map(|(t, _)| *t).collect();
+        for t in tgids {
+            if let Some(a) = self.procs.get(&t).and_then(|p| p.action) {
+                if let Some(st) = self.actions.get_mut(&a) {
+                    st.rec.complete = false;
+                }
+            }
+            self.finish_process(t, None, &mut out);
+        }
+        let sid = self.session_id(cgroup);
+        let open: Vec<Uuid> = self.actions.iter().filter(|(_, a)| a.rec.session_id == sid).map(|(id, _)| *id).collect();
+        for a in open {
+            if let Some(st) = self.actions.get_mut(&a) {
+                st.rec.complete = false;
+            }
+            self.complete_action(a, &mut out);
+        }
+        let s = self.sessions.remove(&cgroup);
+        self.stats.sessions_ended += 1;
+        out.push(Output::SessionEnd(match s {
+            Some(s) => SessionEnd {
+                session_id: s.info.id,
+                cgroup_id: cgroup,
+                ended_at: now,
+                root_pid: s.root.as_ref().map(|r| r.0),
+                root_exec_id: s.root.map(|r| r.1),
+                root_argv: s.root_argv,
+                actions: s.actions,
+                events: s.events,
+                events_lost: 0,
+            },
+            None => SessionEnd { cgroup_id: cgroup, ended_at: now, ..SessionEnd::default() },
+        }));
+        out
+    }
+}
+
+fn kind_name(e: &Event) -> &'static str {
+    match e {
+        Event::Exec(_) => "exec",
+        Event::ExecFailed { .. } => "exec_failed",
+        Event::Fork { thread: true, .. } => "clone_thread",
+        Event::Fork { .. } => "fork",
+        Event::Exit { group_dead: true, .. } => "exit",
+        Event::Exit { .. } => "exit_thread",
+    }
+}
+
+#[cfg(test)]
+mod tests;

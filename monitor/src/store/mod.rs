@@ -1,0 +1,280 @@
+//! PostgreSQL: schema migrations, the batched append-only writer, and the CLI's queries.
+
+pub mod query;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use sqlx::{PgPool, Postgres, QueryBuilder, postgres::PgPoolOptions};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::correlate::{ActionRecord, EventRecord, Output, ProcessRecord, SessionEnd, SessionStart};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to the database ({target}): {source}; check --database-url / DATABASE_URL and that PostgreSQL is running")]
+    Connect {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("applying database migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}@{}", &url[..s + 3], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|source| StoreError::Connect { target: redact_url(url), source })
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::migrate!("../migrations").run(pool).await?;
+    Ok(())
+}
+
+/// Rows per INSERT statement (well under Postgres's 65535 bind parameters).
+const CHUNK: usize = 1000;
+
+fn process_id(session: Uuid, exec_id: &str) -> Uuid {
+    // Deterministic, so a retried batch inserts nothing twice.
+    Uuid::new_v5(&session, exec_id.as_bytes())
+}
+
+/// Insert one batch in a single transaction, parents before children. Every insert is
+/// `ON CONFLICT DO NOTHING` on a daemon-assigned id, so retrying a batch is safe.
+pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output]) -> Result<(), sqlx::Error> {
+    let mut starts = Vec::new();
+    let mut events = Vec::new();
+    let mut actions = Vec::new();
+    let mut procs: Vec<(Uuid, Option<Uuid>, &ProcessRecord)> = Vec::new();
+    let mut ends = Vec::new();
+    for o in batch {
+        match o {
+            Output::SessionStart(s) => starts.push(s),
+            Output::Event(e) => events.push(e),
+            Output::Action(a) => {
+                actions.push(a);
+                procs.extend(a.processes.iter().map(|p| (a.session_id, Some(a.id), p)));
+            }
+            Output::Process(p) => procs.push((p.session_id, p.action_id, &p.rec)),
+            Output::SessionEnd(e) => ends.push(e),
+        }
+    }
+    let mut tx = pool.begin().await?;
+    for chunk in starts.chunks(CHUNK) {
+        insert_sessions(host, chunk).build().execute(&mut *tx).await?;
+    }
+    for chunk in actions.chunks(CHUNK) {
+        insert_actions(host, chunk).build().execute(&mut *tx).await?;
+    }
+    for chunk in procs.chunks(CHUNK) {
+        insert_processes(host, chunk).build().execute(&mut *tx).await?;
+    }
+    for chunk in events.chunks(CHUNK) {
+        insert_events(host, chunk).build().execute(&mut *tx).await?;
+    }
+    for chunk in ends.chunks(CHUNK) {
+        insert_ends(host, chunk).build().execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+fn insert_sessions<'a>(host: &'a str, rows: &'a [&'a SessionStart]) -> QueryBuilder<'a, Postgres> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO sessions (id, host, agent, label, cgroup, cgroup_id, uid, source, started_at) ",
+    );
+    q.push_values(rows, |mut b, s| {
+        b.push_bind(s.id)
+            .push_bind(host)
+            .push_bind(&s.agent)
+            .push_bind(&s.label)
+            .push_bind(&s.cgroup)
+            .push_bind(s.cgroup_id as i64)
+            .push_bind(i64::from(s.uid))
+            .push_bind(s.source)
+            .push_bind(s.started_at);
+    });
+    q.push(" ON CONFLICT (id) DO NOTHING");
+    q
+}
+
+fn insert_actions<'a>(host: &'a str, rows: &'a [&'a ActionRecord]) -> QueryBuilder<'a, Postgres> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO actions (id, session_id, host, exec_id, pid, argv, argv_truncated, command, cwd, exe, uid, \
+         started_at, ended_at, duration_ms, exit_code, signal, complete) ",
+    );
+    q.push_values(rows, |mut b, a| {
+        b.push_bind(a.id)
+            .push_bind(a.session_id)
+            .push_bind(host)
+            .push_bind(&a.exec_id)
+            .push_bind(i64::from(a.pid))
+            .push_bind(&a.argv)
+            .push_bind(a.argv_truncated)
+            .push_bind(&a.command)
+            .push_bind(&a.cwd)
+            .push_bind(&a.exe)
+            .push_bind(a.uid.map(i64::from))
+            .push_bind(a.started_at)
+            .push_bind(a.ended_at)
+            .push_bind(a.duration_ms)
+            .push_bind(a.exit_code)
+            .push_bind(a.signal)
+            .push_bind(a.complete);
+    });
+    q.push(" ON CONFLICT (id) DO NOTHING");
+    q
+}
+
+fn insert_processes<'a>(host: &'a str, rows: &'a [(Uuid, Option<Uuid>, &'a ProcessRecord)]) -> QueryBuilder<'a, Postgres> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO processes (id, session_id, action_id, host, exec_id, pid, ppid, argv, prior_argv, argv_truncated, \
+         exe, cwd, uid, started_at, ended_at, exit_code, signal) ",
+    );
+    q.push_values(rows, |mut b, (session, action, p)| {
+        b.push_bind(process_id(*session, &p.exec_id))
+            .push_bind(*session)
+            .push_bind(*action)
+            .push_bind(host)
+            .push_bind(&p.exec_id)
+            .push_bind(i64::from(p.pid))
+            .push_bind(i64::from(p.ppid))
+            .push_bind(&p.argv)
+            .push_bind(sqlx::types::Json(&p.prior_argv))
+            .push_bind(p.argv_truncated)
+            .push_bind(&p.exe)
+            .push_bind(&p.cwd)
+            .push_bind(p.uid.map(i64::from))
+            .push_bind(p.started_at)
+            .push_bind(p.ended_at)
+            .push_bind(p.exit_code)
+            .push_bind(p.signal);
+    });
+    q.push(" ON CONFLICT (id) DO NOTHING");
+    q
+}
+
+fn insert_events<'a>(host: &'a str, rows: &'a [&'a EventRecord]) -> QueryBuilder<'a, Postgres> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO events (id, host, session_id, action_id, exec_id, seq, ts, kind, pid, tid, data) ",
+    );
+    q.push_values(rows, |mut b, e| {
+        b.push_bind(e.id)
+            .push_bind(host)
+            .push_bind(e.session_id)
+            .push_bind(e.action_id)
+            .push_bind(&e.exec_id)
+            .push_bind(e.seq as i64)
+            .push_bind(e.ts)
+            .push_bind(e.kind)
+            .push_bind(i64::from(e.pid))
+            .push_bind(i64::from(e.tid))
+            .push_bind(&e.data);
+    });
+    q.push(" ON CONFLICT (id) DO NOTHING");
+    q
+}
+
+fn insert_ends<'a>(host: &'a str, rows: &'a [&'a SessionEnd]) -> QueryBuilder<'a, Postgres> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO session_ends (session_id, host, ended_at, root_pid, root_exec_id, root_argv, actions, events, events_lost) ",
+    );
+    q.push_values(rows, |mut b, e| {
+        b.push_bind(e.session_id)
+            .push_bind(host)
+            .push_bind(e.ended_at)
+            .push_bind(e.root_pid.map(i64::from))
+            .push_bind(&e.root_exec_id)
+            .push_bind(&e.root_argv)
+            .push_bind(e.actions as i64)
+            .push_bind(e.events as i64)
+            .push_bind(e.events_lost as i64);
+    });
+    q.push(" ON CONFLICT (session_id) DO NOTHING");
+    q
+}
+
+/// Handle for queueing records to the writer task.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::UnboundedSender<Output>,
+    /// Records queued but not yet committed.
+    pub backlog: Arc<AtomicU64>,
+    /// Failed write attempts (each is retried).
+    pub failures: Arc<AtomicU64>,
+}
+
+impl Writer {
+    pub fn send(&self, o: Output) {
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(o).is_err() {
+            tracing::error!("database writer has stopped; record not queued");
+        }
+    }
+
+    /// Start the writer task. It batches what arrives within 100 ms (up to 5000 records),
+    /// commits it in one transaction, and retries with back-off while the database is down.
+    pub fn spawn(pool: PgPool, host: String) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Output>();
+        let backlog = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(AtomicU64::new(0));
+        let (b, f) = (backlog.clone(), failures.clone());
+        let handle = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+                while batch.len() < 5000 {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(o)) => batch.push(o),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let mut delay = Duration::from_millis(200);
+                while let Err(e) = write_batch(&pool, &host, &batch).await {
+                    f.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, records = batch.len(), "database write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                b.fetch_sub(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
+            }
+        });
+        (Self { tx, backlog, failures }, handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_password() {
+        assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact_url("postgres://postgres@localhost/db?host=/x"), "postgres://postgres@localhost/db?host=/x");
+        assert_eq!(super::redact_url("nonsense"), "nonsense");
+    }
+}

@@ -1,0 +1,198 @@
+//! Read-side queries behind `agentmon sessions`, `actions` and `show`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row as _};
+use uuid::Uuid;
+
+/// One row of `agentmon sessions`.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub agent: String,
+    pub label: Option<String>,
+    pub host: String,
+    pub cgroup: String,
+    pub uid: i64,
+    pub source: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub root_pid: Option<i64>,
+    pub root_argv: Vec<String>,
+    pub actions: i64,
+    pub events: i64,
+    pub events_lost: i64,
+}
+
+/// One process of an action's subtree.
+#[derive(Debug, Serialize, Deserialize, Clone)]
+pub struct ProcessView {
+    pub pid: i64,
+    pub ppid: i64,
+    pub exec_id: String,
+    pub argv: Vec<String>,
+    pub argv_truncated: bool,
+    pub exe: String,
+    pub cwd: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// One row of `agentmon actions`.
+#[derive(Debug, Serialize)]
+pub struct ActionView {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub agent: String,
+    pub host: String,
+    pub exec_id: String,
+    pub pid: i64,
+    pub argv: Vec<String>,
+    pub argv_truncated: bool,
+    pub command: String,
+    pub cwd: Option<String>,
+    pub exe: String,
+    pub uid: Option<i64>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub complete: bool,
+    pub processes: Vec<ProcessView>,
+}
+
+#[derive(Debug, Default)]
+pub struct SessionFilter {
+    pub agent: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub id_prefix: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct ActionFilter {
+    pub session_prefix: Option<String>,
+    pub id_prefix: Option<String>,
+    pub agent: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub grep: Option<String>,
+    pub failed: bool,
+    pub limit: Option<i64>,
+}
+
+pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionView>, sqlx::Error> {
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+        "SELECT s.id, s.agent, s.label, s.host, s.cgroup, s.uid, s.source, s.started_at, e.ended_at, \
+           COALESCE(e.root_pid, r.pid) AS root_pid, \
+           COALESCE(e.root_argv, ARRAY(SELECT jsonb_array_elements_text(r.data->'argv')), ARRAY[]::text[]) AS root_argv, \
+           COALESCE(e.actions, (SELECT count(*) FROM actions a WHERE a.session_id = s.id)) AS actions, \
+           COALESCE(e.events, (SELECT count(*) FROM events v WHERE v.session_id = s.id)) AS events, \
+           COALESCE(e.events_lost, 0) AS events_lost \
+         FROM sessions s LEFT JOIN session_ends e ON e.session_id = s.id \
+         LEFT JOIN LATERAL (SELECT v.pid, v.data FROM events v WHERE v.session_id = s.id AND v.kind = 'exec' \
+                            AND v.action_id IS NULL ORDER BY v.seq LIMIT 1) r ON TRUE WHERE TRUE",
+    );
+    if let Some(a) = &f.agent {
+        q.push(" AND s.agent = ").push_bind(a.clone());
+    }
+    if let Some(t) = f.since {
+        q.push(" AND s.started_at >= ").push_bind(t);
+    }
+    if let Some(p) = &f.id_prefix {
+        q.push(" AND s.id::text LIKE ").push_bind(format!("{p}%"));
+    }
+    q.push(" ORDER BY s.started_at, s.id");
+    let rows = q.build().fetch_all(pool).await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(SessionView {
+                id: r.try_get("id")?,
+                agent: r.try_get("agent")?,
+                label: r.try_get("label")?,
+                host: r.try_get("host")?,
+                cgroup: r.try_get("cgroup")?,
+                uid: r.try_get("uid")?,
+                source: r.try_get("source")?,
+                started_at: r.try_get("started_at")?,
+                ended_at: r.try_get("ended_at")?,
+                root_pid: r.try_get("root_pid")?,
+                root_argv: r.try_get("root_argv")?,
+                actions: r.try_get("actions")?,
+                events: r.try_get("events")?,
+                events_lost: r.try_get("events_lost")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>, sqlx::Error> {
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+        "SELECT * FROM (SELECT a.id, a.session_id, s.agent, a.host, a.exec_id, a.pid, a.argv, a.argv_truncated, \
+           a.command, a.cwd, a.exe, a.uid, a.started_at, a.ended_at, a.duration_ms, a.exit_code, a.signal, a.complete, \
+           COALESCE((SELECT json_agg(json_build_object('pid', p.pid, 'ppid', p.ppid, 'exec_id', p.exec_id, \
+               'argv', p.argv, 'argv_truncated', p.argv_truncated, 'exe', p.exe, 'cwd', p.cwd, \
+               'started_at', p.started_at, 'ended_at', p.ended_at, 'exit_code', p.exit_code, 'signal', p.signal) \
+               ORDER BY p.started_at, p.pid) FROM processes p WHERE p.action_id = a.id), '[]'::json) AS processes \
+         FROM actions a JOIN sessions s ON s.id = a.session_id WHERE TRUE",
+    );
+    if let Some(p) = &f.session_prefix {
+        q.push(" AND a.session_id::text LIKE ").push_bind(format!("{p}%"));
+    }
+    if let Some(p) = &f.id_prefix {
+        q.push(" AND a.id::text LIKE ").push_bind(format!("{p}%"));
+    }
+    if let Some(a) = &f.agent {
+        q.push(" AND s.agent = ").push_bind(a.clone());
+    }
+    if let Some(t) = f.since {
+        q.push(" AND a.started_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.until {
+        q.push(" AND a.started_at <= ").push_bind(t);
+    }
+    if let Some(g) = &f.grep {
+        let pat = format!("%{}%", g.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        q.push(" AND (a.command ILIKE ").push_bind(pat.clone());
+        q.push(" OR EXISTS (SELECT 1 FROM processes p WHERE p.action_id = a.id AND array_to_string(p.argv, ' ') ILIKE ")
+            .push_bind(pat)
+            .push("))");
+    }
+    if f.failed {
+        q.push(" AND (a.exit_code <> 0 OR a.signal IS NOT NULL)");
+    }
+    q.push(" ORDER BY a.started_at DESC, a.id DESC");
+    if let Some(n) = f.limit {
+        q.push(" LIMIT ").push_bind(n);
+    }
+    q.push(") t ORDER BY started_at, id");
+    let rows = q.build().fetch_all(pool).await?;
+    rows.into_iter()
+        .map(|r| {
+            let procs: sqlx::types::Json<Vec<ProcessView>> = r.try_get("processes")?;
+            Ok(ActionView {
+                id: r.try_get("id")?,
+                session_id: r.try_get("session_id")?,
+                agent: r.try_get("agent")?,
+                host: r.try_get("host")?,
+                exec_id: r.try_get("exec_id")?,
+                pid: r.try_get("pid")?,
+                argv: r.try_get("argv")?,
+                argv_truncated: r.try_get("argv_truncated")?,
+                command: r.try_get("command")?,
+                cwd: r.try_get("cwd")?,
+                exe: r.try_get("exe")?,
+                uid: r.try_get("uid")?,
+                started_at: r.try_get("started_at")?,
+                ended_at: r.try_get("ended_at")?,
+                duration_ms: r.try_get("duration_ms")?,
+                exit_code: r.try_get("exit_code")?,
+                signal: r.try_get("signal")?,
+                complete: r.try_get("complete")?,
+                processes: procs.0,
+            })
+        })
+        .collect()
+}

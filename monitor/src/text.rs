@@ -1,0 +1,99 @@
+//! How kernel bytes become text: lossless escaping and shell quoting.
+//!
+//! Stored strings (argv, paths) are UTF-8. A backslash is written `\\` and every byte that is
+//! not part of valid UTF-8 is written `\xNN`, so the original bytes can always be recovered
+//! with [`unescape`].
+
+/// Escape arbitrary bytes into a lossless UTF-8 string (see the module docs).
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Reverse of [`escape_bytes`]. Returns `None` for text that `escape_bytes` cannot produce.
+pub fn unescape(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut it = text.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            continue;
+        }
+        match it.next()? {
+            '\\' => out.push(b'\\'),
+            'x' => {
+                let hex: String = [it.next()?, it.next()?].iter().collect();
+                out.push(u8::from_str_radix(&hex, 16).ok()?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Split a NUL-separated argv area into escaped arguments. A trailing NUL ends the last
+/// argument; without it (truncated capture) the partial last argument is kept.
+pub fn split_argv(area: &[u8]) -> Vec<String> {
+    if area.is_empty() {
+        return Vec::new();
+    }
+    let area = area.strip_suffix(&[0]).unwrap_or(area);
+    area.split(|&b| b == 0).map(escape_bytes).collect()
+}
+
+/// One argument quoted for a POSIX shell, only where needed.
+pub fn shell_quote(arg: &str) -> String {
+    let safe = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
+    if safe {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+/// A whole argv as a copy-pasteable shell command line.
+pub fn shell_join(argv: &[String]) -> String {
+    argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_is_lossless() {
+        let samples: [&[u8]; 5] = [b"plain", b"back\\slash", b"\xff\xfe bad", "ünï".as_bytes(), b"\\x41"];
+        for s in samples {
+            let e = escape_bytes(s);
+            assert_eq!(unescape(&e).as_deref(), Some(s), "{e}");
+        }
+        assert_eq!(escape_bytes(b"a\xffb"), "a\\xffb");
+        assert_eq!(escape_bytes(b"a\\b"), "a\\\\b");
+    }
+
+    #[test]
+    fn argv_split_and_quote() {
+        assert_eq!(split_argv(b"echo\0a\0b c\0"), ["echo", "a", "b c"]);
+        assert_eq!(split_argv(b"echo\0trunc"), ["echo", "trunc"]);
+        assert_eq!(split_argv(b"x\0\0"), ["x", ""]);
+        assert!(split_argv(b"").is_empty());
+        let argv: Vec<String> = ["bash", "-c", "git log | head", "it's", ""].map(String::from).into();
+        assert_eq!(shell_join(&argv), "bash -c 'git log | head' 'it'\\''s' ''");
+    }
+}
