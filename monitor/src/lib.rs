@@ -1,1 +1,17 @@
-pub fn x(){}
+//! agentmon's userspace: where each piece lives.
+//!
+//! - [`ebpf`]: load and attach the kernel programs, decode their events.
+//! - [`correlate`]: turn events into sessions, actions and process trees.
+//! - [`store`]: write evidence to PostgreSQL, and the queries that read it.
+//! - [`cli`]: one module per `agentmon` subcommand; [`control`] is the daemon's socket.
+
+pub mod cgroup;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod correlate;
+pub mod ebpf;
+pub mod errno;
+pub mod procscan;
+pub mod store;
+pub mod text;

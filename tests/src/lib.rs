@@ -1,1 +1,197 @@
+//! Harness for the root integration tests and the benchmark: a real daemon with the real eBPF
+//! programs, its own database, runtime dir and cgroup root, and helpers to run agent sessions
+//! and read back what was stored.
+//!
+//! Run through `cargo xtask test`, which provides `AGENTMON_BIN` and
+//! `AGENTMON_TEST_DATABASE_URL`. Without root or those variables the tests fail loudly.
+#![expect(clippy::missing_panics_doc, reason = "test harness: panics are test failures")]
 
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert!(unsafe { libc::geteuid() } == 0, "integration tests need root (they load eBPF programs): run `sudo cargo xtask test`");
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through `cargo xtask test`"))
+}
+
+pub fn bin() -> PathBuf {
+    let p = PathBuf::from(env("AGENTMON_BIN"));
+    assert!(p.exists(), "AGENTMON_BIN={} does not exist", p.display());
+    p
+}
+
+/// The cgroup2 mount, from mountinfo.
+pub fn cgroup2_mount() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right.starts_with("cgroup2 ").then(|| PathBuf::from(left.split(' ').nth(4)?))
+        })
+        .expect("no cgroup2 mount")
+}
+
+pub struct Daemon {
+    pub name: String,
+    pub db_url: String,
+    pub runtime_dir: PathBuf,
+    pub cgroup_root: PathBuf,
+    child: Child,
+    pub pool: sqlx::PgPool,
+}
+
+/// Replace the database name in a `postgres://user@host/DB?...` URL.
+fn with_db(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let slash = base.rfind('/').expect("url has a database part");
+    format!("{}/{db}?{query}", &base[..slash])
+}
+
+impl Daemon {
+    /// Start a daemon with a fresh database. `extra` are more daemon flags.
+    pub async fn start(name: &str, extra: &[&str]) -> Daemon {
+        require_root();
+        let admin_url = env("AGENTMON_TEST_DATABASE_URL");
+        let db = format!("t_{name}_{}", std::process::id());
+        let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect to the test PostgreSQL");
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {db}")).execute(&admin).await.expect("drop db");
+        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.expect("create db");
+        admin.close().await;
+        let db_url = with_db(&admin_url, &db);
+        let runtime_dir = PathBuf::from(format!("/tmp/agentmon-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&runtime_dir);
+        std::fs::create_dir_all(&runtime_dir).expect("runtime dir");
+        let cgroup_root = cgroup2_mount().join(format!("agentmon-test-{name}-{}", std::process::id()));
+        let log = std::fs::File::create(runtime_dir.join("daemon.log")).expect("log");
+        let child = Command::new(bin())
+            .arg("daemon")
+            .arg("--database-url")
+            .arg(&db_url)
+            .arg("--runtime-dir")
+            .arg(&runtime_dir)
+            .arg("--cgroup-root")
+            .arg(&cgroup_root)
+            .args(extra)
+            .env("AGENTMON_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        let pool = sqlx::PgPool::connect(&db_url).await.expect("connect test db");
+        let mut d = Daemon { name: name.into(), db_url, runtime_dir, cgroup_root, child, pool };
+        d.wait_capturing();
+        d
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.runtime_dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn wait_capturing(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("daemon exited with {status}:\n{}", self.log());
+            }
+            let st = self.cli(&["status", "--json"]);
+            if st.status.success() {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "daemon did not start capturing:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Run an agentmon subcommand against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("AGENTMON_RUNTIME_DIR", &self.runtime_dir)
+            .env("DATABASE_URL", &self.db_url)
+            .output()
+            .expect("run agentmon")
+    }
+
+    /// `agentmon run --agent AGENT -- CMD...` in `cwd`; returns the session id and the output.
+    pub fn run_agent(&self, agent: &str, cwd: &Path, cmd: &[&str]) -> (String, Output) {
+        let out = Command::new(bin())
+            .args(["run", "--agent", agent, "--"])
+            .args(cmd)
+            .current_dir(cwd)
+            .env("AGENTMON_RUNTIME_DIR", &self.runtime_dir)
+            .output()
+            .expect("run agentmon run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let id = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("agentmon: session "))
+            .unwrap_or_else(|| panic!("no session line in run's stderr: {stderr}"))
+            .trim()
+            .to_owned();
+        (id, out)
+    }
+
+    /// Wait until the session's end record is stored; returns its `sessions --json` row.
+    pub fn wait_session_end(&self, id: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let rows = json_lines(&self.cli(&["sessions", "--json"]));
+            if let Some(s) = rows.into_iter().find(|s| s["id"] == id) {
+                if !s["ended_at"].is_null() {
+                    return s;
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "session {id} did not end:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `agentmon actions --json --session ID`.
+    pub fn actions(&self, session: &str) -> Vec<Value> {
+        json_lines(&self.cli(&["actions", "--json", "--session", session]))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir(&self.cgroup_root);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.runtime_dir);
+        } else {
+            eprintln!("daemon log for {}:\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// Parse `--json` output: one object per line.
+pub fn json_lines(out: &Output) -> Vec<Value> {
+    assert!(out.status.success(), "agentmon failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect()
+}
+
+/// A scratch directory for a test.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(format!("/tmp/agentmon-scratch-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+pub fn strs(v: &Value) -> Vec<String> {
+    v.as_array().expect("array").iter().map(|s| s.as_str().expect("string").to_owned()).collect()
+}

@@ -1,1 +1,148 @@
-fn main(){}
+//! Project tasks: `cargo xtask setup | daemon | test | bench`.
+//!
+//! Everything a fresh Debian machine lacks is installed here, idempotently: the PostgreSQL
+//! binaries, nightly `rust-src` (or an offline tarball), and bpf-linker built against the
+//! nightly toolchain's own LLVM.
+
+mod pg;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing (apt packages, rust-src, bpf-linker) and mount tracefs/bpffs.
+    Setup,
+    /// Set up, build, and run the daemon. Without a configured database it starts a private
+    /// PostgreSQL cluster under target/agentmon-pg.
+    Daemon {
+        /// Extra arguments for `agentmon daemon`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every test (unit and root integration tests) against a fresh private
+    /// PostgreSQL cluster.
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build in release mode, and run the overhead benchmark.
+    Bench {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+pub fn step(msg: &str) {
+    eprintln!("xtask: {msg}");
+}
+
+/// Run a command, failing with its name if it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+pub fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// `cargo` with bpf-linker on PATH.
+fn cargo(env: &setup::BuildEnv) -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root()).env("PATH", &env.path);
+    c
+}
+
+fn database_configured() -> bool {
+    std::env::var_os("DATABASE_URL").is_some()
+        || std::fs::read_to_string("/etc/agentmon/agentmon.toml").is_ok_and(|t| t.contains("database_url"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => {
+            setup::setup()?;
+        }
+        Task::Daemon { args } => {
+            let env = setup::setup()?;
+            step("building agentmon (release)");
+            run(cargo(&env).args(["build", "--release", "-p", "monitor"]))?;
+            let bin = workspace_root().join("target/release/agentmon");
+            let mut cmd = Command::new(&bin);
+            cmd.arg("daemon").args(&args);
+            if !database_configured() && !args.iter().any(|a| a.starts_with("--database-url")) {
+                let cluster = pg::Cluster::new(workspace_root().join("target/agentmon-pg"), 54329);
+                cluster.ensure_running(false)?;
+                step(&format!("using the private PostgreSQL at {}", cluster.dir.display()));
+                cmd.arg("--database-url").arg(cluster.url("agentmon"));
+                cluster.create_db("agentmon")?;
+            }
+            step("starting the daemon (Ctrl-C to stop)");
+            let status = cmd.status()?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test { args } => {
+            let env = setup::setup()?;
+            if !is_root() {
+                bail!("the integration tests load eBPF programs and need root: run `sudo cargo xtask test`");
+            }
+            step("building the workspace");
+            run(cargo(&env).args(["build", "--workspace", "--bins"]))?;
+            let cluster = pg::Cluster::new(workspace_root().join("target/agentmon-test-pg"), 54330);
+            cluster.ensure_running(true)?;
+            step("running every test");
+            let status = cargo(&env)
+                .args(["test", "--workspace"])
+                .args(&args)
+                .env("AGENTMON_TEST_DATABASE_URL", cluster.url("postgres"))
+                .env("AGENTMON_BIN", workspace_root().join("target/debug/agentmon"))
+                .status()?;
+            cluster.stop();
+            if !status.success() {
+                bail!("tests failed");
+            }
+        }
+        Task::Bench { args } => {
+            let env = setup::setup()?;
+            if !is_root() {
+                bail!("the benchmark loads eBPF programs and needs root");
+            }
+            run(cargo(&env).args(["build", "--release", "-p", "monitor", "-p", "integration-tests", "--bins"]))?;
+            let cluster = pg::Cluster::new(workspace_root().join("target/agentmon-bench-pg"), 54331);
+            cluster.ensure_running(true)?;
+            let status = Command::new(workspace_root().join("target/release/agentmon-bench"))
+                .args(&args)
+                .env("AGENTMON_TEST_DATABASE_URL", cluster.url("postgres"))
+                .env("AGENTMON_BIN", workspace_root().join("target/release/agentmon"))
+                .status()?;
+            cluster.stop();
+            if !status.success() {
+                bail!("benchmark failed");
+            }
+        }
+    }
+    Ok(())
+}

@@ -74,6 +74,8 @@ struct Proc {
     rec: ProcessRecord,
     /// Whether this process has exec'd since we started following it.
     exec_seen: bool,
+    /// The last file it failed to exec, while it has not exec'd successfully.
+    failed_exec: Option<String>,
 }
 
 #[derive(Debug)]
@@ -232,7 +234,7 @@ impl Correlator {
         };
         self.procs.insert(
             tgid,
-            Proc { exec_id: rec.exec_id.clone(), session: session_cgroup, action, is_agent, rec, exec_seen: false },
+            Proc { exec_id: rec.exec_id.clone(), session: session_cgroup, action, is_agent, rec, exec_seen: false, failed_exec: None },
         );
         action
     }
@@ -251,6 +253,9 @@ impl Correlator {
             Event::Exec(e) => self.on_exec(e, &mut out),
             Event::ExecFailed { hdr, errno, uid, filename, filename_truncated } => {
                 let (action, exec_id) = self.attribution(hdr);
+                if let Some(p) = self.procs.get_mut(&hdr.tgid).filter(|p| !p.exec_seen) {
+                    p.failed_exec = Some(filename.clone());
+                }
                 let data = serde_json::json!({
                     "filename": filename, "filename_truncated": filename_truncated,
                     "errno": errno, "error": crate::errno::name(*errno), "uid": uid,
@@ -430,7 +435,9 @@ impl Correlator {
         }
         if p.is_agent {
             if let Some(s) = self.sessions.get_mut(&p.session) {
-                s.root_argv.clone_from(if s.root_argv.is_empty() { &p.rec.argv } else { &s.root_argv });
+                if s.root_argv.is_empty() {
+                    s.root_argv.clone_from(&p.rec.argv);
+                }
             }
             out.push(Output::Process(ProcessRow { session_id: self.session_id(p.session), action_id: None, rec: p.rec }));
             return;
@@ -438,6 +445,12 @@ impl Correlator {
         let Some(aid) = p.action else { return };
         let Some(a) = self.actions.get_mut(&aid) else { return };
         if a.root_tgid == tgid {
+            // A root that never exec'd but tried to: what it tried is the command.
+            if let (false, Some(f)) = (a.argv_known, &p.failed_exec) {
+                a.argv_known = true;
+                a.rec.argv = vec![f.clone()];
+                a.rec.exe.clone_from(f);
+            }
             a.rec.ended_at = p.rec.ended_at;
             a.rec.exit_code = p.rec.exit_code;
             a.rec.signal = p.rec.signal;

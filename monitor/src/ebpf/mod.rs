@@ -7,7 +7,7 @@ use std::path::Path;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LruHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
 use monitor_common::{KernelOffsets, ProbeConfig, counter};
@@ -59,10 +59,11 @@ pub struct Probes {
     /// Keeps programs and links alive.
     _ebpf: Ebpf,
     pub attached: Vec<String>,
-    pub events: RingBuf<MapData>,
+    events: Option<RingBuf<MapData>>,
     tagged: HashMap<MapData, u64, u64>,
     tracked: HashMap<MapData, u32, u64>,
-    verdict: LruHashMap<MapData, u64, u64>,
+    /// An LRU hash in the kernel; aya's `HashMap` handles both kinds.
+    verdict: HashMap<MapData, u64, u64>,
     session_lost: PerCpuHashMap<MapData, u64, u64>,
     counters: PerCpuArray<MapData, u64>,
 }
@@ -113,7 +114,7 @@ impl Probes {
             });
         }
         Ok(Self {
-            events: take(&mut ebpf, "EVENTS")?,
+            events: Some(take(&mut ebpf, "EVENTS")?),
             tagged: take(&mut ebpf, "TAGGED")?,
             tracked: take(&mut ebpf, "TRACKED")?,
             verdict: take(&mut ebpf, "VERDICT")?,
@@ -122,6 +123,11 @@ impl Probes {
             attached,
             _ebpf: ebpf,
         })
+    }
+
+    /// The event ring buffer, for the daemon's reader (once).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
     }
 
     /// Start capturing a cgroup and everything below it. Clears cached "untagged" verdicts so

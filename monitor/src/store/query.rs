@@ -83,6 +83,15 @@ pub struct ActionFilter {
     pub limit: Option<i64>,
 }
 
+/// Match an id by prefix or suffix (tables print the last 8 characters).
+fn push_id_match(q: &mut QueryBuilder<'_, Postgres>, column: &str, part: &str) {
+    q.push(format!(" AND ({column}::text LIKE "))
+        .push_bind(format!("{part}%"))
+        .push(format!(" OR {column}::text LIKE "))
+        .push_bind(format!("%{part}"))
+        .push(")");
+}
+
 pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionView>, sqlx::Error> {
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT s.id, s.agent, s.label, s.host, s.cgroup, s.uid, s.source, s.started_at, e.ended_at, \
@@ -102,7 +111,7 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
         q.push(" AND s.started_at >= ").push_bind(t);
     }
     if let Some(p) = &f.id_prefix {
-        q.push(" AND s.id::text LIKE ").push_bind(format!("{p}%"));
+        push_id_match(&mut q, "s.id", p);
     }
     q.push(" ORDER BY s.started_at, s.id");
     let rows = q.build().fetch_all(pool).await?;
@@ -139,10 +148,10 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>,
          FROM actions a JOIN sessions s ON s.id = a.session_id WHERE TRUE",
     );
     if let Some(p) = &f.session_prefix {
-        q.push(" AND a.session_id::text LIKE ").push_bind(format!("{p}%"));
+        push_id_match(&mut q, "a.session_id", p);
     }
     if let Some(p) = &f.id_prefix {
-        q.push(" AND a.id::text LIKE ").push_bind(format!("{p}%"));
+        push_id_match(&mut q, "a.id", p);
     }
     if let Some(a) = &f.agent {
         q.push(" AND s.agent = ").push_bind(a.clone());

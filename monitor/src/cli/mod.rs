@@ -1,0 +1,171 @@
+//! The `agentmon` command line. One file per subcommand.
+
+pub mod daemon;
+pub mod query;
+pub mod run;
+pub mod status;
+pub mod table;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::{
+    config::{self, FileConfig},
+    control::{self, Request, Response},
+    store::{
+        self,
+        query::{ActionFilter, SessionFilter},
+    },
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "agentmon", version, about = "See what AI agents do on this server, from the kernel.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where to find the daemon.
+#[derive(Debug, clap::Args)]
+pub struct DaemonAddr {
+    /// The daemon's runtime directory (control socket).
+    #[arg(long, env = "AGENTMON_RUNTIME_DIR", default_value = config::DEFAULT_RUNTIME_DIR, value_name = "DIR")]
+    pub runtime_dir: PathBuf,
+}
+
+/// Where to find the database, for the query commands.
+#[derive(Debug, clap::Args)]
+pub struct DbArgs {
+    /// PostgreSQL URL [default: DATABASE_URL, the config file, or the running daemon's].
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub addr: DaemonAddr,
+    /// Config file.
+    #[arg(long, default_value = config::CONFIG_PATH)]
+    pub config: PathBuf,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the capture daemon (root).
+    Daemon(daemon::DaemonArgs),
+    /// Run a command as an agent session: `agentmon run --agent NAME -- CMD ARGS...`.
+    Run {
+        /// Agent name recorded on the session.
+        #[arg(long)]
+        agent: String,
+        /// Free-text label recorded on the session.
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        addr: DaemonAddr,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Mark an existing cgroup (e.g. a systemd unit's) as a session (root).
+    Tag {
+        /// cgroup path, relative to the cgroup2 mount or absolute.
+        #[arg(long)]
+        cgroup: String,
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        addr: DaemonAddr,
+    },
+    /// Whether a daemon is capturing; exits 1 when none is.
+    Status {
+        #[command(flatten)]
+        addr: DaemonAddr,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List sessions.
+    Sessions {
+        #[arg(long)]
+        agent: Option<String>,
+        /// A duration ago (10m, 2h, 3d) or a time.
+        #[arg(long, value_parser = query::parse_when)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List actions (commands the agents ran), oldest first.
+    Actions {
+        /// Session id or id prefix.
+        #[arg(long, value_parser = query::parse_id_prefix)]
+        session: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long, value_parser = query::parse_when)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, value_parser = query::parse_when)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only actions whose command line (or any subprocess's) contains TEXT.
+        #[arg(long, value_name = "TEXT")]
+        grep: Option<String>,
+        /// Only actions that exited non-zero or were killed by a signal.
+        #[arg(long)]
+        failed: bool,
+        /// At most N actions (the most recent).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+        limit: Option<i64>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Show one action and its process tree.
+    Show {
+        /// Action id or unique id prefix.
+        #[arg(value_parser = query::parse_id_prefix)]
+        action: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+async fn pool(db: &DbArgs) -> anyhow::Result<sqlx::PgPool> {
+    let file = FileConfig::load(&db.config)?;
+    let url = config::query_database_url(db.database_url.as_deref(), &file, &db.addr.runtime_dir)?;
+    Ok(store::connect(&url).await?)
+}
+
+/// Run the parsed command; returns the process exit code.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Daemon(args) => daemon::run(args).await.map(|()| 0),
+        Command::Run { .. } => unreachable!("run is handled before the runtime starts"),
+        Command::Tag { cgroup, agent, label, addr } => {
+            let resp = control::request(&addr.runtime_dir, &Request::Tag { cgroup, agent, label })?;
+            let Response::Session(s) = resp else { anyhow::bail!("unexpected reply from the daemon: {resp:?}") };
+            eprintln!("agentmon: session {} ({})", s.session_id, s.cgroup);
+            Ok(0)
+        }
+        Command::Status { addr, json } => status::run(&addr.runtime_dir, json),
+        Command::Sessions { agent, since, db } => {
+            let pool = pool(&db).await?;
+            query::sessions(&pool, &SessionFilter { agent, since, id_prefix: None }, db.json).await.map(|()| 0)
+        }
+        Command::Actions { session, agent, since, until, grep, failed, limit, db } => {
+            let pool = pool(&db).await?;
+            let f = ActionFilter { session_prefix: session, id_prefix: None, agent, since, until, grep, failed, limit };
+            query::actions(&pool, &f, db.json).await.map(|()| 0)
+        }
+        Command::Show { action, db } => {
+            let pool = pool(&db).await?;
+            if query::show(&pool, &action, db.json).await.context("querying the action")? {
+                Ok(0)
+            } else {
+                eprintln!("agentmon: no action matches `{action}` (list them with `agentmon actions`)");
+                Ok(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! `agentmon sessions`, `actions` and `show`: read what was captured.
+
+use anyhow::bail;
+use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone as _, Utc};
+use sqlx::PgPool;
+
+use crate::{
+    cli::table,
+    store::query::{self, ActionFilter, ActionView, ProcessView, SessionFilter},
+    text::shell_join,
+};
+
+/// `10m`, `2h`, `3d` ago, an RFC 3339 time, or a local `YYYY-MM-DD[ HH:MM[:SS]]`.
+pub fn parse_when(s: &str) -> Result<DateTime<Utc>, String> {
+    let s = s.trim();
+    if let Some(unit) = s.chars().last().filter(char::is_ascii_alphabetic) {
+        if let Ok(n) = s[..s.len() - 1].parse::<i64>() {
+            let secs = match unit {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                'w' => 604_800,
+                _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m, h, d or w)")),
+            };
+            return Ok(Utc::now() - chrono::Duration::seconds(n.saturating_mul(secs)));
+        }
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .or_else(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)));
+    match naive.and_then(|n| Local.from_local_datetime(&n).earliest()) {
+        Some(t) => Ok(t.with_timezone(&Utc)),
+        None => Err(format!("`{s}` is not a time: use a duration like 10m, 2h, 3d, or a time like 2026-11-22 14:00")),
+    }
+}
+
+/// An id or id prefix as the tables print it.
+pub fn parse_id_prefix(s: &str) -> Result<String, String> {
+    let s = s.trim().to_ascii_lowercase();
+    if s.is_empty() || s.len() > 36 || !s.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(format!("`{s}` is not an id (expected hex digits, as `agentmon actions` prints it)"));
+    }
+    Ok(s)
+}
+
+pub async fn sessions(pool: &PgPool, f: &SessionFilter, json: bool) -> anyhow::Result<()> {
+    let rows = query::sessions(pool, f).await?;
+    if json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|s| {
+            vec![
+                table::short_id(&s.id),
+                s.agent.clone(),
+                s.label.clone().unwrap_or_default(),
+                table::local_time(s.started_at),
+                s.ended_at.map_or_else(|| "live".into(), table::local_time),
+                s.root_pid.map_or("-".into(), |p| p.to_string()),
+                s.actions.to_string(),
+                s.events_lost.to_string(),
+                table::clip(&shell_join(&s.root_argv), 50),
+            ]
+        })
+        .collect();
+    table::print(&["SESSION", "AGENT", "LABEL", "STARTED", "ENDED", "ROOT PID", "ACTIONS", "LOST", "COMMAND"], &cells);
+    Ok(())
+}
+
+pub async fn actions(pool: &PgPool, f: &ActionFilter, json: bool) -> anyhow::Result<()> {
+    let rows = query::actions(pool, f).await?;
+    if json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|a| {
+            vec![
+                table::short_id(&a.id),
+                table::short_id(&a.session_id),
+                table::local_time(a.started_at),
+                table::duration(a.duration_ms),
+                table::status(a.exit_code, a.signal),
+                a.processes.len().to_string(),
+                table::clip(&a.command, 80),
+            ]
+        })
+        .collect();
+    table::print(&["ACTION", "SESSION", "STARTED", "DURATION", "EXIT", "PROCS", "COMMAND"], &cells);
+    Ok(())
+}
+
+/// Returns false when no action matches.
+pub async fn show(pool: &PgPool, id: &str, json: bool) -> anyhow::Result<bool> {
+    let f = ActionFilter { id_prefix: Some(id.to_owned()), limit: Some(2), ..ActionFilter::default() };
+    let mut rows = query::actions(pool, &f).await?;
+    if rows.len() > 1 {
+        bail!("`{id}` matches more than one action; give more of the id");
+    }
+    let Some(a) = rows.pop() else { return Ok(false) };
+    if json {
+        println!("{}", serde_json::to_string(&a)?);
+        return Ok(true);
+    }
+    print_action(&a);
+    Ok(true)
+}
+
+fn print_action(a: &ActionView) {
+    let rows = vec![
+        vec!["action".into(), a.id.to_string()],
+        vec!["session".into(), a.session_id.to_string()],
+        vec!["agent".into(), a.agent.clone()],
+        vec!["host".into(), a.host.clone()],
+        vec!["command".into(), a.command.clone() + if a.argv_truncated { " [argv truncated]" } else { "" }],
+        vec!["cwd".into(), a.cwd.clone().unwrap_or_else(|| "?".into())],
+        vec!["exe".into(), a.exe.clone()],
+        vec!["uid".into(), a.uid.map_or("?".into(), |u| u.to_string())],
+        vec!["pid".into(), a.pid.to_string()],
+        vec!["started".into(), table::local_time(a.started_at)],
+        vec!["ended".into(), table::opt_time(a.ended_at)],
+        vec!["duration".into(), table::duration(a.duration_ms)],
+        vec!["exit".into(), table::status(a.exit_code, a.signal)],
+        vec!["complete".into(), if a.complete { "yes" } else { "no (session ended first)" }.into()],
+    ];
+    table::print(&["FIELD", "VALUE"], &rows);
+    println!("\nprocesses:");
+    for line in tree_lines(&a.processes) {
+        println!("  {line}");
+    }
+}
+
+/// The process subtree drawn with box characters, children in start order.
+pub fn tree_lines(procs: &[ProcessView]) -> Vec<String> {
+    let pids: std::collections::HashSet<i64> = procs.iter().map(|p| p.pid).collect();
+    let mut out = Vec::new();
+    fn walk(procs: &[ProcessView], p: &ProcessView, prefix: &str, last: bool, root: bool, out: &mut Vec<String>) {
+        let branch = if root { "" } else if last { "└─ " } else { "├─ " };
+        let dur = p.ended_at.map(|e| (e - p.started_at).num_milliseconds());
+        out.push(format!(
+            "{prefix}{branch}[{}] {}  (exit {}, {})",
+            p.pid,
+            shell_join(&p.argv),
+            table::status(p.exit_code, p.signal),
+            table::duration(dur)
+        ));
+        let kids: Vec<&ProcessView> = procs.iter().filter(|c| c.ppid == p.pid && c.pid != p.pid).collect();
+        let child_prefix = if root { prefix.to_owned() } else { format!("{prefix}{}", if last { "   " } else { "│  " }) };
+        for (i, c) in kids.iter().enumerate() {
+            walk(procs, c, &child_prefix, i + 1 == kids.len(), false, out);
+        }
+    }
+    // Roots: processes whose parent is not in the subtree (the action's process, and
+    // any re-parented orphans).
+    for p in procs.iter().filter(|p| !pids.contains(&p.ppid)) {
+        walk(procs, p, "", true, true, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pv(pid: i64, ppid: i64, argv: &[&str]) -> ProcessView {
+        ProcessView {
+            pid,
+            ppid,
+            exec_id: String::new(),
+            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+            argv_truncated: false,
+            exe: String::new(),
+            cwd: None,
+            started_at: Utc::now(),
+            ended_at: None,
+            exit_code: Some(0),
+            signal: None,
+        }
+    }
+
+    #[test]
+    fn draws_a_tree() {
+        let procs = [pv(10, 1, &["bash", "-c", "git log | head"]), pv(11, 10, &["git", "log"]), pv(12, 10, &["head"]), pv(13, 11, &["less"])];
+        let lines = tree_lines(&procs);
+        assert_eq!(lines.len(), 4);
+        assert!(lines[0].starts_with("[10] bash -c 'git log | head'"), "{}", lines[0]);
+        assert!(lines[1].starts_with("├─ [11] git log"), "{}", lines[1]);
+        assert!(lines[2].starts_with("│  └─ [13] less"), "{}", lines[2]);
+        assert!(lines[3].starts_with("└─ [12] head"), "{}", lines[3]);
+    }
+
+    #[test]
+    fn parses_times_and_ids() {
+        let t = parse_when("10m").expect("10m");
+        assert!((Utc::now() - t).num_seconds() >= 599);
+        assert!(parse_when("2026-11-22T10:00:00Z").is_ok());
+        assert!(parse_when("2026-11-22 10:00").is_ok());
+        assert!(parse_when("2026-11-22").is_ok());
+        assert!(parse_when("yesterday").is_err());
+        assert!(parse_when("5y").is_err());
+        assert!(parse_id_prefix("0193ABcd").is_ok());
+        assert!(parse_id_prefix("x'; drop").is_err());
+    }
+}

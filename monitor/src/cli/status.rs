@@ -1,0 +1,60 @@
+//! `agentmon status`: is anything capturing, and how is it doing.
+
+use std::path::Path;
+
+use crate::{
+    cli::table,
+    control::{self, Request, Response},
+};
+
+/// Returns the process exit code: 0 when capturing, 1 when not.
+pub fn run(runtime_dir: &Path, json: bool) -> anyhow::Result<i32> {
+    let st = match control::request(runtime_dir, &Request::Status) {
+        Ok(Response::Status(st)) => st,
+        Ok(other) => anyhow::bail!("unexpected reply from the daemon: {other:?}"),
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "capturing": false, "error": e.to_string() }));
+            } else {
+                eprintln!("agentmon: not capturing: {e}");
+            }
+            return Ok(1);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string(&st)?);
+        return Ok(0);
+    }
+    let rows = vec![
+        vec!["capturing".into(), "yes".into()],
+        vec!["daemon pid".into(), st.pid.to_string()],
+        vec!["host".into(), st.host.clone()],
+        vec!["since".into(), table::local_time(st.started_at)],
+        vec!["probes".into(), st.probes.join(", ")],
+        vec!["live sessions".into(), st.sessions.len().to_string()],
+        vec!["events read".into(), st.events_read.to_string()],
+        vec!["events dropped".into(), st.events_dropped.to_string()],
+        vec!["decode errors".into(), st.decode_errors.to_string()],
+        vec!["db backlog".into(), st.db_backlog.to_string()],
+        vec!["db write failures".into(), st.db_write_failures.to_string()],
+    ];
+    table::print(&["FIELD", "VALUE"], &rows);
+    if !st.sessions.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = st
+            .sessions
+            .iter()
+            .map(|s| {
+                vec![
+                    table::short_id(&s.id),
+                    s.agent.clone(),
+                    s.root_pid.map_or("-".into(), |p| p.to_string()),
+                    s.processes.to_string(),
+                    s.events_lost.to_string(),
+                ]
+            })
+            .collect();
+        table::print(&["SESSION", "AGENT", "ROOT PID", "PROCESSES", "LOST"], &rows);
+    }
+    Ok(0)
+}

@@ -1,0 +1,254 @@
+//! Correlation on synthetic event sequences (no kernel, no root).
+
+use super::*;
+use crate::ebpf::decode::{Event, Exec, Header};
+use monitor_common::EventKind;
+
+const CG: u64 = 7;
+const TICK: u64 = 10_000_000;
+
+fn clock() -> Clock {
+    Clock { boot_unix_ns: 1_700_000_000_000_000_000, ns_per_tick: TICK, boot_tag: 0xabcd }
+}
+
+fn hdr(kind: EventKind, tgid: u32, pid: u32, start_ticks: u64, ts_ms: u64) -> Header {
+    Header { kind, cpu: 0, ts_ns: ts_ms * 1_000_000, session_cgroup: CG, cgroup_id: CG, tgid, pid, start_ns: start_ticks * TICK }
+}
+
+fn exec(tgid: u32, ppid: u32, start: u64, ts: u64, argv: &[&str]) -> Event {
+    Event::Exec(Exec {
+        hdr: hdr(EventKind::Exec, tgid, tgid, start, ts),
+        ppid,
+        uid: 1000,
+        gid: 1000,
+        filename: format!("/usr/bin/{}", argv[0]),
+        filename_truncated: false,
+        argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+        argv_truncated: false,
+        argv_full_len: 0,
+        cwd: Some("/work".into()),
+        cwd_truncated: false,
+    })
+}
+
+fn fork(parent: u32, pstart: u64, child: u32, cstart: u64, ts: u64) -> Event {
+    Event::Fork { hdr: hdr(EventKind::Fork, parent, parent, pstart, ts), child_tgid: child, child_pid: child, child_start_ns: cstart * TICK, thread: false }
+}
+
+fn thread(parent: u32, pstart: u64, tid: u32, ts: u64) -> Event {
+    Event::Fork { hdr: hdr(EventKind::Fork, parent, parent, pstart, ts), child_tgid: parent, child_pid: tid, child_start_ns: pstart * TICK, thread: true }
+}
+
+fn exit(tgid: u32, pid: u32, start: u64, ts: u64, status: u32, group_dead: bool) -> Event {
+    Event::Exit { hdr: hdr(EventKind::Exit, tgid, pid, start, ts), status, group_dead }
+}
+
+fn session() -> (Correlator, Uuid) {
+    let mut c = Correlator::new(clock());
+    let id = Uuid::now_v7();
+    c.start_session(SessionInfo { id, cgroup_id: CG, agent: "agent".into() });
+    (c, id)
+}
+
+fn feed(c: &mut Correlator, events: &[Event]) -> Vec<Output> {
+    events.iter().flat_map(|e| c.handle(e)).collect()
+}
+
+fn actions(out: &[Output]) -> Vec<&ActionRecord> {
+    out.iter().filter_map(|o| if let Output::Action(a) = o { Some(a) } else { None }).collect()
+}
+
+fn session_end(out: &[Output]) -> Option<&SessionEnd> {
+    out.iter().find_map(|o| if let Output::SessionEnd(e) = o { Some(e) } else { None })
+}
+
+#[test]
+fn pipeline_is_one_action_with_its_subtree() {
+    let (mut c, sid) = session();
+    let out = feed(
+        &mut c,
+        &[
+            exec(100, 1, 10, 100, &["agent"]),
+            fork(100, 10, 101, 20, 200),
+            exec(101, 100, 20, 201, &["bash", "-c", "git log | head"]),
+            fork(101, 20, 102, 21, 202),
+            fork(101, 20, 103, 21, 202),
+            exec(102, 101, 21, 203, &["git", "log"]),
+            exec(103, 101, 21, 203, &["head"]),
+            exit(102, 102, 21, 250, 0, true),
+            exit(103, 103, 21, 251, 0, true),
+            exit(101, 101, 20, 260, 0x100, true),
+        ],
+    );
+    let a = actions(&out);
+    assert_eq!(a.len(), 1);
+    let a = a[0];
+    assert_eq!(a.session_id, sid);
+    assert_eq!(a.argv, ["bash", "-c", "git log | head"]);
+    assert_eq!(a.command, "bash -c 'git log | head'");
+    assert_eq!(a.exit_code, Some(1));
+    assert_eq!(a.duration_ms, Some(60));
+    assert_eq!(a.cwd.as_deref(), Some("/work"));
+    assert!(a.complete);
+    let argvs: Vec<_> = a.processes.iter().map(|p| p.argv.join(" ")).collect();
+    assert_eq!(argvs, ["bash -c git log | head", "git log", "head"]);
+    assert_eq!(a.processes[1].ppid, 101);
+    // Every event was recorded raw, in order, attributed to the action after the fork.
+    let evs: Vec<_> = out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e) } else { None }).collect();
+    assert_eq!(evs.len(), 10);
+    assert!(evs.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+    assert_eq!(evs[0].action_id, None, "the agent's own exec belongs to no action");
+    assert!(evs[1..].iter().all(|e| e.action_id == Some(a.id)));
+    assert!(session_end(&out).is_none(), "the agent is still alive");
+}
+
+#[test]
+fn exec_without_fork_keeps_earlier_images() {
+    let (mut c, _) = session();
+    let out = feed(
+        &mut c,
+        &[
+            exec(100, 1, 10, 100, &["agent"]),
+            fork(100, 10, 101, 20, 200),
+            exec(101, 100, 20, 201, &["bash", "-c", "exec sleep 1"]),
+            exec(101, 100, 20, 202, &["sleep", "1"]),
+            exit(101, 101, 20, 1202, 0, true),
+        ],
+    );
+    let a = actions(&out);
+    assert_eq!(a[0].argv, ["bash", "-c", "exec sleep 1"], "the action is what the agent started");
+    assert_eq!(a[0].processes.len(), 1);
+    assert_eq!(a[0].processes[0].argv, ["sleep", "1"]);
+    assert_eq!(a[0].processes[0].prior_argv, vec![vec!["bash", "-c", "exec sleep 1"]]);
+}
+
+#[test]
+fn thread_exits_do_not_end_a_process() {
+    let (mut c, _) = session();
+    let out = feed(
+        &mut c,
+        &[
+            exec(100, 1, 10, 100, &["agent"]),
+            fork(100, 10, 101, 20, 200),
+            exec(101, 100, 20, 201, &["node", "x.js"]),
+            thread(101, 20, 105, 202),
+            exit(101, 105, 20, 300, 0, false),
+        ],
+    );
+    assert!(actions(&out).is_empty(), "a thread exit is not the process's exit");
+    let out = feed(&mut c, &[exit(101, 101, 20, 400, 0, true)]);
+    let a = actions(&out);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].duration_ms, Some(200));
+    let kinds: Vec<_> = out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e.kind) } else { None }).collect();
+    assert_eq!(kinds, ["exit"]);
+}
+
+#[test]
+fn pid_reuse_closes_the_old_process() {
+    let (mut c, _) = session();
+    let out = feed(
+        &mut c,
+        &[
+            exec(100, 1, 10, 100, &["agent"]),
+            fork(100, 10, 101, 20, 200),
+            exec(101, 100, 20, 201, &["first"]),
+            // The exit of 101 was lost; a new process gets pid 101 with a later start time.
+            fork(100, 10, 101, 90, 900),
+            exec(101, 100, 90, 901, &["second"]),
+            exit(101, 101, 90, 950, 0, true),
+        ],
+    );
+    let a = actions(&out);
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[0].argv, ["first"]);
+    assert_eq!(a[0].ended_at, None, "its exit was never seen");
+    assert_eq!(a[1].argv, ["second"]);
+    assert_ne!(a[0].exec_id, a[1].exec_id);
+    assert_eq!(a[1].exec_id, "0000abcd-101-90");
+}
+
+#[test]
+fn signals_and_exit_codes_decode() {
+    assert_eq!(wait_status(0x300), (Some(3), None));
+    assert_eq!(wait_status(0xf), (None, Some(15)));
+    assert_eq!(wait_status(0x89), (None, Some(9)), "core-dump bit ignored");
+    assert_eq!(wait_status(0), (Some(0), None));
+}
+
+#[test]
+fn session_ends_when_its_last_process_exits_and_flushes_nothing_twice() {
+    let (mut c, sid) = session();
+    let out = feed(
+        &mut c,
+        &[
+            exec(100, 1, 10, 100, &["agent", "--go"]),
+            fork(100, 10, 101, 20, 200),
+            exec(101, 100, 20, 201, &["bash", "-c", "sleep 5 &"]),
+            fork(101, 20, 102, 21, 202),
+            exit(101, 101, 20, 210, 0, true),
+            exit(100, 100, 10, 300, 0, true),
+        ],
+    );
+    assert!(actions(&out).is_empty(), "the background child is still running");
+    assert!(session_end(&out).is_none());
+    let out = feed(&mut c, &[exit(102, 102, 21, 5000, 0x900, true)]);
+    let a = actions(&out);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].exit_code, Some(0), "the action's status is its own process's");
+    assert_eq!(a[0].processes[1].exit_code, Some(9));
+    let end = session_end(&out).expect("session ended");
+    assert_eq!(end.session_id, sid);
+    assert_eq!(end.root_pid, Some(100));
+    assert_eq!(end.root_argv, ["agent", "--go"]);
+    assert_eq!(end.actions, 1);
+    assert_eq!(end.events, 7);
+    assert!(c.live_sessions().is_empty());
+    // Events for the ended session are unattributed, not misfiled.
+    assert!(feed(&mut c, &[exec(100, 1, 10, 6000, &["late"])]).is_empty());
+    assert_eq!(c.stats.unattributed, 1);
+}
+
+#[test]
+fn ending_a_session_early_flushes_open_actions_as_incomplete() {
+    let (mut c, _) = session();
+    feed(&mut c, &[exec(100, 1, 10, 100, &["agent"]), fork(100, 10, 101, 20, 200), exec(101, 100, 20, 201, &["daemonish"])]);
+    let out = c.end_session(CG, clock().wall(1_000_000_000));
+    let a = actions(&out);
+    assert_eq!(a.len(), 1);
+    assert!(!a[0].complete);
+    assert_eq!(a[0].ended_at, None);
+    assert!(out.iter().any(|o| matches!(o, Output::Process(p) if p.rec.pid == 100)), "the agent process row is written");
+    assert!(session_end(&out).is_some());
+}
+
+#[test]
+fn seeded_processes_build_the_tree() {
+    let (mut c, _) = session();
+    let seed = |tgid, ppid, start_ticks, argv: &[&str]| SeedProcess {
+        tgid,
+        ppid,
+        start_ticks,
+        argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+        exe: String::new(),
+        cwd: None,
+        uid: Some(0),
+    };
+    // Given out of order: the oldest is the agent.
+    c.seed(CG, vec![seed(201, 200, 30, &["make"]), seed(200, 1, 10, &["agent"]), seed(202, 201, 40, &["cc"])]);
+    let live = c.live_sessions();
+    assert_eq!(live[0].3, Some(200));
+    assert_eq!(live[0].4, 3);
+    let out = feed(&mut c, &[exit(202, 202, 40, 500, 0, true), exit(201, 201, 30, 600, 0, true)]);
+    let a = actions(&out);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].argv, ["make"]);
+    assert_eq!(a[0].processes.len(), 2);
+}
+
+#[test]
+fn unknown_sessions_are_counted_not_stored() {
+    let mut c = Correlator::new(clock());
+    assert!(feed(&mut c, &[exec(1, 0, 1, 1, &["x"])]).is_empty());
+    assert_eq!(c.stats.unattributed, 1);
+}

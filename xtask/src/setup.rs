@@ -1,0 +1,162 @@
+//! `cargo xtask setup`: install what is missing, idempotently, saying what it does.
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{is_root, run, step};
+
+/// Debian packages: PostgreSQL server and client binaries, iproute2 for network-namespace
+/// tests, mount for tracefs/bpffs.
+const APT_PACKAGES: &[&str] = &["postgresql", "postgresql-client", "iproute2", "mount", "procps"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Names an offline `rust-src` tarball (holding `src/rust/library/...`) for air-gapped hosts.
+const RUST_SRC_ENV: &str = "AGENTMON_RUST_SRC_TARBALL";
+
+/// What the build needs in its environment.
+pub struct BuildEnv {
+    pub path: OsString,
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        step("apt packages: present");
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("missing Debian packages {missing:?}: run `sudo cargo xtask setup` or `sudo apt-get install {}`", missing.join(" "));
+    }
+    step(&format!("installing {}", missing.join(" ")));
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn nightly_sysroot() -> anyhow::Result<PathBuf> {
+    if output(Command::new("rustc").args(["+nightly", "--print", "sysroot"])).is_err() {
+        step("installing the nightly toolchain");
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
+            .context("the eBPF programs need a nightly Rust toolchain")?;
+    }
+    Ok(PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?))
+}
+
+fn rust_src(sysroot: &Path) -> anyhow::Result<()> {
+    let rustlib = sysroot.join("lib/rustlib");
+    if rustlib.join("src/rust/library/core/Cargo.toml").exists() {
+        step("nightly rust-src: present");
+        return Ok(());
+    }
+    if let Some(tarball) = std::env::var_os(RUST_SRC_ENV) {
+        step(&format!("unpacking rust-src from {}", Path::new(&tarball).display()));
+        return run(Command::new("tar").arg("-xJf").arg(&tarball).arg("-C").arg(&rustlib));
+    }
+    step("installing nightly rust-src");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"])).with_context(|| {
+        format!("could not download rust-src; on an offline host set {RUST_SRC_ENV} to a rust-src tarball for this nightly")
+    })
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"))
+        .join("agentmon")
+}
+
+/// bpf-linker built against the nightly toolchain's own LLVM, cached per LLVM version.
+fn bpf_linker(sysroot: &Path) -> anyhow::Result<PathBuf> {
+    let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let llvm = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("rustc +nightly -vV reports no LLVM version")?
+        .trim()
+        .to_owned();
+    let major = llvm.split('.').next().unwrap_or(&llvm).to_owned();
+    let root = cache_dir().join(format!("bpf-linker-{BPF_LINKER_VERSION}-llvm-{llvm}"));
+    let bin = root.join("bin");
+    if bin.join("bpf-linker").exists() {
+        step(&format!("bpf-linker (LLVM {llvm}): cached"));
+        return Ok(bin);
+    }
+    step(&format!("building bpf-linker {BPF_LINKER_VERSION} against the nightly LLVM {llvm} (about a minute)"));
+    let tc_lib = sysroot.join("lib");
+    let so = std::fs::read_dir(&tc_lib)?
+        .flatten()
+        .map(|e| e.file_name())
+        .find(|n| n.to_string_lossy().starts_with("libLLVM.so"))
+        .context("the nightly toolchain ships no libLLVM.so")?;
+    let prefix = root.join("llvm-prefix");
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    for name in [OsString::from("libLLVM.so"), so.clone()] {
+        let link = prefix.join("lib").join(&name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(tc_lib.join(&so), &link)?;
+    }
+    run(Command::new("cargo")
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features"])
+        .args(["--features", &format!("llvm-{major}")])
+        .arg("--root")
+        .arg(&root)
+        .env("LLVM_PREFIX", &prefix)
+        .env("RUSTFLAGS", format!("-C link-arg=-Wl,-rpath,{}", tc_lib.display())))?;
+    Ok(bin)
+}
+
+fn mounts() -> anyhow::Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    for (fstype, dir) in [("tracefs", "/sys/kernel/tracing"), ("bpf", "/sys/fs/bpf")] {
+        let mounted = info.lines().any(|l| {
+            l.split(' ').nth(4) == Some(dir) && l.split(" - ").nth(1).is_some_and(|t| t.starts_with(fstype))
+        });
+        if mounted {
+            continue;
+        }
+        if !is_root() {
+            step(&format!("{dir} is not mounted (the daemon mounts it when it starts as root)"));
+            continue;
+        }
+        step(&format!("mounting {fstype} on {dir}"));
+        run(Command::new("mount").args(["-t", fstype, fstype, dir]))?;
+    }
+    Ok(())
+}
+
+pub fn setup() -> anyhow::Result<BuildEnv> {
+    apt_packages()?;
+    let sysroot = nightly_sysroot()?;
+    rust_src(&sysroot)?;
+    let bin = bpf_linker(&sysroot)?;
+    mounts()?;
+    let mut path = bin.into_os_string();
+    if let Some(p) = std::env::var_os("PATH") {
+        path.push(":");
+        path.push(p);
+    }
+    step("setup complete");
+    Ok(BuildEnv { path })
+}
