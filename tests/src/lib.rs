@@ -35,7 +35,10 @@ pub fn cgroup2_mount() -> PathBuf {
     info.lines()
         .find_map(|l| {
             let (left, right) = l.split_once(" - ")?;
-            right.starts_with("cgroup2 ").then(|| PathBuf::from(left.split(' ').nth(4)?))
+            if !right.starts_with("cgroup2 ") {
+                return None;
+            }
+            left.split(' ').nth(4).map(PathBuf::from)
         })
         .expect("no cgroup2 mount")
 }

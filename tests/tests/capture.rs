@@ -148,7 +148,7 @@ async fn a_process_that_leaves_its_cgroup_is_still_recorded() {
     let dir = scratch("escape");
     let root_procs = cgroup2_mount().join("cgroup.procs");
     let script = format!(
-        "bash -c 'echo $$ > {}; grep ^0:: /proc/self/cgroup > {}/where; /bin/echo escaped-marker; true'",
+        "bash -c 'echo $$ > {}; grep ^0:: /proc/self/cgroup > {}/where; /bin/echo escaped-marker; true'; exit 0",
         root_procs.display(),
         dir.display()
     );
@@ -178,7 +178,8 @@ async fn an_argv_longer_than_the_cap_is_truncated_and_flagged() {
     let d = Daemon::start("argv", &[]).await;
     let dir = scratch("argv");
     let long = "a".repeat(20_000);
-    let script = format!("/bin/true {long}; /bin/true 'odd  arg' \"$(printf 'x\\xffy')\" ''");
+    // Each command is followed by more script, so bash forks for it rather than exec'ing.
+    let script = format!("/bin/true {long}; /bin/true 'odd  arg' $'x\\xffy' ''; exit 0");
     let (id, out) = d.run_agent("tester", &dir, &["bash", "-c", &script]);
     assert!(out.status.success());
     d.wait_session_end(&id);
@@ -225,7 +226,7 @@ async fn a_permitted_non_root_user_can_run_sessions_and_others_cannot() {
             .arg(&bin)
             .args(["run", "--agent", "nonroot", "--runtime-dir"])
             .arg(&d.runtime_dir)
-            .args(["--", "sh", "-c", "/usr/bin/id -u"])
+            .args(["--", "sh", "-c", "/usr/bin/id -u; exit 0"])
             .current_dir(&dir)
             .output()
             .expect("runuser")
@@ -258,6 +259,7 @@ async fn tagging_an_existing_cgroup_adopts_its_running_processes() {
     // An "agent" already running in the cgroup before it is tagged; it waits for a flag file.
     let mut agent = Command::new("bash")
         .args(["-c", &format!("echo $$ > {}/cgroup.procs; while [ ! -e {} ]; do sleep 0.05; done; /bin/echo tagged-child; exit 0", cg.display(), flag.display())])
+        .stdout(std::process::Stdio::null())
         .spawn()
         .expect("agent");
     std::thread::sleep(std::time::Duration::from_millis(300));

@@ -80,8 +80,14 @@ fn database_configured() -> bool {
         || std::fs::read_to_string("/etc/agentmon/agentmon.toml").is_ok_and(|t| t.contains("database_url"))
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    if let Err(e) = task(Cli::parse()) {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn task(cli: Cli) -> anyhow::Result<()> {
     match cli.task {
         Task::Setup => {
             setup::setup()?;
@@ -110,12 +116,12 @@ fn main() -> anyhow::Result<()> {
                 bail!("the integration tests load eBPF programs and need root: run `sudo cargo xtask test`");
             }
             step("building the workspace");
-            run(cargo(&env).args(["build", "--workspace", "--bins"]))?;
+            run(cargo(&env).args(["build", "--bins"]))?;
             let cluster = pg::Cluster::new(workspace_root().join("target/agentmon-test-pg"), 54330);
             cluster.ensure_running(true)?;
             step("running every test");
             let status = cargo(&env)
-                .args(["test", "--workspace"])
+                .args(["test"])
                 .args(&args)
                 .env("AGENTMON_TEST_DATABASE_URL", cluster.url("postgres"))
                 .env("AGENTMON_BIN", workspace_root().join("target/debug/agentmon"))

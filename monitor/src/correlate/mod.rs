@@ -424,6 +424,11 @@ impl Correlator {
     /// when it was the action's last live process.
     fn finish_process(&mut self, tgid: u32, exit: Option<(u32, DateTime<Utc>)>, out: &mut Vec<Output>) {
         let Some(mut p) = self.procs.remove(&tgid) else { return };
+        // A process that never exec'd but tried to: what it tried is its command.
+        if let (false, Some(f)) = (p.exec_seen, &p.failed_exec) {
+            p.rec.argv = vec![f.clone()];
+            p.rec.exe.clone_from(f);
+        }
         if let Some((status, at)) = exit {
             let (code, sig) = wait_status(status);
             p.rec.ended_at = Some(at);
@@ -445,11 +450,10 @@ impl Correlator {
         let Some(aid) = p.action else { return };
         let Some(a) = self.actions.get_mut(&aid) else { return };
         if a.root_tgid == tgid {
-            // A root that never exec'd but tried to: what it tried is the command.
-            if let (false, Some(f)) = (a.argv_known, &p.failed_exec) {
+            if !a.argv_known && p.failed_exec.is_some() {
                 a.argv_known = true;
-                a.rec.argv = vec![f.clone()];
-                a.rec.exe.clone_from(f);
+                a.rec.argv.clone_from(&p.rec.argv);
+                a.rec.exe.clone_from(&p.rec.exe);
             }
             a.rec.ended_at = p.rec.ended_at;
             a.rec.exit_code = p.rec.exit_code;
