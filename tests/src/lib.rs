@@ -95,6 +95,10 @@ impl Daemon {
         d
     }
 
+    pub fn daemon_pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.runtime_dir.join("daemon.log")).unwrap_or_default()
     }
