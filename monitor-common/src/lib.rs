@@ -26,6 +26,8 @@ pub enum EventKind {
     ExecFailed = 2,
     Fork = 3,
     Exit = 4,
+    File = 5,
+    Net = 6,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -36,6 +38,8 @@ impl TryFrom<u32> for EventKind {
             2 => Self::ExecFailed,
             3 => Self::Fork,
             4 => Self::Exit,
+            5 => Self::File,
+            6 => Self::Net,
             other => return Err(other),
         })
     }
@@ -144,6 +148,154 @@ pub struct ExitEvent {
 }
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 48 + 8);
 
+/// Bytes of a user path captured per file event (Linux `PATH_MAX`).
+pub const PATH_CAP: usize = 4096;
+/// Bytes of a directory resolved in the kernel for a relative path (components, leaf first).
+pub const DIR_CAP: usize = CWD_MAX + COMPONENT_MAX;
+/// Bytes of socket address captured (`sockaddr_un` is 110).
+pub const SOCKADDR_CAP: usize = 128;
+/// Bytes of UDP payload captured for DNS (port 53) traffic.
+pub const PAYLOAD_CAP: usize = 512;
+
+/// `FileEvent::flags` / `NetEvent::flags` bits.
+pub const PATH1_TRUNCATED: u32 = 1;
+pub const PATH2_TRUNCATED: u32 = 2;
+/// `dir1`/`dir2` hold the directory a relative path is relative to (resolved in the kernel).
+pub const DIR1_RESOLVED: u32 = 4;
+pub const DIR2_RESOLVED: u32 = 8;
+pub const DIR1_TRUNCATED: u32 = 16;
+pub const DIR2_TRUNCATED: u32 = 32;
+/// `dir1` holds the path of the file behind the fd (fchmod, fchown, ftruncate).
+pub const FD_PATH: u32 = 64;
+/// The socket's own addresses were read from the kernel (`sk_*` fields are valid).
+pub const NET_SOCK_KNOWN: u32 = 128;
+/// `addr` holds the address the caller passed (or the kernel returned, for accept/recvfrom).
+pub const NET_ADDR_GIVEN: u32 = 256;
+
+/// A file syscall's result (`sys_exit_*`), with the arguments saved at `sys_enter_*`.
+/// Sent up to the last used byte.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileEvent {
+    pub hdr: EventHeader,
+    /// The x86_64 syscall number.
+    pub nr: u32,
+    pub flags: u32,
+    /// Syscall return value (negative errno on failure).
+    pub ret: i64,
+    /// The raw syscall arguments.
+    pub args: [u64; 6],
+    /// For openat2: `how.flags` and `how.mode`.
+    pub how_flags: u64,
+    pub how_mode: u64,
+    pub path1_len: u32,
+    pub dir1_len: u32,
+    pub path2_len: u32,
+    pub dir2_len: u32,
+    pub path1: [u8; PATH_CAP],
+    pub dir1: [u8; DIR_CAP],
+    pub path2: [u8; PATH_CAP],
+    pub dir2: [u8; DIR_CAP],
+}
+pub const FILE_PATH1_OFF: usize = core::mem::offset_of!(FileEvent, path1);
+pub const FILE_DIR1_OFF: usize = core::mem::offset_of!(FileEvent, dir1);
+pub const FILE_PATH2_OFF: usize = core::mem::offset_of!(FileEvent, path2);
+pub const FILE_DIR2_OFF: usize = core::mem::offset_of!(FileEvent, dir2);
+const _: () = assert!(FILE_PATH1_OFF == 48 + 16 + 48 + 16 + 16);
+const _: () = assert!(core::mem::size_of::<FileEvent>() == FILE_DIR2_OFF + DIR_CAP);
+
+/// A network syscall's result.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NetEvent {
+    pub hdr: EventHeader,
+    pub nr: u32,
+    pub flags: u32,
+    pub ret: i64,
+    pub fd: i32,
+    /// `SOCK_STREAM` = 1, `SOCK_DGRAM` = 2, 0 when unknown.
+    pub sock_type: u32,
+    pub addr_len: u32,
+    pub payload_len: u32,
+    /// From the socket: family, local and remote ports (host order) and addresses.
+    pub sk_family: u16,
+    pub sk_lport: u16,
+    pub sk_rport: u16,
+    pub _pad: u16,
+    pub sk_laddr: [u8; 16],
+    pub sk_raddr: [u8; 16],
+    pub addr: [u8; SOCKADDR_CAP],
+    pub payload: [u8; PAYLOAD_CAP],
+}
+const _: () = assert!(core::mem::size_of::<NetEvent>() == 48 + 32 + 8 + 32 + SOCKADDR_CAP + PAYLOAD_CAP);
+
+/// In-flight syscall of a tracked thread, saved at `sys_enter_*`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct PendingSyscall {
+    pub nr: u64,
+    pub args: [u64; 6],
+}
+
+/// x86_64 syscall numbers the file and network probes handle.
+pub mod nr {
+    pub const OPEN: u64 = 2;
+    pub const CONNECT: u64 = 42;
+    pub const ACCEPT: u64 = 43;
+    pub const SENDTO: u64 = 44;
+    pub const RECVFROM: u64 = 45;
+    pub const SENDMSG: u64 = 46;
+    pub const RECVMSG: u64 = 47;
+    pub const BIND: u64 = 49;
+    pub const LISTEN: u64 = 50;
+    pub const TRUNCATE: u64 = 76;
+    pub const FTRUNCATE: u64 = 77;
+    pub const RENAME: u64 = 82;
+    pub const MKDIR: u64 = 83;
+    pub const RMDIR: u64 = 84;
+    pub const CREAT: u64 = 85;
+    pub const LINK: u64 = 86;
+    pub const UNLINK: u64 = 87;
+    pub const SYMLINK: u64 = 88;
+    pub const CHMOD: u64 = 90;
+    pub const FCHMOD: u64 = 91;
+    pub const CHOWN: u64 = 92;
+    pub const FCHOWN: u64 = 93;
+    pub const LCHOWN: u64 = 94;
+    pub const OPENAT: u64 = 257;
+    pub const MKDIRAT: u64 = 258;
+    pub const FCHOWNAT: u64 = 260;
+    pub const UNLINKAT: u64 = 263;
+    pub const RENAMEAT: u64 = 264;
+    pub const LINKAT: u64 = 265;
+    pub const SYMLINKAT: u64 = 266;
+    pub const FCHMODAT: u64 = 268;
+    pub const ACCEPT4: u64 = 288;
+    pub const RENAMEAT2: u64 = 316;
+    pub const OPENAT2: u64 = 437;
+    pub const FCHMODAT2: u64 = 452;
+
+    /// Where a file syscall's paths are: (path1 arg, dirfd1 arg, path2 arg, dirfd2 arg, fd arg),
+    /// each an argument index or -1. A dirfd of -1 means relative to the cwd.
+    pub const fn file_layout(nr: u64) -> Option<(i8, i8, i8, i8, i8)> {
+        Some(match nr {
+            OPEN | CREAT | UNLINK | RMDIR | MKDIR | CHMOD | CHOWN | LCHOWN | TRUNCATE => (0, -1, -1, -1, -1),
+            OPENAT | OPENAT2 | UNLINKAT | MKDIRAT | FCHMODAT | FCHMODAT2 | FCHOWNAT => (1, 0, -1, -1, -1),
+            RENAME | LINK => (0, -1, 1, -1, -1),
+            RENAMEAT | RENAMEAT2 | LINKAT => (1, 0, 3, 2, -1),
+            // symlink(target, linkpath): the target is content, captured but not resolved (-2).
+            SYMLINK => (1, -1, 0, -2, -1),
+            SYMLINKAT => (2, 1, 0, -2, -1),
+            FCHMOD | FCHOWN | FTRUNCATE => (-1, -1, -1, -1, 0),
+            _ => return None,
+        })
+    }
+
+    pub const fn is_net(nr: u64) -> bool {
+        matches!(nr, CONNECT | ACCEPT | SENDTO | RECVFROM | SENDMSG | RECVMSG | BIND | LISTEN | ACCEPT4)
+    }
+}
+
 /// Kernel struct member offsets resolved from BTF by the daemon and set as a global at load.
 /// The kernel side reads task and mm fields at these offsets, so it needs no CO-RE.
 #[repr(C)]
@@ -172,6 +324,21 @@ pub struct KernelOffsets {
     pub mount_mountpoint: u32,
     pub vfsmount_root: u32,
     pub bprm_filename: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_path: u32,
+    pub file_private_data: u32,
+    pub socket_type: u32,
+    pub socket_sk: u32,
+    pub skc_family: u32,
+    pub skc_num: u32,
+    pub skc_dport: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
 }
 
 /// Runtime knobs for the kernel side, set as a global at load.
@@ -198,4 +365,5 @@ mod pod {
     // SAFETY: all of these are repr(C) plain data with explicit padding.
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::ProbeConfig {}
+    unsafe impl aya::Pod for super::PendingSyscall {}
 }

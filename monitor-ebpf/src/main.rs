@@ -1,10 +1,14 @@
 //! Kernel side of agentmon: see `maps.rs` for the session filter and the ring buffer,
-//! `process.rs` for the exec/fork/exit probes.
+//! `process.rs` for the exec/fork/exit probes, `file.rs` and `net.rs` for file and network
+//! syscalls, `vfs.rs` for reading paths out of the kernel.
 #![no_std]
 #![no_main]
 
+mod file;
 mod maps;
+mod net;
 mod process;
+mod vfs;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -38,6 +38,21 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     mount_mountpoint: 0,
     vfsmount_root: 0,
     bprm_filename: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdtable_fd: 0,
+    fdtable_max_fds: 0,
+    file_path: 0,
+    file_private_data: 0,
+    socket_type: 0,
+    socket_sk: 0,
+    skc_family: 0,
+    skc_num: 0,
+    skc_dport: 0,
+    skc_daddr: 0,
+    skc_rcv_saddr: 0,
+    skc_v6_daddr: 0,
+    skc_v6_rcv_saddr: 0,
 });
 
 #[unsafe(no_mangle)]

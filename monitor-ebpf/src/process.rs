@@ -10,15 +10,15 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
-    ARGV_MAX, COMPONENT_MAX, CWD_DEPTH_MAX, CWD_MAX, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING,
+    ARGV_MAX, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING,
     EXEC_CWD_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXIT_GROUP_DEAD, EventKind,
     ExecEvent, ExecFailedEvent, ExitEvent, FILENAME_MAX, FORK_THREAD, ForkEvent, counter,
 };
 
-use crate::maps::{
+use crate::{vfs::walk_cwd, maps::{
     EVENTS, EXEC_SCRATCH, OFFSETS, TRACKED, count, current_session, current_tgid_pid, emit,
     emit_bytes, fill_header, kread, kread_ptr, record_drop, wake_flags,
-};
+}};
 
 /// In-flight execve/execveat of tracked threads: pid_tgid -> user pointer to the file name.
 #[map]
@@ -79,7 +79,7 @@ fn on_exec(ctx: &RawTracePointContext, session: u64) {
     }
     ev.argv_len = len as u32;
 
-    read_cwd(ev, task);
+    read_cwd(ev);
 
     let total = EXEC_FIXED_LEN + (len as usize & (ARGV_MAX - 1));
     // SAFETY: `total` <= size_of::<ExecEvent>().
@@ -87,60 +87,21 @@ fn on_exec(ctx: &RawTracePointContext, session: u64) {
     emit_bytes(bytes, session);
 }
 
-/// Walk `fs->pwd` up to the root, crossing mounts, writing the components leaf first, each
-/// NUL-terminated. Userspace reverses them. Bounded by `CWD_DEPTH_MAX` and `CWD_MAX`.
+/// The cwd, leaf-first components; userspace reverses them.
 #[inline(always)]
-fn read_cwd(ev: &mut ExecEvent, task: *const u8) {
+fn read_cwd(ev: &mut ExecEvent) {
     let off = OFFSETS.load();
-    let fs = kread_ptr(task, off.task_fs);
-    let mut vfsmnt = kread_ptr(fs, off.fs_pwd + off.path_mnt);
-    let mut dentry = kread_ptr(fs, off.fs_pwd + off.path_dentry);
-    ev.cwd_len = 0;
-    if fs.is_null() || dentry.is_null() || vfsmnt.is_null() {
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    if kread_ptr(task, off.task_fs).is_null() {
         ev.flags |= EXEC_CWD_MISSING;
+        ev.cwd_len = 0;
         return;
     }
-    let mut mount = vfsmnt.wrapping_sub(off.mount_mnt as usize);
-    let mut pos: usize = 0;
-    let mut done = false;
-    for _ in 0..CWD_DEPTH_MAX {
-        let mnt_root = kread_ptr(vfsmnt, off.vfsmount_root);
-        let parent = kread_ptr(dentry, off.dentry_parent);
-        if dentry == mnt_root || dentry == parent {
-            let mparent = kread_ptr(mount, off.mount_parent);
-            if dentry != mnt_root || mparent == mount || mparent.is_null() {
-                done = true;
-                break;
-            }
-            dentry = kread_ptr(mount, off.mount_mountpoint);
-            mount = mparent;
-            vfsmnt = mount.wrapping_add(off.mount_mnt as usize);
-            continue;
-        }
-        if pos >= CWD_MAX {
-            break;
-        }
-        let name = kread_ptr(dentry, off.dentry_name);
-        let p = pos & (CWD_MAX - 1);
-        // SAFETY: p < CWD_MAX and the buffer has COMPONENT_MAX bytes of slack after CWD_MAX.
-        let n = unsafe {
-            bpf_probe_read_kernel_str(
-                ev.cwd.as_mut_ptr().wrapping_add(p).cast(),
-                COMPONENT_MAX as u32,
-                name.cast(),
-            )
-        };
-        if n <= 0 {
-            count(counter::READ_ERRORS);
-            break;
-        }
-        pos += n as usize & (COMPONENT_MAX * 2 - 1);
-        dentry = parent;
-    }
-    if !done {
+    let (len, complete) = walk_cwd(ev.cwd.as_mut_ptr());
+    if !complete {
         ev.flags |= EXEC_CWD_TRUNCATED;
     }
-    ev.cwd_len = pos as u32;
+    ev.cwd_len = len;
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_fork")]

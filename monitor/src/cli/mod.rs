@@ -118,14 +118,46 @@ pub enum Command {
         /// At most N actions (the most recent).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
         limit: Option<i64>,
+        /// Only actions that touched a file matching GLOB (`*`, `?`).
+        #[arg(long, value_name = "GLOB")]
+        path: Option<String>,
+        /// Only actions that modified a file (write, create, delete, rename, mkdir, link, chmod, chown, truncate).
+        #[arg(long)]
+        writes: bool,
+        /// Only actions with a file or network access denied (EACCES or EPERM).
+        #[arg(long)]
+        denied: bool,
+        /// Only actions that used the network with this DNS name.
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
+        /// Only actions that used this port.
+        #[arg(long, value_name = "N")]
+        port: Option<u16>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// A session's raw events, in order.
+    Events {
+        /// Session id or id prefix/suffix.
+        #[arg(long, value_parser = query::parse_id_prefix)]
+        session: String,
+        /// Only exec (exec, fork, exit), file or net events.
+        #[arg(long, value_parser = ["exec", "file", "net"])]
+        kind: Option<String>,
+        /// At most N events.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+        limit: Option<i64>,
         #[command(flatten)]
         db: DbArgs,
     },
     /// Show one action and its process tree.
     Show {
-        /// Action id or unique id prefix.
+        /// Action id or unique id prefix/suffix.
         #[arg(value_parser = query::parse_id_prefix)]
         action: String,
+        /// Also list shared-library, locale and loader reads.
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -153,14 +185,32 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let pool = pool(&db).await?;
             query::sessions(&pool, &SessionFilter { agent, since, id_prefix: None }, db.json).await.map(|()| 0)
         }
-        Command::Actions { session, agent, since, until, grep, failed, limit, db } => {
+        Command::Actions { session, agent, since, until, grep, failed, limit, path, writes, denied, host, port, db } => {
             let pool = pool(&db).await?;
-            let f = ActionFilter { session_prefix: session, id_prefix: None, agent, since, until, grep, failed, limit };
+            let f = ActionFilter {
+                session_prefix: session,
+                id_prefix: None,
+                agent,
+                since,
+                until,
+                grep,
+                failed,
+                limit,
+                path_glob: path,
+                writes,
+                denied,
+                host,
+                port,
+            };
             query::actions(&pool, &f, db.json).await.map(|()| 0)
         }
-        Command::Show { action, db } => {
+        Command::Events { session, kind, limit, db } => {
             let pool = pool(&db).await?;
-            if query::show(&pool, &action, db.json).await.context("querying the action")? {
+            query::events(&pool, &session, kind.as_deref(), limit, db.json).await.map(|()| 0)
+        }
+        Command::Show { action, all, db } => {
+            let pool = pool(&db).await?;
+            if query::show(&pool, &action, all, db.json).await.context("querying the action")? {
                 Ok(0)
             } else {
                 eprintln!("agentmon: no action matches `{action}` (list them with `agentmon actions`)");

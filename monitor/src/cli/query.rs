@@ -5,6 +5,7 @@ use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone as _, Utc};
 use sqlx::PgPool;
 
 use crate::{
+    correlate::resources::{FileSummary, NetSummary},
     cli::table,
     store::query::{self, ActionFilter, ActionView, ProcessView, SessionFilter},
     text::shell_join,
@@ -94,16 +95,71 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter, json: bool) -> anyhow::Res
                 table::duration(a.duration_ms),
                 table::status(a.exit_code, a.signal),
                 a.processes.len().to_string(),
+                a.files.iter().filter(|f| !f.noise).count().to_string(),
+                a.net.len().to_string(),
                 table::clip(&a.command, 80),
             ]
         })
         .collect();
-    table::print(&["ACTION", "SESSION", "STARTED", "DURATION", "EXIT", "PROCS", "COMMAND"], &cells);
+    table::print(&["ACTION", "SESSION", "STARTED", "DURATION", "EXIT", "PROCS", "FILES", "NET", "COMMAND"], &cells);
     Ok(())
 }
 
+pub async fn events(pool: &PgPool, session: &str, kind: Option<&str>, limit: Option<i64>, json: bool) -> anyhow::Result<()> {
+    let rows = query::events(pool, session, kind, limit).await?;
+    if json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|e| {
+            vec![
+                e.seq.to_string(),
+                e.ts.with_timezone(&Local).format("%H:%M:%S%.3f").to_string(),
+                e.action_id.as_ref().map_or_else(|| "agent".into(), table::short_id),
+                e.pid.to_string(),
+                e.kind.clone(),
+                table::clip(&event_summary(&e.kind, &e.data), 100),
+            ]
+        })
+        .collect();
+    table::print(&["SEQ", "TIME", "ACTION", "PID", "KIND", "DETAIL"], &cells);
+    Ok(())
+}
+
+/// One line describing a raw event.
+fn event_summary(kind: &str, d: &serde_json::Value) -> String {
+    let s = |k: &str| d[k].as_str().unwrap_or("").to_owned();
+    match kind {
+        "exec" => {
+            let argv: Vec<String> = d["argv"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+            format!("{}  (cwd {})", shell_join(&argv), s("cwd"))
+        }
+        "exec_failed" => format!("{}  {}", s("filename"), s("error")),
+        "fork" => format!("child {}", d["child_pid"]),
+        "clone_thread" => format!("thread {}", d["child_tid"]),
+        "exit" | "exit_thread" => table::status(d["exit_code"].as_i64().map(|v| v as i32), d["signal"].as_i64().map(|v| v as i32)),
+        "file" => {
+            let mut t = format!("{} {}", s("syscall"), d["path"].as_str().unwrap_or(&format!("{} (unresolved)", s("path_given"))));
+            if let Some(p2) = d["path2"].as_str() {
+                t.push_str(&format!(" -> {p2}"));
+            }
+            format!("{t}  {}", s("result"))
+        }
+        "net" => {
+            let host = d["host"].as_str().map(|h| format!(" ({h})")).unwrap_or_default();
+            let port = d["port"].as_u64().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{} {} {}{}{}  {}", s("syscall"), s("family"), d["addr"].as_str().unwrap_or("?"), port, host, s("result"))
+        }
+        _ => d.to_string(),
+    }
+}
+
 /// Returns false when no action matches.
-pub async fn show(pool: &PgPool, id: &str, json: bool) -> anyhow::Result<bool> {
+pub async fn show(pool: &PgPool, id: &str, all: bool, json: bool) -> anyhow::Result<bool> {
     let f = ActionFilter { id_prefix: Some(id.to_owned()), limit: Some(2), ..ActionFilter::default() };
     let mut rows = query::actions(pool, &f).await?;
     if rows.len() > 1 {
@@ -114,11 +170,11 @@ pub async fn show(pool: &PgPool, id: &str, json: bool) -> anyhow::Result<bool> {
         println!("{}", serde_json::to_string(&a)?);
         return Ok(true);
     }
-    print_action(&a);
+    print_action(&a, all);
     Ok(true)
 }
 
-fn print_action(a: &ActionView) {
+fn print_action(a: &ActionView, all: bool) {
     let rows = vec![
         vec!["action".into(), a.id.to_string()],
         vec!["session".into(), a.session_id.to_string()],
@@ -139,6 +195,43 @@ fn print_action(a: &ActionView) {
     println!("\nprocesses:");
     for line in tree_lines(&a.processes) {
         println!("  {line}");
+    }
+    print_resources(&a.files, &a.net, all);
+}
+
+/// Files grouped by access, then network endpoints. Library/locale reads are folded unless `all`.
+pub fn print_resources(files: &[FileSummary], net: &[NetSummary], all: bool) {
+    let folded = files.iter().filter(|f| f.noise).count();
+    let shown: Vec<&FileSummary> = files.iter().filter(|f| all || !f.noise).collect();
+    if !shown.is_empty() || folded > 0 {
+        println!("\nfiles:");
+        let mut rows: Vec<Vec<String>> = shown
+            .iter()
+            .map(|f| vec![f.access.clone(), f.result.clone(), f.count.to_string(), f.path.clone()])
+            .collect();
+        rows.sort_by(|x, y| x[0].cmp(&y[0]));
+        table::print(&["  ACCESS", "RESULT", "COUNT", "PATH"], &rows.into_iter().map(|mut r| { r[0] = format!("  {}", r[0]); r }).collect::<Vec<_>>());
+        if folded > 0 && !all {
+            println!("  ({folded} shared-library/locale reads folded; --all shows them)");
+        }
+    }
+    if !net.is_empty() {
+        println!("\nnetwork:");
+        let rows: Vec<Vec<String>> = net
+            .iter()
+            .map(|n| {
+                vec![
+                    format!("  {}", n.op),
+                    n.family.clone(),
+                    n.addr.clone().unwrap_or_else(|| "-".into()),
+                    n.port.map_or_else(|| "-".into(), |p| p.to_string()),
+                    n.host.clone().unwrap_or_else(|| "-".into()),
+                    n.result.clone(),
+                    n.count.to_string(),
+                ]
+            })
+            .collect();
+        table::print(&["  OP", "FAMILY", "ADDRESS", "PORT", "HOST", "RESULT", "COUNT"], &rows);
     }
 }
 
@@ -187,6 +280,8 @@ mod tests {
             ended_at: None,
             exit_code: Some(0),
             signal: None,
+            uid: Some(0),
+            prior_argv: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! This module is pure: no I/O, no clock reads, so it is tested on synthetic sequences.
 
 mod records;
+pub mod resources;
 
 use std::collections::HashMap;
 
@@ -16,7 +17,8 @@ use uuid::Uuid;
 
 pub use records::*;
 
-use crate::ebpf::decode::{Event, Exec, Header};
+use crate::ebpf::decode::{Event, Exec, FileOp, Header, NetOp, SockAddr, join_path};
+use resources::{DnsCache, NetSummary, Resources};
 
 /// Converts kernel boot-time nanoseconds to wall-clock time and to `/proc` clock ticks.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +83,7 @@ struct Proc {
 #[derive(Debug)]
 struct ActionState {
     rec: ActionRecord,
+    resources: Resources,
     root_tgid: u32,
     live: u32,
     argv_known: bool,
@@ -94,6 +97,8 @@ struct SessionState {
     live: u32,
     actions: u64,
     events: u64,
+    /// What the agent process itself touched.
+    resources: Resources,
 }
 
 /// Counters the daemon reports in `status`.
@@ -111,6 +116,9 @@ pub struct Correlator {
     sessions: HashMap<u64, SessionState>,
     procs: HashMap<u32, Proc>,
     actions: HashMap<Uuid, ActionState>,
+    /// Addresses bound or connected on (pid, fd), to name the endpoint of a later listen/send.
+    sockets: HashMap<(u32, i32), SockAddr>,
+    dns: DnsCache,
     pub stats: CorrelatorStats,
 }
 
@@ -127,6 +135,8 @@ impl Correlator {
             sessions: HashMap::new(),
             procs: HashMap::new(),
             actions: HashMap::new(),
+            sockets: HashMap::new(),
+            dns: DnsCache::default(),
             stats: CorrelatorStats::default(),
         }
     }
@@ -143,6 +153,7 @@ impl Correlator {
             live: 0,
             actions: 0,
             events: 0,
+            resources: Resources::default(),
         });
     }
 
@@ -224,6 +235,7 @@ impl Correlator {
                             complete: true,
                             ..ActionRecord::default()
                         },
+                        resources: Resources::default(),
                         root_tgid: tgid,
                         live: 1,
                         argv_known: false,
@@ -266,6 +278,8 @@ impl Correlator {
                 self.on_fork(hdr, *child_tgid, *child_pid, *child_start_ns, *thread, &mut out)
             }
             Event::Exit { hdr, status, group_dead } => self.on_exit(hdr, *status, *group_dead, &mut out, now),
+            Event::File(f) => self.on_file(f),
+            Event::Net(n) => self.on_net(n),
         };
         let session = self.sessions.get_mut(&hdr.session_cgroup);
         let Some(session) = session else { return out };
@@ -288,6 +302,91 @@ impl Correlator {
             out.extend(self.end_session(hdr.session_cgroup, now));
         }
         out
+    }
+
+    /// Where a process's resource accesses are summarised: its action, or the session for the
+    /// agent process itself.
+    fn resources_of(&mut self, tgid: u32) -> Option<&mut Resources> {
+        let p = self.procs.get(&tgid)?;
+        if p.is_agent {
+            return self.sessions.get_mut(&p.session).map(|s| &mut s.resources);
+        }
+        let a = p.action?;
+        self.actions.get_mut(&a).map(|a| &mut a.resources)
+    }
+
+    /// Make sure a process that shows up with a file or network event is in the table (it may
+    /// have entered the session without exec or fork).
+    fn ensure_process(&mut self, hdr: &Header) {
+        if !self.procs.contains_key(&hdr.tgid) {
+            let rec = ProcessRecord {
+                exec_id: self.clock.exec_id(hdr.tgid, hdr.start_ns),
+                pid: hdr.tgid,
+                started_at: self.clock.wall(hdr.start_ns),
+                ..ProcessRecord::default()
+            };
+            self.add_process(hdr.session_cgroup, rec, 0);
+        }
+    }
+
+    fn on_file(&mut self, f: &FileOp) -> (Option<Uuid>, String, serde_json::Value) {
+        self.ensure_process(&f.hdr);
+        let (accesses, data) = resources::file_accesses(f);
+        let result = resources::result_name(f.ret);
+        if let Some(r) = self.resources_of(f.hdr.tgid) {
+            for (path, access) in &accesses {
+                r.add_file(path, access, &result);
+            }
+        }
+        let (action, exec_id) = self.attribution(&f.hdr);
+        (action, exec_id, data)
+    }
+
+    fn on_net(&mut self, n: &NetOp) -> (Option<Uuid>, String, serde_json::Value) {
+        self.ensure_process(&n.hdr);
+        let op = resources::net_op(n.nr);
+        let result = resources::result_name(n.ret);
+        let key = (n.hdr.tgid, n.fd);
+        let endpoint = resources::net_endpoint(n, self.sockets.get(&key));
+        if n.ret >= 0 && matches!(op, "bind" | "connect") {
+            if let Some(a) = &n.addr {
+                self.sockets.insert(key, a.clone());
+            }
+        }
+        let mut dns = serde_json::Value::Null;
+        if !n.payload.is_empty() {
+            if let Some((queries, answers)) = resources::parse_dns(&n.payload) {
+                self.dns.learn(&answers);
+                dns = serde_json::json!({
+                    "queries": queries,
+                    "answers": answers.iter().map(|(name, ip)| serde_json::json!({"name": name, "addr": ip.to_string()})).collect::<Vec<_>>(),
+                });
+            }
+        }
+        let (addr, port) = endpoint.as_ref().map(resources::addr_port).unwrap_or_default();
+        let family = endpoint.as_ref().or(n.sock.as_ref().map(|s| &s.0)).map(resources::family_name).unwrap_or_else(|| "unknown".into());
+        let host = endpoint.as_ref().and_then(|e| self.dns.host(e));
+        let summary = NetSummary { op: op.into(), family, addr, port, host, result: result.clone(), count: 1 };
+        if op != "recv" {
+            if let Some(r) = self.resources_of(n.hdr.tgid) {
+                r.add_net(&summary);
+            }
+        }
+        let data = serde_json::json!({
+            "syscall": resources::syscall_name(n.nr),
+            "op": op,
+            "family": summary.family,
+            "addr": summary.addr,
+            "port": summary.port,
+            "host": summary.host,
+            "result": result,
+            "ret": n.ret,
+            "fd": n.fd,
+            "sock_type": match n.sock_type { 1 => "stream", 2 => "dgram", 0 => "unknown", _ => "other" },
+            "dns": dns,
+        });
+        let (action, exec_id) = self.attribution(&n.hdr);
+        (action, exec_id, data)
     }
 
     fn attribution(&self, hdr: &Header) -> (Option<Uuid>, String) {
@@ -341,6 +440,14 @@ impl Correlator {
                     s.root_argv.clone_from(&e.argv);
                 }
             }
+        }
+        let exe = match (&e.cwd, e.filename.starts_with('/')) {
+            (_, true) => Some(e.filename.clone()),
+            (Some(cwd), false) => Some(join_path(cwd, &e.filename)),
+            (None, false) => None,
+        };
+        if let Some(exe) = exe {
+            self.resources_of(hdr.tgid).map(|r| r.add_file(&exe, "exec", "ok"));
         }
         if let Some(a) = action.and_then(|a| self.actions.get_mut(&a)) {
             // The action is the first command its root process exec'd.
@@ -449,6 +556,10 @@ impl Correlator {
         }
         let Some(aid) = p.action else { return };
         let Some(a) = self.actions.get_mut(&aid) else { return };
+        if exit.is_none() {
+            // Its exit was never seen (pid reused, or the session ended first).
+            a.rec.complete = false;
+        }
         if a.root_tgid == tgid {
             if !a.argv_known && p.failed_exec.is_some() {
                 a.argv_known = true;
@@ -478,6 +589,7 @@ impl Correlator {
         a.rec.command = crate::text::shell_join(&a.rec.argv);
         a.rec.duration_ms = a.rec.ended_at.map(|e| (e - a.rec.started_at).num_milliseconds().max(0));
         a.rec.processes.sort_by_key(|p| (p.started_at, p.pid));
+        (a.rec.files, a.rec.net) = a.resources.take();
         self.stats.actions_written += 1;
         out.push(Output::Action(a.rec));
     }
@@ -502,7 +614,8 @@ impl Correlator {
             }
             self.complete_action(a, &mut out);
         }
-        let s = self.sessions.remove(&cgroup);
+        let mut s = self.sessions.remove(&cgroup);
+        let (files, net) = s.as_mut().map(|s| s.resources.take()).unwrap_or_default();
         self.stats.sessions_ended += 1;
         out.push(Output::SessionEnd(match s {
             Some(s) => SessionEnd {
@@ -515,6 +628,8 @@ impl Correlator {
                 actions: s.actions,
                 events: s.events,
                 events_lost: 0,
+                files,
+                net,
             },
             None => SessionEnd { cgroup_id: cgroup, ended_at: now, ..SessionEnd::default() },
         }));
@@ -530,6 +645,8 @@ fn kind_name(e: &Event) -> &'static str {
         Event::Fork { .. } => "fork",
         Event::Exit { group_dead: true, .. } => "exit",
         Event::Exit { .. } => "exit_thread",
+        Event::File(_) => "file",
+        Event::Net(_) => "net",
     }
 }
 

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::resources::{FileSummary, NetSummary};
+
 /// One process of an action's subtree (or the agent process itself).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct ProcessRecord {
@@ -45,6 +47,9 @@ pub struct ActionRecord {
     /// False when the session ended (or the pid was reused) before every process exited.
     pub complete: bool,
     pub processes: Vec<ProcessRecord>,
+    /// Files the whole subtree touched, identical accesses collapsed with a count.
+    pub files: Vec<FileSummary>,
+    pub net: Vec<NetSummary>,
 }
 
 /// One raw kernel event.
@@ -83,6 +88,9 @@ pub struct SessionEnd {
     pub events: u64,
     /// Filled in by the daemon from the kernel's per-session loss counter.
     pub events_lost: u64,
+    /// What the agent process itself touched.
+    pub files: Vec<FileSummary>,
+    pub net: Vec<NetSummary>,
 }
 
 /// A new session, written by the daemon when it starts tracking one.

@@ -211,6 +211,21 @@ impl Btf {
             mount_mountpoint: self.offset("mount", &["mnt_mountpoint"])?,
             vfsmount_root: self.offset("vfsmount", &["mnt_root"])?,
             bprm_filename: self.offset("linux_binprm", &["filename"])?,
+            task_files: self.offset("task_struct", &["files"])?,
+            files_fdt: self.offset("files_struct", &["fdt"])?,
+            fdtable_fd: self.offset("fdtable", &["fd"])?,
+            fdtable_max_fds: self.offset("fdtable", &["max_fds"])?,
+            file_path: self.offset("file", &["f_path", "__f_path"])?,
+            file_private_data: self.offset("file", &["private_data"])?,
+            socket_type: self.offset("socket", &["type"])?,
+            socket_sk: self.offset("socket", &["sk"])?,
+            skc_family: self.offset("sock_common", &["skc_family"])?,
+            skc_num: self.offset("sock_common", &["skc_num"])?,
+            skc_dport: self.offset("sock_common", &["skc_dport"])?,
+            skc_daddr: self.offset("sock_common", &["skc_daddr"])?,
+            skc_rcv_saddr: self.offset("sock_common", &["skc_rcv_saddr"])?,
+            skc_v6_daddr: self.offset("sock_common", &["skc_v6_daddr"])?,
+            skc_v6_rcv_saddr: self.offset("sock_common", &["skc_v6_rcv_saddr"])?,
         })
     }
 }

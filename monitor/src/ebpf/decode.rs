@@ -4,7 +4,12 @@
 
 use std::mem::size_of;
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use monitor_common::{
+    DIR_CAP, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED, FD_PATH, FILE_DIR1_OFF,
+    FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FileEvent, NET_ADDR_GIVEN, NET_SOCK_KNOWN, NetEvent,
+    PATH_CAP, PATH1_TRUNCATED, PATH2_TRUNCATED, SOCKADDR_CAP, PAYLOAD_CAP,
     ARGV_MAX, COMPONENT_MAX, CWD_MAX, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED,
     EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXIT_GROUP_DEAD, EventHeader, EventKind, ExecEvent,
     ExecFailedEvent, ExitEvent, FILENAME_MAX, FORK_THREAD, ForkEvent,
@@ -57,6 +62,57 @@ pub enum Event {
         status: u32,
         group_dead: bool,
     },
+    File(FileOp),
+    Net(NetOp),
+}
+
+/// A path argument as the process gave it, and where it points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathArg {
+    /// As passed to the syscall (escaped).
+    pub given: String,
+    pub truncated: bool,
+    /// The absolute path: `given` if absolute, else joined to the directory the kernel
+    /// resolved (the cwd or the dirfd's path). `None` when that directory could not be read.
+    pub absolute: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOp {
+    pub hdr: Header,
+    pub nr: u64,
+    pub ret: i64,
+    pub args: [u64; 6],
+    pub how_flags: u64,
+    pub how_mode: u64,
+    pub path1: Option<PathArg>,
+    pub path2: Option<PathArg>,
+    /// For fchmod/fchown/ftruncate: the path of the file behind the fd.
+    pub fd_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SockAddr {
+    Inet { ip: IpAddr, port: u16 },
+    /// A path, or an abstract name shown as `@name`.
+    Unix { path: String },
+    Other { family: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetOp {
+    pub hdr: Header,
+    pub nr: u64,
+    pub ret: i64,
+    pub fd: i32,
+    /// 1 stream, 2 datagram, 0 unknown.
+    pub sock_type: u32,
+    /// The address the caller passed (connect, bind, sendto) or got back (accept, recvfrom).
+    pub addr: Option<SockAddr>,
+    /// From the socket: (local, remote).
+    pub sock: Option<(SockAddr, SockAddr)>,
+    /// UDP payload to or from port 53.
+    pub payload: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +136,8 @@ impl Event {
         match self {
             Event::Exec(e) => &e.hdr,
             Event::ExecFailed { hdr, .. } | Event::Fork { hdr, .. } | Event::Exit { hdr, .. } => hdr,
+            Event::File(f) => &f.hdr,
+            Event::Net(n) => &n.hdr,
         }
     }
 }
@@ -123,6 +181,142 @@ fn header(raw: &EventHeader, kind: EventKind) -> Header {
         pid: raw.pid,
         start_ns: raw.start_ns,
     }
+}
+
+/// Join a kernel-resolved directory and a relative path; `.` components are dropped, `..` kept
+/// (the kernel may have crossed a symlink, so it is not ours to collapse).
+pub fn join_path(dir: &str, rel: &str) -> String {
+    let mut out = dir.trim_end_matches('/').to_owned();
+    for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        out.push('/');
+        out.push_str(part);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+fn path_arg(path: &[u8], truncated: bool, dir: Option<&[u8]>) -> PathArg {
+    let given = escape_bytes(path);
+    let absolute = if path.first() == Some(&b'/') {
+        Some(given.clone())
+    } else {
+        dir.map(|d| join_path(&cwd_path(d), &given))
+    };
+    PathArg { given, truncated, absolute }
+}
+
+/// Parse a `struct sockaddr` as the kernel or the caller wrote it.
+pub fn parse_sockaddr(b: &[u8]) -> Option<SockAddr> {
+    let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]);
+    Some(match family {
+        1 => {
+            let rest = &b[2..];
+            if rest.first() == Some(&0) {
+                let name = &rest[1..];
+                SockAddr::Unix { path: format!("@{}", escape_bytes(name.split(|&c| c == 0).next().unwrap_or(name))) }
+            } else {
+                let end = rest.iter().position(|&c| c == 0).unwrap_or(rest.len());
+                SockAddr::Unix { path: escape_bytes(&rest[..end]) }
+            }
+        }
+        2 => {
+            let port = u16::from_be_bytes([*b.get(2)?, *b.get(3)?]);
+            let ip: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+            SockAddr::Inet { ip: IpAddr::V4(Ipv4Addr::from(ip)), port }
+        }
+        10 => {
+            let port = u16::from_be_bytes([*b.get(2)?, *b.get(3)?]);
+            let ip: [u8; 16] = b.get(8..24)?.try_into().ok()?;
+            SockAddr::Inet { ip: inet6(ip), port }
+        }
+        f => SockAddr::Other { family: f },
+    })
+}
+
+/// IPv6, with v4-mapped addresses shown as IPv4.
+fn inet6(ip: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(ip);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
+fn sock_side(family: u16, addr: [u8; 16], port: u16) -> SockAddr {
+    match family {
+        2 => SockAddr::Inet { ip: IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])), port },
+        10 => SockAddr::Inet { ip: inet6(addr), port },
+        1 => SockAddr::Unix { path: String::new() },
+        f => SockAddr::Other { family: f },
+    }
+}
+
+fn decode_file(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
+    if bytes.len() < FILE_PATH1_OFF {
+        return Err(DecodeError::Short { what: "file event", len: bytes.len(), need: FILE_PATH1_OFF });
+    }
+    let mut full = vec![0u8; size_of::<FileEvent>()];
+    let n = bytes.len().min(full.len());
+    full[..n].copy_from_slice(&bytes[..n]);
+    let ev: FileEvent = read(&full, "file event")?;
+    // Each field must lie within what was sent.
+    let field = |off: usize, cap: usize, len: u32, name: &'static str| -> Result<&[u8], DecodeError> {
+        if len == 0 {
+            return Ok(&[]);
+        }
+        if len as usize > cap || off + len as usize > bytes.len() {
+            return Err(DecodeError::BadLength { field: name, len: len as usize, max: cap.min(bytes.len().saturating_sub(off)) });
+        }
+        Ok(&bytes[off..off + len as usize])
+    };
+    let p1 = field(FILE_PATH1_OFF, PATH_CAP, ev.path1_len, "path1")?;
+    let d1 = field(FILE_DIR1_OFF, DIR_CAP, ev.dir1_len, "dir1")?;
+    let p2 = field(FILE_PATH2_OFF, PATH_CAP, ev.path2_len, "path2")?;
+    let d2 = field(FILE_DIR2_OFF, DIR_CAP, ev.dir2_len, "dir2")?;
+    let dir = |bit: u32, trunc: u32, d: &[u8]| -> Option<Vec<u8>> {
+        (ev.flags & bit != 0 && ev.flags & trunc == 0).then(|| d.to_vec())
+    };
+    let fd_path = (ev.flags & FD_PATH != 0 && ev.flags & DIR1_TRUNCATED == 0).then(|| cwd_path(d1));
+    let has_path1 = monitor_common::nr::file_layout(u64::from(ev.nr)).is_some_and(|l| l.0 >= 0);
+    let path1 = has_path1.then(|| {
+        path_arg(p1, ev.flags & PATH1_TRUNCATED != 0, dir(DIR1_RESOLVED, DIR1_TRUNCATED, d1).as_deref())
+    });
+    let path2 = (ev.path2_len > 0)
+        .then(|| path_arg(p2, ev.flags & PATH2_TRUNCATED != 0, dir(DIR2_RESOLVED, DIR2_TRUNCATED, d2).as_deref()));
+    Ok(Event::File(FileOp {
+        hdr,
+        nr: u64::from(ev.nr),
+        ret: ev.ret,
+        args: ev.args,
+        how_flags: ev.how_flags,
+        how_mode: ev.how_mode,
+        path1,
+        path2,
+        fd_path,
+    }))
+}
+
+fn decode_net(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
+    let ev: NetEvent = read(bytes, "net event")?;
+    if ev.addr_len as usize > SOCKADDR_CAP {
+        return Err(DecodeError::BadLength { field: "addr", len: ev.addr_len as usize, max: SOCKADDR_CAP });
+    }
+    if ev.payload_len as usize > PAYLOAD_CAP {
+        return Err(DecodeError::BadLength { field: "payload", len: ev.payload_len as usize, max: PAYLOAD_CAP });
+    }
+    let addr = (ev.flags & NET_ADDR_GIVEN != 0).then(|| parse_sockaddr(&ev.addr[..ev.addr_len as usize])).flatten();
+    let sock = (ev.flags & NET_SOCK_KNOWN != 0).then(|| {
+        (sock_side(ev.sk_family, ev.sk_laddr, ev.sk_lport), sock_side(ev.sk_family, ev.sk_raddr, ev.sk_rport))
+    });
+    Ok(Event::Net(NetOp {
+        hdr,
+        nr: u64::from(ev.nr),
+        ret: ev.ret,
+        fd: ev.fd,
+        sock_type: ev.sock_type,
+        addr,
+        sock,
+        payload: ev.payload[..ev.payload_len as usize].to_vec(),
+    }))
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
@@ -184,6 +378,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let ev: ExitEvent = read(bytes, "exit event")?;
             Event::Exit { hdr, status: ev.exit_code, group_dead: ev.flags & EXIT_GROUP_DEAD != 0 }
         }
+        EventKind::File => return decode_file(hdr, bytes),
+        EventKind::Net => return decode_net(hdr, bytes),
     })
 }
 

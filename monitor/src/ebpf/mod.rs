@@ -48,6 +48,15 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("sys_exit_execveat", Kind::Syscall("sys_exit_execveat")),
 ];
 
+/// File and network syscalls: each `sys_enter_<name>` runs `sys_enter_tracked`, each
+/// `sys_exit_<name>` runs `sys_exit_tracked`. Only these syscalls pay for a program.
+pub const RESOURCE_SYSCALLS: &[&str] = &[
+    "open", "openat", "openat2", "creat", "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2",
+    "mkdir", "mkdirat", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "fchmodat2",
+    "chown", "fchown", "lchown", "fchownat", "truncate", "ftruncate", "connect", "bind", "listen", "accept",
+    "accept4", "sendto", "sendmsg", "recvfrom", "recvmsg",
+];
+
 #[derive(Clone, Copy)]
 enum Kind {
     Raw(&'static str),
@@ -112,6 +121,25 @@ impl Probes {
                 Kind::Raw(tp) => format!("raw_tp/{tp}"),
                 Kind::Syscall(tp) => format!("tracepoint/syscalls/{tp}"),
             });
+        }
+        for (prog_name, phase) in [("sys_enter_tracked", "sys_enter_"), ("sys_exit_tracked", "sys_exit_")] {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(prog_name)
+                .ok_or(ProbeError::Program { name: prog_name, source: aya::programs::ProgramError::UnexpectedProgramType })?
+                .try_into()
+                .map_err(|source| ProbeError::Program { name: prog_name, source })?;
+            prog.load().map_err(|source| ProbeError::Program { name: prog_name, source })?;
+            for sc in RESOURCE_SYSCALLS {
+                let tp = format!("{phase}{sc}");
+                match prog.attach("syscalls", &tp) {
+                    Ok(_) => attached.push(format!("tracepoint/syscalls/{tp}")),
+                    // Newer syscalls (openat2, fchmodat2) may not exist on older kernels.
+                    Err(e) if Path::new(&format!("/sys/kernel/tracing/events/syscalls/{tp}")).exists() => {
+                        return Err(ProbeError::Program { name: prog_name, source: e });
+                    }
+                    Err(_) => tracing::warn!(tracepoint = %tp, "syscall tracepoint missing on this kernel; not captured"),
+                }
+            }
         }
         Ok(Self {
             events: Some(take(&mut ebpf, "EVENTS")?),

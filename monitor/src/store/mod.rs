@@ -125,7 +125,7 @@ fn insert_sessions<'a>(host: &'a str, rows: &'a [&'a SessionStart]) -> QueryBuil
 fn insert_actions<'a>(host: &'a str, rows: &'a [&'a ActionRecord]) -> QueryBuilder<'a, Postgres> {
     let mut q = QueryBuilder::new(
         "INSERT INTO actions (id, session_id, host, exec_id, pid, argv, argv_truncated, command, cwd, exe, uid, \
-         started_at, ended_at, duration_ms, exit_code, signal, complete) ",
+         started_at, ended_at, duration_ms, exit_code, signal, complete, files, net) ",
     );
     q.push_values(rows, |mut b, a| {
         b.push_bind(a.id)
@@ -144,7 +144,9 @@ fn insert_actions<'a>(host: &'a str, rows: &'a [&'a ActionRecord]) -> QueryBuild
             .push_bind(a.duration_ms)
             .push_bind(a.exit_code)
             .push_bind(a.signal)
-            .push_bind(a.complete);
+            .push_bind(a.complete)
+            .push_bind(sqlx::types::Json(&a.files))
+            .push_bind(sqlx::types::Json(&a.net));
     });
     q.push(" ON CONFLICT (id) DO NOTHING");
     q
@@ -201,7 +203,7 @@ fn insert_events<'a>(host: &'a str, rows: &'a [&'a EventRecord]) -> QueryBuilder
 
 fn insert_ends<'a>(host: &'a str, rows: &'a [&'a SessionEnd]) -> QueryBuilder<'a, Postgres> {
     let mut q = QueryBuilder::new(
-        "INSERT INTO session_ends (session_id, host, ended_at, root_pid, root_exec_id, root_argv, actions, events, events_lost) ",
+        "INSERT INTO session_ends (session_id, host, ended_at, root_pid, root_exec_id, root_argv, actions, events, events_lost, files, net) ",
     );
     q.push_values(rows, |mut b, e| {
         b.push_bind(e.session_id)
@@ -212,7 +214,9 @@ fn insert_ends<'a>(host: &'a str, rows: &'a [&'a SessionEnd]) -> QueryBuilder<'a
             .push_bind(&e.root_argv)
             .push_bind(e.actions as i64)
             .push_bind(e.events as i64)
-            .push_bind(e.events_lost as i64);
+            .push_bind(e.events_lost as i64)
+            .push_bind(sqlx::types::Json(&e.files))
+            .push_bind(sqlx::types::Json(&e.net));
     });
     q.push(" ON CONFLICT (session_id) DO NOTHING");
     q

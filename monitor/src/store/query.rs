@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row as _};
 use uuid::Uuid;
 
+use crate::correlate::resources::{FileSummary, NetSummary, WRITE_ACCESSES};
+
 /// One row of `agentmon sessions`.
 #[derive(Debug, Serialize)]
 pub struct SessionView {
@@ -22,6 +24,9 @@ pub struct SessionView {
     pub actions: i64,
     pub events: i64,
     pub events_lost: i64,
+    /// What the agent process itself touched (empty while the session is live).
+    pub files: Vec<FileSummary>,
+    pub net: Vec<NetSummary>,
 }
 
 /// One process of an action's subtree.
@@ -38,6 +43,9 @@ pub struct ProcessView {
     pub ended_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    pub uid: Option<i64>,
+    /// Earlier images when the process exec'd more than once.
+    pub prior_argv: Vec<Vec<String>>,
 }
 
 /// One row of `agentmon actions`.
@@ -62,6 +70,8 @@ pub struct ActionView {
     pub signal: Option<i32>,
     pub complete: bool,
     pub processes: Vec<ProcessView>,
+    pub files: Vec<FileSummary>,
+    pub net: Vec<NetSummary>,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +91,29 @@ pub struct ActionFilter {
     pub grep: Option<String>,
     pub failed: bool,
     pub limit: Option<i64>,
+    /// Glob over file paths (`*` any run, `?` one character).
+    pub path_glob: Option<String>,
+    pub writes: bool,
+    pub denied: bool,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
+
+/// Convert a glob to a LIKE pattern, escaping LIKE's own metacharacters.
+pub fn glob_to_like(glob: &str) -> String {
+    let mut out = String::new();
+    for c in glob.chars() {
+        match c {
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Match an id by prefix or suffix (tables print the last 8 characters).
@@ -99,7 +132,8 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
            COALESCE(e.root_argv, ARRAY(SELECT jsonb_array_elements_text(r.data->'argv')), ARRAY[]::text[]) AS root_argv, \
            COALESCE(e.actions, (SELECT count(*) FROM actions a WHERE a.session_id = s.id)) AS actions, \
            COALESCE(e.events, (SELECT count(*) FROM events v WHERE v.session_id = s.id)) AS events, \
-           COALESCE(e.events_lost, 0) AS events_lost \
+           COALESCE(e.events_lost, 0) AS events_lost, \
+           COALESCE(e.files, '[]'::jsonb) AS files, COALESCE(e.net, '[]'::jsonb) AS net \
          FROM sessions s LEFT JOIN session_ends e ON e.session_id = s.id \
          LEFT JOIN LATERAL (SELECT v.pid, v.data FROM events v WHERE v.session_id = s.id AND v.kind = 'exec' \
                             AND v.action_id IS NULL ORDER BY v.seq LIMIT 1) r ON TRUE WHERE TRUE",
@@ -132,6 +166,8 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
                 actions: r.try_get("actions")?,
                 events: r.try_get("events")?,
                 events_lost: r.try_get("events_lost")?,
+                files: r.try_get::<sqlx::types::Json<Vec<FileSummary>>, _>("files")?.0,
+                net: r.try_get::<sqlx::types::Json<Vec<NetSummary>>, _>("net")?.0,
             })
         })
         .collect()
@@ -140,10 +176,10 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
 pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>, sqlx::Error> {
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT * FROM (SELECT a.id, a.session_id, s.agent, a.host, a.exec_id, a.pid, a.argv, a.argv_truncated, \
-           a.command, a.cwd, a.exe, a.uid, a.started_at, a.ended_at, a.duration_ms, a.exit_code, a.signal, a.complete, \
+           a.command, a.cwd, a.exe, a.uid, a.started_at, a.ended_at, a.duration_ms, a.exit_code, a.signal, a.complete, a.files, a.net, \
            COALESCE((SELECT json_agg(json_build_object('pid', p.pid, 'ppid', p.ppid, 'exec_id', p.exec_id, \
                'argv', p.argv, 'argv_truncated', p.argv_truncated, 'exe', p.exe, 'cwd', p.cwd, \
-               'started_at', p.started_at, 'ended_at', p.ended_at, 'exit_code', p.exit_code, 'signal', p.signal) \
+               'started_at', p.started_at, 'ended_at', p.ended_at, 'exit_code', p.exit_code, 'signal', p.signal, 'uid', p.uid, 'prior_argv', p.prior_argv) \
                ORDER BY p.started_at, p.pid) FROM processes p WHERE p.action_id = a.id), '[]'::json) AS processes \
          FROM actions a JOIN sessions s ON s.id = a.session_id WHERE TRUE",
     );
@@ -171,6 +207,32 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>,
     }
     if f.failed {
         q.push(" AND (a.exit_code <> 0 OR a.signal IS NOT NULL)");
+    }
+    if let Some(g) = &f.path_glob {
+        q.push(" AND EXISTS (SELECT 1 FROM jsonb_array_elements(a.files) x WHERE x->>'path' LIKE ")
+            .push_bind(glob_to_like(g))
+            .push(")");
+    }
+    if f.writes {
+        q.push(" AND EXISTS (SELECT 1 FROM jsonb_array_elements(a.files) x WHERE x->>'access' = ANY(")
+            .push_bind(WRITE_ACCESSES.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+            .push("))");
+    }
+    if f.denied {
+        q.push(
+            " AND (EXISTS (SELECT 1 FROM jsonb_array_elements(a.files) x WHERE x->>'result' IN ('EACCES', 'EPERM')) \
+             OR EXISTS (SELECT 1 FROM jsonb_array_elements(a.net) x WHERE x->>'result' IN ('EACCES', 'EPERM')))",
+        );
+    }
+    if let Some(h) = &f.host {
+        q.push(" AND EXISTS (SELECT 1 FROM jsonb_array_elements(a.net) x WHERE lower(x->>'host') = lower(")
+            .push_bind(h.clone())
+            .push("))");
+    }
+    if let Some(p) = f.port {
+        q.push(" AND EXISTS (SELECT 1 FROM jsonb_array_elements(a.net) x WHERE (x->>'port')::int = ")
+            .push_bind(i32::from(p))
+            .push(")");
     }
     q.push(" ORDER BY a.started_at DESC, a.id DESC");
     if let Some(n) = f.limit {
@@ -201,7 +263,74 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>,
                 signal: r.try_get("signal")?,
                 complete: r.try_get("complete")?,
                 processes: procs.0,
+                files: r.try_get::<sqlx::types::Json<Vec<FileSummary>>, _>("files")?.0,
+                net: r.try_get::<sqlx::types::Json<Vec<NetSummary>>, _>("net")?.0,
             })
         })
         .collect()
+}
+
+/// One row of `agentmon events`.
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub action_id: Option<Uuid>,
+    pub exec_id: String,
+    pub seq: i64,
+    pub ts: DateTime<Utc>,
+    pub kind: String,
+    pub pid: i64,
+    pub tid: i64,
+    pub data: serde_json::Value,
+}
+
+/// Event kinds in each `--kind` group.
+pub fn kinds_of(group: &str) -> &'static [&'static str] {
+    match group {
+        "exec" => &["exec", "exec_failed", "fork", "clone_thread", "exit", "exit_thread"],
+        "file" => &["file"],
+        "net" => &["net"],
+        _ => &[],
+    }
+}
+
+pub async fn events(pool: &PgPool, session_prefix: &str, kind: Option<&str>, limit: Option<i64>) -> Result<Vec<EventView>, sqlx::Error> {
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+        "SELECT id, session_id, action_id, exec_id, seq, ts, kind, pid, tid, data FROM events e WHERE TRUE",
+    );
+    push_id_match(&mut q, "e.session_id", session_prefix);
+    if let Some(k) = kind {
+        q.push(" AND e.kind = ANY(").push_bind(kinds_of(k).iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).push(")");
+    }
+    q.push(" ORDER BY e.session_id, e.seq");
+    if let Some(n) = limit {
+        q.push(" LIMIT ").push_bind(n);
+    }
+    let rows = q.build().fetch_all(pool).await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(EventView {
+                id: r.try_get("id")?,
+                session_id: r.try_get("session_id")?,
+                action_id: r.try_get("action_id")?,
+                exec_id: r.try_get("exec_id")?,
+                seq: r.try_get("seq")?,
+                ts: r.try_get("ts")?,
+                kind: r.try_get("kind")?,
+                pid: r.try_get("pid")?,
+                tid: r.try_get("tid")?,
+                data: r.try_get("data")?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn globs_become_like_patterns() {
+        assert_eq!(super::glob_to_like("/etc/*"), "/etc/%");
+        assert_eq!(super::glob_to_like("/tmp/a?c_%"), "/tmp/a_c\\_\\%");
+    }
 }

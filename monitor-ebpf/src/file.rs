@@ -1,0 +1,190 @@
+//! File syscalls, and the generic enter/exit pair every file and network syscall goes through.
+//!
+//! `sys_enter_tracked` is attached to each hooked `syscalls/sys_enter_*` tracepoint: for tagged
+//! threads it saves the syscall number and raw arguments. `sys_exit_tracked`, attached to the
+//! matching `sys_exit_*`, pairs them with the result and emits a file or network event. Strings
+//! and addresses are read at exit, from the same user pointers.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user_str},
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use monitor_common::{
+    DIR_CAP, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED, EventKind, FD_PATH,
+    FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FileEvent, PATH_CAP, PATH1_TRUNCATED,
+    PATH2_TRUNCATED, PendingSyscall, nr,
+};
+
+use crate::{
+    maps::{OFFSETS, current_session, current_tgid_pid, emit_bytes, fill_header},
+    net,
+    vfs::{fd_file, walk_cwd, walk_struct_path},
+};
+
+/// In-flight file/network syscalls of tracked threads, by pid_tgid.
+#[map]
+static PENDING: LruHashMap<u64, PendingSyscall> = LruHashMap::with_max_entries(16384, 0);
+
+#[map]
+static FILE_SCRATCH: PerCpuArray<FileEvent> = PerCpuArray::with_max_entries(1, 0);
+
+const AT_FDCWD: i32 = -100;
+
+#[tracepoint]
+pub fn sys_enter_tracked(ctx: TracePointContext) -> u32 {
+    let (tgid, _) = current_tgid_pid();
+    if current_session(tgid).is_none() {
+        return 0;
+    }
+    // SAFETY: reads within the sys_enter record: nr at 8, six args from 16.
+    let mut p = PendingSyscall { nr: unsafe { ctx.read_at::<i64>(8) }.unwrap_or(-1) as u64, args: [0; 6] };
+    for i in 0..6 {
+        p.args[i] = unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0);
+    }
+    let _ = PENDING.insert(&bpf_get_current_pid_tgid(), &p, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_tracked(ctx: TracePointContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: plain map lookup; the value is copied out before removal.
+    let Some(p) = (unsafe { PENDING.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING.remove(&key);
+    let (tgid, _) = current_tgid_pid();
+    let Some(session) = current_session(tgid) else {
+        return 0;
+    };
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    if nr::is_net(p.nr) {
+        net::on_exit(&p, ret, session);
+    } else if let Some(layout) = nr::file_layout(p.nr) {
+        on_file_exit(&p, ret, session, layout);
+    }
+    0
+}
+
+/// Read a user string; returns its length without the NUL and whether it filled the buffer.
+#[inline(always)]
+fn read_user_path(ptr: u64, buf: *mut u8) -> (u32, bool) {
+    if ptr == 0 {
+        return (0, false);
+    }
+    // SAFETY: the helper checks the user address; `buf` has PATH_CAP bytes.
+    let n = unsafe { bpf_probe_read_user_str(buf.cast(), PATH_CAP as u32, ptr as *const _) };
+    if n <= 0 {
+        return (0, false);
+    }
+    ((n - 1) as u32 & (PATH_CAP as u32 - 1), n as usize >= PATH_CAP)
+}
+
+/// The directory a relative path is relative to: the cwd, or the file behind `dirfd`.
+#[inline(always)]
+fn resolve_dir(dirfd: i32, buf: *mut u8) -> (u32, bool) {
+    if dirfd == AT_FDCWD {
+        return walk_cwd(buf);
+    }
+    let file = fd_file(dirfd as u64);
+    if file.is_null() {
+        return (0, false);
+    }
+    walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), buf)
+}
+
+#[inline(always)]
+fn arg(p: &PendingSyscall, i: i8) -> u64 {
+    match i {
+        0 => p.args[0],
+        1 => p.args[1],
+        2 => p.args[2],
+        3 => p.args[3],
+        4 => p.args[4],
+        5 => p.args[5],
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: (i8, i8, i8, i8, i8)) {
+    let Some(ev) = FILE_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, exclusively ours for the duration of this program.
+    let ev: &mut FileEvent = unsafe { &mut *ev };
+    let (p1, d1, p2, d2, fd) = layout;
+    fill_header(&mut ev.hdr, EventKind::File as u32, session);
+    ev.nr = p.nr as u32;
+    ev.flags = 0;
+    ev.ret = ret;
+    ev.args = p.args;
+    ev.how_flags = 0;
+    ev.how_mode = 0;
+    ev.path1_len = 0;
+    ev.dir1_len = 0;
+    ev.path2_len = 0;
+    ev.dir2_len = 0;
+    if p.nr == nr::OPENAT2 {
+        // struct open_how { u64 flags; u64 mode; u64 resolve; }
+        let how = p.args[2] as *const u64;
+        ev.how_flags = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how) }.unwrap_or(0);
+        ev.how_mode = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
+    }
+    let mut len = FILE_PATH1_OFF;
+    if p1 >= 0 {
+        let (n, trunc) = read_user_path(arg(p, p1), ev.path1.as_mut_ptr());
+        ev.path1_len = n;
+        if trunc {
+            ev.flags |= PATH1_TRUNCATED;
+        }
+        len = FILE_PATH1_OFF + n as usize;
+        if n > 0 && ev.path1[0] != b'/' {
+            let dirfd = if d1 >= 0 { arg(p, d1) as i32 } else { AT_FDCWD };
+            let (dn, complete) = resolve_dir(dirfd, ev.dir1.as_mut_ptr());
+            ev.dir1_len = dn;
+            ev.flags |= DIR1_RESOLVED;
+            if !complete {
+                ev.flags |= DIR1_TRUNCATED;
+            }
+            len = FILE_DIR1_OFF + dn as usize;
+        }
+    } else if fd >= 0 {
+        let file = fd_file(arg(p, fd));
+        if !file.is_null() {
+            let (dn, complete) = walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), ev.dir1.as_mut_ptr());
+            ev.dir1_len = dn;
+            ev.flags |= FD_PATH | DIR1_RESOLVED;
+            if !complete {
+                ev.flags |= DIR1_TRUNCATED;
+            }
+            len = FILE_DIR1_OFF + dn as usize;
+        }
+    }
+    if p2 >= 0 {
+        let (n, trunc) = read_user_path(arg(p, p2), ev.path2.as_mut_ptr());
+        ev.path2_len = n;
+        if trunc {
+            ev.flags |= PATH2_TRUNCATED;
+        }
+        len = FILE_PATH2_OFF + n as usize;
+        if n > 0 && ev.path2[0] != b'/' && d2 != -2 {
+            let dirfd = if d2 >= 0 { arg(p, d2) as i32 } else { AT_FDCWD };
+            let (dn, complete) = resolve_dir(dirfd, ev.dir2.as_mut_ptr());
+            ev.dir2_len = dn;
+            ev.flags |= DIR2_RESOLVED;
+            if !complete {
+                ev.flags |= DIR2_TRUNCATED;
+            }
+            len = FILE_DIR2_OFF + dn as usize;
+        }
+    }
+    if len > FILE_DIR2_OFF + DIR_CAP {
+        len = FILE_DIR2_OFF + DIR_CAP;
+    }
+    // SAFETY: len <= size_of::<FileEvent>().
+    let bytes = unsafe { core::slice::from_raw_parts((ev as *const FileEvent).cast::<u8>(), len) };
+    emit_bytes(bytes, session);
+}

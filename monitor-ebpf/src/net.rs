@@ -1,0 +1,186 @@
+//! Network syscalls: connect, bind, listen, accept(4), and UDP sendto/sendmsg/recvfrom/recvmsg.
+//! Addresses come from the caller's sockaddr when given, and from the socket itself otherwise.
+//! UDP payloads are captured only for DNS (port 53), for the userspace resolver cache.
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
+    macros::map,
+    maps::PerCpuArray,
+};
+use monitor_common::{
+    EventKind, NET_ADDR_GIVEN, NET_SOCK_KNOWN, NetEvent, PAYLOAD_CAP, PendingSyscall, SOCKADDR_CAP, nr,
+};
+
+use crate::{
+    maps::{OFFSETS, emit, fill_header, kread, kread_ptr},
+    vfs::fd_file,
+};
+
+#[map]
+static NET_SCRATCH: PerCpuArray<NetEvent> = PerCpuArray::with_max_entries(1, 0);
+
+const SOCK_DGRAM: u32 = 2;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const DNS_PORT: u16 = 53;
+
+/// Copy up to `len` bytes of a user sockaddr into the event.
+#[inline(always)]
+fn read_addr(ev: &mut NetEvent, ptr: u64, len: u64) {
+    if ptr == 0 || len == 0 {
+        return;
+    }
+    let mut n = len;
+    if n > SOCKADDR_CAP as u64 {
+        n = SOCKADDR_CAP as u64;
+    }
+    n &= (SOCKADDR_CAP as u64 * 2) - 1;
+    if n > SOCKADDR_CAP as u64 {
+        return;
+    }
+    // SAFETY: n <= SOCKADDR_CAP, the helper checks the user address.
+    if unsafe { read_user_raw(ev.addr.as_mut_ptr().cast(), n as u32, ptr as *const _) } == 0 {
+        ev.addr_len = n as u32;
+        ev.flags |= NET_ADDR_GIVEN;
+    }
+}
+
+#[inline(always)]
+fn read_payload(ev: &mut NetEvent, ptr: u64, len: u64) {
+    if ptr == 0 || len == 0 {
+        return;
+    }
+    let mut n = len;
+    if n > PAYLOAD_CAP as u64 {
+        n = PAYLOAD_CAP as u64;
+    }
+    n &= (PAYLOAD_CAP as u64 * 2) - 1;
+    if n > PAYLOAD_CAP as u64 {
+        return;
+    }
+    // SAFETY: n <= PAYLOAD_CAP.
+    if unsafe { read_user_raw(ev.payload.as_mut_ptr().cast(), n as u32, ptr as *const _) } == 0 {
+        ev.payload_len = n as u32;
+    }
+}
+
+/// Fill type, family, ports and addresses from the socket behind `fd`.
+#[inline(always)]
+fn read_sock(ev: &mut NetEvent, fd: u64) {
+    let off = OFFSETS.load();
+    let file = fd_file(fd);
+    if file.is_null() {
+        return;
+    }
+    let sock = kread_ptr(file, off.file_private_data);
+    ev.sock_type = u32::from(kread::<u16>(sock, off.socket_type));
+    let sk = kread_ptr(sock, off.socket_sk);
+    if sk.is_null() {
+        return;
+    }
+    ev.sk_family = kread::<u16>(sk, off.skc_family);
+    ev.sk_lport = kread::<u16>(sk, off.skc_num);
+    ev.sk_rport = u16::from_be(kread::<u16>(sk, off.skc_dport));
+    if ev.sk_family == AF_INET {
+        ev.sk_laddr[..4].copy_from_slice(&kread::<u32>(sk, off.skc_rcv_saddr).to_ne_bytes());
+        ev.sk_raddr[..4].copy_from_slice(&kread::<u32>(sk, off.skc_daddr).to_ne_bytes());
+    } else if ev.sk_family == AF_INET6 {
+        // SAFETY: bpf_probe_read_kernel checks the address.
+        ev.sk_laddr = unsafe { bpf_probe_read_kernel(sk.wrapping_add(off.skc_v6_rcv_saddr as usize).cast::<[u8; 16]>()) }.unwrap_or([0; 16]);
+        ev.sk_raddr = unsafe { bpf_probe_read_kernel(sk.wrapping_add(off.skc_v6_daddr as usize).cast::<[u8; 16]>()) }.unwrap_or([0; 16]);
+    }
+    ev.flags |= NET_SOCK_KNOWN;
+}
+
+/// The port in a captured sockaddr (INET and INET6 keep it at bytes 2..4, big-endian).
+#[inline(always)]
+fn given_port(ev: &NetEvent) -> Option<u16> {
+    if ev.flags & NET_ADDR_GIVEN == 0 || ev.addr_len < 4 {
+        return None;
+    }
+    let family = u16::from_ne_bytes([ev.addr[0], ev.addr[1]]);
+    (family == AF_INET || family == AF_INET6).then(|| u16::from_be_bytes([ev.addr[2], ev.addr[3]]))
+}
+
+#[inline(always)]
+fn read_u64(ptr: u64) -> u64 {
+    // SAFETY: the helper checks the user address.
+    unsafe { bpf_probe_read_user(ptr as *const u64) }.unwrap_or(0)
+}
+
+pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64) {
+    let Some(ev) = NET_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, exclusively ours for the duration of this program.
+    let ev: &mut NetEvent = unsafe { &mut *ev };
+    fill_header(&mut ev.hdr, EventKind::Net as u32, session);
+    ev.nr = p.nr as u32;
+    ev.flags = 0;
+    ev.ret = ret;
+    ev.fd = p.args[0] as i32;
+    ev.sock_type = 0;
+    ev.addr_len = 0;
+    ev.payload_len = 0;
+    ev.sk_family = 0;
+    ev.sk_lport = 0;
+    ev.sk_rport = 0;
+    ev.sk_laddr = [0; 16];
+    ev.sk_raddr = [0; 16];
+    let mut sock_fd = p.args[0];
+    // (payload pointer, payload length) for UDP send/recv.
+    let mut payload = (0u64, 0u64);
+    match p.nr {
+        nr::CONNECT | nr::BIND => read_addr(ev, p.args[1], p.args[2]),
+        nr::LISTEN => {}
+        nr::ACCEPT | nr::ACCEPT4 => {
+            if ret >= 0 {
+                sock_fd = ret as u64;
+                if p.args[1] != 0 && p.args[2] != 0 {
+                    let len = read_u64(p.args[2]) & 0xffff_ffff;
+                    read_addr(ev, p.args[1], len);
+                }
+            }
+        }
+        nr::SENDTO => {
+            read_addr(ev, p.args[4], p.args[5]);
+            payload = (p.args[1], p.args[2]);
+        }
+        nr::RECVFROM => {
+            if p.args[4] != 0 && p.args[5] != 0 {
+                let len = read_u64(p.args[5]) & 0xffff_ffff;
+                read_addr(ev, p.args[4], len);
+            }
+            payload = (p.args[1], if ret > 0 { ret as u64 } else { 0 });
+        }
+        nr::SENDMSG | nr::RECVMSG => {
+            // struct msghdr { void *name; int namelen; struct iovec *iov; size_t iovlen; ... }
+            let msg = p.args[1];
+            let name = read_u64(msg);
+            let namelen = read_u64(msg + 8) & 0xffff_ffff;
+            let iov = read_u64(msg + 16);
+            read_addr(ev, name, namelen);
+            let base = read_u64(iov);
+            let len = read_u64(iov + 8);
+            let len = if p.nr == nr::RECVMSG { if ret > 0 { ret as u64 } else { 0 } } else { len };
+            payload = (base, len);
+        }
+        _ => return,
+    }
+    read_sock(ev, sock_fd);
+    let is_send = matches!(p.nr, nr::SENDTO | nr::SENDMSG);
+    let is_recv = matches!(p.nr, nr::RECVFROM | nr::RECVMSG);
+    if is_send || is_recv {
+        // Only UDP traffic is recorded; TCP sends and receives are part of a connection.
+        if ev.sock_type != SOCK_DGRAM {
+            return;
+        }
+        let port = given_port(ev).unwrap_or(ev.sk_rport);
+        if port == DNS_PORT {
+            read_payload(ev, payload.0, payload.1);
+        } else if is_recv {
+            return;
+        }
+    }
+    emit(ev, session);
+}
