@@ -271,6 +271,7 @@ pub mod nr {
     pub const SYMLINKAT: u64 = 266;
     pub const FCHMODAT: u64 = 268;
     pub const ACCEPT4: u64 = 288;
+    pub const SENDMMSG: u64 = 307;
     pub const RENAMEAT2: u64 = 316;
     pub const OPENAT2: u64 = 437;
     pub const FCHMODAT2: u64 = 452;
@@ -292,7 +293,7 @@ pub mod nr {
     }
 
     pub const fn is_net(nr: u64) -> bool {
-        matches!(nr, CONNECT | ACCEPT | SENDTO | RECVFROM | SENDMSG | RECVMSG | BIND | LISTEN | ACCEPT4)
+        matches!(nr, CONNECT | ACCEPT | SENDTO | RECVFROM | SENDMSG | SENDMMSG | RECVMSG | BIND | LISTEN | ACCEPT4)
     }
 }
 

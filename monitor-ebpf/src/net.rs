@@ -153,7 +153,8 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64) {
             }
             payload = (p.args[1], if ret > 0 { ret as u64 } else { 0 });
         }
-        nr::SENDMSG | nr::RECVMSG => {
+        // sendmmsg: the first message's msghdr starts the first struct mmsghdr.
+        nr::SENDMSG | nr::SENDMMSG | nr::RECVMSG => {
             // struct msghdr { void *name; int namelen; struct iovec *iov; size_t iovlen; ... }
             let msg = p.args[1];
             let name = read_u64(msg);
@@ -168,7 +169,7 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64) {
         _ => return,
     }
     read_sock(ev, sock_fd);
-    let is_send = matches!(p.nr, nr::SENDTO | nr::SENDMSG);
+    let is_send = matches!(p.nr, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG);
     let is_recv = matches!(p.nr, nr::RECVFROM | nr::RECVMSG);
     if is_send || is_recv {
         // Only UDP traffic is recorded; TCP sends and receives are part of a connection.

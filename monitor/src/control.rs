@@ -81,6 +81,8 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error("permission denied on {path}: only root and members of the daemon's group (default `agentmon`) may use agentmon run; ask an admin to add you")]
+    Denied { path: PathBuf },
     #[error("talking to the daemon at {path} failed: {source}")]
     Io {
         path: PathBuf,
@@ -97,7 +99,10 @@ pub enum ClientError {
 /// execs, and needs no runtime).
 pub fn request(runtime_dir: &Path, req: &Request) -> Result<Response, ClientError> {
     let path = socket_path(runtime_dir);
-    let mut stream = UnixStream::connect(&path).map_err(|source| ClientError::Connect { path: path.clone(), source })?;
+    let mut stream = UnixStream::connect(&path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::PermissionDenied => ClientError::Denied { path: path.clone() },
+        _ => ClientError::Connect { path: path.clone(), source },
+    })?;
     let io = |source| ClientError::Io { path: path.clone(), source };
     stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
     let mut line = serde_json::to_string(req)?;

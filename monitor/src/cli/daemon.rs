@@ -181,7 +181,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
 
     let group = args.group.clone().or(file.group.clone()).unwrap_or_else(|| "agentmon".into());
     let allowed_gid = group_gid(&group);
-    if args.group.is_some() && allowed_gid.is_none() {
+    if (args.group.is_some() || file.group.is_some()) && allowed_gid.is_none() {
         bail!("group `{group}` does not exist (create it with `groupadd {group}` or drop --group)");
     }
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
@@ -445,6 +445,9 @@ impl Daemon {
 
     fn tag(&mut self, cgroup_arg: &str, agent: &str, label: Option<String>, uid: u32) -> Result<Response, String> {
         valid_name("agent", agent)?;
+        if let Some(l) = &label {
+            valid_name("label", l)?;
+        }
         let p = Path::new(cgroup_arg);
         let dir = if p.starts_with(&self.cgroup_mount) { p.to_owned() } else { self.cgroup_mount.join(p.strip_prefix("/").unwrap_or(p)) };
         if !dir.join("cgroup.procs").exists() {

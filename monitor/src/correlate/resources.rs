@@ -127,6 +127,7 @@ pub fn syscall_name(n: u64) -> &'static str {
         nr::ACCEPT4 => "accept4",
         nr::SENDTO => "sendto",
         nr::SENDMSG => "sendmsg",
+        nr::SENDMMSG => "sendmmsg",
         nr::RECVFROM => "recvfrom",
         nr::RECVMSG => "recvmsg",
         _ => "unknown",
@@ -279,7 +280,7 @@ pub fn net_op(n: u64) -> &'static str {
         nr::BIND => "bind",
         nr::LISTEN => "listen",
         nr::ACCEPT | nr::ACCEPT4 => "accept",
-        nr::SENDTO | nr::SENDMSG => "send",
+        nr::SENDTO | nr::SENDMSG | nr::SENDMMSG => "send",
         _ => "recv",
     }
 }
@@ -292,7 +293,8 @@ pub fn net_endpoint(op: &NetOp, known: Option<&SockAddr>) -> Option<SockAddr> {
     let meaningful = |a: &SockAddr| !matches!(a, SockAddr::Unix { path } if path.is_empty());
     match op.nr {
         nr::BIND => op.addr.clone(),
-        nr::LISTEN => known.cloned().or(local),
+        // The socket knows the port actually bound (bind may have asked for port 0).
+        nr::LISTEN => local.filter(|l| matches!(l, SockAddr::Inet { port, .. } if *port != 0)).or_else(|| known.cloned()),
         nr::ACCEPT | nr::ACCEPT4 => op.addr.clone().filter(meaningful).or(remote.filter(meaningful)).or_else(|| known.cloned()),
         _ => op.addr.clone().filter(meaningful).or(remote.filter(|r| meaningful(r) && !matches!(r, SockAddr::Inet { port: 0, .. }))).or_else(|| known.cloned()),
     }

@@ -163,6 +163,8 @@ fn pid_reuse_closes_the_old_process() {
     assert_eq!(a.len(), 2);
     assert_eq!(a[0].argv, ["first"]);
     assert_eq!(a[0].ended_at, None, "its exit was never seen");
+    assert!(!a[0].complete);
+    assert!(a[1].complete);
     assert_eq!(a[1].argv, ["second"]);
     assert_ne!(a[0].exec_id, a[1].exec_id);
     assert_eq!(a[1].exec_id, "0000abcd-101-90");
@@ -251,4 +253,47 @@ fn unknown_sessions_are_counted_not_stored() {
     let mut c = Correlator::new(clock());
     assert!(feed(&mut c, &[exec(1, 0, 1, 1, &["x"])]).is_empty());
     assert_eq!(c.stats.unattributed, 1);
+}
+
+fn file_event(tgid: u32, start: u64, ts: u64, path: &str, ret: i64) -> Event {
+    use crate::ebpf::decode::{FileOp, PathArg};
+    Event::File(FileOp {
+        hdr: hdr(EventKind::File, tgid, tgid, start, ts),
+        nr: monitor_common::nr::OPENAT,
+        ret,
+        args: [u64::MAX - 99, 0, 0o1101, 0o644, 0, 0],
+        how_flags: 0,
+        how_mode: 0,
+        path1: Some(PathArg { given: path.into(), truncated: false, absolute: Some(path.into()) }),
+        path2: None,
+        fd_path: None,
+    })
+}
+
+#[test]
+fn agent_accesses_go_to_the_session_and_action_accesses_to_the_action() {
+    let (mut c, _) = session();
+    let mut out = feed(
+        &mut c,
+        &[
+            exec(100, 1, 10, 100, &["agent"]),
+            file_event(100, 10, 110, "/work/notes.md", 3),
+            fork(100, 10, 101, 20, 200),
+            exec(101, 100, 20, 201, &["touch", "x"]),
+            file_event(101, 20, 202, "/work/x", 3),
+            file_event(101, 20, 203, "/work/x", 3),
+            file_event(101, 20, 204, "/root/secret", -13),
+            exit(101, 101, 20, 210, 0, true),
+        ],
+    );
+    out.extend(feed(&mut c, &[exit(100, 100, 10, 300, 0, true)]));
+    let a = actions(&out);
+    let files: Vec<_> = a[0].files.iter().map(|f| (f.path.as_str(), f.access.as_str(), f.result.as_str(), f.count)).collect();
+    assert_eq!(
+        files,
+        [("/usr/bin/touch", "exec", "ok", 1), ("/work/x", "create", "ok", 2), ("/root/secret", "create", "EACCES", 1)]
+    );
+    let end = session_end(&out).expect("ended");
+    let agent: Vec<_> = end.files.iter().map(|f| (f.path.as_str(), f.access.as_str())).collect();
+    assert_eq!(agent, [("/usr/bin/agent", "exec"), ("/work/notes.md", "create")]);
 }

@@ -465,6 +465,52 @@ mod tests {
     }
 
     #[test]
+    fn sockaddrs_parse() {
+        let mut v4 = vec![2, 0, 0x1f, 0x90, 127, 0, 0, 1];
+        v4.resize(16, 0);
+        assert_eq!(parse_sockaddr(&v4), Some(SockAddr::Inet { ip: "127.0.0.1".parse().expect("ip"), port: 8080 }));
+        let mut mapped = vec![10, 0, 0, 80, 0, 0, 0, 0];
+        mapped.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3]);
+        assert_eq!(parse_sockaddr(&mapped), Some(SockAddr::Inet { ip: "10.1.2.3".parse().expect("ip"), port: 80 }), "v4-mapped shown as IPv4");
+        let mut v6 = vec![10, 0, 0, 53, 0, 0, 0, 0];
+        v6.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        assert_eq!(parse_sockaddr(&v6), Some(SockAddr::Inet { ip: "::1".parse().expect("ip"), port: 53 }));
+        assert_eq!(parse_sockaddr(b"\x01\x00/run/x.sock\0junk"), Some(SockAddr::Unix { path: "/run/x.sock".into() }));
+        assert_eq!(parse_sockaddr(b"\x01\x00\0abstract"), Some(SockAddr::Unix { path: "@abstract".into() }));
+        assert_eq!(parse_sockaddr(&[2, 0, 1]), None, "short");
+        assert_eq!(parse_sockaddr(&[16, 0]), Some(SockAddr::Other { family: 16 }));
+    }
+
+    #[test]
+    fn file_event_paths_resolve_or_say_they_did_not() {
+        let mut ev: FileEvent = unsafe { std::mem::zeroed() };
+        ev.hdr = hdr(EventKind::File, 9);
+        ev.nr = monitor_common::nr::OPENAT as u32;
+        ev.ret = 3;
+        ev.path1[..5].copy_from_slice(b"a/b.c");
+        ev.path1_len = 5;
+        ev.dir1[..9].copy_from_slice(b"sub\0work\0");
+        ev.dir1_len = 9;
+        ev.flags = monitor_common::DIR1_RESOLVED;
+        let mut b = bytes_of(&ev);
+        b.truncate(FILE_DIR1_OFF + 9);
+        let Ok(Event::File(f)) = decode(&b) else { panic!("decode") };
+        let p = f.path1.expect("path1");
+        assert_eq!((p.given.as_str(), p.absolute.as_deref()), ("a/b.c", Some("/work/sub/a/b.c")));
+        // The directory walk did not finish: no absolute path, rather than a guess.
+        ev.flags |= monitor_common::DIR1_TRUNCATED;
+        let mut b = bytes_of(&ev);
+        b.truncate(FILE_DIR1_OFF + 9);
+        let Ok(Event::File(f)) = decode(&b) else { panic!("decode") };
+        assert_eq!(f.path1.expect("path1").absolute, None);
+        // A length past what was sent is rejected.
+        b.truncate(FILE_DIR1_OFF + 4);
+        assert!(matches!(decode(&b), Err(DecodeError::BadLength { field: "dir1", .. })));
+        assert_eq!(join_path("/a/b", "./c//d"), "/a/b/c/d");
+        assert_eq!(join_path("/", "x"), "/x");
+    }
+
+    #[test]
     fn rejects_unknown_kind() {
         let mut h = hdr(EventKind::Exit, 1);
         h.kind = 99;

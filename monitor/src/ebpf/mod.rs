@@ -54,7 +54,7 @@ pub const RESOURCE_SYSCALLS: &[&str] = &[
     "open", "openat", "openat2", "creat", "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2",
     "mkdir", "mkdirat", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "fchmodat2",
     "chown", "fchown", "lchown", "fchownat", "truncate", "ftruncate", "connect", "bind", "listen", "accept",
-    "accept4", "sendto", "sendmsg", "recvfrom", "recvmsg",
+    "accept4", "sendto", "sendmsg", "sendmmsg", "recvfrom", "recvmsg",
 ];
 
 #[derive(Clone, Copy)]

@@ -1,0 +1,248 @@
+//! Workloads for the resource integration tests. Each issues exact syscalls (raw `syscall(2)`
+//! where glibc would pick a different one), so the test knows what the kernel must have seen.
+//!
+//! `files DIR`          every file syscall family, once succeeding and once failing
+//! `deny DIR`           as uid 65534: a write-open in a read-only dir and of /etc/shadow (EACCES)
+//! `unlink PATH`        glibc unlink()
+//! `open-loop PATH N`   open+close PATH N times
+//! `write PATH`         create and write PATH
+//! `net TCP4 TCP6 UNIX UDP4`  connect to those listeners, a refused connect, a UDP send, and a
+//!                      bind/listen/accept on loopback
+//! `resolve NAME PORT`  glibc getaddrinfo (IPv4) then a TCP connect to the answer
+//! `dns-server SECS`    answer every A query on 127.0.0.1:53 with 127.0.0.2, for SECS seconds
+//! `tcp-server ADDR SECS` accept connections on ADDR for SECS seconds
+#![expect(clippy::missing_panics_doc, reason = "a test workload: panics are failures")]
+
+use std::{
+    ffi::CString,
+    io::Write as _,
+    net::{TcpListener, TcpStream, UdpSocket},
+    os::unix::net::UnixStream,
+    time::{Duration, Instant},
+};
+
+fn c(s: &str) -> CString {
+    CString::new(s).expect("no NUL")
+}
+
+/// A raw syscall returning the result or -errno.
+macro_rules! sys {
+    ($nr:expr $(, $a:expr)*) => {{
+        // SAFETY: test workload; arguments are valid pointers or plain integers.
+        let r = unsafe { libc::syscall($nr $(, $a)*) };
+        if r < 0 { -i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { r }
+    }};
+}
+
+/// `struct open_how` for openat2.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Run a syscall expecting success, then one expecting `errno`.
+fn pair(name: &str, ok: i64, fail: i64, errno: i32) {
+    assert!(ok >= 0, "{name} should succeed, got {ok}");
+    assert_eq!(fail, -i64::from(errno), "{name} should fail with errno {errno}");
+}
+
+#[expect(clippy::too_many_lines, reason = "one straight list of syscalls")]
+fn files(dir: &str) {
+    use libc::*;
+    let p = |n: &str| c(&format!("{dir}/{n}"));
+    let dirfd = sys!(SYS_open, c(dir).as_ptr(), O_RDONLY | O_DIRECTORY) as i32;
+    assert!(dirfd >= 0);
+    // open / openat (dirfd and changed cwd) / openat2 / creat
+    let fd = sys!(SYS_open, p("a").as_ptr(), O_CREAT | O_WRONLY, 0o644);
+    pair("open", fd, sys!(SYS_open, p("missing/x").as_ptr(), O_RDONLY), ENOENT);
+    sys!(SYS_close, fd);
+    assert_eq!(sys!(SYS_chdir, p("").as_ptr()), 0);
+    let fd = sys!(SYS_openat, AT_FDCWD, c("b").as_ptr(), O_CREAT | O_RDWR, 0o644);
+    pair("openat cwd", fd, sys!(SYS_openat, AT_FDCWD, c("nope/x").as_ptr(), O_RDONLY), ENOENT);
+    sys!(SYS_close, fd);
+    let how = OpenHow { flags: (O_CREAT | O_WRONLY) as u64, mode: 0o600, resolve: 0 };
+    let bad = OpenHow { flags: O_RDONLY as u64, mode: 0, resolve: 0 };
+    let sz = std::mem::size_of::<OpenHow>();
+    let fd = sys!(SYS_openat2, dirfd, c("c").as_ptr(), &raw const how, sz);
+    pair("openat2", fd, sys!(SYS_openat2, dirfd, c("nope/c").as_ptr(), &raw const bad, sz), ENOENT);
+    sys!(SYS_close, fd);
+    let fd = sys!(SYS_creat, p("d").as_ptr(), 0o644);
+    pair("creat", fd, sys!(SYS_creat, p("nodir/d").as_ptr(), 0o644), ENOENT);
+    sys!(SYS_close, fd);
+    // delete
+    pair("unlink", sys!(SYS_unlink, p("d").as_ptr()), sys!(SYS_unlink, p("d").as_ptr()), ENOENT);
+    pair("unlinkat", sys!(SYS_unlinkat, dirfd, c("c").as_ptr(), 0), sys!(SYS_unlinkat, dirfd, c("c").as_ptr(), 0), ENOENT);
+    pair("mkdir", sys!(SYS_mkdir, p("m1").as_ptr(), 0o755), sys!(SYS_mkdir, p("m1").as_ptr(), 0o755), EEXIST);
+    pair("mkdirat", sys!(SYS_mkdirat, dirfd, c("m2").as_ptr(), 0o700), sys!(SYS_mkdirat, dirfd, c("m2").as_ptr(), 0o700), EEXIST);
+    pair("rmdir", sys!(SYS_rmdir, p("m1").as_ptr()), sys!(SYS_rmdir, p("m1").as_ptr()), ENOENT);
+    // rename, across directories
+    pair("rename", sys!(SYS_rename, p("a").as_ptr(), p("m2/a2").as_ptr()), sys!(SYS_rename, p("zz").as_ptr(), p("m2/zz").as_ptr()), ENOENT);
+    pair(
+        "renameat",
+        sys!(SYS_renameat, dirfd, c("b").as_ptr(), dirfd, c("b2").as_ptr()),
+        sys!(SYS_renameat, dirfd, c("b").as_ptr(), dirfd, c("b2").as_ptr()),
+        ENOENT,
+    );
+    pair(
+        "renameat2",
+        sys!(SYS_renameat2, dirfd, c("b2").as_ptr(), dirfd, c("b3").as_ptr(), 0),
+        sys!(SYS_renameat2, dirfd, c("b2").as_ptr(), dirfd, c("b3").as_ptr(), 0),
+        ENOENT,
+    );
+    // links
+    pair("link", sys!(SYS_link, p("b3").as_ptr(), p("l1").as_ptr()), sys!(SYS_link, p("b3").as_ptr(), p("l1").as_ptr()), EEXIST);
+    pair(
+        "linkat",
+        sys!(SYS_linkat, dirfd, c("b3").as_ptr(), dirfd, c("l2").as_ptr(), 0),
+        sys!(SYS_linkat, dirfd, c("b3").as_ptr(), dirfd, c("l2").as_ptr(), 0),
+        EEXIST,
+    );
+    pair("symlink", sys!(SYS_symlink, c("b3").as_ptr(), p("s1").as_ptr()), sys!(SYS_symlink, c("b3").as_ptr(), p("s1").as_ptr()), EEXIST);
+    pair(
+        "symlinkat",
+        sys!(SYS_symlinkat, c("b3").as_ptr(), dirfd, c("s2").as_ptr()),
+        sys!(SYS_symlinkat, c("b3").as_ptr(), dirfd, c("s2").as_ptr()),
+        EEXIST,
+    );
+    // chmod
+    let fd = sys!(SYS_open, p("b3").as_ptr(), O_RDWR);
+    pair("chmod", sys!(SYS_chmod, p("b3").as_ptr(), 0o600), sys!(SYS_chmod, p("zz").as_ptr(), 0o600), ENOENT);
+    pair("fchmod", sys!(SYS_fchmod, fd, 0o640), sys!(SYS_fchmod, 999, 0o640), EBADF);
+    pair("fchmodat", sys!(SYS_fchmodat, dirfd, c("b3").as_ptr(), 0o644), sys!(SYS_fchmodat, dirfd, c("zz").as_ptr(), 0o644), ENOENT);
+    // chown
+    pair("chown", sys!(SYS_chown, p("b3").as_ptr(), 0, 0), sys!(SYS_chown, p("zz").as_ptr(), 0, 0), ENOENT);
+    pair("fchown", sys!(SYS_fchown, fd, 0, 0), sys!(SYS_fchown, 999, 0, 0), EBADF);
+    pair("lchown", sys!(SYS_lchown, p("s1").as_ptr(), 0, 0), sys!(SYS_lchown, p("zz").as_ptr(), 0, 0), ENOENT);
+    pair(
+        "fchownat",
+        sys!(SYS_fchownat, dirfd, c("b3").as_ptr(), 0, 0, 0),
+        sys!(SYS_fchownat, dirfd, c("zz").as_ptr(), 0, 0, 0),
+        ENOENT,
+    );
+    // truncate
+    pair("truncate", sys!(SYS_truncate, p("b3").as_ptr(), 0), sys!(SYS_truncate, p("zz").as_ptr(), 0), ENOENT);
+    pair("ftruncate", sys!(SYS_ftruncate, fd, 10), sys!(SYS_ftruncate, 999, 10), EBADF);
+    sys!(SYS_close, fd);
+}
+
+fn deny(dir: &str) {
+    // SAFETY: dropping privileges in this single-threaded process.
+    assert_eq!(unsafe { libc::setgid(65534) }, 0);
+    assert_eq!(unsafe { libc::setuid(65534) }, 0);
+    let r = sys!(libc::SYS_open, c(&format!("{dir}/new")).as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o644);
+    assert_eq!(r, -i64::from(libc::EACCES));
+    let r = sys!(libc::SYS_open, c("/etc/shadow").as_ptr(), libc::O_WRONLY);
+    assert_eq!(r, -i64::from(libc::EACCES));
+}
+
+fn net(tcp4: &str, tcp6: &str, unix: &str, udp4: &str) {
+    drop(TcpStream::connect(tcp4).expect("tcp4 connect"));
+    drop(TcpStream::connect(tcp6).expect("tcp6 connect"));
+    // The IPv4 listener again, through an IPv6 socket and a v4-mapped address.
+    let mapped = tcp4.replace("127.0.0.1", "[::ffff:127.0.0.1]");
+    drop(TcpStream::connect(mapped.as_str()).expect("v4-mapped connect"));
+    drop(UnixStream::connect(unix).expect("unix connect"));
+    // SAFETY: socket/connect with a valid abstract sockaddr_un; the failure is the point.
+    unsafe {
+        let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+        let mut a: libc::sockaddr_un = std::mem::zeroed();
+        a.sun_family = libc::AF_UNIX as u16;
+        for (i, b) in b"\0agentmon-abstract-test".iter().enumerate() {
+            a.sun_path[i] = *b as libc::c_char;
+        }
+        let r = libc::connect(s, (&raw const a).cast(), (2 + 23) as u32);
+        assert!(r < 0, "nobody listens on the abstract name");
+        libc::close(s);
+    }
+    let refused = TcpStream::connect("127.0.0.1:1").expect_err("port 1 refuses");
+    assert_eq!(refused.raw_os_error(), Some(libc::ECONNREFUSED));
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    udp.send_to(b"agentmon-udp", udp4).expect("udp send");
+    // bind, listen and accept on our own loopback port.
+    let l = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let addr = l.local_addr().expect("addr");
+    let t = std::thread::spawn(move || TcpStream::connect(addr).expect("self connect"));
+    let (_s, peer) = l.accept().expect("accept");
+    drop(t.join());
+    println!("{} {}", addr.port(), peer.port());
+}
+
+fn resolve(name: &str, port: u16) {
+    let host = c(name);
+    // SAFETY: getaddrinfo with valid C strings and hints; the result list is freed.
+    let ip = unsafe {
+        let mut hints: libc::addrinfo = std::mem::zeroed();
+        hints.ai_family = libc::AF_INET;
+        hints.ai_socktype = libc::SOCK_STREAM;
+        let mut res = std::ptr::null_mut();
+        let r = libc::getaddrinfo(host.as_ptr(), std::ptr::null(), &raw const hints, &raw mut res);
+        assert_eq!(r, 0, "getaddrinfo({name}) failed: {r}");
+        let sin = (*res).ai_addr.cast::<libc::sockaddr_in>();
+        let ip = std::net::Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr));
+        libc::freeaddrinfo(res);
+        ip
+    };
+    let mut s = TcpStream::connect((ip, port)).expect("connect to the resolved address");
+    let _ = s.write_all(b"hello");
+    println!("{ip}");
+}
+
+fn dns_server(secs: u64) {
+    let sock = UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53");
+    sock.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut buf = [0u8; 512];
+    while Instant::now() < end {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+        if n < 12 {
+            continue;
+        }
+        // The question ends at the first zero label, then type and class.
+        let qend = 12 + buf[12..n].iter().position(|&b| b == 0).unwrap_or(0) + 5;
+        let qtype = u16::from_be_bytes([buf[qend - 4], buf[qend - 3]]);
+        let mut r = buf[..qend].to_vec();
+        r[2] = 0x81;
+        r[3] = 0x80;
+        r[6] = 0;
+        r[7] = u8::from(qtype == 1);
+        r[8..12].fill(0);
+        if qtype == 1 {
+            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 2]);
+        }
+        let _ = sock.send_to(&r, from);
+    }
+}
+
+fn tcp_server(addr: &str, secs: u64) {
+    let l = TcpListener::bind(addr).expect("bind");
+    l.set_nonblocking(true).expect("nonblocking");
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        let _ = l.accept();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| a.get(i).map_or_else(|| panic!("missing argument {i}"), String::as_str);
+    match arg(0) {
+        "files" => files(arg(1)),
+        "deny" => deny(arg(1)),
+        // SAFETY: a valid C string.
+        "unlink" => assert_eq!(unsafe { libc::unlink(c(arg(1)).as_ptr()) }, 0, "unlink"),
+        "open-loop" => {
+            for _ in 0..arg(2).parse::<u32>().expect("count") {
+                drop(std::fs::File::open(arg(1)).expect("open"));
+            }
+        }
+        "write" => std::fs::write(arg(1), "written by the agent itself\n").expect("write"),
+        "net" => net(arg(1), arg(2), arg(3), arg(4)),
+        "resolve" => resolve(arg(1), arg(2).parse().expect("port")),
+        "dns-server" => dns_server(arg(1).parse().expect("secs")),
+        "tcp-server" => tcp_server(arg(1), arg(2).parse().expect("secs")),
+        other => panic!("unknown workload {other}"),
+    }
+}
