@@ -69,6 +69,8 @@ pub struct Status {
     pub kernel_read_errors: u64,
     pub db_backlog: u64,
     pub db_write_failures: u64,
+    /// Raw events not stored because the database backlog was full.
+    pub db_events_shed: u64,
     pub actions_written: u64,
     pub sessions_ended: u64,
 }

@@ -46,6 +46,10 @@ pub struct DaemonArgs {
     /// Ring-buffer size in MiB (a power of two).
     #[arg(long, default_value_t = 64, value_parser = ring_size)]
     pub ring_buffer_mb: u32,
+    /// Records that may wait in memory for the database; beyond it raw events are shed and
+    /// counted in the session's events_lost (actions and sessions are always kept).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_backlog: u64,
     /// Config file.
     #[arg(long, default_value = config::CONFIG_PATH)]
     pub config: PathBuf,
@@ -82,6 +86,8 @@ struct Daemon {
     cgroup_mount: PathBuf,
     cgroup_root: PathBuf,
     sessions: HashMap<u64, SessionMeta>,
+    /// Raw events shed per session cgroup while the database backlog was full.
+    shed: HashMap<u64, u64>,
     decode_errors: u64,
     started_at: chrono::DateTime<Utc>,
 }
@@ -165,7 +171,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     info!(probes = ?probes.attached, ring_mb = args.ring_buffer_mb, "probes attached");
 
     let host = hostname();
-    let (writer, writer_task) = store::Writer::spawn(pool.clone(), host.clone());
+    let (writer, writer_task) = store::Writer::spawn(pool.clone(), host.clone(), args.max_backlog);
     let mut daemon = Daemon {
         probes,
         correlator: Correlator::new(clock()?),
@@ -174,6 +180,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         cgroup_mount,
         cgroup_root,
         sessions: HashMap::new(),
+        shed: HashMap::new(),
         decode_errors: 0,
         started_at: Utc::now(),
     };
@@ -314,8 +321,9 @@ impl Daemon {
             match decode::decode(&item) {
                 Ok(ev) => {
                     drop(item);
+                    let session = ev.header().session_cgroup;
                     for out in self.correlator.handle(&ev) {
-                        self.emit(out);
+                        self.emit_for(session, out);
                     }
                 }
                 Err(e) => {
@@ -330,7 +338,7 @@ impl Daemon {
     fn emit(&mut self, out: Output) {
         let mut out = out;
         if let Output::SessionEnd(end) = &mut out {
-            end.events_lost = self.probes.untag(end.cgroup_id);
+            end.events_lost = self.probes.untag(end.cgroup_id) + self.shed.remove(&end.cgroup_id).unwrap_or(0);
             if let Some(meta) = self.sessions.remove(&end.cgroup_id) {
                 if meta.owned {
                     if let Err(e) = cgroup::remove_tree(&meta.path) {
@@ -341,6 +349,16 @@ impl Daemon {
             info!(session = %end.session_id, actions = end.actions, lost = end.events_lost, "session ended");
         }
         self.writer.send(out);
+    }
+
+    /// Queue one correlated record, counting a shed raw event against its session.
+    fn emit_for(&mut self, session_cgroup: u64, out: Output) {
+        if matches!(out, Output::SessionEnd(_)) {
+            return self.emit(out);
+        }
+        if !self.writer.send(out) {
+            *self.shed.entry(session_cgroup).or_default() += 1;
+        }
     }
 
     fn command(&mut self, req: Request, peer_pid: u32, peer_uid: u32) -> Response {
@@ -377,7 +395,7 @@ impl Daemon {
                     cgroup_id,
                     root_pid,
                     processes,
-                    events_lost: self.probes.session_lost(cgroup_id),
+                    events_lost: self.probes.session_lost(cgroup_id) + self.shed.get(&cgroup_id).copied().unwrap_or(0),
                 })
                 .collect(),
             events_read: st.events + st.unattributed + self.decode_errors,
@@ -387,6 +405,7 @@ impl Daemon {
             kernel_read_errors: k.read_errors,
             db_backlog: self.writer.backlog.load(std::sync::atomic::Ordering::Relaxed),
             db_write_failures: self.writer.failures.load(std::sync::atomic::Ordering::Relaxed),
+            db_events_shed: self.writer.shed.load(std::sync::atomic::Ordering::Relaxed),
             actions_written: st.actions_written,
             sessions_ended: st.sessions_ended,
         }

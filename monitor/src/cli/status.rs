@@ -37,6 +37,7 @@ pub fn run(runtime_dir: &Path, json: bool) -> anyhow::Result<i32> {
         vec!["decode errors".into(), st.decode_errors.to_string()],
         vec!["db backlog".into(), st.db_backlog.to_string()],
         vec!["db write failures".into(), st.db_write_failures.to_string()],
+        vec!["db events shed".into(), st.db_events_shed.to_string()],
     ];
     table::print(&["FIELD", "VALUE"], &rows);
     if !st.sessions.is_empty() {

@@ -294,7 +294,7 @@ impl Correlator {
             kind: kind_name(event),
             pid: hdr.tgid,
             tid: hdr.pid,
-            data,
+            data: data.to_string(),
         };
         // The raw event goes first so it is stored before anything derived from it.
         out.insert(0, Output::Event(record));

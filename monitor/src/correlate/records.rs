@@ -65,7 +65,8 @@ pub struct EventRecord {
     pub kind: &'static str,
     pub pid: u32,
     pub tid: u32,
-    pub data: serde_json::Value,
+    /// The event's details as JSON text, serialised once (it is most of the queued volume).
+    pub data: String,
 }
 
 /// The agent process of a session (action processes are stored with their action).

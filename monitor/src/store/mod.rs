@@ -64,9 +64,54 @@ fn process_id(session: Uuid, exec_id: &str) -> Uuid {
     Uuid::new_v5(&session, exec_id.as_bytes())
 }
 
-/// Insert one batch in a single transaction, parents before children. Every insert is
-/// `ON CONFLICT DO NOTHING` on a daemon-assigned id, so retrying a batch is safe.
-pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output]) -> Result<(), sqlx::Error> {
+/// Escape one field for COPY's text format.
+fn copy_field(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Raw events go in with COPY: they are most of the volume.
+async fn copy_events(conn: &mut sqlx::PgConnection, host: &str, rows: &[&EventRecord]) -> Result<(), sqlx::Error> {
+    use std::fmt::Write as _;
+    let mut buf = String::with_capacity(rows.len() * 320);
+    for e in rows {
+        let action = e.action_id.map_or_else(|| "\\N".to_owned(), |a| a.to_string());
+        let _ = write!(buf, "{}\t", e.id);
+        copy_field(&mut buf, host);
+        let _ = write!(buf, "\t{}\t{action}\t", e.session_id);
+        copy_field(&mut buf, &e.exec_id);
+        let _ = write!(buf, "\t{}\t{}\t{}\t{}\t{}\t", e.seq, e.ts.to_rfc3339(), e.kind, e.pid, e.tid);
+        copy_field(&mut buf, &e.data);
+        buf.push('\n');
+    }
+    let mut copy = conn
+        .copy_in_raw("COPY events (id, host, session_id, action_id, exec_id, seq, ts, kind, pid, tid, data) FROM STDIN")
+        .await?;
+    copy.send(buf.into_bytes()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// How raw events are inserted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum EventInsert {
+    /// COPY: fast, but fails on a duplicate id.
+    Copy,
+    /// INSERT ... ON CONFLICT DO NOTHING: for retrying a batch that may have committed.
+    Idempotent,
+}
+
+/// Insert one batch in a single transaction, parents before children. Every INSERT is
+/// `ON CONFLICT DO NOTHING` on a daemon-assigned id; events use COPY unless `events` says
+/// otherwise, so a batch whose commit was lost is retried with `EventInsert::Idempotent`.
+pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output], mode: EventInsert) -> Result<(), sqlx::Error> {
     let mut starts = Vec::new();
     let mut events = Vec::new();
     let mut actions = Vec::new();
@@ -94,8 +139,14 @@ pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output]) -> Result<
     for chunk in procs.chunks(CHUNK) {
         insert_processes(host, chunk).build().execute(&mut *tx).await?;
     }
-    for chunk in events.chunks(CHUNK) {
-        insert_events(host, chunk).build().execute(&mut *tx).await?;
+    if mode == EventInsert::Copy {
+        if !events.is_empty() {
+            copy_events(&mut tx, host, &events).await?;
+        }
+    } else {
+        for chunk in events.chunks(CHUNK) {
+            insert_events(host, chunk).build().execute(&mut *tx).await?;
+        }
     }
     for chunk in ends.chunks(CHUNK) {
         insert_ends(host, chunk).build().execute(&mut *tx).await?;
@@ -195,7 +246,8 @@ fn insert_events<'a>(host: &'a str, rows: &'a [&'a EventRecord]) -> QueryBuilder
             .push_bind(e.kind)
             .push_bind(i64::from(e.pid))
             .push_bind(i64::from(e.tid))
-            .push_bind(&e.data);
+            .push_bind(&e.data)
+            .push_unseparated("::jsonb");
     });
     q.push(" ON CONFLICT (id) DO NOTHING");
     q
@@ -230,19 +282,30 @@ pub struct Writer {
     pub backlog: Arc<AtomicU64>,
     /// Failed write attempts (each is retried).
     pub failures: Arc<AtomicU64>,
+    /// Raw events not queued because the backlog was full (counted per session by the caller).
+    pub shed: Arc<AtomicU64>,
+    max_backlog: u64,
 }
 
 impl Writer {
-    pub fn send(&self, o: Output) {
+    /// Queue a record. Raw events are shed (and counted) while more than `max_backlog`
+    /// records wait for the database, so a storm cannot exhaust memory; sessions, actions,
+    /// processes and session ends are always queued. Returns false when the record was shed.
+    pub fn send(&self, o: Output) -> bool {
+        if matches!(o, Output::Event(_)) && self.backlog.load(Ordering::Relaxed) >= self.max_backlog {
+            self.shed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         self.backlog.fetch_add(1, Ordering::Relaxed);
         if self.tx.send(o).is_err() {
             tracing::error!("database writer has stopped; record not queued");
         }
+        true
     }
 
-    /// Start the writer task. It batches what arrives within 100 ms (up to 5000 records),
+    /// Start the writer task. It batches what arrives within 100 ms (up to 20 000 records),
     /// commits it in one transaction, and retries with back-off while the database is down.
-    pub fn spawn(pool: PgPool, host: String) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn spawn(pool: PgPool, host: String, max_backlog: u64) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Output>();
         let backlog = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(AtomicU64::new(0));
@@ -252,15 +315,21 @@ impl Writer {
             while let Some(first) = rx.recv().await {
                 batch.push(first);
                 let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-                while batch.len() < 5000 {
+                while batch.len() < 20_000 {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(o)) => batch.push(o),
                         Ok(None) | Err(_) => break,
                     }
                 }
                 let mut delay = Duration::from_millis(200);
-                while let Err(e) = write_batch(&pool, &host, &batch).await {
+                let mut mode = EventInsert::Copy;
+                while let Err(e) = write_batch(&pool, &host, &batch, mode).await {
                     f.fetch_add(1, Ordering::Relaxed);
+                    // A duplicate id means an earlier attempt committed after all.
+                    if mode == EventInsert::Copy && e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+                        mode = EventInsert::Idempotent;
+                        continue;
+                    }
                     tracing::warn!(error = %e, records = batch.len(), "database write failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
@@ -269,12 +338,19 @@ impl Writer {
                 batch.clear();
             }
         });
-        (Self { tx, backlog, failures }, handle)
+        (Self { tx, backlog, failures, shed: Arc::new(AtomicU64::new(0)), max_backlog }, handle)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn copy_text_format_escapes_its_delimiters() {
+        let mut out = String::new();
+        super::copy_field(&mut out, "a\tb\nc\\d\re");
+        assert_eq!(out, "a\\tb\\nc\\\\d\\re");
+    }
+
     #[test]
     fn redacts_password() {
         assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u@h/db");
