@@ -16,6 +16,7 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_env("AGENTMON_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let code = match tokio::runtime::Runtime::new() {
         Ok(rt) => match rt.block_on(monitor::cli::dispatch(cli)) {
