@@ -219,7 +219,13 @@ async fn a_permitted_non_root_user_can_run_sessions_and_others_cannot() {
     let d = Daemon::start("nonroot", &["--group", group]).await;
     let dir = scratch("nonroot");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let bin = integration_tests::bin();
+    // The user must be able to execute agentmon wherever the checkout lives (e.g. under /root).
+    let bin_dir = std::path::PathBuf::from(format!("/tmp/agentmon-test-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&bin_dir).expect("bin dir");
+    std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = bin_dir.join("agentmon");
+    std::fs::copy(integration_tests::bin(), &bin).expect("copy agentmon");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let run_as = |who: &str| {
         Command::new("runuser")
             .args(["-u", who, "--"])
@@ -244,6 +250,7 @@ async fn a_permitted_non_root_user_can_run_sessions_and_others_cannot() {
     assert_eq!(actions[0]["uid"], uid);
 
     let refused = run_as("nobody");
+    let _ = std::fs::remove_dir_all(&bin_dir);
     assert_eq!(refused.status.code(), Some(125));
     let msg = String::from_utf8_lossy(&refused.stderr);
     // The socket is group-owned 0660, so the kernel refuses the connection itself.

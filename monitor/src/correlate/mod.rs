@@ -446,8 +446,8 @@ impl Correlator {
             (Some(cwd), false) => Some(join_path(cwd, &e.filename)),
             (None, false) => None,
         };
-        if let Some(exe) = exe {
-            self.resources_of(hdr.tgid).map(|r| r.add_file(&exe, "exec", "ok"));
+        if let (Some(exe), Some(r)) = (exe, self.resources_of(hdr.tgid)) {
+            r.add_file(&exe, "exec", "ok");
         }
         if let Some(a) = action.and_then(|a| self.actions.get_mut(&a)) {
             // The action is the first command its root process exec'd.

@@ -329,7 +329,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 return Err(DecodeError::Short { what: "exec event", len: bytes.len(), need: EXEC_FIXED_LEN });
             }
             // Read the fixed part only: the argv tail is as long as the record says.
-            let mut full = [0u8; size_of::<ExecEvent>()];
+            let mut full = vec![0u8; size_of::<ExecEvent>()];
             let n = bytes.len().min(full.len());
             full[..n].copy_from_slice(&bytes[..n]);
             let ev: ExecEvent = read(&full, "exec event")?;
