@@ -83,7 +83,7 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    #[error("permission denied on {path}: only root and members of the daemon's group (default `agentmon`) may use agentmon run; ask an admin to add you")]
+    #[error("permission denied on {path}: only root and members of the daemon's group (default `agentmon`) may use the control socket; ask an admin to add you")]
     Denied { path: PathBuf },
     #[error("talking to the daemon at {path} failed: {source}")]
     Io {

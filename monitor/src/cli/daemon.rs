@@ -189,7 +189,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let group = args.group.clone().or(file.group.clone()).unwrap_or_else(|| "agentmon".into());
     let allowed_gid = group_gid(&group);
     if (args.group.is_some() || file.group.is_some()) && allowed_gid.is_none() {
-        bail!("group `{group}` does not exist (create it with `groupadd {group}` or drop --group)");
+        bail!("group `{group}` (from --group or the config file) does not exist: create it with `groupadd {group}` or name another");
     }
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
     let listener = bind_socket(&args.runtime_dir, allowed_gid)?;
@@ -269,7 +269,7 @@ async fn handle_conn(stream: UnixStream, tx: mpsc::Sender<Command>, allowed_gid:
             Err(e) => Response::Error { message: format!("bad request: {e}") },
         }
     } else {
-        Response::Error { message: format!("uid {} may not use agentmon: only root and members of the agentmon group may start sessions", cred.uid()) }
+        Response::Error { message: format!("uid {} may not use agentmon: only root and members of the daemon's group may start sessions", cred.uid()) }
     };
     let mut out = serde_json::to_string(&resp)?;
     out.push('\n');

@@ -189,7 +189,7 @@ fn print_action(a: &ActionView, all: bool) {
         vec!["ended".into(), table::opt_time(a.ended_at)],
         vec!["duration".into(), table::duration(a.duration_ms)],
         vec!["exit".into(), table::status(a.exit_code, a.signal)],
-        vec!["complete".into(), if a.complete { "yes" } else { "no (session ended first)" }.into()],
+        vec!["complete".into(), if a.complete { "yes" } else { "no (some process exits were not seen)" }.into()],
     ];
     table::print(&["FIELD", "VALUE"], &rows);
     println!("\nprocesses:");
