@@ -93,6 +93,9 @@ fn task(cli: Cli) -> anyhow::Result<()> {
             setup::setup()?;
         }
         Task::Daemon { args } => {
+            if !is_root() {
+                bail!("the daemon loads eBPF programs and needs root: run `cargo xtask daemon` as root");
+            }
             let env = setup::setup()?;
             step("building agentmon (release)");
             run(cargo(&env).args(["build", "--release", "-p", "monitor"]))?;
