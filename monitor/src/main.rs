@@ -5,6 +5,13 @@ use monitor::cli::{Cli, Command, run::EXIT_AGENTMON_FAILED};
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Daemon(_)) {
+        // Behave like other CLI tools when piped into `head`: a closed pipe ends the process
+        // quietly, and `run` hands the agent the default disposition. The daemon keeps Rust's
+        // ignore, so a control client that hangs up cannot kill it.
+        // SAFETY: setting a signal disposition before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // `run` must exec without a runtime or extra threads; everything else uses tokio.
     if let Command::Run { agent, label, addr, cmd } = &cli.command {
         let Err(e) = monitor::cli::run::run(&addr.runtime_dir, agent, label.clone(), cmd);
