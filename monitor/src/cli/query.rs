@@ -49,13 +49,18 @@ pub fn parse_id_prefix(s: &str) -> Result<String, String> {
     Ok(s)
 }
 
+/// `--json`: one object per line.
+fn print_json_lines<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<()> {
+    for r in rows {
+        println!("{}", serde_json::to_string(r)?);
+    }
+    Ok(())
+}
+
 pub async fn sessions(pool: &PgPool, f: &SessionFilter, json: bool) -> anyhow::Result<()> {
     let rows = query::sessions(pool, f).await?;
     if json {
-        for r in &rows {
-            println!("{}", serde_json::to_string(r)?);
-        }
-        return Ok(());
+        return print_json_lines(&rows);
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -80,10 +85,7 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter, json: bool) -> anyhow::R
 pub async fn actions(pool: &PgPool, f: &ActionFilter, json: bool) -> anyhow::Result<()> {
     let rows = query::actions(pool, f).await?;
     if json {
-        for r in &rows {
-            println!("{}", serde_json::to_string(r)?);
-        }
-        return Ok(());
+        return print_json_lines(&rows);
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -108,10 +110,7 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter, json: bool) -> anyhow::Res
 pub async fn events(pool: &PgPool, session: &str, kind: Option<&str>, limit: Option<i64>, json: bool) -> anyhow::Result<()> {
     let rows = query::events(pool, session, kind, limit).await?;
     if json {
-        for r in &rows {
-            println!("{}", serde_json::to_string(r)?);
-        }
-        return Ok(());
+        return print_json_lines(&rows);
     }
     let cells: Vec<Vec<String>> = rows
         .iter()

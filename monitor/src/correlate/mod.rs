@@ -315,8 +315,8 @@ impl Correlator {
         self.actions.get_mut(&a).map(|a| &mut a.resources)
     }
 
-    /// Make sure a process that shows up with a file or network event is in the table (it may
-    /// have entered the session without exec or fork).
+    /// Make sure a process that shows up with a fork, file or network event is in the table (it
+    /// may have entered the session without exec or fork).
     fn ensure_process(&mut self, hdr: &Header) {
         if !self.procs.contains_key(&hdr.tgid) {
             let rec = ProcessRecord {
@@ -483,15 +483,7 @@ impl Correlator {
             return (action, exec_id, data);
         }
         // A parent we have not seen yet (it entered the cgroup without exec): adopt it first.
-        if !self.procs.contains_key(&hdr.tgid) {
-            let rec = ProcessRecord {
-                exec_id: self.clock.exec_id(hdr.tgid, hdr.start_ns),
-                pid: hdr.tgid,
-                started_at: self.clock.wall(hdr.start_ns),
-                ..ProcessRecord::default()
-            };
-            self.add_process(hdr.session_cgroup, rec, 0);
-        }
+        self.ensure_process(hdr);
         let parent_exec_id = self.procs.get(&hdr.tgid).map(|p| p.exec_id.clone()).unwrap_or_default();
         if self.procs.get(&child_tgid).is_some_and(|p| p.exec_id != child_exec_id) {
             self.finish_process(child_tgid, None, out);
