@@ -87,6 +87,11 @@ async fn every_file_syscall_family_succeeds_once_and_fails_once() {
     assert_eq!((&chown["path"], &chown["uid"], &chown["gid"]), (&s(&p("b3")), &Value::from(0), &Value::from(0)));
     let trunc = find(&ev, &[("syscall", s("ftruncate")), ("result", s("ok"))]);
     assert_eq!((&trunc["path"], &trunc["length"]), (&s(&p("b3")), &Value::from(10)));
+    let long = find(&ev, &[("syscall", s("open")), ("result", s("ENAMETOOLONG"))]);
+    assert_eq!(long["path_truncated"], true);
+    assert_eq!(long["path_given"].as_str().expect("given").len(), 4095, "cut at the cap");
+    let odd = find(&ev, &[("syscall", s("open")), ("path", s(&p("caf\\xe9")))]);
+    assert_eq!(odd["result"], "ok", "a non-UTF-8 name is stored escaped, losslessly");
     let bad_fd = find(&ev, &[("syscall", s("fchmod")), ("result", s("EBADF"))]);
     assert!(bad_fd["path"].is_null() && bad_fd["resolved"] == false, "an unknown fd is not guessed: {bad_fd}");
 
@@ -195,9 +200,22 @@ async fn connects_sends_binds_and_accepts_record_their_endpoints() {
     has("listen", "ipv4", "127.0.0.1", Some(listen_port), "ok");
     has("accept", "ipv4", "127.0.0.1", Some(peer_port), "ok");
     assert_eq!(json_lines(&d.cli(&["actions", "--json", "--port", &p6.to_string()])).len(), 1);
+    // Every network family also fails once, and the raw events carry the errno.
+    let ev = events(&d, &actions[0], "net").await;
+    for (syscall, result) in [
+        ("sendto", "EINVAL"), ("sendmsg", "ok"), ("sendmsg", "EINVAL"), ("listen", "EOPNOTSUPP"),
+        ("bind", "EADDRINUSE"), ("accept", "EINVAL"), ("accept", "ok"), ("accept4", "ok"),
+    ] {
+        find(&ev, &[("syscall", s(syscall)), ("result", s(result))]);
+    }
+    let plain_accept = find(&ev, &[("syscall", s("accept")), ("result", s("ok"))]);
+    assert_eq!(plain_accept["addr"], "127.0.0.1", "without an address argument the peer comes from the socket");
+    has("send", "ipv4", "127.0.0.1", Some(pu), "ok");
     let mut buf = [0u8; 32];
     let (n, _) = udp.recv_from(&mut buf).expect("the UDP datagram arrived");
     assert_eq!(&buf[..n], b"agentmon-udp");
+    let (n, _) = udp.recv_from(&mut buf).expect("the sendmsg datagram arrived");
+    assert_eq!(&buf[..n], b"agentmon-msg");
 }
 
 struct Netns(String);

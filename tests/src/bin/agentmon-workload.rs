@@ -125,6 +125,15 @@ fn files(dir: &str) {
     pair("truncate", sys!(SYS_truncate, p("b3").as_ptr(), 0), sys!(SYS_truncate, p("zz").as_ptr(), 0), ENOENT);
     pair("ftruncate", sys!(SYS_ftruncate, fd, 10), sys!(SYS_ftruncate, 999, 10), EBADF);
     sys!(SYS_close, fd);
+    // A path longer than PATH_MAX, and a name that is not UTF-8.
+    let long = c(&format!("{dir}/{}", "L".repeat(5000)));
+    assert_eq!(sys!(SYS_open, long.as_ptr(), O_RDONLY), -i64::from(ENAMETOOLONG));
+    let mut odd = format!("{dir}/caf").into_bytes();
+    odd.push(0xe9);
+    let odd = CString::new(odd).expect("no NUL");
+    let fd = sys!(SYS_open, odd.as_ptr(), O_CREAT | O_WRONLY, 0o644);
+    assert!(fd >= 0);
+    sys!(SYS_close, fd);
 }
 
 fn deny(dir: &str) {
@@ -160,6 +169,7 @@ fn net(tcp4: &str, tcp6: &str, unix: &str, udp4: &str) {
     assert_eq!(refused.raw_os_error(), Some(libc::ECONNREFUSED));
     let udp = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
     udp.send_to(b"agentmon-udp", udp4).expect("udp send");
+    net_failures(&udp, udp4);
     // bind, listen and accept on our own loopback port.
     let l = TcpListener::bind("127.0.0.1:0").expect("listen");
     let addr = l.local_addr().expect("addr");
@@ -167,6 +177,56 @@ fn net(tcp4: &str, tcp6: &str, unix: &str, udp4: &str) {
     let (_s, peer) = l.accept().expect("accept");
     drop(t.join());
     println!("{} {}", addr.port(), peer.port());
+}
+
+/// The failing half of each network family, plus sendmsg and a plain accept that succeed.
+fn net_failures(udp: &UdpSocket, udp4: &str) {
+    use std::os::fd::AsRawFd as _;
+    let target: std::net::SocketAddrV4 = udp4.parse().expect("udp4 addr");
+    let sin = |a: &std::net::SocketAddrV4| libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    let sinlen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    let fd = udp.as_raw_fd();
+    // SAFETY: plain syscalls on our own sockets with valid buffers.
+    unsafe {
+        // sendto: port 0 is not a destination.
+        let zero = sin(&"127.0.0.1:0".parse().expect("addr"));
+        let r = libc::sendto(fd, b"x".as_ptr().cast(), 1, 0, (&raw const zero).cast(), sinlen);
+        assert!(r < 0, "sendto port 0 fails");
+        // sendmsg: once to the listener, once to port 0.
+        for (dest, ok) in [(sin(&target), true), (zero, false)] {
+            let mut iov = libc::iovec { iov_base: b"agentmon-msg".as_ptr() as *mut _, iov_len: 12 };
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = (&raw const dest) as *mut _;
+            msg.msg_namelen = sinlen;
+            msg.msg_iov = &raw mut iov;
+            msg.msg_iovlen = 1;
+            assert_eq!(libc::sendmsg(fd, &raw const msg, 0) >= 0, ok, "sendmsg");
+        }
+        // listen on a datagram socket is not supported.
+        assert!(libc::listen(fd, 1) < 0);
+        // bind to a port in use, accept on a socket that does not listen.
+        let l = TcpListener::bind("127.0.0.1:0").expect("listener");
+        let taken = match l.local_addr().expect("addr") {
+            std::net::SocketAddr::V4(a) => a,
+            std::net::SocketAddr::V6(_) => unreachable!(),
+        };
+        let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let a = sin(&taken);
+        assert!(libc::bind(s, (&raw const a).cast(), sinlen) < 0, "port in use");
+        assert!(libc::accept(s, std::ptr::null_mut(), std::ptr::null_mut()) < 0, "not listening");
+        libc::close(s);
+        // A plain accept(2) that succeeds, with no address asked for.
+        let t = std::thread::spawn(move || TcpStream::connect(taken).expect("connect"));
+        let c = libc::accept(l.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut());
+        assert!(c >= 0, "accept");
+        libc::close(c);
+        drop(t.join());
+    }
 }
 
 fn resolve(name: &str, port: u16) {
