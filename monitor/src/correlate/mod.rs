@@ -117,7 +117,8 @@ pub struct Correlator {
     procs: HashMap<u32, Proc>,
     actions: HashMap<Uuid, ActionState>,
     /// Addresses bound or connected on (pid, fd), to name the endpoint of a later listen/send.
-    sockets: HashMap<(u32, i32), SockAddr>,
+    /// Forgotten when the process exits.
+    sockets: HashMap<u32, HashMap<i32, SockAddr>>,
     dns: DnsCache,
     pub stats: CorrelatorStats,
 }
@@ -346,11 +347,10 @@ impl Correlator {
         self.ensure_process(&n.hdr);
         let op = resources::net_op(n.nr);
         let result = resources::result_name(n.ret);
-        let key = (n.hdr.tgid, n.fd);
-        let endpoint = resources::net_endpoint(n, self.sockets.get(&key));
+        let endpoint = resources::net_endpoint(n, self.sockets.get(&n.hdr.tgid).and_then(|m| m.get(&n.fd)));
         if n.ret >= 0 && matches!(op, "bind" | "connect") {
             if let Some(a) = &n.addr {
-                self.sockets.insert(key, a.clone());
+                self.sockets.entry(n.hdr.tgid).or_default().insert(n.fd, a.clone());
             }
         }
         let mut dns = serde_json::Value::Null;
@@ -523,6 +523,7 @@ impl Correlator {
     /// when it was the action's last live process.
     fn finish_process(&mut self, tgid: u32, exit: Option<(u32, DateTime<Utc>)>, out: &mut Vec<Output>) {
         let Some(mut p) = self.procs.remove(&tgid) else { return };
+        self.sockets.remove(&tgid);
         // A process that never exec'd but tried to: what it tried is its command.
         if let (false, Some(f)) = (p.exec_seen, &p.failed_exec) {
             p.rec.argv = vec![f.clone()];

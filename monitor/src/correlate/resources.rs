@@ -358,6 +358,10 @@ pub struct DnsCache {
 
 impl DnsCache {
     pub fn learn(&mut self, answers: &[(String, IpAddr)]) {
+        // Bounded: a flood of lookups must not grow the daemon without limit.
+        if self.names.len() > 65_536 {
+            self.names.clear();
+        }
         for (name, ip) in answers {
             self.names.insert(*ip, name.clone());
         }
