@@ -50,6 +50,26 @@ pub struct Daemon {
     pub cgroup_root: PathBuf,
     child: Child,
     pub pool: sqlx::PgPool,
+    extra: Vec<String>,
+}
+
+fn spawn_daemon(db_url: &str, runtime_dir: &Path, cgroup_root: &Path, extra: &[&str]) -> Child {
+    // Appended, so a restarted daemon's log follows the first one's.
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(runtime_dir.join("daemon.log")).expect("log");
+    Command::new(bin())
+        .arg("daemon")
+        .arg("--database-url")
+        .arg(db_url)
+        .arg("--runtime-dir")
+        .arg(runtime_dir)
+        .arg("--cgroup-root")
+        .arg(cgroup_root)
+        .args(extra)
+        .env("AGENTMON_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn daemon")
 }
 
 /// Replace the database name in a `postgres://user@host/DB?...` URL.
@@ -74,25 +94,23 @@ impl Daemon {
         let _ = std::fs::remove_dir_all(&runtime_dir);
         std::fs::create_dir_all(&runtime_dir).expect("runtime dir");
         let cgroup_root = cgroup2_mount().join(format!("agentmon-test-{name}-{}", std::process::id()));
-        let log = std::fs::File::create(runtime_dir.join("daemon.log")).expect("log");
-        let child = Command::new(bin())
-            .arg("daemon")
-            .arg("--database-url")
-            .arg(&db_url)
-            .arg("--runtime-dir")
-            .arg(&runtime_dir)
-            .arg("--cgroup-root")
-            .arg(&cgroup_root)
-            .args(extra)
-            .env("AGENTMON_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn daemon");
+        let child = spawn_daemon(&db_url, &runtime_dir, &cgroup_root, extra);
         let pool = sqlx::PgPool::connect(&db_url).await.expect("connect test db");
-        let mut d = Daemon { name: name.into(), db_url, runtime_dir, cgroup_root, child, pool };
+        let mut d = Daemon { name: name.into(), db_url, runtime_dir, cgroup_root, child, pool, extra: extra.iter().map(|s| (*s).to_owned()).collect() };
         d.wait_capturing();
         d
+    }
+
+    /// Stop the daemon (SIGTERM, as systemd would) and start a new one on the same database,
+    /// runtime dir and cgroup root.
+    pub fn restart(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait for daemon");
+        assert!(status.success(), "daemon exited with {status}:\n{}", self.log());
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.child = spawn_daemon(&self.db_url, &self.runtime_dir, &self.cgroup_root, &extra);
+        self.wait_capturing();
     }
 
     pub fn daemon_pid(&self) -> u32 {

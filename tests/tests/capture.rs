@@ -320,3 +320,59 @@ async fn status_reports_capture_and_bad_input_gets_one_line_errors() {
     assert_eq!(bad_flag.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_flag.stderr).contains("is not a time"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_daemon_adopts_running_sessions_from_proc() {
+    let mut d = Daemon::start("restart", &[]).await;
+    let dir = scratch("restart");
+    let flag = dir.join("go");
+    let script = format!(
+        "/bin/echo before-restart; while [ ! -e {} ]; do sleep 0.05; done; /bin/echo after-restart; exit 0",
+        flag.display()
+    );
+    let bin = integration_tests::bin();
+    let child = std::process::Command::new(&bin)
+        .args(["run", "--agent", "tester", "--runtime-dir"])
+        .arg(&d.runtime_dir)
+        .args(["--", "bash", "-c", &script])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    // Let the first command finish under the first daemon, then restart it.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    d.restart();
+    std::fs::write(&flag, "").expect("flag");
+    let out = child.wait_with_output().expect("agent");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let id = stderr.lines().find_map(|l| l.strip_prefix("agentmon: session ")).expect("session").trim().to_owned();
+    let session = d.wait_session_end(&id);
+    assert_eq!(session["root_pid"], out_root_pid(&d, &id).await);
+    let actions = d.actions(&id);
+    let argvs: Vec<Vec<String>> = actions.iter().map(|a| strs(&a["argv"])).collect();
+    assert!(argvs.contains(&vec!["/bin/echo".to_owned(), "before-restart".to_owned()]), "{argvs:?}");
+    assert!(argvs.contains(&vec!["/bin/echo".to_owned(), "after-restart".to_owned()]), "the new daemon kept capturing: {argvs:?}");
+    assert!(d.log().contains("re-adopted a running session"), "{}", d.log());
+    // One ordered timeline across both daemons: seq continues, it does not restart.
+    let (n, distinct, max): (i64, i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT seq), max(seq) FROM events WHERE session_id = $1::text::uuid")
+            .bind(&id)
+            .fetch_one(&d.pool)
+            .await
+            .expect("seq");
+    assert_eq!(n, distinct, "no seq is used twice");
+    assert_eq!(max, session["events"].as_i64().expect("events"), "the end record counts the whole session");
+    assert_eq!(session["actions"].as_i64(), Some(actions.len() as i64));
+}
+
+/// The session's agent pid, from its first exec event.
+async fn out_root_pid(d: &Daemon, id: &str) -> Value {
+    let pid: i64 = sqlx::query_scalar("SELECT pid FROM events WHERE session_id = $1::text::uuid AND kind = 'exec' ORDER BY seq LIMIT 1")
+        .bind(id)
+        .fetch_one(&d.pool)
+        .await
+        .expect("first exec");
+    Value::from(pid)
+}

@@ -418,7 +418,7 @@ impl Daemon {
             return Err(format!("cgroup {} is already a session", path.display()));
         }
         self.probes.tag(cgroup_id).map_err(|e| e.to_string())?;
-        self.correlator.start_session(SessionInfo { id, cgroup_id, agent: agent.to_owned() });
+        self.correlator.start_session(SessionInfo { id, cgroup_id, agent: agent.to_owned(), events_before: 0, actions_before: 0 });
         self.sessions.insert(cgroup_id, SessionMeta { path: path.to_owned(), owned: source == "run" });
         self.writer.send(Output::SessionStart(SessionStart {
             id,
@@ -494,21 +494,29 @@ impl Daemon {
     /// Sessions left open by an earlier daemon on this host: continue those whose cgroup
     /// still has processes, close the others.
     async fn readopt(&mut self, pool: &sqlx::PgPool) -> anyhow::Result<()> {
-        let rows: Vec<(Uuid, String, String, i64, String)> = sqlx::query_as(
-            "SELECT s.id, s.agent, s.cgroup, s.cgroup_id, s.source FROM sessions s \
+        let rows: Vec<(Uuid, String, String, i64, String, i64, i64)> = sqlx::query_as(
+            "SELECT s.id, s.agent, s.cgroup, s.cgroup_id, s.source, \
+               COALESCE((SELECT max(seq) FROM events e WHERE e.session_id = s.id), 0), \
+               (SELECT count(*) FROM actions a WHERE a.session_id = s.id) FROM sessions s \
              WHERE s.host = $1 AND NOT EXISTS (SELECT 1 FROM session_ends e WHERE e.session_id = s.id)",
         )
         .bind(&self.host)
         .fetch_all(pool)
         .await?;
-        for (id, agent, path, cgroup_id, source) in rows {
+        for (id, agent, path, cgroup_id, source, events_before, actions_before) in rows {
             let dir = PathBuf::from(&path);
             let alive = cgroup::cgroup_id(&dir).ok() == Some(cgroup_id as u64)
                 && cgroup::procs_recursive(&dir).is_ok_and(|p| !p.is_empty());
             if alive {
                 let cgroup_id = cgroup_id as u64;
                 self.probes.tag(cgroup_id)?;
-                self.correlator.start_session(SessionInfo { id, cgroup_id, agent });
+                self.correlator.start_session(SessionInfo {
+                    id,
+                    cgroup_id,
+                    agent,
+                    events_before: events_before as u64,
+                    actions_before: actions_before as u64,
+                });
                 self.sessions.insert(cgroup_id, SessionMeta { path: dir.clone(), owned: source == "run" });
                 self.seed(cgroup_id, &dir);
                 info!(session = %id, "re-adopted a running session");

@@ -53,6 +53,10 @@ pub struct SessionInfo {
     pub id: Uuid,
     pub cgroup_id: u64,
     pub agent: String,
+    /// Events and actions an earlier daemon already stored for this session (re-adoption after
+    /// a restart), so `seq` continues and the end record's counts cover the whole session.
+    pub events_before: u64,
+    pub actions_before: u64,
 }
 
 /// A process found in `/proc` when a session is adopted.
@@ -148,12 +152,12 @@ impl Correlator {
 
     pub fn start_session(&mut self, info: SessionInfo) {
         self.sessions.entry(info.cgroup_id).or_insert(SessionState {
-            info,
             root: None,
             root_argv: Vec::new(),
             live: 0,
-            actions: 0,
-            events: 0,
+            actions: info.actions_before,
+            events: info.events_before,
+            info,
             resources: Resources::default(),
         });
     }

@@ -46,7 +46,7 @@ fn exit(tgid: u32, pid: u32, start: u64, ts: u64, status: u32, group_dead: bool)
 fn session() -> (Correlator, Uuid) {
     let mut c = Correlator::new(clock());
     let id = Uuid::now_v7();
-    c.start_session(SessionInfo { id, cgroup_id: CG, agent: "agent".into() });
+    c.start_session(SessionInfo { id, cgroup_id: CG, agent: "agent".into(), events_before: 0, actions_before: 0 });
     (c, id)
 }
 
