@@ -358,6 +358,8 @@ pub mod counter {
     pub const READ_ERRORS: u32 = 1;
     /// Events submitted.
     pub const SENT: u32 = 2;
+    /// Processes that could not be added to the tracked set (map full).
+    pub const TRACK_FAILURES: u32 = 3;
     pub const LEN: u32 = 4;
 }
 

@@ -125,8 +125,16 @@ pub fn current_session(tgid: u32) -> Option<u64> {
     if session == 0 {
         return None;
     }
-    let _ = TRACKED.insert(&tgid, &session, 0);
+    track(tgid, session);
     Some(session)
+}
+
+/// Add a process to the tracked set, counting a failure (map full) instead of ignoring it.
+#[inline(always)]
+pub fn track(tgid: u32, session: u64) {
+    if TRACKED.insert(&tgid, &session, 0).is_err() {
+        count(counter::TRACK_FAILURES);
+    }
 }
 
 #[inline(always)]

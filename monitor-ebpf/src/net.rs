@@ -108,6 +108,13 @@ fn read_u64(ptr: u64) -> u64 {
     unsafe { bpf_probe_read_user(ptr as *const u64) }.unwrap_or(0)
 }
 
+/// A user `socklen_t` (read as 4 bytes: it may end a page).
+#[inline(always)]
+fn read_u32(ptr: u64) -> u64 {
+    // SAFETY: the helper checks the user address.
+    u64::from(unsafe { bpf_probe_read_user(ptr as *const u32) }.unwrap_or(0))
+}
+
 pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64) {
     let Some(ev) = NET_SCRATCH.get_ptr_mut(0) else {
         return;
@@ -137,8 +144,7 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64) {
             if ret >= 0 {
                 sock_fd = ret as u64;
                 if p.args[1] != 0 && p.args[2] != 0 {
-                    let len = read_u64(p.args[2]) & 0xffff_ffff;
-                    read_addr(ev, p.args[1], len);
+                    read_addr(ev, p.args[1], read_u32(p.args[2]));
                 }
             }
         }
@@ -148,8 +154,7 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64) {
         }
         nr::RECVFROM => {
             if p.args[4] != 0 && p.args[5] != 0 {
-                let len = read_u64(p.args[5]) & 0xffff_ffff;
-                read_addr(ev, p.args[4], len);
+                read_addr(ev, p.args[4], read_u32(p.args[5]));
             }
             payload = (p.args[1], if ret > 0 { ret as u64 } else { 0 });
         }

@@ -16,7 +16,7 @@ use monitor_common::{
 };
 
 use crate::{vfs::walk_cwd, maps::{
-    EVENTS, EXEC_SCRATCH, OFFSETS, TRACKED, count, current_session, current_tgid_pid, emit,
+    EVENTS, EXEC_SCRATCH, OFFSETS, TRACKED, count, track, current_session, current_tgid_pid, emit,
     emit_bytes, fill_header, kread, kread_ptr, record_drop, wake_flags,
 }};
 
@@ -126,7 +126,7 @@ fn on_fork(ctx: &RawTracePointContext, tgid: u32, session: u64) {
         ev.child_start_ns = ev.hdr.start_ns;
     } else {
         ev.child_start_ns = kread::<u64>(child, off.task_start_boottime);
-        let _ = TRACKED.insert(&ev.child_tgid, &session, 0);
+        track(ev.child_tgid, session);
     }
     emit(&ev, session);
 }

@@ -35,8 +35,13 @@ pub fn walk_path(mut vfsmnt: *const u8, mut dentry: *const u8, buf: *mut u8) -> 
         let mnt_root = kread_ptr(vfsmnt, off.vfsmount_root);
         let parent = kread_ptr(dentry, off.dentry_parent);
         if dentry == mnt_root || dentry == parent {
+            if dentry != mnt_root {
+                // Its own parent but not a mount root: a pseudo file (pipe, socket, memfd) or a
+                // detached tree. There is no path to report; say so rather than claim "/".
+                return (pos as u32, false);
+            }
             let mparent = kread_ptr(mount, off.mount_parent);
-            if dentry != mnt_root || mparent == mount || mparent.is_null() {
+            if mparent == mount || mparent.is_null() {
                 return (pos as u32, true);
             }
             dentry = kread_ptr(mount, off.mount_mountpoint);

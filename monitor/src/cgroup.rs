@@ -44,11 +44,19 @@ pub fn move_pid(dir: &Path, pid: u32) -> io::Result<()> {
 pub fn procs_recursive(dir: &Path) -> io::Result<Vec<u32>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
+    let mut top = true;
     while let Some(d) = stack.pop() {
         if let Ok(text) = std::fs::read_to_string(d.join("cgroup.procs")) {
             out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
         }
-        for entry in std::fs::read_dir(&d)?.flatten() {
+        // A sub-cgroup may vanish while we scan; only the top one must exist.
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if top => return Err(e),
+            Err(_) => continue,
+        };
+        top = false;
+        for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(entry.path());
             }

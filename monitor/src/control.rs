@@ -71,6 +71,10 @@ pub struct Status {
     pub db_write_failures: u64,
     /// Raw events not stored because the database backlog was full.
     pub db_events_shed: u64,
+    /// Records the database refused as invalid (each logged).
+    pub db_records_rejected: u64,
+    /// Processes the kernel could not add to its tracked set (map full).
+    pub track_failures: u64,
     pub actions_written: u64,
     pub sessions_ended: u64,
 }

@@ -1,8 +1,8 @@
 //! How kernel bytes become text: lossless escaping and shell quoting.
 //!
-//! Stored strings (argv, paths) are UTF-8. A backslash is written `\\` and every byte that is
-//! not part of valid UTF-8 is written `\xNN`, so the original bytes can always be recovered
-//! with [`unescape`].
+//! Stored strings (argv, paths) are UTF-8. A backslash is written `\\`, and NUL and every byte
+//! that is not part of valid UTF-8 are written `\xNN` (PostgreSQL text and jsonb cannot hold
+//! NUL), so the original bytes can always be recovered with [`unescape`].
 
 /// Escape arbitrary bytes into a lossless UTF-8 string (see the module docs).
 pub fn escape_bytes(bytes: &[u8]) -> String {
@@ -11,6 +11,8 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
         for c in chunk.valid().chars() {
             if c == '\\' {
                 out.push_str("\\\\");
+            } else if c == '\0' {
+                out.push_str("\\x00");
             } else {
                 out.push(c);
             }
@@ -78,13 +80,14 @@ mod tests {
 
     #[test]
     fn escaping_is_lossless() {
-        let samples: [&[u8]; 5] = [b"plain", b"back\\slash", b"\xff\xfe bad", "ünï".as_bytes(), b"\\x41"];
+        let samples: [&[u8]; 6] = [b"plain", b"back\\slash", b"\xff\xfe bad", "ünï".as_bytes(), b"\\x41", b"nul\0byte"];
         for s in samples {
             let e = escape_bytes(s);
             assert_eq!(unescape(&e).as_deref(), Some(s), "{e}");
         }
         assert_eq!(escape_bytes(b"a\xffb"), "a\\xffb");
         assert_eq!(escape_bytes(b"a\\b"), "a\\\\b");
+        assert_eq!(escape_bytes(b"a\0b"), "a\\x00b", "no NUL reaches PostgreSQL");
     }
 
     #[test]

@@ -111,6 +111,19 @@ async fn session_records_every_command_with_argv_cwd_exit_and_subtree() {
     assert_eq!(grep.len(), 1);
     let limited = json_lines(&d.cli(&["actions", "--json", "--limit", "2"]));
     assert_eq!(strs(&limited[1]["argv"]), ["/nonexistent-agentmon-cmd"], "--limit keeps the most recent");
+
+    // The evidence is append-only, even for the daemon's own database user.
+    for sql in [
+        "UPDATE actions SET exit_code = 0",
+        "DELETE FROM events",
+        "UPDATE sessions SET agent = 'x'",
+        "DELETE FROM session_ends",
+        "TRUNCATE processes",
+        "TRUNCATE events CASCADE",
+    ] {
+        let err = sqlx::query(sql).execute(&d.pool).await.expect_err(sql).to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
 use chrono::Utc;
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     io::unix::AsyncFd,
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
@@ -68,7 +68,15 @@ struct Command {
     req: Request,
     peer_pid: u32,
     peer_uid: u32,
+    /// The peer's start time (clock ticks) when it connected, so a pid reused since then is
+    /// never moved into a session.
+    peer_start: Option<u64>,
     reply: oneshot::Sender<Response>,
+}
+
+/// A process's start time in clock ticks, from `/proc/<pid>/stat`.
+fn proc_start_ticks(pid: u32) -> Option<u64> {
+    procfs::process::Process::new(pid as i32).ok()?.stat().ok().map(|s| s.starttime)
 }
 
 /// What the daemon remembers about a session beyond the correlator.
@@ -193,8 +201,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
     let listener = bind_socket(&args.runtime_dir, allowed_gid)?;
-    std::fs::write(args.runtime_dir.join(config::DATABASE_URL_FILE), &url)?;
-    set_mode(&args.runtime_dir.join(config::DATABASE_URL_FILE), 0o640, allowed_gid)?;
+    write_private(&args.runtime_dir.join(config::DATABASE_URL_FILE), &url)?;
     tokio::spawn(serve(listener, cmd_tx, allowed_gid));
     info!(socket = %crate::control::socket_path(&args.runtime_dir).display(), "capturing");
 
@@ -218,6 +225,16 @@ fn raise_memlock() {
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const r) } != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK");
     }
+}
+
+/// Write a root-only file, created with its final mode (the URL may carry a password, and
+/// monitored users must not get write access to the evidence through it).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 fn set_mode(path: &Path, mode: u32, gid: Option<u32>) -> anyhow::Result<()> {
@@ -256,14 +273,18 @@ async fn serve(listener: UnixListener, tx: mpsc::Sender<Command>, allowed_gid: O
 async fn handle_conn(stream: UnixStream, tx: mpsc::Sender<Command>, allowed_gid: Option<u32>) -> anyhow::Result<()> {
     let cred = stream.peer_cred()?;
     let pid = cred.pid().unwrap_or(0) as u32;
+    let peer_start = proc_start_ticks(pid);
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(rd).read_line(&mut line).await?;
+    // One short request line, promptly: a client cannot hold a connection open or send
+    // unbounded data.
+    let mut reader = BufReader::new(rd.take(64 * 1024));
+    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await.map_err(|_| anyhow::anyhow!("control request timed out"))??;
     let resp = if peer_allowed(cred.uid(), pid, cred.gid(), allowed_gid) {
         match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 let (reply, rx) = oneshot::channel();
-                tx.send(Command { req, peer_pid: pid, peer_uid: cred.uid(), reply }).await?;
+                tx.send(Command { req, peer_pid: pid, peer_uid: cred.uid(), peer_start, reply }).await?;
                 rx.await?
             }
             Err(e) => Response::Error { message: format!("bad request: {e}") },
@@ -304,7 +325,7 @@ impl Daemon {
                 Some(cmd) = cmds.recv() => {
                     // Drain first so a session's earlier events are handled before new state.
                     self.drain(ring.get_mut());
-                    let resp = self.command(cmd.req, cmd.peer_pid, cmd.peer_uid);
+                    let resp = self.command(cmd.req, cmd.peer_pid, cmd.peer_uid, cmd.peer_start);
                     let _ = cmd.reply.send(resp);
                 }
                 () = &mut shutdown => {
@@ -361,10 +382,10 @@ impl Daemon {
         }
     }
 
-    fn command(&mut self, req: Request, peer_pid: u32, peer_uid: u32) -> Response {
+    fn command(&mut self, req: Request, peer_pid: u32, peer_uid: u32, peer_start: Option<u64>) -> Response {
         let r = match req {
             Request::Status => Ok(Response::Status(Box::new(self.status()))),
-            Request::StartSession { agent, label } => self.start_session(&agent, label, peer_pid, peer_uid),
+            Request::StartSession { agent, label } => self.start_session(&agent, label, peer_pid, peer_uid, peer_start),
             Request::Tag { cgroup, agent, label } => {
                 if peer_uid == 0 {
                     self.tag(&cgroup, &agent, label, peer_uid)
@@ -406,6 +427,8 @@ impl Daemon {
             db_backlog: self.writer.backlog.load(std::sync::atomic::Ordering::Relaxed),
             db_write_failures: self.writer.failures.load(std::sync::atomic::Ordering::Relaxed),
             db_events_shed: self.writer.shed.load(std::sync::atomic::Ordering::Relaxed),
+            db_records_rejected: self.writer.rejected.load(std::sync::atomic::Ordering::Relaxed),
+            track_failures: k.track_failures,
             actions_written: st.actions_written,
             sessions_ended: st.sessions_ended,
         }
@@ -433,13 +456,16 @@ impl Daemon {
         Ok(cgroup_id)
     }
 
-    fn start_session(&mut self, agent: &str, label: Option<String>, pid: u32, uid: u32) -> Result<Response, String> {
+    fn start_session(&mut self, agent: &str, label: Option<String>, pid: u32, uid: u32, start: Option<u64>) -> Result<Response, String> {
         valid_name("agent", agent)?;
         if let Some(l) = &label {
             valid_name("label", l)?;
         }
-        if pid == 0 {
-            return Err("cannot tell which process asked (no peer pid)".into());
+        if pid == 0 || start.is_none() || proc_start_ticks(pid) != start {
+            return Err("the process that asked is gone (or its pid was reused); nothing was moved".into());
+        }
+        if let Some(session) = self.probes.tracked_session(pid) {
+            return Err(format!("this process is already inside a session (cgroup id {session}); nested sessions are not supported"));
         }
         let id = Uuid::now_v7();
         let dir = self.cgroup_root.join(id.to_string());

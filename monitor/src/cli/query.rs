@@ -193,7 +193,7 @@ fn print_action(a: &ActionView, all: bool) {
     table::print(&["FIELD", "VALUE"], &rows);
     println!("\nprocesses:");
     for line in tree_lines(&a.processes) {
-        println!("  {line}");
+        println!("  {}", table::visible(&line));
     }
     print_resources(&a.files, &a.net, all);
 }

@@ -38,6 +38,8 @@ pub fn run(runtime_dir: &Path, json: bool) -> anyhow::Result<i32> {
         vec!["db backlog".into(), st.db_backlog.to_string()],
         vec!["db write failures".into(), st.db_write_failures.to_string()],
         vec!["db events shed".into(), st.db_events_shed.to_string()],
+        vec!["db records rejected".into(), st.db_records_rejected.to_string()],
+        vec!["track failures".into(), st.track_failures.to_string()],
     ];
     table::print(&["FIELD", "VALUE"], &rows);
     if !st.sessions.is_empty() {

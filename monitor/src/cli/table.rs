@@ -2,8 +2,19 @@
 
 use chrono::{DateTime, Local, Utc};
 
+/// Control characters shown as `\xNN`, so a crafted name cannot move the cursor, clear
+/// lines or break the table.
+pub fn visible(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars().map(|c| if c.is_control() { format!("\\x{:02x}", c as u32) } else { c.to_string() }).collect()
+}
+
 /// Print rows as left-aligned columns separated by two spaces.
 pub fn print(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| visible(c)).collect()).collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -97,5 +108,6 @@ mod tests {
         assert_eq!(status(None, Some(9)), "SIGKILL");
         assert_eq!(status(None, None), "-");
         assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(visible("a\x1b[2Jb\nc"), "a\\x1b[2Jb\\x0ac");
     }
 }

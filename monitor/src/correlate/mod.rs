@@ -103,6 +103,8 @@ struct SessionState {
     events: u64,
     /// What the agent process itself touched.
     resources: Resources,
+    /// Names this session's processes looked up (answers they received), by address.
+    dns: DnsCache,
 }
 
 /// Counters the daemon reports in `status`.
@@ -123,7 +125,6 @@ pub struct Correlator {
     /// Addresses bound or connected on (pid, fd), to name the endpoint of a later listen/send.
     /// Forgotten when the process exits.
     sockets: HashMap<u32, HashMap<i32, SockAddr>>,
-    dns: DnsCache,
     pub stats: CorrelatorStats,
 }
 
@@ -141,7 +142,6 @@ impl Correlator {
             procs: HashMap::new(),
             actions: HashMap::new(),
             sockets: HashMap::new(),
-            dns: DnsCache::default(),
             stats: CorrelatorStats::default(),
         }
     }
@@ -159,6 +159,7 @@ impl Correlator {
             events: info.events_before,
             info,
             resources: Resources::default(),
+            dns: DnsCache::default(),
         });
     }
 
@@ -283,8 +284,8 @@ impl Correlator {
                 self.on_fork(hdr, *child_tgid, *child_pid, *child_start_ns, *thread, &mut out)
             }
             Event::Exit { hdr, status, group_dead } => self.on_exit(hdr, *status, *group_dead, &mut out, now),
-            Event::File(f) => self.on_file(f),
-            Event::Net(n) => self.on_net(n),
+            Event::File(f) => self.on_file(f, &mut out),
+            Event::Net(n) => self.on_net(n, &mut out),
         };
         let session = self.sessions.get_mut(&hdr.session_cgroup);
         let Some(session) = session else { return out };
@@ -322,20 +323,20 @@ impl Correlator {
 
     /// Make sure a process that shows up with a fork, file or network event is in the table (it
     /// may have entered the session without exec or fork).
-    fn ensure_process(&mut self, hdr: &Header) {
+    fn ensure_process(&mut self, hdr: &Header, out: &mut Vec<Output>) {
+        let exec_id = self.clock.exec_id(hdr.tgid, hdr.start_ns);
+        // Same pid, different start time: the old process's exit was missed.
+        if self.procs.get(&hdr.tgid).is_some_and(|p| p.exec_id != exec_id) {
+            self.finish_process(hdr.tgid, None, out);
+        }
         if !self.procs.contains_key(&hdr.tgid) {
-            let rec = ProcessRecord {
-                exec_id: self.clock.exec_id(hdr.tgid, hdr.start_ns),
-                pid: hdr.tgid,
-                started_at: self.clock.wall(hdr.start_ns),
-                ..ProcessRecord::default()
-            };
+            let rec = ProcessRecord { exec_id, pid: hdr.tgid, started_at: self.clock.wall(hdr.start_ns), ..ProcessRecord::default() };
             self.add_process(hdr.session_cgroup, rec, 0);
         }
     }
 
-    fn on_file(&mut self, f: &FileOp) -> (Option<Uuid>, String, serde_json::Value) {
-        self.ensure_process(&f.hdr);
+    fn on_file(&mut self, f: &FileOp, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
+        self.ensure_process(&f.hdr, out);
         let (accesses, data) = resources::file_accesses(f);
         let result = resources::result_name(f.ret);
         if let Some(r) = self.resources_of(f.hdr.tgid) {
@@ -347,8 +348,8 @@ impl Correlator {
         (action, exec_id, data)
     }
 
-    fn on_net(&mut self, n: &NetOp) -> (Option<Uuid>, String, serde_json::Value) {
-        self.ensure_process(&n.hdr);
+    fn on_net(&mut self, n: &NetOp, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
+        self.ensure_process(&n.hdr, out);
         let op = resources::net_op(n.nr);
         let result = resources::result_name(n.ret);
         let endpoint = resources::net_endpoint(n, self.sockets.get(&n.hdr.tgid).and_then(|m| m.get(&n.fd)));
@@ -360,7 +361,12 @@ impl Correlator {
         let mut dns = serde_json::Value::Null;
         if !n.payload.is_empty() {
             if let Some((queries, answers)) = resources::parse_dns(&n.payload) {
-                self.dns.learn(&answers);
+                // Only answers the process received are believed: a sent "answer" is forgeable.
+                if op == "recv" && resources::is_dns_response(&n.payload) {
+                    if let Some(s) = self.sessions.get_mut(&n.hdr.session_cgroup) {
+                        s.dns.learn(&answers);
+                    }
+                }
                 dns = serde_json::json!({
                     "queries": queries,
                     "answers": answers.iter().map(|(name, ip)| serde_json::json!({"name": name, "addr": ip.to_string()})).collect::<Vec<_>>(),
@@ -369,7 +375,9 @@ impl Correlator {
         }
         let (addr, port) = endpoint.as_ref().map(resources::addr_port).unwrap_or_default();
         let family = endpoint.as_ref().or(n.sock.as_ref().map(|s| &s.0)).map(resources::family_name).unwrap_or_else(|| "unknown".into());
-        let host = endpoint.as_ref().and_then(|e| self.dns.host(e));
+        let host = endpoint
+            .as_ref()
+            .and_then(|e| self.sessions.get(&n.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
         let summary = NetSummary { op: op.into(), family, addr, port, host, result: result.clone(), count: 1 };
         if op != "recv" {
             if let Some(r) = self.resources_of(n.hdr.tgid) {
@@ -487,7 +495,7 @@ impl Correlator {
             return (action, exec_id, data);
         }
         // A parent we have not seen yet (it entered the cgroup without exec): adopt it first.
-        self.ensure_process(hdr);
+        self.ensure_process(hdr, out);
         let parent_exec_id = self.procs.get(&hdr.tgid).map(|p| p.exec_id.clone()).unwrap_or_default();
         if self.procs.get(&child_tgid).is_some_and(|p| p.exec_id != child_exec_id) {
             self.finish_process(child_tgid, None, out);
@@ -516,8 +524,13 @@ impl Correlator {
         let data = serde_json::json!({
             "status": status, "exit_code": exit_code, "signal": signal, "process_exited": group_dead,
         });
+        if group_dead {
+            // Even a process we never saw do anything (killed right after it entered the
+            // session) is recorded, so its session can end.
+            self.ensure_process(hdr, out);
+        }
         let (action, exec_id) = self.attribution(hdr);
-        if group_dead && self.procs.contains_key(&hdr.tgid) {
+        if group_dead {
             self.finish_process(hdr.tgid, Some((status, now)), out);
         }
         (action, exec_id, data)

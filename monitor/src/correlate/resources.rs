@@ -37,39 +37,61 @@ pub struct NetSummary {
     pub count: u64,
 }
 
-/// Accumulates summaries in first-seen order.
+/// Distinct summary entries kept per action (or session); accesses past it are counted under
+/// the path [`OTHER_PATHS`] so the counts stay complete. Raw events keep every access.
+pub const MAX_DISTINCT: usize = 10_000;
+/// The summary path that stands for paths past [`MAX_DISTINCT`].
+pub const OTHER_PATHS: &str = "(other paths)";
+
+/// Accumulates summaries in first-seen order, with an index so each access is O(1).
 #[derive(Debug, Default)]
 pub struct Resources {
     files: Vec<FileSummary>,
+    file_index: HashMap<(String, String, String), usize>,
     net: Vec<NetSummary>,
+    net_index: HashMap<NetKey, usize>,
 }
+
+type NetKey = (String, String, Option<String>, Option<u16>, Option<String>, String);
 
 impl Resources {
     pub fn add_file(&mut self, path: &str, access: &str, result: &str) {
-        if let Some(f) = self.files.iter_mut().find(|f| f.path == path && f.access == access && f.result == result) {
-            f.count += 1;
+        let mut key = (path.to_owned(), access.to_owned(), result.to_owned());
+        if !self.file_index.contains_key(&key) && self.files.len() >= MAX_DISTINCT {
+            key.0 = OTHER_PATHS.to_owned();
+        }
+        if let Some(&i) = self.file_index.get(&key) {
+            self.files[i].count += 1;
             return;
         }
         self.files.push(FileSummary {
-            path: path.to_owned(),
-            access: access.to_owned(),
-            result: result.to_owned(),
+            noise: is_noise(&key.0, access),
+            path: key.0.clone(),
+            access: key.1.clone(),
+            result: key.2.clone(),
             count: 1,
-            noise: is_noise(path, access),
         });
+        self.file_index.insert(key, self.files.len() - 1);
     }
 
     pub fn add_net(&mut self, n: &NetSummary) {
-        if let Some(e) = self.net.iter_mut().find(|e| {
-            e.op == n.op && e.family == n.family && e.addr == n.addr && e.port == n.port && e.host == n.host && e.result == n.result
-        }) {
-            e.count += 1;
+        let mut key = (n.op.clone(), n.family.clone(), n.addr.clone(), n.port, n.host.clone(), n.result.clone());
+        if !self.net_index.contains_key(&key) && self.net.len() >= MAX_DISTINCT {
+            key.2 = Some(OTHER_PATHS.to_owned());
+            key.3 = None;
+            key.4 = None;
+        }
+        if let Some(&i) = self.net_index.get(&key) {
+            self.net[i].count += 1;
             return;
         }
-        self.net.push(NetSummary { count: 1, ..n.clone() });
+        self.net.push(NetSummary { addr: key.2.clone(), port: key.3, host: key.4.clone(), count: 1, ..n.clone() });
+        self.net_index.insert(key, self.net.len() - 1);
     }
 
     pub fn take(&mut self) -> (Vec<FileSummary>, Vec<NetSummary>) {
+        self.file_index.clear();
+        self.net_index.clear();
         (std::mem::take(&mut self.files), std::mem::take(&mut self.net))
     }
 }
@@ -300,6 +322,11 @@ pub fn net_endpoint(op: &NetOp, known: Option<&SockAddr>) -> Option<SockAddr> {
     }
 }
 
+/// Whether a DNS message is a response (QR bit), the only kind whose answers are believed.
+pub fn is_dns_response(msg: &[u8]) -> bool {
+    msg.get(2).is_some_and(|b| b & 0x80 != 0)
+}
+
 /// A DNS message's question names and (name, address) answers (A and AAAA).
 pub fn parse_dns(msg: &[u8]) -> Option<(Vec<String>, Vec<(String, IpAddr)>)> {
     let u16_at = |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?])) };
@@ -400,6 +427,20 @@ mod tests {
         assert_eq!(files[0].count, 1000);
         assert!(!files[0].noise && files[2].noise);
         assert!(!is_noise("/usr/lib/x", "write"), "writes are never folded");
+    }
+
+    #[test]
+    fn distinct_entries_are_capped_but_counts_stay_complete() {
+        let mut r = Resources::default();
+        for i in 0..MAX_DISTINCT + 500 {
+            r.add_file(&format!("/data/{i}"), "read", "ok");
+        }
+        r.add_file("/data/0", "read", "ok");
+        let (files, _) = r.take();
+        assert_eq!(files.len(), MAX_DISTINCT + 1);
+        assert_eq!(files[0].count, 2, "a path already listed keeps counting");
+        let other = files.last().expect("overflow entry");
+        assert_eq!((other.path.as_str(), other.count), (OTHER_PATHS, 500));
     }
 
     #[test]

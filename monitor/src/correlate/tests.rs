@@ -297,3 +297,32 @@ fn agent_accesses_go_to_the_session_and_action_accesses_to_the_action() {
     let agent: Vec<_> = end.files.iter().map(|f| (f.path.as_str(), f.access.as_str())).collect();
     assert_eq!(agent, [("/usr/bin/agent", "exec"), ("/work/notes.md", "create")]);
 }
+
+#[test]
+fn an_agent_that_dies_before_doing_anything_still_ends_its_session() {
+    let (mut c, _) = session();
+    let out = feed(&mut c, &[exit(100, 100, 10, 100, 9, true)]);
+    let end = session_end(&out).expect("the session ended");
+    assert_eq!(end.root_pid, Some(100));
+    assert!(out.iter().any(|o| matches!(o, Output::Process(p) if p.rec.signal == Some(9))));
+}
+
+#[test]
+fn a_reused_pid_seen_first_by_its_exit_does_not_inherit_the_old_process() {
+    let (mut c, _) = session();
+    let out = feed(
+        &mut c,
+        &[
+            exec(100, 1, 10, 100, &["agent"]),
+            fork(100, 10, 101, 20, 200),
+            exec(101, 100, 20, 201, &["old"]),
+            // 101's exit was lost; a different process 101 (start 90) exits.
+            exit(101, 101, 90, 950, 0, true),
+        ],
+    );
+    let a = actions(&out);
+    assert_eq!(a.len(), 2, "{a:#?}");
+    assert_eq!(a[0].argv, ["old"]);
+    assert!(!a[0].complete && a[0].exit_code.is_none(), "the old process's exit is unknown");
+    assert_eq!(a[1].exec_id, "0000abcd-101-90");
+}

@@ -83,6 +83,7 @@ pub struct KernelCounters {
     pub sent: u64,
     pub dropped: u64,
     pub read_errors: u64,
+    pub track_failures: u64,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, ProbeError>
@@ -184,6 +185,11 @@ impl Probes {
             .map_err(|source| ProbeError::Map { name: "TRACKED", source })
     }
 
+    /// The session a process is tracked in, if any.
+    pub fn tracked_session(&self, tgid: u32) -> Option<u64> {
+        self.tracked.get(&tgid, 0).ok()
+    }
+
     /// Stop capturing a session; returns the events it lost in the kernel.
     pub fn untag(&mut self, cgroup_id: u64) -> u64 {
         let _ = self.tagged.remove(&cgroup_id);
@@ -212,6 +218,7 @@ impl Probes {
             sent: sum(counter::SENT),
             dropped: sum(counter::DROPPED),
             read_errors: sum(counter::READ_ERRORS),
+            track_failures: sum(counter::TRACK_FAILURES),
         }
     }
 }

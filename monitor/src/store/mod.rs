@@ -274,6 +274,38 @@ fn insert_ends<'a>(host: &'a str, rows: &'a [&'a SessionEnd]) -> QueryBuilder<'a
     q
 }
 
+/// An error the same data will always get (SQLSTATE class 22 data exception, or 23 integrity
+/// violation), as opposed to the database being unreachable.
+fn is_data_error(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
+}
+
+/// Store a batch record by record; returns how many the database refused.
+async fn write_each(pool: &PgPool, host: &str, batch: &[Output]) -> u64 {
+    let mut rejected = 0;
+    for o in batch {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match write_batch(pool, host, std::slice::from_ref(o), EventInsert::Idempotent).await {
+                Ok(()) => break,
+                Err(e) if is_data_error(&e) => {
+                    rejected += 1;
+                    tracing::error!(error = %e, record = ?o, "the database refused a record; it was not stored");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "database write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+    rejected
+}
+
 /// Handle for queueing records to the writer task.
 #[derive(Clone)]
 pub struct Writer {
@@ -284,6 +316,8 @@ pub struct Writer {
     pub failures: Arc<AtomicU64>,
     /// Raw events not queued because the backlog was full (counted per session by the caller).
     pub shed: Arc<AtomicU64>,
+    /// Records the database refused as invalid (logged, set aside so the rest are stored).
+    pub rejected: Arc<AtomicU64>,
     max_backlog: u64,
 }
 
@@ -309,7 +343,8 @@ impl Writer {
         let (tx, mut rx) = mpsc::unbounded_channel::<Output>();
         let backlog = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(AtomicU64::new(0));
-        let (b, f) = (backlog.clone(), failures.clone());
+        let rejected = Arc::new(AtomicU64::new(0));
+        let (b, f, r) = (backlog.clone(), failures.clone(), rejected.clone());
         let handle = tokio::spawn(async move {
             let mut batch = Vec::new();
             while let Some(first) = rx.recv().await {
@@ -330,6 +365,11 @@ impl Writer {
                         mode = EventInsert::Idempotent;
                         continue;
                     }
+                    if is_data_error(&e) {
+                        // One bad record must not block the rest: store them one by one.
+                        r.fetch_add(write_each(&pool, &host, &batch).await, Ordering::Relaxed);
+                        break;
+                    }
                     tracing::warn!(error = %e, records = batch.len(), "database write failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
@@ -338,7 +378,7 @@ impl Writer {
                 batch.clear();
             }
         });
-        (Self { tx, backlog, failures, shed: Arc::new(AtomicU64::new(0)), max_backlog }, handle)
+        (Self { tx, backlog, failures, shed: Arc::new(AtomicU64::new(0)), rejected, max_backlog }, handle)
     }
 }
 
