@@ -130,7 +130,8 @@ pub struct ForkEvent {
     /// Start time of the child's thread-group leader, ns since boot.
     pub child_start_ns: u64,
     pub flags: u32,
-    pub _pad: u32,
+    /// Explicit padding, always zero.
+    pub pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 48 + 24);
 
@@ -221,7 +222,8 @@ pub struct NetEvent {
     pub sk_family: u16,
     pub sk_lport: u16,
     pub sk_rport: u16,
-    pub _pad: u16,
+    /// Explicit padding, always zero.
+    pub pad: u16,
     pub sk_laddr: [u8; 16],
     pub sk_raddr: [u8; 16],
     pub addr: [u8; SOCKADDR_CAP],

@@ -4,6 +4,8 @@
 //! that is not part of valid UTF-8 are written `\xNN` (PostgreSQL text and jsonb cannot hold
 //! NUL), so the original bytes can always be recovered with [`unescape`].
 
+use std::fmt::Write as _;
+
 /// Escape arbitrary bytes into a lossless UTF-8 string (see the module docs).
 pub fn escape_bytes(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
@@ -18,7 +20,7 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
             }
         }
         for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
+            let _ = write!(out, "\\x{b:02x}");
         }
     }
     out

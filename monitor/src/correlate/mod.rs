@@ -374,7 +374,7 @@ impl Correlator {
             }
         }
         let (addr, port) = endpoint.as_ref().map(resources::addr_port).unwrap_or_default();
-        let family = endpoint.as_ref().or(n.sock.as_ref().map(|s| &s.0)).map(resources::family_name).unwrap_or_else(|| "unknown".into());
+        let family = endpoint.as_ref().or(n.sock.as_ref().map(|s| &s.0)).map_or_else(|| "unknown".into(), resources::family_name);
         let host = endpoint
             .as_ref()
             .and_then(|e| self.sessions.get(&n.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
@@ -475,7 +475,6 @@ impl Correlator {
         (action, exec_id, data)
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one call site, fields of one event")]
     fn on_fork(
         &mut self,
         hdr: &Header,

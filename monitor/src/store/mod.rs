@@ -278,7 +278,7 @@ fn insert_ends<'a>(host: &'a str, rows: &'a [&'a SessionEnd]) -> QueryBuilder<'a
 /// violation), as opposed to the database being unreachable.
 fn is_data_error(e: &sqlx::Error) -> bool {
     e.as_database_error()
-        .and_then(|d| d.code())
+        .and_then(sqlx::error::DatabaseError::code)
         .is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
 }
 

@@ -11,7 +11,6 @@
 //! `resolve NAME PORT`  glibc getaddrinfo (IPv4) then a TCP connect to the answer
 //! `dns-server SECS`    answer every A query on 127.0.0.1:53 with 127.0.0.2, for SECS seconds
 //! `tcp-server ADDR SECS` accept connections on ADDR for SECS seconds
-#![expect(clippy::missing_panics_doc, reason = "a test workload: panics are failures")]
 
 use std::{
     ffi::CString,
@@ -48,7 +47,6 @@ fn pair(name: &str, ok: i64, fail: i64, errno: i32) {
     assert_eq!(fail, -i64::from(errno), "{name} should fail with errno {errno}");
 }
 
-#[expect(clippy::too_many_lines, reason = "one straight list of syscalls")]
 fn files(dir: &str) {
     use libc::*;
     let p = |n: &str| c(&format!("{dir}/{n}"));
