@@ -209,12 +209,35 @@ pub fn json_lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
-/// A scratch directory for a test.
-pub fn scratch(name: &str) -> PathBuf {
+/// A scratch directory for a test, removed when the test passes (kept for a look when it fails).
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn scratch(name: &str) -> Scratch {
     let d = PathBuf::from(format!("/tmp/agentmon-scratch-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("scratch dir");
-    d
+    Scratch(d)
 }
 
 pub fn strs(v: &Value) -> Vec<String> {
