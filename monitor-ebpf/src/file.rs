@@ -95,6 +95,45 @@ fn resolve_dir(dirfd: i32, buf: *mut u8) -> (u32, bool) {
     walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), buf)
 }
 
+/// (path truncated, dir resolved, dir truncated) flag bits for the first and second path.
+const PATH1_BITS: (u32, u32, u32) = (PATH1_TRUNCATED, DIR1_RESOLVED, DIR1_TRUNCATED);
+const PATH2_BITS: (u32, u32, u32) = (PATH2_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED);
+
+#[inline(always)]
+fn dir_flags(complete: bool, bits: (u32, u32, u32)) -> u32 {
+    if complete { bits.1 } else { bits.1 | bits.2 }
+}
+
+/// The dirfd a layout's dirfd index names: the argument, the cwd (-1), or none at all (-2: the
+/// path is content, like a symlink's target, and is not resolved).
+#[inline(always)]
+fn dirfd_arg(p: &PendingSyscall, d: i8) -> Option<i32> {
+    match d {
+        -2 => None,
+        -1 => Some(AT_FDCWD),
+        _ => Some(arg(p, d) as i32),
+    }
+}
+
+/// Read a path argument into `path` and, when it is relative (and `dirfd` is given), the
+/// directory it is relative to into `dir`. Returns (path length, dir length, flags).
+#[inline(always)]
+fn capture_path(ptr: u64, dirfd: Option<i32>, path: *mut u8, dir: *mut u8, bits: (u32, u32, u32)) -> (u32, Option<u32>, u32) {
+    let (n, trunc) = read_user_path(ptr, path);
+    let mut flags = if trunc { bits.0 } else { 0 };
+    // SAFETY: `path` points at PATH_CAP bytes.
+    let relative = n > 0 && unsafe { *path } != b'/';
+    let dir_len = match dirfd {
+        Some(fd) if relative => {
+            let (dn, complete) = resolve_dir(fd, dir);
+            flags |= dir_flags(complete, bits);
+            Some(dn)
+        }
+        _ => None,
+    };
+    (n, dir_len, flags)
+}
+
 #[inline(always)]
 fn arg(p: &PendingSyscall, i: i8) -> u64 {
     match i {
@@ -135,20 +174,12 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: (i8, i8, i8,
     }
     let mut len = FILE_PATH1_OFF;
     if p1 >= 0 {
-        let (n, trunc) = read_user_path(arg(p, p1), ev.path1.as_mut_ptr());
+        let (n, dir, flags) = capture_path(arg(p, p1), dirfd_arg(p, d1), ev.path1.as_mut_ptr(), ev.dir1.as_mut_ptr(), PATH1_BITS);
         ev.path1_len = n;
-        if trunc {
-            ev.flags |= PATH1_TRUNCATED;
-        }
+        ev.flags |= flags;
         len = FILE_PATH1_OFF + n as usize;
-        if n > 0 && ev.path1[0] != b'/' {
-            let dirfd = if d1 >= 0 { arg(p, d1) as i32 } else { AT_FDCWD };
-            let (dn, complete) = resolve_dir(dirfd, ev.dir1.as_mut_ptr());
+        if let Some(dn) = dir {
             ev.dir1_len = dn;
-            ev.flags |= DIR1_RESOLVED;
-            if !complete {
-                ev.flags |= DIR1_TRUNCATED;
-            }
             len = FILE_DIR1_OFF + dn as usize;
         }
     } else if fd >= 0 {
@@ -156,28 +187,17 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: (i8, i8, i8,
         if !file.is_null() {
             let (dn, complete) = walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), ev.dir1.as_mut_ptr());
             ev.dir1_len = dn;
-            ev.flags |= FD_PATH | DIR1_RESOLVED;
-            if !complete {
-                ev.flags |= DIR1_TRUNCATED;
-            }
+            ev.flags |= FD_PATH | dir_flags(complete, PATH1_BITS);
             len = FILE_DIR1_OFF + dn as usize;
         }
     }
     if p2 >= 0 {
-        let (n, trunc) = read_user_path(arg(p, p2), ev.path2.as_mut_ptr());
+        let (n, dir, flags) = capture_path(arg(p, p2), dirfd_arg(p, d2), ev.path2.as_mut_ptr(), ev.dir2.as_mut_ptr(), PATH2_BITS);
         ev.path2_len = n;
-        if trunc {
-            ev.flags |= PATH2_TRUNCATED;
-        }
+        ev.flags |= flags;
         len = FILE_PATH2_OFF + n as usize;
-        if n > 0 && ev.path2[0] != b'/' && d2 != -2 {
-            let dirfd = if d2 >= 0 { arg(p, d2) as i32 } else { AT_FDCWD };
-            let (dn, complete) = resolve_dir(dirfd, ev.dir2.as_mut_ptr());
+        if let Some(dn) = dir {
             ev.dir2_len = dn;
-            ev.flags |= DIR2_RESOLVED;
-            if !complete {
-                ev.flags |= DIR2_TRUNCATED;
-            }
             len = FILE_DIR2_OFF + dn as usize;
         }
     }

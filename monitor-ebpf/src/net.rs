@@ -8,7 +8,7 @@ use aya_ebpf::{
     maps::PerCpuArray,
 };
 use monitor_common::{
-    EventKind, NET_ADDR_GIVEN, NET_SOCK_KNOWN, NetEvent, PAYLOAD_CAP, PendingSyscall, SOCKADDR_CAP, nr,
+    EventKind, NET_ADDR_GIVEN, NET_SOCK_KNOWN, NetEvent, PendingSyscall, nr,
 };
 
 use crate::{
@@ -24,43 +24,39 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const DNS_PORT: u16 = 53;
 
+/// Copy up to `CAP` bytes (a power of two) from user memory; the bytes copied, if any.
+#[inline(always)]
+fn read_user_bounded<const CAP: usize>(dst: &mut [u8; CAP], ptr: u64, len: u64) -> Option<u32> {
+    if ptr == 0 || len == 0 {
+        return None;
+    }
+    let cap = CAP as u64;
+    let mut n = len;
+    if n > cap {
+        n = cap;
+    }
+    // The mask proves the bound to the verifier.
+    n &= cap * 2 - 1;
+    if n > cap {
+        return None;
+    }
+    // SAFETY: n <= CAP, the helper checks the user address.
+    (unsafe { read_user_raw(dst.as_mut_ptr().cast(), n as u32, ptr as *const _) } == 0).then_some(n as u32)
+}
+
 /// Copy up to `len` bytes of a user sockaddr into the event.
 #[inline(always)]
 fn read_addr(ev: &mut NetEvent, ptr: u64, len: u64) {
-    if ptr == 0 || len == 0 {
-        return;
-    }
-    let mut n = len;
-    if n > SOCKADDR_CAP as u64 {
-        n = SOCKADDR_CAP as u64;
-    }
-    n &= (SOCKADDR_CAP as u64 * 2) - 1;
-    if n > SOCKADDR_CAP as u64 {
-        return;
-    }
-    // SAFETY: n <= SOCKADDR_CAP, the helper checks the user address.
-    if unsafe { read_user_raw(ev.addr.as_mut_ptr().cast(), n as u32, ptr as *const _) } == 0 {
-        ev.addr_len = n as u32;
+    if let Some(n) = read_user_bounded(&mut ev.addr, ptr, len) {
+        ev.addr_len = n;
         ev.flags |= NET_ADDR_GIVEN;
     }
 }
 
 #[inline(always)]
 fn read_payload(ev: &mut NetEvent, ptr: u64, len: u64) {
-    if ptr == 0 || len == 0 {
-        return;
-    }
-    let mut n = len;
-    if n > PAYLOAD_CAP as u64 {
-        n = PAYLOAD_CAP as u64;
-    }
-    n &= (PAYLOAD_CAP as u64 * 2) - 1;
-    if n > PAYLOAD_CAP as u64 {
-        return;
-    }
-    // SAFETY: n <= PAYLOAD_CAP.
-    if unsafe { read_user_raw(ev.payload.as_mut_ptr().cast(), n as u32, ptr as *const _) } == 0 {
-        ev.payload_len = n as u32;
+    if let Some(n) = read_user_bounded(&mut ev.payload, ptr, len) {
+        ev.payload_len = n;
     }
 }
 

@@ -150,6 +150,12 @@ fn valid_name(what: &str, s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A session's agent name and optional label.
+fn valid_session_names(agent: &str, label: Option<&str>) -> Result<(), String> {
+    valid_name("agent", agent)?;
+    label.map_or(Ok(()), |l| valid_name("label", l))
+}
+
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -457,10 +463,7 @@ impl Daemon {
     }
 
     fn start_session(&mut self, agent: &str, label: Option<String>, pid: u32, uid: u32, start: Option<u64>) -> Result<Response, String> {
-        valid_name("agent", agent)?;
-        if let Some(l) = &label {
-            valid_name("label", l)?;
-        }
+        valid_session_names(agent, label.as_deref())?;
         if pid == 0 || start.is_none() || proc_start_ticks(pid) != start {
             return Err("the process that asked is gone (or its pid was reused); nothing was moved".into());
         }
@@ -489,10 +492,7 @@ impl Daemon {
     }
 
     fn tag(&mut self, cgroup_arg: &str, agent: &str, label: Option<String>, uid: u32) -> Result<Response, String> {
-        valid_name("agent", agent)?;
-        if let Some(l) = &label {
-            valid_name("label", l)?;
-        }
+        valid_session_names(agent, label.as_deref())?;
         let p = Path::new(cgroup_arg);
         let dir = if p.starts_with(&self.cgroup_mount) { p.to_owned() } else { self.cgroup_mount.join(p.strip_prefix("/").unwrap_or(p)) };
         if !dir.join("cgroup.procs").exists() {

@@ -323,20 +323,25 @@ impl Correlator {
 
     /// Make sure a process that shows up with a fork, file or network event is in the table (it
     /// may have entered the session without exec or fork).
-    fn ensure_process(&mut self, hdr: &Header, out: &mut Vec<Output>) {
+    /// `ppid` is 0 when the event does not say.
+    fn ensure_process(&mut self, hdr: &Header, ppid: u32, out: &mut Vec<Output>) {
         let exec_id = self.clock.exec_id(hdr.tgid, hdr.start_ns);
-        // Same pid, different start time: the old process's exit was missed.
-        if self.procs.get(&hdr.tgid).is_some_and(|p| p.exec_id != exec_id) {
-            self.finish_process(hdr.tgid, None, out);
-        }
+        self.retire_if_reused(hdr.tgid, &exec_id, out);
         if !self.procs.contains_key(&hdr.tgid) {
-            let rec = ProcessRecord { exec_id, pid: hdr.tgid, started_at: self.clock.wall(hdr.start_ns), ..ProcessRecord::default() };
-            self.add_process(hdr.session_cgroup, rec, 0);
+            let rec = ProcessRecord { exec_id, pid: hdr.tgid, ppid, started_at: self.clock.wall(hdr.start_ns), ..ProcessRecord::default() };
+            self.add_process(hdr.session_cgroup, rec, ppid);
+        }
+    }
+
+    /// Same pid, different start time: the old process's exit was missed, so close it.
+    fn retire_if_reused(&mut self, tgid: u32, exec_id: &str, out: &mut Vec<Output>) {
+        if self.procs.get(&tgid).is_some_and(|p| p.exec_id != exec_id) {
+            self.finish_process(tgid, None, out);
         }
     }
 
     fn on_file(&mut self, f: &FileOp, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
-        self.ensure_process(&f.hdr, out);
+        self.ensure_process(&f.hdr, 0, out);
         let (accesses, data) = resources::file_accesses(f);
         let result = resources::result_name(f.ret);
         if let Some(r) = self.resources_of(f.hdr.tgid) {
@@ -349,7 +354,7 @@ impl Correlator {
     }
 
     fn on_net(&mut self, n: &NetOp, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
-        self.ensure_process(&n.hdr, out);
+        self.ensure_process(&n.hdr, 0, out);
         let op = resources::net_op(n.nr);
         let result = resources::result_name(n.ret);
         let endpoint = resources::net_endpoint(n, self.sockets.get(&n.hdr.tgid).and_then(|m| m.get(&n.fd)));
@@ -411,20 +416,7 @@ impl Correlator {
     fn on_exec(&mut self, e: &Exec, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
         let hdr = &e.hdr;
         let exec_id = self.clock.exec_id(hdr.tgid, hdr.start_ns);
-        // A different start time under the same pid: the old process's exit was missed.
-        if self.procs.get(&hdr.tgid).is_some_and(|p| p.exec_id != exec_id) {
-            self.finish_process(hdr.tgid, None, out);
-        }
-        if !self.procs.contains_key(&hdr.tgid) {
-            let rec = ProcessRecord {
-                exec_id: exec_id.clone(),
-                pid: hdr.tgid,
-                ppid: e.ppid,
-                started_at: self.clock.wall(hdr.start_ns),
-                ..ProcessRecord::default()
-            };
-            self.add_process(hdr.session_cgroup, rec, e.ppid);
-        }
+        self.ensure_process(hdr, e.ppid, out);
         let data = serde_json::json!({
             "filename": e.filename, "filename_truncated": e.filename_truncated,
             "argv": e.argv, "argv_truncated": e.argv_truncated, "argv_bytes": e.argv_full_len,
@@ -494,11 +486,9 @@ impl Correlator {
             return (action, exec_id, data);
         }
         // A parent we have not seen yet (it entered the cgroup without exec): adopt it first.
-        self.ensure_process(hdr, out);
+        self.ensure_process(hdr, 0, out);
         let parent_exec_id = self.procs.get(&hdr.tgid).map(|p| p.exec_id.clone()).unwrap_or_default();
-        if self.procs.get(&child_tgid).is_some_and(|p| p.exec_id != child_exec_id) {
-            self.finish_process(child_tgid, None, out);
-        }
+        self.retire_if_reused(child_tgid, &child_exec_id, out);
         let mut action = None;
         if !self.procs.contains_key(&child_tgid) {
             let parent = self.procs.get(&hdr.tgid).map(|p| p.rec.clone()).unwrap_or_default();
@@ -526,7 +516,7 @@ impl Correlator {
         if group_dead {
             // Even a process we never saw do anything (killed right after it entered the
             // session) is recorded, so its session can end.
-            self.ensure_process(hdr, out);
+            self.ensure_process(hdr, 0, out);
         }
         let (action, exec_id) = self.attribution(hdr);
         if group_dead {
