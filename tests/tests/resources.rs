@@ -87,6 +87,10 @@ async fn every_file_syscall_family_succeeds_once_and_fails_once() {
     assert_eq!((&chown["path"], &chown["uid"], &chown["gid"]), (&s(&p("b3")), &Value::from(0), &Value::from(0)));
     let trunc = find(&ev, &[("syscall", s("ftruncate")), ("result", s("ok"))]);
     assert_eq!((&trunc["path"], &trunc["length"]), (&s(&p("b3")), &Value::from(10)));
+    let legacy = find(&ev, &[("syscall", s("open")), ("path_given", s("r"))]);
+    assert_eq!(legacy["path"], p("r"), "a legacy call's relative path is resolved against the cwd");
+    let legacy2 = find(&ev, &[("syscall", s("rename")), ("path_given", s("r"))]);
+    assert_eq!((&legacy2["path"], &legacy2["path2"]), (&s(&p("r")), &s(&p("m2/r2"))));
     let long = find(&ev, &[("syscall", s("open")), ("result", s("ENAMETOOLONG"))]);
     assert_eq!(long["path_truncated"], true);
     assert_eq!(long["path_given"].as_str().expect("given").len(), 4095, "cut at the cap");

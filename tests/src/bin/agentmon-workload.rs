@@ -123,6 +123,11 @@ fn files(dir: &str) {
     pair("truncate", sys!(SYS_truncate, p("b3").as_ptr(), 0), sys!(SYS_truncate, p("zz").as_ptr(), 0), ENOENT);
     pair("ftruncate", sys!(SYS_ftruncate, fd, 10), sys!(SYS_ftruncate, 999, 10), EBADF);
     sys!(SYS_close, fd);
+    // Legacy (non-*at) calls with cwd-relative paths, one and two of them.
+    let fd = sys!(SYS_open, c("r").as_ptr(), O_CREAT | O_WRONLY, 0o644);
+    assert!(fd >= 0);
+    sys!(SYS_close, fd);
+    assert_eq!(sys!(SYS_rename, c("r").as_ptr(), c("m2/r2").as_ptr()), 0);
     // A path longer than PATH_MAX, and a name that is not UTF-8.
     let long = c(&format!("{dir}/{}", "L".repeat(5000)));
     assert_eq!(sys!(SYS_open, long.as_ptr(), O_RDONLY), -i64::from(ENAMETOOLONG));
