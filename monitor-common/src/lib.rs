@@ -15,6 +15,10 @@ pub const CWD_MAX: usize = 4096;
 pub const COMPONENT_MAX: usize = 256;
 /// Deepest cwd walked in the kernel; deeper paths are flagged truncated.
 pub const CWD_DEPTH_MAX: u32 = 64;
+/// Set in a `TRACKED` value (beside the session cgroup id, an inode number well below 2^63) when
+/// the daemon seeded the process from `/proc`: such a process is not in the kernel's per-session
+/// count, because the daemon already knows it.
+pub const TRACKED_SEEDED: u64 = 1 << 63;
 /// Deepest cgroup ancestry searched for a tagged cgroup.
 pub const CGROUP_DEPTH_MAX: i32 = 16;
 
@@ -348,21 +352,64 @@ pub struct KernelOffsets {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProbeConfig {
-    /// Ring-buffer backlog (bytes) above which a producer forces a wake-up.
+    /// File/network ring backlog (bytes) above which a producer forces a wake-up.
     pub wakeup_bytes: u64,
+    /// The same for the lifecycle ring.
+    pub lifecycle_wakeup_bytes: u64,
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
 pub mod counter {
-    /// Events that did not fit in the ring buffer.
-    pub const DROPPED: u32 = 0;
+    /// exec, exec_failed, fork and exit events that did not fit in the lifecycle ring.
+    pub const DROPPED_LIFECYCLE: u32 = 0;
     /// Kernel reads that failed (the event was still sent, with what could be read).
     pub const READ_ERRORS: u32 = 1;
-    /// Events submitted.
+    /// Events submitted (both rings).
     pub const SENT: u32 = 2;
     /// Processes that could not be added to the tracked set (map full).
     pub const TRACK_FAILURES: u32 = 3;
-    pub const LEN: u32 = 4;
+    /// File events that did not fit in the file/network ring.
+    pub const DROPPED_FILE: u32 = 4;
+    /// Network events that did not fit in the file/network ring.
+    pub const DROPPED_NET: u32 = 5;
+    pub const LEN: u32 = 6;
+}
+
+/// Which ring an event goes to, and which drop counter it is charged to when it does not fit.
+/// Lifecycle events have a ring of their own, so a file or network storm cannot crowd out a
+/// fork or an exit.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventClass {
+    Lifecycle = 0,
+    File = 1,
+    Net = 2,
+}
+
+impl EventClass {
+    pub const fn drop_counter(self) -> u32 {
+        match self {
+            Self::Lifecycle => counter::DROPPED_LIFECYCLE,
+            Self::File => counter::DROPPED_FILE,
+            Self::Net => counter::DROPPED_NET,
+        }
+    }
+}
+
+/// Per-CPU, per-session loss counters (`SESSION_LOST` values), by [`EventClass`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionLoss {
+    pub lifecycle: u64,
+    pub file: u64,
+    pub net: u64,
+}
+const _: () = assert!(core::mem::size_of::<SessionLoss>() == 24);
+
+impl SessionLoss {
+    pub const fn total(&self) -> u64 {
+        self.lifecycle + self.file + self.net
+    }
 }
 
 #[cfg(feature = "user")]
@@ -371,4 +418,5 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::ProbeConfig {}
     unsafe impl aya::Pod for super::PendingSyscall {}
+    unsafe impl aya::Pod for super::SessionLoss {}
 }

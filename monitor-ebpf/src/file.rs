@@ -12,7 +12,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    DIR_CAP, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED, EventKind, FD_PATH,
+    DIR_CAP, DIR1_RESOLVED, EventClass, DIR1_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED, EventKind, FD_PATH,
     FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FileEvent, PATH_CAP, PATH1_TRUNCATED,
     PATH2_TRUNCATED, PendingSyscall, nr,
 };
@@ -206,5 +206,5 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: (i8, i8, i8,
     }
     // SAFETY: len <= size_of::<FileEvent>().
     let bytes = unsafe { core::slice::from_raw_parts((ev as *const FileEvent).cast::<u8>(), len) };
-    emit_bytes(bytes, session);
+    emit_bytes(bytes, session, EventClass::File);
 }

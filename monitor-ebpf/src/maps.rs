@@ -12,7 +12,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use monitor_common::{
-    CGROUP_DEPTH_MAX, EventHeader, ExecEvent, KernelOffsets, ProbeConfig, counter,
+    CGROUP_DEPTH_MAX, TRACKED_SEEDED, EventClass, EventHeader, ExecEvent, KernelOffsets, ProbeConfig, SessionLoss,
+    counter,
 };
 
 /// Kernel struct offsets, filled in by the daemon from BTF.
@@ -56,11 +57,18 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
 });
 
 #[unsafe(no_mangle)]
-pub static CONFIG: Global<ProbeConfig> = Global::new(ProbeConfig { wakeup_bytes: 1 << 20 });
+pub static CONFIG: Global<ProbeConfig> = Global::new(ProbeConfig { wakeup_bytes: 1 << 20, lifecycle_wakeup_bytes: 1 << 18 });
 
-/// All events, kernel to daemon. Its size is set by the daemon at load.
+// Every map is pinned by the daemon (under its pin directory), so programs keep capturing
+// into them while no daemon runs, and the next daemon reads on from where the last stopped.
+
+/// File and network events, kernel to daemon. Its size is set by the daemon at load.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 24, 0);
+
+/// exec, exec_failed, fork and exit: a ring of their own, so a file storm cannot crowd them out.
+#[map]
+pub static LIFECYCLE: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
 
 /// Session cgroups: cgroup id -> 1. Written by the daemon.
 #[map]
@@ -76,9 +84,16 @@ pub static TRACKED: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static VERDICT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 0);
 
-/// Events lost per session cgroup (ring buffer full), per CPU so no atomics are needed.
+/// Events lost per session cgroup (ring buffer full), by class, per CPU so no atomics are
+/// needed. It outlives daemons (pinned), so losses while no daemon runs are charged too.
 #[map]
-pub static SESSION_LOST: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+pub static SESSION_LOST: PerCpuHashMap<u64, SessionLoss> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Tracked processes per session cgroup, as this CPU's share (+1 when a process is tracked here,
+/// -1 when one exits here); the sum over CPUs, plus the daemon's `SESSION_SEEDED`, is the
+/// number of live tracked processes, which the daemon checks before it ends a session.
+#[map]
+pub static SESSION_PROCS: PerCpuHashMap<u64, i64> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// Per-CPU counters, indexed by `monitor_common::counter`.
 #[map]
@@ -102,7 +117,7 @@ pub fn count(index: u32) {
 pub fn current_session(tgid: u32) -> Option<u64> {
     // SAFETY: plain map lookups.
     if let Some(s) = unsafe { TRACKED.get(&tgid) } {
-        return Some(*s);
+        return Some(*s & !TRACKED_SEEDED);
     }
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     let session = if let Some(v) = unsafe { VERDICT.get(&cgroup) } {
@@ -129,11 +144,35 @@ pub fn current_session(tgid: u32) -> Option<u64> {
     Some(session)
 }
 
-/// Add a process to the tracked set, counting a failure (map full) instead of ignoring it.
+/// Add a process to the tracked set, counting a failure (map full) instead of ignoring it, and
+/// counting it in its session's live processes when it is new.
 #[inline(always)]
 pub fn track(tgid: u32, session: u64) {
-    if TRACKED.insert(&tgid, &session, 0).is_err() {
+    if TRACKED.insert(&tgid, &session, BPF_NOEXIST as u64).is_ok() {
+        add_session_procs(session, 1);
+    } else if unsafe { TRACKED.get(&tgid) }.is_none() {
         count(counter::TRACK_FAILURES);
+    }
+}
+
+/// A whole process exited: forget it and take it off its session's live count.
+#[inline(always)]
+pub fn untrack(tgid: u32) {
+    // SAFETY: plain map lookup; the value is copied before removal.
+    if let Some(&value) = unsafe { TRACKED.get(&tgid) } {
+        // Processes the daemon seeded from /proc were never counted here (the daemon knows them).
+        if TRACKED.remove(&tgid).is_ok() && value & TRACKED_SEEDED == 0 {
+            add_session_procs(value, -1);
+        }
+    }
+}
+
+#[inline(always)]
+fn add_session_procs(session: u64, delta: i64) {
+    let _ = SESSION_PROCS.insert(&session, &0, BPF_NOEXIST as u64);
+    if let Some(p) = SESSION_PROCS.get_ptr_mut(&session) {
+        // SAFETY: this CPU's slot of a live map value.
+        unsafe { *p += delta };
     }
 }
 
@@ -183,41 +222,59 @@ pub fn fill_header(hdr: &mut EventHeader, kind: u32, session: u64) {
 
 /// Ring-buffer flags: no wake-up per event, except once the backlog passes the threshold.
 #[inline(always)]
-pub fn wake_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= CONFIG.load().wakeup_bytes {
+fn wake_flags(ring: &RingBuf, threshold: u64) -> u64 {
+    if ring.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
 }
 
-/// Count an event that did not fit, globally and for its session.
+/// The ring of an event class and its wake-up flags.
 #[inline(always)]
-pub fn record_drop(session: u64) {
-    count(counter::DROPPED);
-    let _ = SESSION_LOST.insert(&session, &0, BPF_NOEXIST as u64);
+pub fn ring_for(class: EventClass) -> (&'static RingBuf, u64) {
+    let cfg = CONFIG.load();
+    match class {
+        EventClass::Lifecycle => (&LIFECYCLE, wake_flags(&LIFECYCLE, cfg.lifecycle_wakeup_bytes)),
+        EventClass::File | EventClass::Net => (&EVENTS, wake_flags(&EVENTS, cfg.wakeup_bytes)),
+    }
+}
+
+/// Count an event that did not fit, globally and for its session, by class.
+#[inline(always)]
+pub fn record_drop(session: u64, class: EventClass) {
+    count(class.drop_counter());
+    let _ = SESSION_LOST.insert(&session, &SessionLoss::default(), BPF_NOEXIST as u64);
     if let Some(p) = SESSION_LOST.get_ptr_mut(&session) {
         // SAFETY: this CPU's slot of a live map value.
-        unsafe { *p += 1 };
+        unsafe {
+            match class {
+                EventClass::Lifecycle => (*p).lifecycle += 1,
+                EventClass::File => (*p).file += 1,
+                EventClass::Net => (*p).net += 1,
+            }
+        }
     }
 }
 
 /// Send `len` bytes starting at `data`.
 #[inline(always)]
-pub fn emit_bytes(data: &[u8], session: u64) {
-    if EVENTS.output::<[u8]>(data, wake_flags()).is_ok() {
+pub fn emit_bytes(data: &[u8], session: u64, class: EventClass) {
+    let (ring, flags) = ring_for(class);
+    if ring.output::<[u8]>(data, flags).is_ok() {
         count(counter::SENT);
     } else {
-        record_drop(session);
+        record_drop(session, class);
     }
 }
 
 /// Send a fixed-size event.
 #[inline(always)]
-pub fn emit<T: Copy>(event: &T, session: u64) {
-    if EVENTS.output::<T>(event, wake_flags()).is_ok() {
+pub fn emit<T: Copy>(event: &T, session: u64, class: EventClass) {
+    let (ring, flags) = ring_for(class);
+    if ring.output::<T>(event, flags).is_ok() {
         count(counter::SENT);
     } else {
-        record_drop(session);
+        record_drop(session, class);
     }
 }

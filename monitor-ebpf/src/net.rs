@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::PerCpuArray,
 };
-use monitor_common::{
+use monitor_common::{EventClass, 
     EventKind, NET_ADDR_GIVEN, NET_SOCK_KNOWN, NetEvent, PendingSyscall, nr,
 };
 
@@ -184,5 +184,5 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64) {
             return;
         }
     }
-    emit(ev, session);
+    emit(ev, session, EventClass::Net);
 }

@@ -10,14 +10,14 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
-    ARGV_MAX, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING,
+    ARGV_MAX, EventClass, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING,
     EXEC_CWD_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXIT_GROUP_DEAD, EventKind,
     ExecEvent, ExecFailedEvent, ExitEvent, FILENAME_MAX, FORK_THREAD, ForkEvent, counter,
 };
 
 use crate::{vfs::walk_cwd, maps::{
-    EVENTS, EXEC_SCRATCH, OFFSETS, TRACKED, count, track, current_session, current_tgid_pid, emit,
-    emit_bytes, fill_header, kread, kread_ptr, record_drop, wake_flags,
+    EXEC_SCRATCH, OFFSETS, count, track, untrack, current_session, current_tgid_pid, emit,
+    emit_bytes, fill_header, kread, kread_ptr, record_drop, ring_for,
 }};
 
 /// In-flight execve/execveat of tracked threads: pid_tgid -> user pointer to the file name.
@@ -84,7 +84,7 @@ fn on_exec(ctx: &RawTracePointContext, session: u64) {
     let total = EXEC_FIXED_LEN + (len as usize & (ARGV_MAX - 1));
     // SAFETY: `total` <= size_of::<ExecEvent>().
     let bytes = unsafe { core::slice::from_raw_parts((ev as *const ExecEvent).cast::<u8>(), total) };
-    emit_bytes(bytes, session);
+    emit_bytes(bytes, session, EventClass::Lifecycle);
 }
 
 /// The cwd, leaf-first components; userspace reverses them.
@@ -128,7 +128,7 @@ fn on_fork(ctx: &RawTracePointContext, tgid: u32, session: u64) {
         ev.child_start_ns = kread::<u64>(child, off.task_start_boottime);
         track(ev.child_tgid, session);
     }
-    emit(&ev, session);
+    emit(&ev, session, EventClass::Lifecycle);
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
@@ -145,9 +145,9 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
         if group_dead & 0xff != 0 {
             ev.flags = EXIT_GROUP_DEAD;
         }
-        emit(&ev, session);
+        emit(&ev, session, EventClass::Lifecycle);
         if ev.flags & EXIT_GROUP_DEAD != 0 {
-            let _ = TRACKED.remove(&tgid);
+            untrack(tgid);
         }
     }
     0
@@ -207,8 +207,9 @@ fn exec_result(ctx: &TracePointContext) -> u32 {
     let Some(session) = current_session(tgid) else {
         return 0;
     };
-    let Some(mut entry) = EVENTS.reserve::<ExecFailedEvent>(0) else {
-        record_drop(session);
+    let (ring, flags) = ring_for(EventClass::Lifecycle);
+    let Some(mut entry) = ring.reserve::<ExecFailedEvent>(0) else {
+        record_drop(session, EventClass::Lifecycle);
         return 0;
     };
     let ev = entry.as_mut_ptr();
@@ -228,7 +229,7 @@ fn exec_result(ctx: &TracePointContext) -> u32 {
             (*ev).flags |= EXEC_FILENAME_TRUNCATED;
         }
     }
-    entry.submit(wake_flags());
+    entry.submit(flags);
     count(counter::SENT);
     0
 }

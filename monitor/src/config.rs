@@ -4,6 +4,10 @@ use std::path::{Path, PathBuf};
 
 pub const CONFIG_PATH: &str = "/etc/agentmon/agentmon.toml";
 pub const DEFAULT_RUNTIME_DIR: &str = "/run/agentmon";
+/// The daemon's spool and restart handoff.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/agentmon";
+/// Where programs, maps and rings are pinned in bpffs.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/agentmon";
 /// File in the runtime dir where a running daemon records its database URL, so the query
 /// commands find the same database with no configuration.
 pub const DATABASE_URL_FILE: &str = "database.url";
@@ -28,6 +32,18 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     /// Group whose members may start sessions through the control socket.
     pub group: Option<String>,
+    /// Spool and restart handoff (`--state-dir`).
+    pub state_dir: Option<PathBuf>,
+    /// bpffs pin directory (`--pin-dir`).
+    pub pin_dir: Option<PathBuf>,
+    /// File/network ring size in MiB (`--ring-buffer-mb`).
+    pub ring_buffer_mb: Option<u32>,
+    /// Lifecycle ring size in MiB (`--lifecycle-ring-mb`).
+    pub lifecycle_ring_mb: Option<u32>,
+    /// Memory queue bound in MiB (`--queue-memory-mb`).
+    pub queue_memory_mb: Option<u64>,
+    /// Spool disk bound in MiB (`--spool-max-mb`).
+    pub spool_max_mb: Option<u64>,
 }
 
 impl FileConfig {

@@ -61,18 +61,41 @@ pub struct Status {
     pub host: String,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub probes: Vec<String>,
+    /// How this daemon came by its programs: loaded, adopted or replaced (see `agentmon daemon`).
+    pub programs: String,
+    /// The programs' object hash.
+    pub programs_version: String,
     pub sessions: Vec<LiveSession>,
+    /// Sessions whose known processes exited, waiting for the kernel's tracked count to reach 0.
+    pub sessions_closing: usize,
     pub events_read: u64,
+    /// Events the kernel could not fit in a ring, in all (the sum of the next three).
     pub events_dropped: u64,
+    pub dropped_lifecycle: u64,
+    pub dropped_file: u64,
+    pub dropped_net: u64,
     pub decode_errors: u64,
     pub unattributed: u64,
     pub kernel_read_errors: u64,
-    pub db_backlog: u64,
+    /// Records waiting in memory for the database, and their approximate heap bytes.
+    pub queue_records: u64,
+    pub queue_bytes: u64,
+    pub queue_max_bytes: u64,
+    /// Records waiting in the on-disk spool.
+    pub spool_records: u64,
+    pub spool_bytes: u64,
+    pub spool_segments: u64,
+    pub spool_max_bytes: u64,
+    /// Corrupt or truncated spool records found (each logged with its segment and offset).
+    pub spool_corrupt_records: u64,
+    /// Age of the oldest record not yet stored, in seconds (null when everything is stored).
+    pub oldest_unstored_secs: Option<f64>,
+    /// Raw events not stored because memory and spool were full (charged to their sessions).
+    pub events_shed: u64,
     pub db_write_failures: u64,
-    /// Raw events not stored because the database backlog was full.
-    pub db_events_shed: u64,
     /// Records the database refused as invalid (each logged).
     pub db_records_rejected: u64,
+    pub records_stored: u64,
     /// Processes the kernel could not add to its tracked set (map full).
     pub track_failures: u64,
     pub actions_written: u64,

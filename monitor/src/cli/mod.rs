@@ -1,6 +1,5 @@
 //! The `agentmon` command line. One file per subcommand.
 
-pub mod daemon;
 pub mod query;
 pub mod run;
 pub mod status;
@@ -54,7 +53,7 @@ pub struct DbArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the capture daemon (root).
-    Daemon(daemon::DaemonArgs),
+    Daemon(crate::daemon::DaemonArgs),
     /// Run a command as an agent session: `agentmon run --agent NAME -- CMD ARGS...`.
     Run {
         /// Agent name recorded on the session.
@@ -78,6 +77,18 @@ pub enum Command {
         agent: String,
         #[arg(long)]
         label: Option<String>,
+        #[command(flatten)]
+        addr: DaemonAddr,
+    },
+    /// Detach every pinned program and remove the pins (root; for uninstalling). Refuses while
+    /// sessions are live or a daemon is running, unless given --force.
+    Unload {
+        /// bpffs directory of the pins.
+        #[arg(long, default_value = config::DEFAULT_PIN_DIR, value_name = "DIR")]
+        pin_dir: PathBuf,
+        /// Unload even with live sessions or a running daemon (their capture stops).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         addr: DaemonAddr,
     },
@@ -172,7 +183,8 @@ async fn pool(db: &DbArgs) -> anyhow::Result<sqlx::PgPool> {
 /// Run the parsed command; returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Daemon(args) => daemon::run(args).await.map(|()| 0),
+        Command::Daemon(args) => crate::daemon::run(args).await.map(|()| 0),
+        Command::Unload { pin_dir, force, addr } => unload(&pin_dir, force, &addr.runtime_dir),
         Command::Run { .. } => unreachable!("run is handled before the runtime starts"),
         Command::Tag { cgroup, agent, label, addr } => {
             let resp = control::request(&addr.runtime_dir, &Request::Tag { cgroup, agent, label })?;
@@ -218,4 +230,26 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
         }
     }
+}
+
+fn unload(pin_dir: &std::path::Path, force: bool, runtime_dir: &std::path::Path) -> anyhow::Result<i32> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("agentmon unload must run as root: it detaches eBPF programs (try `sudo agentmon unload`)");
+    }
+    let Some(pinned) = crate::ebpf::Probes::pinned(pin_dir).with_context(|| format!("reading the pins under {}", pin_dir.display()))? else {
+        eprintln!("agentmon: nothing is pinned under {}", pin_dir.display());
+        return Ok(0);
+    };
+    let live = pinned.tagged_sessions().len();
+    let daemon = control::request(runtime_dir, &Request::Status).is_ok();
+    drop(pinned);
+    if !force && (live > 0 || daemon) {
+        let why = if daemon { "a daemon is running (stop it first)".to_owned() } else { format!("{live} sessions are live") };
+        eprintln!("agentmon: not unloading: {why}; pass --force to detach anyway (capture stops)");
+        return Ok(1);
+    }
+    let n = crate::ebpf::unload(pin_dir).with_context(|| format!("removing the pins under {}", pin_dir.display()))?;
+    eprintln!("agentmon: detached {n} program set(s) and removed {}", pin_dir.display());
+    Ok(0)
 }

@@ -89,6 +89,21 @@ pub fn clip(s: &str, max: usize) -> String {
 /// The last 8 characters of an id, as the tables show it. Ids are UUIDv7, whose leading digits
 /// are a timestamp shared by everything created in the same minute and whose trailing digits are
 /// random; the query commands accept any unique prefix or suffix.
+/// A byte count in binary units: `512 B`, `1.5 KiB`, `64.0 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 pub fn short_id(id: &uuid::Uuid) -> String {
     id.to_string()[28..].to_owned()
 }

@@ -12,6 +12,8 @@ pub mod resources;
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -48,7 +50,7 @@ impl Clock {
 }
 
 /// What the daemon knows about a session when it starts tracking it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionInfo {
     pub id: Uuid,
     pub cgroup_id: u64,
@@ -71,7 +73,7 @@ pub struct SeedProcess {
     pub uid: Option<u32>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Proc {
     exec_id: String,
     session: u64,
@@ -84,7 +86,7 @@ struct Proc {
     failed_exec: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct ActionState {
     rec: ActionRecord,
     resources: Resources,
@@ -93,7 +95,7 @@ struct ActionState {
     argv_known: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct SessionState {
     info: SessionInfo,
     root: Option<(u32, String)>,
@@ -108,7 +110,7 @@ struct SessionState {
 }
 
 /// Counters the daemon reports in `status`.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 pub struct CorrelatorStats {
     pub events: u64,
     /// Events whose session cgroup the daemon does not know.
@@ -125,7 +127,21 @@ pub struct Correlator {
     /// Addresses bound or connected on (pid, fd), to name the endpoint of a later listen/send.
     /// Forgotten when the process exits.
     sockets: HashMap<u32, HashMap<i32, SockAddr>>,
+    /// Sessions whose known processes have all exited, and when the last one did. Each ends
+    /// once the kernel agrees that none of its processes is still tracked.
+    idle: HashMap<u64, DateTime<Utc>>,
     pub stats: CorrelatorStats,
+}
+
+/// Everything a correlator holds, written at a graceful stop and loaded by the next daemon, so
+/// in-flight actions come out once, whole, with their original ids.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CorrelatorState {
+    sessions: Vec<SessionState>,
+    procs: Vec<(u32, Proc)>,
+    actions: Vec<ActionState>,
+    sockets: Vec<(u32, Vec<(i32, SockAddr)>)>,
+    idle: Vec<(u64, DateTime<Utc>)>,
 }
 
 /// Decode a raw wait status into (exit code, signal).
@@ -142,8 +158,57 @@ impl Correlator {
             procs: HashMap::new(),
             actions: HashMap::new(),
             sockets: HashMap::new(),
+            idle: HashMap::new(),
             stats: CorrelatorStats::default(),
         }
+    }
+
+    /// Hand the whole state over (the correlator is empty afterwards).
+    pub fn take_state(&mut self) -> CorrelatorState {
+        CorrelatorState {
+            sessions: self.sessions.drain().map(|(_, s)| s).collect(),
+            procs: self.procs.drain().collect(),
+            actions: self.actions.drain().map(|(_, a)| a).collect(),
+            sockets: self.sockets.drain().map(|(p, m)| (p, m.into_iter().collect())).collect(),
+            idle: self.idle.drain().collect(),
+        }
+    }
+
+    /// Continue from a state an earlier daemon handed over.
+    pub fn restore(&mut self, state: CorrelatorState) {
+        for mut s in state.sessions {
+            s.resources.reindex();
+            self.sessions.insert(s.info.cgroup_id, s);
+        }
+        self.procs.extend(state.procs);
+        for mut a in state.actions {
+            a.resources.reindex();
+            self.actions.insert(a.rec.id, a);
+        }
+        self.sockets.extend(state.sockets.into_iter().map(|(p, m)| (p, m.into_iter().collect())));
+        self.idle.extend(state.idle);
+    }
+
+    /// Whether a session's state is held here (restored or started).
+    pub fn has_session(&self, cgroup_id: u64) -> bool {
+        self.sessions.contains_key(&cgroup_id)
+    }
+
+    /// End the idle sessions the kernel agrees are over (`kernel_done`), oldest first.
+    pub fn end_idle_sessions(&mut self, kernel_done: impl Fn(u64) -> bool) -> Vec<Output> {
+        let mut done: Vec<(u64, DateTime<Utc>)> = self.idle.iter().filter(|(c, _)| kernel_done(**c)).map(|(c, t)| (*c, *t)).collect();
+        done.sort_by_key(|(_, t)| *t);
+        done.into_iter().flat_map(|(c, t)| self.end_session(c, t)).collect()
+    }
+
+    /// Live processes the correlator knows in a session.
+    pub fn session_live(&self, cgroup_id: u64) -> Option<u32> {
+        self.sessions.get(&cgroup_id).map(|s| s.live)
+    }
+
+    /// Sessions waiting for the kernel to agree that they are over.
+    pub fn idle_sessions(&self) -> usize {
+        self.idle.len()
     }
 
     pub fn clock(&self) -> Clock {
@@ -191,16 +256,19 @@ impl Correlator {
                 started_at: started,
                 ..ProcessRecord::default()
             };
-            self.add_process(session_cgroup, rec, s.ppid);
+            self.add_process(session_cgroup, rec, s.ppid, false);
         }
     }
 
     /// Insert a newly seen process (by fork, by an exec we had no fork for, or by seeding) and
     /// decide which action it belongs to.
-    fn add_process(&mut self, session_cgroup: u64, rec: ProcessRecord, ppid: u32) -> Option<Uuid> {
+    /// `start_seen` is false when the process was found already running (seeded, or first seen
+    /// by a later event): an action it starts is then not complete.
+    fn add_process(&mut self, session_cgroup: u64, rec: ProcessRecord, ppid: u32, start_seen: bool) -> Option<Uuid> {
         let session = self.sessions.get_mut(&session_cgroup)?;
         let tgid = rec.pid;
         session.live += 1;
+        self.idle.remove(&session_cgroup);
         let parent = self.procs.get(&ppid).filter(|p| p.session == session_cgroup);
         let (is_agent, action) = match (session.root.is_none(), parent) {
             // The session's first process is the agent.
@@ -238,7 +306,7 @@ impl Correlator {
                             exe: rec.exe.clone(),
                             uid: rec.uid,
                             started_at: rec.started_at,
-                            complete: true,
+                            complete: start_seen,
                             ..ActionRecord::default()
                         },
                         resources: Resources::default(),
@@ -297,7 +365,7 @@ impl Correlator {
             exec_id,
             seq: session.events,
             ts: now,
-            kind: kind_name(event),
+            kind: kind_name(event).to_owned(),
             pid: hdr.tgid,
             tid: hdr.pid,
             data: data.to_string(),
@@ -305,7 +373,7 @@ impl Correlator {
         // The raw event goes first so it is stored before anything derived from it.
         out.insert(0, Output::Event(record));
         if session.live == 0 && session.root.is_some() {
-            out.extend(self.end_session(hdr.session_cgroup, now));
+            self.idle.insert(hdr.session_cgroup, now);
         }
         out
     }
@@ -329,7 +397,7 @@ impl Correlator {
         self.retire_if_reused(hdr.tgid, &exec_id, out);
         if !self.procs.contains_key(&hdr.tgid) {
             let rec = ProcessRecord { exec_id, pid: hdr.tgid, ppid, started_at: self.clock.wall(hdr.start_ns), ..ProcessRecord::default() };
-            self.add_process(hdr.session_cgroup, rec, ppid);
+            self.add_process(hdr.session_cgroup, rec, ppid, false);
         }
     }
 
@@ -503,7 +571,7 @@ impl Correlator {
                 started_at: self.clock.wall(child_start_ns),
                 ..ProcessRecord::default()
             };
-            action = self.add_process(hdr.session_cgroup, rec, hdr.tgid);
+            action = self.add_process(hdr.session_cgroup, rec, hdr.tgid, true);
         }
         (action, parent_exec_id, data)
     }
@@ -596,6 +664,7 @@ impl Correlator {
     /// End a session: flush its open actions (marked incomplete), then its end record.
     pub fn end_session(&mut self, cgroup: u64, now: DateTime<Utc>) -> Vec<Output> {
         let mut out = Vec::new();
+        self.idle.remove(&cgroup);
         let tgids: Vec<u32> = self.procs.iter().filter(|(_, p)| p.session == cgroup).map(|(t, _)| *t).collect();
         for t in tgids {
             if let Some(a) = self.procs.get(&t).and_then(|p| p.action) {

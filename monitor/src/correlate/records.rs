@@ -1,13 +1,13 @@
 //! The evidence records correlation produces. Each is inserted once and never updated.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::resources::{FileSummary, NetSummary};
 
 /// One process of an action's subtree (or the agent process itself).
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProcessRecord {
     pub exec_id: String,
     pub pid: u32,
@@ -27,7 +27,7 @@ pub struct ProcessRecord {
 }
 
 /// One command the agent started, with its whole subtree.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ActionRecord {
     pub id: Uuid,
     pub session_id: Uuid,
@@ -53,7 +53,7 @@ pub struct ActionRecord {
 }
 
 /// One raw kernel event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventRecord {
     pub id: Uuid,
     pub session_id: Uuid,
@@ -62,7 +62,7 @@ pub struct EventRecord {
     /// Position in the session's event stream, from 1.
     pub seq: u64,
     pub ts: DateTime<Utc>,
-    pub kind: &'static str,
+    pub kind: String,
     pub pid: u32,
     pub tid: u32,
     /// The event's details as JSON text, serialised once (it is most of the queued volume).
@@ -70,14 +70,14 @@ pub struct EventRecord {
 }
 
 /// The agent process of a session (action processes are stored with their action).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessRow {
     pub session_id: Uuid,
     pub action_id: Option<Uuid>,
     pub rec: ProcessRecord,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SessionEnd {
     pub session_id: Uuid,
     pub cgroup_id: u64,
@@ -87,7 +87,8 @@ pub struct SessionEnd {
     pub root_argv: Vec<String>,
     pub actions: u64,
     pub events: u64,
-    /// Filled in by the daemon from the kernel's per-session loss counter.
+    /// Filled in by the daemon: events lost in the kernel (by every daemon and while none ran)
+    /// plus raw events shed by the daemon.
     pub events_lost: u64,
     /// What the agent process itself touched.
     pub files: Vec<FileSummary>,
@@ -95,7 +96,7 @@ pub struct SessionEnd {
 }
 
 /// A new session, written by the daemon when it starts tracking one.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionStart {
     pub id: Uuid,
     pub agent: String,
@@ -103,16 +104,59 @@ pub struct SessionStart {
     pub cgroup: String,
     pub cgroup_id: u64,
     pub uid: u32,
-    pub source: &'static str,
+    pub source: String,
     pub started_at: DateTime<Utc>,
 }
 
 /// Everything the store writes, in the order it must be written.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Output {
     SessionStart(SessionStart),
     Event(EventRecord),
     Process(ProcessRow),
     Action(ActionRecord),
     SessionEnd(SessionEnd),
+}
+
+impl Output {
+    /// About how many heap bytes the record holds, for the byte-bounded memory queue.
+    pub fn approx_bytes(&self) -> u64 {
+        fn strs(v: &[String]) -> usize {
+            v.iter().map(|s| s.len() + 24).sum()
+        }
+        fn process(p: &ProcessRecord) -> usize {
+            200 + p.exec_id.len() + strs(&p.argv) + p.prior_argv.iter().map(|a| strs(a)).sum::<usize>() + p.exe.len() + p.cwd.as_ref().map_or(0, String::len)
+        }
+        fn files(f: &[FileSummary], n: &[NetSummary]) -> usize {
+            f.iter().map(|f| 96 + f.path.len() + f.access.len() + f.result.len()).sum::<usize>()
+                + n.iter().map(|n| 160 + n.addr.as_ref().map_or(0, String::len) + n.host.as_ref().map_or(0, String::len)).sum::<usize>()
+        }
+        let n = match self {
+            Self::SessionStart(s) => 200 + s.agent.len() + s.label.as_ref().map_or(0, String::len) + s.cgroup.len(),
+            Self::Event(e) => 160 + e.exec_id.len() + e.kind.len() + e.data.len(),
+            Self::Process(p) => process(&p.rec),
+            Self::Action(a) => {
+                300 + a.exec_id.len() + strs(&a.argv) + a.command.len() + a.exe.len() + a.cwd.as_ref().map_or(0, String::len)
+                    + a.processes.iter().map(process).sum::<usize>() + files(&a.files, &a.net)
+            }
+            Self::SessionEnd(e) => 200 + strs(&e.root_argv) + files(&e.files, &e.net),
+        };
+        n as u64
+    }
+
+    /// Raw events may be shed under pressure (and are counted); everything else is always kept.
+    pub fn is_event(&self) -> bool {
+        matches!(self, Self::Event(_))
+    }
+
+    /// The session a record belongs to, for charging a shed event.
+    pub fn session_id(&self) -> uuid::Uuid {
+        match self {
+            Self::SessionStart(s) => s.id,
+            Self::Event(e) => e.session_id,
+            Self::Process(p) => p.session_id,
+            Self::Action(a) => a.session_id,
+            Self::SessionEnd(e) => e.session_id,
+        }
+    }
 }

@@ -43,12 +43,15 @@ pub const MAX_DISTINCT: usize = 10_000;
 /// The summary path that stands for paths past [`MAX_DISTINCT`].
 pub const OTHER_PATHS: &str = "(other paths)";
 
-/// Accumulates summaries in first-seen order, with an index so each access is O(1).
-#[derive(Debug, Default)]
+/// Accumulates summaries in first-seen order, with an index so each access is O(1). Only the
+/// summaries are serialised (daemon hand-over); [`Resources::reindex`] rebuilds the index.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Resources {
     files: Vec<FileSummary>,
+    #[serde(skip)]
     file_index: HashMap<(String, String, String), usize>,
     net: Vec<NetSummary>,
+    #[serde(skip)]
     net_index: HashMap<NetKey, usize>,
 }
 
@@ -87,6 +90,12 @@ impl Resources {
         }
         self.net.push(NetSummary { addr: key.2.clone(), port: key.3, host: key.4.clone(), count: 1, ..n.clone() });
         self.net_index.insert(key, self.net.len() - 1);
+    }
+
+    pub fn reindex(&mut self) {
+        self.file_index = self.files.iter().enumerate().map(|(i, f)| ((f.path.clone(), f.access.clone(), f.result.clone()), i)).collect();
+        self.net_index =
+            self.net.iter().enumerate().map(|(i, n)| ((n.op.clone(), n.family.clone(), n.addr.clone(), n.port, n.host.clone(), n.result.clone()), i)).collect();
     }
 
     pub fn take(&mut self) -> (Vec<FileSummary>, Vec<NetSummary>) {
@@ -379,6 +388,7 @@ fn read_name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
 
 /// The resolver cache: addresses tagged processes looked up, to their names.
 #[derive(Debug, Default)]
+#[derive(Serialize, Deserialize)]
 pub struct DnsCache {
     names: HashMap<IpAddr, String>,
 }

@@ -91,7 +91,7 @@ pub struct FileOp {
     pub fd_path: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SockAddr {
     Inet { ip: IpAddr, port: u16 },
     /// A path, or an abstract name shown as `@name`.

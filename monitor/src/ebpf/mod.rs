@@ -3,14 +3,14 @@
 pub mod btf;
 pub mod decode;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{RawTracePoint, TracePoint, links::FdLink},
 };
-use monitor_common::{KernelOffsets, ProbeConfig, counter};
+use monitor_common::{KernelOffsets, ProbeConfig, SessionLoss, TRACKED_SEEDED, counter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -32,6 +32,8 @@ pub enum ProbeError {
     },
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
+    #[error("pinning {name} in bpffs failed: {message}")]
+    Pin { name: &'static str, message: String },
 }
 
 /// The embedded eBPF object, built by `build.rs`.
@@ -63,17 +65,61 @@ enum Kind {
     Syscall(&'static str),
 }
 
-/// The loaded, attached programs and the maps the daemon uses.
+/// `BPF_NOEXIST`: insert only when the key is absent.
+const BPF_NOEXIST: u64 = 1;
+
+/// Maps the daemon uses, pinned as `<pin dir>/<version>/<NAME>`.
+const PINNED_MAPS: &[&str] = &["EVENTS", "LIFECYCLE", "TAGGED", "TRACKED", "VERDICT", "SESSION_LOST", "SESSION_PROCS", "COUNTERS"];
+
+/// The programs' identity: a hash of the embedded object, so a daemon adopts only programs
+/// built from the same object, and replaces any other.
+pub fn object_version() -> String {
+    // FNV-1a: stable across builds and Rust versions (std's hasher is not).
+    let h = OBJECT.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    format!("v{h:016x}")
+}
+
+/// How the daemon came by its programs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attachment {
+    /// None were pinned: loaded, attached and pinned now.
+    Loaded,
+    /// The same programs were already pinned and capturing: adopted with their maps and rings.
+    Adopted,
+    /// Other programs (another build) were pinned: the new ones were attached first, then the
+    /// old ones detached, so there was no gap.
+    Replaced { old_version: String },
+}
+
+/// Ring sizes and where pins live.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    pub pin_dir: PathBuf,
+    pub ring_bytes: u32,
+    pub lifecycle_ring_bytes: u32,
+}
+
+/// The attached programs' maps, as the daemon uses them. Programs stay attached through their
+/// pinned links whether or not a daemon runs.
 pub struct Probes {
-    /// Keeps programs and links alive.
-    _ebpf: Ebpf,
     pub attached: Vec<String>,
+    pub attachment: Attachment,
+    pub version: String,
+    /// `<pin dir>/<version>`.
+    pub pin_path: PathBuf,
+    lifecycle: Option<RingBuf<MapData>>,
     events: Option<RingBuf<MapData>>,
+    /// The replaced programs' rings, still to be drained (events before `replaced_at_ns`).
+    pub replaced_rings: Vec<RingBuf<MapData>>,
+    pub replaced_at_ns: u64,
+    replaced_dir: Option<PathBuf>,
     tagged: HashMap<MapData, u64, u64>,
     tracked: HashMap<MapData, u32, u64>,
     /// An LRU hash in the kernel; aya's `HashMap` handles both kinds.
     verdict: HashMap<MapData, u64, u64>,
-    session_lost: PerCpuHashMap<MapData, u64, u64>,
+    session_lost: PerCpuHashMap<MapData, u64, SessionLoss>,
+    session_procs: PerCpuHashMap<MapData, u64, i64>,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -81,9 +127,17 @@ pub struct Probes {
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct KernelCounters {
     pub sent: u64,
-    pub dropped: u64,
+    pub dropped_lifecycle: u64,
+    pub dropped_file: u64,
+    pub dropped_net: u64,
     pub read_errors: u64,
     pub track_failures: u64,
+}
+
+impl KernelCounters {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_lifecycle + self.dropped_file + self.dropped_net
+    }
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, ProbeError>
@@ -94,69 +148,194 @@ where
     T::try_from(map).map_err(|source| ProbeError::Map { name, source })
 }
 
-impl Probes {
-    /// Resolve kernel offsets, load the object and attach every program.
-    pub fn load(ring_bytes: u32) -> Result<Self, ProbeError> {
-        let offsets: KernelOffsets = btf::Btf::from_sys_fs()?.kernel_offsets()?;
-        let config = ProbeConfig { wakeup_bytes: u64::from(ring_bytes / 8) };
-        let mut ebpf = EbpfLoader::new()
-            .override_global("OFFSETS", &offsets, true)
-            .override_global("CONFIG", &config, true)
-            .map_max_entries("EVENTS", ring_bytes)
-            .load(OBJECT)
-            .map_err(ProbeError::Load)?;
-        let mut attached = Vec::new();
-        for (name, kind) in PROGRAMS {
-            let prog = ebpf.program_mut(name).ok_or(ProbeError::Program {
-                name,
-                source: aya::programs::ProgramError::UnexpectedProgramType,
-            })?;
-            let res = match kind {
-                Kind::Raw(tp) => <&mut RawTracePoint>::try_from(prog)
-                    .and_then(|p| p.load().and_then(|()| p.attach(tp)).map(|_| ())),
-                Kind::Syscall(tp) => <&mut TracePoint>::try_from(prog)
-                    .and_then(|p| p.load().and_then(|()| p.attach("syscalls", tp)).map(|_| ())),
-            };
-            res.map_err(|source| ProbeError::Program { name, source })?;
-            attached.push(match kind {
-                Kind::Raw(tp) => format!("raw_tp/{tp}"),
-                Kind::Syscall(tp) => format!("tracepoint/syscalls/{tp}"),
-            });
+fn open_pinned<T>(dir: &Path, name: &'static str) -> Result<T, ProbeError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = MapData::from_pin(dir.join(name)).and_then(aya::maps::Map::from_map_data).map_err(|source| ProbeError::Map { name, source })?;
+    T::try_from(map).map_err(|source| ProbeError::Map { name, source })
+}
+
+fn pin_err(name: &'static str, e: impl std::fmt::Display) -> ProbeError {
+    ProbeError::Pin { name, message: e.to_string() }
+}
+
+/// Link pins in a version directory: `link.<program>.<tracepoint>`.
+fn link_pins(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with("link.")).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Version directories under the pin dir.
+fn pinned_versions(pin_dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(pin_dir)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('v'))).collect())
+        .unwrap_or_default()
+}
+
+/// Remove a version directory's pins, links first, so its programs detach.
+fn remove_pins(dir: &Path) -> std::io::Result<()> {
+    for l in link_pins(dir) {
+        std::fs::remove_file(dir.join(l))?;
+    }
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(Result::ok) {
+            std::fs::remove_file(e.path())?;
         }
-        for (prog_name, phase) in [("sys_enter_tracked", "sys_enter_"), ("sys_exit_tracked", "sys_exit_")] {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(prog_name)
-                .ok_or(ProbeError::Program { name: prog_name, source: aya::programs::ProgramError::UnexpectedProgramType })?
-                .try_into()
-                .map_err(|source| ProbeError::Program { name: prog_name, source })?;
-            prog.load().map_err(|source| ProbeError::Program { name: prog_name, source })?;
-            for sc in RESOURCE_SYSCALLS {
-                let tp = format!("{phase}{sc}");
-                match prog.attach("syscalls", &tp) {
-                    Ok(_) => attached.push(format!("tracepoint/syscalls/{tp}")),
-                    // Newer syscalls (openat2, fchmodat2) may not exist on older kernels.
-                    Err(e) if Path::new(&format!("/sys/kernel/tracing/events/syscalls/{tp}")).exists() => {
-                        return Err(ProbeError::Program { name: prog_name, source: e });
-                    }
-                    Err(_) => tracing::warn!(tracepoint = %tp, "syscall tracepoint missing on this kernel; not captured"),
+    }
+    std::fs::remove_dir(dir)
+}
+
+fn boot_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Probes {
+    /// Adopt the pinned programs when they are this build's; otherwise load, attach and pin
+    /// this build's programs, and then detach any other pinned ones.
+    pub fn open(opts: &ProbeOptions) -> Result<Self, ProbeError> {
+        let version = object_version();
+        let dir = opts.pin_dir.join(&version);
+        std::fs::create_dir_all(&opts.pin_dir).map_err(|e| pin_err("pin dir", e))?;
+        let links = link_pins(&dir);
+        if !links.is_empty() && PINNED_MAPS.iter().all(|m| dir.join(m).exists()) {
+            return Self::from_pins(&dir, version, links, Attachment::Adopted);
+        }
+        if dir.exists() {
+            // A load that did not finish: start over.
+            remove_pins(&dir).map_err(|e| pin_err("stale pins", e))?;
+        }
+        let old: Vec<PathBuf> = pinned_versions(&opts.pin_dir).into_iter().filter(|p| *p != dir).collect();
+        std::fs::create_dir_all(&dir).map_err(|e| pin_err("pin dir", e))?;
+        let mut ebpf = Self::load_object(opts, &dir)?;
+        // Carry the sessions over before the new programs attach, so they filter the same way.
+        let old_probes: Vec<Self> = old.iter().filter_map(|d| {
+            let name = d.file_name()?.to_string_lossy().into_owned();
+            Self::from_pins(d, name, link_pins(d), Attachment::Adopted).map_err(|e| tracing::warn!(pins = %d.display(), error = %e, "cannot open the replaced programs' maps")).ok()
+        }).collect();
+        let mut probes = Self::from_loaded(&mut ebpf, &dir, version)?;
+        for o in &old_probes {
+            probes.copy_state_from(o);
+        }
+        let replaced_at_ns = boot_ns();
+        probes.attached = attach_all(&mut ebpf, &dir)?;
+        drop(ebpf);
+        if let Some(o) = old_probes.into_iter().next() {
+            // Detach the old programs now that the new ones capture; forks in between were
+            // seen by both, so copy the tracked set once more.
+            for d in &old {
+                for l in link_pins(d) {
+                    let _ = std::fs::remove_file(d.join(l));
                 }
             }
+            probes.copy_state_from(&o);
+            probes.attachment = Attachment::Replaced { old_version: o.version.clone() };
+            probes.replaced_at_ns = replaced_at_ns;
+            probes.replaced_dir = Some(o.pin_path.clone());
+            let mut o = o;
+            probes.replaced_rings.extend(o.lifecycle.take());
+            probes.replaced_rings.extend(o.events.take());
+            for d in old.iter().skip(1) {
+                let _ = remove_pins(d);
+            }
         }
+        Ok(probes)
+    }
+
+    fn load_object(opts: &ProbeOptions, dir: &Path) -> Result<Ebpf, ProbeError> {
+        let offsets: KernelOffsets = btf::Btf::from_sys_fs()?.kernel_offsets()?;
+        let config = ProbeConfig {
+            wakeup_bytes: u64::from(opts.ring_bytes / 8),
+            lifecycle_wakeup_bytes: u64::from(opts.lifecycle_ring_bytes / 8),
+        };
+        let pins: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|m| (*m, dir.join(m))).collect();
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global("OFFSETS", &offsets, true)
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .map_max_entries("LIFECYCLE", opts.lifecycle_ring_bytes);
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        loader.load(OBJECT).map_err(ProbeError::Load)
+    }
+
+    fn from_loaded(ebpf: &mut Ebpf, dir: &Path, version: String) -> Result<Self, ProbeError> {
         Ok(Self {
-            events: Some(take(&mut ebpf, "EVENTS")?),
-            tagged: take(&mut ebpf, "TAGGED")?,
-            tracked: take(&mut ebpf, "TRACKED")?,
-            verdict: take(&mut ebpf, "VERDICT")?,
-            session_lost: take(&mut ebpf, "SESSION_LOST")?,
-            counters: take(&mut ebpf, "COUNTERS")?,
-            attached,
-            _ebpf: ebpf,
+            lifecycle: Some(take(ebpf, "LIFECYCLE")?),
+            events: Some(take(ebpf, "EVENTS")?),
+            tagged: take(ebpf, "TAGGED")?,
+            tracked: take(ebpf, "TRACKED")?,
+            verdict: take(ebpf, "VERDICT")?,
+            session_lost: take(ebpf, "SESSION_LOST")?,
+            session_procs: take(ebpf, "SESSION_PROCS")?,
+            counters: take(ebpf, "COUNTERS")?,
+            attached: Vec::new(),
+            attachment: Attachment::Loaded,
+            version,
+            pin_path: dir.to_owned(),
+            replaced_rings: Vec::new(),
+            replaced_at_ns: 0,
+            replaced_dir: None,
         })
     }
 
-    /// The event ring buffer, for the daemon's reader (once).
-    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
-        self.events.take()
+    fn from_pins(dir: &Path, version: String, links: Vec<String>, attachment: Attachment) -> Result<Self, ProbeError> {
+        Ok(Self {
+            lifecycle: Some(open_pinned(dir, "LIFECYCLE")?),
+            events: Some(open_pinned(dir, "EVENTS")?),
+            tagged: open_pinned(dir, "TAGGED")?,
+            tracked: open_pinned(dir, "TRACKED")?,
+            verdict: open_pinned(dir, "VERDICT")?,
+            session_lost: open_pinned(dir, "SESSION_LOST")?,
+            session_procs: open_pinned(dir, "SESSION_PROCS")?,
+            counters: open_pinned(dir, "COUNTERS")?,
+            attached: links.iter().filter_map(|l| l.strip_prefix("link.")).map(str::to_owned).collect(),
+            attachment,
+            version,
+            pin_path: dir.to_owned(),
+            replaced_rings: Vec::new(),
+            replaced_at_ns: 0,
+            replaced_dir: None,
+        })
+    }
+
+    /// Sessions, tracked processes, verdicts and loss counts from the programs being replaced.
+    fn copy_state_from(&mut self, old: &Self) {
+        for (k, v) in old.tagged.iter().filter_map(Result::ok) {
+            let _ = self.tagged.insert(k, v, 0);
+        }
+        for (k, v) in old.tracked.iter().filter_map(Result::ok) {
+            let _ = self.tracked.insert(k, v, BPF_NOEXIST);
+        }
+        for (k, v) in old.session_lost.iter().filter_map(Result::ok) {
+            let _ = self.session_lost.insert(k, v, 0);
+        }
+        for (k, v) in old.session_procs.iter().filter_map(Result::ok) {
+            let _ = self.session_procs.insert(k, v, 0);
+        }
+    }
+
+    /// The old programs' rings are drained: remove what is left of their pins.
+    pub fn finish_replacement(&mut self) {
+        self.replaced_rings.clear();
+        if let Some(d) = self.replaced_dir.take() {
+            if let Err(e) = remove_pins(&d) {
+                tracing::warn!(pins = %d.display(), error = %e, "could not remove the replaced programs' pins");
+            }
+        }
+    }
+
+    /// The rings, for the daemon's reader (once): lifecycle, then file and network.
+    pub fn take_rings(&mut self) -> Option<(RingBuf<MapData>, RingBuf<MapData>)> {
+        Some((self.lifecycle.take()?, self.events.take()?))
     }
 
     /// Start capturing a cgroup and everything below it. Clears cached "untagged" verdicts so
@@ -178,20 +357,30 @@ impl Probes {
         Ok(())
     }
 
-    /// Track a process that was already running when its session was adopted.
+    /// Track a process that was already running when its session was adopted. It is marked
+    /// seeded, so the kernel does not count it (the daemon knows it). A process the kernel
+    /// already tracks is left as it is.
     pub fn track(&mut self, tgid: u32, session_cgroup: u64) -> Result<(), ProbeError> {
-        self.tracked
-            .insert(tgid, session_cgroup, 0)
-            .map_err(|source| ProbeError::Map { name: "TRACKED", source })
+        match self.tracked.insert(tgid, session_cgroup | TRACKED_SEEDED, BPF_NOEXIST) {
+            Ok(()) => Ok(()),
+            Err(_) if self.tracked.get(&tgid, 0).is_ok() => Ok(()),
+            Err(source) => Err(ProbeError::Map { name: "TRACKED", source }),
+        }
     }
 
     /// The session a process is tracked in, if any.
     pub fn tracked_session(&self, tgid: u32) -> Option<u64> {
-        self.tracked.get(&tgid, 0).ok()
+        self.tracked.get(&tgid, 0).ok().map(|v| v & !TRACKED_SEEDED)
     }
 
-    /// Stop capturing a session; returns the events it lost in the kernel.
-    pub fn untag(&mut self, cgroup_id: u64) -> u64 {
+    /// Processes of a session the kernel tracks that the daemon did not seed. A session must
+    /// not end while this is above zero.
+    pub fn kernel_live(&self, cgroup_id: u64) -> i64 {
+        self.session_procs.get(&cgroup_id, 0).map_or(0, |v| v.iter().sum())
+    }
+
+    /// Stop capturing a session; returns what it lost in the kernel.
+    pub fn untag(&mut self, cgroup_id: u64) -> SessionLoss {
         let _ = self.tagged.remove(&cgroup_id);
         let stale: Vec<u64> = self
             .verdict
@@ -205,22 +394,115 @@ impl Probes {
         }
         let lost = self.session_lost(cgroup_id);
         let _ = self.session_lost.remove(&cgroup_id);
+        let _ = self.session_procs.remove(&cgroup_id);
         lost
     }
 
-    pub fn session_lost(&self, cgroup_id: u64) -> u64 {
-        self.session_lost.get(&cgroup_id, 0).map_or(0, |v| v.iter().sum())
+    /// Tagged session cgroups (for `unload`).
+    pub fn tagged_sessions(&self) -> Vec<u64> {
+        self.tagged.keys().filter_map(Result::ok).collect()
+    }
+
+    pub fn session_lost(&self, cgroup_id: u64) -> SessionLoss {
+        self.session_lost.get(&cgroup_id, 0).map_or_else(
+            |_| SessionLoss::default(),
+            |v| v.iter().fold(SessionLoss::default(), |a, b| SessionLoss { lifecycle: a.lifecycle + b.lifecycle, file: a.file + b.file, net: a.net + b.net }),
+        )
     }
 
     pub fn counters(&self) -> KernelCounters {
         let sum = |i: u32| self.counters.get(&i, 0).map_or(0, |v| v.iter().sum());
         KernelCounters {
             sent: sum(counter::SENT),
-            dropped: sum(counter::DROPPED),
+            dropped_lifecycle: sum(counter::DROPPED_LIFECYCLE),
+            dropped_file: sum(counter::DROPPED_FILE),
+            dropped_net: sum(counter::DROPPED_NET),
             read_errors: sum(counter::READ_ERRORS),
             track_failures: sum(counter::TRACK_FAILURES),
         }
     }
+
+    /// The pinned programs' sessions, without loading anything (for `unload`).
+    pub fn pinned(pin_dir: &Path) -> Result<Option<Self>, ProbeError> {
+        let Some(dir) = pinned_versions(pin_dir).into_iter().next() else { return Ok(None) };
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let links = link_pins(&dir);
+        Self::from_pins(&dir, name, links, Attachment::Adopted).map(Some)
+    }
+}
+
+/// Detach every pinned program and remove every pin under `pin_dir`.
+pub fn unload(pin_dir: &Path) -> std::io::Result<usize> {
+    let versions = pinned_versions(pin_dir);
+    for d in &versions {
+        remove_pins(d)?;
+    }
+    if pin_dir.exists() {
+        std::fs::remove_dir(pin_dir)?;
+    }
+    Ok(versions.len())
+}
+
+/// Attach every program and pin its links as `<dir>/link.<program>.<tracepoint>`.
+fn attach_all(ebpf: &mut Ebpf, dir: &Path) -> Result<Vec<String>, ProbeError> {
+    let mut attached = Vec::new();
+    let pin = |link: FdLink, prog: &'static str, tp: &str| -> Result<(), ProbeError> {
+        link.pin(dir.join(format!("link.{prog}.{tp}"))).map(drop).map_err(|e| pin_err(prog, e))
+    };
+    for (name, kind) in PROGRAMS {
+        let prog = ebpf.program_mut(name).ok_or(ProbeError::Program {
+            name,
+            source: aya::programs::ProgramError::UnexpectedProgramType,
+        })?;
+        let link: FdLink = match kind {
+            Kind::Raw(tp) => {
+                let p = <&mut RawTracePoint>::try_from(prog).map_err(|source| ProbeError::Program { name, source })?;
+                p.load().map_err(|source| ProbeError::Program { name, source })?;
+                let id = p.attach(tp).map_err(|source| ProbeError::Program { name, source })?;
+                let l = p.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
+                l.try_into().map_err(|e| pin_err(name, e))?
+            }
+            Kind::Syscall(tp) => {
+                let p = <&mut TracePoint>::try_from(prog).map_err(|source| ProbeError::Program { name, source })?;
+                p.load().map_err(|source| ProbeError::Program { name, source })?;
+                let id = p.attach("syscalls", tp).map_err(|source| ProbeError::Program { name, source })?;
+                let l = p.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
+                l.try_into().map_err(|e| pin_err(name, e))?
+            }
+        };
+        let tp = match kind {
+            Kind::Raw(tp) | Kind::Syscall(tp) => *tp,
+        };
+        pin(link, name, tp)?;
+        attached.push(match kind {
+            Kind::Raw(tp) => format!("raw_tp/{tp}"),
+            Kind::Syscall(tp) => format!("tracepoint/syscalls/{tp}"),
+        });
+    }
+    for (prog_name, phase) in [("sys_enter_tracked", "sys_enter_"), ("sys_exit_tracked", "sys_exit_")] {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(prog_name)
+            .ok_or(ProbeError::Program { name: prog_name, source: aya::programs::ProgramError::UnexpectedProgramType })?
+            .try_into()
+            .map_err(|source| ProbeError::Program { name: prog_name, source })?;
+        prog.load().map_err(|source| ProbeError::Program { name: prog_name, source })?;
+        for sc in RESOURCE_SYSCALLS {
+            let tp = format!("{phase}{sc}");
+            match prog.attach("syscalls", &tp) {
+                Ok(id) => {
+                    let l = prog.take_link(id).map_err(|source| ProbeError::Program { name: prog_name, source })?;
+                    pin(l.try_into().map_err(|e| pin_err(prog_name, e))?, prog_name, &tp)?;
+                    attached.push(format!("tracepoint/syscalls/{tp}"));
+                }
+                // Newer syscalls (openat2, fchmodat2) may not exist on older kernels.
+                Err(e) if Path::new(&format!("/sys/kernel/tracing/events/syscalls/{tp}")).exists() => {
+                    return Err(ProbeError::Program { name: prog_name, source: e });
+                }
+                Err(_) => tracing::warn!(tracepoint = %tp, "syscall tracepoint missing on this kernel; not captured"),
+            }
+        }
+    }
+    Ok(attached)
 }
 
 /// Mount tracefs and bpffs where they are missing (the syscall tracepoints need tracefs).

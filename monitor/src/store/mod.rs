@@ -1,17 +1,11 @@
-//! PostgreSQL: schema migrations, the batched append-only writer, and the CLI's queries.
+//! PostgreSQL: schema migrations, batched append-only inserts (used by the daemon's store
+//! stage, `daemon/store.rs`), and the CLI's queries.
 
 pub mod query;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use sqlx::{PgPool, Postgres, QueryBuilder, postgres::PgPoolOptions};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::correlate::{ActionRecord, EventRecord, Output, ProcessRecord, SessionEnd, SessionStart};
@@ -166,7 +160,7 @@ fn insert_sessions<'a>(host: &'a str, rows: &'a [&'a SessionStart]) -> QueryBuil
             .push_bind(&s.cgroup)
             .push_bind(s.cgroup_id as i64)
             .push_bind(i64::from(s.uid))
-            .push_bind(s.source)
+            .push_bind(&s.source)
             .push_bind(s.started_at);
     });
     q.push(" ON CONFLICT (id) DO NOTHING");
@@ -243,13 +237,13 @@ fn insert_events<'a>(host: &'a str, rows: &'a [&'a EventRecord]) -> QueryBuilder
             .push_bind(&e.exec_id)
             .push_bind(e.seq as i64)
             .push_bind(e.ts)
-            .push_bind(e.kind)
+            .push_bind(&e.kind)
             .push_bind(i64::from(e.pid))
             .push_bind(i64::from(e.tid))
             .push_bind(&e.data)
             .push_unseparated("::jsonb");
     });
-    q.push(" ON CONFLICT (id) DO NOTHING");
+    q.push(" ON CONFLICT (session_id, seq) DO NOTHING");
     q
 }
 
@@ -276,14 +270,14 @@ fn insert_ends<'a>(host: &'a str, rows: &'a [&'a SessionEnd]) -> QueryBuilder<'a
 
 /// An error the same data will always get (SQLSTATE class 22 data exception, or 23 integrity
 /// violation), as opposed to the database being unreachable.
-fn is_data_error(e: &sqlx::Error) -> bool {
+pub fn is_data_error(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .and_then(sqlx::error::DatabaseError::code)
         .is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
 }
 
 /// Store a batch record by record; returns how many the database refused.
-async fn write_each(pool: &PgPool, host: &str, batch: &[Output]) -> u64 {
+pub async fn write_each(pool: &PgPool, host: &str, batch: &[Output]) -> u64 {
     let mut rejected = 0;
     for o in batch {
         let mut delay = Duration::from_millis(200);
@@ -304,82 +298,6 @@ async fn write_each(pool: &PgPool, host: &str, batch: &[Output]) -> u64 {
         }
     }
     rejected
-}
-
-/// Handle for queueing records to the writer task.
-#[derive(Clone)]
-pub struct Writer {
-    tx: mpsc::UnboundedSender<Output>,
-    /// Records queued but not yet committed.
-    pub backlog: Arc<AtomicU64>,
-    /// Failed write attempts (each is retried).
-    pub failures: Arc<AtomicU64>,
-    /// Raw events not queued because the backlog was full (counted per session by the caller).
-    pub shed: Arc<AtomicU64>,
-    /// Records the database refused as invalid (logged, set aside so the rest are stored).
-    pub rejected: Arc<AtomicU64>,
-    max_backlog: u64,
-}
-
-impl Writer {
-    /// Queue a record. Raw events are shed (and counted) while more than `max_backlog`
-    /// records wait for the database, so a storm cannot exhaust memory; sessions, actions,
-    /// processes and session ends are always queued. Returns false when the record was shed.
-    pub fn send(&self, o: Output) -> bool {
-        if matches!(o, Output::Event(_)) && self.backlog.load(Ordering::Relaxed) >= self.max_backlog {
-            self.shed.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        self.backlog.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(o).is_err() {
-            tracing::error!("database writer has stopped; record not queued");
-        }
-        true
-    }
-
-    /// Start the writer task. It batches what arrives within 100 ms (up to 20 000 records),
-    /// commits it in one transaction, and retries with back-off while the database is down.
-    pub fn spawn(pool: PgPool, host: String, max_backlog: u64) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Output>();
-        let backlog = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(AtomicU64::new(0));
-        let rejected = Arc::new(AtomicU64::new(0));
-        let (b, f, r) = (backlog.clone(), failures.clone(), rejected.clone());
-        let handle = tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while let Some(first) = rx.recv().await {
-                batch.push(first);
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-                while batch.len() < 20_000 {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(o)) => batch.push(o),
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-                let mut delay = Duration::from_millis(200);
-                let mut mode = EventInsert::Copy;
-                while let Err(e) = write_batch(&pool, &host, &batch, mode).await {
-                    f.fetch_add(1, Ordering::Relaxed);
-                    // A duplicate id means an earlier attempt committed after all.
-                    if mode == EventInsert::Copy && e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
-                        mode = EventInsert::Idempotent;
-                        continue;
-                    }
-                    if is_data_error(&e) {
-                        // One bad record must not block the rest: store them one by one.
-                        r.fetch_add(write_each(&pool, &host, &batch).await, Ordering::Relaxed);
-                        break;
-                    }
-                    tracing::warn!(error = %e, records = batch.len(), "database write failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-                b.fetch_sub(batch.len() as u64, Ordering::Relaxed);
-                batch.clear();
-            }
-        });
-        (Self { tx, backlog, failures, shed: Arc::new(AtomicU64::new(0)), rejected, max_backlog }, handle)
-    }
 }
 
 #[cfg(test)]

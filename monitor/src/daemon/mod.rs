@@ -1,0 +1,647 @@
+//! `agentmon daemon`: a pipeline from the kernel to PostgreSQL.
+//!
+//! ```text
+//! pinned programs ─▶ reader.rs ─▶ correlate (crate::correlate) ─▶ queue.rs ─▶ store.rs ─▶ PostgreSQL
+//!  (crate::ebpf)     two rings,     sessions, actions,             memory,      one tx
+//!                    time-merged    process trees                  spool.rs     per batch
+//! ```
+//!
+//! `control.rs` serves the control socket; `handoff.rs` carries the correlation state from one
+//! daemon to the next across a graceful restart. This file wires the stages and owns the
+//! sessions: start, tag, re-adopt after a restart, and end (when the kernel agrees).
+
+pub mod control;
+pub mod handoff;
+pub mod queue;
+pub mod reader;
+pub mod spool;
+pub mod store;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use chrono::Utc;
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::{
+    cgroup,
+    config::{self, FileConfig},
+    control::{LiveSession, Request, Response, SessionStarted, Status},
+    correlate::{Clock, Correlator, Output, SessionInfo, SessionStart},
+    ebpf::{Attachment, ProbeOptions, Probes},
+    procscan,
+};
+use control::{Command, proc_start_ticks};
+use queue::Queue;
+use reader::Reader;
+use store::{SharedQueue, StoreMode, StoreStats, lock};
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// PostgreSQL URL (else DATABASE_URL, else database_url in the config file).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// cgroup under which session cgroups are created [default: <cgroup2 mount>/agentmon].
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_root: Option<PathBuf>,
+    /// Directory for the control socket.
+    #[arg(long, env = "AGENTMON_RUNTIME_DIR", default_value = config::DEFAULT_RUNTIME_DIR, value_name = "DIR")]
+    pub runtime_dir: PathBuf,
+    /// Directory for the spool and the restart handoff [default: state_dir in the config file, else /var/lib/agentmon].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// bpffs directory where programs, maps and rings are pinned [default: pin_dir in the config file, else /sys/fs/bpf/agentmon].
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+    /// Group whose members may start sessions [default: agentmon, if it exists].
+    #[arg(long)]
+    pub group: Option<String>,
+    /// File/network ring-buffer size in MiB (a power of two) [default: 64].
+    #[arg(long, value_parser = ring_size)]
+    pub ring_buffer_mb: Option<u32>,
+    /// Lifecycle (exec, fork, exit) ring-buffer size in MiB (a power of two) [default: 8].
+    #[arg(long, value_parser = ring_size)]
+    pub lifecycle_ring_mb: Option<u32>,
+    /// Heap bytes of records that may wait in memory for the database, in MiB; past it they go
+    /// to the on-disk spool [default: queue_memory_mb in the config file, else 16].
+    #[arg(long, value_name = "MIB")]
+    pub queue_memory_mb: Option<u64>,
+    /// Disk bytes the spool may use, in MiB; past it raw events are shed and counted
+    /// [default: spool_max_mb in the config file, else 4096].
+    #[arg(long, value_name = "MIB")]
+    pub spool_max_mb: Option<u64>,
+    /// Config file.
+    #[arg(long, default_value = config::CONFIG_PATH)]
+    pub config: PathBuf,
+}
+
+fn ring_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|_| format!("`{s}` is not a number of MiB"))?;
+    if n == 0 || !n.is_power_of_two() || n > 1024 {
+        return Err(format!("{n} MiB: a ring buffer must be a power of two between 1 and 1024 MiB"));
+    }
+    Ok(n)
+}
+
+/// Spool segment size.
+const SEGMENT_BYTES: u64 = 64 << 20;
+/// How long a stopping daemon waits for the database before it spools what it holds.
+const STOP_FLUSH: Duration = Duration::from_secs(10);
+
+/// What the daemon remembers about a session beyond the correlator.
+struct SessionMeta {
+    id: Uuid,
+    path: PathBuf,
+    /// Created by us (`run`), so we remove the cgroup when the session ends.
+    owned: bool,
+    /// Raw events shed for it by earlier daemons (from the handoff).
+    shed_before: u64,
+}
+
+struct Daemon {
+    probes: Probes,
+    correlator: Correlator,
+    queue: SharedQueue,
+    store_stats: Arc<StoreStats>,
+    host: String,
+    boot_id: String,
+    state_dir: PathBuf,
+    cgroup_mount: PathBuf,
+    cgroup_root: PathBuf,
+    sessions: HashMap<u64, SessionMeta>,
+    /// Sessions found with no process at start-up: ended after the first drain of the rings,
+    /// unless the rings held some of their processes.
+    orphans: Vec<u64>,
+    decode_errors: u64,
+    started_at: chrono::DateTime<Utc>,
+}
+
+fn clock() -> anyhow::Result<(Clock, String)> {
+    let now = |id| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid pointer to a timespec.
+        unsafe { libc::clock_gettime(id, &raw mut ts) };
+        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    };
+    let boot_unix_ns = now(libc::CLOCK_REALTIME) - now(libc::CLOCK_BOOTTIME);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").context("reading boot id")?.trim().to_owned();
+    let boot_tag = u32::from_str_radix(&boot_id.replace('-', "")[..8], 16).unwrap_or(0);
+    Ok((Clock { boot_unix_ns, ns_per_tick: 1_000_000_000 / hz, boot_tag }, boot_id))
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "unknown".into(), |h| h.trim().to_owned())
+}
+
+fn valid_name(what: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
+        return Err(format!("{what} must be 1-128 printable characters"));
+    }
+    Ok(())
+}
+
+/// A session's agent name and optional label.
+fn valid_session_names(agent: &str, label: Option<&str>) -> Result<(), String> {
+    valid_name("agent", agent)?;
+    label.map_or(Ok(()), |l| valid_name("label", l))
+}
+
+/// Create the state directory, root-only (it holds the spool and the handoff).
+fn state_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the state directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("securing {}", dir.display()))?;
+    Ok(())
+}
+
+pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("agentmon daemon must run as root: it loads eBPF programs and manages cgroups (try `sudo agentmon daemon`)");
+    }
+    let file = FileConfig::load(&args.config)?;
+    let url = config::daemon_database_url(args.database_url.as_deref(), &file)?;
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); agentmon needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
+    }
+    let state = args.state_dir.clone().or(file.state_dir.clone()).unwrap_or_else(|| config::DEFAULT_STATE_DIR.into());
+    state_dir(&state)?;
+    info!(database = %crate::store::redact_url(&url), "connecting to the database");
+    let pool = crate::store::connect(&url).await?;
+    crate::store::migrate(&pool).await?;
+
+    let cgroup_mount = cgroup::cgroup2_mount()?;
+    let cgroup_root = args.cgroup_root.clone().unwrap_or_else(|| cgroup_mount.join("agentmon"));
+    if !cgroup_root.starts_with(&cgroup_mount) {
+        bail!("--cgroup-root {} is not under the cgroup2 mount {}", cgroup_root.display(), cgroup_mount.display());
+    }
+    std::fs::create_dir_all(&cgroup_root).with_context(|| format!("creating cgroup root {}", cgroup_root.display()))?;
+    crate::ebpf::ensure_mounts().context("mounting tracefs/bpffs")?;
+    raise_memlock();
+
+    let opts = ProbeOptions {
+        pin_dir: args.pin_dir.clone().or(file.pin_dir.clone()).unwrap_or_else(|| config::DEFAULT_PIN_DIR.into()),
+        ring_bytes: args.ring_buffer_mb.or(file.ring_buffer_mb).unwrap_or(64) << 20,
+        lifecycle_ring_bytes: args.lifecycle_ring_mb.or(file.lifecycle_ring_mb).unwrap_or(8) << 20,
+    };
+    let mut probes = Probes::open(&opts).context("loading the eBPF programs")?;
+    match &probes.attachment {
+        Attachment::Loaded => info!(programs = %probes.version, pins = %probes.pin_path.display(), attached = probes.attached.len(), "programs loaded, attached and pinned"),
+        Attachment::Adopted => info!(programs = %probes.version, pins = %probes.pin_path.display(), "adopted the pinned programs: capture never stopped"),
+        Attachment::Replaced { old_version } => {
+            info!(programs = %probes.version, old = %old_version, "replaced the pinned programs of another build with no gap");
+        }
+    }
+    let (lifecycle, events) = probes.take_rings().context("ring buffers missing")?;
+    let mut reader = Reader::new(lifecycle, events);
+    let mut replaced = std::mem::take(&mut probes.replaced_rings);
+    if !replaced.is_empty() {
+        reader.drain_replaced(&mut replaced, probes.replaced_at_ns);
+        drop(replaced);
+        probes.finish_replacement();
+    }
+
+    let memory_bytes = args.queue_memory_mb.or(file.queue_memory_mb).unwrap_or(16) << 20;
+    let spool_max = args.spool_max_mb.or(file.spool_max_mb).unwrap_or(4096) << 20;
+    let front = spool::Spool::open(&state.join("spool-front"), u64::MAX, SEGMENT_BYTES)?;
+    let main = spool::Spool::open(&state.join("spool"), spool_max, SEGMENT_BYTES)?;
+    let queue: SharedQueue = Arc::new(Mutex::new(Queue::new(front, main, memory_bytes, spool_max)));
+    let store_stats = Arc::new(StoreStats::default());
+    let (mode_tx, mode_rx) = tokio::sync::watch::channel(StoreMode::Run);
+    let host = hostname();
+    let store_task = tokio::spawn(store::run(pool.clone(), host.clone(), queue.clone(), store_stats.clone(), mode_rx));
+
+    let (clock, boot_id) = clock()?;
+    let mut daemon = Daemon {
+        probes,
+        correlator: Correlator::new(clock),
+        queue,
+        store_stats,
+        host,
+        boot_id,
+        state_dir: state.clone(),
+        cgroup_mount,
+        cgroup_root,
+        sessions: HashMap::new(),
+        orphans: Vec::new(),
+        decode_errors: 0,
+        started_at: Utc::now(),
+    };
+    daemon.readopt(&pool).await?;
+
+    let group = args.group.clone().or(file.group.clone()).unwrap_or_else(|| "agentmon".into());
+    let allowed_gid = control::group_gid(&group);
+    if (args.group.is_some() || file.group.is_some()) && allowed_gid.is_none() {
+        bail!("group `{group}` (from --group or the config file) does not exist: create it with `groupadd {group}` or name another");
+    }
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
+    let listener = control::bind_socket(&args.runtime_dir, allowed_gid)?;
+    write_private(&args.runtime_dir.join(config::DATABASE_URL_FILE), &url)?;
+    tokio::spawn(control::serve(listener, cmd_tx, allowed_gid));
+    info!(socket = %crate::control::socket_path(&args.runtime_dir).display(), "capturing");
+
+    let result = daemon.main_loop(&mut reader, cmd_rx).await;
+
+    let _ = std::fs::remove_file(crate::control::socket_path(&args.runtime_dir));
+    let _ = std::fs::remove_file(args.runtime_dir.join(config::DATABASE_URL_FILE));
+    daemon.hand_over();
+    // Store what the database takes in time; spool the rest for the next daemon.
+    let _ = mode_tx.send(StoreMode::Drain);
+    let mut store_task = store_task;
+    if tokio::time::timeout(STOP_FLUSH, &mut store_task).await.is_err() {
+        let _ = mode_tx.send(StoreMode::Abort);
+        let _ = store_task.await;
+    }
+    let mut q = lock(&daemon.queue);
+    let lost = q.spill();
+    let st = q.stats();
+    if st.spool_records > 0 {
+        info!(records = st.spool_records, "records spooled for the next daemon");
+    }
+    if lost > 0 {
+        warn!(records = lost, "{lost} records could not be spooled at shutdown and are lost");
+    }
+    info!("stopped; the programs stay attached and keep capturing into the pinned rings");
+    result
+}
+
+fn raise_memlock() {
+    let r = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: valid rlimit pointer. Not needed on 6.x kernels (memcg accounting), kept for older ones.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const r) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+/// Write a root-only file, created with its final mode (the URL may carry a password, and
+/// monitored users must not get write access to the evidence through it).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+impl Daemon {
+    async fn main_loop(&mut self, reader: &mut Reader, mut cmds: mpsc::Receiver<Command>) -> anyhow::Result<()> {
+        let err = |e: std::io::Error| anyhow::anyhow!("polling the ring buffers: {e}");
+        // SAFETY (both): the fds belong to rings owned by `reader`, which outlives this loop and
+        // with it the registrations.
+        let mut lifecycle = unsafe { AsyncFd::register(RingFd(std::os::fd::AsRawFd::as_raw_fd(&reader.lifecycle))) }.map_err(err)?;
+        let mut events = unsafe { AsyncFd::register(RingFd(std::os::fd::AsRawFd::as_raw_fd(&reader.events))) }.map_err(err)?;
+        // Producers skip wake-ups below a backlog threshold, so also drain on a timer.
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        self.pump(reader, false);
+        self.end_orphans();
+        loop {
+            tokio::select! {
+                guard = lifecycle.readable_mut() => guard.map_err(err)?.clear_ready(),
+                guard = events.readable_mut() => guard.map_err(err)?.clear_ready(),
+                _ = tick.tick() => {}
+                Some(cmd) = cmds.recv() => {
+                    // Drain first so a session's earlier events are handled before new state.
+                    self.pump(reader, false);
+                    let resp = self.command(cmd.req, cmd.peer_pid, cmd.peer_uid, cmd.peer_start);
+                    let _ = cmd.reply.send(resp);
+                }
+                () = &mut shutdown => {
+                    info!("shutting down");
+                    self.pump(reader, true);
+                    return Ok(());
+                }
+            }
+            self.pump(reader, false);
+        }
+    }
+
+    /// Read, correlate and queue until the rings are drained (or `all` at shutdown).
+    fn pump(&mut self, reader: &mut Reader, all: bool) {
+        let mut events = Vec::new();
+        loop {
+            let more = reader.poll(&mut events, all);
+            let mut out = Vec::with_capacity(events.len() + 4);
+            for ev in events.drain(..) {
+                out.extend(self.correlator.handle(&ev));
+            }
+            let probes = &self.probes;
+            out.extend(self.correlator.end_idle_sessions(|cg| probes.kernel_live(cg) <= 0));
+            self.enqueue(out);
+            if !more {
+                break;
+            }
+        }
+        self.decode_errors = reader.decode_errors;
+        lock(&self.queue).sync(false);
+    }
+
+    /// Queue records; a session end also gets its losses and releases the session's kernel
+    /// state and cgroup.
+    fn enqueue(&mut self, mut out: Vec<Output>) {
+        if out.is_empty() {
+            return;
+        }
+        let mut q = lock(&self.queue);
+        for o in &mut out {
+            if let Output::SessionEnd(end) = o {
+                let meta = self.sessions.remove(&end.cgroup_id);
+                end.events_lost = self.probes.untag(end.cgroup_id).total() + q.take_shed(end.session_id) + meta.as_ref().map_or(0, |m| m.shed_before);
+                if let Some(meta) = meta.filter(|m| m.owned) {
+                    if let Err(e) = cgroup::remove_tree(&meta.path) {
+                        warn!(cgroup = %meta.path.display(), error = %e, "could not remove session cgroup");
+                    }
+                }
+                info!(session = %end.session_id, actions = end.actions, lost = end.events_lost, "session ended");
+            }
+        }
+        for o in out {
+            q.push(o);
+        }
+    }
+
+    /// End sessions re-adopted with no process, if the first drain found none of theirs.
+    fn end_orphans(&mut self) {
+        let now = Utc::now();
+        for cg in std::mem::take(&mut self.orphans) {
+            if self.correlator.session_live(cg) == Some(0) && self.probes.kernel_live(cg) <= 0 {
+                let out = self.correlator.end_session(cg, now);
+                self.enqueue(out);
+                info!(cgroup_id = cg, "closed a session that ended while no daemon was running");
+            }
+        }
+    }
+
+    /// Graceful stop: hand the correlation state and sessions to the next daemon.
+    fn hand_over(&mut self) {
+        let mut q = lock(&self.queue);
+        let sessions = self
+            .sessions
+            .iter()
+            .map(|(cg, m)| handoff::SessionHandoff {
+                cgroup_id: *cg,
+                session_id: m.id,
+                path: m.path.clone(),
+                owned: m.owned,
+                shed: m.shed_before + q.take_shed(m.id),
+            })
+            .collect();
+        drop(q);
+        let h = handoff::Handoff::new(self.boot_id.clone(), self.host.clone(), sessions, self.correlator.take_state());
+        match handoff::save(&self.state_dir, &h) {
+            Ok(()) => info!(sessions = h.sessions.len(), "correlation state handed over for the next daemon"),
+            Err(e) => warn!(error = %e, "could not write the handoff; the next daemon re-seeds sessions from /proc"),
+        }
+    }
+
+    fn command(&mut self, req: Request, peer_pid: u32, peer_uid: u32, peer_start: Option<u64>) -> Response {
+        let r = match req {
+            Request::Status => Ok(Response::Status(Box::new(self.status()))),
+            Request::StartSession { agent, label } => self.start_session(&agent, label, peer_pid, peer_uid, peer_start),
+            Request::Tag { cgroup, agent, label } => {
+                if peer_uid == 0 {
+                    self.tag(&cgroup, &agent, label, peer_uid)
+                } else {
+                    Err("only root may tag an existing cgroup".into())
+                }
+            }
+        };
+        r.unwrap_or_else(|message| Response::Error { message })
+    }
+
+    fn status(&self) -> Status {
+        let k = self.probes.counters();
+        let st = self.correlator.stats;
+        let q = lock(&self.queue);
+        let qs = q.stats();
+        let now = queue::now_ms();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        Status {
+            capturing: true,
+            pid: std::process::id(),
+            host: self.host.clone(),
+            started_at: self.started_at,
+            probes: self.probes.attached.clone(),
+            programs: match &self.probes.attachment {
+                Attachment::Loaded => "loaded".into(),
+                Attachment::Adopted => "adopted".into(),
+                Attachment::Replaced { old_version } => format!("replaced {old_version}"),
+            },
+            programs_version: self.probes.version.clone(),
+            sessions: self
+                .correlator
+                .live_sessions()
+                .into_iter()
+                .map(|(id, agent, cgroup_id, root_pid, processes)| LiveSession {
+                    id,
+                    agent,
+                    cgroup_id,
+                    root_pid,
+                    processes,
+                    events_lost: self.probes.session_lost(cgroup_id).total()
+                        + q.shed_of(id)
+                        + self.sessions.get(&cgroup_id).map_or(0, |m| m.shed_before),
+                })
+                .collect(),
+            sessions_closing: self.correlator.idle_sessions(),
+            events_read: st.events + st.unattributed + self.decode_errors,
+            events_dropped: k.dropped(),
+            dropped_lifecycle: k.dropped_lifecycle,
+            dropped_file: k.dropped_file,
+            dropped_net: k.dropped_net,
+            decode_errors: self.decode_errors,
+            unattributed: st.unattributed,
+            kernel_read_errors: k.read_errors,
+            queue_records: qs.records,
+            queue_bytes: qs.bytes,
+            queue_max_bytes: qs.max_bytes,
+            spool_records: qs.spool_records,
+            spool_bytes: qs.spool_bytes,
+            spool_segments: qs.spool_segments,
+            spool_max_bytes: qs.spool_max_bytes,
+            spool_corrupt_records: qs.spool_corrupt,
+            oldest_unstored_secs: qs.oldest_ms.map(|t| now.saturating_sub(t) as f64 / 1000.0),
+            events_shed: qs.shed,
+            db_write_failures: load(&self.store_stats.failures),
+            db_records_rejected: load(&self.store_stats.rejected),
+            records_stored: load(&self.store_stats.stored),
+            track_failures: k.track_failures,
+            actions_written: st.actions_written,
+            sessions_ended: st.sessions_ended,
+        }
+    }
+
+    /// Register a session for a cgroup: kernel filter, correlator, database.
+    fn register(&mut self, id: Uuid, path: &Path, agent: &str, label: Option<String>, uid: u32, source: &'static str) -> Result<u64, String> {
+        let cgroup_id = cgroup::cgroup_id(path).map_err(|e| format!("cgroup {}: {e}", path.display()))?;
+        if self.sessions.contains_key(&cgroup_id) {
+            return Err(format!("cgroup {} is already a session", path.display()));
+        }
+        self.probes.tag(cgroup_id).map_err(|e| e.to_string())?;
+        self.correlator.start_session(SessionInfo { id, cgroup_id, agent: agent.to_owned(), events_before: 0, actions_before: 0 });
+        self.sessions.insert(cgroup_id, SessionMeta { id, path: path.to_owned(), owned: source == "run", shed_before: 0 });
+        self.enqueue(vec![Output::SessionStart(SessionStart {
+            id,
+            agent: agent.to_owned(),
+            label,
+            cgroup: path.display().to_string(),
+            cgroup_id,
+            uid,
+            source: source.to_owned(),
+            started_at: Utc::now(),
+        })]);
+        Ok(cgroup_id)
+    }
+
+    fn start_session(&mut self, agent: &str, label: Option<String>, pid: u32, uid: u32, start: Option<u64>) -> Result<Response, String> {
+        valid_session_names(agent, label.as_deref())?;
+        if pid == 0 || start.is_none() || proc_start_ticks(pid) != start {
+            return Err("the process that asked is gone (or its pid was reused); nothing was moved".into());
+        }
+        if let Some(session) = self.probes.tracked_session(pid) {
+            return Err(format!("this process is already inside a session (cgroup id {session}); nested sessions are not supported"));
+        }
+        let id = Uuid::now_v7();
+        let dir = self.cgroup_root.join(id.to_string());
+        std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let cgroup_id = match self.register(id, &dir, agent, label, uid, "run") {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                return Err(e);
+            }
+        };
+        if let Err(e) = cgroup::move_pid(&dir, pid) {
+            // Nothing ran in the session: end it at once so the record is complete.
+            let out = self.correlator.end_session(cgroup_id, Utc::now());
+            self.enqueue(out);
+            return Err(format!("moving pid {pid} into {}: {e}", dir.display()));
+        }
+        info!(session = %id, agent, pid, uid, "session started");
+        Ok(Response::Session(SessionStarted { session_id: id, cgroup: dir.display().to_string() }))
+    }
+
+    fn tag(&mut self, cgroup_arg: &str, agent: &str, label: Option<String>, uid: u32) -> Result<Response, String> {
+        valid_session_names(agent, label.as_deref())?;
+        let p = Path::new(cgroup_arg);
+        let dir = if p.starts_with(&self.cgroup_mount) { p.to_owned() } else { self.cgroup_mount.join(p.strip_prefix("/").unwrap_or(p)) };
+        if !dir.join("cgroup.procs").exists() {
+            return Err(format!("{} is not a cgroup2 directory (paths are relative to {})", dir.display(), self.cgroup_mount.display()));
+        }
+        let id = Uuid::now_v7();
+        let cgroup_id = self.register(id, &dir, agent, label, uid, "tag")?;
+        self.seed(cgroup_id, &dir);
+        info!(session = %id, agent, cgroup = %dir.display(), "cgroup tagged");
+        Ok(Response::Session(SessionStarted { session_id: id, cgroup: dir.display().to_string() }))
+    }
+
+    /// Adopt the processes already running in a session cgroup.
+    fn seed(&mut self, cgroup_id: u64, dir: &Path) {
+        let pids = cgroup::procs_recursive(dir).unwrap_or_default();
+        let seeds: Vec<_> = pids.into_iter().filter_map(procscan::seed_process).collect();
+        for s in &seeds {
+            if let Err(e) = self.probes.track(s.tgid, cgroup_id) {
+                warn!(pid = s.tgid, error = %e, "could not track process");
+            }
+        }
+        self.correlator.seed(cgroup_id, seeds);
+    }
+
+    /// Sessions left open by an earlier daemon on this host. Those in its handoff continue
+    /// exactly; the others (after a crash) are re-seeded from `/proc`, and their events still in
+    /// the pinned rings are read; one with no process left is closed after the first drain.
+    async fn readopt(&mut self, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+        if let Some(h) = handoff::take(&self.state_dir, &self.boot_id, &self.host) {
+            info!(sessions = h.sessions.len(), saved = %h.saved_at, "continuing from the last daemon's handoff");
+            self.correlator.restore(h.correlator);
+            for s in h.sessions {
+                self.sessions.insert(s.cgroup_id, SessionMeta { id: s.session_id, path: s.path, owned: s.owned, shed_before: s.shed });
+            }
+        }
+        // Open sessions' seq and counts come from the database: store what the last daemon
+        // spooled first.
+        let mut waited = 0u32;
+        while !lock(&self.queue).is_empty() {
+            if waited % 50 == 0 {
+                let n = lock(&self.queue).stats().spool_records;
+                info!(records = n, "storing records spooled by the last daemon before re-adopting sessions");
+            }
+            waited += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let rows: Vec<(Uuid, String, String, i64, String, i64, i64)> = sqlx::query_as(
+            "SELECT s.id, s.agent, s.cgroup, s.cgroup_id, s.source, \
+               COALESCE((SELECT max(seq) FROM events e WHERE e.session_id = s.id), 0), \
+               (SELECT count(*) FROM actions a WHERE a.session_id = s.id) FROM sessions s \
+             WHERE s.host = $1 AND NOT EXISTS (SELECT 1 FROM session_ends e WHERE e.session_id = s.id)",
+        )
+        .bind(&self.host)
+        .fetch_all(pool)
+        .await?;
+        for (id, agent, path, cgroup_id, source, events_before, actions_before) in rows {
+            let cgroup_id = cgroup_id as u64;
+            if self.correlator.has_session(cgroup_id) {
+                continue;
+            }
+            let dir = PathBuf::from(&path);
+            let same_cgroup = cgroup::cgroup_id(&dir).ok() == Some(cgroup_id);
+            self.probes.tag(cgroup_id)?;
+            self.correlator.start_session(SessionInfo { id, cgroup_id, agent, events_before: events_before as u64, actions_before: actions_before as u64 });
+            self.sessions.insert(cgroup_id, SessionMeta { id, path: dir.clone(), owned: source == "run", shed_before: 0 });
+            if same_cgroup && cgroup::procs_recursive(&dir).is_ok_and(|p| !p.is_empty()) {
+                self.seed(cgroup_id, &dir);
+                info!(session = %id, "re-adopted a running session from /proc");
+            } else {
+                self.orphans.push(cgroup_id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A ring buffer's fd, for readiness only (the ring itself is read through the reader).
+struct RingFd(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_size_is_validated() {
+        assert_eq!(ring_size("64"), Ok(64));
+        assert!(ring_size("48").is_err());
+        assert!(ring_size("0").is_err());
+        assert!(ring_size("big").is_err());
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(valid_name("agent", "claude-code").is_ok());
+        assert!(valid_name("agent", "").is_err());
+        assert!(valid_name("agent", "a\nb").is_err());
+    }
+}
