@@ -48,12 +48,15 @@ pub struct Daemon {
     pub db_url: String,
     pub runtime_dir: PathBuf,
     pub cgroup_root: PathBuf,
+    /// This daemon's bpffs pins (its own, so tests running at once never share programs).
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
     child: Child,
     pub pool: sqlx::PgPool,
     extra: Vec<String>,
 }
 
-fn spawn_daemon(db_url: &str, runtime_dir: &Path, cgroup_root: &Path, extra: &[&str]) -> Child {
+fn spawn_daemon(db_url: &str, runtime_dir: &Path, cgroup_root: &Path, pin_dir: &Path, extra: &[&str]) -> Child {
     // Appended, so a restarted daemon's log follows the first one's.
     let log = std::fs::OpenOptions::new().create(true).append(true).open(runtime_dir.join("daemon.log")).expect("log");
     Command::new(bin())
@@ -64,6 +67,10 @@ fn spawn_daemon(db_url: &str, runtime_dir: &Path, cgroup_root: &Path, extra: &[&
         .arg(runtime_dir)
         .arg("--cgroup-root")
         .arg(cgroup_root)
+        .arg("--pin-dir")
+        .arg(pin_dir)
+        .arg("--state-dir")
+        .arg(runtime_dir.join("state"))
         .args(extra)
         .env("AGENTMON_LOG", "info")
         .stdout(Stdio::null())
@@ -94,23 +101,60 @@ impl Daemon {
         let _ = std::fs::remove_dir_all(&runtime_dir);
         std::fs::create_dir_all(&runtime_dir).expect("runtime dir");
         let cgroup_root = cgroup2_mount().join(format!("agentmon-test-{name}-{}", std::process::id()));
-        let child = spawn_daemon(&db_url, &runtime_dir, &cgroup_root, extra);
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/agentmon-test-{name}-{}", std::process::id()));
+        let state_dir = runtime_dir.join("state");
+        let child = spawn_daemon(&db_url, &runtime_dir, &cgroup_root, &pin_dir, extra);
         let pool = sqlx::PgPool::connect(&db_url).await.expect("connect test db");
-        let mut d = Daemon { name: name.into(), db_url, runtime_dir, cgroup_root, child, pool, extra: extra.iter().map(|s| (*s).to_owned()).collect() };
+        let mut d = Daemon {
+            name: name.into(),
+            db_url,
+            runtime_dir,
+            cgroup_root,
+            pin_dir,
+            state_dir,
+            child,
+            pool,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
         d.wait_capturing();
         d
     }
 
-    /// Stop the daemon (SIGTERM, as systemd would) and start a new one on the same database,
-    /// runtime dir and cgroup root.
-    pub fn restart(&mut self) {
+    /// Stop the daemon with SIGTERM, as systemd would, and wait for it; it must exit cleanly.
+    pub fn stop(&mut self) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().expect("wait for daemon");
         assert!(status.success(), "daemon exited with {status}:\n{}", self.log());
+    }
+
+    /// Kill the daemon with SIGKILL (a crash) and wait for it.
+    pub fn kill(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+
+    /// Start a new daemon on the same database, runtime, state and pin dirs, and cgroup root,
+    /// with `extra` flags instead of the first daemon's when given.
+    pub fn start_again(&mut self, extra: Option<&[&str]>) {
+        if let Some(e) = extra {
+            self.extra = e.iter().map(|s| (*s).to_owned()).collect();
+        }
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        self.child = spawn_daemon(&self.db_url, &self.runtime_dir, &self.cgroup_root, &extra);
+        self.child = spawn_daemon(&self.db_url, &self.runtime_dir, &self.cgroup_root, &self.pin_dir, &extra);
         self.wait_capturing();
+    }
+
+    /// Stop the daemon (SIGTERM) and start a new one on the same state.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again(None);
+    }
+
+    /// `agentmon status --json` of the running daemon.
+    pub fn status(&self) -> Value {
+        json_lines(&self.cli(&["status", "--json"])).into_iter().next().expect("status line")
     }
 
     pub fn daemon_pid(&self) -> u32 {
@@ -191,6 +235,8 @@ impl Drop for Daemon {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
+        // The programs stay attached after a daemon stops: detach this test's.
+        let _ = Command::new(bin()).args(["unload", "--force", "--pin-dir"]).arg(&self.pin_dir).output();
         let _ = std::fs::remove_dir(&self.cgroup_root);
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.runtime_dir);

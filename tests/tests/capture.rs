@@ -367,7 +367,7 @@ async fn a_restarted_daemon_adopts_running_sessions_from_proc() {
     let argvs: Vec<Vec<String>> = actions.iter().map(|a| strs(&a["argv"])).collect();
     assert!(argvs.contains(&vec!["/bin/echo".to_owned(), "before-restart".to_owned()]), "{argvs:?}");
     assert!(argvs.contains(&vec!["/bin/echo".to_owned(), "after-restart".to_owned()]), "the new daemon kept capturing: {argvs:?}");
-    assert!(d.log().contains("re-adopted a running session"), "{}", d.log());
+    assert!(d.log().contains("continuing from the last daemon's handoff"), "{}", d.log());
     // One ordered timeline across both daemons: seq continues, it does not restart.
     let (n, distinct, max): (i64, i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT seq), max(seq) FROM events WHERE session_id = $1::text::uuid")

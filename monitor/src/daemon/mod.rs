@@ -305,8 +305,8 @@ impl Daemon {
         let err = |e: std::io::Error| anyhow::anyhow!("polling the ring buffers: {e}");
         // SAFETY (both): the fds belong to rings owned by `reader`, which outlives this loop and
         // with it the registrations.
-        let mut lifecycle = unsafe { AsyncFd::register(RingFd(std::os::fd::AsRawFd::as_raw_fd(&reader.lifecycle))) }.map_err(err)?;
-        let mut events = unsafe { AsyncFd::register(RingFd(std::os::fd::AsRawFd::as_raw_fd(&reader.events))) }.map_err(err)?;
+        let mut lifecycle = unsafe { AsyncFd::register(RingFd(std::os::fd::AsRawFd::as_raw_fd(&reader.lifecycle))) }.map_err(|e| anyhow::anyhow!("polling the lifecycle ring: {e}"))?;
+        let mut events = unsafe { AsyncFd::register(RingFd(std::os::fd::AsRawFd::as_raw_fd(&reader.events))) }.map_err(|e| anyhow::anyhow!("polling the file and network ring: {e}"))?;
         // Producers skip wake-ups below a backlog threshold, so also drain on a timer.
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let shutdown = shutdown_signal();

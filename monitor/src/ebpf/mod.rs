@@ -160,10 +160,10 @@ fn pin_err(name: &'static str, e: impl std::fmt::Display) -> ProbeError {
     ProbeError::Pin { name, message: e.to_string() }
 }
 
-/// Link pins in a version directory: `link.<program>.<tracepoint>`.
+/// Link pins in a version directory: `link-<program>-<tracepoint>` (bpffs refuses dots in names).
 fn link_pins(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with("link.")).collect())
+        .map(|rd| rd.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with("link-")).collect())
         .unwrap_or_default();
     v.sort();
     v
@@ -297,7 +297,7 @@ impl Probes {
             session_lost: open_pinned(dir, "SESSION_LOST")?,
             session_procs: open_pinned(dir, "SESSION_PROCS")?,
             counters: open_pinned(dir, "COUNTERS")?,
-            attached: links.iter().filter_map(|l| l.strip_prefix("link.")).map(str::to_owned).collect(),
+            attached: links.iter().filter_map(|l| l.strip_prefix("link-")).map(str::to_owned).collect(),
             attachment,
             version,
             pin_path: dir.to_owned(),
@@ -447,7 +447,7 @@ pub fn unload(pin_dir: &Path) -> std::io::Result<usize> {
 fn attach_all(ebpf: &mut Ebpf, dir: &Path) -> Result<Vec<String>, ProbeError> {
     let mut attached = Vec::new();
     let pin = |link: FdLink, prog: &'static str, tp: &str| -> Result<(), ProbeError> {
-        link.pin(dir.join(format!("link.{prog}.{tp}"))).map(drop).map_err(|e| pin_err(prog, e))
+        link.pin(dir.join(format!("link-{prog}-{tp}"))).map(drop).map_err(|e| pin_err(prog, e))
     };
     for (name, kind) in PROGRAMS {
         let prog = ebpf.program_mut(name).ok_or(ProbeError::Program {
