@@ -7,8 +7,13 @@
 #![expect(clippy::missing_panics_doc, reason = "test harness: panics are test failures")]
 
 use std::{
+    os::unix::net::{UnixListener, UnixStream},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -45,13 +50,18 @@ pub fn cgroup2_mount() -> PathBuf {
 
 pub struct Daemon {
     pub name: String,
+    /// The database, for the test's own queries and the CLI.
     pub db_url: String,
+    /// The URL the daemon uses (through a proxy, when there is one).
+    pub daemon_url: String,
     pub runtime_dir: PathBuf,
     pub cgroup_root: PathBuf,
     /// This daemon's bpffs pins (its own, so tests running at once never share programs).
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
     child: Child,
+    /// False once the test stopped or killed the daemon (its pid may be reused).
+    running: bool,
     pub pool: sqlx::PgPool,
     extra: Vec<String>,
 }
@@ -86,9 +96,82 @@ fn with_db(url: &str, db: &str) -> String {
     format!("{}/{db}?{query}", &base[..slash])
 }
 
+/// A stand-in for the database's unix socket that the test can take down and bring back: an
+/// outage, as the daemon sees it, without stopping the PostgreSQL that other tests share.
+/// While down, every open connection is cut and new ones are closed at once.
+pub struct DbProxy {
+    pub dir: PathBuf,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<UnixStream>>>,
+}
+
+impl DbProxy {
+    /// Listen beside the socket of `url` (`...?host=DIR&port=PORT`).
+    pub fn start(name: &str, url: &str) -> Self {
+        let param = |k: &str| url.split(['?', '&']).find_map(|p| p.strip_prefix(k)).unwrap_or_else(|| panic!("no {k} in {url}")).to_owned();
+        let (host, port) = (param("host="), param("port="));
+        let target = PathBuf::from(host).join(format!(".s.PGSQL.{port}"));
+        let dir = PathBuf::from(format!("/tmp/agentmon-dbproxy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("proxy dir");
+        let listener = UnixListener::bind(dir.join(format!(".s.PGSQL.{port}"))).expect("proxy socket");
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
+        let (u, c) = (up.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !u.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = UnixStream::connect(&target) else { continue };
+                let mut list = c.lock().expect("conns");
+                for s in [&client, &server] {
+                    list.push(s.try_clone().expect("clone"));
+                }
+                for (mut from, mut to) in [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { dir, up, conns }
+    }
+
+    /// The database URL through this proxy.
+    pub fn url(&self, url: &str) -> String {
+        let (base, query) = url.split_once('?').expect("url has parameters");
+        let rest: Vec<&str> = query.split('&').filter(|p| !p.starts_with("host=")).collect();
+        format!("{base}?host={}&{}", self.dir.display(), rest.join("&"))
+    }
+
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for s in self.conns.lock().expect("conns").drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Daemon {
     /// Start a daemon with a fresh database. `extra` are more daemon flags.
     pub async fn start(name: &str, extra: &[&str]) -> Daemon {
+        Self::start_with(name, extra, false).await.0
+    }
+
+    /// As `start`, with the daemon reaching its database through a [`DbProxy`] when `proxied`.
+    pub async fn start_with(name: &str, extra: &[&str], proxied: bool) -> (Daemon, Option<DbProxy>) {
         require_root();
         let admin_url = env("AGENTMON_TEST_DATABASE_URL");
         let db = format!("t_{name}_{}", std::process::id());
@@ -97,27 +180,31 @@ impl Daemon {
         sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.expect("create db");
         admin.close().await;
         let db_url = with_db(&admin_url, &db);
+        let proxy = proxied.then(|| DbProxy::start(name, &db_url));
+        let daemon_url = proxy.as_ref().map_or_else(|| db_url.clone(), |p| p.url(&db_url));
         let runtime_dir = PathBuf::from(format!("/tmp/agentmon-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&runtime_dir);
         std::fs::create_dir_all(&runtime_dir).expect("runtime dir");
         let cgroup_root = cgroup2_mount().join(format!("agentmon-test-{name}-{}", std::process::id()));
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/agentmon-test-{name}-{}", std::process::id()));
         let state_dir = runtime_dir.join("state");
-        let child = spawn_daemon(&db_url, &runtime_dir, &cgroup_root, &pin_dir, extra);
+        let child = spawn_daemon(&daemon_url, &runtime_dir, &cgroup_root, &pin_dir, extra);
         let pool = sqlx::PgPool::connect(&db_url).await.expect("connect test db");
         let mut d = Daemon {
             name: name.into(),
             db_url,
+            daemon_url,
             runtime_dir,
             cgroup_root,
             pin_dir,
             state_dir,
             child,
+            running: true,
             pool,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         d.wait_capturing();
-        d
+        (d, proxy)
     }
 
     /// Stop the daemon with SIGTERM, as systemd would, and wait for it; it must exit cleanly.
@@ -125,6 +212,7 @@ impl Daemon {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().expect("wait for daemon");
+        self.running = false;
         assert!(status.success(), "daemon exited with {status}:\n{}", self.log());
     }
 
@@ -133,6 +221,7 @@ impl Daemon {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
         let _ = self.child.wait();
+        self.running = false;
     }
 
     /// Start a new daemon on the same database, runtime, state and pin dirs, and cgroup root,
@@ -142,7 +231,8 @@ impl Daemon {
             self.extra = e.iter().map(|s| (*s).to_owned()).collect();
         }
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        self.child = spawn_daemon(&self.db_url, &self.runtime_dir, &self.cgroup_root, &self.pin_dir, &extra);
+        self.child = spawn_daemon(&self.daemon_url, &self.runtime_dir, &self.cgroup_root, &self.pin_dir, &extra);
+        self.running = true;
         self.wait_capturing();
     }
 
@@ -232,9 +322,11 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        if self.running {
+            // SAFETY: signalling our own child, which has not been waited for.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
         // The programs stay attached after a daemon stops: detach this test's.
         let _ = Command::new(bin()).args(["unload", "--force", "--pin-dir"]).arg(&self.pin_dir).output();
         let _ = std::fs::remove_dir(&self.cgroup_root);
@@ -288,4 +380,24 @@ pub fn scratch(name: &str) -> Scratch {
 
 pub fn strs(v: &Value) -> Vec<String> {
     v.as_array().expect("array").iter().map(|s| s.as_str().expect("string").to_owned()).collect()
+}
+
+/// Poll `f` every 100 ms until it returns `Some`, failing after `secs` with `what`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(secs), "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A process's `RssAnon` (heap) in KiB.
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("RssAnon:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())))
+        .unwrap_or(0)
 }

@@ -18,7 +18,7 @@ pub mod spool;
 pub mod store;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -236,7 +236,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         decode_errors: 0,
         started_at: Utc::now(),
     };
-    daemon.readopt(&pool).await?;
+    daemon.readopt(&pool, &mut reader).await?;
 
     let group = args.group.clone().or(file.group.clone()).unwrap_or_else(|| "agentmon".into());
     let allowed_gid = control::group_gid(&group);
@@ -548,14 +548,16 @@ impl Daemon {
         }
         let id = Uuid::now_v7();
         let cgroup_id = self.register(id, &dir, agent, label, uid, "tag")?;
-        self.seed(cgroup_id, &dir);
+        self.seed(cgroup_id, &dir, &HashSet::new());
         info!(session = %id, agent, cgroup = %dir.display(), "cgroup tagged");
         Ok(Response::Session(SessionStarted { session_id: id, cgroup: dir.display().to_string() }))
     }
 
-    /// Adopt the processes already running in a session cgroup.
-    fn seed(&mut self, cgroup_id: u64, dir: &Path) {
-        let pids = cgroup::procs_recursive(dir).unwrap_or_default();
+    /// Adopt the processes already running in a session cgroup, except `forked`: those whose
+    /// fork is still in the rings.
+    fn seed(&mut self, cgroup_id: u64, dir: &Path, forked: &HashSet<u32>) {
+        let mut pids = cgroup::procs_recursive(dir).unwrap_or_default();
+        pids.retain(|p| !forked.contains(p));
         let seeds: Vec<_> = pids.into_iter().filter_map(procscan::seed_process).collect();
         for s in &seeds {
             if let Err(e) = self.probes.track(s.tgid, cgroup_id) {
@@ -568,7 +570,7 @@ impl Daemon {
     /// Sessions left open by an earlier daemon on this host. Those in its handoff continue
     /// exactly; the others (after a crash) are re-seeded from `/proc`, and their events still in
     /// the pinned rings are read; one with no process left is closed after the first drain.
-    async fn readopt(&mut self, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    async fn readopt(&mut self, pool: &sqlx::PgPool, reader: &mut Reader) -> anyhow::Result<()> {
         if let Some(h) = handoff::take(&self.state_dir, &self.boot_id, &self.host) {
             info!(sessions = h.sessions.len(), saved = %h.saved_at, "continuing from the last daemon's handoff");
             self.correlator.restore(h.correlator);
@@ -596,6 +598,7 @@ impl Daemon {
         .bind(&self.host)
         .fetch_all(pool)
         .await?;
+        let forked = if rows.iter().any(|r| !self.correlator.has_session(r.3 as u64)) { reader.prefetch() } else { HashSet::new() };
         for (id, agent, path, cgroup_id, source, events_before, actions_before) in rows {
             let cgroup_id = cgroup_id as u64;
             if self.correlator.has_session(cgroup_id) {
@@ -607,7 +610,7 @@ impl Daemon {
             self.correlator.start_session(SessionInfo { id, cgroup_id, agent, events_before: events_before as u64, actions_before: actions_before as u64 });
             self.sessions.insert(cgroup_id, SessionMeta { id, path: dir.clone(), owned: source == "run", shed_before: 0 });
             if same_cgroup && cgroup::procs_recursive(&dir).is_ok_and(|p| !p.is_empty()) {
-                self.seed(cgroup_id, &dir);
+                self.seed(cgroup_id, &dir, &forked);
                 info!(session = %id, "re-adopted a running session from /proc");
             } else {
                 self.orphans.push(cgroup_id);

@@ -12,8 +12,9 @@ use aya::maps::{MapData, RingBuf};
 
 use crate::ebpf::decode::{self, Event};
 
-/// Events read per ring per poll, so one busy ring cannot starve the other.
-const READ_BUDGET: usize = 8192;
+/// Bytes read per ring per poll, so one busy ring cannot starve the other, and so the decoded
+/// events waiting for correlation stay a few MiB of heap even in a storm of long paths.
+const READ_BUDGET: usize = 1 << 20;
 /// An event is stamped before it is written to its ring; allow this much for that.
 const IN_FLIGHT_NS: u64 = 2_000_000;
 
@@ -117,6 +118,35 @@ impl Reader {
         }
     }
 
+    /// Read everything the rings hold now, to be handled by the next polls, and return the
+    /// processes whose fork is among it. A daemon starting after a crash seeds the others from
+    /// `/proc`: these come through the ring, with their start.
+    pub fn prefetch(&mut self) -> std::collections::HashSet<u32> {
+        let mut forked = std::collections::HashSet::new();
+        for which in [0, 1] {
+            loop {
+                let ring = if which == 0 { &mut self.lifecycle } else { &mut self.events };
+                let Some(item) = ring.next() else { break };
+                let ev = decode::decode(&item);
+                drop(item);
+                self.read += 1;
+                match ev {
+                    Ok(ev) => {
+                        if let Event::Fork { child_tgid, thread: false, .. } = &ev {
+                            forked.insert(*child_tgid);
+                        }
+                        self.merger.push(ev);
+                    }
+                    Err(e) => {
+                        self.decode_errors += 1;
+                        tracing::warn!(error = %e, "undecodable event skipped");
+                    }
+                }
+            }
+        }
+        forked
+    }
+
     /// Read what the rings hold and append the events that are safe to handle, in time order.
     /// `all` releases everything read (at shutdown). Returns whether a ring has more to read.
     pub fn poll(&mut self, out: &mut Vec<Event>, all: bool) -> bool {
@@ -130,9 +160,9 @@ impl Reader {
                 let ring = if which == 0 { &mut self.lifecycle } else { &mut self.events };
                 let Some(item) = ring.next() else { break };
                 let ev = decode::decode(&item);
+                n += item.len().max(1);
                 drop(item);
                 self.read += 1;
-                n += 1;
                 match ev {
                     Ok(ev) => {
                         last = ev.header().ts_ns;
@@ -144,7 +174,7 @@ impl Reader {
                     }
                 }
             }
-            if n == READ_BUDGET {
+            if n >= READ_BUDGET {
                 // This ring was not read to its end: nothing after its last event is settled.
                 more = true;
                 cutoff = cutoff.min(last);
