@@ -175,8 +175,9 @@ async fn after_a_crash_everything_in_the_ring_is_stored_and_only_unseen_starts_a
     let agent = spawn_agent(&d, &dir, &script);
     let id = live_session(&d);
     wait_for(20, "the first action", || d.actions(&id).iter().any(|a| strs(&a["argv"]) == ["/bin/echo", "before"]).then_some(()));
-    // Let what the daemon holds reach the database, then crash it.
-    wait_stored(&d, 20);
+    // Let what the daemon holds reach the database (the store commits within ~100 ms), then
+    // crash it. What it held in memory at the kill is the documented loss window.
+    std::thread::sleep(Duration::from_secs(1));
     d.kill();
     std::fs::write(dir.join("f0"), "").expect("f0");
     wait_file(&dir.join("done1"), 20);
@@ -225,13 +226,17 @@ async fn a_file_flood_cannot_crowd_out_lifecycle_events_and_its_loss_is_counted(
     let dir = scratch("flood");
     let long = format!("/tmp/{}", "x".repeat(250)).repeat(15);
     let survivor_done = dir.join("survivor-done");
+    let flood_done = dir.join("flood-done");
+    // The survivor's parent exits at once; the survivor reads two files 2 s after the flood.
     let script = format!(
         "{storm} &\n\
          sleep 0.3\n\
-         bash -c '( exec /bin/sh -c \"sleep 4; /bin/cat /etc/hostname > /dev/null; /bin/cat /etc/os-release > /dev/null; touch {done}\" ) & exit 0'\n\
+         bash -c '( exec /bin/sh -c \"while [ ! -e {flood} ]; do sleep 0.05; done; sleep 2; /bin/cat /etc/hostname > /dev/null; /bin/cat /etc/os-release > /dev/null; touch {done}\" ) & exit 0'\n\
          wait\n\
+         touch {flood}\n\
          exit 0\n",
         storm = storm(400_000, 4, &long),
+        flood = flood_done.display(),
         done = survivor_done.display()
     );
     let agent = spawn_agent(&d, &dir, &script);
@@ -317,7 +322,7 @@ async fn with_the_database_down_a_long_path_storm_stays_within_the_memory_budget
     let long = format!("/tmp/{}", "y".repeat(200)).repeat(18);
     let idle = rss_anon_kib(d.daemon_pid());
     proxy.down();
-    let mut agent = spawn_agent(&d, &dir, &format!("{}; exit 0", storm(60_000, 2, &long)));
+    let mut agent = spawn_agent(&d, &dir, &format!("{}; exit 0", storm(20_000, 2, &long)));
     let id = live_session(&d);
     let mut peak = 0;
     let mut last = Value::Null;
@@ -484,11 +489,16 @@ async fn unload_detaches_everything_and_refuses_while_sessions_are_live() {
     let done = unload(true);
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
     assert!(!d.pin_dir.exists(), "no pins are left");
-    let links: Vec<u32> = aya::programs::loaded_links().filter_map(Result::ok).map(|l| l.id()).collect();
-    let progs: Vec<u32> = aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).collect();
-    for (link, prog) in &ids {
-        assert!(!links.contains(link), "link {link} is still attached");
-        assert!(!progs.contains(prog), "program {prog} is still loaded");
+    // The kernel frees detached links and programs after an RCU grace period.
+    let gone = || {
+        let links: Vec<u32> = aya::programs::loaded_links().filter_map(Result::ok).map(|l| l.id()).collect();
+        let progs: Vec<u32> = aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).collect();
+        ids.iter().find(|(l, p)| links.contains(l) || progs.contains(p)).copied()
+    };
+    let start = Instant::now();
+    while let Some((link, prog)) = gone() {
+        assert!(start.elapsed() < Duration::from_secs(10), "link {link} or program {prog} is still in the kernel");
+        std::thread::sleep(Duration::from_millis(100));
     }
     std::fs::write(&flag, "").expect("flag");
     let _ = agent.wait_with_output();

@@ -256,7 +256,12 @@ impl Correlator {
                 started_at: started,
                 ..ProcessRecord::default()
             };
-            self.add_process(session_cgroup, rec, s.ppid, false);
+            // Its command line comes from /proc, so it is known even though no exec was seen.
+            if let Some(a) = self.add_process(session_cgroup, rec, s.ppid, false).and_then(|a| self.actions.get_mut(&a)) {
+                if a.root_tgid == s.tgid {
+                    a.argv_known = true;
+                }
+            }
         }
     }
 

@@ -250,6 +250,52 @@ fn seeded_processes_build_the_tree() {
 }
 
 #[test]
+fn a_seeded_action_keeps_its_proc_argv_and_is_incomplete_while_a_seen_fork_is_complete() {
+    let (mut c, _) = session();
+    let seed = |tgid, ppid, start_ticks, argv: &[&str]| SeedProcess {
+        tgid,
+        ppid,
+        start_ticks,
+        argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+        exe: String::new(),
+        cwd: None,
+        uid: Some(0),
+    };
+    c.seed(CG, vec![seed(200, 1, 10, &["agent"]), seed(201, 200, 30, &["bash", "-c", "work; echo done"])]);
+    // bash runs its last command with exec: the action is still the command line /proc gave.
+    let out = feed(
+        &mut c,
+        &[exec(201, 200, 30, 400, &["echo", "done"]), exit(201, 201, 30, 500, 0, true), fork(200, 10, 300, 60, 600), exit(300, 300, 60, 700, 0, true)],
+    );
+    let a = actions(&out);
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[0].argv, ["bash", "-c", "work; echo done"]);
+    assert!(!a[0].complete, "its start was not seen");
+    assert!(a[1].complete, "its fork was seen");
+}
+
+#[test]
+fn a_session_ends_only_once_the_kernel_agrees() {
+    let (mut c, _) = session();
+    let mut out = Vec::new();
+    for e in [exec(200, 1, 10, 0, &["agent"]), exit(200, 200, 10, 100, 0, true)] {
+        out.extend(c.handle(&e));
+    }
+    // The kernel still tracks a process of the session (say its fork was lost).
+    out.extend(c.end_idle_sessions(|_| false));
+    assert!(session_end(&out).is_none(), "no end while the kernel counts a live process");
+    assert_eq!(c.idle_sessions(), 1);
+    // That process shows up and exits; then the kernel agrees.
+    for e in [exit(300, 300, 50, 900, 0, true)] {
+        out.extend(c.handle(&e));
+    }
+    out.extend(c.end_idle_sessions(|_| true));
+    let end = session_end(&out).expect("ended");
+    assert_eq!(end.ended_at, clock().wall(900 * 1_000_000), "ended when its last process did");
+    assert_eq!(c.idle_sessions(), 0);
+}
+
+#[test]
 fn unknown_sessions_are_counted_not_stored() {
     let mut c = Correlator::new(clock());
     assert!(feed(&mut c, &[exec(1, 0, 1, 1, &["x"])]).is_empty());

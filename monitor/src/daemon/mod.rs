@@ -90,6 +90,8 @@ fn ring_size(s: &str) -> Result<u32, String> {
     Ok(n)
 }
 
+/// Ring polls (up to 1 MiB each per ring) per turn of the main loop.
+const PUMP_POLLS: u32 = 16;
 /// Spool segment size.
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// How long a stopping daemon waits for the database before it spools what it holds.
@@ -311,10 +313,12 @@ impl Daemon {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
-        self.pump(reader, false);
+        let mut more = self.pump(reader, false);
         self.end_orphans();
         loop {
             tokio::select! {
+                // A storm left more to read: go round at once (commands still get their turn).
+                () = std::future::ready(()), if more => {}
                 guard = lifecycle.readable_mut() => guard.map_err(err)?.clear_ready(),
                 guard = events.readable_mut() => guard.map_err(err)?.clear_ready(),
                 _ = tick.tick() => {}
@@ -330,14 +334,17 @@ impl Daemon {
                     return Ok(());
                 }
             }
-            self.pump(reader, false);
+            more = self.pump(reader, false);
         }
     }
 
-    /// Read, correlate and queue until the rings are drained (or `all` at shutdown).
-    fn pump(&mut self, reader: &mut Reader, all: bool) {
+    /// Read, correlate and queue until the rings are drained (or `all` at shutdown), or for at
+    /// most [`PUMP_POLLS`] polls so commands are served during a storm. Returns whether the
+    /// rings hold more.
+    fn pump(&mut self, reader: &mut Reader, all: bool) -> bool {
         let mut events = Vec::new();
-        loop {
+        let mut polls = 0;
+        let more = loop {
             let more = reader.poll(&mut events, all);
             let mut out = Vec::with_capacity(events.len() + 4);
             for ev in events.drain(..) {
@@ -346,23 +353,25 @@ impl Daemon {
             let probes = &self.probes;
             out.extend(self.correlator.end_idle_sessions(|cg| probes.kernel_live(cg) <= 0));
             self.enqueue(out);
-            if !more {
-                break;
+            polls += 1;
+            if !more || (!all && polls >= PUMP_POLLS) {
+                break more;
             }
-        }
+        };
         self.decode_errors = reader.decode_errors;
         lock(&self.queue).sync(false);
+        more
     }
 
-    /// Queue records; a session end also gets its losses and releases the session's kernel
-    /// state and cgroup.
-    fn enqueue(&mut self, mut out: Vec<Output>) {
+    /// Queue records, in order; a session end also gets its losses (counted once every record
+    /// before it is queued) and releases the session's kernel state and cgroup.
+    fn enqueue(&mut self, out: Vec<Output>) {
         if out.is_empty() {
             return;
         }
         let mut q = lock(&self.queue);
-        for o in &mut out {
-            if let Output::SessionEnd(end) = o {
+        for mut o in out {
+            if let Output::SessionEnd(end) = &mut o {
                 let meta = self.sessions.remove(&end.cgroup_id);
                 end.events_lost = self.probes.untag(end.cgroup_id).total() + q.take_shed(end.session_id) + meta.as_ref().map_or(0, |m| m.shed_before);
                 if let Some(meta) = meta.filter(|m| m.owned) {
@@ -372,8 +381,6 @@ impl Daemon {
                 }
                 info!(session = %end.session_id, actions = end.actions, lost = end.events_lost, "session ended");
             }
-        }
-        for o in out {
             q.push(o);
         }
     }

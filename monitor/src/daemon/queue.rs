@@ -316,3 +316,138 @@ impl Queue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::{EventRecord, SessionStart};
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("agentmon-queue-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn queue(d: &std::path::Path, mem: u64, spool_max: u64) -> Queue {
+        let front = Spool::open(&d.join("front"), u64::MAX, 1 << 20).expect("front");
+        let spool = Spool::open(&d.join("spool"), spool_max, 1 << 20).expect("spool");
+        Queue::new(front, spool, mem, spool_max)
+    }
+
+    fn event(seq: u64) -> Output {
+        Output::Event(EventRecord {
+            id: Uuid::nil(),
+            session_id: Uuid::from_u128(7),
+            action_id: None,
+            exec_id: "x".into(),
+            seq,
+            ts: chrono::DateTime::default(),
+            kind: "file".into(),
+            pid: 1,
+            tid: 1,
+            data: "{\"path\":\"/etc/hostname\"}".into(),
+        })
+    }
+
+    fn start() -> Output {
+        Output::SessionStart(SessionStart {
+            id: Uuid::from_u128(7),
+            agent: "a".into(),
+            label: None,
+            cgroup: "/x".into(),
+            cgroup_id: 1,
+            uid: 0,
+            source: "run".into(),
+            started_at: chrono::DateTime::default(),
+        })
+    }
+
+    /// Take and commit everything; the records' seqs (0 for a non-event), in order.
+    fn drain(q: &mut Queue) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some(b) = q.take() {
+            out.extend(b.records().iter().map(|r| if let Output::Event(e) = r { e.seq } else { 0 }));
+            q.done(b);
+        }
+        out
+    }
+
+    #[test]
+    fn memory_then_spool_keeps_one_fifo_order_within_the_byte_bound() {
+        let d = dir("fifo");
+        let one = event(1).approx_bytes();
+        let mut q = queue(&d, one * 10, 1 << 30);
+        assert!(q.push(start()));
+        for s in 1..=100 {
+            assert!(q.push(event(s)));
+            assert!(q.stats().bytes <= one * 10 + start().approx_bytes(), "memory stays within its bound");
+        }
+        let st = q.stats();
+        assert!(st.spool_records >= 89, "past the bound records go to the spool: {st:?}");
+        // A record queued while the spool holds some goes behind them, not into memory.
+        let b = q.take().expect("memory batch");
+        assert!(matches!(b, Batch::Memory(..)));
+        let mut order: Vec<u64> = b.records().iter().map(|r| if let Output::Event(e) = r { e.seq } else { 0 }).collect();
+        q.done(b);
+        assert!(q.push(event(101)));
+        order.extend(drain(&mut q));
+        let mut want = vec![0];
+        want.extend(1..=101);
+        assert_eq!(order, want, "one order: memory first, then the spool");
+        assert!(q.is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_failed_batch_goes_back_to_the_front() {
+        let d = dir("putback");
+        let mut q = queue(&d, 1 << 20, 1 << 30);
+        for s in 1..=5 {
+            q.push(event(s));
+        }
+        let b = q.take().expect("batch");
+        q.put_back(b);
+        q.push(event(6));
+        assert_eq!(drain(&mut q), [1, 2, 3, 4, 5, 6]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_full_spool_sheds_events_counted_per_session_but_keeps_the_rest() {
+        let d = dir("full");
+        let one = event(1).approx_bytes();
+        let mut q = queue(&d, one * 2, 4096);
+        let mut shed = 0;
+        for s in 1..=200 {
+            if !q.push(event(s)) {
+                shed += 1;
+            }
+        }
+        assert!(shed > 100, "{shed}");
+        assert!(q.push(start()), "a non-event is never shed");
+        assert_eq!(q.stats().shed, shed);
+        assert_eq!(q.take_shed(Uuid::from_u128(7)), shed);
+        assert_eq!(q.take_shed(Uuid::from_u128(7)), 0, "handed over once");
+        let out = drain(&mut q);
+        assert_eq!(out.len() as u64, 200 - shed + 1);
+        assert_eq!(out.last(), Some(&0), "the session start is stored after the events before it");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn spilling_at_shutdown_keeps_memory_ahead_of_the_spool() {
+        let d = dir("spill");
+        let one = event(1).approx_bytes();
+        {
+            let mut q = queue(&d, one * 3, 1 << 30);
+            for s in 1..=10 {
+                q.push(event(s));
+            }
+            assert_eq!(q.spill(), 0);
+        }
+        let mut q = queue(&d, one * 3, 1 << 30);
+        assert_eq!(q.stats().spool_records, 10);
+        assert_eq!(drain(&mut q), (1..=10).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
