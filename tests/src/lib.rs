@@ -301,6 +301,11 @@ impl Daemon {
 
     /// Wait until the session's end record is stored; returns its `sessions --json` row.
     pub fn wait_session_end(&self, id: &str) -> Value {
+        self.wait_session_end_within(id, 30)
+    }
+
+    /// As `wait_session_end`, waiting up to `secs`.
+    pub fn wait_session_end_within(&self, id: &str, secs: u64) -> Value {
         let start = Instant::now();
         loop {
             let rows = json_lines(&self.cli(&["sessions", "--json"]));
@@ -309,7 +314,7 @@ impl Daemon {
                     return s;
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "session {id} did not end:\n{}", self.log());
+            assert!(start.elapsed() < Duration::from_secs(secs), "session {id} did not end:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -340,7 +345,7 @@ impl Drop for Daemon {
 
 /// Parse `--json` output: one object per line.
 pub fn json_lines(out: &Output) -> Vec<Value> {
-    assert!(out.status.success(), "agentmon failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "agentmon failed: {}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))

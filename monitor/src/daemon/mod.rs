@@ -221,6 +221,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let (mode_tx, mode_rx) = tokio::sync::watch::channel(StoreMode::Run);
     let host = hostname();
     let store_task = tokio::spawn(store::run(pool.clone(), host.clone(), queue.clone(), store_stats.clone(), mode_rx));
+    let sync_task = tokio::spawn(store::sync_spool(queue.clone()));
 
     let (clock, boot_id) = clock()?;
     let mut daemon = Daemon {
@@ -263,6 +264,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         let _ = mode_tx.send(StoreMode::Abort);
         let _ = store_task.await;
     }
+    sync_task.abort();
     let mut q = lock(&daemon.queue);
     let lost = q.spill();
     let st = q.stats();
@@ -359,7 +361,6 @@ impl Daemon {
             }
         };
         self.decode_errors = reader.decode_errors;
-        lock(&self.queue).sync(false);
         more
     }
 
@@ -555,16 +556,17 @@ impl Daemon {
         }
         let id = Uuid::now_v7();
         let cgroup_id = self.register(id, &dir, agent, label, uid, "tag")?;
-        self.seed(cgroup_id, &dir, &HashSet::new());
+        self.seed(cgroup_id, &dir);
         info!(session = %id, agent, cgroup = %dir.display(), "cgroup tagged");
         Ok(Response::Session(SessionStarted { session_id: id, cgroup: dir.display().to_string() }))
     }
 
-    /// Adopt the processes already running in a session cgroup, except `forked`: those whose
-    /// fork is still in the rings.
-    fn seed(&mut self, cgroup_id: u64, dir: &Path, forked: &HashSet<u32>) {
-        let mut pids = cgroup::procs_recursive(dir).unwrap_or_default();
-        pids.retain(|p| !forked.contains(p));
+    /// Adopt the processes already running in a session cgroup.
+    fn seed(&mut self, cgroup_id: u64, dir: &Path) {
+        self.seed_pids(cgroup_id, cgroup::procs_recursive(dir).unwrap_or_default());
+    }
+
+    fn seed_pids(&mut self, cgroup_id: u64, pids: Vec<u32>) {
         let seeds: Vec<_> = pids.into_iter().filter_map(procscan::seed_process).collect();
         for s in &seeds {
             if let Err(e) = self.probes.track(s.tgid, cgroup_id) {
@@ -605,22 +607,28 @@ impl Daemon {
         .bind(&self.host)
         .fetch_all(pool)
         .await?;
-        let forked = if rows.iter().any(|r| !self.correlator.has_session(r.3 as u64)) { reader.prefetch() } else { HashSet::new() };
-        for (id, agent, path, cgroup_id, source, events_before, actions_before) in rows {
+        // /proc first, then the rings: a process forked after the scan is not seeded, and one
+        // forked before it has its fork in the rings by the time they are read, so it is not
+        // seeded either and comes through the rings with its start.
+        let rows: Vec<_> = rows.into_iter().filter(|r| !self.correlator.has_session(r.3 as u64)).collect();
+        let scanned: Vec<Vec<u32>> = rows
+            .iter()
+            .map(|r| {
+                let dir = Path::new(&r.2);
+                if cgroup::cgroup_id(dir).ok() == Some(r.3 as u64) { cgroup::procs_recursive(dir).unwrap_or_default() } else { Vec::new() }
+            })
+            .collect();
+        let forked = if rows.is_empty() { HashSet::new() } else { reader.prefetch() };
+        for ((id, agent, path, cgroup_id, source, events_before, actions_before), pids) in rows.into_iter().zip(scanned) {
             let cgroup_id = cgroup_id as u64;
-            if self.correlator.has_session(cgroup_id) {
-                continue;
-            }
-            let dir = PathBuf::from(&path);
-            let same_cgroup = cgroup::cgroup_id(&dir).ok() == Some(cgroup_id);
             self.probes.tag(cgroup_id)?;
             self.correlator.start_session(SessionInfo { id, cgroup_id, agent, events_before: events_before as u64, actions_before: actions_before as u64 });
-            self.sessions.insert(cgroup_id, SessionMeta { id, path: dir.clone(), owned: source == "run", shed_before: 0 });
-            if same_cgroup && cgroup::procs_recursive(&dir).is_ok_and(|p| !p.is_empty()) {
-                self.seed(cgroup_id, &dir, &forked);
-                info!(session = %id, "re-adopted a running session from /proc");
-            } else {
+            self.sessions.insert(cgroup_id, SessionMeta { id, path: PathBuf::from(&path), owned: source == "run", shed_before: 0 });
+            if pids.is_empty() {
                 self.orphans.push(cgroup_id);
+            } else {
+                self.seed_pids(cgroup_id, pids.into_iter().filter(|p| !forked.contains(p)).collect());
+                info!(session = %id, "re-adopted a running session from /proc");
             }
         }
         Ok(())

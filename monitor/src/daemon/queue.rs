@@ -20,11 +20,14 @@ use std::{
 
 use uuid::Uuid;
 
-use super::spool::{Spool, SpoolError};
+use super::spool::{Spool, SpoolError, SpoolRecord};
 use crate::correlate::Output;
 
 /// Records per batch handed to the store.
 pub const BATCH_RECORDS: usize = 20_000;
+/// A spooled batch is read under the queue's lock: keep it short.
+const SPOOL_BATCH_RECORDS: usize = 5_000;
+const SPOOL_BATCH_BYTES: usize = 4 << 20;
 /// How often appended spool records are fdatasync'd at the latest.
 pub const SPOOL_SYNC_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -40,6 +43,9 @@ struct Queued {
 #[derive(Debug)]
 pub enum Batch {
     Memory(Vec<Output>, u64),
+    /// As read from a spool (true: the front one); [`Batch::decode`] turns it into `Spool`,
+    /// outside the queue's lock.
+    Spooled(Vec<SpoolRecord>, bool),
     Spool(Vec<Output>, bool),
     Overflow(Vec<Output>, u64),
 }
@@ -48,7 +54,25 @@ impl Batch {
     pub fn records(&self) -> &[Output] {
         match self {
             Self::Memory(r, _) | Self::Spool(r, _) | Self::Overflow(r, _) => r,
+            Self::Spooled(..) => &[],
         }
+    }
+
+    /// Decode spooled records; returns the batch and how many could not be decoded.
+    pub fn decode(self) -> (Self, u64) {
+        let Self::Spooled(recs, front) = self else { return (self, 0) };
+        let mut bad = 0;
+        let mut out = Vec::with_capacity(recs.len());
+        for r in recs {
+            match serde_json::from_slice::<Output>(&r.payload) {
+                Ok(o) => out.push(o),
+                Err(e) => {
+                    bad += 1;
+                    tracing::warn!(error = %e, "a spooled record is not a record this daemon can read; skipped");
+                }
+            }
+        }
+        (Self::Spool(out, front), bad)
     }
 }
 
@@ -192,25 +216,18 @@ impl Queue {
 
     fn read_spool(&mut self, front: bool) -> Option<Batch> {
         let spool = if front { &mut self.front } else { &mut self.spool };
-        match spool.read_batch(BATCH_RECORDS, 32 << 20) {
-            Ok(recs) => {
-                let mut out = Vec::with_capacity(recs.len());
-                for r in recs {
-                    match serde_json::from_slice::<Output>(&r.payload) {
-                        Ok(o) => out.push(o),
-                        Err(e) => {
-                            self.undecodable += 1;
-                            tracing::warn!(error = %e, "a spooled record is not a record this daemon can read; skipped");
-                        }
-                    }
-                }
-                Some(Batch::Spool(out, front))
-            }
+        match spool.read_batch(SPOOL_BATCH_RECORDS, SPOOL_BATCH_BYTES) {
+            Ok(recs) => Some(Batch::Spooled(recs, front)),
             Err(e) => {
                 tracing::warn!(error = %e, "reading the spool failed");
                 None
             }
         }
+    }
+
+    /// Count spooled records that could not be decoded (their frames were whole).
+    pub fn count_undecodable(&mut self, n: u64) {
+        self.undecodable += n;
     }
 
     /// The batch is committed.
@@ -220,7 +237,7 @@ impl Queue {
                 self.mem_bytes -= bytes.min(self.mem_bytes);
                 self.inflight_oldest_ms = None;
             }
-            Batch::Spool(_, front) => {
+            Batch::Spool(_, front) | Batch::Spooled(_, front) => {
                 let spool = if front { &mut self.front } else { &mut self.spool };
                 if let Err(e) = spool.commit() {
                     tracing::warn!(error = %e, "recording spool progress failed; some records may be stored twice (harmlessly) after a restart");
@@ -240,8 +257,8 @@ impl Queue {
                     self.mem.push_front(Queued { at_ms: at, bytes: rec.approx_bytes(), rec });
                 }
             }
-            Batch::Spool(_, true) => self.front.rewind(),
-            Batch::Spool(_, false) => self.spool.rewind(),
+            Batch::Spool(_, true) | Batch::Spooled(_, true) => self.front.rewind(),
+            Batch::Spool(_, false) | Batch::Spooled(_, false) => self.spool.rewind(),
             Batch::Overflow(recs, _) => {
                 for rec in recs.into_iter().rev() {
                     self.overflow.push_front(Queued { at_ms: at, bytes: rec.approx_bytes(), rec });
@@ -250,15 +267,18 @@ impl Queue {
         }
     }
 
-    /// fdatasync the spool when records were appended and the interval has passed (or `force`).
-    pub fn sync(&mut self, force: bool) {
-        if self.dirty && (force || self.last_sync.elapsed() >= SPOOL_SYNC_INTERVAL) {
-            if let Err(e) = self.spool.sync() {
-                tracing::warn!(error = %e, "syncing the spool failed");
-            }
-            self.dirty = false;
-            self.last_sync = Instant::now();
+    /// When records were appended and the interval has passed: write them out and return the
+    /// files to fdatasync, which the caller does without holding the queue.
+    pub fn sync_handles(&mut self) -> Vec<std::fs::File> {
+        if !self.dirty || self.last_sync.elapsed() < SPOOL_SYNC_INTERVAL {
+            return Vec::new();
         }
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        self.spool.sync_handles().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "writing the spool out failed");
+            Vec::new()
+        })
     }
 
     /// At shutdown: move everything held in memory to disk, past the spool's size limit, so the
@@ -366,6 +386,8 @@ mod tests {
     fn drain(q: &mut Queue) -> Vec<u64> {
         let mut out = Vec::new();
         while let Some(b) = q.take() {
+            let (b, bad) = b.decode();
+            assert_eq!(bad, 0);
             out.extend(b.records().iter().map(|r| if let Output::Event(e) = r { e.seq } else { 0 }));
             q.done(b);
         }

@@ -110,6 +110,8 @@ pub struct Spool {
     segment_bytes: u64,
     segments: Vec<Segment>,
     writer: Option<Writer>, // present while the last segment is the active one
+    /// Retired segments written but not yet fdatasync'd (see [`Spool::sync_handles`]).
+    unsynced: Vec<File>,
     next_id: u64,
     read: Pos,
     commit: Pos,
@@ -156,7 +158,7 @@ impl Spool {
         };
         let (dir, commit, writer, reader, corrupt, oldest) = (dir.to_path_buf(), read, None, None, 0, None);
         let mut spool =
-            Self { dir, max_bytes, segment_bytes, segments, writer, next_id, read, commit, reader, corrupt, oldest };
+            Self { dir, max_bytes, segment_bytes, segments, writer, unsynced: Vec::new(), next_id, read, commit, reader, corrupt, oldest };
         spool.oldest = spool.peek_oldest();
         Ok(spool)
     }
@@ -173,9 +175,12 @@ impl Spool {
             return Err(SpoolError::Full { max_bytes: self.max_bytes });
         }
         if self.writer.is_some() && self.segments.last().is_some_and(|s| s.len >= self.segment_bytes) {
-            // The old segment must be durable before sync() stops covering it.
-            self.sync()?;
-            self.writer = None;
+            // The old segment must be durable before sync() stops covering it: it is written out
+            // now and fdatasync'd with the next sync, off the caller's thread.
+            if let (Some(mut w), Some(seg)) = (self.writer.take(), self.segments.last()) {
+                w.flush().map_err(io_err(&seg.path))?;
+                self.unsynced.push(w.file);
+            }
         }
         if self.writer.is_none() {
             self.create_segment()?;
@@ -208,8 +213,22 @@ impl Spool {
     }
 
     pub fn sync(&mut self) -> Result<(), SpoolError> {
-        let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.last()) else { return Ok(()) };
-        w.flush().and_then(|()| w.file.sync_data()).map_err(io_err(&seg.path))
+        for f in self.sync_handles()? {
+            f.sync_data().map_err(io_err(&self.dir))?;
+        }
+        Ok(())
+    }
+
+    /// Write out buffered records and hand back the files that still need an fdatasync, so the
+    /// caller can run it without holding up appends (the handles are clones: syncing one syncs
+    /// the segment).
+    pub fn sync_handles(&mut self) -> Result<Vec<File>, SpoolError> {
+        let mut files = std::mem::take(&mut self.unsynced);
+        if let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.last()) {
+            w.flush().map_err(io_err(&seg.path))?;
+            files.push(w.file.try_clone().map_err(io_err(&seg.path))?);
+        }
+        Ok(files)
     }
 
     /// Reads up to `max_records` / about `max_bytes` (at least one record) after the read cursor, skipping

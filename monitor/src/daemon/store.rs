@@ -45,11 +45,13 @@ pub fn lock(q: &SharedQueue) -> std::sync::MutexGuard<'_, Queue> {
 /// Run the store until told to stop.
 pub async fn run(pool: PgPool, host: String, queue: SharedQueue, stats: Arc<StoreStats>, mut mode: watch::Receiver<StoreMode>) {
     loop {
-        let batch = {
-            let mut q = lock(&queue);
-            q.sync(false);
-            q.take()
-        };
+        let batch = lock(&queue).take().map(|b| {
+            let (b, bad) = b.decode();
+            if bad > 0 {
+                lock(&queue).count_undecodable(bad);
+            }
+            b
+        });
         let Some(batch) = batch else {
             if *mode.borrow() != StoreMode::Run {
                 return;
@@ -76,6 +78,27 @@ pub async fn run(pool: PgPool, host: String, queue: SharedQueue, stats: Arc<Stor
     }
 }
 
+/// Make spooled records durable, off the reader's path and whatever the database does: at most
+/// `SPOOL_SYNC_INTERVAL` after they were appended (plus the time fdatasync takes).
+pub async fn sync_spool(queue: SharedQueue) {
+    let mut tick = tokio::time::interval(super::queue::SPOOL_SYNC_INTERVAL);
+    loop {
+        tick.tick().await;
+        let files = lock(&queue).sync_handles();
+        if files.is_empty() {
+            continue;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for f in files {
+                if let Err(e) = f.sync_data() {
+                    tracing::warn!(error = %e, "syncing the spool failed");
+                }
+            }
+        })
+        .await;
+    }
+}
+
 async fn aborted(mode: &mut watch::Receiver<StoreMode>) {
     while *mode.borrow_and_update() != StoreMode::Abort {
         if mode.changed().await.is_err() {
@@ -92,8 +115,10 @@ async fn write(pool: &PgPool, host: &str, batch: &Batch, stats: &StoreStats) -> 
         return true;
     }
     let mut delay = Duration::from_millis(200);
-    // A spooled batch may have been committed before a crash: insert idempotently.
-    let mut mode = if matches!(batch, Batch::Spool(..)) { EventInsert::Idempotent } else { EventInsert::Copy };
+    // COPY first, for speed; a batch that was committed before (a retry after a lost commit,
+    // or spooled records stored just before a crash) fails on a duplicate key and is then
+    // inserted idempotently.
+    let mut mode = EventInsert::Copy;
     loop {
         match write_batch(pool, host, records, mode).await {
             Ok(()) => return true,
