@@ -50,6 +50,9 @@ pub struct LiveSession {
     pub cgroup_id: u64,
     pub root_pid: Option<u32>,
     pub processes: u32,
+    /// Processes of the session the kernel tracks beyond those the daemon seeded: the session
+    /// ends only once this is 0 (and `processes` is 0).
+    pub kernel_processes: i64,
     pub events_lost: u64,
 }
 

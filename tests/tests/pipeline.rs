@@ -506,3 +506,40 @@ async fn unload_detaches_everything_and_refuses_while_sessions_are_live() {
     std::fs::write(&flag, "").expect("flag");
     let _ = agent.wait_with_output();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn programs_of_another_build_are_replaced_with_no_gap() {
+    let mut d = Daemon::start("replace", &[]).await;
+    let dir = scratch("replace");
+    let flag = dir.join("go");
+    let script = format!("/bin/echo one; while [ ! -e {} ]; do sleep 0.05; done; /bin/echo two; exit 0", flag.display());
+    let agent = spawn_agent(&d, &dir, &script);
+    let id = live_session(&d);
+    wait_for(20, "the first action", || d.actions(&id).iter().any(|a| strs(&a["argv"]) == ["/bin/echo", "one"]).then_some(()));
+    d.stop();
+    // Make the pinned programs look like another build's.
+    let versions: Vec<PathBuf> = std::fs::read_dir(&d.pin_dir).expect("pins").filter_map(Result::ok).map(|e| e.path()).collect();
+    assert_eq!(versions.len(), 1);
+    let old = d.pin_dir.join("v0000000000000000");
+    std::fs::rename(&versions[0], &old).expect("rename the version dir");
+    let old_ids = pinned_ids(&d.pin_dir);
+    d.start_again(None);
+    assert!(d.log().contains("replaced the pinned programs of another build with no gap"), "{}", d.log());
+    assert_eq!(d.status()["programs"], "replaced v0000000000000000");
+    assert!(!old.exists(), "the old pins are removed");
+    let links: Vec<u32> = aya::programs::loaded_links().filter_map(Result::ok).map(|l| l.id()).collect();
+    assert!(old_ids.iter().all(|(l, _)| !links.contains(l)), "the old links are detached");
+    std::fs::write(&flag, "").expect("flag");
+    assert_eq!(finish_agent(agent), id);
+    let session = d.wait_session_end(&id);
+    let actions = d.actions(&id);
+    let sleeps = actions.iter().filter(|a| strs(&a["argv"]) == ["sleep", "0.05"]).count();
+    assert!(sleeps > 0);
+    assert_eq!(actions.len(), sleeps + 2, "{:?}", argvs(&actions));
+    find(&actions, &["/bin/echo", "one"]);
+    assert_eq!(find(&actions, &["/bin/echo", "two"])["complete"], true, "captured by the new programs");
+    assert!(actions.iter().all(|a| a["complete"] == true));
+    let (n, distinct, max) = seqs(&d, &id).await;
+    assert_eq!((n, distinct), (max, max), "no event lost or doubled across the switch");
+    assert_eq!(session["events_lost"], 0);
+}

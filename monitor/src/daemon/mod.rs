@@ -464,6 +464,7 @@ impl Daemon {
                     cgroup_id,
                     root_pid,
                     processes,
+                    kernel_processes: self.probes.kernel_live(cgroup_id),
                     events_lost: self.probes.session_lost(cgroup_id).total()
                         + q.shed_of(id)
                         + self.sessions.get(&cgroup_id).map_or(0, |m| m.shed_before),

@@ -78,6 +78,8 @@ pub struct Reader {
     merger: Merger,
     pub decode_errors: u64,
     pub read: u64,
+    /// After a replacement: events of the new rings before this were taken from the old ones.
+    skip_before: u64,
 }
 
 pub fn boot_ns() -> u64 {
@@ -89,12 +91,14 @@ pub fn boot_ns() -> u64 {
 
 impl Reader {
     pub fn new(lifecycle: RingBuf<MapData>, events: RingBuf<MapData>) -> Self {
-        Self { lifecycle, events, merger: Merger::default(), decode_errors: 0, read: 0 }
+        Self { lifecycle, events, merger: Merger::default(), decode_errors: 0, read: 0, skip_before: 0 }
     }
 
-    /// Drain replaced programs' rings once: their events up to `before_ns` (later ones were
-    /// also captured by the new programs).
+    /// Drain replaced programs' rings once: their events before `before_ns`, when every new
+    /// program was attached; the new rings' events before it are skipped, so each event is
+    /// handled once.
     pub fn drain_replaced(&mut self, rings: &mut [RingBuf<MapData>], before_ns: u64) {
+        self.skip_before = before_ns;
         for ring in rings {
             while let Some(item) = ring.next() {
                 if let Some(ev) = self.decode(&item) {
@@ -132,6 +136,9 @@ impl Reader {
                 self.read += 1;
                 match ev {
                     Ok(ev) => {
+                        if ev.header().ts_ns < self.skip_before {
+                            continue;
+                        }
                         if let Event::Fork { child_tgid, thread: false, .. } = &ev {
                             forked.insert(*child_tgid);
                         }
@@ -166,7 +173,9 @@ impl Reader {
                 match ev {
                     Ok(ev) => {
                         last = ev.header().ts_ns;
-                        self.merger.push(ev);
+                        if last >= self.skip_before {
+                            self.merger.push(ev);
+                        }
                     }
                     Err(e) => {
                         self.decode_errors += 1;

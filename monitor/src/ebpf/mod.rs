@@ -223,22 +223,25 @@ impl Probes {
         for o in &old_probes {
             probes.copy_state_from(o);
         }
-        let replaced_at_ns = boot_ns();
         probes.attached = attach_all(&mut ebpf, &dir)?;
         drop(ebpf);
-        if let Some(o) = old_probes.into_iter().next() {
-            // Detach the old programs now that the new ones capture; forks in between were
-            // seen by both, so copy the tracked set once more.
+        // Every old program ran before this instant and every new one after it: the daemon
+        // takes older events from the old rings and newer ones from the new rings, once each.
+        let replaced_at_ns = boot_ns();
+        if let Some(mut o) = old_probes.into_iter().next() {
+            // Both sets capture now. Take over what the old programs learnt while the new ones
+            // were being attached, then detach the old ones.
+            probes.copy_state_from(&o);
+            probes.drop_tracked_not_in(&o);
+            probes.recount_session_procs();
             for d in &old {
                 for l in link_pins(d) {
                     let _ = std::fs::remove_file(d.join(l));
                 }
             }
-            probes.copy_state_from(&o);
             probes.attachment = Attachment::Replaced { old_version: o.version.clone() };
             probes.replaced_at_ns = replaced_at_ns;
             probes.replaced_dir = Some(o.pin_path.clone());
-            let mut o = o;
             probes.replaced_rings.extend(o.lifecycle.take());
             probes.replaced_rings.extend(o.events.take());
             for d in old.iter().skip(1) {
@@ -307,7 +310,8 @@ impl Probes {
         })
     }
 
-    /// Sessions, tracked processes, verdicts and loss counts from the programs being replaced.
+    /// Sessions, tracked processes and loss counts from the programs being replaced (the live
+    /// process counts are recounted after: see `recount_session_procs`).
     fn copy_state_from(&mut self, old: &Self) {
         for (k, v) in old.tagged.iter().filter_map(Result::ok) {
             let _ = self.tagged.insert(k, v, 0);
@@ -318,8 +322,34 @@ impl Probes {
         for (k, v) in old.session_lost.iter().filter_map(Result::ok) {
             let _ = self.session_lost.insert(k, v, 0);
         }
-        for (k, v) in old.session_procs.iter().filter_map(Result::ok) {
-            let _ = self.session_procs.insert(k, v, 0);
+    }
+
+    /// Forget tracked processes the old programs no longer track: they exited before this
+    /// set's exit probe was attached, so no exit will ever remove them.
+    fn drop_tracked_not_in(&mut self, old: &Self) {
+        let stale: Vec<u32> = self.tracked.keys().filter_map(Result::ok).filter(|k| old.tracked.get(k, 0).is_err()).collect();
+        for k in stale {
+            let _ = self.tracked.remove(&k);
+        }
+    }
+
+    /// Set each session's kernel count of live processes from the tracked set (after a
+    /// replacement merged two programs' state). Written to one CPU's slot, the others zeroed.
+    fn recount_session_procs(&mut self) {
+        let mut counts: std::collections::HashMap<u64, i64> = std::collections::HashMap::new();
+        for (_, v) in self.tracked.iter().filter_map(Result::ok) {
+            if v & TRACKED_SEEDED == 0 {
+                *counts.entry(v).or_default() += 1;
+            }
+        }
+        let cpus = aya::util::nr_cpus().unwrap_or(1);
+        for session in self.tagged.keys().filter_map(Result::ok) {
+            let mut per_cpu = vec![0i64; cpus];
+            per_cpu[0] = counts.get(&session).copied().unwrap_or(0);
+            let set = aya::maps::PerCpuValues::try_from(per_cpu).map_err(|e| e.to_string()).and_then(|v| self.session_procs.insert(session, v, 0).map_err(|e| e.to_string()));
+            if let Err(e) = set {
+                tracing::warn!(error = %e, session, "could not set the session's process count");
+            }
         }
     }
 
