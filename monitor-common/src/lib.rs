@@ -183,7 +183,7 @@ pub const NET_ADDR_GIVEN: u32 = 256;
 #[derive(Clone, Copy)]
 pub struct FileEvent {
     pub hdr: EventHeader,
-    /// The x86_64 syscall number.
+    /// The `x86_64` syscall number.
     pub nr: u32,
     pub flags: u32,
     /// Syscall return value (negative errno on failure).
@@ -243,7 +243,7 @@ pub struct PendingSyscall {
     pub args: [u64; 6],
 }
 
-/// x86_64 syscall numbers the file and network probes handle.
+/// `x86_64` syscall numbers the file and network probes handle.
 pub mod nr {
     pub const OPEN: u64 = 2;
     pub const CONNECT: u64 = 42;
@@ -360,7 +360,7 @@ pub struct ProbeConfig {
 
 /// Indices into the per-CPU `COUNTERS` array.
 pub mod counter {
-    /// exec, exec_failed, fork and exit events that did not fit in the lifecycle ring.
+    /// exec, `exec_failed`, fork and exit events that did not fit in the lifecycle ring.
     pub const DROPPED_LIFECYCLE: u32 = 0;
     /// Kernel reads that failed (the event was still sent, with what could be read).
     pub const READ_ERRORS: u32 = 1;

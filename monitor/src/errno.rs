@@ -1,4 +1,4 @@
-//! errno numbers to their names (x86_64/generic Linux values).
+//! errno numbers to their names (`x86_64/generic` Linux values).
 
 const NAMES: &[(i32, &str)] = &[
     (1, "EPERM"), (2, "ENOENT"), (3, "ESRCH"), (4, "EINTR"), (5, "EIO"), (6, "ENXIO"),

@@ -1,10 +1,10 @@
 //! agentmon's userspace: where each piece lives.
 //!
 //! - [`ebpf`]: load, attach and pin the kernel programs, decode their events.
-//! - [`daemon`]: the pipeline from the rings to PostgreSQL (reader, queue and spool, store)
+//! - [`daemon`]: the pipeline from the rings to `PostgreSQL` (reader, queue and spool, store)
 //!   and the control socket.
 //! - [`correlate`]: turn events into sessions, actions and process trees.
-//! - [`store`]: write evidence to PostgreSQL, and the queries that read it.
+//! - [`store`]: write evidence to `PostgreSQL`, and the queries that read it.
 //! - [`cli`]: one module per `agentmon` subcommand; [`control`] is the daemon's socket.
 
 pub mod cgroup;

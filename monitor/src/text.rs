@@ -1,7 +1,7 @@
 //! How kernel bytes become text: lossless escaping and shell quoting.
 //!
 //! Stored strings (argv, paths) are UTF-8. A backslash is written `\\`, and NUL and every byte
-//! that is not part of valid UTF-8 are written `\xNN` (PostgreSQL text and jsonb cannot hold
+//! that is not part of valid UTF-8 are written `\xNN` (`PostgreSQL` text and jsonb cannot hold
 //! NUL), so the original bytes can always be recovered with [`unescape`].
 
 use std::fmt::Write as _;

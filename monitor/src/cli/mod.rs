@@ -37,7 +37,7 @@ pub struct DaemonAddr {
 /// Where to find the database, for the query commands.
 #[derive(Debug, clap::Args)]
 pub struct DbArgs {
-    /// PostgreSQL URL [default: DATABASE_URL, the config file, or the running daemon's].
+    /// `PostgreSQL` URL [default: `DATABASE_URL`, the config file, or the running daemon's].
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     #[command(flatten)]

@@ -86,7 +86,7 @@ pub fn clip(s: &str, max: usize) -> String {
     }
 }
 
-/// The last 8 characters of an id, as the tables show it. Ids are UUIDv7, whose leading digits
+/// The last 8 characters of an id, as the tables show it. Ids are `UUIDv7`, whose leading digits
 /// are a timestamp shared by everything created in the same minute and whose trailing digits are
 /// random; the query commands accept any unique prefix or suffix.
 /// A byte count in binary units: `512 B`, `1.5 KiB`, `64.0 MiB`.

@@ -13,7 +13,7 @@ use crate::ebpf::decode::{FileOp, NetOp, SockAddr};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileSummary {
     pub path: String,
-    /// read, write, create, delete, rename_from, rename_to, mkdir, link, chmod, chown, truncate, exec.
+    /// read, write, create, delete, `rename_from`, `rename_to`, mkdir, link, chmod, chown, truncate, exec.
     pub access: String,
     /// `ok`, or the errno name.
     pub result: String,

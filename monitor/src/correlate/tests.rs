@@ -286,7 +286,8 @@ fn a_session_ends_only_once_the_kernel_agrees() {
     assert!(session_end(&out).is_none(), "no end while the kernel counts a live process");
     assert_eq!(c.idle_sessions(), 1);
     // That process shows up and exits; then the kernel agrees.
-    for e in [exit(300, 300, 50, 900, 0, true)] {
+    {
+        let e = exit(300, 300, 50, 900, 0, true);
         out.extend(c.handle(&e));
     }
     out.extend(c.end_idle_sessions(|_| true));

@@ -1,4 +1,4 @@
-//! `agentmon daemon`: a pipeline from the kernel to PostgreSQL.
+//! `agentmon daemon`: a pipeline from the kernel to `PostgreSQL`.
 //!
 //! ```text
 //! pinned programs ─▶ reader.rs ─▶ correlate (crate::correlate) ─▶ queue.rs ─▶ store.rs ─▶ PostgreSQL
@@ -45,7 +45,7 @@ use store::{SharedQueue, StoreMode, StoreStats, lock};
 
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
-    /// PostgreSQL URL (else DATABASE_URL, else database_url in the config file).
+    /// `PostgreSQL` URL (else `DATABASE_URL`, else `database_url` in the config file).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// cgroup under which session cgroups are created [default: <cgroup2 mount>/agentmon].
@@ -54,10 +54,10 @@ pub struct DaemonArgs {
     /// Directory for the control socket.
     #[arg(long, env = "AGENTMON_RUNTIME_DIR", default_value = config::DEFAULT_RUNTIME_DIR, value_name = "DIR")]
     pub runtime_dir: PathBuf,
-    /// Directory for the spool and the restart handoff [default: state_dir in the config file, else /var/lib/agentmon].
+    /// Directory for the spool and the restart handoff [default: `state_dir` in the config file, else /var/lib/agentmon].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// bpffs directory where programs, maps and rings are pinned [default: pin_dir in the config file, else /sys/fs/bpf/agentmon].
+    /// bpffs directory where programs, maps and rings are pinned [default: `pin_dir` in the config file, else /sys/fs/bpf/agentmon].
     #[arg(long, value_name = "DIR")]
     pub pin_dir: Option<PathBuf>,
     /// Group whose members may start sessions [default: agentmon, if it exists].
@@ -70,11 +70,11 @@ pub struct DaemonArgs {
     #[arg(long, value_parser = ring_size)]
     pub lifecycle_ring_mb: Option<u32>,
     /// Heap bytes of records that may wait in memory for the database, in MiB; past it they go
-    /// to the on-disk spool [default: queue_memory_mb in the config file, else 16].
+    /// to the on-disk spool [default: `queue_memory_mb` in the config file, else 16].
     #[arg(long, value_name = "MIB")]
     pub queue_memory_mb: Option<u64>,
     /// Disk bytes the spool may use, in MiB; past it raw events are shed and counted
-    /// [default: spool_max_mb in the config file, else 4096].
+    /// [default: `spool_max_mb` in the config file, else 4096].
     #[arg(long, value_name = "MIB")]
     pub spool_max_mb: Option<u64>,
     /// Config file.
@@ -592,7 +592,7 @@ impl Daemon {
         // spooled first.
         let mut waited = 0u32;
         while !lock(&self.queue).is_empty() {
-            if waited % 50 == 0 {
+            if waited.is_multiple_of(50) {
                 let n = lock(&self.queue).stats().spool_records;
                 info!(records = n, "storing records spooled by the last daemon before re-adopting sessions");
             }

@@ -1,5 +1,5 @@
 //! Last stage: take batches from the queue and commit each in one transaction, retrying with
-//! back-off while PostgreSQL is unreachable. A batch leaves the queue (and a spool segment is
+//! back-off while `PostgreSQL` is unreachable. A batch leaves the queue (and a spool segment is
 //! deleted) only after its transaction committed.
 
 use std::{
@@ -125,7 +125,7 @@ async fn write(pool: &PgPool, host: &str, batch: &Batch, stats: &StoreStats) -> 
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 // A duplicate key means an earlier attempt committed after all.
-                if mode == EventInsert::Copy && e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+                if mode == EventInsert::Copy && e.as_database_error().is_some_and(sqlx::error::DatabaseError::is_unique_violation) {
                     mode = EventInsert::Idempotent;
                     continue;
                 }

@@ -1,4 +1,4 @@
-//! PostgreSQL: schema migrations, batched append-only inserts (used by the daemon's store
+//! `PostgreSQL`: schema migrations, batched append-only inserts (used by the daemon's store
 //! stage, `daemon/store.rs`), and the CLI's queries.
 
 pub mod query;
