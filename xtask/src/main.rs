@@ -102,6 +102,10 @@ fn task(cli: Cli) -> anyhow::Result<()> {
             let bin = workspace_root().join("target/release/agentmon");
             let mut cmd = Command::new(&bin);
             cmd.arg("daemon").args(&args);
+            // A checkout keeps its state (spool, handoff) under the build directory.
+            if !args.iter().any(|a| a.starts_with("--state-dir")) {
+                cmd.arg("--state-dir").arg(workspace_root().join("target/agentmon-state"));
+            }
             if !database_configured() && !args.iter().any(|a| a.starts_with("--database-url")) {
                 let cluster = pg::Cluster::new(workspace_root().join("target/agentmon-pg"), 54329);
                 cluster.ensure_running(false)?;
