@@ -225,10 +225,8 @@ fn ending_a_session_early_flushes_open_actions_as_incomplete() {
     assert!(session_end(&out).is_some());
 }
 
-#[test]
-fn seeded_processes_build_the_tree() {
-    let (mut c, _) = session();
-    let seed = |tgid, ppid, start_ticks, argv: &[&str]| SeedProcess {
+fn seed(tgid: u32, ppid: u32, start_ticks: u64, argv: &[&str]) -> SeedProcess {
+    SeedProcess {
         tgid,
         ppid,
         start_ticks,
@@ -236,7 +234,12 @@ fn seeded_processes_build_the_tree() {
         exe: String::new(),
         cwd: None,
         uid: Some(0),
-    };
+    }
+}
+
+#[test]
+fn seeded_processes_build_the_tree() {
+    let (mut c, _) = session();
     // Given out of order: the oldest is the agent.
     c.seed(CG, vec![seed(201, 200, 30, &["make"]), seed(200, 1, 10, &["agent"]), seed(202, 201, 40, &["cc"])]);
     let live = c.live_sessions();
@@ -252,15 +255,6 @@ fn seeded_processes_build_the_tree() {
 #[test]
 fn a_seeded_action_keeps_its_proc_argv_and_is_incomplete_while_a_seen_fork_is_complete() {
     let (mut c, _) = session();
-    let seed = |tgid, ppid, start_ticks, argv: &[&str]| SeedProcess {
-        tgid,
-        ppid,
-        start_ticks,
-        argv: argv.iter().map(|s| (*s).to_owned()).collect(),
-        exe: String::new(),
-        cwd: None,
-        uid: Some(0),
-    };
     c.seed(CG, vec![seed(200, 1, 10, &["agent"]), seed(201, 200, 30, &["bash", "-c", "work; echo done"])]);
     // bash runs its last command with exec: the action is still the command line /proc gave.
     let out = feed(
