@@ -103,6 +103,18 @@ pub struct Status {
     pub track_failures: u64,
     pub actions_written: u64,
     pub sessions_ended: u64,
+    /// The host chain's head: the last sequence number given to a record.
+    #[serde(default)]
+    pub chain_seq: u64,
+    /// Fingerprint of the key that signs this daemon's checkpoints.
+    #[serde(default)]
+    pub signing_key: String,
+    /// Signed checkpoints written since the daemon started.
+    #[serde(default)]
+    pub checkpoints_written: u64,
+    /// Records in which a redaction rule replaced something, since the daemon started.
+    #[serde(default)]
+    pub records_redacted: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@
 //! - [`cli`]: one module per `agentmon` subcommand; [`control`] is the daemon's socket.
 
 pub mod cgroup;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -16,5 +17,7 @@ pub mod daemon;
 pub mod ebpf;
 pub mod errno;
 pub mod procscan;
+pub mod redact;
 pub mod store;
 pub mod text;
+pub mod verify;

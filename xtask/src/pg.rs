@@ -1,7 +1,13 @@
 //! A private PostgreSQL cluster from the system's binaries: unix socket only, on its own port,
 //! owned by the `postgres` user (initdb and postgres refuse to run as root).
+//!
+//! It holds evidence, so other local users (the monitored agents among them) must not reach
+//! it: the cluster and socket directories are `postgres`-only (mode 0700; root passes
+//! anyway), the socket itself is 0700, and authentication is `peer` with a map that admits only
+//! the OS users root and postgres, as the database user postgres. No `trust` anywhere.
 
 use std::{
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -61,15 +67,16 @@ impl Cluster {
                 self.stop();
             }
             let _ = std::fs::remove_dir_all(&self.dir);
-        } else if self.running(&bin) {
-            return Ok(());
         }
         std::fs::create_dir_all(self.sock())?;
         run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&self.dir))?;
+        for d in [&self.dir, &self.sock()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("securing {}", d.display()))?;
+        }
         if !self.data().join("PG_VERSION").exists() {
             step(&format!("creating a private PostgreSQL cluster in {}", self.data().display()));
             let out = as_postgres(&bin.join("initdb"))
-                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
+                .args(["--auth-local=peer", "--auth-host=reject", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
                 .arg(self.data())
                 .output()?;
             if !out.status.success() {
@@ -80,8 +87,13 @@ impl Cluster {
                 );
             }
         }
+        self.secure_auth()?;
+        if self.running(&bin) {
+            // A cluster made by an older checkout (which trusted every local connection).
+            return run(as_postgres(&bin.join("pg_ctl")).args(["-D"]).arg(self.data()).args(["-s", "reload"]));
+        }
         step(&format!("starting PostgreSQL on port {} (socket in {})", self.port, self.sock().display()));
-        let opts = format!("-p {} -k {} -c listen_addresses=''", self.port, self.sock().display());
+        let opts = format!("-p {} -k {} -c listen_addresses='' -c unix_socket_permissions=0700", self.port, self.sock().display());
         run(as_postgres(&bin.join("pg_ctl"))
             .args(["-w", "-D"])
             .arg(self.data())
@@ -89,6 +101,21 @@ impl Cluster {
             .arg(self.dir.join("postgres.log"))
             .arg("start"))
         .with_context(|| format!("starting PostgreSQL (log: {})", self.dir.join("postgres.log").display()))
+    }
+
+    /// Peer authentication only, for root and postgres, as the database user postgres.
+    fn secure_auth(&self) -> anyhow::Result<()> {
+        let hba = "# Written by cargo xtask: local socket only, peer authentication through the map below.\n\
+                   local all all peer map=agentmon\n";
+        let ident = "# OS user -> database user. Nobody else may connect.\n\
+                     agentmon root postgres\n\
+                     agentmon postgres postgres\n";
+        for (name, text) in [("pg_hba.conf", hba), ("pg_ident.conf", ident)] {
+            let path = self.data().join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            run(Command::new("chown").arg("postgres:postgres").arg(&path))?;
+        }
+        Ok(())
     }
 
     pub fn create_db(&self, name: &str) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@ pub mod query;
 pub mod run;
 pub mod status;
 pub mod table;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -161,6 +162,19 @@ pub enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Check the evidence chain: recompute every row's hash and check the signed checkpoints.
+    /// Exits 0 when everything verifies, 3 when something does not.
+    Verify(verify::VerifyArgs),
+    /// Apply the database migrations (creates the schema and the agentmon_owner, _writer and
+    /// _reader roles). Needs a login that may create roles and tables; the daemon does this
+    /// itself when its login may.
+    Migrate {
+        /// `PostgreSQL` URL of a login that owns the schema (or a superuser).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        #[arg(long, default_value = config::CONFIG_PATH)]
+        config: PathBuf,
+    },
     /// Show one action and its process tree.
     Show {
         /// Action id or unique id prefix/suffix.
@@ -174,10 +188,11 @@ pub enum Command {
     },
 }
 
-async fn pool(db: &DbArgs) -> anyhow::Result<sqlx::PgPool> {
+/// The query commands read through the reader role.
+pub async fn pool(db: &DbArgs) -> anyhow::Result<sqlx::PgPool> {
     let file = FileConfig::load(&db.config)?;
     let url = config::query_database_url(db.database_url.as_deref(), &file, &db.addr.runtime_dir)?;
-    Ok(store::connect(&url).await?)
+    Ok(store::connect_as(&url, store::Role::Reader).await?)
 }
 
 /// Run the parsed command; returns the process exit code.
@@ -219,6 +234,15 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Events { session, kind, limit, db } => {
             let pool = pool(&db).await?;
             query::events(&pool, &session, kind.as_deref(), limit, db.json).await.map(|()| 0)
+        }
+        Command::Verify(args) => verify::run(&args).await,
+        Command::Migrate { database_url, config } => {
+            let file = FileConfig::load(&config)?;
+            let url = config::daemon_database_url(database_url.as_deref(), &file)?;
+            let pool = store::connect(&url).await?;
+            store::migrate(&pool).await?;
+            eprintln!("agentmon: the schema of {} is up to date", store::redact_url(&url));
+            Ok(0)
         }
         Command::Show { action, all, db } => {
             let pool = pool(&db).await?;

@@ -374,6 +374,8 @@ impl Correlator {
             pid: hdr.tgid,
             tid: hdr.pid,
             data: data.to_string(),
+            redacted: Vec::new(),
+            chain: ChainLink::default(),
         };
         // The raw event goes first so it is stored before anything derived from it.
         out.insert(0, Output::Event(record));
@@ -703,6 +705,7 @@ impl Correlator {
                 events_lost: 0,
                 files,
                 net,
+                ..SessionEnd::default()
             },
             None => SessionEnd { cgroup_id: cgroup, ended_at: now, ..SessionEnd::default() },
         }));

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::resources::{FileSummary, NetSummary};
+pub use crate::chain::ChainLink;
 
 /// One process of an action's subtree (or the agent process itself).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -24,6 +25,12 @@ pub struct ProcessRecord {
     pub ended_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// Redaction rules that replaced something in this row (filled in by the daemon's redact stage).
+    #[serde(default)]
+    pub redacted: Vec<String>,
+    /// Its row's place in the host's hash chain (filled in by the daemon's chain stage).
+    #[serde(default)]
+    pub chain: ChainLink,
 }
 
 /// One command the agent started, with its whole subtree.
@@ -50,6 +57,10 @@ pub struct ActionRecord {
     /// Files the whole subtree touched, identical accesses collapsed with a count.
     pub files: Vec<FileSummary>,
     pub net: Vec<NetSummary>,
+    #[serde(default)]
+    pub redacted: Vec<String>,
+    #[serde(default)]
+    pub chain: ChainLink,
 }
 
 /// One raw kernel event.
@@ -67,6 +78,10 @@ pub struct EventRecord {
     pub tid: u32,
     /// The event's details as JSON text, serialised once (it is most of the queued volume).
     pub data: String,
+    #[serde(default)]
+    pub redacted: Vec<String>,
+    #[serde(default)]
+    pub chain: ChainLink,
 }
 
 /// The agent process of a session (action processes are stored with their action).
@@ -93,6 +108,10 @@ pub struct SessionEnd {
     /// What the agent process itself touched.
     pub files: Vec<FileSummary>,
     pub net: Vec<NetSummary>,
+    #[serde(default)]
+    pub redacted: Vec<String>,
+    #[serde(default)]
+    pub chain: ChainLink,
 }
 
 /// A new session, written by the daemon when it starts tracking one.
@@ -106,6 +125,42 @@ pub struct SessionStart {
     pub uid: u32,
     pub source: String,
     pub started_at: DateTime<Utc>,
+    #[serde(default)]
+    pub redacted: Vec<String>,
+    #[serde(default)]
+    pub chain: ChainLink,
+}
+
+/// A signed statement of the chain's head: host, sequence, head hash and time. Written every
+/// few seconds while records flow, once a minute while idle, at start and at a graceful stop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub id: Uuid,
+    /// The last chained row it covers (the checkpoint row itself is the next one).
+    pub covers_seq: u64,
+    /// That row's chain hash, lowercase hex.
+    pub head_hash: String,
+    pub at: DateTime<Utc>,
+    /// `start`, `periodic`, `heartbeat` or `stop`.
+    pub kind: String,
+    /// The daemon promises another checkpoint within this many seconds, unless this is a stop.
+    pub next_within_secs: u64,
+    pub key_fingerprint: String,
+    /// ed25519 signature of the signed message (see `chain::checkpoint_message`), lowercase hex.
+    pub signature: String,
+    #[serde(default)]
+    pub chain: ChainLink,
+}
+
+/// The public key a host signs its checkpoints with, registered once per key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningKey {
+    pub fingerprint: String,
+    /// ed25519 public key, lowercase hex.
+    pub public_key: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub chain: ChainLink,
 }
 
 /// Everything the store writes, in the order it must be written.
@@ -116,6 +171,8 @@ pub enum Output {
     Process(ProcessRow),
     Action(ActionRecord),
     SessionEnd(SessionEnd),
+    Checkpoint(Checkpoint),
+    SigningKey(SigningKey),
 }
 
 impl Output {
@@ -140,8 +197,22 @@ impl Output {
                     + a.processes.iter().map(process).sum::<usize>() + files(&a.files, &a.net)
             }
             Self::SessionEnd(e) => 200 + strs(&e.root_argv) + files(&e.files, &e.net),
+            Self::Checkpoint(c) => 300 + c.head_hash.len() + c.signature.len(),
+            Self::SigningKey(k) => 200 + k.public_key.len(),
         };
         n as u64
+    }
+
+    /// Whether a redaction rule replaced something in it.
+    pub fn redacted(&self) -> bool {
+        match self {
+            Self::SessionStart(s) => !s.redacted.is_empty(),
+            Self::Event(e) => !e.redacted.is_empty(),
+            Self::Process(p) => !p.rec.redacted.is_empty(),
+            Self::Action(a) => !a.redacted.is_empty() || a.processes.iter().any(|p| !p.redacted.is_empty()),
+            Self::SessionEnd(e) => !e.redacted.is_empty(),
+            Self::Checkpoint(_) | Self::SigningKey(_) => false,
+        }
     }
 
     /// Raw events may be shed under pressure (and are counted); everything else is always kept.
@@ -149,7 +220,8 @@ impl Output {
         matches!(self, Self::Event(_))
     }
 
-    /// The session a record belongs to, for charging a shed event.
+    /// The session a record belongs to, for charging a shed event (nil for the chain's own
+    /// records).
     pub fn session_id(&self) -> uuid::Uuid {
         match self {
             Self::SessionStart(s) => s.id,
@@ -157,6 +229,7 @@ impl Output {
             Self::Process(p) => p.session_id,
             Self::Action(a) => a.session_id,
             Self::SessionEnd(e) => e.session_id,
+            Self::Checkpoint(_) | Self::SigningKey(_) => Uuid::nil(),
         }
     }
 }

@@ -49,7 +49,8 @@ impl Handoff {
 }
 
 /// Write it durably (temporary file, fsync, rename), readable by root only.
-pub fn save(state_dir: &Path, h: &Handoff) -> std::io::Result<()> {
+/// `h` is a [`Handoff`] as JSON (redacted by the caller).
+pub fn save(state_dir: &Path, h: &serde_json::Value) -> std::io::Result<()> {
     let tmp = state_dir.join(format!("{FILE}.tmp"));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;

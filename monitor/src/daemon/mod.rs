@@ -10,10 +10,12 @@
 //! daemon to the next across a graceful restart. This file wires the stages and owns the
 //! sessions: start, tag, re-adopt after a restart, and end (when the kernel agrees).
 
+pub mod chain;
 pub mod control;
 pub mod handoff;
 pub mod queue;
 pub mod reader;
+pub mod redact;
 pub mod spool;
 pub mod store;
 
@@ -77,6 +79,18 @@ pub struct DaemonArgs {
     /// [default: `spool_max_mb` in the config file, else 4096].
     #[arg(long, value_name = "MIB")]
     pub spool_max_mb: Option<u64>,
+    /// Where signed checkpoints are copied besides the database: a file (one JSON object per
+    /// line, what `verify --witness` reads) or `journal` [default: `checkpoint_log` in the
+    /// config file, else <state-dir>/checkpoints.jsonl].
+    #[arg(long, value_name = "PATH|journal")]
+    pub checkpoint_log: Option<String>,
+    /// Seconds between checkpoints while records flow [default: 5].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub checkpoint_secs: Option<u64>,
+    /// Longest time between checkpoints when idle; `verify` reports a tail older than this
+    /// (plus half, at least 5 s) with no stop checkpoint as cut [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub heartbeat_secs: Option<u64>,
     /// Config file.
     #[arg(long, default_value = config::CONFIG_PATH)]
     pub config: PathBuf,
@@ -109,6 +123,10 @@ struct SessionMeta {
 
 struct Daemon {
     probes: Probes,
+    redactor: crate::redact::Redactor,
+    chain: chain::Chain,
+    records_redacted: u64,
+    checkpoints_written: u64,
     correlator: Correlator,
     queue: SharedQueue,
     store_stats: Arc<StoreStats>,
@@ -177,9 +195,18 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     let state = args.state_dir.clone().or(file.state_dir.clone()).unwrap_or_else(|| config::DEFAULT_STATE_DIR.into());
     state_dir(&state)?;
+    let redactor = redact::open(&state, &file.redaction)?;
+    info!(rules = redactor.rule_names().len(), "secrets are redacted before anything is stored");
+    let (key, new_key) = chain::load_or_create_key(&state)?;
+    let checkpoint_log = chain::CheckpointLog::parse(
+        &args.checkpoint_log.clone().or(file.checkpoint_log.clone()).unwrap_or_else(|| state.join("checkpoints.jsonl").display().to_string()),
+    );
     info!(database = %crate::store::redact_url(&url), "connecting to the database");
-    let pool = crate::store::connect(&url).await?;
-    crate::store::migrate(&pool).await?;
+    let admin = crate::store::connect(&url).await?;
+    crate::store::migrate(&admin).await?;
+    admin.close().await;
+    // Everything after the migration appends through the writer role.
+    let pool = crate::store::connect_as(&url, crate::store::Role::Writer).await?;
 
     let cgroup_mount = cgroup::cgroup2_mount()?;
     let cgroup_root = args.cgroup_root.clone().unwrap_or_else(|| cgroup_mount.join("agentmon"));
@@ -224,8 +251,28 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let sync_task = tokio::spawn(store::sync_spool(queue.clone()));
 
     let (clock, boot_id) = clock()?;
+    let secs = |flag: Option<u64>, file: Option<u64>, default| Duration::from_secs(flag.or(file).unwrap_or(default));
+    let chain = chain::Chain::new(
+        host.clone(),
+        None,
+        key,
+        checkpoint_log.clone(),
+        secs(args.checkpoint_secs, file.checkpoint_secs, 5),
+        secs(args.heartbeat_secs, file.heartbeat_secs, 60),
+    );
+    info!(
+        key = %chain.fingerprint,
+        public_key = %chain.public_key,
+        new = new_key,
+        log = ?checkpoint_log,
+        "checkpoints are signed with this ed25519 key"
+    );
     let mut daemon = Daemon {
         probes,
+        redactor,
+        chain,
+        records_redacted: 0,
+        checkpoints_written: 0,
         correlator: Correlator::new(clock),
         queue,
         store_stats,
@@ -256,6 +303,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
 
     let _ = std::fs::remove_file(crate::control::socket_path(&args.runtime_dir));
     let _ = std::fs::remove_file(args.runtime_dir.join(config::DATABASE_URL_FILE));
+    // The last record of the chain: "stopped", as opposed to "the tail was cut".
+    daemon.checkpoint("stop");
     daemon.hand_over();
     // Store what the database takes in time; spool the rest for the next daemon.
     let _ = mode_tx.send(StoreMode::Drain);
@@ -337,7 +386,17 @@ impl Daemon {
                 }
             }
             more = self.pump(reader, false);
+            if let Some(kind) = self.chain.due() {
+                self.checkpoint(kind);
+            }
         }
+    }
+
+    /// Sign and queue a checkpoint of the chain's head (also copied to the external log).
+    fn checkpoint(&mut self, kind: &str) {
+        let c = self.chain.checkpoint(kind);
+        lock(&self.queue).push(c);
+        self.checkpoints_written += 1;
     }
 
     /// Read, correlate and queue until the rings are drained (or `all` at shutdown), or for at
@@ -382,7 +441,18 @@ impl Daemon {
                 }
                 info!(session = %end.session_id, actions = end.actions, lost = end.events_lost, "session ended");
             }
-            q.push(o);
+            // Redact, then chain, then queue: nothing unredacted or unchained reaches the
+            // spool, the database or the log.
+            let data = redact::apply(&self.redactor, &mut o);
+            if o.redacted() {
+                self.records_redacted += 1;
+            }
+            let before = self.chain.head();
+            self.chain.seal(&mut o, data);
+            if !q.push(o) {
+                // Shed (counted against its session): it takes no place in the chain.
+                self.chain.rewind(before);
+            }
         }
     }
 
@@ -414,7 +484,12 @@ impl Daemon {
             .collect();
         drop(q);
         let h = handoff::Handoff::new(self.boot_id.clone(), self.host.clone(), sessions, self.correlator.take_state());
-        match handoff::save(&self.state_dir, &h) {
+        let saved = serde_json::to_value(&h).map_err(std::io::Error::from).and_then(|mut v| {
+            // The state holds in-flight argv and paths: redacted like records before it is written.
+            redact::state(&self.redactor, &mut v["correlator"]);
+            handoff::save(&self.state_dir, &v)
+        });
+        match saved {
             Ok(()) => info!(sessions = h.sessions.len(), "correlation state handed over for the next daemon"),
             Err(e) => warn!(error = %e, "could not write the handoff; the next daemon re-seeds sessions from /proc"),
         }
@@ -495,6 +570,10 @@ impl Daemon {
             track_failures: k.track_failures,
             actions_written: st.actions_written,
             sessions_ended: st.sessions_ended,
+            chain_seq: self.chain.head().seq,
+            signing_key: self.chain.fingerprint.clone(),
+            checkpoints_written: self.checkpoints_written,
+            records_redacted: self.records_redacted,
         }
     }
 
@@ -516,6 +595,8 @@ impl Daemon {
             uid,
             source: source.to_owned(),
             started_at: Utc::now(),
+            redacted: Vec::new(),
+            chain: crate::chain::ChainLink::default(),
         })]);
         Ok(cgroup_id)
     }
@@ -598,6 +679,20 @@ impl Daemon {
             }
             waited += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The chain continues from the newest stored row: the spool is stored, so that is the
+        // last record any earlier daemon kept. A start checkpoint signs it before anything new.
+        let head = crate::store::chain_head(pool, &self.host).await?;
+        self.chain.set_head(head);
+        info!(seq = head.map_or(0, |h| h.seq), "chain head");
+        self.checkpoint("start");
+        let registered: Option<i32> = sqlx::query_scalar("SELECT 1 FROM signing_keys WHERE host = $1 AND fingerprint = $2")
+            .bind(&self.host)
+            .bind(&self.chain.fingerprint)
+            .fetch_optional(pool)
+            .await?;
+        if registered.is_none() {
+            self.enqueue(vec![self.chain.key_record()]);
         }
         let rows: Vec<(Uuid, String, String, i64, String, i64, i64)> = sqlx::query_as(
             "SELECT s.id, s.agent, s.cgroup, s.cgroup_id, s.source, \

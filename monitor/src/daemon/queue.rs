@@ -366,6 +366,8 @@ mod tests {
             pid: 1,
             tid: 1,
             data: "{\"path\":\"/etc/hostname\"}".into(),
+            redacted: Vec::new(),
+            chain: crate::chain::ChainLink::default(),
         })
     }
 
@@ -379,6 +381,8 @@ mod tests {
             uid: 0,
             source: "run".into(),
             started_at: chrono::DateTime::default(),
+            redacted: Vec::new(),
+            chain: crate::chain::ChainLink::default(),
         })
     }
 

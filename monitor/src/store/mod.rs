@@ -8,7 +8,10 @@ use std::time::Duration;
 use sqlx::{PgPool, Postgres, QueryBuilder, postgres::PgPoolOptions};
 use uuid::Uuid;
 
-use crate::correlate::{ActionRecord, EventRecord, Output, ProcessRecord, SessionEnd, SessionStart};
+use crate::{
+    chain::{ChainLink, hex, process_id},
+    correlate::{ActionRecord, Checkpoint, EventRecord, Output, ProcessRecord, SessionEnd, SessionStart, SigningKey},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,6 +23,8 @@ pub enum StoreError {
     },
     #[error("applying database migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the database schema needs migrating and this login may not ({0}): run `agentmon migrate --database-url <owner's URL>` once, then start again")]
+    NotMigrated(String),
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
 }
@@ -45,17 +50,103 @@ pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
         .map_err(|source| StoreError::Connect { target: redact_url(url), source })
 }
 
+/// The least-privilege roles the migrations create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// INSERT and SELECT only: the daemon.
+    Writer,
+    /// SELECT only: the query commands and `verify`.
+    Reader,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Writer => "agentmon_writer",
+            Self::Reader => "agentmon_reader",
+        }
+    }
+}
+
+/// Connect, and act as `role` on every connection when the login may (`SET ROLE`): an admin
+/// URL then writes or reads with the role's rights only. A login that is not a member keeps its
+/// own rights (for example one an admin granted SELECT directly).
+pub async fn connect_as(url: &str, role: Role) -> Result<PgPool, StoreError> {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                let member: Option<bool> = sqlx::query_scalar("SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = $1")
+                    .bind(role.name())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if member == Some(true) {
+                    sqlx::query(&format!("SET ROLE {}", role.name())).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .map_err(|source| StoreError::Connect { target: redact_url(url), source })
+}
+
+/// Apply the migrations this build has and the database lacks. A database already up to date
+/// needs no rights beyond SELECT on `_sqlx_migrations`, so a writer-only login works.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    sqlx::migrate!("../migrations").run(pool).await?;
-    Ok(())
+    let migrator = sqlx::migrate!("../migrations");
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await.unwrap_or_default();
+    if migrator.iter().all(|m| applied.contains(&m.version)) {
+        return Ok(());
+    }
+    migrator.run(pool).await.map_err(|e| match &e {
+        sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42501") => StoreError::NotMigrated(d.message().to_owned()),
+        _ => StoreError::Migrate(e),
+    })
+}
+
+/// The newest chained row of a host: where its chain continues.
+pub async fn chain_head(pool: &PgPool, host: &str) -> Result<Option<crate::chain::Head>, sqlx::Error> {
+    let parts: Vec<String> = crate::chain::ROW_SQL
+        .iter()
+        .map(|(t, _, _)| format!("(SELECT chain_seq, chain_hash FROM {t} WHERE host = $1 AND chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1)"))
+        .collect();
+    let sql = format!("SELECT chain_seq, chain_hash FROM ({}) t ORDER BY chain_seq DESC LIMIT 1", parts.join(" UNION ALL "));
+    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(&sql).bind(host).fetch_optional(pool).await?;
+    Ok(row.and_then(|(seq, h)| Some(crate::chain::Head { seq: seq as u64, hash: h.try_into().ok()? })))
 }
 
 /// Rows per INSERT statement (well under Postgres's 65535 bind parameters).
 const CHUNK: usize = 1000;
 
-fn process_id(session: Uuid, exec_id: &str) -> Uuid {
-    // Deterministic, so a retried batch inserts nothing twice.
-    Uuid::new_v5(&session, exec_id.as_bytes())
+/// A chain position as stored: the daemon numbers from 1, so 0 means "never chained" (a record
+/// spooled by a daemon older than the chain) and is stored as NULL.
+fn chain_seq(c: &ChainLink) -> Option<i64> {
+    (c.seq > 0).then_some(c.seq as i64)
+}
+
+fn chain_hash(c: &ChainLink) -> Option<Vec<u8>> {
+    (c.seq > 0).then(|| c.hash.to_vec())
+}
+
+/// A text array in COPY's text format (rule names are plain words).
+fn copy_text_array(out: &mut String, items: &[String]) {
+    out.push('{');
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in s.chars() {
+            if c == '"' || c == '\\' {
+                out.push_str("\\\\");
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
 }
 
 /// Escape one field for COPY's text format.
@@ -83,10 +174,16 @@ async fn copy_events(conn: &mut sqlx::PgConnection, host: &str, rows: &[&EventRe
         copy_field(&mut buf, &e.exec_id);
         let _ = write!(buf, "\t{}\t{}\t{}\t{}\t{}\t", e.seq, e.ts.to_rfc3339(), e.kind, e.pid, e.tid);
         copy_field(&mut buf, &e.data);
-        buf.push('\n');
+        buf.push('\t');
+        copy_text_array(&mut buf, &e.redacted);
+        if e.chain.seq > 0 {
+            let _ = write!(buf, "\t{}\t\\\\x{}\n", e.chain.seq, hex(&e.chain.hash));
+        } else {
+            buf.push_str("\t\\N\t\\N\n");
+        }
     }
     let mut copy = conn
-        .copy_in_raw("COPY events (id, host, session_id, action_id, exec_id, seq, ts, kind, pid, tid, data) FROM STDIN")
+        .copy_in_raw("COPY events (id, host, session_id, action_id, exec_id, seq, ts, kind, pid, tid, data, redacted, chain_seq, chain_hash) FROM STDIN")
         .await?;
     copy.send(buf.into_bytes()).await?;
     copy.finish().await?;
@@ -111,6 +208,8 @@ pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output], mode: Even
     let mut actions = Vec::new();
     let mut procs: Vec<(Uuid, Option<Uuid>, &ProcessRecord)> = Vec::new();
     let mut ends = Vec::new();
+    let mut checkpoints = Vec::new();
+    let mut keys = Vec::new();
     for o in batch {
         match o {
             Output::SessionStart(s) => starts.push(s),
@@ -121,6 +220,8 @@ pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output], mode: Even
             }
             Output::Process(p) => procs.push((p.session_id, p.action_id, &p.rec)),
             Output::SessionEnd(e) => ends.push(e),
+            Output::Checkpoint(c) => checkpoints.push(c),
+            Output::SigningKey(k) => keys.push(k),
         }
     }
     let mut tx = pool.begin().await?;
@@ -145,12 +246,18 @@ pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output], mode: Even
     for chunk in ends.chunks(CHUNK) {
         insert_ends(host, chunk).build().execute(&mut *tx).await?;
     }
+    for chunk in keys.chunks(CHUNK) {
+        insert_keys(host, chunk).build().execute(&mut *tx).await?;
+    }
+    for chunk in checkpoints.chunks(CHUNK) {
+        insert_checkpoints(host, chunk).build().execute(&mut *tx).await?;
+    }
     tx.commit().await
 }
 
 fn insert_sessions<'a>(host: &'a str, rows: &'a [&'a SessionStart]) -> QueryBuilder<'a, Postgres> {
     let mut q = QueryBuilder::new(
-        "INSERT INTO sessions (id, host, agent, label, cgroup, cgroup_id, uid, source, started_at) ",
+        "INSERT INTO sessions (id, host, agent, label, cgroup, cgroup_id, uid, source, started_at, redacted, chain_seq, chain_hash) ",
     );
     q.push_values(rows, |mut b, s| {
         b.push_bind(s.id)
@@ -161,7 +268,10 @@ fn insert_sessions<'a>(host: &'a str, rows: &'a [&'a SessionStart]) -> QueryBuil
             .push_bind(s.cgroup_id as i64)
             .push_bind(i64::from(s.uid))
             .push_bind(&s.source)
-            .push_bind(s.started_at);
+            .push_bind(s.started_at)
+            .push_bind(&s.redacted)
+            .push_bind(chain_seq(&s.chain))
+            .push_bind(chain_hash(&s.chain));
     });
     q.push(" ON CONFLICT (id) DO NOTHING");
     q
@@ -170,7 +280,7 @@ fn insert_sessions<'a>(host: &'a str, rows: &'a [&'a SessionStart]) -> QueryBuil
 fn insert_actions<'a>(host: &'a str, rows: &'a [&'a ActionRecord]) -> QueryBuilder<'a, Postgres> {
     let mut q = QueryBuilder::new(
         "INSERT INTO actions (id, session_id, host, exec_id, pid, argv, argv_truncated, command, cwd, exe, uid, \
-         started_at, ended_at, duration_ms, exit_code, signal, complete, files, net) ",
+         started_at, ended_at, duration_ms, exit_code, signal, complete, files, net, redacted, chain_seq, chain_hash) ",
     );
     q.push_values(rows, |mut b, a| {
         b.push_bind(a.id)
@@ -191,7 +301,10 @@ fn insert_actions<'a>(host: &'a str, rows: &'a [&'a ActionRecord]) -> QueryBuild
             .push_bind(a.signal)
             .push_bind(a.complete)
             .push_bind(sqlx::types::Json(&a.files))
-            .push_bind(sqlx::types::Json(&a.net));
+            .push_bind(sqlx::types::Json(&a.net))
+            .push_bind(&a.redacted)
+            .push_bind(chain_seq(&a.chain))
+            .push_bind(chain_hash(&a.chain));
     });
     q.push(" ON CONFLICT (id) DO NOTHING");
     q
@@ -200,7 +313,7 @@ fn insert_actions<'a>(host: &'a str, rows: &'a [&'a ActionRecord]) -> QueryBuild
 fn insert_processes<'a>(host: &'a str, rows: &'a [(Uuid, Option<Uuid>, &'a ProcessRecord)]) -> QueryBuilder<'a, Postgres> {
     let mut q = QueryBuilder::new(
         "INSERT INTO processes (id, session_id, action_id, host, exec_id, pid, ppid, argv, prior_argv, argv_truncated, \
-         exe, cwd, uid, started_at, ended_at, exit_code, signal) ",
+         exe, cwd, uid, started_at, ended_at, exit_code, signal, redacted, chain_seq, chain_hash) ",
     );
     q.push_values(rows, |mut b, (session, action, p)| {
         b.push_bind(process_id(*session, &p.exec_id))
@@ -219,7 +332,10 @@ fn insert_processes<'a>(host: &'a str, rows: &'a [(Uuid, Option<Uuid>, &'a Proce
             .push_bind(p.started_at)
             .push_bind(p.ended_at)
             .push_bind(p.exit_code)
-            .push_bind(p.signal);
+            .push_bind(p.signal)
+            .push_bind(&p.redacted)
+            .push_bind(chain_seq(&p.chain))
+            .push_bind(chain_hash(&p.chain));
     });
     q.push(" ON CONFLICT (id) DO NOTHING");
     q
@@ -227,7 +343,7 @@ fn insert_processes<'a>(host: &'a str, rows: &'a [(Uuid, Option<Uuid>, &'a Proce
 
 fn insert_events<'a>(host: &'a str, rows: &'a [&'a EventRecord]) -> QueryBuilder<'a, Postgres> {
     let mut q = QueryBuilder::new(
-        "INSERT INTO events (id, host, session_id, action_id, exec_id, seq, ts, kind, pid, tid, data) ",
+        "INSERT INTO events (id, host, session_id, action_id, exec_id, seq, ts, kind, pid, tid, data, redacted, chain_seq, chain_hash) ",
     );
     q.push_values(rows, |mut b, e| {
         b.push_bind(e.id)
@@ -241,7 +357,10 @@ fn insert_events<'a>(host: &'a str, rows: &'a [&'a EventRecord]) -> QueryBuilder
             .push_bind(i64::from(e.pid))
             .push_bind(i64::from(e.tid))
             .push_bind(&e.data)
-            .push_unseparated("::jsonb");
+            .push_unseparated("::jsonb")
+            .push_bind(&e.redacted)
+            .push_bind(chain_seq(&e.chain))
+            .push_bind(chain_hash(&e.chain));
     });
     q.push(" ON CONFLICT (session_id, seq) DO NOTHING");
     q
@@ -249,7 +368,7 @@ fn insert_events<'a>(host: &'a str, rows: &'a [&'a EventRecord]) -> QueryBuilder
 
 fn insert_ends<'a>(host: &'a str, rows: &'a [&'a SessionEnd]) -> QueryBuilder<'a, Postgres> {
     let mut q = QueryBuilder::new(
-        "INSERT INTO session_ends (session_id, host, ended_at, root_pid, root_exec_id, root_argv, actions, events, events_lost, files, net) ",
+        "INSERT INTO session_ends (session_id, host, ended_at, root_pid, root_exec_id, root_argv, actions, events, events_lost, files, net, redacted, chain_seq, chain_hash) ",
     );
     q.push_values(rows, |mut b, e| {
         b.push_bind(e.session_id)
@@ -262,9 +381,47 @@ fn insert_ends<'a>(host: &'a str, rows: &'a [&'a SessionEnd]) -> QueryBuilder<'a
             .push_bind(e.events as i64)
             .push_bind(e.events_lost as i64)
             .push_bind(sqlx::types::Json(&e.files))
-            .push_bind(sqlx::types::Json(&e.net));
+            .push_bind(sqlx::types::Json(&e.net))
+            .push_bind(&e.redacted)
+            .push_bind(chain_seq(&e.chain))
+            .push_bind(chain_hash(&e.chain));
     });
     q.push(" ON CONFLICT (session_id) DO NOTHING");
+    q
+}
+
+fn insert_checkpoints<'a>(host: &'a str, rows: &'a [&'a Checkpoint]) -> QueryBuilder<'a, Postgres> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO checkpoints (id, host, covers_seq, head_hash, at, kind, next_within_secs, key_fingerprint, signature, chain_seq, chain_hash) ",
+    );
+    q.push_values(rows, |mut b, c| {
+        b.push_bind(c.id)
+            .push_bind(host)
+            .push_bind(c.covers_seq as i64)
+            .push_bind(&c.head_hash)
+            .push_bind(c.at)
+            .push_bind(&c.kind)
+            .push_bind(c.next_within_secs as i64)
+            .push_bind(&c.key_fingerprint)
+            .push_bind(&c.signature)
+            .push_bind(chain_seq(&c.chain))
+            .push_bind(chain_hash(&c.chain));
+    });
+    q.push(" ON CONFLICT (id) DO NOTHING");
+    q
+}
+
+fn insert_keys<'a>(host: &'a str, rows: &'a [&'a SigningKey]) -> QueryBuilder<'a, Postgres> {
+    let mut q = QueryBuilder::new("INSERT INTO signing_keys (host, fingerprint, public_key, created_at, chain_seq, chain_hash) ");
+    q.push_values(rows, |mut b, k| {
+        b.push_bind(host)
+            .push_bind(&k.fingerprint)
+            .push_bind(&k.public_key)
+            .push_bind(k.created_at)
+            .push_bind(chain_seq(&k.chain))
+            .push_bind(chain_hash(&k.chain));
+    });
+    q.push(" ON CONFLICT (host, fingerprint) DO NOTHING");
     q
 }
 
