@@ -28,22 +28,18 @@ use sha2::Sha256;
 pub struct RuleSpec {
     pub name: String,
     pub pattern: String,
-    #[serde(default)]
-    pub keywords: Vec<String>,
+    #[serde(default)] pub keywords: Vec<String>,
 }
 
 /// The `[redaction]` section of the config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedactConfig {
-    #[serde(default)]
-    pub rules: Vec<RuleSpec>,
+    #[serde(default)] pub rules: Vec<RuleSpec>,
     /// Regexes; a candidate secret that matches one of them (whole match) is left alone (false positives).
-    #[serde(default)]
-    pub allow: Vec<String>,
+    #[serde(default)] pub allow: Vec<String>,
     /// Names of built-in rules to turn off.
-    #[serde(default)]
-    pub disable: Vec<String>,
+    #[serde(default)] pub disable: Vec<String>,
 }
 
 /// A configuration the engine cannot be built from. Regex errors are kept as their one-line
@@ -61,10 +57,7 @@ pub enum RedactError {
     #[error("cannot disable redaction rule `{name}`: there is no built-in rule by that name")]
     UnknownDisable { name: String },
     #[error("cannot build the redaction keyword matcher")]
-    Keywords {
-        #[source]
-        source: aho_corasick::BuildError,
-    },
+    Keywords { #[source] source: aho_corasick::BuildError },
 }
 
 /// The rule names found in one record, sorted and deduplicated.
@@ -86,23 +79,17 @@ struct Builtin {
     check: Option<Check>,
 }
 
+/// Ranks, least specific first. `PREFIX` is for a format inside another's (`sk-ant-` in `sk-`).
 const GENERIC: u8 = 0;
 const CONTEXT: u8 = 1;
 const VENDOR: u8 = 2;
 const PREFIX: u8 = 3;
 
 /// Words that make a variable or flag name secret-ish; [`is_secret_name`] decides precisely.
-macro_rules! name_word {
-    () => {
-        "(?:pass|pwd|token|secret|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)"
-    };
-}
-/// A value: quoted (the quotes are kept, see [`Redactor::scan`]) or up to whitespace or a quote.
-macro_rules! value {
-    () => {
-        r#"(?P<secret>"[^"]*"|'[^']*'|[^\s'"]+)"#
-    };
-}
+macro_rules! name_word { () => { "(?:pass|pwd|token|secret|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)" }; }
+/// A value: quoted (the quotes are kept, see [`Redactor::scan`]; a cut-off quote runs to the end)
+/// or up to whitespace or a quote.
+macro_rules! value { () => { r#"(?P<secret>"[^"]*"?|'[^']*'?|[^\s'"]+)"# }; }
 const NAME_KEYWORDS: &[&str] = &[
     "pass", "pwd", "token", "secret", "api_key", "api-key", "apikey", "access_key", "access-key",
     "accesskey", "private_key", "private-key", "privatekey", "credential", "auth",
@@ -136,21 +123,21 @@ const BUILTINS: &[Builtin] = &[
     Builtin { name: "url_password", keywords: &["://"], rank: CONTEXT, check: None,
         pattern: r#"(?i)(?-u:\b)[a-z][a-z0-9+.-]*://[^\s:/?#@'"]*:(?P<secret>[^\s/?#'"]+)@"# },
     Builtin { name: "authorization", keywords: &["authorization"], rank: CONTEXT, check: Some(not_scheme),
-        pattern: r#"(?i)authorization["']?[ \t]*[:=][ \t]*(?:[a-z][a-z0-9_-]*[ \t]+)?(?P<secret>[^\s'"]+)"# },
+        pattern: r#"(?i)authorization["']?[ \t]*[:=][ \t]*["']?(?:[a-z][a-z0-9_-]*[ \t]+)?(?P<secret>[^\s'"]+)"# },
     Builtin { name: "authorization", keywords: &["bearer"], rank: CONTEXT, check: Some(not_word),
         pattern: r#"(?i)(?-u:\b)bearer[ \t]+(?P<secret>[^\s'"]{8,})"# },
     Builtin { name: "password_flag", keywords: NAME_KEYWORDS, rank: CONTEXT, check: Some(secret_name),
         pattern: concat!(r"(?i)--(?P<name>[a-z0-9_-]*", name_word!(), r"[a-z0-9_-]*)=", value!()) },
     // With a space, a value starting `--` is the next flag, and `-` alone means stdin.
     Builtin { name: "password_flag", keywords: NAME_KEYWORDS, rank: CONTEXT, check: Some(secret_name),
-        pattern: concat!(r"(?i)--(?P<name>[a-z0-9_-]*", name_word!(), r#"[a-z0-9_-]*)[ \t]+(?P<secret>"[^"]*"|'[^']*'|(?:[^\s'"-]|-[^\s'"-])[^\s'"]*)"#) },
+        pattern: concat!(r"(?i)--(?P<name>[a-z0-9_-]*", name_word!(), r#"[a-z0-9_-]*)[ \t]+(?P<secret>"[^"]*"?|'[^']*'?|(?:[^\s'"-]|-[^\s'"-])[^\s'"]*)"#) },
     // Case-sensitive: `-P3306` is a port. A bare `-p` prompts and has no value to find.
     Builtin { name: "mysql_password", keywords: &["mysql", "mariadb"], rank: CONTEXT, check: None,
         pattern: concat!(r"(?-u:\b)(?:mysql|mysqldump|mysqladmin|mysqlsh|mariadb|mariadb-dump)(?-u:\b)[^\n;&|]*?[ \t]-p", value!()) },
     Builtin { name: "sshpass", keywords: &["sshpass"], rank: CONTEXT, check: None,
         pattern: concat!(r"(?-u:\b)sshpass(?:[ \t]+-[fdP][ \t]*\S+|[ \t]+-[evhV]+)*[ \t]+-p[ \t]*", value!()) },
     Builtin { name: "secret_assignment", keywords: NAME_KEYWORDS, rank: GENERIC, check: Some(secret_name),
-        pattern: concat!(r"(?i)(?-u:\b)(?P<name>[a-z0-9_]*", name_word!(), r#"[a-z0-9_]*)=(?P<secret>"[^"]*"|'[^']*'|[^\s;&|'"]+)"#) },
+        pattern: concat!(r"(?i)(?-u:\b)(?P<name>[a-z0-9_]*", name_word!(), r#"[a-z0-9_]*)=(?P<secret>"[^"]*"?|'[^']*'?|[^\s;&|'"]+)"#) },
     Builtin { name: "secret_assignment", keywords: NAME_KEYWORDS, rank: GENERIC, check: Some(secret_name),
         pattern: concat!(r#"(?i)"(?P<name>[a-z0-9_.-]*"#, name_word!(), r#"[a-z0-9_.-]*)"[ \t]*:[ \t]*"(?P<secret>[^"]+)""#) },
 ];
@@ -165,7 +152,7 @@ const MARKER: usize = 0;
 /// Whether a variable or flag name says its value is a credential. Whole parts matter for the
 /// short words: `DB_PASS` and `GITHUB_TOKEN` are secrets, `BYPASS_CACHE`, `MAX_TOKENS`,
 /// `GIT_AUTHOR_NAME` and the shell's `PWD` are not; a `_FILE`/`-path`… suffix names where the
-/// secret lives, not the secret.
+/// secret lives, not the secret, and `--no-password`/`--ask-pass` are switches without a value.
 fn is_secret_name(name: &str) -> bool {
     const ANYWHERE: &[&str] = &[
         "password", "passwd", "passphrase", "secret", "apikey", "api_key", "api-key", "accesskey",
@@ -173,7 +160,8 @@ fn is_secret_name(name: &str) -> bool {
     ];
     const NOT_THE_VALUE: &[&str] = &["file", "path", "dir", "env", "stdin", "fd", "cmd", "command", "url"];
     let mut parts = name.split(['_', '-', '.']).filter(|p| !p.is_empty());
-    if parts.clone().last().is_some_and(|l| NOT_THE_VALUE.iter().any(|n| l.eq_ignore_ascii_case(n))) {
+    let first = parts.clone().next().is_some_and(|f| f.eq_ignore_ascii_case("no") || f.eq_ignore_ascii_case("ask"));
+    if first || parts.clone().next_back().is_some_and(|l| NOT_THE_VALUE.iter().any(|n| l.eq_ignore_ascii_case(n))) {
         return false;
     }
     let contains = |word: &str| name.as_bytes().windows(word.len()).any(|w| w.eq_ignore_ascii_case(word.as_bytes()));
@@ -182,7 +170,7 @@ fn is_secret_name(name: &str) -> bool {
             p.eq_ignore_ascii_case("pass")
                 || p.eq_ignore_ascii_case("auth")
                 || (p.eq_ignore_ascii_case("pwd") && p.len() < name.len())
-                || p.len() >= 5 && p[p.len() - 5..].eq_ignore_ascii_case("token")
+                || p.len() >= 5 && p.as_bytes()[p.len() - 5..].eq_ignore_ascii_case(b"token")
         })
 }
 
@@ -240,18 +228,10 @@ struct Rule {
 }
 
 /// A span of the string to replace, found by `rule`.
-struct Span {
-    start: usize,
-    end: usize,
-    rule: usize,
-}
+struct Span { start: usize, end: usize, rule: usize }
 
 /// Which of the argv-only rules (a secret in the element after its flag) are on.
-struct ArgvRules {
-    password_flag: bool,
-    mysql: bool,
-    sshpass: bool,
-}
+struct ArgvRules { password_flag: bool, mysql: bool, sshpass: bool }
 
 pub struct Redactor {
     mac: Hmac<Sha256>,
@@ -352,6 +332,24 @@ impl Redactor {
 
     /// Replace every secret in `s` in place; adds the rule names to `hits`. Returns true if it changed anything.
     pub fn text(&self, s: &mut String, hits: &mut Hits) -> bool {
+        // Most strings hold no keyword: answer them with the cheapest search there is.
+        if !self.is_candidate(s) {
+            return false;
+        }
+        // A token can give its neighbour a word boundary it did not have, so a second run could
+        // find more: repeat until nothing changes, so that what is stored is a fixed point. Each
+        // round turns secret text into tokens, which are never matched again, so this ends soon.
+        let mut changed = false;
+        for _ in 0..8 {
+            if !self.text_round(s, hits) {
+                break;
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    fn text_round(&self, s: &mut String, hits: &mut Hits) -> bool {
         // A bit per rule, inline for any realistic rule count so the fast path does not allocate.
         let mut inline = [0u64; 4];
         let mut heap;
@@ -431,8 +429,8 @@ impl Redactor {
                 }
                 // A quoted value keeps its quotes, so the shell line still reads right.
                 let bytes = seg.as_bytes();
-                if b - a >= 2 && matches!(bytes[a], b'"' | b'\'') && bytes[b - 1] == bytes[a] {
-                    (a, b) = (a + 1, b - 1);
+                if a < b && matches!(bytes[a], b'"' | b'\'') {
+                    (a, b) = (a + 1, if b - a >= 2 && bytes[b - 1] == bytes[a] { b - 1 } else { b });
                 }
                 if a < b && !self.allow.iter().any(|r| r.is_match(&seg[a..b])) {
                     found.push(Span { start: base + a, end: base + b, rule: i });
@@ -566,9 +564,11 @@ mod tests {
     const KEY: &[u8] = &[7; 32];
     const GHP: &str = "ghp_0123456789abcdefghijklmnopqrstuvwxyz";
     const ANT: &str = "sk-ant-api03-Abcdefghij0123456789Abcdefghij0123456789AbcDEF";
+    const AWS: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
-    fn engine() -> Redactor {
-        Redactor::new(KEY, &RedactConfig::default()).expect("built-in rules")
+    fn engine() -> &'static Redactor {
+        static R: std::sync::OnceLock<Redactor> = std::sync::OnceLock::new();
+        R.get_or_init(|| Redactor::new(KEY, &RedactConfig::default()).expect("built-in rules"))
     }
 
     fn tok(rule: &str, secret: &str) -> String {
@@ -576,139 +576,77 @@ mod tests {
     }
 
     fn text(s: &str) -> (String, Vec<String>) {
-        let mut s = s.to_owned();
-        let mut hits = Hits::new();
+        let (mut s, mut hits) = (s.to_owned(), Hits::new());
         engine().text(&mut s, &mut hits);
         (s, hits.into_iter().collect())
     }
 
     fn argv(args: &[&str]) -> (Vec<String>, Vec<String>) {
-        let mut v: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
-        let mut hits = Hits::new();
+        let (mut v, mut hits) = (args.iter().map(|&a| a.to_owned()).collect::<Vec<_>>(), Hits::new());
         engine().argv(&mut v, &mut hits);
         (v, hits.into_iter().collect())
     }
 
-    /// `input` with `secret` replaced by its token of `rule`, and only that rule hit.
-    fn redacts(rule: &str, input: &str, secret: &str) {
-        let want = input.replacen(secret, &tok(rule, secret), 1);
-        assert_eq!(text(input), (want, vec![rule.to_owned()]), "{input}");
-    }
-
-    fn untouched(input: &str) {
-        assert_eq!(text(input), (input.to_owned(), vec![]), "{input}");
-    }
-
     #[test]
-    fn builtin_rules_all_compile_and_are_listed() {
-        let names = engine().rule_names();
-        assert_eq!(names.len(), 16);
-        assert!(names.iter().any(|n| n == "secret_assignment"));
-    }
-
-    #[test]
-    fn vendor_tokens() {
-        redacts("aws_access_key", "aws configure set aws_access_key_id AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE");
-        redacts("github_token", &format!("gh auth login --with {GHP}"), GHP);
-        redacts("github_token", "x github_pat_11ABCDEFG0123456789_abcdefghijklmnop y", "github_pat_11ABCDEFG0123456789_abcdefghijklmnop");
-        redacts("gitlab_token", "glpat-xxxxxxxxxxxxxxxxxxxx1", "glpat-xxxxxxxxxxxxxxxxxxxx1");
-        redacts("slack_token", "xoxb-1234567890-abcdefABCDEF", "xoxb-1234567890-abcdefABCDEF");
-        redacts("slack_token", "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX", "T000/B000/XXXXXXXXXXXXXXXX");
-        redacts("anthropic_api_key", ANT, ANT);
-        redacts("openai_api_key", "sk-proj-Abc123def456ghi789jkl012mno345", "sk-proj-Abc123def456ghi789jkl012mno345");
-        redacts("google_api_key", "key=AIzaSyA-1234567890abcdefghijklmnopqrstu", "AIzaSyA-1234567890abcdefghijklmnopqrstu");
-        redacts("stripe_key", "sk_live_0123456789abcdefABCD", "sk_live_0123456789abcdefABCD");
+    fn each_builtin_rule_redacts_only_the_secret() {
         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlLWZha2U";
-        redacts("jwt", &format!("cookie: session={jwt}; x"), jwt);
-    }
-
-    #[test]
-    fn private_key_block_and_cut_off_block() {
         let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEfake\n-----END RSA PRIVATE KEY-----";
-        redacts("private_key", &format!("echo '{pem}' > k"), "\nMIIEfake\n");
-        redacts("private_key", "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNz", "\nb3BlbnNz");
-    }
-
-    #[test]
-    fn context_rules() {
-        redacts("url_password", "psql postgres://u:pw@h/db", "pw");
-        redacts("url_password", "redis://:p@ss@cache:6379/0", "p@ss");
-        redacts("authorization", "curl -H 'Authorization: Bearer abc.def-123456' x", "abc.def-123456");
-        redacts("authorization", "Proxy-Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz");
-        redacts("authorization", "got bearer Zm9vYmFy0123 back", "Zm9vYmFy0123");
-        redacts("password_flag", "app --password=hunter2 --verbose", "hunter2");
-        redacts("password_flag", "bash -c 'mysql --password hunter2'", "hunter2");
-        redacts("password_flag", "tool --API-KEY \"a b\"", "a b");
-        redacts("mysql_password", "/usr/bin/mysql -uroot -pS3cret db", "S3cret");
-        redacts("sshpass", "sshpass -p pw ssh host", "pw");
-        redacts("sshpass", "sshpass -e -ppw ssh host", "pw");
-        let aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
-        redacts("secret_assignment", &format!("AWS_SECRET_ACCESS_KEY={aws} aws s3 ls"), aws);
-        redacts("secret_assignment", "export DB_PASS=abc; make", "abc");
-        redacts("secret_assignment", "PASSWORD='x y' ./run", "x y");
-        redacts("secret_assignment", r#"{"client_secret": "s3cr3t"}"#, "s3cr3t");
-    }
-
-    #[test]
-    fn required_cases_from_the_spec() {
-        let (v, hits) = argv(&["curl", "-H", "Authorization: Bearer abc.def-123456"]);
-        assert_eq!(v[2], format!("Authorization: Bearer {}", tok("authorization", "abc.def-123456")));
-        assert_eq!(hits, ["authorization"]);
-        let aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
-        let (v, _) = argv(&["bash", "-c", &format!("AWS_SECRET_ACCESS_KEY={aws} aws s3 ls")]);
-        assert_eq!(v[2], format!("AWS_SECRET_ACCESS_KEY={} aws s3 ls", tok("secret_assignment", aws)));
-        let (v, _) = argv(&["env", &format!("AWS_SECRET_ACCESS_KEY={aws}"), "aws", "s3", "ls"]);
-        assert_eq!(v[1], format!("AWS_SECRET_ACCESS_KEY={}", tok("secret_assignment", aws)));
-        let (v, hits) = argv(&["git", "push", GHP, ANT]);
-        assert_eq!(v[2..], [tok("github_token", GHP), tok("anthropic_api_key", ANT)]);
-        assert_eq!(hits, ["anthropic_api_key", "github_token"]);
-        redacts("github_token", &format!("/tmp/{GHP}/x"), GHP);
-        let (v, _) = argv(&["psql", "postgres://u:pw@h/db"]);
-        assert_eq!(v[1], format!("postgres://u:{}@h/db", tok("url_password", "pw")));
-    }
-
-    #[test]
-    fn argv_pairs() {
-        let (v, hits) = argv(&["mysql", "--password", "hunter2"]);
-        assert_eq!(v[2], tok("password_flag", "hunter2"));
-        assert_eq!(hits, ["password_flag"]);
-        let (v, hits) = argv(&["sshpass", "-p", "pw", "ssh", "-p", "22", "host"]);
-        assert_eq!(v, ["sshpass", "-p", &tok("sshpass", "pw"), "ssh", "-p", "22", "host"]);
-        assert_eq!(hits, ["sshpass"]);
-        let (v, hits) = argv(&["/usr/bin/mysql", "-uroot", "-pS3cret", "db"]);
-        assert_eq!(v, ["/usr/bin/mysql", "-uroot", &format!("-p{}", tok("mysql_password", "S3cret")), "db"]);
-        assert_eq!(hits, ["mysql_password"]);
-        // The same secret has the same fingerprint whichever form carried it.
-        let (v, _) = argv(&["app", "--token=hunter2"]);
-        assert_eq!(v[1], format!("--token={}", tok("password_flag", "hunter2")));
+        let cases = [
+            ("aws_access_key", "aws configure set aws_access_key_id AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+            ("github_token", &format!("git push {GHP}"), GHP),
+            ("github_token", &format!("/tmp/{GHP}/x"), GHP),
+            ("github_token", "x github_pat_11ABCDEFG0123456789_abcdefghij y", "github_pat_11ABCDEFG0123456789_abcdefghij"),
+            ("gitlab_token", "glpat-xxxxxxxxxxxxxxxxxxxx1", "glpat-xxxxxxxxxxxxxxxxxxxx1"),
+            ("slack_token", "xoxb-1234567890-abcdefABCDEF", "xoxb-1234567890-abcdefABCDEF"),
+            ("slack_token", "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX", "T000/B000/XXXXXXXXXXXXXXXX"),
+            ("anthropic_api_key", ANT, ANT),
+            ("openai_api_key", "sk-proj-Abc123def456ghi789jkl012mno345", "sk-proj-Abc123def456ghi789jkl012mno345"),
+            ("google_api_key", "key=AIzaSyA-1234567890abcdefghijklmnopqrstu", "AIzaSyA-1234567890abcdefghijklmnopqrstu"),
+            ("stripe_key", "sk_live_0123456789abcdefABCD", "sk_live_0123456789abcdefABCD"),
+            ("jwt", &format!("cookie: session={jwt}; x"), jwt),
+            ("private_key", &format!("echo '{pem}' > k"), "\nMIIEfake\n"),
+            ("private_key", "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNz", "\nb3BlbnNz"),
+            ("url_password", "psql postgres://u:pw@h/db", "pw"),
+            ("url_password", "redis://:p@ss@cache:6379/0", "p@ss"),
+            ("authorization", "curl -H 'Authorization: Bearer abc.def-123456' x", "abc.def-123456"),
+            ("authorization", "Proxy-Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
+            ("authorization", "got bearer Zm9vYmFy0123 back", "Zm9vYmFy0123"),
+            ("authorization", r#"{"Authorization": "Basic dXNlcjpwYXNz"}"#, "dXNlcjpwYXNz"),
+            ("password_flag", "app --password=hunter2 --verbose", "hunter2"),
+            ("password_flag", "bash -c 'mysql --password hunter2'", "hunter2"),
+            ("password_flag", "tool --API-KEY \"a b\"", "a b"),
+            ("mysql_password", "/usr/bin/mysql -uroot -pS3cret db", "S3cret"),
+            ("sshpass", "sshpass -p pw ssh host", "pw"),
+            ("sshpass", "sshpass -e -ppw ssh host", "pw"),
+            ("secret_assignment", &format!("AWS_SECRET_ACCESS_KEY={AWS} aws s3 ls"), AWS),
+            ("secret_assignment", "export DB_PASS=abc; make", "abc"),
+            ("secret_assignment", "PASSWORD='x y' ./run", "x y"),
+            ("secret_assignment", "TOKEN=\"cut off", "cut off"),
+            ("secret_assignment", r#"{"client_secret": "s3cr3t"}"#, "s3cr3t"),
+        ];
+        for (rule, input, secret) in cases {
+            assert_eq!(text(input), (input.replacen(secret, &tok(rule, secret), 1), vec![rule.to_owned()]), "{input}");
+        }
+        assert_eq!(engine().rule_names().len(), 16);
     }
 
     #[test]
     fn near_misses_are_left_alone() {
         for s in [
-            "da39a3ee5e6b4b0d3255bfef95601890afd80709",
-            "git checkout 3f2a9c1",
-            "f47ac10b-58cc-4372-a567-0e02b2c3d479",
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709 3f2a9c1 f47ac10b-58cc-4372-a567-0e02b2c3d479",
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-            "/home/u/tokens/list.txt",
-            "/srv/secret-santa/index.html",
-            "/usr/share/doc/password-store/README",
-            "app --password-file=/etc/x --token-file /run/x",
-            "docker login --password-stdin -u me",
-            "PASSWORD_FILE=/run/secrets/db TOKEN= make",
-            "GIT_AUTHOR_NAME=me BYPASS_CACHE=1 MAX_TOKENS=4096 PWD=/x TOKENIZERS_PARALLELISM=false",
+            "/home/u/tokens/list.txt /srv/secret-santa/index.html /usr/share/doc/password-store/README",
+            "app --password-file=/etc/x --token-file /run/x; docker login --password-stdin -u me",
+            "PASSWORD_FILE=/run/secrets/db TOKEN= GIT_AUTHOR_NAME=me BYPASS_CACHE=1 MAX_TOKENS=4096 PWD=/x",
             "pip install sk-learn risk-free task-1 /tmp/sk-learn-tutorial-examples-2024",
             "https://user@host/x https://host:8443/x postgres://postgres@localhost/db?host=/tmp",
             "Authorization is required; the bearer of bad news; Bearer",
             "Authorization: Bearer",
-            "/usr/lib/x86_64-linux-gnu/libssl.so.3",
-            "AKIAabcdefghijklmnop AKIA1234",
+            "/usr/lib/x86_64-linux-gnu/libssl.so.3 AKIAabcdefghijklmnop AKIA1234",
             "eyJmb28iOiJiYXIifQ== eyJhbGciOiJIUzI1NiJ9",
-            "mysql -uroot -p db",
-            "mysql -P3306 -h host",
-            "ssh -p 22 host",
+            "mysql -uroot -p db; mysql -P3306 -h host; ssh -p 22 host",
         ] {
-            untouched(s);
+            assert_eq!(text(s), (s.to_owned(), vec![]), "{s}");
         }
         for args in [
             &["mkdir", "-p", "/tmp/x"][..],
@@ -718,18 +656,35 @@ mod tests {
             &["mysql", "-p"],
             &["app", "--token-file", "/run/x"],
             &["app", "--password", "--user"],
+            &["pg_dump", "--no-password", "db"],
+            &["ansible-playbook", "--ask-vault-pass", "site.yml"],
         ] {
             assert_eq!(argv(args), (args.iter().map(|&a| a.to_owned()).collect(), vec![]), "{args:?}");
         }
     }
 
     #[test]
-    fn specific_rule_wins_on_the_same_span() {
+    fn argv_cases() {
+        let (v, hits) = argv(&["curl", "-H", "Authorization: Bearer abc.def-123456"]);
+        assert_eq!((v[2].clone(), hits), (format!("Authorization: Bearer {}", tok("authorization", "abc.def-123456")), vec!["authorization".into()]));
+        let (v, _) = argv(&["bash", "-c", &format!("AWS_SECRET_ACCESS_KEY={AWS} aws s3 ls")]);
+        assert_eq!(v[2], format!("AWS_SECRET_ACCESS_KEY={} aws s3 ls", tok("secret_assignment", AWS)));
+        let (v, _) = argv(&["env", &format!("AWS_SECRET_ACCESS_KEY={AWS}"), "aws", "s3", "ls"]);
+        assert_eq!(v[1], format!("AWS_SECRET_ACCESS_KEY={}", tok("secret_assignment", AWS)));
+        let (v, hits) = argv(&["git", "push", GHP, ANT]);
+        assert_eq!((&v[2..], hits), (&[tok("github_token", GHP), tok("anthropic_api_key", ANT)][..], vec!["anthropic_api_key".into(), "github_token".into()]));
+        let (v, hits) = argv(&["mysql", "--password", "hunter2"]);
+        assert_eq!((v[2].clone(), hits), (tok("password_flag", "hunter2"), vec!["password_flag".into()]));
+        let (v, hits) = argv(&["sshpass", "-p", "pw", "ssh", "-p", "22", "host"]);
+        assert_eq!((v, hits), (vec!["sshpass".into(), "-p".into(), tok("sshpass", "pw"), "ssh".into(), "-p".into(), "22".into(), "host".into()], vec!["sshpass".into()]));
+        let (v, hits) = argv(&["/usr/bin/mysql", "-uroot", "-pS3cret", "db"]);
+        assert_eq!((v[2].clone(), hits), (format!("-p{}", tok("mysql_password", "S3cret")), vec!["mysql_password".into()]));
+    }
+
+    #[test]
+    fn the_specific_rule_wins_and_replaces_once() {
         let (s, hits) = text(&format!("export GITHUB_TOKEN={GHP}; Authorization: Bearer {ANT}"));
-        assert_eq!(
-            s,
-            format!("export GITHUB_TOKEN={}; Authorization: Bearer {}", tok("github_token", GHP), tok("anthropic_api_key", ANT))
-        );
+        assert_eq!(s, format!("export GITHUB_TOKEN={}; Authorization: Bearer {}", tok("github_token", GHP), tok("anthropic_api_key", ANT)));
         assert_eq!(hits, ["anthropic_api_key", "github_token"]);
     }
 
@@ -740,135 +695,95 @@ mod tests {
         assert_ne!(r.fingerprint("hunter2"), r.fingerprint("hunter3"));
         let other = Redactor::new(&[8; 32], &RedactConfig::default()).expect("rules");
         assert_ne!(r.fingerprint("hunter2"), other.fingerprint("hunter2"));
-        assert_eq!(r.fingerprint("x").len(), 12);
+        assert!(r.fingerprint("x").bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) && r.fingerprint("x").len() == 12);
         let (s, _) = text("A_TOKEN=hunter2 --pass hunter2");
         assert_eq!(s.matches(&r.fingerprint("hunter2")).count(), 2);
     }
 
     #[test]
-    fn second_pass_changes_nothing_and_reports_the_same_hits() {
+    fn a_second_pass_changes_nothing_and_reports_the_same_hits() {
         let r = engine();
-        let first = format!(
+        let mut s = format!(
             "DB_PASSWORD=\"pw\" mysql -pS3cret; curl -H 'Authorization: Bearer abc.def-123456' https://u:p@h/{GHP} \
-             -----BEGIN EC PRIVATE KEY-----\nxyz\n-----END EC PRIVATE KEY----- sshpass -p pw2 ssh h"
+             -----BEGIN EC PRIVATE KEY-----\nxyz\n-----END EC PRIVATE KEY----- sshpass -p pw2 ssh h --token x"
         );
-        let (mut s, mut hits1) = (first, Hits::new());
+        let (mut hits1, mut hits2) = (Hits::new(), Hits::new());
         assert!(r.text(&mut s, &mut hits1));
-        let (mut again, mut hits2) = (s.clone(), Hits::new());
+        let mut again = s.clone();
         assert!(!r.text(&mut again, &mut hits2));
-        assert_eq!((again, hits2), (s, hits1));
+        assert_eq!((again, hits2.len()), (s, 8));
+        assert_eq!(hits1, hits2);
         let mut v: Vec<String> = ["mysql", "--password", "x", "-pS3cret"].map(String::from).to_vec();
-        let (mut h1, mut h2) = (Hits::new(), Hits::new());
-        assert!(r.argv(&mut v, &mut h1));
+        let (mut hits1, mut hits2) = (Hits::new(), Hits::new());
+        assert!(r.argv(&mut v, &mut hits1));
         let once = v.clone();
-        assert!(!r.argv(&mut v, &mut h2));
-        assert_eq!((v, h2), (once, h1));
-        let (s, hits) = text("DB_PASSWORD=[REDACTED:secret_assignment:0123456789ab]");
-        assert_eq!((s.as_str(), hits), ("DB_PASSWORD=[REDACTED:secret_assignment:0123456789ab]", vec!["secret_assignment".to_owned()]));
+        assert!(!r.argv(&mut v, &mut hits2));
+        assert_eq!((v, hits2), (once, hits1));
+        let stored = "DB_PASSWORD=[REDACTED:secret_assignment:0123456789ab]";
+        assert_eq!(text(stored), (stored.to_owned(), vec!["secret_assignment".into()]));
     }
 
     #[test]
     fn user_rules_allowlist_and_disable() {
+        let rule = |name: &str, pattern: &str, kw: &[&str]| RuleSpec {
+            name: name.into(),
+            pattern: pattern.into(),
+            keywords: kw.iter().map(|&k| k.into()).collect(),
+        };
         let cfg = RedactConfig {
-            rules: vec![
-                RuleSpec { name: "acme_id".into(), pattern: "ACME-[0-9]{6}".into(), keywords: vec!["acme-".into()] },
-                RuleSpec { name: "session".into(), pattern: "sid=(?P<secret>[0-9a-f]{8})".into(), keywords: vec![] },
-            ],
+            rules: vec![rule("acme_id", "ACME-[0-9]{6}", &["acme-"]), rule("session", "sid=(?P<secret>[0-9a-f]{8})", &[])],
             allow: vec!["hunter2".into(), "AKIA[A-Z0-9]*EXAMPLE".into()],
             disable: vec!["jwt".into()],
         };
         let r = Redactor::new(KEY, &cfg).expect("valid config");
-        assert!(r.rule_names().ends_with(&["acme_id".to_owned(), "session".to_owned()]));
-        assert!(!r.rule_names().iter().any(|n| n == "jwt"));
+        assert!(r.rule_names().ends_with(&["acme_id".into(), "session".into()]) && !r.rule_names().contains(&"jwt".into()));
         assert!(r.is_candidate("/usr/lib"), "a rule without keywords runs on everything");
         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl";
-        let mut s = format!("acme-123456 ACME-123456 sid=deadbeef --password hunter2 AKIAIOSFODNN7EXAMPLE {jwt}");
-        let mut hits = Hits::new();
+        let (mut s, mut hits) = (format!("acme-1 ACME-123456 sid=deadbeef --password hunter2 AKIAIOSFODNN7EXAMPLE {jwt}"), Hits::new());
         assert!(r.text(&mut s, &mut hits));
-        let fp = |x: &str| r.fingerprint(x);
-        assert_eq!(
-            s,
-            format!(
-                "acme-123456 [REDACTED:acme_id:{}] sid=[REDACTED:session:{}] --password hunter2 AKIAIOSFODNN7EXAMPLE {jwt}",
-                fp("ACME-123456"),
-                fp("deadbeef")
-            )
-        );
+        let (acme, sid) = (r.fingerprint("ACME-123456"), r.fingerprint("deadbeef"));
+        assert_eq!(s, format!("acme-1 [REDACTED:acme_id:{acme}] sid=[REDACTED:session:{sid}] --password hunter2 AKIAIOSFODNN7EXAMPLE {jwt}"));
         assert_eq!(hits.into_iter().collect::<Vec<_>>(), ["acme_id", "session"]);
-    }
 
-    #[test]
-    fn config_errors_name_the_culprit() {
-        let err = |cfg: RedactConfig| Redactor::new(KEY, &cfg).expect_err("must fail").to_string();
-        let rule = |name: &str, pattern: &str| RuleSpec { name: name.into(), pattern: pattern.into(), keywords: vec![] };
-        assert_eq!(
-            err(RedactConfig { rules: vec![rule("my_rule", "(")], ..Default::default() }),
-            "redaction rule `my_rule` is not valid: unclosed group"
-        );
-        assert_eq!(
-            err(RedactConfig { rules: vec![rule("Bad Name", "x")], ..Default::default() }),
-            "redaction rule name `Bad Name` must be 1-40 characters of a-z, 0-9, _ and -"
-        );
-        assert_eq!(
-            err(RedactConfig { rules: vec![rule("x", "a"), rule("x", "b")], ..Default::default() }),
-            "redaction rule `x` is defined twice"
-        );
-        assert_eq!(err(RedactConfig { rules: vec![rule("jwt", "a")], ..Default::default() }), "redaction rule `jwt` is defined twice");
-        assert_eq!(
-            err(RedactConfig { allow: vec!["(".into()], ..Default::default() }),
-            "redaction allow pattern `(` is not valid: unclosed group"
-        );
-        assert_eq!(
-            err(RedactConfig { disable: vec!["nope".into()], ..Default::default() }),
-            "cannot disable redaction rule `nope`: there is no built-in rule by that name"
-        );
-        let cfg: RedactConfig = serde_json::from_str(r#"{"disable": ["jwt"], "rules": [{"name": "a", "pattern": "b"}]}"#).expect("json");
-        assert_eq!(cfg.rules[0].keywords.len(), 0);
-        assert!(serde_json::from_str::<RedactConfig>(r#"{"rulez": []}"#).is_err());
+        let err = |rules: Vec<RuleSpec>, allow: &[&str], disable: &[&str]| {
+            let cfg = RedactConfig { rules, allow: allow.iter().map(|&a| a.into()).collect(), disable: disable.iter().map(|&d| d.into()).collect() };
+            Redactor::new(KEY, &cfg).expect_err("must fail").to_string()
+        };
+        assert_eq!(err(vec![rule("my_rule", "(", &[])], &[], &[]), "redaction rule `my_rule` is not valid: unclosed group");
+        assert_eq!(err(vec![rule("Bad Name", "x", &[])], &[], &[]), "redaction rule name `Bad Name` must be 1-40 characters of a-z, 0-9, _ and -");
+        assert_eq!(err(vec![rule("x", "a", &[]), rule("x", "b", &[])], &[], &[]), "redaction rule `x` is defined twice");
+        assert_eq!(err(vec![rule("jwt", "a", &[])], &[], &[]), "redaction rule `jwt` is defined twice");
+        assert_eq!(err(vec![], &["("], &[]), "redaction allow pattern `(` is not valid: unclosed group");
+        assert_eq!(err(vec![], &[], &["nope"]), "cannot disable redaction rule `nope`: there is no built-in rule by that name");
+        assert!(serde_json::from_str::<RedactConfig>(r#"{"rules": [{"name": "a", "pattern": "b"}], "rulez": []}"#).is_err());
     }
 
     #[test]
     fn json_walk() {
-        let r = engine();
         let mut v = serde_json::json!({
-            "argv": ["mysql", "-pS3cret"],
-            "path": format!("/tmp/{GHP}/f"),
-            "dns": {"queries": ["x.example"]},
-            "mixed": [1, "--token=abc"],
+            "argv": ["mysql", "-pS3cret"], "path": format!("/tmp/{GHP}/f"), "dns": {"queries": ["x.example"]}, "mixed": [1, "--token=abc"],
         });
         let mut hits = Hits::new();
-        assert!(r.json(&mut v, &mut hits));
+        assert!(engine().json(&mut v, &mut hits));
         let want = serde_json::json!({
-            "argv": ["mysql", format!("-p{}", tok("mysql_password", "S3cret"))],
-            "path": format!("/tmp/{}/f", tok("github_token", GHP)),
-            "dns": {"queries": ["x.example"]},
-            "mixed": [1, format!("--token={}", tok("password_flag", "abc"))],
+            "argv": ["mysql", format!("-p{}", tok("mysql_password", "S3cret"))], "path": format!("/tmp/{}/f", tok("github_token", GHP)),
+            "dns": {"queries": ["x.example"]}, "mixed": [1, format!("--token={}", tok("password_flag", "abc"))],
         });
         assert_eq!(v, want);
         assert_eq!(hits.into_iter().collect::<Vec<_>>(), ["github_token", "mysql_password", "password_flag"]);
+        assert!(!engine().is_candidate("/usr/lib/python3/dist-packages/foo/__init__.py"));
     }
 
-    #[test]
-    fn prefilter() {
-        let r = engine();
-        assert!(!r.is_candidate("/usr/lib/python3/dist-packages/foo/__init__.py"));
-        assert!(r.is_candidate("x [REDACTED:jwt:0123456789ab]"));
-        assert!(r.is_candidate("MYSQL_PWD=x"));
-    }
-
-    /// Relative cost of the fast path and of a hit; run with `--ignored --nocapture`.
+    /// Relative cost of the fast path and of a hit: `cargo test --release -- --ignored --nocapture bench`.
     #[test]
     #[ignore = "benchmark"]
-    fn bench_throughput() {
-        let r = engine();
-        let inputs = ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/home/u/project/src/main.rs", "--token=abc123", "curl -H 'Authorization: Bearer abcdefgh123'"];
-        for input in inputs {
+    fn bench_strings() {
+        for input in ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/home/u/.cache/pip/auth/x", "--token=abc123", "Authorization: Bearer abcdefgh123"] {
             let start = std::time::Instant::now();
             for _ in 0..100_000 {
-                let mut s = input.to_owned();
-                r.text(&mut s, &mut Hits::new());
+                engine().text(&mut input.to_owned(), &mut Hits::new());
             }
-            println!("{:>10.0} ns/string  {input}", start.elapsed().as_secs_f64() * 1e9 / 100_000.0);
+            println!("{:>8.0} ns  {input}", start.elapsed().as_secs_f64() * 1e4);
         }
     }
 }

@@ -100,7 +100,9 @@ pub struct Verifier {
     /// The position before the last accepted row, and its hash, to judge duplicates.
     before_prev: (u64, Hash),
     last_key: Option<String>,
-    last_checkpoint: Option<(u64, Checkpoint)>,
+    /// The last accepted row's table and id.
+    last_row: (String, String),
+    last_checkpoint: Option<(ChainRow, Checkpoint)>,
     stopped_at: Option<u64>,
     pub summary: Summary,
     pub findings: Vec<Finding>,
@@ -121,6 +123,7 @@ impl Verifier {
             prev,
             before_prev: (start.saturating_sub(1), prev),
             last_key: None,
+            last_row: (String::new(), String::new()),
             last_checkpoint: None,
             stopped_at: None,
             summary,
@@ -149,7 +152,15 @@ impl Verifier {
             // A second row at a position already taken: whichever of the two links from the
             // row before it is the original.
             if computed_from(&self.before_prev.1) == stored {
-                self.find("inserted", None, Some(r.seq), format!("the row at this position was replaced by {} {}, which is the original", r.table, r.id));
+                let (table, id) = self.last_row.clone();
+                self.findings.push(Finding {
+                    host: self.host.clone(),
+                    kind: "inserted",
+                    table: Some(table),
+                    id: Some(id),
+                    seq: Some(r.seq),
+                    detail: format!("a second row at this position; {} {} is the one that links", r.table, r.id),
+                });
             } else {
                 self.find("inserted", Some(r), None, "a second row at a position already taken".into());
             }
@@ -178,6 +189,7 @@ impl Verifier {
         }
         self.before_prev = (r.seq.saturating_sub(1), self.prev);
         self.prev = stored;
+        self.last_row = (r.table.clone(), r.id.clone());
         self.next_seq = r.seq + 1;
         self.summary.last_seq = Some(r.seq);
         if let Some(w) = self.witness.remove(&r.seq) {
@@ -215,7 +227,7 @@ impl Verifier {
         if c.kind == "stop" {
             self.stopped_at = Some(r.seq);
         }
-        self.last_checkpoint = Some((r.seq, c));
+        self.last_checkpoint = Some((ChainRow { row: Value::Null, ..r.clone() }, c));
     }
 
     fn check_witness(&mut self, w: &WitnessLine, at: Option<&ChainRow>) {
@@ -244,8 +256,8 @@ impl Verifier {
         match self.last_checkpoint.take() {
             None if self.summary.rows > 0 => self.find("no_checkpoint", None, self.summary.last_seq, "no signed checkpoint covers these rows".into()),
             None => {}
-            Some((seq, c)) => {
-                self.summary.unsigned_rows = self.summary.last_seq.map_or(0, |l| l.saturating_sub(seq));
+            Some((at, c)) => {
+                self.summary.unsigned_rows = self.summary.last_seq.map_or(0, |l| l.saturating_sub(at.seq));
                 self.summary.last_checkpoint_at = Some(c.at);
                 self.summary.last_checkpoint_kind = Some(c.kind.clone());
                 let allowed = c.next_within_secs + (c.next_within_secs / 2).max(5);
@@ -253,8 +265,8 @@ impl Verifier {
                 if c.kind != "stop" && age > allowed as i64 {
                     self.find(
                         "truncated_tail",
+                        Some(&at),
                         None,
-                        Some(seq),
                         format!("the newest checkpoint ({}, {}) is {age}s old, more than the {allowed}s its heartbeat allows, and no stop was recorded: the tail was cut, or the daemon died", c.kind, c.at.format("%Y-%m-%d %H:%M:%S UTC")),
                     );
                 }

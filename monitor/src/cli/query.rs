@@ -281,6 +281,7 @@ mod tests {
             signal: None,
             uid: Some(0),
             prior_argv: Vec::new(),
+            redacted: Vec::new(),
         }
     }
 

@@ -27,6 +27,8 @@ pub struct SessionView {
     /// What the agent process itself touched (empty while the session is live).
     pub files: Vec<FileSummary>,
     pub net: Vec<NetSummary>,
+    /// Redaction rules that replaced something in the session's start or end record.
+    pub redacted: Vec<String>,
 }
 
 /// One process of an action's subtree.
@@ -46,6 +48,8 @@ pub struct ProcessView {
     pub uid: Option<i64>,
     /// Earlier images when the process exec'd more than once.
     pub prior_argv: Vec<Vec<String>>,
+    #[serde(default)]
+    pub redacted: Vec<String>,
 }
 
 /// One row of `agentmon actions`.
@@ -72,6 +76,10 @@ pub struct ActionView {
     pub processes: Vec<ProcessView>,
     pub files: Vec<FileSummary>,
     pub net: Vec<NetSummary>,
+    /// Redaction rules that replaced something in the action's own row.
+    pub redacted: Vec<String>,
+    /// Its place in the host's hash chain.
+    pub chain_seq: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -133,7 +141,8 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
            COALESCE(e.actions, (SELECT count(*) FROM actions a WHERE a.session_id = s.id)) AS actions, \
            COALESCE(e.events, (SELECT count(*) FROM events v WHERE v.session_id = s.id)) AS events, \
            COALESCE(e.events_lost, 0) AS events_lost, \
-           COALESCE(e.files, '[]'::jsonb) AS files, COALESCE(e.net, '[]'::jsonb) AS net \
+           COALESCE(e.files, '[]'::jsonb) AS files, COALESCE(e.net, '[]'::jsonb) AS net, \
+           ARRAY(SELECT DISTINCT x FROM unnest(s.redacted || COALESCE(e.redacted, '{}')) x ORDER BY 1) AS redacted \
          FROM sessions s LEFT JOIN session_ends e ON e.session_id = s.id \
          LEFT JOIN LATERAL (SELECT v.pid, v.data FROM events v WHERE v.session_id = s.id AND v.kind = 'exec' \
                             AND v.action_id IS NULL ORDER BY v.seq LIMIT 1) r ON TRUE WHERE TRUE",
@@ -168,6 +177,7 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
                 events_lost: r.try_get("events_lost")?,
                 files: r.try_get::<sqlx::types::Json<Vec<FileSummary>>, _>("files")?.0,
                 net: r.try_get::<sqlx::types::Json<Vec<NetSummary>>, _>("net")?.0,
+                redacted: r.try_get("redacted")?,
             })
         })
         .collect()
@@ -176,10 +186,10 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
 pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>, sqlx::Error> {
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT * FROM (SELECT a.id, a.session_id, s.agent, a.host, a.exec_id, a.pid, a.argv, a.argv_truncated, \
-           a.command, a.cwd, a.exe, a.uid, a.started_at, a.ended_at, a.duration_ms, a.exit_code, a.signal, a.complete, a.files, a.net, \
+           a.command, a.cwd, a.exe, a.uid, a.started_at, a.ended_at, a.duration_ms, a.exit_code, a.signal, a.complete, a.files, a.net, a.redacted, a.chain_seq, \
            COALESCE((SELECT json_agg(json_build_object('pid', p.pid, 'ppid', p.ppid, 'exec_id', p.exec_id, \
                'argv', p.argv, 'argv_truncated', p.argv_truncated, 'exe', p.exe, 'cwd', p.cwd, \
-               'started_at', p.started_at, 'ended_at', p.ended_at, 'exit_code', p.exit_code, 'signal', p.signal, 'uid', p.uid, 'prior_argv', p.prior_argv) \
+               'started_at', p.started_at, 'ended_at', p.ended_at, 'exit_code', p.exit_code, 'signal', p.signal, 'uid', p.uid, 'prior_argv', p.prior_argv, 'redacted', p.redacted) \
                ORDER BY p.started_at, p.pid) FROM processes p WHERE p.action_id = a.id), '[]'::json) AS processes \
          FROM actions a JOIN sessions s ON s.id = a.session_id WHERE TRUE",
     );
@@ -265,6 +275,8 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>,
                 processes: procs.0,
                 files: r.try_get::<sqlx::types::Json<Vec<FileSummary>>, _>("files")?.0,
                 net: r.try_get::<sqlx::types::Json<Vec<NetSummary>>, _>("net")?.0,
+                redacted: r.try_get("redacted")?,
+                chain_seq: r.try_get("chain_seq")?,
             })
         })
         .collect()
@@ -283,6 +295,8 @@ pub struct EventView {
     pub pid: i64,
     pub tid: i64,
     pub data: serde_json::Value,
+    pub redacted: Vec<String>,
+    pub chain_seq: Option<i64>,
 }
 
 /// Event kinds in each `--kind` group.
@@ -297,7 +311,7 @@ pub fn kinds_of(group: &str) -> &'static [&'static str] {
 
 pub async fn events(pool: &PgPool, session_prefix: &str, kind: Option<&str>, limit: Option<i64>) -> Result<Vec<EventView>, sqlx::Error> {
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT id, session_id, action_id, exec_id, seq, ts, kind, pid, tid, data FROM events e WHERE TRUE",
+        "SELECT id, session_id, action_id, exec_id, seq, ts, kind, pid, tid, data, redacted, chain_seq FROM events e WHERE TRUE",
     );
     push_id_match(&mut q, "e.session_id", session_prefix);
     if let Some(k) = kind {
@@ -321,6 +335,8 @@ pub async fn events(pool: &PgPool, session_prefix: &str, kind: Option<&str>, lim
                 pid: r.try_get("pid")?,
                 tid: r.try_get("tid")?,
                 data: r.try_get("data")?,
+                redacted: r.try_get("redacted")?,
+                chain_seq: r.try_get("chain_seq")?,
             })
         })
         .collect()
