@@ -233,6 +233,7 @@ struct Span { start: usize, end: usize, rule: usize }
 /// Which of the argv-only rules (a secret in the element after its flag) are on.
 struct ArgvRules { password_flag: bool, mysql: bool, sshpass: bool }
 
+/// The compiled rules and the fingerprint key; built once at start-up, shared by reference.
 pub struct Redactor {
     mac: Hmac<Sha256>,
     rules: Vec<Rule>,
@@ -281,11 +282,13 @@ impl Redactor {
             if !valid {
                 return Err(RedactError::BadName { name: name.clone() });
             }
+            // A disabled built-in's name is free, for a user rule that replaces it.
             if names.contains(name) {
                 return Err(RedactError::Duplicate { name: name.clone() });
             }
             let regex = compile(name, &spec.pattern)?;
             let secret = regex.capture_names().position(|n| n == Some("secret"));
+            // Someone wrote it for their own secrets' format: as telling as a vendor's.
             rules.push(Rule { name: name.clone(), regex, secret, check: None, rank: VENDOR });
             rule_keywords.push(spec.keywords.iter().filter(|k| !k.is_empty()).map(|k| k.to_ascii_lowercase()).collect());
             names.push(name.clone());

@@ -171,7 +171,8 @@ fn named(lines: &[Value], kind: &str, table: &str, id: &str) -> bool {
 async fn copy_db(d: &Daemon, suffix: &str) -> (String, sqlx::PgPool) {
     let db = d.db_url.split('?').next().and_then(|b| b.rsplit('/').next()).expect("db name").to_owned();
     let copy = format!("{db}_{suffix}");
-    let admin = sqlx::PgPool::connect(&d.db_url).await.expect("admin");
+    // Not connected to the template itself: CREATE DATABASE ... TEMPLATE needs it unused.
+    let admin = sqlx::PgPool::connect(&d.db_url.replacen(&format!("/{db}?"), "/postgres?", 1)).await.expect("admin");
     sqlx::query(&format!("DROP DATABASE IF EXISTS {copy}")).execute(&admin).await.expect("drop");
     sqlx::query(&format!("CREATE DATABASE {copy} TEMPLATE {db}")).execute(&admin).await.expect("copy");
     admin.close().await;
@@ -232,7 +233,8 @@ async fn verify_names_every_kind_of_tampering_and_a_witness_catches_a_rebuilt_ch
     tamper(
         &pool,
         &format!(
-            "INSERT INTO actions SELECT '{fake}', session_id, host, exec_id, pid, '{{rm,-rf,/srv}}', argv_truncated, 'rm -rf /srv', cwd, exe, uid, \
+            "INSERT INTO actions (id, session_id, host, exec_id, pid, argv, argv_truncated, command, cwd, exe, uid, started_at, ended_at, \
+             duration_ms, exit_code, signal, complete, files, net, redacted, chain_seq, chain_hash) SELECT '{fake}', session_id, host, exec_id, pid, '{{rm,-rf,/srv}}', argv_truncated, 'rm -rf /srv', cwd, exe, uid, \
              started_at, ended_at, duration_ms, exit_code, signal, complete, files, net, redacted, chain_seq, chain_hash FROM actions WHERE id = '{action}'"
         ),
     )
