@@ -406,3 +406,20 @@ pub fn rss_anon_kib(pid: u32) -> u64 {
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("RssAnon:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())))
         .unwrap_or(0)
 }
+
+/// The unprivileged user `agentmontest`, in the group `agentmontest`: made if missing, and put
+/// back in the group if an earlier run left it out.
+pub fn test_user() -> (&'static str, &'static str) {
+    let (user, group) = ("agentmontest", "agentmontest");
+    if Command::new("getent").args(["group", group]).output().is_ok_and(|o| !o.status.success()) {
+        assert!(Command::new("groupadd").arg(group).status().expect("groupadd").success());
+    }
+    if Command::new("id").arg(user).output().is_ok_and(|o| !o.status.success()) {
+        assert!(Command::new("useradd").args(["-M", "-N", "-g", "nogroup", "-G", group, "-s", "/bin/sh", user]).status().expect("useradd").success());
+    }
+    let groups = Command::new("id").args(["-nG", user]).output().expect("id");
+    if !String::from_utf8_lossy(&groups.stdout).split_whitespace().any(|g| g == group) {
+        assert!(Command::new("usermod").args(["-aG", group, user]).status().expect("usermod").success());
+    }
+    (user, group)
+}

@@ -220,14 +220,7 @@ async fn an_argv_longer_than_the_cap_is_truncated_and_flagged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permitted_non_root_user_can_run_sessions_and_others_cannot() {
-    let group = "agentmontest";
-    let user = "agentmontest";
-    if Command::new("getent").args(["group", group]).output().is_ok_and(|o| !o.status.success()) {
-        assert!(Command::new("groupadd").arg(group).status().expect("groupadd").success());
-    }
-    if Command::new("id").arg(user).output().is_ok_and(|o| !o.status.success()) {
-        assert!(Command::new("useradd").args(["-M", "-N", "-g", "nogroup", "-G", group, "-s", "/bin/sh", user]).status().expect("useradd").success());
-    }
+    let (user, group) = integration_tests::test_user();
     let uid: i64 = String::from_utf8_lossy(&Command::new("id").args(["-u", user]).output().expect("id").stdout).trim().parse().expect("uid");
     let d = Daemon::start("nonroot", &["--group", group]).await;
     let dir = scratch("nonroot");

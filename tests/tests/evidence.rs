@@ -366,10 +366,8 @@ async fn the_writer_only_appends_and_other_users_cannot_reach_the_private_cluste
     assert_eq!(mode, 0o700, "{sock}");
     let hba = std::fs::read_to_string(Path::new(&sock).parent().expect("cluster").join("data/pg_hba.conf")).expect("pg_hba.conf");
     assert!(!hba.lines().any(|l| !l.trim_start().starts_with('#') && l.contains("trust")), "{hba}");
-    let user = "agentmontest";
-    if Command::new("id").arg(user).output().is_ok_and(|o| !o.status.success()) {
-        assert!(Command::new("useradd").args(["-M", "-N", "-g", "nogroup", "-s", "/bin/sh", user]).status().expect("useradd").success());
-    }
+    // A user who may even start sessions (it is in the daemon's group) still cannot connect.
+    let (user, _) = integration_tests::test_user();
     for url in [d.db_url.clone(), d.db_url.replacen("postgres@", &format!("{user}@"), 1)] {
         let out = Command::new("runuser").args(["-u", user, "--", "psql", &url, "-tAc", "SELECT 1"]).output().expect("psql");
         assert!(!out.status.success(), "a non-root user connected to the private cluster: {}", String::from_utf8_lossy(&out.stdout));

@@ -13,6 +13,9 @@
 //! 3. **Latency** from an open(2) to its row being queryable, p50 and p99.
 //! 4. **Daemon cost**: CPU seconds per million events read, memory idle and at the storm's peak.
 //! 5. **Restart gap**: events generated while the daemon is stopped are stored after it starts.
+//! 6. **Evidence**: the redact and chain stages' cost per event, on the raw events the
+//!    throughput runs stored (and on exec events carrying secrets), and `agentmon verify`'s
+//!    speed over the whole database in rows per second.
 //!
 //! Run with `sudo cargo xtask bench` (`-- --quick` for a smoke run, `-- --help` for the flags).
 
@@ -1206,6 +1209,93 @@ fn drop_database(rt: &tokio::runtime::Runtime, db_url: &str) {
     });
 }
 
+/// The redact and chain stages' cost per event, in ns: on `events` as the daemon queues them.
+fn stage_costs(events: &[(String, String)]) -> (f64, f64, u64) {
+    use monitor::{correlate::Output, daemon};
+    let redactor = monitor::redact::Redactor::new(&[7; 32], &monitor::redact::RedactConfig::default()).expect("built-in rules");
+    let mut chain = daemon::chain::Chain::new(
+        "bench".into(),
+        None,
+        ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+        daemon::chain::CheckpointLog::File("/dev/null".into()),
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    );
+    let record = |kind: &str, data: &str| {
+        Output::Event(monitor::correlate::EventRecord {
+            id: Uuid::now_v7(),
+            session_id: Uuid::now_v7(),
+            action_id: None,
+            exec_id: "4f1c2a9e-48213-1934417".into(),
+            seq: 1,
+            ts: chrono::Utc::now(),
+            kind: kind.to_owned(),
+            pid: 1,
+            tid: 1,
+            data: data.to_owned(),
+            redacted: Vec::new(),
+            chain: monitor::chain::ChainLink::default(),
+        })
+    };
+    let mut records: Vec<Output> = events.iter().map(|(k, d)| record(k, d)).collect();
+    let t = Instant::now();
+    let parsed: Vec<Option<Value>> = records.iter_mut().map(|o| daemon::redact::apply(&redactor, o)).collect();
+    let redact_ns = t.elapsed().as_nanos() as f64 / fl(records.len() as u64).max(1.0);
+    let redacted = records.iter().filter(|o| o.redacted()).count() as u64;
+    let t = Instant::now();
+    for (o, data) in records.iter_mut().zip(parsed) {
+        chain.seal(o, data);
+    }
+    let chain_ns = t.elapsed().as_nanos() as f64 / fl(records.len() as u64).max(1.0);
+    (redact_ns, chain_ns, redacted)
+}
+
+/// Section 6: stage costs on the stored events and on secret-bearing execs, and verify's speed.
+fn evidence(rt: &tokio::runtime::Runtime, d: &Daemon) -> Value {
+    let sample: Vec<(String, String)> = rt.block_on(async {
+        sqlx::query_as("SELECT kind, data::text FROM events ORDER BY random() LIMIT 50000").fetch_all(&d.pool).await.expect("sample events")
+    });
+    let (redact_ns, chain_ns, hits) = stage_costs(&sample);
+    let secret_execs: Vec<(String, String)> = (0..5000)
+        .map(|i| {
+            let argv = json!(["mysql", "-uroot", format!("-pS3cret{i}"), "--host", "db", "-e", "select 1"]);
+            ("exec".to_owned(), json!({"filename": "/usr/bin/mysql", "argv": argv, "cwd": "/srv/app", "uid": 0, "gid": 0}).to_string())
+        })
+        .collect();
+    let (secret_redact_ns, secret_chain_ns, secret_hits) = stage_costs(&secret_execs);
+    println!("\n== 6. evidence: redaction, chain and verify ==");
+    println!(
+        "per stored event ({} sampled, {hits} redacted): redact {:.2} µs, chain {:.2} µs",
+        sample.len(),
+        redact_ns / 1000.0,
+        chain_ns / 1000.0
+    );
+    println!(
+        "per exec event carrying a password ({} , {secret_hits} redacted): redact {:.2} µs, chain {:.2} µs",
+        secret_execs.len(),
+        secret_redact_ns / 1000.0,
+        secret_chain_ns / 1000.0
+    );
+    let t = Instant::now();
+    let out = Command::new(bin()).args(["verify", "--json", "--database-url", &d.db_url]).output().expect("agentmon verify");
+    let secs = t.elapsed().as_secs_f64();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let rows: u64 = lines.iter().filter(|l| l["type"] == "summary").filter_map(|l| l["rows"].as_u64()).sum();
+    let findings = lines.iter().filter(|l| l["type"] == "finding").count();
+    println!(
+        "verify: {rows} rows in {secs:.1} s = {:.0} rows/s, exit {:?}, {findings} findings",
+        fl(rows) / secs.max(1e-9),
+        out.status.code()
+    );
+    json!({
+        "sampled_events": sample.len(), "sampled_redacted": hits,
+        "redact_ns_per_event": redact_ns, "chain_ns_per_event": chain_ns,
+        "secret_exec_redact_ns": secret_redact_ns, "secret_exec_chain_ns": secret_chain_ns,
+        "verify_rows": rows, "verify_secs": secs, "verify_rows_per_sec": fl(rows) / secs.max(1e-9),
+        "verify_exit": out.status.code(), "verify_findings": findings,
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--workload") {
@@ -1258,7 +1348,9 @@ fn main() {
     print_overhead(&cfg, &ws, &overhead, &bt_note);
     print_throughput(&cfg, &cal, &runs, copy);
     print_rest(&lat, &cost, &restart);
-    let report = report_json(&cfg, &ws, &overhead, &bt_note, &cal, &runs, copy, &lat, &cost, &restart);
+    let evidence = evidence(&rt, &d);
+    let mut report = report_json(&cfg, &ws, &overhead, &bt_note, &cal, &runs, copy, &lat, &cost, &restart);
+    report["evidence"] = evidence;
     let target = self_exe().parent().and_then(Path::parent).expect("target dir").join("agentmon-bench.json");
     std::fs::write(&target, serde_json::to_string_pretty(&report).expect("JSON")).expect("write the JSON report");
     println!("\nreproduce: {}\njson: {}", cfg.command_line(), target.display());
