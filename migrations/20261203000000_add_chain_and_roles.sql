@@ -60,19 +60,20 @@ CREATE TRIGGER checkpoints_no_truncate BEFORE TRUNCATE ON checkpoints
 CREATE TRIGGER signing_keys_no_truncate BEFORE TRUNCATE ON signing_keys
     FOR EACH STATEMENT EXECUTE FUNCTION agentmon_no_truncate();
 
--- Roles are cluster-wide, so another database of the same cluster may have made them already.
+-- Roles are cluster-wide, so another database of the same cluster may have made them already,
+-- or be making them right now (parallel migrations race on the catalog's unique index).
 -- NOLOGIN: an admin gives a login role membership (see the README's "Database roles").
 DO $$
+DECLARE
+    r text;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'agentmon_owner') THEN
-        CREATE ROLE agentmon_owner NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'agentmon_writer') THEN
-        CREATE ROLE agentmon_writer NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'agentmon_reader') THEN
-        CREATE ROLE agentmon_reader NOLOGIN;
-    END IF;
+    FOREACH r IN ARRAY ARRAY['agentmon_owner', 'agentmon_writer', 'agentmon_reader'] LOOP
+        BEGIN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
+    END LOOP;
     IF NOT pg_has_role(current_user, 'agentmon_owner', 'MEMBER') THEN
         EXECUTE format('GRANT agentmon_owner TO %I', current_user);
     END IF;

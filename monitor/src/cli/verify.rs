@@ -86,6 +86,9 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
             });
         }
         v.finish(Utc::now());
+        if args.host.is_some() && v.summary.rows == 0 && v.summary.keys.is_empty() {
+            anyhow::bail!("host `{host}` has no evidence in this database (hosts are listed by `agentmon verify` without --host)");
+        }
         let secs = t0.elapsed().as_secs_f64();
         failed |= !v.findings.is_empty();
         reports.push((v.summary, v.findings, secs));
