@@ -242,7 +242,7 @@ pub fn process_row(host: &str, session: Uuid, action: Option<Uuid>, p: &ProcessR
 }
 
 /// `data` is the event's JSON, parsed (the stored column is `jsonb`).
-pub fn event_row(host: &str, e: &EventRecord, data: Value, seq: u64) -> Value {
+pub fn event_row(host: &str, e: &EventRecord, data: &Value, seq: u64) -> Value {
     json!({
         "table": "events", "chain_seq": seq, "id": e.id, "host": host, "session_id": e.session_id,
         "action_id": e.action_id, "exec_id": e.exec_id, "seq": e.seq, "ts": micros(e.ts), "kind": e.kind,

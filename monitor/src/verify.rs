@@ -303,6 +303,7 @@ pub async fn keys(pool: &sqlx::PgPool, host: &str) -> Result<HashMap<String, Str
 
 /// Where to start for `--since`: the newest checkpoint at or before `since` (its sequence and
 /// head hash, once its signature verifies), else the start of the chain.
+#[expect(clippy::implicit_hasher, reason = "the map comes from `keys`")]
 pub async fn start_at(pool: &sqlx::PgPool, host: &str, since: Option<DateTime<Utc>>, keys: &HashMap<String, String>) -> anyhow::Result<(u64, Hash)> {
     let Some(since) = since else { return Ok((1, GENESIS)) };
     let sql = format!(

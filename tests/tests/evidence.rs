@@ -347,7 +347,7 @@ async fn the_writer_only_appends_and_other_users_cannot_reach_the_private_cluste
         "SET session_replication_role = replica",
     ] {
         let e = sqlx::query(sql).execute(&mut *c).await.expect_err(sql);
-        let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
+        let code = e.as_database_error().and_then(sqlx::error::DatabaseError::code).map(std::borrow::Cow::into_owned);
         assert_eq!(code.as_deref(), Some("42501"), "{sql} must be refused for lack of privilege: {e}");
     }
     let mut tx = sqlx::Connection::begin(&mut *c).await.expect("tx");
@@ -355,7 +355,7 @@ async fn the_writer_only_appends_and_other_users_cannot_reach_the_private_cluste
     tx.rollback().await.expect("rollback");
     sqlx::query("SET ROLE agentmon_reader").execute(&mut *c).await.expect("reader");
     let e = sqlx::query("INSERT INTO signing_keys (host, fingerprint, public_key, created_at) VALUES ('t', 'f', 'k', now())").execute(&mut *c).await.expect_err("the reader only reads");
-    assert_eq!(e.as_database_error().and_then(|d| d.code()).as_deref(), Some("42501"));
+    assert_eq!(e.as_database_error().and_then(sqlx::error::DatabaseError::code).as_deref(), Some("42501"));
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(&mut *c).await.expect("the reader reads");
     assert!(n >= 0);
     drop(c);

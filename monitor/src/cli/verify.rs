@@ -72,7 +72,7 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
             if last_note.elapsed() >= Duration::from_secs(2) {
                 last_note = Instant::now();
                 let n = v.summary.rows;
-                eprintln!("agentmon: verify: {host}: {n} rows checked ({:.0} rows/s)", n as f64 / t0.elapsed().as_secs_f64());
+                eprintln!("agentmon: verify: {host}: {n} rows checked ({:.0} rows/s)", rate(n, t0.elapsed().as_secs_f64()));
             }
         }
         for (table, id) in verify::unchained(&pool, host).await? {
@@ -103,13 +103,18 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
             let mut o = serde_json::to_value(summary)?;
             o["type"] = "summary".into();
             o["ok"] = findings.is_empty().into();
-            o["rows_per_sec"] = ((summary.rows as f64 / secs.max(1e-9)).round()).into();
+            o["rows_per_sec"] = rate(summary.rows, *secs).round().into();
             println!("{o}");
         }
     } else {
         print_human(&reports);
     }
     Ok(if failed { EXIT_FAILED } else { 0 })
+}
+
+#[expect(clippy::cast_precision_loss, reason = "a rate for people to read")]
+fn rate(rows: u64, secs: f64) -> f64 {
+    rows as f64 / secs.max(1e-9)
 }
 
 fn print_human(reports: &[(Summary, Vec<Finding>, f64)]) {
@@ -146,7 +151,7 @@ fn print_human(reports: &[(Summary, Vec<Finding>, f64)]) {
                 s.last_checkpoint_at.map_or("-".into(), |t| format!("{} ({})", table::local_time(t), s.last_checkpoint_kind.as_deref().unwrap_or("-"))),
                 s.unsigned_rows.to_string(),
                 s.keys.join(","),
-                format!("{:.0}", s.rows as f64 / secs.max(1e-9)),
+                format!("{:.0}", rate(s.rows, *secs)),
             ]
         })
         .collect();

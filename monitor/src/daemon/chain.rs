@@ -145,7 +145,7 @@ impl Chain {
                 // Stored as jsonb, so hashed as the parsed value; kept in canonical form.
                 let data = data.unwrap_or_else(|| serde_json::from_str(&e.data).unwrap_or_else(|_| Value::String(e.data.clone())));
                 e.data = chain::canonical(&data);
-                e.chain = self.next(|seq| chain::event_row(h, e, data, seq));
+                e.chain = self.next(|seq| chain::event_row(h, e, &data, seq));
             }
             Output::Process(p) => {
                 truncate_process(&mut p.rec);

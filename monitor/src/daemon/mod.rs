@@ -197,10 +197,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     state_dir(&state)?;
     let redactor = redact::open(&state, &file.redaction)?;
     info!(rules = redactor.rule_names().len(), "secrets are redacted before anything is stored");
-    let (key, new_key) = chain::load_or_create_key(&state)?;
-    let checkpoint_log = chain::CheckpointLog::parse(
-        &args.checkpoint_log.clone().or(file.checkpoint_log.clone()).unwrap_or_else(|| state.join("checkpoints.jsonl").display().to_string()),
-    );
+    let host = hostname();
+    let chain = open_chain(&args, &file, &state, &host)?;
     info!(database = %crate::store::redact_url(&url), "connecting to the database");
     let admin = crate::store::connect(&url).await?;
     crate::store::migrate(&admin).await?;
@@ -246,27 +244,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let queue: SharedQueue = Arc::new(Mutex::new(Queue::new(front, main, memory_bytes, spool_max)));
     let store_stats = Arc::new(StoreStats::default());
     let (mode_tx, mode_rx) = tokio::sync::watch::channel(StoreMode::Run);
-    let host = hostname();
     let store_task = tokio::spawn(store::run(pool.clone(), host.clone(), queue.clone(), store_stats.clone(), mode_rx));
     let sync_task = tokio::spawn(store::sync_spool(queue.clone()));
 
     let (clock, boot_id) = clock()?;
-    let secs = |flag: Option<u64>, file: Option<u64>, default| Duration::from_secs(flag.or(file).unwrap_or(default));
-    let chain = chain::Chain::new(
-        host.clone(),
-        None,
-        key,
-        checkpoint_log.clone(),
-        secs(args.checkpoint_secs, file.checkpoint_secs, 5),
-        secs(args.heartbeat_secs, file.heartbeat_secs, 60),
-    );
-    info!(
-        key = %chain.fingerprint,
-        public_key = %chain.public_key,
-        new = new_key,
-        log = ?checkpoint_log,
-        "checkpoints are signed with this ed25519 key"
-    );
     let mut daemon = Daemon {
         probes,
         redactor,
@@ -325,6 +306,26 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     info!("stopped; the programs stay attached and keep capturing into the pinned rings");
     result
+}
+
+/// The chain stage: the signing key (made on first start), the external checkpoint log and
+/// the checkpoint intervals. Its head is set once the spool is stored (`readopt`).
+fn open_chain(args: &DaemonArgs, file: &FileConfig, state: &Path, host: &str) -> anyhow::Result<chain::Chain> {
+    let (key, new_key) = chain::load_or_create_key(state)?;
+    let log = chain::CheckpointLog::parse(
+        &args.checkpoint_log.clone().or(file.checkpoint_log.clone()).unwrap_or_else(|| state.join("checkpoints.jsonl").display().to_string()),
+    );
+    let secs = |flag: Option<u64>, file: Option<u64>, default| Duration::from_secs(flag.or(file).unwrap_or(default));
+    let chain = chain::Chain::new(
+        host.to_owned(),
+        None,
+        key,
+        log.clone(),
+        secs(args.checkpoint_secs, file.checkpoint_secs, 5),
+        secs(args.heartbeat_secs, file.heartbeat_secs, 60),
+    );
+    info!(key = %chain.fingerprint, public_key = %chain.public_key, new = new_key, log = ?log, "checkpoints are signed with this ed25519 key");
+    Ok(chain)
 }
 
 fn raise_memlock() {

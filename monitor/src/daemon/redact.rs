@@ -62,7 +62,7 @@ fn process(r: &Redactor, p: &mut ProcessRecord) {
 /// parsed, for the chain stage (which hashes it in that form).
 pub fn apply(r: &Redactor, o: &mut Output) -> Option<Value> {
     let mut hits = Hits::new();
-    let data = match o {
+    match o {
         Output::SessionStart(s) => {
             r.text(&mut s.agent, &mut hits);
             opt(r, &mut s.label, &mut hits);
@@ -103,8 +103,7 @@ pub fn apply(r: &Redactor, o: &mut Output) -> Option<Value> {
             None
         }
         Output::Checkpoint(_) | Output::SigningKey(_) => None,
-    };
-    data
+    }
 }
 
 /// Redact the text of the correlation state before it is written to disk at a graceful stop.

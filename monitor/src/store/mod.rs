@@ -177,7 +177,7 @@ async fn copy_events(conn: &mut sqlx::PgConnection, host: &str, rows: &[&EventRe
         buf.push('\t');
         copy_text_array(&mut buf, &e.redacted);
         if e.chain.seq > 0 {
-            let _ = write!(buf, "\t{}\t\\\\x{}\n", e.chain.seq, hex(&e.chain.hash));
+            let _ = writeln!(buf, "\t{}\t\\\\x{}", e.chain.seq, hex(&e.chain.hash));
         } else {
             buf.push_str("\t\\N\t\\N\n");
         }
