@@ -119,6 +119,12 @@ pub fn canonical_into(v: &Value, out: &mut String) {
 
 fn string_into(s: &str, out: &mut String) {
     out.push('"');
+    // Most text needs no escape: copy it whole.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -250,6 +256,33 @@ pub fn event_row(host: &str, e: &EventRecord, data: &Value, seq: u64) -> Value {
     })
 }
 
+/// The canonical text of [`event_row`], written directly (events are most rows): `data` is
+/// the event's data already in canonical form. Equal to `canonical(&event_row(..))` (tested).
+pub fn event_row_canonical(host: &str, e: &EventRecord, data_canonical: &str, seq: u64) -> String {
+    let mut o = String::with_capacity(data_canonical.len() + 300);
+    let opt_uuid = |u: Option<Uuid>| u.map_or_else(|| "null".to_owned(), |u| format!("\"{u}\""));
+    let _ = write!(o, "{{\"action_id\":{},\"chain_seq\":{seq},\"data\":{data_canonical},\"exec_id\":", opt_uuid(e.action_id));
+    string_into(&e.exec_id, &mut o);
+    o.push_str(",\"host\":");
+    string_into(host, &mut o);
+    let _ = write!(o, ",\"id\":\"{}\",\"kind\":", e.id);
+    string_into(&e.kind, &mut o);
+    let _ = write!(o, ",\"pid\":{},\"redacted\":[", e.pid);
+    for (i, r) in e.redacted.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        string_into(r, &mut o);
+    }
+    let _ = write!(o, "],\"seq\":{},\"session_id\":\"{}\",\"table\":\"events\",\"tid\":{},\"ts\":{}}}", e.seq, e.session_id, e.tid, micros(e.ts));
+    o
+}
+
+/// The leaf of a row from its canonical text.
+pub fn leaf_of_text(canonical: &str) -> Hash {
+    Sha256::digest(canonical.as_bytes()).into()
+}
+
 pub fn checkpoint_row(host: &str, c: &Checkpoint, seq: u64) -> Value {
     json!({
         "table": "checkpoints", "chain_seq": seq, "id": c.id, "host": host,
@@ -379,6 +412,36 @@ mod tests {
         let mut swapped = rows[0].clone();
         swapped["chain_seq"] = json!(2);
         assert_ne!(leaf(&swapped), leaf(&rows[1]), "the table and position are part of the leaf");
+    }
+
+    #[test]
+    fn the_direct_event_encoding_equals_the_generic_one() {
+        let data = json!({"path": "/tmp/a\"b\\c\u{1}", "argv": ["x", "é"], "n": -1});
+        let e = EventRecord {
+            id: Uuid::now_v7(),
+            session_id: Uuid::now_v7(),
+            action_id: Some(Uuid::now_v7()),
+            exec_id: "4f1c2a9e-1-2".into(),
+            seq: 9,
+            ts: DateTime::from_timestamp(1_700_000_000, 5000).expect("time"),
+            kind: "file".into(),
+            pid: 3,
+            tid: 4,
+            data: String::new(),
+            redacted: vec!["jwt".into(), "github_token".into()],
+            chain: ChainLink::default(),
+        };
+        assert_eq!(event_row_canonical("h\tx", &e, &canonical(&data), 77), canonical(&event_row("h\tx", &e, &data, 77)));
+        let e = EventRecord { action_id: None, redacted: Vec::new(), ..e };
+        assert_eq!(event_row_canonical("h", &e, &canonical(&data), 1), canonical(&event_row("h", &e, &data, 1)));
+    }
+
+    #[test]
+    fn serde_json_output_is_already_canonical() {
+        // The chain stage stores the correlator's `data.to_string()` as is: this must hold (it
+        // would not with serde_json's `preserve_order` feature).
+        let v = json!({"z": 1, "a": {"y": [1, -2, "x\"\n\u{1}é/"], "b": null}, "m": true, "big": 18_446_744_073_709_551_615_u64});
+        assert_eq!(v.to_string(), canonical(&v));
     }
 
     #[test]

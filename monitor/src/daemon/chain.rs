@@ -20,7 +20,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    chain::{self, ChainLink, GENESIS, Head, hex},
+    chain::{self, ChainLink, GENESIS, Hash, Head, hex},
     correlate::{Checkpoint, Output, SigningKey},
 };
 
@@ -122,8 +122,12 @@ impl Chain {
     }
 
     fn next(&mut self, row: impl FnOnce(u64) -> Value) -> ChainLink {
+        self.next_leaf(|seq| chain::leaf(&row(seq)))
+    }
+
+    fn next_leaf(&mut self, leaf: impl FnOnce(u64) -> Hash) -> ChainLink {
         let seq = self.head.seq + 1;
-        let hash = chain::link(&self.head.hash, &chain::leaf(&row(seq)));
+        let hash = chain::link(&self.head.hash, &leaf(seq));
         self.head = Head { seq, hash };
         self.sealed_since_checkpoint += 1;
         ChainLink { seq, hash }
@@ -142,10 +146,13 @@ impl Chain {
             }
             Output::Event(e) => {
                 chain::truncate_micros(&mut e.ts);
-                // Stored as jsonb, so hashed as the parsed value; kept in canonical form.
-                let data = data.unwrap_or_else(|| serde_json::from_str(&e.data).unwrap_or_else(|_| Value::String(e.data.clone())));
-                e.data = chain::canonical(&data);
-                e.chain = self.next(|seq| chain::event_row(h, e, &data, seq));
+                // Stored as jsonb, so hashed in canonical form. The correlator writes its data with
+                // serde_json, whose output is canonical already (sorted keys, integers: tested in
+                // chain.rs); data the redact stage parsed and changed is re-serialised.
+                if let Some(data) = data {
+                    e.data = chain::canonical(&data);
+                }
+                e.chain = self.next_leaf(|seq| chain::leaf_of_text(&chain::event_row_canonical(h, e, &e.data, seq)));
             }
             Output::Process(p) => {
                 truncate_process(&mut p.rec);

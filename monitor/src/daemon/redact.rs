@@ -59,7 +59,8 @@ fn process(r: &Redactor, p: &mut ProcessRecord) {
 }
 
 /// Redact a record in place and list the rules that fired on it. Returns an event's data,
-/// parsed, for the chain stage (which hashes it in that form).
+/// parsed, for the chain stage, when it had to be parsed (else it is the correlator's
+/// serialisation, which is already canonical).
 pub fn apply(r: &Redactor, o: &mut Output) -> Option<Value> {
     let mut hits = Hits::new();
     match o {
@@ -71,10 +72,12 @@ pub fn apply(r: &Redactor, o: &mut Output) -> Option<Value> {
             None
         }
         Output::Event(e) => {
-            let mut data: Value = serde_json::from_str(&e.data).unwrap_or_else(|_| Value::String(e.data.clone()));
-            if r.is_candidate(&e.data) {
-                r.json(&mut data, &mut hits);
+            // Most events hold no rule's keyword anywhere: no need to parse them.
+            if !r.is_candidate(&e.data) {
+                return None;
             }
+            let mut data: Value = serde_json::from_str(&e.data).unwrap_or_else(|_| Value::String(e.data.clone()));
+            r.json(&mut data, &mut hits);
             e.redacted = hits.into_iter().collect();
             Some(data)
         }
