@@ -32,6 +32,10 @@ pub enum EventKind {
     Exit = 4,
     File = 5,
     Net = 6,
+    /// An act against agentmon or a hand-off to an unmonitored process: [`TamperEvent`].
+    Tamper = 7,
+    /// An io_uring submission or completion: [`IoUringEvent`].
+    IoUring = 8,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -44,6 +48,8 @@ impl TryFrom<u32> for EventKind {
             4 => Self::Exit,
             5 => Self::File,
             6 => Self::Net,
+            7 => Self::Tamper,
+            8 => Self::IoUring,
             other => return Err(other),
         })
     }
@@ -176,6 +182,16 @@ pub const FD_PATH: u32 = 64;
 pub const NET_SOCK_KNOWN: u32 = 128;
 /// `addr` holds the address the caller passed (or the kernel returned, for accept/recvfrom).
 pub const NET_ADDR_GIVEN: u32 = 256;
+/// File events: `dir2` holds the path of the file the kernel actually opened, read from the new
+/// fd (opens only; `path2` is unused for them).
+pub const OBJ_PATH: u32 = 512;
+/// File, network and tamper events: the syscall came through the 32-bit compat entry
+/// (`int 0x80`); `nr` is the 64-bit twin's number.
+pub const COMPAT: u32 = 1024;
+/// Network events: a send with `MSG_FASTOPEN` (on TCP it connects).
+pub const NET_FASTOPEN: u32 = 2048;
+/// A relative or empty path whose directory is the fd's file itself (`AT_EMPTY_PATH` with "").
+pub const EMPTY_PATH: u32 = 4096;
 
 /// A file syscall's result (`sys_exit_*`), with the arguments saved at `sys_enter_*`.
 /// Sent up to the last used byte.
@@ -190,9 +206,10 @@ pub struct FileEvent {
     pub ret: i64,
     /// The raw syscall arguments.
     pub args: [u64; 6],
-    /// For openat2: `how.flags` and `how.mode`.
+    /// For openat2: `how.flags`, `how.mode` and `how.resolve`.
     pub how_flags: u64,
     pub how_mode: u64,
+    pub how_resolve: u64,
     pub path1_len: u32,
     pub dir1_len: u32,
     pub path2_len: u32,
@@ -206,7 +223,7 @@ pub const FILE_PATH1_OFF: usize = core::mem::offset_of!(FileEvent, path1);
 pub const FILE_DIR1_OFF: usize = core::mem::offset_of!(FileEvent, dir1);
 pub const FILE_PATH2_OFF: usize = core::mem::offset_of!(FileEvent, path2);
 pub const FILE_DIR2_OFF: usize = core::mem::offset_of!(FileEvent, dir2);
-const _: () = assert!(FILE_PATH1_OFF == 48 + 16 + 48 + 16 + 16);
+const _: () = assert!(FILE_PATH1_OFF == 48 + 16 + 48 + 24 + 16);
 const _: () = assert!(core::mem::size_of::<FileEvent>() == FILE_DIR2_OFF + DIR_CAP);
 
 /// A network syscall's result.
@@ -234,6 +251,100 @@ pub struct NetEvent {
     pub payload: [u8; PAYLOAD_CAP],
 }
 const _: () = assert!(core::mem::size_of::<NetEvent>() == 48 + 32 + 8 + 32 + SOCKADDR_CAP + PAYLOAD_CAP);
+
+/// What a [`TamperEvent`] reports.
+pub mod tamper {
+    /// A session process sent a signal to the daemon (`target` = daemon tgid, `arg` = signal).
+    pub const SIGNAL_DAEMON: u32 = 1;
+    /// `bpf()` (`arg` = command).
+    pub const BPF: u32 = 2;
+    /// unshare, setns, mount, umount2, pivot_root, `open_tree`, `move_mount`, fsmount (`nr` says which).
+    pub const NAMESPACE: u32 = 3;
+    /// ptrace, `process_vm_writev` or `pidfd_getfd` on a process outside the session (`target`).
+    pub const HANDOFF: u32 = 4;
+    /// A process of the session could not be tracked: the tracked-process map was full
+    /// (`target` = the untracked tgid). The session's record is incomplete from here on.
+    pub const TRACK_FAILED: u32 = 5;
+}
+
+/// An act against agentmon, or a hand-off of work to an unmonitored process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TamperEvent {
+    pub hdr: EventHeader,
+    /// A [`tamper`] constant.
+    pub what: u32,
+    /// The syscall (64-bit numbering), 0 when none.
+    pub nr: u32,
+    pub ret: i64,
+    pub args: [u64; 6],
+    /// The process acted on (tgid), 0 when none.
+    pub target: u32,
+    /// [`COMPAT`].
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<TamperEvent>() == 48 + 16 + 48 + 8);
+
+/// `IoUringEvent::phase`.
+pub const URING_SUBMIT: u32 = 0;
+pub const URING_COMPLETE: u32 = 1;
+
+/// An io_uring request of a session process: one at submission (operation, fd, the path the
+/// kernel copied in, the address) and one at completion (result; for an open, the opened
+/// file's real path in `dir`, flagged [`OBJ_PATH`]). `req` pairs them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IoUringEvent {
+    pub hdr: EventHeader,
+    pub phase: u32,
+    pub opcode: u32,
+    /// The kernel's request pointer: an opaque id pairing submission and completion.
+    pub req: u64,
+    pub user_data: u64,
+    pub res: i64,
+    pub fd: i32,
+    /// The directory fd of a path operation (`AT_FDCWD` = -100).
+    pub dfd: i32,
+    /// [`DIR1_RESOLVED`], [`DIR1_TRUNCATED`], [`PATH1_TRUNCATED`], [`PATH2_TRUNCATED`],
+    /// [`OBJ_PATH`], [`NET_ADDR_GIVEN`].
+    pub flags: u32,
+    pub addr_len: u32,
+    pub path_len: u32,
+    pub path2_len: u32,
+    pub dir_len: u32,
+    /// An open's `how.flags` (the `O_*` bits all fit in 32).
+    pub open_flags: u32,
+    pub addr: [u8; SOCKADDR_CAP],
+    pub path: [u8; PATH_CAP],
+    pub path2: [u8; PATH_CAP],
+    pub dir: [u8; DIR_CAP],
+}
+pub const URING_PATH_OFF: usize = core::mem::offset_of!(IoUringEvent, path);
+pub const URING_PATH2_OFF: usize = core::mem::offset_of!(IoUringEvent, path2);
+pub const URING_DIR_OFF: usize = core::mem::offset_of!(IoUringEvent, dir);
+const _: () = assert!(URING_PATH_OFF == 48 + 64 + SOCKADDR_CAP);
+const _: () = assert!(core::mem::size_of::<IoUringEvent>() == URING_DIR_OFF + DIR_CAP);
+
+/// io_uring opcodes (`enum io_uring_op`) with a path or an address.
+pub mod uring {
+    pub const SENDMSG: u32 = 9;
+    pub const RECVMSG: u32 = 10;
+    pub const ACCEPT: u32 = 13;
+    pub const CONNECT: u32 = 16;
+    pub const OPENAT: u32 = 18;
+    pub const CLOSE: u32 = 19;
+    pub const STATX: u32 = 21;
+    pub const READ: u32 = 22;
+    pub const WRITE: u32 = 23;
+    pub const SEND: u32 = 26;
+    pub const RECV: u32 = 27;
+    pub const OPENAT2: u32 = 28;
+    pub const RENAMEAT: u32 = 35;
+    pub const UNLINKAT: u32 = 36;
+    pub const MKDIRAT: u32 = 37;
+    pub const SYMLINKAT: u32 = 38;
+    pub const LINKAT: u32 = 39;
+}
 
 /// In-flight syscall of a tracked thread, saved at `sys_enter_*`.
 #[repr(C)]
@@ -281,6 +392,21 @@ pub mod nr {
     pub const RENAMEAT2: u64 = 316;
     pub const OPENAT2: u64 = 437;
     pub const FCHMODAT2: u64 = 452;
+    // Tamper and hand-off syscalls.
+    pub const PTRACE: u64 = 101;
+    pub const PIVOT_ROOT: u64 = 155;
+    pub const MOUNT: u64 = 165;
+    pub const UMOUNT2: u64 = 166;
+    pub const UNSHARE: u64 = 272;
+    pub const SETNS: u64 = 308;
+    pub const PROCESS_VM_WRITEV: u64 = 311;
+    pub const BPF: u64 = 321;
+    pub const OPEN_TREE: u64 = 428;
+    pub const MOVE_MOUNT: u64 = 429;
+    pub const FSMOUNT: u64 = 432;
+    pub const PIDFD_GETFD: u64 = 438;
+    /// Set in a pending syscall's `nr` when it came through the compat (`int 0x80`) entry.
+    pub const COMPAT_BIT: u64 = 1 << 32;
 
     /// Where a file syscall's paths are: (path1 arg, dirfd1 arg, path2 arg, dirfd2 arg, fd arg),
     /// each an argument index or -1. A dirfd of -1 means relative to the cwd.
@@ -300,6 +426,82 @@ pub mod nr {
 
     pub const fn is_net(nr: u64) -> bool {
         matches!(nr, CONNECT | ACCEPT | SENDTO | RECVFROM | SENDMSG | SENDMMSG | RECVMSG | BIND | LISTEN | ACCEPT4)
+    }
+
+    pub const fn is_tamper(nr: u64) -> bool {
+        matches!(nr, PTRACE | PIVOT_ROOT | MOUNT | UMOUNT2 | UNSHARE | SETNS | PROCESS_VM_WRITEV | BPF | OPEN_TREE | MOVE_MOUNT | FSMOUNT | PIDFD_GETFD)
+    }
+
+    /// The 64-bit twin of an i386 syscall number, for the syscalls agentmon captures. The
+    /// arguments keep their order; `socketcall` (102) is unpacked separately.
+    pub const fn from_compat(nr32: u64) -> Option<u64> {
+        Some(match nr32 {
+            5 => OPEN,
+            8 => CREAT,
+            9 => LINK,
+            10 => UNLINK,
+            15 => CHMOD,
+            16 | 198 => LCHOWN,
+            21 => MOUNT,
+            26 => PTRACE,
+            38 => RENAME,
+            39 => MKDIR,
+            40 => RMDIR,
+            52 => UMOUNT2,
+            83 => SYMLINK,
+            92 | 193 => TRUNCATE,
+            93 | 194 => FTRUNCATE,
+            94 => FCHMOD,
+            95 | 207 => FCHOWN,
+            182 | 212 => CHOWN,
+            217 => PIVOT_ROOT,
+            295 => OPENAT,
+            296 => MKDIRAT,
+            298 => FCHOWNAT,
+            301 => UNLINKAT,
+            302 => RENAMEAT,
+            303 => LINKAT,
+            304 => SYMLINKAT,
+            306 => FCHMODAT,
+            310 => UNSHARE,
+            346 => SETNS,
+            347 => PROCESS_VM_WRITEV,
+            353 => RENAMEAT2,
+            357 => BPF,
+            361 => BIND,
+            362 => CONNECT,
+            363 => LISTEN,
+            364 => ACCEPT4,
+            369 => SENDTO,
+            370 => SENDMSG,
+            371 => RECVFROM,
+            372 => RECVMSG,
+            345 => SENDMMSG,
+            428 => OPEN_TREE,
+            429 => MOVE_MOUNT,
+            432 => FSMOUNT,
+            437 => OPENAT2,
+            438 => PIDFD_GETFD,
+            452 => FCHMODAT2,
+            _ => return None,
+        })
+    }
+
+    /// i386 `socketcall` call numbers to 64-bit syscalls (args are then read from user memory).
+    pub const fn from_socketcall(call: u64) -> Option<u64> {
+        Some(match call {
+            2 => BIND,
+            3 => CONNECT,
+            4 => LISTEN,
+            5 => ACCEPT,
+            11 => SENDTO,
+            12 => RECVFROM,
+            16 => SENDMSG,
+            17 => RECVMSG,
+            18 => ACCEPT4,
+            20 => SENDMMSG,
+            _ => return None,
+        })
     }
 }
 
@@ -346,6 +548,29 @@ pub struct KernelOffsets {
     pub skc_rcv_saddr: u32,
     pub skc_v6_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
+    /// `task_struct.thread_info.status` (x86: `TS_COMPAT` marks an `int 0x80` syscall).
+    pub task_ti_status: u32,
+    /// `pt_regs` bx, cx, dx, si, di, bp: the i386 syscall arguments 0..5.
+    pub regs_args: [u32; 6],
+    /// `struct pid`: `numbers[0].nr` (a pidfd's `private_data` is a `struct pid *`).
+    pub pid_nr: u32,
+    /// `io_kiocb.opcode` and `io_kiocb.cqe.fd` (the sqe's fd).
+    pub kiocb_opcode: u32,
+    pub kiocb_fd: u32,
+    /// `struct filename.name` (the kernel's copy of a user path).
+    pub filename_name: u32,
+    /// Per-operation data at the start of an `io_kiocb`: (dfd, filename) for open, unlink,
+    /// mkdir, statx; (old dfd, old path, new dfd, new path) for rename and link; the user
+    /// sockaddr and its length for connect. 0 when the kernel's BTF lacks the struct.
+    pub uring_open: [u32; 2],
+    pub uring_unlink: [u32; 2],
+    pub uring_mkdir: [u32; 2],
+    pub uring_statx: [u32; 2],
+    pub uring_rename: [u32; 4],
+    pub uring_link: [u32; 4],
+    pub uring_connect: [u32; 2],
+    /// `io_open.how` (its first member is `flags`).
+    pub uring_open_how: u32,
 }
 
 /// Runtime knobs for the kernel side, set as a global at load.
@@ -356,6 +581,29 @@ pub struct ProbeConfig {
     pub wakeup_bytes: u64,
     /// The same for the lifecycle ring.
     pub lifecycle_wakeup_bytes: u64,
+}
+
+/// A `TRACKED` value: the session, and the tracked process's start time in clock ticks
+/// (`/proc/<pid>/stat` field 22, 100 per second), so a stale entry is never taken for a new
+/// process that reuses the pid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tracked {
+    /// Session cgroup id, with [`TRACKED_SEEDED`] when the daemon seeded it.
+    pub session: u64,
+    pub start_ticks: u64,
+}
+
+/// Nanoseconds per `/proc` clock tick (`USER_HZ` = 100 on every Linux architecture agentmon runs on).
+pub const NS_PER_TICK: u64 = 10_000_000;
+
+/// A `VERDICT` cache value: the session a cgroup is in (0 = none), and the tag generation it was
+/// computed under. A "none" computed before the latest tag is recomputed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub session: u64,
+    pub generation: u64,
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -372,7 +620,9 @@ pub mod counter {
     pub const DROPPED_FILE: u32 = 4;
     /// Network events that did not fit in the file/network ring.
     pub const DROPPED_NET: u32 = 5;
-    pub const LEN: u32 = 6;
+    /// Tracked entries found stale (their pid now belongs to another process) and removed.
+    pub const STALE_TRACKED: u32 = 6;
+    pub const LEN: u32 = 7;
 }
 
 /// Which ring an event goes to, and which drop counter it is charged to when it does not fit.
@@ -419,4 +669,6 @@ mod pod {
     unsafe impl aya::Pod for super::ProbeConfig {}
     unsafe impl aya::Pod for super::PendingSyscall {}
     unsafe impl aya::Pod for super::SessionLoss {}
+    unsafe impl aya::Pod for super::Tracked {}
+    unsafe impl aya::Pod for super::Verdict {}
 }

@@ -12,20 +12,20 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    DIR_CAP, DIR1_RESOLVED, EventClass, DIR1_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED, EventKind, FD_PATH,
-    FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FileEvent, PATH_CAP, PATH1_TRUNCATED,
-    PATH2_TRUNCATED, PendingSyscall, nr,
+    COMPAT, DIR_CAP, DIR1_RESOLVED, EMPTY_PATH, EventClass, DIR1_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED, EventKind,
+    FD_PATH, FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FileEvent, OBJ_PATH, PATH_CAP,
+    PATH1_TRUNCATED, PATH2_TRUNCATED, PendingSyscall, nr,
 };
 
 use crate::{
     maps::{OFFSETS, current_session, current_tgid_pid, emit_bytes, fill_header},
-    net,
+    net, tamper,
     vfs::{fd_file, walk_cwd, walk_struct_path},
 };
 
 /// In-flight file/network syscalls of tracked threads, by pid_tgid.
 #[map]
-static PENDING: LruHashMap<u64, PendingSyscall> = LruHashMap::with_max_entries(16384, 0);
+pub static PENDING: LruHashMap<u64, PendingSyscall> = LruHashMap::with_max_entries(16384, 0);
 
 #[map]
 static FILE_SCRATCH: PerCpuArray<FileEvent> = PerCpuArray::with_max_entries(1, 0);
@@ -38,8 +38,13 @@ pub fn sys_enter_tracked(ctx: TracePointContext) -> u32 {
     if current_session(tgid).is_none() {
         return 0;
     }
-    // SAFETY: reads within the sys_enter record: nr at 8, six args from 16.
-    let mut p = PendingSyscall { nr: unsafe { ctx.read_at::<i64>(8) }.unwrap_or(-1) as u64, args: [0; 6] };
+    // SAFETY: reads within the sys_enter record: `int __syscall_nr` at 8, six args from 16.
+    // The number is an int: bytes 12..16 are padding, not part of it.
+    let nr = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(-1);
+    if nr < 0 {
+        return 0;
+    }
+    let mut p = PendingSyscall { nr: nr as u64, args: [0; 6] };
     for i in 0..6 {
         p.args[i] = unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0);
     }
@@ -60,26 +65,39 @@ pub fn sys_exit_tracked(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
-    if nr::is_net(p.nr) {
-        net::on_exit(&p, ret, session);
-    } else if let Some(layout) = nr::file_layout(p.nr) {
-        on_file_exit(&p, ret, session, layout);
-    }
+    finish(&p, ret, session);
     0
 }
 
-/// Read a user string; returns its length without the NUL and whether it filled the buffer.
+/// Turn a finished syscall into its event (shared by the 64-bit and the compat entry).
 #[inline(always)]
-fn read_user_path(ptr: u64, buf: *mut u8) -> (u32, bool) {
+pub fn finish(p: &PendingSyscall, ret: i64, session: u64) {
+    let compat = p.nr & nr::COMPAT_BIT != 0;
+    let native = PendingSyscall { nr: p.nr & !nr::COMPAT_BIT, args: p.args };
+    if nr::is_net(native.nr) {
+        if net::on_exit(&native, ret, session, compat) == u32::MAX {
+            crate::maps::count(monitor_common::counter::READ_ERRORS);
+        }
+    } else if let Some(layout) = nr::file_layout(native.nr) {
+        on_file_exit(&native, ret, session, layout, compat);
+    } else if nr::is_tamper(native.nr) {
+        tamper::on_exit(&native, ret, session, compat);
+    }
+}
+
+/// Read a user string; returns its length without the NUL, whether it filled the buffer, and
+/// whether it could be read at all.
+#[inline(always)]
+fn read_user_path(ptr: u64, buf: *mut u8) -> (u32, bool, bool) {
     if ptr == 0 {
-        return (0, false);
+        return (0, false, false);
     }
     // SAFETY: the helper checks the user address; `buf` has PATH_CAP bytes.
     let n = unsafe { bpf_probe_read_user_str(buf.cast(), PATH_CAP as u32, ptr as *const _) };
     if n <= 0 {
-        return (0, false);
+        return (0, false, false);
     }
-    ((n - 1) as u32 & (PATH_CAP as u32 - 1), n as usize >= PATH_CAP)
+    ((n - 1) as u32 & (PATH_CAP as u32 - 1), n as usize >= PATH_CAP, true)
 }
 
 /// The directory a relative path is relative to: the cwd, or the file behind `dirfd`.
@@ -88,7 +106,7 @@ fn resolve_dir(dirfd: i32, buf: *mut u8) -> (u32, bool) {
     if dirfd == AT_FDCWD {
         return walk_cwd(buf);
     }
-    let file = fd_file(dirfd as u64);
+    let file = fd_file(dirfd);
     if file.is_null() {
         return (0, false);
     }
@@ -111,18 +129,24 @@ fn dirfd_arg(p: &PendingSyscall, d: i8) -> Option<i32> {
     match d {
         -2 => None,
         -1 => Some(AT_FDCWD),
-        _ => Some(arg(p, d) as i32),
+        // An int, as the kernel reads it: the upper half of the register is ignored.
+        _ => Some(arg(p, d) as u32 as i32),
     }
 }
 
-/// Read a path argument into `path` and, when it is relative (and `dirfd` is given), the
-/// directory it is relative to into `dir`. Returns (path length, dir length, flags).
+/// Read a path argument into `path` and, when it is relative or empty (and `dirfd` is given),
+/// the directory it is relative to into `dir`. An empty path is resolved too: with
+/// `AT_EMPTY_PATH` the kernel acts on the dirfd's file itself, and without it the call fails
+/// with ENOENT, so naming that file is right either way. Returns (path length, dir length, flags).
 #[inline(always)]
 fn capture_path(ptr: u64, dirfd: Option<i32>, path: *mut u8, dir: *mut u8, bits: (u32, u32, u32)) -> (u32, Option<u32>, u32) {
-    let (n, trunc) = read_user_path(ptr, path);
+    let (n, trunc, read) = read_user_path(ptr, path);
     let mut flags = if trunc { bits.0 } else { 0 };
+    if n == 0 && read {
+        flags |= EMPTY_PATH;
+    }
     // SAFETY: `path` points at PATH_CAP bytes.
-    let relative = n > 0 && unsafe { *path } != b'/';
+    let relative = read && (n == 0 || unsafe { *path } != b'/');
     let dir_len = match dirfd {
         Some(fd) if relative => {
             let (dn, complete) = resolve_dir(fd, dir);
@@ -148,20 +172,21 @@ fn arg(p: &PendingSyscall, i: i8) -> u64 {
 }
 
 #[inline(always)]
-fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: (i8, i8, i8, i8, i8)) {
+fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: (i8, i8, i8, i8, i8), compat: bool) {
     let Some(ev) = FILE_SCRATCH.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: per-CPU scratch, exclusively ours for the duration of this program.
     let ev: &mut FileEvent = unsafe { &mut *ev };
-    let (p1, d1, p2, d2, fd) = layout;
+    let p1 = layout.0;
     fill_header(&mut ev.hdr, EventKind::File as u32, session);
     ev.nr = p.nr as u32;
-    ev.flags = 0;
+    ev.flags = if compat { COMPAT } else { 0 };
     ev.ret = ret;
     ev.args = p.args;
     ev.how_flags = 0;
     ev.how_mode = 0;
+    ev.how_resolve = 0;
     ev.path1_len = 0;
     ev.dir1_len = 0;
     ev.path2_len = 0;
@@ -171,7 +196,46 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: (i8, i8, i8,
         let how = p.args[2] as *const u64;
         ev.how_flags = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how) }.unwrap_or(0);
         ev.how_mode = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
+        ev.how_resolve = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how.wrapping_add(2)) }.unwrap_or(0);
     }
+    let mut len = FILE_PATH1_OFF;
+    if ret >= 0 && matches!(p.nr, nr::OPEN | nr::OPENAT | nr::OPENAT2 | nr::CREAT) {
+        // A successful open: the path as given, and the file the kernel actually opened, read
+        // from the new fd. Symlinks, `/proc/self/fd/N` aliases, `..` walks, RESOLVE_IN_ROOT and
+        // a sibling thread's chdir cannot make this differ from what was opened. The given
+        // path's directory is not walked (the real path supersedes it), which keeps this
+        // program within the verifier's budget. (Opens have no second path: `dir2` is free.)
+        let (n, trunc, _) = read_user_path(arg(p, p1), ev.path1.as_mut_ptr());
+        ev.path1_len = n;
+        if trunc {
+            ev.flags |= PATH1_TRUNCATED;
+        }
+        len = FILE_PATH1_OFF + n as usize;
+        let file = fd_file(ret as i32);
+        if !file.is_null() {
+            let (dn, complete) = walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), ev.dir2.as_mut_ptr());
+            if complete {
+                ev.dir2_len = dn;
+                ev.flags |= OBJ_PATH;
+                len = FILE_DIR2_OFF + dn as usize;
+            }
+        }
+    } else {
+        len = capture_paths(p, ev, layout);
+    }
+    if len > FILE_DIR2_OFF + DIR_CAP {
+        len = FILE_DIR2_OFF + DIR_CAP;
+    }
+    // SAFETY: len <= size_of::<FileEvent>().
+    let bytes = unsafe { core::slice::from_raw_parts((ev as *const FileEvent).cast::<u8>(), len) };
+    emit_bytes(bytes, session, EventClass::File);
+}
+
+/// The paths of any file syscall but a successful open, each joined to the directory the
+/// kernel resolved it against; returns the bytes of the event to send.
+#[inline(always)]
+fn capture_paths(p: &PendingSyscall, ev: &mut FileEvent, layout: (i8, i8, i8, i8, i8)) -> usize {
+    let (p1, d1, p2, d2, fd) = layout;
     let mut len = FILE_PATH1_OFF;
     if p1 >= 0 {
         let (n, dir, flags) = capture_path(arg(p, p1), dirfd_arg(p, d1), ev.path1.as_mut_ptr(), ev.dir1.as_mut_ptr(), PATH1_BITS);
@@ -183,7 +247,7 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: (i8, i8, i8,
             len = FILE_DIR1_OFF + dn as usize;
         }
     } else if fd >= 0 {
-        let file = fd_file(arg(p, fd));
+        let file = fd_file(arg(p, fd) as u32 as i32);
         if !file.is_null() {
             let (dn, complete) = walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), ev.dir1.as_mut_ptr());
             ev.dir1_len = dn;
@@ -201,10 +265,5 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: (i8, i8, i8,
             len = FILE_DIR2_OFF + dn as usize;
         }
     }
-    if len > FILE_DIR2_OFF + DIR_CAP {
-        len = FILE_DIR2_OFF + DIR_CAP;
-    }
-    // SAFETY: len <= size_of::<FileEvent>().
-    let bytes = unsafe { core::slice::from_raw_parts((ev as *const FileEvent).cast::<u8>(), len) };
-    emit_bytes(bytes, session, EventClass::File);
+    len
 }

@@ -8,6 +8,9 @@ mod file;
 mod maps;
 mod net;
 mod process;
+mod tamper;
+mod compat;
+mod uring;
 mod vfs;
 
 #[cfg(not(test))]

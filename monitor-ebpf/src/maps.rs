@@ -9,11 +9,11 @@ use aya_ebpf::{
         generated::bpf_get_current_ancestor_cgroup_id,
     },
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use monitor_common::{
-    CGROUP_DEPTH_MAX, TRACKED_SEEDED, EventClass, EventHeader, ExecEvent, KernelOffsets, ProbeConfig, SessionLoss,
-    counter,
+    CGROUP_DEPTH_MAX, NS_PER_TICK, TRACKED_SEEDED, EventClass, EventHeader, EventKind, ExecEvent, KernelOffsets,
+    ProbeConfig, SessionLoss, TamperEvent, Tracked, Verdict, counter, tamper,
 };
 
 /// Kernel struct offsets, filled in by the daemon from BTF.
@@ -54,6 +54,20 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     skc_rcv_saddr: 0,
     skc_v6_daddr: 0,
     skc_v6_rcv_saddr: 0,
+    task_ti_status: 0,
+    regs_args: [0; 6],
+    pid_nr: 0,
+    kiocb_opcode: 0,
+    kiocb_fd: 0,
+    filename_name: 0,
+    uring_open: [0; 2],
+    uring_unlink: [0; 2],
+    uring_mkdir: [0; 2],
+    uring_statx: [0; 2],
+    uring_rename: [0; 4],
+    uring_link: [0; 4],
+    uring_connect: [0; 2],
+    uring_open_how: 0,
 });
 
 #[unsafe(no_mangle)]
@@ -74,15 +88,25 @@ pub static LIFECYCLE: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
 #[map]
 pub static TAGGED: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
 
-/// Tracked processes: tgid -> session cgroup id. Carried forward on fork, so a process that
-/// leaves its cgroup stays tracked; removed when the whole process exits.
+/// Tracked processes: tgid -> (session cgroup id, start time). Carried forward on fork, so a
+/// process that leaves its cgroup stays tracked; removed when the whole process exits. An entry
+/// whose start time is not the current process's is stale (a reused pid) and is dropped.
+/// Its size is set by the daemon at load.
 #[map]
-pub static TRACKED: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
+pub static TRACKED: HashMap<u32, Tracked> = HashMap::with_max_entries(65536, 0);
 
-/// Cache of the ancestry walk: cgroup id -> session cgroup id, or 0 for "not tagged".
-/// The daemon clears the zero entries when it tags an existing cgroup.
+/// Cache of the ancestry walk: cgroup id -> (session cgroup id or 0, tag generation).
 #[map]
-pub static VERDICT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 0);
+pub static VERDICT: LruHashMap<u64, Verdict> = LruHashMap::with_max_entries(8192, 0);
+
+/// The tag generation: the daemon bumps it after every tag, so a "not tagged" verdict computed
+/// while a tag was being added is never trusted after it.
+#[map]
+pub static GENERATION: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The running daemon's tgid (written by the daemon), so a signal to it is seen as tampering.
+#[map]
+pub static DAEMON: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Events lost per session cgroup (ring buffer full), by class, per CPU so no atomics are
 /// needed. It outlives daemons (pinned), so losses while no daemon runs are charged too.
@@ -111,47 +135,101 @@ pub fn count(index: u32) {
     }
 }
 
+/// Start time of the current process (its thread-group leader), in `/proc` clock ticks.
+#[inline(always)]
+pub fn current_start_ticks() -> u64 {
+    let off = OFFSETS.load();
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let leader = kread_ptr(task, off.task_group_leader);
+    kread::<u64>(leader, off.task_start_boottime) / NS_PER_TICK
+}
+
+/// The tracked entry of `tgid`, if it belongs to the current process; a stale entry (the pid
+/// was reused after an exit that was never seen) is removed.
+#[inline(always)]
+fn tracked_current(tgid: u32) -> Option<u64> {
+    // SAFETY: plain map lookup; the value is copied.
+    let t = *unsafe { TRACKED.get(&tgid) }?;
+    if t.start_ticks == current_start_ticks() {
+        return Some(t.session & !TRACKED_SEEDED);
+    }
+    if TRACKED.remove(&tgid).is_ok() {
+        count(counter::STALE_TRACKED);
+        if t.session & TRACKED_SEEDED == 0 {
+            add_session_procs(t.session, -1);
+        }
+    }
+    None
+}
+
+/// The session of the current task's cgroup (walking its ancestry once per cgroup and tag
+/// generation), or 0.
+#[inline(always)]
+fn cgroup_session() -> u64 {
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    let generation = GENERATION.get(0).copied().unwrap_or(0);
+    // SAFETY: plain map lookup.
+    if let Some(v) = unsafe { VERDICT.get(&cgroup) } {
+        if v.session != 0 || v.generation == generation {
+            return v.session;
+        }
+    }
+    let mut found = 0u64;
+    for level in 0..CGROUP_DEPTH_MAX {
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 {
+            break;
+        }
+        if unsafe { TAGGED.get(&id) }.is_some() {
+            found = id;
+            break;
+        }
+    }
+    let _ = VERDICT.insert(&cgroup, &Verdict { session: found, generation }, 0);
+    found
+}
+
 /// The session (tagged cgroup id) the current process belongs to, or `None` for everything
-/// else on the host. Cheap for untagged processes: two hash lookups once the cache is warm.
+/// else on the host. Cheap for untagged processes: three map lookups once the cache is warm.
+/// A process found in a tagged cgroup is added to the tracked set.
 #[inline(always)]
 pub fn current_session(tgid: u32) -> Option<u64> {
-    // SAFETY: plain map lookups.
-    if let Some(s) = unsafe { TRACKED.get(&tgid) } {
-        return Some(*s & !TRACKED_SEEDED);
+    if let Some(s) = tracked_current(tgid) {
+        return Some(s);
     }
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    let session = if let Some(v) = unsafe { VERDICT.get(&cgroup) } {
-        *v
-    } else {
-        let mut found = 0u64;
-        for level in 0..CGROUP_DEPTH_MAX {
-            let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
-            if id == 0 {
-                break;
-            }
-            if unsafe { TAGGED.get(&id) }.is_some() {
-                found = id;
-                break;
-            }
-        }
-        let _ = VERDICT.insert(&cgroup, &found, 0);
-        found
-    };
+    let session = cgroup_session();
     if session == 0 {
         return None;
     }
-    track(tgid, session);
+    track(tgid, session, current_start_ticks());
     Some(session)
 }
 
-/// Add a process to the tracked set, counting a failure (map full) instead of ignoring it, and
-/// counting it in its session's live processes when it is new.
+/// Like [`current_session`], but never adds to the tracked set (the exit path must not
+/// re-insert a process that is going away).
 #[inline(always)]
-pub fn track(tgid: u32, session: u64) {
-    if TRACKED.insert(&tgid, &session, BPF_NOEXIST as u64).is_ok() {
+pub fn current_session_peek(tgid: u32) -> Option<u64> {
+    if let Some(s) = tracked_current(tgid) {
+        return Some(s);
+    }
+    let session = cgroup_session();
+    (session != 0).then_some(session)
+}
+
+/// Add a process to the tracked set, counting it in its session's live processes when it is
+/// new. A failure (map full) is counted and reported as a tamper event: the session is
+/// incomplete from here on.
+#[inline(always)]
+pub fn track(tgid: u32, session: u64, start_ticks: u64) {
+    if TRACKED.insert(&tgid, &Tracked { session, start_ticks }, BPF_NOEXIST as u64).is_ok() {
         add_session_procs(session, 1);
     } else if unsafe { TRACKED.get(&tgid) }.is_none() {
         count(counter::TRACK_FAILURES);
+        let mut ev = TamperEvent::default();
+        fill_header(&mut ev.hdr, EventKind::Tamper as u32, session);
+        ev.what = tamper::TRACK_FAILED;
+        ev.target = tgid;
+        emit(&ev, session, EventClass::Lifecycle);
     }
 }
 
@@ -161,8 +239,8 @@ pub fn untrack(tgid: u32) {
     // SAFETY: plain map lookup; the value is copied before removal.
     if let Some(&value) = unsafe { TRACKED.get(&tgid) } {
         // Processes the daemon seeded from /proc were never counted here (the daemon knows them).
-        if TRACKED.remove(&tgid).is_ok() && value & TRACKED_SEEDED == 0 {
-            add_session_procs(value, -1);
+        if TRACKED.remove(&tgid).is_ok() && value.session & TRACKED_SEEDED == 0 {
+            add_session_procs(value.session, -1);
         }
     }
 }

@@ -7,8 +7,8 @@ use aya_ebpf::{
     macros::map,
     maps::PerCpuArray,
 };
-use monitor_common::{EventClass, 
-    EventKind, NET_ADDR_GIVEN, NET_SOCK_KNOWN, NetEvent, PendingSyscall, nr,
+use monitor_common::{
+    COMPAT, EventClass, EventKind, NET_ADDR_GIVEN, NET_FASTOPEN, NET_SOCK_KNOWN, NetEvent, PendingSyscall, nr,
 };
 
 use crate::{
@@ -19,7 +19,9 @@ use crate::{
 #[map]
 static NET_SCRATCH: PerCpuArray<NetEvent> = PerCpuArray::with_max_entries(1, 0);
 
+const SOCK_STREAM: u32 = 1;
 const SOCK_DGRAM: u32 = 2;
+const MSG_FASTOPEN: u64 = 0x2000_0000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const DNS_PORT: u16 = 53;
@@ -62,7 +64,7 @@ fn read_payload(ev: &mut NetEvent, ptr: u64, len: u64) {
 
 /// Fill type, family, ports and addresses from the socket behind `fd`.
 #[inline(always)]
-fn read_sock(ev: &mut NetEvent, fd: u64) {
+fn read_sock(ev: &mut NetEvent, fd: i32) {
     let off = OFFSETS.load();
     let file = fd_file(fd);
     if file.is_null() {
@@ -111,17 +113,29 @@ fn read_u32(ptr: u64) -> u64 {
     u64::from(unsafe { bpf_probe_read_user(ptr as *const u32) }.unwrap_or(0))
 }
 
-pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64) {
+/// A user `u32` (compat pointers and lengths).
+#[inline(always)]
+fn read_u32_raw(ptr: u64) -> u64 {
+    read_u32(ptr)
+}
+
+/// A BPF subprogram of its own (inlining it into every caller blows the verifier's budget).
+/// It returns the event's flags, which the caller checks: a subprogram whose result LLVM finds
+/// unused or constant loses its return value and may leave a stack pointer in r0, which the
+/// verifier rejects.
+#[inline(never)]
+pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) -> u32 {
     let Some(ev) = NET_SCRATCH.get_ptr_mut(0) else {
-        return;
+        return 0;
     };
     // SAFETY: per-CPU scratch, exclusively ours for the duration of this program.
     let ev: &mut NetEvent = unsafe { &mut *ev };
     fill_header(&mut ev.hdr, EventKind::Net as u32, session);
     ev.nr = p.nr as u32;
-    ev.flags = 0;
+    ev.flags = if compat { COMPAT } else { 0 };
     ev.ret = ret;
-    ev.fd = p.args[0] as i32;
+    // fds are ints: the kernel ignores the register's upper half, and so do we.
+    ev.fd = p.args[0] as u32 as i32;
     ev.sock_type = 0;
     ev.addr_len = 0;
     ev.payload_len = 0;
@@ -130,23 +144,26 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64) {
     ev.sk_rport = 0;
     ev.sk_laddr = [0; 16];
     ev.sk_raddr = [0; 16];
-    let mut sock_fd = p.args[0];
+    let mut sock_fd = ev.fd;
+    // The send flags (sendto: arg 3, sendmsg/sendmmsg: arg 2 / 3).
+    let mut send_flags = 0u64;
     // (payload pointer, payload length) for UDP send/recv.
     let mut payload = (0u64, 0u64);
     match p.nr {
-        nr::CONNECT | nr::BIND => read_addr(ev, p.args[1], p.args[2]),
+        nr::CONNECT | nr::BIND => read_addr(ev, p.args[1], p.args[2] & 0xffff_ffff),
         nr::LISTEN => {}
         nr::ACCEPT | nr::ACCEPT4 => {
             if ret >= 0 {
-                sock_fd = ret as u64;
+                sock_fd = ret as i32;
                 if p.args[1] != 0 && p.args[2] != 0 {
                     read_addr(ev, p.args[1], read_u32(p.args[2]));
                 }
             }
         }
         nr::SENDTO => {
-            read_addr(ev, p.args[4], p.args[5]);
+            read_addr(ev, p.args[4], p.args[5] & 0xffff_ffff);
             payload = (p.args[1], p.args[2]);
+            send_flags = p.args[3];
         }
         nr::RECVFROM => {
             if p.args[4] != 0 && p.args[5] != 0 {
@@ -156,33 +173,47 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64) {
         }
         // sendmmsg: the first message's msghdr starts the first struct mmsghdr.
         nr::SENDMSG | nr::SENDMMSG | nr::RECVMSG => {
-            // struct msghdr { void *name; int namelen; struct iovec *iov; size_t iovlen; ... }
             let msg = p.args[1];
-            let name = read_u64(msg);
-            let namelen = read_u64(msg + 8) & 0xffff_ffff;
-            let iov = read_u64(msg + 16);
+            let (name, namelen, iov) = if compat {
+                // struct compat_msghdr { u32 name; int namelen; u32 iov; u32 iovlen; ... }
+                (read_u32_raw(msg), read_u32_raw(msg + 4), read_u32_raw(msg + 8))
+            } else {
+                // struct msghdr { void *name; int namelen; struct iovec *iov; size_t iovlen; ... }
+                (read_u64(msg), read_u64(msg + 8) & 0xffff_ffff, read_u64(msg + 16))
+            };
             read_addr(ev, name, namelen);
-            let base = read_u64(iov);
-            let len = read_u64(iov + 8);
+            let (base, len) = if compat { (read_u32_raw(iov), read_u32_raw(iov + 4)) } else { (read_u64(iov), read_u64(iov + 8)) };
+            send_flags = if p.nr == nr::SENDMMSG { p.args[3] } else { p.args[2] };
             let len = if p.nr == nr::RECVMSG { if ret > 0 { ret as u64 } else { 0 } } else { len };
             payload = (base, len);
         }
-        _ => return,
+        _ => return 0,
     }
     read_sock(ev, sock_fd);
     let is_send = matches!(p.nr, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG);
     let is_recv = matches!(p.nr, nr::RECVFROM | nr::RECVMSG);
+    if is_send && send_flags & 0xffff_ffff & MSG_FASTOPEN != 0 {
+        ev.flags |= NET_FASTOPEN;
+    }
     if is_send || is_recv {
-        // Only UDP traffic is recorded; TCP sends and receives are part of a connection.
+        // A send on a stream socket that carries an address or MSG_FASTOPEN may connect (TCP
+        // fast open): recorded, and read as a connect to the socket's peer. Other TCP sends and
+        // receives are part of a connection already recorded.
+        if ev.sock_type == SOCK_STREAM && is_send && ev.flags & (NET_ADDR_GIVEN | NET_FASTOPEN) != 0 {
+            emit(ev, session, EventClass::Net);
+            return 0;
+        }
+        // Only UDP traffic is recorded otherwise.
         if ev.sock_type != SOCK_DGRAM {
-            return;
+            return 0;
         }
         let port = given_port(ev).unwrap_or(ev.sk_rport);
         if port == DNS_PORT {
             read_payload(ev, payload.0, payload.1);
         } else if is_recv {
-            return;
+            return 0;
         }
     }
     emit(ev, session, EventClass::Net);
+    ev.flags
 }

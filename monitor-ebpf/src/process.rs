@@ -12,17 +12,17 @@ use aya_ebpf::{
 use monitor_common::{
     ARGV_MAX, EventClass, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING,
     EXEC_CWD_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXIT_GROUP_DEAD, EventKind,
-    ExecEvent, ExecFailedEvent, ExitEvent, FILENAME_MAX, FORK_THREAD, ForkEvent, counter,
+    ExecEvent, ExecFailedEvent, ExitEvent, FILENAME_MAX, FORK_THREAD, ForkEvent, NS_PER_TICK, counter,
 };
 
 use crate::{vfs::walk_cwd, maps::{
-    EXEC_SCRATCH, OFFSETS, count, track, untrack, current_session, current_tgid_pid, emit,
+    EXEC_SCRATCH, OFFSETS, count, track, untrack, current_session, current_session_peek, current_tgid_pid, emit,
     emit_bytes, fill_header, kread, kread_ptr, record_drop, ring_for,
 }};
 
 /// In-flight execve/execveat of tracked threads: pid_tgid -> user pointer to the file name.
 #[map]
-static EXEC_ARGS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 0);
+pub static EXEC_ARGS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 0);
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
@@ -126,7 +126,7 @@ fn on_fork(ctx: &RawTracePointContext, tgid: u32, session: u64) {
         ev.child_start_ns = ev.hdr.start_ns;
     } else {
         ev.child_start_ns = kread::<u64>(child, off.task_start_boottime);
-        track(ev.child_tgid, session);
+        track(ev.child_tgid, session, ev.child_start_ns / NS_PER_TICK);
     }
     emit(&ev, session, EventClass::Lifecycle);
 }
@@ -134,7 +134,8 @@ fn on_fork(ctx: &RawTracePointContext, tgid: u32, session: u64) {
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     let (tgid, _) = current_tgid_pid();
-    if let Some(session) = current_session(tgid) {
+    // Peek only: an exiting process must never be (re-)added to the tracked set.
+    if let Some(session) = current_session_peek(tgid) {
         let off = OFFSETS.load();
         let task = unsafe { bpf_get_current_task() } as *const u8;
         // TP_PROTO(struct task_struct *p, bool group_dead)
@@ -183,23 +184,23 @@ fn remember_exec(ctx: &TracePointContext, filename_at: usize) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
-    exec_result(&ctx)
+    exec_result(unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0))
 }
 
 #[tracepoint]
 pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
-    exec_result(&ctx)
+    exec_result(unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0))
 }
 
+/// A finished execve/execveat of the current thread (64-bit or compat): a failure is an event.
 #[inline(always)]
-fn exec_result(ctx: &TracePointContext) -> u32 {
+pub fn exec_result(ret: i64) -> u32 {
     let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
     // SAFETY: plain map lookup.
     let Some(&name) = (unsafe { EXEC_ARGS.get(&key) }) else {
         return 0;
     };
     let _ = EXEC_ARGS.remove(&key);
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
     if ret >= 0 {
         return 0;
     }

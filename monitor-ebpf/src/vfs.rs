@@ -5,9 +5,14 @@ use monitor_common::{COMPONENT_MAX, CWD_DEPTH_MAX, CWD_MAX, counter};
 
 use crate::maps::{OFFSETS, count, kread, kread_ptr};
 
-/// The `struct file *` behind an fd of the current task, or null.
+/// The `struct file *` behind an fd of the current task, or null. The fd is an `int`, as the
+/// kernel reads it: callers pass the low 32 bits of the register, never the whole of it.
 #[inline(always)]
-pub fn fd_file(fd: u64) -> *const u8 {
+pub fn fd_file(fd: i32) -> *const u8 {
+    if fd < 0 {
+        return core::ptr::null();
+    }
+    let fd = fd as u64;
     let off = OFFSETS.load();
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let files = kread_ptr(task, off.task_files);

@@ -52,6 +52,10 @@ pub struct FileConfig {
     pub checkpoint_secs: Option<u64>,
     /// Longest time between checkpoints when idle (`--heartbeat-secs`).
     pub heartbeat_secs: Option<u64>,
+    /// Capture 32-bit syscalls (`--capture-compat`).
+    pub capture_compat: Option<bool>,
+    /// Size of the kernel's tracked-process map (`--max-tracked-processes`).
+    pub max_tracked_processes: Option<u32>,
     /// Extra redaction rules, allowlist and disabled built-in rules.
     #[serde(default)]
     pub redaction: crate::redact::RedactConfig,

@@ -7,6 +7,7 @@
 //!
 //! This module is pure: no I/O, no clock reads, so it is tested on synthetic sequences.
 
+pub mod acts;
 mod records;
 pub mod resources;
 
@@ -19,7 +20,7 @@ use uuid::Uuid;
 
 pub use records::*;
 
-use crate::ebpf::decode::{Event, Exec, FileOp, Header, NetOp, SockAddr, join_path};
+use crate::ebpf::decode::{Event, Exec, FileOp, Header, NetOp, SockAddr, TamperOp, UringOp, join_path};
 use resources::{DnsCache, NetSummary, Resources};
 
 /// Converts kernel boot-time nanoseconds to wall-clock time and to `/proc` clock ticks.
@@ -59,6 +60,9 @@ pub struct SessionInfo {
     /// a restart), so `seq` continues and the end record's counts cover the whole session.
     pub events_before: u64,
     pub actions_before: u64,
+    /// The session cgroup's directory (writes to cgroups outside it are tampering).
+    #[serde(default)]
+    pub cgroup: String,
 }
 
 /// A process found in `/proc` when a session is adopted.
@@ -130,6 +134,15 @@ pub struct Correlator {
     /// Sessions whose known processes have all exited, and when the last one did. Each ends
     /// once the kernel agrees that none of its processes is still tracked.
     idle: HashMap<u64, DateTime<Utc>>,
+    /// agentmon's own paths (pins, state, config): writing them is tampering.
+    protected: Vec<String>,
+    /// Where cgroups are mounted: writing there outside the session is tampering.
+    cgroup_roots: Vec<String>,
+    /// io_uring submissions awaiting their completion, by (tgid, request). Not handed over at
+    /// a restart: a completion without its submission is still stored, without summary.
+    uring: HashMap<(u32, u64), acts::UringPending>,
+    /// Tamper records derived from the event being handled (protected-path writes).
+    derived: Vec<serde_json::Value>,
     pub stats: CorrelatorStats,
 }
 
@@ -159,8 +172,18 @@ impl Correlator {
             actions: HashMap::new(),
             sockets: HashMap::new(),
             idle: HashMap::new(),
+            protected: Vec::new(),
+            cgroup_roots: Vec::new(),
+            uring: HashMap::new(),
+            derived: Vec::new(),
             stats: CorrelatorStats::default(),
         }
+    }
+
+    /// agentmon's own paths and the cgroup mounts, for tamper detection on file writes.
+    pub fn set_protected(&mut self, protected: Vec<String>, cgroup_roots: Vec<String>) {
+        self.protected = protected;
+        self.cgroup_roots = cgroup_roots;
     }
 
     /// Hand the whole state over (the correlator is empty afterwards).
@@ -359,26 +382,34 @@ impl Correlator {
             Event::Exit { hdr, status, group_dead } => self.on_exit(hdr, *status, *group_dead, &mut out, now),
             Event::File(f) => self.on_file(f, &mut out),
             Event::Net(n) => self.on_net(n, &mut out),
+            Event::Tamper(t) => self.on_tamper(t, &mut out),
+            Event::IoUring(u) => self.on_uring(u, &mut out),
         };
+        let derived = std::mem::take(&mut self.derived);
         let session = self.sessions.get_mut(&hdr.session_cgroup);
         let Some(session) = session else { return out };
-        session.events += 1;
-        let record = EventRecord {
-            id: Uuid::now_v7(),
-            session_id: session.info.id,
-            action_id: action,
-            exec_id,
-            seq: session.events,
-            ts: now,
-            kind: kind_name(event).to_owned(),
-            pid: hdr.tgid,
-            tid: hdr.pid,
-            data: data.to_string(),
-            redacted: Vec::new(),
-            chain: ChainLink::default(),
-        };
-        // The raw event goes first so it is stored before anything derived from it.
-        out.insert(0, Output::Event(record));
+        // The raw event goes first so it is stored before anything derived from it; tamper
+        // records derived from it (protected-path writes) follow it, each with its own seq.
+        let mut records = Vec::with_capacity(1 + derived.len());
+        let kinds = std::iter::once((kind_name(event), data)).chain(derived.into_iter().map(|d| ("tamper", d)));
+        for (kind, data) in kinds {
+            session.events += 1;
+            records.push(Output::Event(EventRecord {
+                id: Uuid::now_v7(),
+                session_id: session.info.id,
+                action_id: action,
+                exec_id: exec_id.clone(),
+                seq: session.events,
+                ts: now,
+                kind: kind.to_owned(),
+                pid: hdr.tgid,
+                tid: hdr.pid,
+                data: data.to_string(),
+                redacted: Vec::new(),
+                chain: ChainLink::default(),
+            }));
+        }
+        out.splice(0..0, records);
         if session.live == 0 && session.root.is_some() {
             self.idle.insert(hdr.session_cgroup, now);
         }
@@ -419,6 +450,7 @@ impl Correlator {
         self.ensure_process(&f.hdr, 0, out);
         let (accesses, data) = resources::file_accesses(f);
         let result = resources::result_name(f.ret);
+        self.note_protected(&f.hdr, &accesses, &data);
         if let Some(r) = self.resources_of(f.hdr.tgid) {
             for (path, access) in &accesses {
                 r.add_file(path, access, &result);
@@ -430,7 +462,7 @@ impl Correlator {
 
     fn on_net(&mut self, n: &NetOp, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
         self.ensure_process(&n.hdr, 0, out);
-        let op = resources::net_op(n.nr);
+        let op = resources::net_op_of(n);
         let result = resources::result_name(n.ret);
         let endpoint = resources::net_endpoint(n, self.sockets.get(&n.hdr.tgid).and_then(|m| m.get(&n.fd)));
         if n.ret >= 0 && matches!(op, "bind" | "connect") {
@@ -474,11 +506,66 @@ impl Correlator {
             "result": result,
             "ret": n.ret,
             "fd": n.fd,
+            "addr_given": n.addr.as_ref().map(|a| resources::addr_port(a)),
+            "compat": n.compat,
+            "fastopen": n.fastopen,
             "sock_type": match n.sock_type { 1 => "stream", 2 => "dgram", 0 => "unknown", _ => "other" },
             "dns": dns,
         });
         let (action, exec_id) = self.attribution(&n.hdr);
         (action, exec_id, data)
+    }
+
+    /// Writes to agentmon's own paths or to cgroups outside the session: one tamper record each.
+    fn note_protected(&mut self, hdr: &Header, accesses: &[(String, &'static str)], data: &serde_json::Value) {
+        let session_cgroup = self.sessions.get(&hdr.session_cgroup).map(|s| s.info.cgroup.clone()).unwrap_or_default();
+        for (path, access) in accesses {
+            if let Some(why) = acts::protected_access(path, access, &self.protected, &self.cgroup_roots, &session_cgroup) {
+                self.derived.push(serde_json::json!({
+                    "tamper": why, "path": path, "access": access,
+                    "syscall": data.get("syscall").cloned().or_else(|| data.get("op").cloned()),
+                    "result": data.get("result"), "target_pid": null, "target_exe": null, "target_uid": null,
+                }));
+            }
+        }
+    }
+
+    fn on_tamper(&mut self, t: &TamperOp, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
+        self.ensure_process(&t.hdr, 0, out);
+        let (action, exec_id) = self.attribution(&t.hdr);
+        (action, exec_id, acts::tamper_data(t))
+    }
+
+    fn on_uring(&mut self, u: &UringOp, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
+        self.ensure_process(&u.hdr, 0, out);
+        let key = (u.hdr.tgid, u.req);
+        if u.complete {
+            if let Some(p) = self.uring.remove(&key) {
+                let result = resources::result_name(u.res);
+                let accesses = p.file_accesses(u.object.as_deref());
+                let data = acts::uring_data(u);
+                self.note_protected(&u.hdr, &accesses, &data);
+                let endpoint = (p.opcode == monitor_common::uring::CONNECT).then_some(p.addr).flatten();
+                let host = endpoint.as_ref().and_then(|e| self.sessions.get(&u.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
+                if let Some(r) = self.resources_of(u.hdr.tgid) {
+                    for (path, access) in &accesses {
+                        r.add_file(path, access, &result);
+                    }
+                    if let Some(e) = &endpoint {
+                        let (addr, port) = resources::addr_port(e);
+                        r.add_net(&NetSummary { op: "connect".into(), family: resources::family_name(e), addr, port, host, result, count: 1 });
+                    }
+                }
+            }
+        } else {
+            // Bounded: requests whose completion never comes must not grow the daemon.
+            if self.uring.len() >= 65_536 {
+                self.uring.clear();
+            }
+            self.uring.insert(key, acts::UringPending::of(u));
+        }
+        let (action, exec_id) = self.attribution(&u.hdr);
+        (action, exec_id, acts::uring_data(u))
     }
 
     fn attribution(&self, hdr: &Header) -> (Option<Uuid>, String) {
@@ -723,6 +810,8 @@ fn kind_name(e: &Event) -> &'static str {
         Event::Exit { .. } => "exit_thread",
         Event::File(_) => "file",
         Event::Net(_) => "net",
+        Event::Tamper(_) => "tamper",
+        Event::IoUring(_) => "io_uring",
     }
 }
 

@@ -109,14 +109,40 @@ impl Resources {
 pub const WRITE_ACCESSES: &[&str] =
     &["write", "create", "delete", "rename_from", "rename_to", "mkdir", "link", "chmod", "chown", "truncate"];
 
-/// Reads of shared libraries, locale data and the loader cache: stored, but folded by default.
+/// Noise, stored but folded by default and skipped by `--writes` and the FILES count:
+/// - any access to a character device every program touches (`/dev/null`, `/dev/tty`, a
+///   terminal, `/dev/urandom`, ...);
+/// - reads of shared libraries, locale data and the loader cache.
+///
+/// `path` must be the resolved path (the kernel's, for opens). A path with a `..` component
+/// is never noise: `/usr/lib/../../home/u/.ssh/id_rsa` is not a library.
 pub fn is_noise(path: &str, access: &str) -> bool {
     const PREFIXES: &[&str] = &[
         "/lib/", "/lib64/", "/lib32/", "/usr/lib/", "/usr/lib64/", "/usr/lib32/", "/usr/local/lib/",
         "/usr/share/locale/", "/usr/share/zoneinfo/", "/usr/share/i18n/",
     ];
     const FILES: &[&str] = &["/etc/ld.so.cache", "/etc/ld.so.preload", "/etc/localtime", "/etc/locale.alias", "/usr/lib/locale/locale-archive"];
+    const DEVICES: &[&str] = &[
+        "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/stdin",
+        "/dev/stdout", "/dev/stderr",
+    ];
+    if path.split('/').any(|c| c == "..") {
+        return false;
+    }
+    let terminal = path.strip_prefix("/dev/pts/").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if DEVICES.contains(&path) || terminal {
+        return true;
+    }
     access == "read" && (FILES.contains(&path) || PREFIXES.iter().any(|p| path.starts_with(p)))
+}
+
+/// openat2 `how.resolve` flag names.
+pub fn resolve_names(resolve: u64) -> Vec<&'static str> {
+    [(1, "no_xdev"), (2, "no_magiclinks"), (4, "no_symlinks"), (8, "beneath"), (0x10, "in_root"), (0x20, "cached")]
+        .into_iter()
+        .filter(|(bit, _)| resolve & bit != 0)
+        .map(|(_, n)| n)
+        .collect()
 }
 
 pub fn result_name(ret: i64) -> String {
@@ -199,7 +225,10 @@ pub fn open_access(flags: u64) -> (Vec<&'static str>, &'static str) {
 pub fn file_accesses(op: &FileOp) -> (Vec<(String, &'static str)>, serde_json::Value) {
     let a = &op.args;
     let path_of = |p: &Option<crate::ebpf::decode::PathArg>| p.as_ref().and_then(|p| p.absolute.clone());
-    let p1 = path_of(&op.path1).or_else(|| op.fd_path.clone());
+    let arg_path = path_of(&op.path1).or_else(|| op.fd_path.clone());
+    // What the kernel touched: for an open, the file behind the new fd; else the argument
+    // joined to the directory the kernel resolved it against.
+    let p1 = op.object.clone().or_else(|| arg_path.clone());
     let p2 = path_of(&op.path2);
     let mut data = json!({
         "syscall": syscall_name(op.nr),
@@ -209,12 +238,25 @@ pub fn file_accesses(op: &FileOp) -> (Vec<(String, &'static str)>, serde_json::V
         "path_given": op.path1.as_ref().map(|p| &p.given),
         "path_truncated": op.path1.as_ref().is_some_and(|p| p.truncated),
         "resolved": op.path1.as_ref().map_or(op.fd_path.is_some(), |p| p.absolute.is_some()),
+        "object_resolved": op.object.is_some(),
     });
     let mut set = |k: &str, v: serde_json::Value| {
         if let Some(o) = data.as_object_mut() {
             o.insert(k.into(), v);
         }
     };
+    if op.object.is_some() {
+        set("path_arg", json!(arg_path));
+    }
+    if op.empty_path {
+        set("empty_path", json!(true));
+    }
+    if op.compat {
+        set("compat", json!(true));
+    }
+    if op.nr == nr::OPENAT2 {
+        set("resolve", json!(resolve_names(op.how_resolve)));
+    }
     if op.path2.is_some() {
         set("path2", json!(p2));
         set("path2_given", json!(op.path2.as_ref().map(|p| &p.given)));
@@ -304,6 +346,13 @@ pub fn addr_port(a: &SockAddr) -> (Option<String>, Option<u16>) {
     }
 }
 
+/// The summary op of a network event: a send on a stream socket that carries an address or
+/// `MSG_FASTOPEN` is a connect (TCP fast open connects without `connect()`).
+pub fn net_op_of(n: &NetOp) -> &'static str {
+    let send = matches!(n.nr, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG);
+    if send && n.sock_type == 1 && (n.fastopen || n.addr.is_some()) { "connect" } else { net_op(n.nr) }
+}
+
 /// The summary op of a network syscall (`recv` is only kept raw, for DNS answers).
 pub fn net_op(n: u64) -> &'static str {
     match n {
@@ -327,6 +376,14 @@ pub fn net_endpoint(op: &NetOp, known: Option<&SockAddr>) -> Option<SockAddr> {
         // The socket knows the port actually bound (bind may have asked for port 0).
         nr::LISTEN => local.filter(|l| matches!(l, SockAddr::Inet { port, .. } if *port != 0)).or_else(|| known.cloned()),
         nr::ACCEPT | nr::ACCEPT4 => op.addr.clone().filter(meaningful).or(remote.filter(meaningful)).or_else(|| known.cloned()),
+        // connect (and a connecting send on a stream socket): the kernel's peer, read from the
+        // socket after the call, not the sockaddr re-read from user memory, which another
+        // thread may have rewritten. The given address stands in when the socket has none
+        // (a failed connect, a unix socket).
+        _ if op.nr == nr::CONNECT || (op.sock_type == 1 && matches!(op.nr, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG)) => {
+            let peer = remote.filter(|r| matches!(r, SockAddr::Inet { port, .. } if *port != 0));
+            peer.or(op.addr.clone().filter(meaningful)).or_else(|| known.cloned())
+        }
         _ => op.addr.clone().filter(meaningful).or(remote.filter(|r| meaningful(r) && !matches!(r, SockAddr::Inet { port: 0, .. }))).or_else(|| known.cloned()),
     }
 }

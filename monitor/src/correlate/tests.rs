@@ -46,7 +46,7 @@ fn exit(tgid: u32, pid: u32, start: u64, ts: u64, status: u32, group_dead: bool)
 fn session() -> (Correlator, Uuid) {
     let mut c = Correlator::new(clock());
     let id = Uuid::now_v7();
-    c.start_session(SessionInfo { id, cgroup_id: CG, agent: "agent".into(), events_before: 0, actions_before: 0 });
+    c.start_session(SessionInfo { id, cgroup_id: CG, agent: "agent".into(), events_before: 0, actions_before: 0, cgroup: String::new() });
     (c, id)
 }
 
@@ -309,7 +309,60 @@ fn file_event(tgid: u32, start: u64, ts: u64, path: &str, ret: i64) -> Event {
         path1: Some(PathArg { given: path.into(), truncated: false, absolute: Some(path.into()) }),
         path2: None,
         fd_path: None,
+        how_resolve: 0,
+        object: None,
+        empty_path: false,
+        compat: false,
     })
+}
+
+#[test]
+fn opens_are_summarised_under_the_file_the_kernel_opened() {
+    let (mut c, _) = session();
+    let Event::File(mut f) = file_event(10, 1000, 1100, "/tmp/link-to-secret", 3) else { unreachable!() };
+    f.object = Some("/home/u/.ssh/id_rsa".into());
+    let out = feed(&mut c, &[Event::File(f)]);
+    let ev = out.iter().find_map(|o| match o { Output::Event(e) if e.kind == "file" => Some(e), _ => None }).expect("file event");
+    let data: serde_json::Value = serde_json::from_str(&ev.data).expect("json");
+    assert_eq!(data["path"], "/home/u/.ssh/id_rsa");
+    assert_eq!(data["path_arg"], "/tmp/link-to-secret");
+    assert_eq!(data["object_resolved"], true);
+}
+
+#[test]
+fn noise_is_judged_on_resolved_paths() {
+    use super::resources::is_noise;
+    assert!(!is_noise("/usr/lib/../../home/u/.ssh/id_rsa", "read"), "a .. walk out of /usr/lib is not a library read");
+    assert!(is_noise("/usr/lib/x86_64-linux-gnu/libc.so.6", "read"));
+    assert!(is_noise("/dev/tty", "write") && is_noise("/dev/null", "write") && is_noise("/dev/pts/3", "write"));
+    assert!(!is_noise("/dev/sda", "write") && !is_noise("/dev/pts/", "write"));
+}
+
+#[test]
+fn connects_name_the_kernel_peer_and_fastopen_sends_are_connects() {
+    use super::resources::{net_endpoint, net_op_of};
+    use crate::ebpf::decode::NetOp;
+    let ip = |s: &str, port| SockAddr::Inet { ip: s.parse().expect("ip"), port };
+    let mut n = NetOp {
+        hdr: hdr(EventKind::Net, 10, 10, 1000, 1100),
+        nr: monitor_common::nr::CONNECT,
+        ret: 0,
+        fd: 3,
+        sock_type: 1,
+        addr: Some(ip("10.9.9.9", 9)),
+        sock: Some((ip("127.0.0.1", 40000), ip("127.0.0.1", 8080))),
+        payload: Vec::new(),
+        compat: false,
+        fastopen: false,
+    };
+    assert_eq!(net_endpoint(&n, None), Some(ip("127.0.0.1", 8080)), "the socket's peer, not the rewritten sockaddr");
+    n.sock = Some((ip("0.0.0.0", 0), ip("0.0.0.0", 0)));
+    assert_eq!(net_endpoint(&n, None), Some(ip("10.9.9.9", 9)), "no peer (failed connect): the given address");
+    n.nr = monitor_common::nr::SENDTO;
+    n.fastopen = true;
+    assert_eq!(net_op_of(&n), "connect");
+    n.sock_type = 2;
+    assert_eq!(net_op_of(&n), "send");
 }
 
 #[test]

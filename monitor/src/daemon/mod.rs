@@ -91,6 +91,15 @@ pub struct DaemonArgs {
     /// (plus half, at least 5 s) with no stop checkpoint as cut [default: 60].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub heartbeat_secs: Option<u64>,
+    /// Capture 32-bit (`int 0x80`) syscalls: adds a cheap check to every syscall on the host
+    /// [default: `capture_compat` in the config file, else true].
+    #[arg(long, value_name = "BOOL")]
+    pub capture_compat: Option<bool>,
+    /// Processes the kernel can track at once; a process past it is reported as a
+    /// `track_failed` tamper event and its session marked incomplete
+    /// [default: `max_tracked_processes` in the config file, else 65536].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_tracked_processes: Option<u32>,
     /// Config file.
     #[arg(long, default_value = config::CONFIG_PATH)]
     pub config: PathBuf,
@@ -219,8 +228,13 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         pin_dir: args.pin_dir.clone().or(file.pin_dir.clone()).unwrap_or_else(|| config::DEFAULT_PIN_DIR.into()),
         ring_bytes: args.ring_buffer_mb.or(file.ring_buffer_mb).unwrap_or(64) << 20,
         lifecycle_ring_bytes: args.lifecycle_ring_mb.or(file.lifecycle_ring_mb).unwrap_or(8) << 20,
+        compat: args.capture_compat.or(file.capture_compat).unwrap_or(true),
+        max_tracked: args.max_tracked_processes.or(file.max_tracked_processes).unwrap_or(65536),
     };
     let mut probes = Probes::open(&opts).context("loading the eBPF programs")?;
+    if let Err(e) = probes.set_daemon(std::process::id()) {
+        warn!(error = %e, "cannot tell the programs the daemon's pid: signals to it will not be reported");
+    }
     match &probes.attachment {
         Attachment::Loaded => info!(programs = %probes.version, pins = %probes.pin_path.display(), attached = probes.attached.len(), "programs loaded, attached and pinned"),
         Attachment::Adopted => info!(programs = %probes.version, pins = %probes.pin_path.display(), "adopted the pinned programs: capture never stopped"),
@@ -267,6 +281,11 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         decode_errors: 0,
         started_at: Utc::now(),
     };
+    daemon.correlator.set_protected(protected_paths(&args, &state, &opts.pin_dir), {
+        let mut roots = vec![daemon.cgroup_mount.display().to_string(), "/sys/fs/cgroup".to_owned()];
+        roots.dedup();
+        roots
+    });
     daemon.readopt(&pool, &mut reader).await?;
 
     let group = args.group.clone().or(file.group.clone()).unwrap_or_else(|| "agentmon".into());
@@ -585,7 +604,7 @@ impl Daemon {
             return Err(format!("cgroup {} is already a session", path.display()));
         }
         self.probes.tag(cgroup_id).map_err(|e| e.to_string())?;
-        self.correlator.start_session(SessionInfo { id, cgroup_id, agent: agent.to_owned(), events_before: 0, actions_before: 0 });
+        self.correlator.start_session(SessionInfo { id, cgroup_id, agent: agent.to_owned(), events_before: 0, actions_before: 0, cgroup: path.display().to_string() });
         self.sessions.insert(cgroup_id, SessionMeta { id, path: path.to_owned(), owned: source == "run", shed_before: 0 });
         self.enqueue(vec![Output::SessionStart(SessionStart {
             id,
@@ -652,7 +671,7 @@ impl Daemon {
     fn seed_pids(&mut self, cgroup_id: u64, pids: Vec<u32>) {
         let seeds: Vec<_> = pids.into_iter().filter_map(procscan::seed_process).collect();
         for s in &seeds {
-            if let Err(e) = self.probes.track(s.tgid, cgroup_id) {
+            if let Err(e) = self.probes.track(s.tgid, cgroup_id, s.start_ticks) {
                 warn!(pid = s.tgid, error = %e, "could not track process");
             }
         }
@@ -719,7 +738,7 @@ impl Daemon {
         for ((id, agent, path, cgroup_id, source, events_before, actions_before), pids) in rows.into_iter().zip(scanned) {
             let cgroup_id = cgroup_id as u64;
             self.probes.tag(cgroup_id)?;
-            self.correlator.start_session(SessionInfo { id, cgroup_id, agent, events_before: events_before as u64, actions_before: actions_before as u64 });
+            self.correlator.start_session(SessionInfo { id, cgroup_id, agent, events_before: events_before as u64, actions_before: actions_before as u64, cgroup: path.clone() });
             self.sessions.insert(cgroup_id, SessionMeta { id, path: PathBuf::from(&path), owned: source == "run", shed_before: 0 });
             if pids.is_empty() {
                 self.orphans.push(cgroup_id);
@@ -730,6 +749,17 @@ impl Daemon {
         }
         Ok(())
     }
+}
+
+/// agentmon's own paths: writes to them by a session process are tamper events. The config's
+/// directory is protected when it is agentmon's own (`/etc/agentmon`), else the file itself.
+fn protected_paths(args: &DaemonArgs, state: &Path, pin_dir: &Path) -> Vec<String> {
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_owned())).display().to_string();
+    let config = match args.config.parent() {
+        Some(d) if d.file_name().is_some_and(|n| n == "agentmon") => abs(d),
+        _ => abs(&args.config),
+    };
+    vec![abs(state), abs(pin_dir), abs(&args.runtime_dir), config, "/etc/agentmon".to_owned()]
 }
 
 /// A ring buffer's fd, for readiness only (the ring itself is read through the reader).

@@ -226,7 +226,33 @@ impl Btf {
             skc_rcv_saddr: self.offset("sock_common", &["skc_rcv_saddr"])?,
             skc_v6_daddr: self.offset("sock_common", &["skc_v6_daddr"])?,
             skc_v6_rcv_saddr: self.offset("sock_common", &["skc_v6_rcv_saddr"])?,
+            // x86-only (compat capture); 0 elsewhere turns it off.
+            task_ti_status: self.optional("task_struct", "thread_info") .and_then(|t| Some(t + self.optional("thread_info", "status")?)).unwrap_or(0),
+            regs_args: ["bx", "cx", "dx", "si", "di", "bp"].map(|r| self.optional("pt_regs", r).unwrap_or(0)),
+            pid_nr: self.offset("pid", &["numbers"])? + self.offset("upid", &["nr"])?,
+            kiocb_opcode: self.optional("io_kiocb", "opcode").unwrap_or(0),
+            kiocb_fd: self.optional("io_kiocb", "cqe").and_then(|c| Some(c + self.optional("io_cqe", "fd")?)).unwrap_or(0),
+            filename_name: self.optional("filename", "name").unwrap_or(0),
+            uring_open: self.uring_fields("io_open", &["dfd", "filename"]),
+            uring_unlink: self.uring_fields("io_unlink", &["dfd", "filename"]),
+            uring_mkdir: self.uring_fields("io_mkdir", &["dfd", "filename"]),
+            uring_statx: self.uring_fields("io_statx", &["dfd", "filename"]),
+            uring_rename: self.uring_fields("io_rename", &["old_dfd", "oldpath", "new_dfd", "newpath"]),
+            uring_link: self.uring_fields("io_link", &["old_dfd", "oldpath", "new_dfd", "newpath"]),
+            uring_connect: self.uring_fields("io_connect", &["addr", "addr_len"]),
+            uring_open_how: self.optional("io_open", "how").unwrap_or(0),
         })
+    }
+
+    fn optional(&self, strukt: &str, member: &str) -> Option<u32> {
+        self.offset(strukt, &[member]).ok()
+    }
+
+    /// Offsets of an io_uring operation's fields (the struct sits at the start of `io_kiocb`);
+    /// all zero when any is missing, which turns that operation's path capture off.
+    fn uring_fields<const N: usize>(&self, strukt: &str, members: &[&str; N]) -> [u32; N] {
+        let found: Option<Vec<u32>> = members.iter().map(|m| self.optional(strukt, m)).collect();
+        found.and_then(|v| v.try_into().ok()).unwrap_or([0; N])
     }
 }
 

@@ -7,6 +7,8 @@ use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
+    COMPAT, EMPTY_PATH, IoUringEvent, NET_FASTOPEN, OBJ_PATH, TamperEvent, URING_DIR_OFF, URING_PATH_OFF, URING_PATH2_OFF,
+    URING_SUBMIT,
     DIR_CAP, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED, FD_PATH, FILE_DIR1_OFF,
     FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FileEvent, NET_ADDR_GIVEN, NET_SOCK_KNOWN, NetEvent,
     PATH_CAP, PATH1_TRUNCATED, PATH2_TRUNCATED, SOCKADDR_CAP, PAYLOAD_CAP,
@@ -64,6 +66,41 @@ pub enum Event {
     },
     File(FileOp),
     Net(NetOp),
+    Tamper(TamperOp),
+    IoUring(UringOp),
+}
+
+/// A tamper or hand-off act (see `monitor_common::tamper`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TamperOp {
+    pub hdr: Header,
+    pub what: u32,
+    pub nr: u64,
+    pub ret: i64,
+    pub args: [u64; 6],
+    pub target: u32,
+    pub compat: bool,
+}
+
+/// An io_uring submission (`complete == false`) or completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UringOp {
+    pub hdr: Header,
+    pub complete: bool,
+    pub opcode: u32,
+    pub req: u64,
+    pub user_data: u64,
+    pub res: i64,
+    pub fd: i32,
+    pub dfd: i32,
+    pub open_flags: u32,
+    /// The path the kernel copied in (submission), resolved against `dfd` when relative.
+    pub path: Option<PathArg>,
+    /// A second path (rename and link: the new name; symlink: the target, as content).
+    pub path2: Option<String>,
+    pub addr: Option<SockAddr>,
+    /// Completion of an open: the path of the file the kernel opened.
+    pub object: Option<String>,
 }
 
 /// A path argument as the process gave it, and where it points.
@@ -89,6 +126,14 @@ pub struct FileOp {
     pub path2: Option<PathArg>,
     /// For fchmod/fchown/ftruncate: the path of the file behind the fd.
     pub fd_path: Option<String>,
+    /// openat2's `how.resolve`.
+    pub how_resolve: u64,
+    /// A successful open: the path of the file the kernel actually opened (from the new fd).
+    pub object: Option<String>,
+    /// The path argument was "" (with `AT_EMPTY_PATH` the dirfd's file itself is the object).
+    pub empty_path: bool,
+    /// Made through the 32-bit compat entry.
+    pub compat: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -113,6 +158,9 @@ pub struct NetOp {
     pub sock: Option<(SockAddr, SockAddr)>,
     /// UDP payload to or from port 53.
     pub payload: Vec<u8>,
+    pub compat: bool,
+    /// A send with `MSG_FASTOPEN`.
+    pub fastopen: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +186,8 @@ impl Event {
             Event::ExecFailed { hdr, .. } | Event::Fork { hdr, .. } | Event::Exit { hdr, .. } => hdr,
             Event::File(f) => &f.hdr,
             Event::Net(n) => &n.hdr,
+            Event::Tamper(t) => &t.hdr,
+            Event::IoUring(u) => &u.hdr,
         }
     }
 }
@@ -280,7 +330,8 @@ fn decode_file(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
     let path1 = has_path1.then(|| {
         path_arg(p1, ev.flags & PATH1_TRUNCATED != 0, dir(DIR1_RESOLVED, DIR1_TRUNCATED, d1).as_deref())
     });
-    let path2 = (ev.path2_len > 0)
+    let object = (ev.flags & OBJ_PATH != 0).then(|| cwd_path(d2));
+    let path2 = (ev.path2_len > 0 && object.is_none())
         .then(|| path_arg(p2, ev.flags & PATH2_TRUNCATED != 0, dir(DIR2_RESOLVED, DIR2_TRUNCATED, d2).as_deref()));
     Ok(Event::File(FileOp {
         hdr,
@@ -292,6 +343,66 @@ fn decode_file(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
         path1,
         path2,
         fd_path,
+        how_resolve: ev.how_resolve,
+        object,
+        empty_path: ev.flags & EMPTY_PATH != 0,
+        compat: ev.flags & COMPAT != 0,
+    }))
+}
+
+fn decode_tamper(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
+    let ev: TamperEvent = read(bytes, "tamper event")?;
+    Ok(Event::Tamper(TamperOp {
+        hdr,
+        what: ev.what,
+        nr: u64::from(ev.nr),
+        ret: ev.ret,
+        args: ev.args,
+        target: ev.target,
+        compat: ev.flags & COMPAT != 0,
+    }))
+}
+
+fn decode_uring(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
+    if bytes.len() < URING_PATH_OFF {
+        return Err(DecodeError::Short { what: "io_uring event", len: bytes.len(), need: URING_PATH_OFF });
+    }
+    let mut full = vec![0u8; size_of::<IoUringEvent>()];
+    let n = bytes.len().min(full.len());
+    full[..n].copy_from_slice(&bytes[..n]);
+    let ev: IoUringEvent = read(&full, "io_uring event")?;
+    let field = |off: usize, cap: usize, len: u32, name: &'static str| -> Result<&[u8], DecodeError> {
+        if len == 0 {
+            return Ok(&[]);
+        }
+        if len as usize > cap || off + len as usize > bytes.len() {
+            return Err(DecodeError::BadLength { field: name, len: len as usize, max: cap.min(bytes.len().saturating_sub(off)) });
+        }
+        Ok(&bytes[off..off + len as usize])
+    };
+    if ev.addr_len as usize > SOCKADDR_CAP {
+        return Err(DecodeError::BadLength { field: "addr", len: ev.addr_len as usize, max: SOCKADDR_CAP });
+    }
+    let p = field(URING_PATH_OFF, PATH_CAP, ev.path_len, "path")?;
+    let p2 = field(URING_PATH2_OFF, PATH_CAP, ev.path2_len, "path2")?;
+    let d = field(URING_DIR_OFF, DIR_CAP, ev.dir_len, "dir")?;
+    let complete = ev.phase != URING_SUBMIT;
+    let has_path = !complete && (ev.path_len > 0 || ev.flags & DIR1_RESOLVED != 0);
+    let dir = (ev.flags & DIR1_RESOLVED != 0 && ev.flags & DIR1_TRUNCATED == 0).then_some(d);
+    Ok(Event::IoUring(UringOp {
+        hdr,
+        complete,
+        opcode: ev.opcode,
+        req: ev.req,
+        user_data: ev.user_data,
+        res: ev.res,
+        fd: ev.fd,
+        dfd: ev.dfd,
+        open_flags: ev.open_flags,
+        path: has_path.then(|| path_arg(p, ev.flags & PATH1_TRUNCATED != 0, dir)),
+        path2: (ev.path2_len > 0).then(|| escape_bytes(p2)),
+        addr: (ev.flags & NET_ADDR_GIVEN != 0).then(|| parse_sockaddr(&ev.addr[..ev.addr_len as usize])).flatten(),
+        object: (ev.flags & OBJ_PATH != 0).then(|| cwd_path(d)),
     }))
 }
 
@@ -316,6 +427,8 @@ fn decode_net(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
         addr,
         sock,
         payload: ev.payload[..ev.payload_len as usize].to_vec(),
+        compat: ev.flags & COMPAT != 0,
+        fastopen: ev.flags & NET_FASTOPEN != 0,
     }))
 }
 
@@ -380,6 +493,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         EventKind::File => return decode_file(hdr, bytes),
         EventKind::Net => return decode_net(hdr, bytes),
+        EventKind::Tamper => return decode_tamper(hdr, bytes),
+        EventKind::IoUring => return decode_uring(hdr, bytes),
     })
 }
 

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{RawTracePoint, TracePoint, links::FdLink},
 };
-use monitor_common::{KernelOffsets, ProbeConfig, SessionLoss, TRACKED_SEEDED, counter};
+use monitor_common::{KernelOffsets, ProbeConfig, SessionLoss, TRACKED_SEEDED, Tracked, Verdict, counter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -48,6 +48,16 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("sys_enter_execveat", Kind::Syscall("sys_enter_execveat")),
     ("sys_exit_execve", Kind::Syscall("sys_exit_execve")),
     ("sys_exit_execveat", Kind::Syscall("sys_exit_execveat")),
+    ("signal_generate", Kind::Raw("signal_generate")),
+    ("io_uring_submit_req", Kind::Category("io_uring", "io_uring_submit_req")),
+    ("io_uring_complete", Kind::Category("io_uring", "io_uring_complete")),
+];
+
+/// 32-bit (`int 0x80`) syscalls: raw `sys_enter`/`sys_exit` programs that return at once for
+/// 64-bit syscalls. Attached unless `capture_compat = false`.
+const COMPAT_PROGRAMS: &[(&str, Kind)] = &[
+    ("compat_sys_enter", Kind::Raw("sys_enter")),
+    ("compat_sys_exit", Kind::Raw("sys_exit")),
 ];
 
 /// File and network syscalls: each `sys_enter_<name>` runs `sys_enter_tracked`, each
@@ -57,26 +67,34 @@ pub const RESOURCE_SYSCALLS: &[&str] = &[
     "mkdir", "mkdirat", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "fchmodat2",
     "chown", "fchown", "lchown", "fchownat", "truncate", "ftruncate", "connect", "bind", "listen", "accept",
     "accept4", "sendto", "sendmsg", "sendmmsg", "recvfrom", "recvmsg",
+    // Tamper and hand-off: namespaces, mounts, bpf(), and reaching into other processes.
+    "unshare", "setns", "mount", "umount2", "pivot_root", "open_tree", "move_mount", "fsmount", "bpf", "ptrace",
+    "process_vm_writev", "pidfd_getfd",
 ];
 
 #[derive(Clone, Copy)]
 enum Kind {
     Raw(&'static str),
     Syscall(&'static str),
+    /// A classic tracepoint outside `syscalls`: (category, name).
+    Category(&'static str, &'static str),
 }
 
 /// `BPF_NOEXIST`: insert only when the key is absent.
 const BPF_NOEXIST: u64 = 1;
 
 /// Maps the daemon uses, pinned as `<pin dir>/<version>/<NAME>`.
-const PINNED_MAPS: &[&str] = &["EVENTS", "LIFECYCLE", "TAGGED", "TRACKED", "VERDICT", "SESSION_LOST", "SESSION_PROCS", "COUNTERS"];
+const PINNED_MAPS: &[&str] =
+    &["EVENTS", "LIFECYCLE", "TAGGED", "TRACKED", "VERDICT", "GENERATION", "DAEMON", "SESSION_LOST", "SESSION_PROCS", "COUNTERS"];
 
-/// The programs' identity: a hash of the embedded object, so a daemon adopts only programs
-/// built from the same object, and replaces any other.
-pub fn object_version() -> String {
+/// The programs' identity: a hash of the embedded object and of the choices that change what
+/// is attached, so a daemon adopts only programs built and attached the way it would, and
+/// replaces any other.
+pub fn object_version(opts: &ProbeOptions) -> String {
     // FNV-1a: stable across builds and Rust versions (std's hasher is not).
     let h = OBJECT.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
-    format!("v{h:016x}")
+    let compat = if opts.compat { "" } else { "-nocompat" };
+    format!("v{h:016x}-t{}{compat}", opts.max_tracked)
 }
 
 /// How the daemon came by its programs.
@@ -98,6 +116,10 @@ pub struct ProbeOptions {
     pub pin_dir: PathBuf,
     pub ring_bytes: u32,
     pub lifecycle_ring_bytes: u32,
+    /// Capture 32-bit (`int 0x80`) syscalls (raw `sys_enter`/`sys_exit` programs).
+    pub compat: bool,
+    /// Size of the tracked-process map.
+    pub max_tracked: u32,
 }
 
 /// The attached programs' maps, as the daemon uses them. Programs stay attached through their
@@ -115,9 +137,11 @@ pub struct Probes {
     pub replaced_at_ns: u64,
     replaced_dir: Option<PathBuf>,
     tagged: HashMap<MapData, u64, u64>,
-    tracked: HashMap<MapData, u32, u64>,
+    tracked: HashMap<MapData, u32, Tracked>,
     /// An LRU hash in the kernel; aya's `HashMap` handles both kinds.
-    verdict: HashMap<MapData, u64, u64>,
+    verdict: HashMap<MapData, u64, Verdict>,
+    generation: Array<MapData, u64>,
+    daemon: Array<MapData, u32>,
     session_lost: PerCpuHashMap<MapData, u64, SessionLoss>,
     session_procs: PerCpuHashMap<MapData, u64, i64>,
     counters: PerCpuArray<MapData, u64>,
@@ -132,6 +156,7 @@ pub struct KernelCounters {
     pub dropped_net: u64,
     pub read_errors: u64,
     pub track_failures: u64,
+    pub stale_tracked: u64,
 }
 
 impl KernelCounters {
@@ -200,7 +225,7 @@ impl Probes {
     /// Adopt the pinned programs when they are this build's; otherwise load, attach and pin
     /// this build's programs, and then detach any other pinned ones.
     pub fn open(opts: &ProbeOptions) -> Result<Self, ProbeError> {
-        let version = object_version();
+        let version = object_version(opts);
         let dir = opts.pin_dir.join(&version);
         std::fs::create_dir_all(&opts.pin_dir).map_err(|e| pin_err("pin dir", e))?;
         let links = link_pins(&dir);
@@ -215,15 +240,26 @@ impl Probes {
         std::fs::create_dir_all(&dir).map_err(|e| pin_err("pin dir", e))?;
         let mut ebpf = Self::load_object(opts, &dir)?;
         // Carry the sessions over before the new programs attach, so they filter the same way.
+        let mut unreadable = Vec::new();
         let old_probes: Vec<Self> = old.iter().filter_map(|d| {
             let name = d.file_name()?.to_string_lossy().into_owned();
-            Self::from_pins(d, name, link_pins(d), Attachment::Adopted).map_err(|e| tracing::warn!(pins = %d.display(), error = %e, "cannot open the replaced programs' maps")).ok()
+            Self::from_pins(d, name, link_pins(d), Attachment::Adopted)
+                .map_err(|e| {
+                    tracing::warn!(pins = %d.display(), error = %e, "cannot open the replaced programs' maps (an older map layout): their sessions are re-seeded from the handoff and /proc");
+                    unreadable.push(d.clone());
+                })
+                .ok()
         }).collect();
         let mut probes = Self::from_loaded(&mut ebpf, &dir, version)?;
         for o in &old_probes {
             probes.copy_state_from(o);
         }
-        probes.attached = attach_all(&mut ebpf, &dir)?;
+        probes.attached = attach_all(&mut ebpf, &dir, opts.compat)?;
+        // Programs whose maps this build cannot read are detached now that the new ones run,
+        // so nothing is captured twice.
+        for d in &unreadable {
+            let _ = remove_pins(d);
+        }
         drop(ebpf);
         // Every old program ran before this instant and every new one after it: the daemon
         // takes older events from the old rings and newer ones from the new rings, once each.
@@ -263,7 +299,8 @@ impl Probes {
             .override_global("OFFSETS", &offsets, true)
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
-            .map_max_entries("LIFECYCLE", opts.lifecycle_ring_bytes);
+            .map_max_entries("LIFECYCLE", opts.lifecycle_ring_bytes)
+            .map_max_entries("TRACKED", opts.max_tracked);
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
@@ -277,6 +314,8 @@ impl Probes {
             tagged: take(ebpf, "TAGGED")?,
             tracked: take(ebpf, "TRACKED")?,
             verdict: take(ebpf, "VERDICT")?,
+            generation: take(ebpf, "GENERATION")?,
+            daemon: take(ebpf, "DAEMON")?,
             session_lost: take(ebpf, "SESSION_LOST")?,
             session_procs: take(ebpf, "SESSION_PROCS")?,
             counters: take(ebpf, "COUNTERS")?,
@@ -297,6 +336,8 @@ impl Probes {
             tagged: open_pinned(dir, "TAGGED")?,
             tracked: open_pinned(dir, "TRACKED")?,
             verdict: open_pinned(dir, "VERDICT")?,
+            generation: open_pinned(dir, "GENERATION")?,
+            daemon: open_pinned(dir, "DAEMON")?,
             session_lost: open_pinned(dir, "SESSION_LOST")?,
             session_procs: open_pinned(dir, "SESSION_PROCS")?,
             counters: open_pinned(dir, "COUNTERS")?,
@@ -338,8 +379,8 @@ impl Probes {
     fn recount_session_procs(&mut self) {
         let mut counts: std::collections::HashMap<u64, i64> = std::collections::HashMap::new();
         for (_, v) in self.tracked.iter().filter_map(Result::ok) {
-            if v & TRACKED_SEEDED == 0 {
-                *counts.entry(v).or_default() += 1;
+            if v.session & TRACKED_SEEDED == 0 {
+                *counts.entry(v.session).or_default() += 1;
             }
         }
         let cpus = aya::util::nr_cpus().unwrap_or(1);
@@ -368,30 +409,30 @@ impl Probes {
         Some((self.lifecycle.take()?, self.events.take()?))
     }
 
-    /// Start capturing a cgroup and everything below it. Clears cached "untagged" verdicts so
-    /// an existing cgroup (and its existing descendants) are re-evaluated.
+    /// Start capturing a cgroup and everything below it. The tag generation is bumped after
+    /// the insert, so a "not tagged" verdict a program computed while the tag was being added
+    /// is recomputed on its next use: no race leaves the cgroup cached as untagged.
     pub fn tag(&mut self, cgroup_id: u64) -> Result<(), ProbeError> {
         self.tagged
             .insert(cgroup_id, 1, 0)
             .map_err(|source| ProbeError::Map { name: "TAGGED", source })?;
-        let stale: Vec<u64> = self
-            .verdict
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| *v == 0)
-            .map(|(k, _)| k)
-            .collect();
-        for k in stale {
-            let _ = self.verdict.remove(&k);
-        }
-        Ok(())
+        let generation = self.generation.get(&0, 0).unwrap_or(0);
+        self.generation
+            .set(0, generation.wrapping_add(1), 0)
+            .map_err(|source| ProbeError::Map { name: "GENERATION", source })
+    }
+
+    /// Tell the programs which process is the daemon (signals to it are tamper events).
+    pub fn set_daemon(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        self.daemon.set(0, tgid, 0).map_err(|source| ProbeError::Map { name: "DAEMON", source })
     }
 
     /// Track a process that was already running when its session was adopted. It is marked
     /// seeded, so the kernel does not count it (the daemon knows it). A process the kernel
-    /// already tracks is left as it is.
-    pub fn track(&mut self, tgid: u32, session_cgroup: u64) -> Result<(), ProbeError> {
-        match self.tracked.insert(tgid, session_cgroup | TRACKED_SEEDED, BPF_NOEXIST) {
+    /// already tracks is left as it is. `start_ticks` is its `/proc` start time, so the entry
+    /// never outlives the process into a reused pid.
+    pub fn track(&mut self, tgid: u32, session_cgroup: u64, start_ticks: u64) -> Result<(), ProbeError> {
+        match self.tracked.insert(tgid, Tracked { session: session_cgroup | TRACKED_SEEDED, start_ticks }, BPF_NOEXIST) {
             Ok(()) => Ok(()),
             Err(_) if self.tracked.get(&tgid, 0).is_ok() => Ok(()),
             Err(source) => Err(ProbeError::Map { name: "TRACKED", source }),
@@ -400,7 +441,7 @@ impl Probes {
 
     /// The session a process is tracked in, if any.
     pub fn tracked_session(&self, tgid: u32) -> Option<u64> {
-        self.tracked.get(&tgid, 0).ok().map(|v| v & !TRACKED_SEEDED)
+        self.tracked.get(&tgid, 0).ok().map(|v| v.session & !TRACKED_SEEDED)
     }
 
     /// Processes of a session the kernel tracks that the daemon did not seed. A session must
@@ -416,11 +457,17 @@ impl Probes {
             .verdict
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, v)| *v == cgroup_id)
+            .filter(|(_, v)| v.session == cgroup_id)
             .map(|(k, _)| k)
             .collect();
         for k in stale {
             let _ = self.verdict.remove(&k);
+        }
+        // Its tracked processes too: no entry of an ended session may outlive it.
+        let procs: Vec<u32> =
+            self.tracked.iter().filter_map(Result::ok).filter(|(_, v)| v.session & !TRACKED_SEEDED == cgroup_id).map(|(k, _)| k).collect();
+        for k in procs {
+            let _ = self.tracked.remove(&k);
         }
         let lost = self.session_lost(cgroup_id);
         let _ = self.session_lost.remove(&cgroup_id);
@@ -449,6 +496,7 @@ impl Probes {
             dropped_net: sum(counter::DROPPED_NET),
             read_errors: sum(counter::READ_ERRORS),
             track_failures: sum(counter::TRACK_FAILURES),
+            stale_tracked: sum(counter::STALE_TRACKED),
         }
     }
 
@@ -474,12 +522,13 @@ pub fn unload(pin_dir: &Path) -> std::io::Result<usize> {
 }
 
 /// Attach every program and pin its links as `<dir>/link.<program>.<tracepoint>`.
-fn attach_all(ebpf: &mut Ebpf, dir: &Path) -> Result<Vec<String>, ProbeError> {
+fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, ProbeError> {
     let mut attached = Vec::new();
     let pin = |link: FdLink, prog: &'static str, tp: &str| -> Result<(), ProbeError> {
         link.pin(dir.join(format!("link-{prog}-{tp}"))).map(drop).map_err(|e| pin_err(prog, e))
     };
-    for (name, kind) in PROGRAMS {
+    let compat_programs = if compat { COMPAT_PROGRAMS } else { &[] };
+    for (name, kind) in PROGRAMS.iter().chain(compat_programs) {
         let prog = ebpf.program_mut(name).ok_or(ProbeError::Program {
             name,
             source: aya::programs::ProgramError::UnexpectedProgramType,
@@ -499,14 +548,22 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path) -> Result<Vec<String>, ProbeError> {
                 let l = p.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
                 l.try_into().map_err(|e| pin_err(name, e))?
             }
+            Kind::Category(cat, tp) => {
+                let p = <&mut TracePoint>::try_from(prog).map_err(|source| ProbeError::Program { name, source })?;
+                p.load().map_err(|source| ProbeError::Program { name, source })?;
+                let id = p.attach(cat, tp).map_err(|source| ProbeError::Program { name, source })?;
+                let l = p.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
+                l.try_into().map_err(|e| pin_err(name, e))?
+            }
         };
         let tp = match kind {
-            Kind::Raw(tp) | Kind::Syscall(tp) => *tp,
+            Kind::Raw(tp) | Kind::Syscall(tp) | Kind::Category(_, tp) => *tp,
         };
         pin(link, name, tp)?;
         attached.push(match kind {
             Kind::Raw(tp) => format!("raw_tp/{tp}"),
             Kind::Syscall(tp) => format!("tracepoint/syscalls/{tp}"),
+            Kind::Category(cat, tp) => format!("tracepoint/{cat}/{tp}"),
         });
     }
     for (prog_name, phase) in [("sys_enter_tracked", "sys_enter_"), ("sys_exit_tracked", "sys_exit_")] {
