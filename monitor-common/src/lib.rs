@@ -571,6 +571,9 @@ pub struct KernelOffsets {
     pub uring_connect: [u32; 2],
     /// `io_open.how` (its first member is `flags`).
     pub uring_open_how: u32,
+    /// `file.f_inode` and `inode.i_private` (pidfs keeps a pidfd's `struct pid` there).
+    pub file_inode: u32,
+    pub inode_private: u32,
 }
 
 /// Runtime knobs for the kernel side, set as a global at load.

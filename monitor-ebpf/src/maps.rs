@@ -68,6 +68,8 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     uring_link: [0; 4],
     uring_connect: [0; 2],
     uring_open_how: 0,
+    file_inode: 0,
+    inode_private: 0,
 });
 
 #[unsafe(no_mangle)]

@@ -59,7 +59,11 @@ fn pidfd_target(fd: i32) -> u32 {
     if file.is_null() {
         return 0;
     }
-    let pid = kread_ptr(file, off.file_private_data);
+    // pidfs (6.9+) keeps the `struct pid` in the inode; older kernels in `private_data`.
+    let mut pid = kread_ptr(kread_ptr(file, off.file_inode), off.inode_private);
+    if pid.is_null() {
+        pid = kread_ptr(file, off.file_private_data);
+    }
     kread::<u32>(pid, off.pid_nr)
 }
 

@@ -153,8 +153,8 @@ pub enum Command {
         /// Session id or id prefix/suffix.
         #[arg(long, value_parser = query::parse_id_prefix)]
         session: String,
-        /// Only exec (exec, fork, exit), file or net events.
-        #[arg(long, value_parser = ["exec", "file", "net"])]
+        /// Only exec (exec, fork, exit), file, net, tamper or `io_uring` events.
+        #[arg(long, value_parser = ["exec", "file", "net", "tamper", "io_uring"])]
         kind: Option<String>,
         /// At most N events.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]

@@ -74,11 +74,12 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter, json: bool) -> anyhow::R
                 s.root_pid.map_or("-".into(), |p| p.to_string()),
                 s.actions.to_string(),
                 s.events_lost.to_string(),
+                if s.incomplete { format!("{}!", s.tamper_events) } else { s.tamper_events.to_string() },
                 table::clip(&shell_join(&s.root_argv), 50),
             ]
         })
         .collect();
-    table::print(&["SESSION", "AGENT", "LABEL", "STARTED", "ENDED", "ROOT PID", "ACTIONS", "LOST", "COMMAND"], &cells);
+    table::print(&["SESSION", "AGENT", "LABEL", "STARTED", "ENDED", "ROOT PID", "ACTIONS", "LOST", "TAMPER", "COMMAND"], &cells);
     Ok(())
 }
 
@@ -152,6 +153,16 @@ fn event_summary(kind: &str, d: &serde_json::Value) -> String {
             let host = d["host"].as_str().map(|h| format!(" ({h})")).unwrap_or_default();
             let port = d["port"].as_u64().map(|p| format!(":{p}")).unwrap_or_default();
             format!("{} {} {}{}{}  {}", s("syscall"), s("family"), d["addr"].as_str().unwrap_or("?"), port, host, s("result"))
+        }
+        "tamper" => {
+            let target = d["target_pid"].as_u64().map(|p| format!(" pid {p} {}", s("target_exe"))).unwrap_or_default();
+            let path = d["path"].as_str().map(|p| format!(" {p}")).unwrap_or_default();
+            format!("{} {}{target}{path}  {}", s("tamper"), s("syscall"), s("result"))
+        }
+        "io_uring" => {
+            let path = d["path"].as_str().map(|p| format!(" {p}")).unwrap_or_default();
+            let result = d["result"].as_str().unwrap_or("submitted");
+            format!("{} {} fd {}{path}  {result}", s("phase"), s("op"), d["fd"])
         }
         _ => d.to_string(),
     }

@@ -241,6 +241,8 @@ impl Btf {
             uring_link: self.uring_fields("io_link", &["old_dfd", "oldpath", "new_dfd", "newpath"]),
             uring_connect: self.uring_fields("io_connect", &["addr", "addr_len"]),
             uring_open_how: self.optional("io_open", "how").unwrap_or(0),
+            file_inode: self.offset("file", &["f_inode"])?,
+            inode_private: self.offset("inode", &["i_private"])?,
         })
     }
 

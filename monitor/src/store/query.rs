@@ -24,6 +24,11 @@ pub struct SessionView {
     pub actions: i64,
     pub events: i64,
     pub events_lost: i64,
+    /// Tamper and hand-off events recorded in the session.
+    pub tamper_events: i64,
+    /// A process of the session could not be tracked (a `track_failed` tamper event): the
+    /// record may miss what it did.
+    pub incomplete: bool,
     /// What the agent process itself touched (empty while the session is live).
     pub files: Vec<FileSummary>,
     pub net: Vec<NetSummary>,
@@ -141,6 +146,9 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
            COALESCE(e.actions, (SELECT count(*) FROM actions a WHERE a.session_id = s.id)) AS actions, \
            COALESCE(e.events, (SELECT count(*) FROM events v WHERE v.session_id = s.id)) AS events, \
            COALESCE(e.events_lost, 0) AS events_lost, \
+           (SELECT count(*) FROM events t WHERE t.session_id = s.id AND t.kind = 'tamper') AS tamper_events, \
+           EXISTS (SELECT 1 FROM events t WHERE t.session_id = s.id AND t.kind = 'tamper' \
+                   AND t.data->>'tamper' = 'track_failed') AS incomplete, \
            COALESCE(e.files, '[]'::jsonb) AS files, COALESCE(e.net, '[]'::jsonb) AS net, \
            ARRAY(SELECT DISTINCT x FROM unnest(s.redacted || COALESCE(e.redacted, '{}')) x ORDER BY 1) AS redacted \
          FROM sessions s LEFT JOIN session_ends e ON e.session_id = s.id \
@@ -175,6 +183,8 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
                 actions: r.try_get("actions")?,
                 events: r.try_get("events")?,
                 events_lost: r.try_get("events_lost")?,
+                tamper_events: r.try_get("tamper_events")?,
+                incomplete: r.try_get("incomplete")?,
                 files: r.try_get::<sqlx::types::Json<Vec<FileSummary>>, _>("files")?.0,
                 net: r.try_get::<sqlx::types::Json<Vec<NetSummary>>, _>("net")?.0,
                 redacted: r.try_get("redacted")?,
@@ -224,7 +234,8 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>,
             .push(")");
     }
     if f.writes {
-        q.push(" AND EXISTS (SELECT 1 FROM jsonb_array_elements(a.files) x WHERE x->>'access' = ANY(")
+        // Noise (/dev/null, the terminal, ...) is not a write anyone asks about.
+        q.push(" AND EXISTS (SELECT 1 FROM jsonb_array_elements(a.files) x WHERE NOT COALESCE((x->>'noise')::boolean, false) AND x->>'access' = ANY(")
             .push_bind(WRITE_ACCESSES.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
             .push("))");
     }
@@ -305,6 +316,8 @@ pub fn kinds_of(group: &str) -> &'static [&'static str] {
         "exec" => &["exec", "exec_failed", "fork", "clone_thread", "exit", "exit_thread"],
         "file" => &["file"],
         "net" => &["net"],
+        "tamper" => &["tamper"],
+        "io_uring" => &["io_uring"],
         _ => &[],
     }
 }

@@ -11,6 +11,14 @@
 //! `resolve NAME PORT`  glibc getaddrinfo (IPv4) then a TCP connect to the answer
 //! `dns-server SECS`    answer every A query on 127.0.0.1:53 with 127.0.0.2, for SECS seconds
 //! `tcp-server ADDR SECS` accept connections on ADDR for SECS seconds
+//! `bypass DIR UDP TCP`  the evasions of issue 8: a UDP sendto whose fd register has its upper
+//!                      32 bits set, a TCP fast-open sendto without connect, fchmodat2 with
+//!                      `AT_EMPTY_PATH` on an O_PATH fd of DIR/mode, an `int 0x80` open of
+//!                      DIR/int80 and an io_uring openat of DIR/uring
+//! `connect-race A B N` N connects to A while a second thread keeps rewriting the sockaddr to B;
+//!                      prints each connection's real peer port
+//! `tamper PID OTHER`   bpf(), ptrace attach/detach of PID (outside the session), pidfd_getfd
+//!                      on it, and process_vm_writev to it (harmless: zero bytes)
 
 use std::{
     ffi::CString,
@@ -288,6 +296,169 @@ fn tcp_server(addr: &str, secs: u64) {
     }
 }
 
+/// A raw syscall with its fd argument's upper 32 bits set: the kernel reads an int.
+fn udp_high_fd(udp: &str) {
+    use std::os::fd::AsRawFd as _;
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    let addr: std::net::SocketAddrV4 = udp.parse().expect("udp addr");
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*addr.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    let fd = sock.as_raw_fd() as u64 | 0xdead_beef_0000_0000;
+    let msg = b"agentmon-high-fd";
+    let r = sys!(libc::SYS_sendto, fd, msg.as_ptr(), msg.len(), 0, &raw const sa, size_of::<libc::sockaddr_in>());
+    assert_eq!(r, msg.len() as i64, "sendto with a dirty fd register");
+}
+
+/// TCP fast open: sendto(MSG_FASTOPEN, addr) connects without connect().
+fn fast_open(tcp: &str) {
+    let addr: std::net::SocketAddrV4 = tcp.parse().expect("tcp addr");
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    assert!(fd >= 0);
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*addr.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    let msg = b"agentmon-fastopen";
+    let r = sys!(libc::SYS_sendto, fd, msg.as_ptr(), msg.len(), libc::MSG_FASTOPEN, &raw const sa, size_of::<libc::sockaddr_in>());
+    assert!(r > 0, "fast-open sendto: {r}");
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(fd) };
+}
+
+/// fchmodat2(fd, "", mode, AT_EMPTY_PATH) on an O_PATH fd.
+fn fchmodat2_empty(path: &str) {
+    std::fs::write(path, "x").expect("create");
+    // SAFETY: valid C string.
+    let fd = unsafe { libc::open(c(path).as_ptr(), libc::O_PATH) };
+    assert!(fd >= 0, "O_PATH open");
+    let empty = c("");
+    let r = sys!(452, fd, empty.as_ptr(), 0o600, libc::AT_EMPTY_PATH);
+    assert_eq!(r, 0, "fchmodat2 AT_EMPTY_PATH");
+}
+
+/// open(path, O_WRONLY|O_CREAT, 0600) through the 32-bit entry (`int 0x80`): the path must sit
+/// below 4 GiB, so it goes in a MAP_32BIT page.
+fn int80_open(path: &str) {
+    // SAFETY: an anonymous mapping we own.
+    let page = unsafe {
+        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT, -1, 0)
+    };
+    assert_ne!(page, libc::MAP_FAILED, "MAP_32BIT");
+    let bytes = c(path);
+    let bytes = bytes.as_bytes_with_nul();
+    // SAFETY: the page holds 4096 bytes; paths here are shorter.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), page.cast::<u8>(), bytes.len()) };
+    let ret: i32;
+    // SAFETY: i386 open(2): eax = 5, ebx = path, ecx = flags, edx = mode.
+    unsafe {
+        // rbx is LLVM's: saved and restored around the call.
+        std::arch::asm!(
+            "push rbx",
+            "mov ebx, {path:e}",
+            "int 0x80",
+            "pop rbx",
+            path = in(reg) page as u64,
+            inlateout("eax") 5i32 => ret,
+            in("ecx") (libc::O_WRONLY | libc::O_CREAT) as u32,
+            in("edx") 0o600u32,
+        );
+    }
+    assert!(ret >= 0, "int 0x80 open: {ret}");
+}
+
+/// One IORING_OP_OPENAT through a real ring.
+fn uring_open(path: &str) {
+    let mut ring = io_uring::IoUring::new(4).expect("io_uring_setup");
+    let name = c(path);
+    let op = io_uring::opcode::OpenAt::new(io_uring::types::Fd(libc::AT_FDCWD), name.as_ptr())
+        .flags(libc::O_WRONLY | libc::O_CREAT)
+        .mode(0o600)
+        .build()
+        .user_data(42);
+    // SAFETY: `name` outlives the submission (we wait for the completion below).
+    unsafe { ring.submission().push(&op).expect("push") };
+    ring.submit_and_wait(1).expect("submit");
+    let cqe = ring.completion().next().expect("completion");
+    assert!(cqe.result() >= 0, "io_uring openat: {}", cqe.result());
+}
+
+fn bypass(dir: &str, udp: &str, tcp: &str) {
+    udp_high_fd(udp);
+    fast_open(tcp);
+    fchmodat2_empty(&format!("{dir}/mode"));
+    int80_open(&format!("{dir}/int80"));
+    uring_open(&format!("{dir}/uring"));
+}
+
+/// `n` connects to `a` while another thread flips the sockaddr between `a` and `b`; prints the
+/// real peer port of each connection, in order.
+fn connect_race(a: &str, b: &str, n: u32) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (a, b): (std::net::SocketAddrV4, std::net::SocketAddrV4) = (a.parse().expect("a"), b.parse().expect("b"));
+    let mk = |x: std::net::SocketAddrV4| libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: x.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*x.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    let (sa, sb) = (mk(a), mk(b));
+    let shared: &'static mut libc::sockaddr_in = Box::leak(Box::new(sa));
+    let ptr = std::ptr::from_mut(shared) as usize;
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let flipper = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !STOP.load(Ordering::Relaxed) {
+            let v = if i % 2 == 0 { sb } else { sa };
+            // SAFETY: a racy write to a leaked buffer, which is the point of this workload.
+            unsafe { std::ptr::write_volatile(ptr as *mut libc::sockaddr_in, v) };
+            i += 1;
+        }
+    });
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        // SAFETY: plain socket calls on our own fds.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let r = libc::connect(fd, ptr as *const libc::sockaddr, size_of::<libc::sockaddr_in>() as u32);
+            if r == 0 {
+                let mut peer: libc::sockaddr_in = std::mem::zeroed();
+                let mut len = size_of::<libc::sockaddr_in>() as u32;
+                libc::getpeername(fd, (&raw mut peer).cast(), &raw mut len);
+                ports.push(u16::from_be(peer.sin_port).to_string());
+            }
+            libc::close(fd);
+        }
+    }
+    STOP.store(true, Ordering::Relaxed);
+    flipper.join().expect("flipper");
+    println!("{}", ports.join(" "));
+}
+
+/// Hand-offs and kernel access from inside the session, each once.
+fn tamper(pid: i32) {
+    // bpf(BPF_MAP_CREATE, NULL, 0): refused (EFAULT/EINVAL), but the call is made.
+    let _ = sys!(libc::SYS_bpf, 0, 0, 0);
+    // ptrace attach then detach a process outside the session.
+    assert_eq!(sys!(libc::SYS_ptrace, libc::PTRACE_ATTACH, pid, 0, 0), 0, "ptrace attach");
+    let mut status = 0;
+    // SAFETY: waiting for the tracee we attached.
+    unsafe { libc::waitpid(pid, &raw mut status, libc::__WALL) };
+    let _ = sys!(libc::SYS_ptrace, libc::PTRACE_DETACH, pid, 0, 0);
+    // pidfd_getfd on it (its fd 0).
+    let pidfd = sys!(libc::SYS_pidfd_open, pid, 0);
+    assert!(pidfd >= 0, "pidfd_open");
+    let _ = sys!(libc::SYS_pidfd_getfd, pidfd, 0, 0);
+    // process_vm_writev with nothing to write.
+    let _ = sys!(libc::SYS_process_vm_writev, pid, 0, 0, 0, 0, 0);
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| a.get(i).map_or_else(|| panic!("missing argument {i}"), String::as_str);
@@ -306,6 +477,9 @@ fn main() {
         "resolve" => resolve(arg(1), arg(2).parse().expect("port")),
         "dns-server" => dns_server(arg(1).parse().expect("secs")),
         "tcp-server" => tcp_server(arg(1), arg(2).parse().expect("secs")),
+        "bypass" => bypass(arg(1), arg(2), arg(3)),
+        "connect-race" => connect_race(arg(1), arg(2), arg(3).parse().expect("count")),
+        "tamper" => tamper(arg(1).parse().expect("pid")),
         other => panic!("unknown workload {other}"),
     }
 }
