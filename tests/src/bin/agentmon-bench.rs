@@ -710,6 +710,39 @@ fn overhead_daemon(cfg: &Config, ws: &[Workload], d: &Daemon) -> (Vec<u64>, Vec<
     (untagged.iter().map(|v| median(v)).collect(), tagged.iter().map(|v| median(v)).collect())
 }
 
+/// What 32-bit (compat) capture costs processes outside any session: the raw `sys_enter` and
+/// `sys_exit` programs run on every syscall of the host. Untagged getppid and open/close loops,
+/// alternating a daemon with compat capture (the default) and one without, in one run.
+fn compat_cost(cfg: &Config, ws: &[Workload], d: &mut Daemon, daemon_args: &[&str]) -> Value {
+    let pick: Vec<&Workload> = ws.iter().filter(|w| w.name == "getppid loop" || w.name.starts_with("open")).collect();
+    let mut on = vec![Vec::new(); pick.len()];
+    let mut off = vec![Vec::new(); pick.len()];
+    let mut without: Vec<&str> = daemon_args.to_vec();
+    without.extend(["--capture-compat", "false"]);
+    for r in 0..cfg.rounds {
+        eprintln!("bench: compat round {}/{}: with, without", r + 1, cfg.rounds);
+        for (i, w) in pick.iter().enumerate() {
+            on[i].push(measure(w, &Mode::Plain));
+        }
+        d.stop();
+        d.start_again(Some(&without));
+        for (i, w) in pick.iter().enumerate() {
+            off[i].push(measure(w, &Mode::Plain));
+        }
+        d.stop();
+        d.start_again(Some(daemon_args));
+    }
+    println!("\n32-bit (compat) capture, untagged processes, same run (medians of {} rounds):", cfg.rounds);
+    println!("{:<24} {:>14} {:>14} {:>8}", "workload", "with compat", "without", "ratio");
+    let mut rows = Vec::new();
+    for (i, w) in pick.iter().enumerate() {
+        let (a, b) = (median(&on[i]), median(&off[i]));
+        println!("{:<24} {:>11} ns {:>11} ns {:>7.2}x", w.name, a, b, ratio(a, b));
+        rows.push(serde_json::json!({"workload": w.name, "with_compat_ns": a, "without_compat_ns": b, "ratio": ratio(a, b)}));
+    }
+    Value::from(rows)
+}
+
 fn ratio(x: u64, base: u64) -> f64 {
     fl(x) / fl(base.max(1))
 }
@@ -1347,6 +1380,7 @@ fn main() {
     let idle = Mem::of(d.daemon_pid());
     let (untagged, tagged) = overhead_daemon(&cfg, &ws, &d);
     let overhead = Overhead { base, bpftrace, untagged, tagged };
+    let compat = compat_cost(&cfg, &ws, &mut d, &daemon_args);
 
     eprintln!("bench: calibrating the generator");
     let cal = calibrate(&rt, &d);
@@ -1365,6 +1399,7 @@ fn main() {
     let evidence = evidence(&rt, &d, agent_round);
     let mut report = report_json(&cfg, &ws, &overhead, &bt_note, &cal, &runs, copy, &lat, &cost, &restart);
     report["evidence"] = evidence;
+    report["compat"] = compat;
     let target = self_exe().parent().and_then(Path::parent).expect("target dir").join("agentmon-bench.json");
     std::fs::write(&target, serde_json::to_string_pretty(&report).expect("JSON")).expect("write the JSON report");
     println!("\nreproduce: {}\njson: {}", cfg.command_line(), target.display());
