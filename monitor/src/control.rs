@@ -101,6 +101,9 @@ pub struct Status {
     pub records_stored: u64,
     /// Processes the kernel could not add to its tracked set (map full).
     pub track_failures: u64,
+    /// Tracked entries found stale (their pid reused by another process) and dropped.
+    #[serde(default)]
+    pub stale_tracked: u64,
     pub actions_written: u64,
     pub sessions_ended: u64,
     /// The host chain's head: the last sequence number given to a record.

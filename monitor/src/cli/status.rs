@@ -50,6 +50,7 @@ pub fn run(runtime_dir: &Path, json: bool) -> anyhow::Result<i32> {
         vec!["db write failures".into(), st.db_write_failures.to_string()],
         vec!["db records rejected".into(), st.db_records_rejected.to_string()],
         vec!["track failures".into(), st.track_failures.to_string()],
+        vec!["stale tracked pids dropped".into(), st.stale_tracked.to_string()],
         vec!["chain".into(), format!("seq {}, {} checkpoints signed by key {}", st.chain_seq, st.checkpoints_written, st.signing_key)],
         vec!["records redacted".into(), st.records_redacted.to_string()],
     ];

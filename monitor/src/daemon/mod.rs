@@ -588,6 +588,7 @@ impl Daemon {
             db_records_rejected: load(&self.store_stats.rejected),
             records_stored: load(&self.store_stats.stored),
             track_failures: k.track_failures,
+            stale_tracked: k.stale_tracked,
             actions_written: st.actions_written,
             sessions_ended: st.sessions_ended,
             chain_seq: self.chain.head().seq,

@@ -626,6 +626,52 @@ mod tests {
     }
 
     #[test]
+    fn tamper_and_io_uring_events_decode() {
+        let t = TamperEvent { hdr: hdr(EventKind::Tamper, 4), what: monitor_common::tamper::HANDOFF, nr: 101, ret: 0, args: [16, 77, 0, 0, 0, 0], target: 77, flags: COMPAT };
+        let Ok(Event::Tamper(op)) = decode(&bytes_of(&t)) else { panic!("tamper") };
+        assert_eq!((op.what, op.nr, op.target, op.compat), (monitor_common::tamper::HANDOFF, 101, 77, true));
+        // SAFETY: all-zero is a valid IoUringEvent.
+        let mut u: IoUringEvent = unsafe { std::mem::zeroed() };
+        u.hdr = hdr(EventKind::IoUring, 4);
+        u.opcode = monitor_common::uring::OPENAT;
+        u.req = 0xabc;
+        u.path[..5].copy_from_slice(b"x.txt");
+        u.path_len = 5;
+        u.dir[..5].copy_from_slice(b"tmp\0\0");
+        u.dir_len = 4;
+        u.flags = DIR1_RESOLVED;
+        let mut b = bytes_of(&u);
+        b.truncate(URING_DIR_OFF + 4);
+        let Ok(Event::IoUring(op)) = decode(&b) else { panic!("io_uring") };
+        assert!(!op.complete);
+        assert_eq!(op.path.expect("path").absolute.as_deref(), Some("/tmp/x.txt"));
+        // A completion of an open: the real file.
+        u.phase = monitor_common::URING_COMPLETE;
+        u.path_len = 0;
+        u.flags = OBJ_PATH;
+        u.res = 5;
+        let mut b = bytes_of(&u);
+        b.truncate(URING_DIR_OFF + 4);
+        let Ok(Event::IoUring(op)) = decode(&b) else { panic!("io_uring") };
+        assert_eq!((op.complete, op.res, op.object.as_deref()), (true, 5, Some("/tmp")));
+        // A path length past the record is rejected, not trusted.
+        b.truncate(URING_DIR_OFF + 2);
+        assert!(matches!(decode(&b), Err(DecodeError::BadLength { field: "dir", .. })));
+    }
+
+    #[test]
+    fn compat_numbers_map_to_their_64_bit_twins() {
+        use monitor_common::nr;
+        assert_eq!(nr::from_compat(5), Some(nr::OPEN));
+        assert_eq!(nr::from_compat(295), Some(nr::OPENAT));
+        assert_eq!(nr::from_compat(362), Some(nr::CONNECT));
+        assert_eq!(nr::from_compat(357), Some(nr::BPF));
+        assert_eq!(nr::from_compat(20), None, "getpid is not captured");
+        assert_eq!(nr::from_socketcall(3), Some(nr::CONNECT));
+        assert_eq!(nr::from_socketcall(1), None, "socket() is not captured");
+    }
+
+    #[test]
     fn rejects_unknown_kind() {
         let mut h = hdr(EventKind::Exit, 1);
         h.kind = 99;
