@@ -1,6 +1,6 @@
 //! Root integration tests for issue 8: what an uncooperative agent does is recorded as the
 //! kernel performed it, or raised as a tamper event. Real programs, a real tagged session, a
-//! real PostgreSQL; assertions on the stored records.
+//! real `PostgreSQL`; assertions on the stored records.
 
 use std::{
     net::{TcpListener, UdpSocket},

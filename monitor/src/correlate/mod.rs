@@ -506,7 +506,7 @@ impl Correlator {
             "result": result,
             "ret": n.ret,
             "fd": n.fd,
-            "addr_given": n.addr.as_ref().map(|a| resources::addr_port(a)),
+            "addr_given": n.addr.as_ref().map(resources::addr_port),
             "compat": n.compat,
             "fastopen": n.fastopen,
             "sock_type": match n.sock_type { 1 => "stream", 2 => "dgram", 0 => "unknown", _ => "other" },
