@@ -182,8 +182,9 @@ pub const FD_PATH: u32 = 64;
 pub const NET_SOCK_KNOWN: u32 = 128;
 /// `addr` holds the address the caller passed (or the kernel returned, for accept/recvfrom).
 pub const NET_ADDR_GIVEN: u32 = 256;
-/// File events: `dir2` holds the path of the file the kernel actually opened, read from the new
-/// fd (opens only; `path2` is unused for them).
+/// File events (successful opens): the path of the file the kernel actually opened, read from
+/// the new fd, follows the given path's bytes directly (at `path1 + path1_len`), `dir1_len` bytes
+/// long. io_uring completions: it is in `path`, `dir_len` bytes long.
 pub const OBJ_PATH: u32 = 512;
 /// File, network and tamper events: the syscall came through the 32-bit compat entry
 /// (`int 0x80`); `nr` is the 64-bit twin's number.

@@ -205,7 +205,12 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: (i8, i8, i8,
         // a sibling thread's chdir cannot make this differ from what was opened. The given
         // path's directory is not walked (the real path supersedes it), which keeps this
         // program within the verifier's budget. (Opens have no second path: `dir2` is free.)
+        //
+        // The real path is written right after the given path's bytes (its length in
+        // `dir1_len`), not in a slot of its own, so the event stays as small as the two paths:
+        // an open is the commonest event, and a fixed slot would make each one kilobytes.
         let (n, trunc, _) = read_user_path(arg(p, p1), ev.path1.as_mut_ptr());
+        let n = n & (PATH_CAP as u32 - 1);
         ev.path1_len = n;
         if trunc {
             ev.flags |= PATH1_TRUNCATED;
@@ -213,11 +218,14 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: (i8, i8, i8,
         len = FILE_PATH1_OFF + n as usize;
         let file = fd_file(ret as i32);
         if !file.is_null() {
-            let (dn, complete) = walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), ev.dir2.as_mut_ptr());
+            // SAFETY: n < PATH_CAP, and path1 is followed by dir1 (DIR_CAP bytes) in the same
+            // struct, so the walk has its CWD_MAX + COMPONENT_MAX bytes from here.
+            let at = unsafe { ev.path1.as_mut_ptr().add(n as usize) };
+            let (dn, complete) = walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), at);
             if complete {
-                ev.dir2_len = dn;
+                ev.dir1_len = dn;
                 ev.flags |= OBJ_PATH;
-                len = FILE_DIR2_OFF + dn as usize;
+                len = FILE_PATH1_OFF + n as usize + dn as usize;
             }
         }
     } else {

@@ -202,11 +202,13 @@ pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
     if matches!(f.opcode, uring::OPENAT | uring::OPENAT2) && ev.res >= 0 && tgid == f.tgid {
         let file = fd_file(ev.res as i32);
         if !file.is_null() {
-            let (dn, complete) = walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), ev.dir.as_mut_ptr());
+            // Into `path` (unused at completion; `path2` follows it, so the walk has room), to
+            // keep the event small.
+            let (dn, complete) = walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), ev.path.as_mut_ptr());
             if complete {
                 ev.dir_len = dn;
                 ev.flags |= OBJ_PATH;
-                len = URING_DIR_OFF + dn as usize;
+                len = URING_PATH_OFF + dn as usize;
             }
         }
     }

@@ -319,7 +319,10 @@ fn decode_file(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
         Ok(&bytes[off..off + len as usize])
     };
     let p1 = field(FILE_PATH1_OFF, PATH_CAP, ev.path1_len, "path1")?;
-    let d1 = field(FILE_DIR1_OFF, DIR_CAP, ev.dir1_len, "dir1")?;
+    // A successful open: the real path follows the given one directly, `dir1_len` long.
+    let obj = ev.flags & OBJ_PATH != 0;
+    let obj_bytes = if obj { field(FILE_PATH1_OFF + p1.len(), DIR_CAP, ev.dir1_len, "object")? } else { &[] };
+    let d1 = if obj { &[][..] } else { field(FILE_DIR1_OFF, DIR_CAP, ev.dir1_len, "dir1")? };
     let p2 = field(FILE_PATH2_OFF, PATH_CAP, ev.path2_len, "path2")?;
     let d2 = field(FILE_DIR2_OFF, DIR_CAP, ev.dir2_len, "dir2")?;
     let dir = |bit: u32, trunc: u32, d: &[u8]| -> Option<Vec<u8>> {
@@ -330,7 +333,7 @@ fn decode_file(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
     let path1 = has_path1.then(|| {
         path_arg(p1, ev.flags & PATH1_TRUNCATED != 0, dir(DIR1_RESOLVED, DIR1_TRUNCATED, d1).as_deref())
     });
-    let object = (ev.flags & OBJ_PATH != 0).then(|| cwd_path(d2));
+    let object = obj.then(|| cwd_path(obj_bytes));
     let path2 = (ev.path2_len > 0 && object.is_none())
         .then(|| path_arg(p2, ev.flags & PATH2_TRUNCATED != 0, dir(DIR2_RESOLVED, DIR2_TRUNCATED, d2).as_deref()));
     Ok(Event::File(FileOp {
@@ -383,9 +386,11 @@ fn decode_uring(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
     if ev.addr_len as usize > SOCKADDR_CAP {
         return Err(DecodeError::BadLength { field: "addr", len: ev.addr_len as usize, max: SOCKADDR_CAP });
     }
-    let p = field(URING_PATH_OFF, PATH_CAP, ev.path_len, "path")?;
+    let obj = ev.flags & OBJ_PATH != 0;
+    // A completed open: the real path is in `path`, `dir_len` long.
+    let p = field(URING_PATH_OFF, if obj { DIR_CAP } else { PATH_CAP }, if obj { ev.dir_len } else { ev.path_len }, "path")?;
     let p2 = field(URING_PATH2_OFF, PATH_CAP, ev.path2_len, "path2")?;
-    let d = field(URING_DIR_OFF, DIR_CAP, ev.dir_len, "dir")?;
+    let d = if obj { &[][..] } else { field(URING_DIR_OFF, DIR_CAP, ev.dir_len, "dir")? };
     let complete = ev.phase != URING_SUBMIT;
     let has_path = !complete && (ev.path_len > 0 || ev.flags & DIR1_RESOLVED != 0);
     let dir = (ev.flags & DIR1_RESOLVED != 0 && ev.flags & DIR1_TRUNCATED == 0).then_some(d);
@@ -402,7 +407,7 @@ fn decode_uring(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
         path: has_path.then(|| path_arg(p, ev.flags & PATH1_TRUNCATED != 0, dir)),
         path2: (ev.path2_len > 0).then(|| escape_bytes(p2)),
         addr: (ev.flags & NET_ADDR_GIVEN != 0).then(|| parse_sockaddr(&ev.addr[..ev.addr_len as usize])).flatten(),
-        object: (ev.flags & OBJ_PATH != 0).then(|| cwd_path(d)),
+        object: obj.then(|| cwd_path(p)),
     }))
 }
 
@@ -626,6 +631,26 @@ mod tests {
     }
 
     #[test]
+    fn a_successful_open_carries_the_real_file_right_after_the_given_path() {
+        let mut ev: FileEvent = unsafe { std::mem::zeroed() };
+        ev.hdr = hdr(EventKind::File, 9);
+        ev.nr = monitor_common::nr::OPENAT as u32;
+        ev.ret = 3;
+        ev.path1[..4].copy_from_slice(b"link");
+        ev.path1_len = 4;
+        ev.path1[4..14].copy_from_slice(b"real\0work\0");
+        ev.dir1_len = 10;
+        ev.flags = OBJ_PATH;
+        let mut b = bytes_of(&ev);
+        b.truncate(FILE_PATH1_OFF + 14);
+        let Ok(Event::File(f)) = decode(&b) else { panic!("decode") };
+        assert_eq!(f.object.as_deref(), Some("/work/real"));
+        assert_eq!(f.path1.expect("path1").given, "link");
+        b.truncate(FILE_PATH1_OFF + 10);
+        assert!(matches!(decode(&b), Err(DecodeError::BadLength { field: "object", .. })));
+    }
+
+    #[test]
     fn tamper_and_io_uring_events_decode() {
         let t = TamperEvent { hdr: hdr(EventKind::Tamper, 4), what: monitor_common::tamper::HANDOFF, nr: 101, ret: 0, args: [16, 77, 0, 0, 0, 0], target: 77, flags: COMPAT };
         let Ok(Event::Tamper(op)) = decode(&bytes_of(&t)) else { panic!("tamper") };
@@ -646,17 +671,20 @@ mod tests {
         assert!(!op.complete);
         assert_eq!(op.path.expect("path").absolute.as_deref(), Some("/tmp/x.txt"));
         // A completion of an open: the real file.
-        u.phase = monitor_common::URING_COMPLETE;
-        u.path_len = 0;
-        u.flags = OBJ_PATH;
-        u.res = 5;
-        let mut b = bytes_of(&u);
-        b.truncate(URING_DIR_OFF + 4);
-        let Ok(Event::IoUring(op)) = decode(&b) else { panic!("io_uring") };
-        assert_eq!((op.complete, op.res, op.object.as_deref()), (true, 5, Some("/tmp")));
         // A path length past the record is rejected, not trusted.
         b.truncate(URING_DIR_OFF + 2);
         assert!(matches!(decode(&b), Err(DecodeError::BadLength { field: "dir", .. })));
+        // A completion of an open: the real file, in `path`.
+        u.phase = monitor_common::URING_COMPLETE;
+        u.path_len = 0;
+        u.path[..4].copy_from_slice(b"tmp\0");
+        u.dir_len = 4;
+        u.flags = OBJ_PATH;
+        u.res = 5;
+        let mut b = bytes_of(&u);
+        b.truncate(URING_PATH_OFF + 4);
+        let Ok(Event::IoUring(op)) = decode(&b) else { panic!("io_uring") };
+        assert_eq!((op.complete, op.res, op.object.as_deref()), (true, 5, Some("/tmp")));
     }
 
     #[test]
