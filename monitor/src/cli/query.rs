@@ -245,11 +245,16 @@ pub fn print_resources(files: &[FileSummary], net: &[NetSummary], all: bool) {
     }
 }
 
-/// The process subtree drawn with box characters, children in start order.
+/// The process subtree drawn with box characters, children in start order. Each process is
+/// drawn once: a pid that repeats in one action (reuse) cannot make the walk loop, and a process
+/// only reachable through a cycle is drawn as a root of its own.
 pub fn tree_lines(procs: &[ProcessView]) -> Vec<String> {
     let pids: std::collections::HashSet<i64> = procs.iter().map(|p| p.pid).collect();
     let mut out = Vec::new();
-    fn walk(procs: &[ProcessView], p: &ProcessView, prefix: &str, last: bool, root: bool, out: &mut Vec<String>) {
+    let mut seen = vec![false; procs.len()];
+    fn walk(procs: &[ProcessView], i: usize, seen: &mut [bool], prefix: &str, last: bool, root: bool, out: &mut Vec<String>) {
+        seen[i] = true;
+        let p = &procs[i];
         let branch = if root { "" } else if last { "└─ " } else { "├─ " };
         let dur = p.ended_at.map(|e| (e - p.started_at).num_milliseconds());
         out.push(format!(
@@ -259,16 +264,26 @@ pub fn tree_lines(procs: &[ProcessView]) -> Vec<String> {
             table::status(p.exit_code, p.signal),
             table::duration(dur)
         ));
-        let kids: Vec<&ProcessView> = procs.iter().filter(|c| c.ppid == p.pid && c.pid != p.pid).collect();
+        let kids: Vec<usize> = (0..procs.len()).filter(|&c| !seen[c] && procs[c].ppid == p.pid && procs[c].pid != p.pid).collect();
+        for &c in &kids {
+            seen[c] = true;
+        }
         let child_prefix = if root { prefix.to_owned() } else { format!("{prefix}{}", if last { "   " } else { "│  " }) };
-        for (i, c) in kids.iter().enumerate() {
-            walk(procs, c, &child_prefix, i + 1 == kids.len(), false, out);
+        for (n, &c) in kids.iter().enumerate() {
+            walk(procs, c, seen, &child_prefix, n + 1 == kids.len(), false, out);
         }
     }
     // Roots: processes whose parent is not in the subtree (the action's process, and
-    // any re-parented orphans).
-    for p in procs.iter().filter(|p| !pids.contains(&p.ppid)) {
-        walk(procs, p, "", true, true, &mut out);
+    // any re-parented orphans), then anything a cycle of reused pids left unreached.
+    for i in 0..procs.len() {
+        if !seen[i] && !pids.contains(&procs[i].ppid) {
+            walk(procs, i, &mut seen, "", true, true, &mut out);
+        }
+    }
+    for i in 0..procs.len() {
+        if !seen[i] {
+            walk(procs, i, &mut seen, "", true, true, &mut out);
+        }
     }
     out
 }
@@ -294,6 +309,17 @@ mod tests {
             prior_argv: Vec::new(),
             redacted: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_repeated_pid_does_not_loop_and_every_process_is_drawn_once() {
+        // pid 5 twice (reused within the action), forming 5 -> 7 -> 5.
+        let procs = vec![pv(5, 1, &["sh"]), pv(7, 5, &["a"]), pv(5, 7, &["b"])];
+        let lines = tree_lines(&procs);
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        // A pure cycle, no root: still drawn.
+        let cycle = vec![pv(10, 11, &["x"]), pv(11, 10, &["y"])];
+        assert_eq!(tree_lines(&cycle).len(), 2);
     }
 
     #[test]

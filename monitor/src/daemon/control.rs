@@ -76,14 +76,36 @@ pub fn bind_socket(runtime_dir: &Path, gid: Option<u32>) -> anyhow::Result<UnixL
     Ok(listener)
 }
 
+/// Control connections served at once; more wait in the listen backlog until one finishes.
+pub const MAX_CONNECTIONS: usize = 64;
+
 pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Command>, allowed_gid: Option<u32>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        // Take a slot before accepting: at the cap, clients queue in the kernel's backlog
+        // instead of costing the daemon an fd and a task each.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS...: the error repeats until something is freed, so
+                // back off instead of spinning, and say so at most once a minute.
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    warn!(error = %e, "control socket accept failed; retrying every 100 ms");
+                    last_warning = Some(std::time::Instant::now());
+                }
+                drop(slot);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let tx = tx.clone();
         tokio::spawn(async move {
             if let Err(e) = handle_conn(stream, tx, allowed_gid).await {
                 warn!(error = %e, "control connection failed");
             }
+            drop(slot);
         });
     }
 }
