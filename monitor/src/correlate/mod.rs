@@ -471,19 +471,39 @@ impl Correlator {
             }
         }
         let mut dns = serde_json::Value::Null;
-        if !n.payload.is_empty() {
-            if let Some((queries, answers)) = resources::parse_dns(&n.payload) {
-                // Only answers the process received are believed: a sent "answer" is forgeable.
-                if op == "recv" && resources::is_dns_response(&n.payload) {
-                    if let Some(s) = self.sessions.get_mut(&n.hdr.session_cgroup) {
-                        s.dns.learn(&answers);
+        if let Some(msg) = (!n.payload.is_empty()).then(|| resources::parse_dns(&n.payload)).flatten() {
+            // Only an answer a session process received, to a query the same session sent to
+            // the server it came from, names later connects (see `DnsCache`). A sent "answer",
+            // or an answer nobody here asked for, is kept below but believed by nobody.
+            let mut used = None;
+            if let (Some(s), true) = (self.sessions.get_mut(&n.hdr.session_cgroup), n.ret >= 0) {
+                match op {
+                    "send" if !msg.response => {
+                        if let Some(server) = &endpoint {
+                            s.dns.query(&msg, server);
+                        }
                     }
+                    "recv" if msg.response => used = s.dns.answer(&msg, resources::recv_source(n).as_ref()),
+                    _ => {}
                 }
-                dns = serde_json::json!({
-                    "queries": queries,
-                    "answers": answers.iter().map(|(name, ip)| serde_json::json!({"name": name, "addr": ip.to_string()})).collect::<Vec<_>>(),
-                });
             }
+            let answers: Vec<serde_json::Value> = msg
+                .addrs
+                .iter()
+                .enumerate()
+                .map(|(i, (name, ip))| {
+                    let trusted = used.as_ref().and_then(|u| u.get(i)).copied().unwrap_or(false);
+                    serde_json::json!({"name": name, "addr": ip.to_string(), "trusted": trusted})
+                })
+                .collect();
+            dns = serde_json::json!({
+                "id": msg.id,
+                "response": msg.response,
+                "queries": msg.questions,
+                "answers": answers,
+                "cnames": msg.cnames.iter().map(|(name, target)| serde_json::json!({"name": name, "target": target})).collect::<Vec<_>>(),
+                "trusted": used.is_some(),
+            });
         }
         let (addr, port) = endpoint.as_ref().map(resources::addr_port).unwrap_or_default();
         let family = endpoint.as_ref().or(n.sock.as_ref().map(|s| &s.0)).map_or_else(|| "unknown".into(), resources::family_name);

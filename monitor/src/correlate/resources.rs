@@ -1,7 +1,10 @@
 //! Files and network endpoints: classifying file and network syscalls, summarising them per
 //! action (identical accesses collapse into one entry with a count), and DNS parsing.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::{HashMap, VecDeque},
+    net::IpAddr,
+};
 
 use monitor_common::nr;
 use serde::{Deserialize, Serialize};
@@ -388,38 +391,56 @@ pub fn net_endpoint(op: &NetOp, known: Option<&SockAddr>) -> Option<SockAddr> {
     }
 }
 
-/// Whether a DNS message is a response (QR bit), the only kind whose answers are believed.
-pub fn is_dns_response(msg: &[u8]) -> bool {
-    msg.get(2).is_some_and(|b| b & 0x80 != 0)
+/// A parsed DNS message: enough to match an answer to its query and follow CNAME chains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsMessage {
+    /// The transaction id.
+    pub id: u16,
+    /// The QR bit: a response, not a query.
+    pub response: bool,
+    pub questions: Vec<String>,
+    /// A and AAAA records: (owner name, address).
+    pub addrs: Vec<(String, IpAddr)>,
+    /// CNAME records: (owner name, canonical name).
+    pub cnames: Vec<(String, String)>,
 }
 
-/// A DNS message's question names and (name, address) answers (A and AAAA).
-pub fn parse_dns(msg: &[u8]) -> Option<(Vec<String>, Vec<(String, IpAddr)>)> {
+const DNS_A: u16 = 1;
+const DNS_CNAME: u16 = 5;
+const DNS_AAAA: u16 = 28;
+
+/// A DNS message's id, question names, address records and CNAME records, each record with its
+/// owner name. `None` when the header or the questions do not parse; answers past the first
+/// unparsable record are dropped.
+pub fn parse_dns(msg: &[u8]) -> Option<DnsMessage> {
     let u16_at = |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?])) };
+    let mut m = DnsMessage { id: u16_at(0)?, response: msg.get(2).is_some_and(|b| b & 0x80 != 0), ..DnsMessage::default() };
     let qd = u16_at(4)?;
     let an = u16_at(6)?;
     let mut pos = 12;
-    let mut questions = Vec::new();
     for _ in 0..qd.min(16) {
         let (name, next) = read_name(msg, pos)?;
-        questions.push(name);
+        m.questions.push(name);
         pos = next + 4;
     }
-    let mut answers = Vec::new();
     for _ in 0..an.min(64) {
-        let (_, next) = read_name(msg, pos)?;
-        let typ = u16_at(next)?;
-        let len = u16_at(next + 8)? as usize;
-        let data = msg.get(next + 10..next + 10 + len)?;
-        let name = questions.first().cloned().unwrap_or_default();
-        match (typ, len) {
-            (1, 4) => answers.push((name, IpAddr::from(<[u8; 4]>::try_from(data).ok()?))),
-            (28, 16) => answers.push((name, IpAddr::from(<[u8; 16]>::try_from(data).ok()?))),
+        let Some((owner, next)) = read_name(msg, pos) else { break };
+        let (Some(typ), Some(len)) = (u16_at(next), u16_at(next + 8)) else { break };
+        let start = next + 10;
+        let Some(data) = msg.get(start..start + len as usize) else { break };
+        match (typ, data.len()) {
+            (DNS_A, 4) => m.addrs.push((owner, IpAddr::from(<[u8; 4]>::try_from(data).ok()?))),
+            (DNS_AAAA, 16) => m.addrs.push((owner, IpAddr::from(<[u8; 16]>::try_from(data).ok()?))),
+            (DNS_CNAME, _) => {
+                if let Some((target, _)) = read_name(msg, start) {
+                    m.cnames.push((owner, target));
+                }
+            }
             _ => {}
         }
-        pos = next + 10 + len;
+        pos = start + data.len();
     }
-    Some((questions, answers))
+    Some(m)
 }
 
 /// A possibly compressed name at `pos`; returns it and the position after it.
@@ -443,27 +464,106 @@ fn read_name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
     None
 }
 
-/// The resolver cache: addresses tagged processes looked up, to their names.
-#[derive(Debug, Default)]
-#[derive(Serialize, Deserialize)]
+/// Where a received datagram came from: the address `recvfrom`/`recvmsg` returned, else the
+/// connected socket's peer. Not the address remembered for the fd, which may be our own.
+pub fn recv_source(op: &NetOp) -> Option<SockAddr> {
+    let given = op.addr.clone().filter(|a| matches!(a, SockAddr::Inet { .. }));
+    given.or_else(|| op.sock.as_ref().map(|s| s.1.clone()).filter(|r| matches!(r, SockAddr::Inet { port, .. } if *port != 0)))
+}
+
+/// Queries awaiting their answer, per session; the oldest is forgotten past this.
+pub const MAX_PENDING_QUERIES: usize = 4096;
+
+/// A DNS query a session process sent: what an answer must match to be believed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DnsQuery {
+    id: u16,
+    /// The question as sent.
+    name: String,
+    /// Where it was sent.
+    server: SockAddr,
+}
+
+/// The resolver cache: addresses a session's processes looked up, to their names.
+///
+/// Only answers to the session's own queries are learnt. Anyone who can reach a UDP port of a
+/// session process can send it a well-formed "response"; believing it would let a forger name
+/// any connect. So an answer counts only if it carries the transaction id and question of a
+/// query the session sent, and comes from the address and port that query went to. A name is
+/// learnt only for address records owned by the question or by a CNAME reachable from it in the
+/// same response, and always under the question: an answer for `a.test` cannot name
+/// `b.test`'s address.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct DnsCache {
     names: HashMap<IpAddr, String>,
+    #[serde(default)]
+    pending: VecDeque<DnsQuery>,
+}
+
+/// Two socket addresses are the same endpoint (an IPv4-mapped IPv6 address is its IPv4 one).
+fn same_endpoint(x: &SockAddr, y: &SockAddr) -> bool {
+    match (x, y) {
+        (SockAddr::Inet { ip: ip_x, port: port_x }, SockAddr::Inet { ip: ip_y, port: port_y }) => {
+            port_x == port_y && ip_x.to_canonical() == ip_y.to_canonical()
+        }
+        _ => false,
+    }
 }
 
 impl DnsCache {
-    pub fn learn(&mut self, answers: &[(String, IpAddr)]) {
+    /// Note a query a session process sent to `server`. Only single-question queries count:
+    /// that is what resolvers send, and what an answer can be matched against.
+    pub fn query(&mut self, msg: &DnsMessage, server: &SockAddr) {
+        if msg.response || msg.questions.len() != 1 || !matches!(server, SockAddr::Inet { .. }) {
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING_QUERIES {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(DnsQuery { id: msg.id, name: msg.questions[0].clone(), server: server.clone() });
+    }
+
+    /// A response a session process received from `source`. When it answers a pending query
+    /// (which it consumes), learn its usable addresses and return, for each of `msg.addrs`,
+    /// whether it now names connects; `None` when it answers nothing this session asked.
+    pub fn answer(&mut self, msg: &DnsMessage, source: Option<&SockAddr>) -> Option<Vec<bool>> {
+        let source = source?;
+        if !msg.response || msg.questions.len() != 1 {
+            return None;
+        }
+        let question = &msg.questions[0];
+        let i = self
+            .pending
+            .iter()
+            .position(|q| q.id == msg.id && q.name.eq_ignore_ascii_case(question) && same_endpoint(&q.server, source))?;
+        let asked = self.pending.remove(i)?.name;
+        // Owner names reachable from the question through the response's CNAMEs.
+        let mut owners = vec![asked.to_ascii_lowercase()];
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for (owner, target) in &msg.cnames {
+                let target = target.to_ascii_lowercase();
+                if owners.contains(&owner.to_ascii_lowercase()) && !owners.contains(&target) {
+                    owners.push(target);
+                    grew = true;
+                }
+            }
+        }
         // Bounded: a flood of lookups must not grow the daemon without limit.
         if self.names.len() > 65_536 {
             self.names.clear();
         }
-        for (name, ip) in answers {
-            self.names.insert(*ip, name.clone());
+        let used: Vec<bool> = msg.addrs.iter().map(|(owner, _)| owners.contains(&owner.to_ascii_lowercase())).collect();
+        for ((_, ip), _) in msg.addrs.iter().zip(&used).filter(|(_, u)| **u) {
+            self.names.insert(*ip, asked.clone());
         }
+        Some(used)
     }
 
     pub fn host(&self, a: &SockAddr) -> Option<String> {
         match a {
-            SockAddr::Inet { ip, .. } => self.names.get(ip).cloned(),
+            SockAddr::Inet { ip, .. } => self.names.get(ip).or_else(|| self.names.get(&ip.to_canonical())).cloned(),
             _ => None,
         }
     }
@@ -513,17 +613,171 @@ mod tests {
     #[test]
     fn dns_query_and_answer_parse() {
         // Response for svc.test A 127.0.0.2, answer name compressed to the question.
-        let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
-        m.extend_from_slice(b"\x03svc\x04test\x00\x00\x01\x00\x01");
-        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 2]);
-        let (q, a) = parse_dns(&m).expect("parse");
-        assert_eq!(q, ["svc.test"]);
-        assert_eq!(a, [("svc.test".to_owned(), "127.0.0.2".parse().expect("ip"))]);
-        assert!(parse_dns(&m[..20]).is_none_or(|(_, a)| a.is_empty()));
+        let m = response(0x1234, "svc.test", &[], &[("svc.test", [127, 0, 0, 2])]);
+        let p = parse_dns(&m).expect("parse");
+        assert_eq!((p.id, p.response), (0x1234, true));
+        assert_eq!(p.questions, ["svc.test"]);
+        assert_eq!(p.addrs, [("svc.test".to_owned(), ip("127.0.0.2"))]);
+        assert!(parse_dns(&m[..20]).is_none_or(|p| p.addrs.is_empty()));
         assert!(parse_dns(&[1, 2]).is_none());
         // A pointer loop ends, it does not hang.
         let mut bad = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
         bad.extend_from_slice(&[0xc0, 12]);
         assert!(parse_dns(&bad).is_none());
+        // CNAME records keep their owner and target; address records their own owner.
+        let m = response(1, "www.svc.test", &[("www.svc.test", "edge.cdn.test")], &[("edge.cdn.test", [10, 0, 0, 1])]);
+        let p = parse_dns(&m).expect("parse");
+        assert_eq!(p.cnames, [("www.svc.test".to_owned(), "edge.cdn.test".to_owned())]);
+        assert_eq!(p.addrs, [("edge.cdn.test".to_owned(), ip("10.0.0.1"))]);
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn name(n: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in n.split('.') {
+            out.push(u8::try_from(l.len()).expect("label"));
+            out.extend_from_slice(l.as_bytes());
+        }
+        out.push(0);
+        out
+    }
+
+    fn query(id: u16, q: &str) -> Vec<u8> {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        m.extend(name(q));
+        m.extend_from_slice(&[0, 1, 0, 1]);
+        m
+    }
+
+    /// A response to `q` with CNAME records then A records, names written out in full.
+    fn response(id: u16, q: &str, cnames: &[(&str, &str)], addrs: &[(&str, [u8; 4])]) -> Vec<u8> {
+        let mut m = query(id, q);
+        m[2] = 0x81;
+        m[3] = 0x80;
+        m[7] = u8::try_from(cnames.len() + addrs.len()).expect("count");
+        for (owner, target) in cnames {
+            m.extend(name(owner));
+            let t = name(target);
+            m.extend_from_slice(&[0, 5, 0, 1, 0, 0, 0, 60, 0, u8::try_from(t.len()).expect("len")]);
+            m.extend(t);
+        }
+        for (owner, a) in addrs {
+            m.extend(name(owner));
+            m.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+            m.extend_from_slice(a);
+        }
+        m
+    }
+
+    fn server(port: u16) -> SockAddr {
+        SockAddr::Inet { ip: ip("127.0.0.53"), port }
+    }
+
+    fn connect_host(c: &DnsCache, a: &str) -> Option<String> {
+        c.host(&SockAddr::Inet { ip: ip(a), port: 443 })
+    }
+
+    /// A cache that sent `svc.test` (id 7) to 127.0.0.53:53.
+    fn asked() -> DnsCache {
+        let mut c = DnsCache::default();
+        c.query(&parse_dns(&query(7, "svc.test")).expect("query"), &server(53));
+        c
+    }
+
+    #[test]
+    fn an_answer_to_our_query_names_the_address() {
+        let mut c = asked();
+        let r = parse_dns(&response(7, "SVC.test", &[], &[("svc.test", [10, 0, 0, 1])])).expect("parse");
+        assert_eq!(c.answer(&r, Some(&server(53))), Some(vec![true]), "the question matches case-insensitively");
+        assert_eq!(connect_host(&c, "10.0.0.1").as_deref(), Some("svc.test"), "named as it was asked");
+        // Consumed: the same answer again (a replay) is not believed.
+        assert_eq!(c.answer(&r, Some(&server(53))), None);
+    }
+
+    #[test]
+    fn a_forged_answer_without_a_query_is_ignored() {
+        let mut c = DnsCache::default();
+        let r = parse_dns(&response(7, "forged.test", &[], &[("forged.test", [127, 0, 0, 9])])).expect("parse");
+        assert_eq!(c.answer(&r, Some(&server(53))), None);
+        assert_eq!(connect_host(&c, "127.0.0.9"), None);
+    }
+
+    #[test]
+    fn an_answer_with_the_wrong_id_is_ignored() {
+        let mut c = asked();
+        let r = parse_dns(&response(8, "svc.test", &[], &[("svc.test", [10, 0, 0, 1])])).expect("parse");
+        assert_eq!(c.answer(&r, Some(&server(53))), None);
+        assert_eq!(connect_host(&c, "10.0.0.1"), None);
+        // The query is still pending: the real answer still counts.
+        let r = parse_dns(&response(7, "svc.test", &[], &[("svc.test", [10, 0, 0, 2])])).expect("parse");
+        assert_eq!(c.answer(&r, Some(&server(53))), Some(vec![true]));
+    }
+
+    #[test]
+    fn an_answer_from_another_server_is_ignored() {
+        let mut c = asked();
+        let r = parse_dns(&response(7, "svc.test", &[], &[("svc.test", [10, 0, 0, 1])])).expect("parse");
+        assert_eq!(c.answer(&r, Some(&server(5353))), None, "wrong port");
+        assert_eq!(c.answer(&r, Some(&SockAddr::Inet { ip: ip("127.0.0.1"), port: 53 })), None, "wrong address");
+        assert_eq!(c.answer(&r, None), None, "unknown source");
+        assert_eq!(connect_host(&c, "10.0.0.1"), None);
+        // The same server seen through an IPv4-mapped address is the same server.
+        assert_eq!(c.answer(&r, Some(&SockAddr::Inet { ip: ip("::ffff:127.0.0.53"), port: 53 })), Some(vec![true]));
+    }
+
+    #[test]
+    fn an_answer_for_a_name_not_asked_is_ignored() {
+        let mut c = asked();
+        let r = parse_dns(&response(7, "bank.test", &[], &[("bank.test", [10, 0, 0, 1])])).expect("parse");
+        assert_eq!(c.answer(&r, Some(&server(53))), None, "same id and server, other question");
+        assert_eq!(connect_host(&c, "10.0.0.1"), None);
+        // Right question, but an extra record for another owner: only the asked one counts.
+        let r = parse_dns(&response(7, "svc.test", &[], &[("bank.test", [10, 0, 0, 2]), ("svc.test", [10, 0, 0, 3])])).expect("parse");
+        assert_eq!(c.answer(&r, Some(&server(53))), Some(vec![false, true]));
+        assert_eq!(connect_host(&c, "10.0.0.2"), None);
+        assert_eq!(connect_host(&c, "10.0.0.3").as_deref(), Some("svc.test"));
+    }
+
+    #[test]
+    fn cname_chains_are_followed_by_owner_name() {
+        let mut c = DnsCache::default();
+        c.query(&parse_dns(&query(9, "www.svc.test")).expect("query"), &server(53));
+        let r = parse_dns(&response(
+            9,
+            "www.svc.test",
+            // Out of order, and one CNAME that hangs off nothing asked.
+            &[("edge.cdn.test", "Node.CDN.test"), ("www.svc.test", "edge.cdn.test"), ("other.test", "evil.test")],
+            &[("node.cdn.test", [10, 0, 0, 1]), ("evil.test", [10, 0, 0, 2])],
+        ))
+        .expect("parse");
+        assert_eq!(c.answer(&r, Some(&server(53))), Some(vec![true, false]));
+        assert_eq!(connect_host(&c, "10.0.0.1").as_deref(), Some("www.svc.test"), "labelled with the question");
+        assert_eq!(connect_host(&c, "10.0.0.2"), None);
+    }
+
+    #[test]
+    fn pending_queries_are_bounded_oldest_first() {
+        let mut c = DnsCache::default();
+        for id in 0..=u16::try_from(MAX_PENDING_QUERIES).expect("fits") {
+            c.query(&parse_dns(&query(id, "svc.test")).expect("query"), &server(53));
+        }
+        assert_eq!(c.pending.len(), MAX_PENDING_QUERIES);
+        let answer = |id| parse_dns(&response(id, "svc.test", &[], &[("svc.test", [10, 0, 0, 1])])).expect("parse");
+        assert_eq!(c.answer(&answer(0), Some(&server(53))), None, "the oldest was evicted");
+        assert!(c.answer(&answer(1), Some(&server(53))).is_some());
+        // A response is never taken for a query.
+        c.query(&answer(2), &server(53));
+        assert_eq!(c.pending.len(), MAX_PENDING_QUERIES - 1);
+    }
+
+    #[test]
+    fn a_cache_from_an_older_daemon_loads() {
+        let c: DnsCache = serde_json::from_str(r#"{"names":{"10.0.0.1":"svc.test"}}"#).expect("old state");
+        assert_eq!(connect_host(&c, "10.0.0.1").as_deref(), Some("svc.test"));
+        assert!(c.pending.is_empty());
     }
 }

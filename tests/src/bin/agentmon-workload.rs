@@ -10,6 +10,8 @@
 //!                      bind/listen/accept on loopback
 //! `resolve NAME PORT`  glibc getaddrinfo (IPv4) then a TCP connect to the answer
 //! `dns-server SECS`    answer every A query on 127.0.0.1:53 with 127.0.0.2, for SECS seconds
+//! `forged-dns FROM NAME IP PORT` receive a DNS response for NAME -> IP that nobody asked for,
+//!                      sent from FROM (an address with port 53), then TCP connect to IP:PORT
 //! `tcp-server ADDR SECS` accept connections on ADDR for SECS seconds
 //! `bypass DIR UDP TCP`  the evasions of issue 8: a UDP sendto whose fd register has its upper
 //!                      32 bits set, a TCP fast-open sendto without connect, fchmodat2 with
@@ -286,6 +288,27 @@ fn dns_server(secs: u64) {
     }
 }
 
+/// A well-formed DNS response (id 0x4242) for `name` A `ip`, sent from `from` to a socket that
+/// never sent a query, received with recvfrom, then a connect to the forged address.
+fn forged_dns(from: &str, name: &str, ip: std::net::Ipv4Addr, port: u16) {
+    let me = UdpSocket::bind("127.0.0.1:0").expect("bind receiver");
+    let forger = UdpSocket::bind(from).expect("bind the forger (port 53)");
+    let mut r = vec![0x42, 0x42, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+    for l in name.split('.') {
+        r.push(u8::try_from(l.len()).expect("label"));
+        r.extend_from_slice(l.as_bytes());
+    }
+    r.extend_from_slice(&[0, 0, 1, 0, 1]);
+    r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    r.extend_from_slice(&ip.octets());
+    forger.send_to(&r, me.local_addr().expect("addr")).expect("send the forged answer");
+    let mut buf = [0u8; 512];
+    let (n, src) = me.recv_from(&mut buf).expect("receive the forged answer");
+    assert_eq!((n, src), (r.len(), forger.local_addr().expect("addr")));
+    // Refused or not, the connect is what must not be named.
+    let _ = TcpStream::connect((ip, port));
+}
+
 fn tcp_server(addr: &str, secs: u64) {
     let l = TcpListener::bind(addr).expect("bind");
     l.set_nonblocking(true).expect("nonblocking");
@@ -476,6 +499,7 @@ fn main() {
         "net" => net(arg(1), arg(2), arg(3), arg(4)),
         "resolve" => resolve(arg(1), arg(2).parse().expect("port")),
         "dns-server" => dns_server(arg(1).parse().expect("secs")),
+        "forged-dns" => forged_dns(arg(1), arg(2), arg(3).parse().expect("ip"), arg(4).parse().expect("port")),
         "tcp-server" => tcp_server(arg(1), arg(2).parse().expect("secs")),
         "bypass" => bypass(arg(1), arg(2), arg(3)),
         "connect-race" => connect_race(arg(1), arg(2), arg(3).parse().expect("count")),
