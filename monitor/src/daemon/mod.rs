@@ -50,7 +50,7 @@ pub struct DaemonArgs {
     /// `PostgreSQL` URL (else `DATABASE_URL`, else `database_url` in the config file).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// cgroup under which session cgroups are created [default: <cgroup2 mount>/agentmon].
+    /// cgroup under which `run` creates session cgroups for callers in the root cgroup (others get theirs under their own cgroup) [default: <cgroup2 mount>/agentmon].
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<PathBuf>,
     /// Directory for the control socket.
@@ -622,16 +622,29 @@ impl Daemon {
         Ok(cgroup_id)
     }
 
+    /// Move the asking process into a new session cgroup, `agentmon-<id>` under the cgroup it is
+    /// in (see [`cgroup::session_parent`]), so `run` keeps every limit the caller had.
+    ///
+    /// The pid is checked and moved through a pidfd. A pid alone can be reused between the
+    /// check and the move, and the move would then capture an unrelated process. So: open a
+    /// pidfd first (it names one process for good), then check the start time (the pidfd is the
+    /// process that connected), then move by pid, then ask the pidfd whether that process is still
+    /// unreaped. If it is, the pid was never free between the check and the move, so the process
+    /// moved is the one checked. If it is not, the move may have caught a newcomer with the same
+    /// pid: put whatever was moved back, end the session, and fail.
     fn start_session(&mut self, agent: &str, label: Option<String>, pid: u32, uid: u32, start: Option<u64>) -> Result<Response, String> {
+        const GONE: &str = "the process that asked is gone (or its pid was reused); nothing was moved";
         valid_session_names(agent, label.as_deref())?;
+        let pidfd = cgroup::PidFd::open(pid).map_err(|_| GONE.to_owned())?;
         if pid == 0 || start.is_none() || proc_start_ticks(pid) != start {
-            return Err("the process that asked is gone (or its pid was reused); nothing was moved".into());
+            return Err(GONE.into());
         }
         if let Some(session) = self.probes.tracked_session(pid) {
             return Err(format!("this process is already inside a session (cgroup id {session}); nested sessions are not supported"));
         }
+        let parent = cgroup::session_parent(&self.cgroup_mount, &self.cgroup_root, pid).map_err(|e| format!("finding the cgroup of pid {pid}: {e}"))?;
         let id = Uuid::now_v7();
-        let dir = self.cgroup_root.join(id.to_string());
+        let dir = parent.join(format!("agentmon-{id}"));
         std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let cgroup_id = match self.register(id, &dir, agent, label, uid, "run") {
             Ok(c) => c,
@@ -640,13 +653,19 @@ impl Daemon {
                 return Err(e);
             }
         };
-        if let Err(e) = cgroup::move_pid(&dir, pid) {
-            // Nothing ran in the session: end it at once so the record is complete.
+        let moved = cgroup::move_pid(&dir, pid).map_err(|e| format!("moving pid {pid} into {}: {e}", dir.display()));
+        let moved = moved.and_then(|()| if pidfd.alive() { Ok(()) } else { Err(GONE.to_owned()) });
+        if let Err(e) = moved {
+            // Whatever landed in the cgroup goes back where the caller was, then the session
+            // ends at once (nothing of the caller ran in it) and its cgroup is removed.
+            for p in cgroup::procs_recursive(&dir).unwrap_or_default() {
+                let _ = cgroup::move_pid(&parent, p);
+            }
             let out = self.correlator.end_session(cgroup_id, Utc::now());
             self.enqueue(out);
-            return Err(format!("moving pid {pid} into {}: {e}", dir.display()));
+            return Err(e);
         }
-        info!(session = %id, agent, pid, uid, "session started");
+        info!(session = %id, agent, pid, uid, cgroup = %dir.display(), "session started");
         Ok(Response::Session(SessionStarted { session_id: id, cgroup: dir.display().to_string() }))
     }
 
