@@ -19,7 +19,7 @@
 //!                      DIR/int80 and an io_uring openat of DIR/uring
 //! `connect-race A B N` N connects to A while a second thread keeps rewriting the sockaddr to B;
 //!                      prints each connection's real peer port
-//! `tamper PID OTHER`   bpf(), ptrace attach/detach of PID (outside the session), pidfd_getfd
+//! `tamper PID`         bpf(), ptrace attach/detach of PID (outside the session), pidfd_getfd
 //!                      on it, and process_vm_writev to it (harmless: zero bytes)
 
 use std::{
