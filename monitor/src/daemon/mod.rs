@@ -300,6 +300,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     info!(socket = %crate::control::socket_path(&args.runtime_dir).display(), "capturing");
 
     let result = daemon.main_loop(&mut reader, cmd_rx).await;
+    // No daemon from here until the next one says so: its pid may be reused meanwhile.
+    let _ = daemon.probes.set_daemon(0);
 
     let _ = std::fs::remove_file(crate::control::socket_path(&args.runtime_dir));
     let _ = std::fs::remove_file(args.runtime_dir.join(config::DATABASE_URL_FILE));
