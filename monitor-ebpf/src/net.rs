@@ -106,17 +106,11 @@ fn read_u64(ptr: u64) -> u64 {
     unsafe { bpf_probe_read_user(ptr as *const u64) }.unwrap_or(0)
 }
 
-/// A user `socklen_t` (read as 4 bytes: it may end a page).
+/// A user `socklen_t`, or a compat pointer or length (read as 4 bytes: it may end a page).
 #[inline(always)]
 fn read_u32(ptr: u64) -> u64 {
     // SAFETY: the helper checks the user address.
     u64::from(unsafe { bpf_probe_read_user(ptr as *const u32) }.unwrap_or(0))
-}
-
-/// A user `u32` (compat pointers and lengths).
-#[inline(always)]
-fn read_u32_raw(ptr: u64) -> u64 {
-    read_u32(ptr)
 }
 
 /// A BPF subprogram of its own (inlining it into every caller blows the verifier's budget).
@@ -176,13 +170,13 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) -> u32 
             let msg = p.args[1];
             let (name, namelen, iov) = if compat {
                 // struct compat_msghdr { u32 name; int namelen; u32 iov; u32 iovlen; ... }
-                (read_u32_raw(msg), read_u32_raw(msg + 4), read_u32_raw(msg + 8))
+                (read_u32(msg), read_u32(msg + 4), read_u32(msg + 8))
             } else {
                 // struct msghdr { void *name; int namelen; struct iovec *iov; size_t iovlen; ... }
                 (read_u64(msg), read_u64(msg + 8) & 0xffff_ffff, read_u64(msg + 16))
             };
             read_addr(ev, name, namelen);
-            let (base, len) = if compat { (read_u32_raw(iov), read_u32_raw(iov + 4)) } else { (read_u64(iov), read_u64(iov + 8)) };
+            let (base, len) = if compat { (read_u32(iov), read_u32(iov + 4)) } else { (read_u64(iov), read_u64(iov + 8)) };
             send_flags = if p.nr == nr::SENDMMSG { p.args[3] } else { p.args[2] };
             let len = if p.nr == nr::RECVMSG { if ret > 0 { ret as u64 } else { 0 } } else { len };
             payload = (base, len);

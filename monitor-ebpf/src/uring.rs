@@ -67,6 +67,18 @@ fn read_filename(req: *const u8, at: u32, buf: *mut u8) -> (u32, bool) {
     ((n - 1) as u32 & (PATH_CAP as u32 - 1), n as usize >= PATH_CAP)
 }
 
+/// The per-request fields the scratch event may still hold from its last use.
+#[inline(always)]
+fn clear_fields(ev: &mut IoUringEvent) {
+    ev.dfd = AT_FDCWD;
+    ev.flags = 0;
+    ev.addr_len = 0;
+    ev.path_len = 0;
+    ev.path2_len = 0;
+    ev.dir_len = 0;
+    ev.open_flags = 0;
+}
+
 #[tracepoint]
 pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
     let (tgid, pid) = current_tgid_pid();
@@ -86,13 +98,7 @@ pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
     ev.user_data = unsafe { ctx.read_at::<u64>(TP_USER_DATA) }.unwrap_or(0);
     ev.res = 0;
     ev.fd = kread::<i32>(r, off.kiocb_fd);
-    ev.dfd = AT_FDCWD;
-    ev.flags = 0;
-    ev.addr_len = 0;
-    ev.path_len = 0;
-    ev.path2_len = 0;
-    ev.dir_len = 0;
-    ev.open_flags = 0;
+    clear_fields(ev);
     if matches!(opcode, uring::OPENAT | uring::OPENAT2) && off.uring_open_how != 0 {
         ev.open_flags = kread::<u32>(r, off.uring_open_how);
     }
@@ -189,13 +195,7 @@ pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
     ev.user_data = unsafe { ctx.read_at::<u64>(TP_USER_DATA) }.unwrap_or(0);
     ev.res = i64::from(unsafe { ctx.read_at::<i32>(TP_OPCODE_OR_RES) }.unwrap_or(0));
     ev.fd = f.fd;
-    ev.dfd = AT_FDCWD;
-    ev.flags = 0;
-    ev.addr_len = 0;
-    ev.path_len = 0;
-    ev.path2_len = 0;
-    ev.dir_len = 0;
-    ev.open_flags = 0;
+    clear_fields(ev);
     let mut len = URING_PATH_OFF;
     let (tgid, _) = current_tgid_pid();
     // An open's new fd, resolved in the submitter's fd table (only when running in it).

@@ -423,3 +423,25 @@ pub fn test_user() -> (&'static str, &'static str) {
     }
     (user, group)
 }
+
+/// A network namespace with loopback up and a `resolv.conf` naming 127.0.0.1, removed on drop.
+pub struct Netns(pub String);
+
+impl Netns {
+    /// `ip netns add NAME`, `lo` up, and `/etc/netns/NAME/resolv.conf`.
+    pub fn with_resolver(name: &str) -> Self {
+        let ns = Netns(name.to_owned());
+        assert!(Command::new("ip").args(["netns", "add", &ns.0]).status().expect("ip").success(), "ip netns add failed");
+        assert!(Command::new("ip").args(["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"]).status().expect("ip").success());
+        std::fs::create_dir_all(format!("/etc/netns/{}", ns.0)).expect("netns etc");
+        std::fs::write(format!("/etc/netns/{}/resolv.conf", ns.0), "nameserver 127.0.0.1\noptions single-request attempts:1 timeout:2\n").expect("resolv.conf");
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.0));
+    }
+}

@@ -8,7 +8,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use integration_tests::{Daemon, json_lines, scratch};
+use integration_tests::{Daemon, Netns, json_lines, scratch};
 use serde_json::Value;
 
 const W: &str = env!("CARGO_BIN_EXE_agentmon-workload");
@@ -222,24 +222,12 @@ async fn connects_sends_binds_and_accepts_record_their_endpoints() {
     assert_eq!(&buf[..n], b"agentmon-msg");
 }
 
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.0));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dns_lookup_names_the_following_connect() {
     let d = Daemon::start("dns", &[]).await;
     let dir = scratch("dns");
-    let ns = Netns(format!("agentmon-dns-{}", std::process::id()));
-    assert!(Command::new("ip").args(["netns", "add", &ns.0]).status().expect("ip").success(), "ip netns add failed");
-    assert!(Command::new("ip").args(["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"]).status().expect("ip").success());
-    std::fs::create_dir_all(format!("/etc/netns/{}", ns.0)).expect("netns etc");
-    std::fs::write(format!("/etc/netns/{}/resolv.conf", ns.0), "nameserver 127.0.0.1\noptions single-request attempts:1 timeout:2\n").expect("resolv.conf");
+    let ns = Netns::with_resolver(&format!("agentmon-dns-{}", std::process::id()));
     let spawn = |args: &[&str]| {
         Command::new("ip").args(["netns", "exec", &ns.0, W]).args(args).stdout(Stdio::null()).spawn().expect("server")
     };

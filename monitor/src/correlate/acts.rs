@@ -18,26 +18,6 @@ pub fn tamper_name(what: u32) -> &'static str {
     }
 }
 
-/// Extra syscall names for the tamper syscalls.
-pub fn tamper_syscall(n: u64) -> &'static str {
-    match n {
-        nr::PTRACE => "ptrace",
-        nr::PIVOT_ROOT => "pivot_root",
-        nr::MOUNT => "mount",
-        nr::UMOUNT2 => "umount2",
-        nr::UNSHARE => "unshare",
-        nr::SETNS => "setns",
-        nr::PROCESS_VM_WRITEV => "process_vm_writev",
-        nr::BPF => "bpf",
-        nr::OPEN_TREE => "open_tree",
-        nr::MOVE_MOUNT => "move_mount",
-        nr::FSMOUNT => "fsmount",
-        nr::PIDFD_GETFD => "pidfd_getfd",
-        0 => "",
-        other => syscall_name(other),
-    }
-}
-
 /// The executable and real uid of a live process, read from `/proc` (best effort: the target
 /// of a hand-off is usually alive when the event is read, milliseconds later).
 pub fn proc_identity(pid: u32) -> (Option<String>, Option<u32>) {
@@ -56,7 +36,7 @@ pub fn tamper_data(t: &TamperOp) -> Value {
     let (exe, uid) = proc_identity(t.target);
     let mut v = json!({
         "tamper": tamper_name(t.what),
-        "syscall": tamper_syscall(t.nr),
+        "syscall": if t.nr == 0 { "" } else { syscall_name(t.nr) },
         "result": result_name(t.ret),
         "ret": t.ret,
         "target_pid": (t.target != 0).then_some(t.target),

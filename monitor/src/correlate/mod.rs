@@ -559,11 +559,11 @@ impl Correlator {
     fn on_uring(&mut self, u: &UringOp, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
         self.ensure_process(&u.hdr, 0, out);
         let key = (u.hdr.tgid, u.req);
+        let data = acts::uring_data(u);
         if u.complete {
             if let Some(p) = self.uring.remove(&key) {
                 let result = resources::result_name(u.res);
                 let accesses = p.file_accesses(u.object.as_deref());
-                let data = acts::uring_data(u);
                 self.note_protected(&u.hdr, &accesses, &data);
                 let endpoint = (p.opcode == monitor_common::uring::CONNECT).then_some(p.addr).flatten();
                 let host = endpoint.as_ref().and_then(|e| self.sessions.get(&u.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
@@ -585,7 +585,7 @@ impl Correlator {
             self.uring.insert(key, acts::UringPending::of(u));
         }
         let (action, exec_id) = self.attribution(&u.hdr);
-        (action, exec_id, acts::uring_data(u))
+        (action, exec_id, data)
     }
 
     fn attribution(&self, hdr: &Header) -> (Option<Uuid>, String) {

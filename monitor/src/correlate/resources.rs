@@ -190,6 +190,18 @@ pub fn syscall_name(n: u64) -> &'static str {
         nr::SENDMMSG => "sendmmsg",
         nr::RECVFROM => "recvfrom",
         nr::RECVMSG => "recvmsg",
+        nr::PTRACE => "ptrace",
+        nr::PIVOT_ROOT => "pivot_root",
+        nr::MOUNT => "mount",
+        nr::UMOUNT2 => "umount2",
+        nr::UNSHARE => "unshare",
+        nr::SETNS => "setns",
+        nr::PROCESS_VM_WRITEV => "process_vm_writev",
+        nr::BPF => "bpf",
+        nr::OPEN_TREE => "open_tree",
+        nr::MOVE_MOUNT => "move_mount",
+        nr::FSMOUNT => "fsmount",
+        nr::PIDFD_GETFD => "pidfd_getfd",
         _ => "unknown",
     }
 }

@@ -200,6 +200,30 @@ fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 
+/// A wire struct sent only up to its last used byte: at least `min` bytes must be there; the
+/// rest reads as zero.
+fn read_prefix<T: Copy>(bytes: &[u8], min: usize, what: &'static str) -> Result<T, DecodeError> {
+    if bytes.len() < min {
+        return Err(DecodeError::Short { what, len: bytes.len(), need: min });
+    }
+    let mut full = vec![0u8; size_of::<T>()];
+    let n = bytes.len().min(full.len());
+    full[..n].copy_from_slice(&bytes[..n]);
+    read(&full, what)
+}
+
+/// A variable-length field at `off` of a record: it must lie within its `cap` and within what
+/// was sent.
+fn field_of<'a>(bytes: &'a [u8], off: usize, cap: usize, len: u32, name: &'static str) -> Result<&'a [u8], DecodeError> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if len as usize > cap || off + len as usize > bytes.len() {
+        return Err(DecodeError::BadLength { field: name, len: len as usize, max: cap.min(bytes.len().saturating_sub(off)) });
+    }
+    Ok(&bytes[off..off + len as usize])
+}
+
 fn bounded<'a>(buf: &'a [u8], len: u32, field: &'static str) -> Result<&'a [u8], DecodeError> {
     buf.get(..len as usize)
         .ok_or(DecodeError::BadLength { field, len: len as usize, max: buf.len() })
@@ -301,23 +325,8 @@ fn sock_side(family: u16, addr: [u8; 16], port: u16) -> SockAddr {
 }
 
 fn decode_file(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
-    if bytes.len() < FILE_PATH1_OFF {
-        return Err(DecodeError::Short { what: "file event", len: bytes.len(), need: FILE_PATH1_OFF });
-    }
-    let mut full = vec![0u8; size_of::<FileEvent>()];
-    let n = bytes.len().min(full.len());
-    full[..n].copy_from_slice(&bytes[..n]);
-    let ev: FileEvent = read(&full, "file event")?;
-    // Each field must lie within what was sent.
-    let field = |off: usize, cap: usize, len: u32, name: &'static str| -> Result<&[u8], DecodeError> {
-        if len == 0 {
-            return Ok(&[]);
-        }
-        if len as usize > cap || off + len as usize > bytes.len() {
-            return Err(DecodeError::BadLength { field: name, len: len as usize, max: cap.min(bytes.len().saturating_sub(off)) });
-        }
-        Ok(&bytes[off..off + len as usize])
-    };
+    let ev: FileEvent = read_prefix(bytes, FILE_PATH1_OFF, "file event")?;
+    let field = |off, cap, len, name| field_of(bytes, off, cap, len, name);
     let p1 = field(FILE_PATH1_OFF, PATH_CAP, ev.path1_len, "path1")?;
     // A successful open: the real path follows the given one directly, `dir1_len` long.
     let obj = ev.flags & OBJ_PATH != 0;
@@ -367,22 +376,8 @@ fn decode_tamper(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
 }
 
 fn decode_uring(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
-    if bytes.len() < URING_PATH_OFF {
-        return Err(DecodeError::Short { what: "io_uring event", len: bytes.len(), need: URING_PATH_OFF });
-    }
-    let mut full = vec![0u8; size_of::<IoUringEvent>()];
-    let n = bytes.len().min(full.len());
-    full[..n].copy_from_slice(&bytes[..n]);
-    let ev: IoUringEvent = read(&full, "io_uring event")?;
-    let field = |off: usize, cap: usize, len: u32, name: &'static str| -> Result<&[u8], DecodeError> {
-        if len == 0 {
-            return Ok(&[]);
-        }
-        if len as usize > cap || off + len as usize > bytes.len() {
-            return Err(DecodeError::BadLength { field: name, len: len as usize, max: cap.min(bytes.len().saturating_sub(off)) });
-        }
-        Ok(&bytes[off..off + len as usize])
-    };
+    let ev: IoUringEvent = read_prefix(bytes, URING_PATH_OFF, "io_uring event")?;
+    let field = |off, cap, len, name| field_of(bytes, off, cap, len, name);
     if ev.addr_len as usize > SOCKADDR_CAP {
         return Err(DecodeError::BadLength { field: "addr", len: ev.addr_len as usize, max: SOCKADDR_CAP });
     }
@@ -443,14 +438,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let hdr = header(&raw, kind);
     Ok(match kind {
         EventKind::Exec => {
-            if bytes.len() < EXEC_FIXED_LEN {
-                return Err(DecodeError::Short { what: "exec event", len: bytes.len(), need: EXEC_FIXED_LEN });
-            }
-            // Read the fixed part only: the argv tail is as long as the record says.
-            let mut full = vec![0u8; size_of::<ExecEvent>()];
-            let n = bytes.len().min(full.len());
-            full[..n].copy_from_slice(&bytes[..n]);
-            let ev: ExecEvent = read(&full, "exec event")?;
+            // The fixed part must be there: the argv tail is as long as the record says.
+            let ev: ExecEvent = read_prefix(bytes, EXEC_FIXED_LEN, "exec event")?;
             let tail = &bytes[EXEC_FIXED_LEN..];
             if ev.argv_len as usize > tail.len() || ev.argv_len as usize > ARGV_MAX {
                 return Err(DecodeError::BadLength { field: "argv", len: ev.argv_len as usize, max: tail.len() });
