@@ -1,5 +1,7 @@
 //! The `agentmon` command line. One file per subcommand.
 
+pub mod completions;
+pub mod man;
 pub mod query;
 pub mod run;
 pub mod status;
@@ -21,7 +23,7 @@ use crate::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "agentmon", version, about = "See what AI agents do on this server, from the kernel.")]
+#[command(name = "agentmon", version = env!("AGENTMON_VERSION"), about = "See what AI agents do on this server, from the kernel.")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -175,6 +177,19 @@ pub enum Command {
         #[arg(long, default_value = config::CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Print the shell completion script for SHELL to stdout (packaged in the .deb).
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page agentmon(1) to stdout, or write it and one agentmon-COMMAND(1) page
+    /// per command into DIR.
+    #[command(hide = true)]
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Show one action and its process tree.
     Show {
         /// Action id or unique id prefix/suffix.
@@ -244,6 +259,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             eprintln!("agentmon: the schema of {} is up to date", store::redact_url(&url));
             Ok(0)
         }
+        Command::Completions { shell } => {
+            completions::run(shell);
+            Ok(0)
+        }
+        Command::Man { dir } => man::run(dir.as_deref()).map(|()| 0),
         Command::Show { action, all, db } => {
             let pool = pool(&db).await?;
             if query::show(&pool, &action, all, db.json).await.context("querying the action")? {
