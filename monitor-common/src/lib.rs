@@ -19,6 +19,38 @@ pub const CWD_DEPTH_MAX: u32 = 64;
 /// the daemon seeded the process from `/proc`: such a process is not in the kernel's per-session
 /// count, because the daemon already knows it.
 pub const TRACKED_SEEDED: u64 = 1 << 63;
+/// Set in the id of a session started by an exe rule (no cgroup of its own): the id is this bit,
+/// the matched process's start time in clock ticks shifted past the pid, and its tgid. Unique
+/// for the boot, and never a cgroup id (inode numbers stay far below 2^62).
+pub const EXE_SESSION: u64 = 1 << 62;
+/// The session id the kernel gives a process matched by an exe rule.
+pub const fn exe_session_id(tgid: u32, start_ticks: u64) -> u64 {
+    EXE_SESSION | ((start_ticks & ((1 << 40) - 1)) << 22) | (tgid as u64 & ((1 << 22) - 1))
+}
+/// A `TAGGED` value: a session cgroup the daemon registered.
+pub const TAG_SESSION: u64 = 1;
+/// A `TAGGED` value: a cgroup created while cgroup rules are on, captured from its first
+/// instant until the daemon has matched its path against the rules (then it becomes
+/// [`TAG_SESSION`] or is removed).
+pub const TAG_PENDING: u64 = 2;
+/// Bits of the `RULES` switch: exe rules exist (`EXE_RULES` holds their paths).
+pub const RULES_EXE: u32 = 1;
+/// Bits of the `RULES` switch: cgroup or unit rules exist (new cgroups are held as pending).
+pub const RULES_CGROUP: u32 = 2;
+/// Bytes of a path in `EXE_RULES` (zero-padded key).
+pub const RULE_PATH_MAX: usize = 256;
+
+/// An `EXE_RULES` key: an executable or script path, zero-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RulePath {
+    pub path: [u8; RULE_PATH_MAX],
+}
+impl Default for RulePath {
+    fn default() -> Self {
+        Self { path: [0; RULE_PATH_MAX] }
+    }
+}
 /// Deepest cgroup ancestry searched for a tagged cgroup.
 pub const CGROUP_DEPTH_MAX: i32 = 16;
 
@@ -36,6 +68,8 @@ pub enum EventKind {
     Tamper = 7,
     /// An io_uring submission or completion: [`IoUringEvent`].
     IoUring = 8,
+    /// A cgroup was created while cgroup rules are on: [`CgroupEvent`].
+    Cgroup = 9,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -50,6 +84,7 @@ impl TryFrom<u32> for EventKind {
             6 => Self::Net,
             7 => Self::Tamper,
             8 => Self::IoUring,
+            9 => Self::Cgroup,
             other => return Err(other),
         })
     }
@@ -84,6 +119,8 @@ pub const EXEC_CWD_TRUNCATED: u32 = 2;
 pub const EXEC_FILENAME_TRUNCATED: u32 = 4;
 /// The cwd could not be read at all.
 pub const EXEC_CWD_MISSING: u32 = 8;
+/// This exec matched an exe rule and starts a new session (`hdr.session_cgroup` is its id).
+pub const EXEC_SESSION_START: u32 = 16;
 
 /// A successful exec (`sched_process_exec`). Sent with only `argv_len` bytes of `argv`.
 #[repr(C)]
@@ -577,6 +614,24 @@ pub struct KernelOffsets {
     pub inode_private: u32,
 }
 
+/// Bytes of a cgroup path in a [`CgroupEvent`].
+pub const CGROUP_PATH_MAX: usize = 512;
+
+/// A cgroup created on the cgroup2 hierarchy while cgroup rules are on. It was tagged
+/// [`TAG_PENDING`] in the same instant; the daemon decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupEvent {
+    pub hdr: EventHeader,
+    /// The new cgroup's id (its inode number in the cgroup2 mount).
+    pub id: u64,
+    pub level: u32,
+    /// Bytes of `path` used; the path is relative to the cgroup2 root, starting with `/`.
+    pub path_len: u32,
+    pub path: [u8; CGROUP_PATH_MAX],
+}
+const _: () = assert!(core::mem::size_of::<CgroupEvent>() == 48 + 16 + CGROUP_PATH_MAX);
+
 /// Runtime knobs for the kernel side, set as a global at load.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -626,7 +681,9 @@ pub mod counter {
     pub const DROPPED_NET: u32 = 5;
     /// Tracked entries found stale (their pid now belongs to another process) and removed.
     pub const STALE_TRACKED: u32 = 6;
-    pub const LEN: u32 = 7;
+    /// New cgroups that could not be held pending for the cgroup rules (session map full).
+    pub const TAG_FAILURES: u32 = 7;
+    pub const LEN: u32 = 8;
 }
 
 /// Which ring an event goes to, and which drop counter it is charged to when it does not fit.
@@ -671,6 +728,7 @@ mod pod {
     // SAFETY: all of these are repr(C) plain data with explicit padding.
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::ProbeConfig {}
+    unsafe impl aya::Pod for super::RulePath {}
     unsafe impl aya::Pod for super::PendingSyscall {}
     unsafe impl aya::Pod for super::SessionLoss {}
     unsafe impl aya::Pod for super::Tracked {}

@@ -8,6 +8,7 @@ mod file;
 mod maps;
 mod net;
 mod process;
+mod rules;
 mod tamper;
 mod compat;
 mod uring;

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     ARGV_MAX, EventClass, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING,
-    EXEC_CWD_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXIT_GROUP_DEAD, EventKind,
+    EXEC_CWD_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_SESSION_START, EXEC_FIXED_LEN, EXIT_GROUP_DEAD, EventKind,
     ExecEvent, ExecFailedEvent, ExitEvent, FILENAME_MAX, FORK_THREAD, ForkEvent, NS_PER_TICK, counter,
 };
 
@@ -28,13 +28,15 @@ pub static EXEC_ARGS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 
 pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     let (tgid, _) = current_tgid_pid();
     if let Some(session) = current_session(tgid) {
-        on_exec(&ctx, session);
+        on_exec(&ctx, session, 0);
+    } else if let Some(session) = crate::rules::exe_rule_session(&ctx, tgid) {
+        on_exec(&ctx, session, EXEC_SESSION_START);
     }
     0
 }
 
 #[inline(always)]
-fn on_exec(ctx: &RawTracePointContext, session: u64) {
+fn on_exec(ctx: &RawTracePointContext, session: u64, flags: u32) {
     let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -47,7 +49,7 @@ fn on_exec(ctx: &RawTracePointContext, session: u64) {
     let ugid = bpf_get_current_uid_gid();
     ev.uid = ugid as u32;
     ev.gid = (ugid >> 32) as u32;
-    ev.flags = 0;
+    ev.flags = flags;
 
     // File name from the binprm (TP_PROTO: task, old_pid, bprm).
     let bprm: *const u8 = ctx.arg(2);

@@ -68,6 +68,28 @@ pub fn procs_recursive(dir: &Path) -> io::Result<Vec<u32>> {
     Ok(out)
 }
 
+/// Every cgroup directory below `mount` (the mount itself excluded), parents first.
+pub fn walk(mount: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![mount.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(entry.path());
+                stack.push(entry.path());
+            }
+        }
+    }
+    out
+}
+
+/// The cgroup directory a process is in, under `mount` (the mount itself for the root cgroup).
+pub fn path_of_pid(mount: &Path, pid: u32) -> io::Result<PathBuf> {
+    let rel = proc_cgroup(pid)?;
+    Ok(mount.join(rel.trim_start_matches('/')))
+}
+
 /// The cgroup2 path of a process relative to the cgroup2 mount (the `0::` line).
 pub fn proc_cgroup(pid: u32) -> io::Result<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;

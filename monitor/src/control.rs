@@ -64,6 +64,9 @@ pub struct Status {
     pub host: String,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub probes: Vec<String>,
+    /// `probes` counted by kind of hook: `syscall_tracepoint`, `tracepoint`, `raw_tracepoint`.
+    #[serde(default)]
+    pub probe_kinds: std::collections::BTreeMap<String, u64>,
     /// How this daemon came by its programs: loaded, adopted or replaced (see `agentmon daemon`).
     pub programs: String,
     /// The programs' object hash.
@@ -104,6 +107,12 @@ pub struct Status {
     /// Tracked entries found stale (their pid reused by another process) and dropped.
     #[serde(default)]
     pub stale_tracked: u64,
+    /// Events of new cgroups held pending for the cgroup rules that matched none (dropped, not lost).
+    #[serde(default)]
+    pub pending_discarded: u64,
+    /// New cgroups the kernel could not hold pending for the cgroup rules (session map full).
+    #[serde(default)]
+    pub tag_failures: u64,
     pub actions_written: u64,
     pub sessions_ended: u64,
     /// The host chain's head: the last sequence number given to a record.

@@ -18,6 +18,7 @@ pub mod ebpf;
 pub mod errno;
 pub mod procscan;
 pub mod redact;
+pub mod rules;
 pub mod store;
 pub mod text;
 pub mod verify;

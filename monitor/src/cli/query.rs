@@ -69,6 +69,7 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter, json: bool) -> anyhow::R
                 table::short_id(&s.id),
                 s.agent.clone(),
                 s.label.clone().unwrap_or_default(),
+                s.source.clone(),
                 table::local_time(s.started_at),
                 s.ended_at.map_or_else(|| "live".into(), table::local_time),
                 s.root_pid.map_or("-".into(), |p| p.to_string()),
@@ -79,7 +80,7 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter, json: bool) -> anyhow::R
             ]
         })
         .collect();
-    table::print(&["SESSION", "AGENT", "LABEL", "STARTED", "ENDED", "ROOT PID", "ACTIONS", "LOST", "TAMPER", "COMMAND"], &cells);
+    table::print(&["SESSION", "AGENT", "LABEL", "SOURCE", "STARTED", "ENDED", "ROOT PID", "ACTIONS", "LOST", "TAMPER", "COMMAND"], &cells);
     Ok(())
 }
 

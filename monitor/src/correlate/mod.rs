@@ -119,6 +119,8 @@ pub struct CorrelatorStats {
     pub events: u64,
     /// Events whose session cgroup the daemon does not know.
     pub unattributed: u64,
+    /// Events of cgroups held pending for the cgroup rules that matched no rule (dropped).
+    pub pending_discarded: u64,
     pub actions_written: u64,
     pub sessions_ended: u64,
 }
@@ -143,6 +145,8 @@ pub struct Correlator {
     uring: HashMap<(u32, u64), acts::UringPending>,
     /// Tamper records derived from the event being handled (protected-path writes).
     derived: Vec<serde_json::Value>,
+    /// Pending cgroups released because no rule matched them (see [`Correlator::discard`]).
+    discarded: std::collections::VecDeque<u64>,
     pub stats: CorrelatorStats,
 }
 
@@ -176,6 +180,7 @@ impl Correlator {
             cgroup_roots: Vec::new(),
             uring: HashMap::new(),
             derived: Vec::new(),
+            discarded: std::collections::VecDeque::new(),
             stats: CorrelatorStats::default(),
         }
     }
@@ -236,6 +241,15 @@ impl Correlator {
 
     pub fn clock(&self) -> Clock {
         self.clock
+    }
+
+    /// A cgroup held pending for the rules matched none: its events (still arriving from the
+    /// rings) are dropped and counted, not taken for loss. Remembers the latest 4096.
+    pub fn discard(&mut self, cgroup: u64) {
+        if self.discarded.len() >= 4096 {
+            self.discarded.pop_front();
+        }
+        self.discarded.push_back(cgroup);
     }
 
     pub fn start_session(&mut self, info: SessionInfo) {
@@ -357,8 +371,16 @@ impl Correlator {
     pub fn handle(&mut self, event: &Event) -> Vec<Output> {
         let hdr = event.header();
         let mut out = Vec::new();
+        if let Event::Cgroup(_) = event {
+            // Decided by the daemon (session rules), never a record of its own.
+            return out;
+        }
         if !self.sessions.contains_key(&hdr.session_cgroup) {
-            self.stats.unattributed += 1;
+            if self.discarded.contains(&hdr.session_cgroup) {
+                self.stats.pending_discarded += 1;
+            } else {
+                self.stats.unattributed += 1;
+            }
             return out;
         }
         self.stats.events += 1;
@@ -384,6 +406,7 @@ impl Correlator {
             Event::Net(n) => self.on_net(n, &mut out),
             Event::Tamper(t) => self.on_tamper(t, &mut out),
             Event::IoUring(u) => self.on_uring(u, &mut out),
+            Event::Cgroup(_) => return out,
         };
         let derived = std::mem::take(&mut self.derived);
         let session = self.sessions.get_mut(&hdr.session_cgroup);
@@ -832,6 +855,7 @@ fn kind_name(e: &Event) -> &'static str {
         Event::Net(_) => "net",
         Event::Tamper(_) => "tamper",
         Event::IoUring(_) => "io_uring",
+        Event::Cgroup(_) => "cgroup",
     }
 }
 

@@ -28,6 +28,7 @@ fn exec(tgid: u32, ppid: u32, start: u64, ts: u64, argv: &[&str]) -> Event {
         argv_full_len: 0,
         cwd: Some("/work".into()),
         cwd_truncated: false,
+        session_start: false,
     })
 }
 

@@ -30,6 +30,9 @@ pub struct SessionHandoff {
     pub owned: bool,
     /// Raw events this daemon shed for the session (added to its `events_lost`).
     pub shed: u64,
+    /// Started by a unit or cgroup rule (lasts as long as its cgroup).
+    #[serde(default)]
+    pub rule_cgroup: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -13,6 +13,7 @@
 pub mod chain;
 pub mod control;
 pub mod handoff;
+pub mod metrics;
 pub mod queue;
 pub mod reader;
 pub mod redact;
@@ -37,7 +38,7 @@ use crate::{
     config::{self, FileConfig},
     control::{LiveSession, Request, Response, SessionStarted, Status},
     correlate::{Clock, Correlator, Output, SessionInfo, SessionStart},
-    ebpf::{Attachment, ProbeOptions, Probes},
+    ebpf::{Attachment, ProbeOptions, Probes, decode::Event},
     procscan,
 };
 use control::{Command, proc_start_ticks};
@@ -100,17 +101,24 @@ pub struct DaemonArgs {
     /// [default: `max_tracked_processes` in the config file, else 65536].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..))]
     pub max_tracked_processes: Option<u32>,
-    /// Config file.
+    /// Serve Prometheus metrics at http://ADDR/metrics: `IP:PORT`, or a port alone for
+    /// loopback; the flag alone means 127.0.0.1:9464, `off` none [default: `metrics_listen` in
+    /// the config file, else off].
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "on", value_parser = metrics_listen)]
+    pub metrics_listen: Option<String>,
+    /// Config file; only the default may be absent.
     #[arg(long, default_value = config::CONFIG_PATH)]
     pub config: PathBuf,
 }
 
 fn ring_size(s: &str) -> Result<u32, String> {
     let n: u32 = s.parse().map_err(|_| format!("`{s}` is not a number of MiB"))?;
-    if n == 0 || !n.is_power_of_two() || n > 1024 {
-        return Err(format!("{n} MiB: a ring buffer must be a power of two between 1 and 1024 MiB"));
-    }
+    config::check_ring_mb(n)?;
     Ok(n)
+}
+
+fn metrics_listen(s: &str) -> Result<String, String> {
+    config::metrics_addr(s).map(|_| s.to_owned())
 }
 
 /// Ring polls (up to 1 MiB each per ring) per turn of the main loop.
@@ -128,6 +136,13 @@ struct SessionMeta {
     owned: bool,
     /// Raw events shed for it by earlier daemons (from the handoff).
     shed_before: u64,
+    /// Started by a unit or cgroup rule: it lasts as long as its cgroup (a unit's processes
+    /// may all exit between `ExecStartPre` and `ExecStart`).
+    rule_cgroup: bool,
+}
+
+fn is_rule_cgroup(source: &str) -> bool {
+    matches!(source, "unit" | "cgroup")
 }
 
 struct Daemon {
@@ -150,6 +165,8 @@ struct Daemon {
     orphans: Vec<u64>,
     decode_errors: u64,
     started_at: chrono::DateTime<Utc>,
+    /// Session rules from the config file.
+    rules: crate::rules::Rules,
 }
 
 fn clock() -> anyhow::Result<(Clock, String)> {
@@ -179,7 +196,7 @@ fn valid_name(what: &str, s: &str) -> Result<(), String> {
 }
 
 /// A session's agent name and optional label.
-fn valid_session_names(agent: &str, label: Option<&str>) -> Result<(), String> {
+pub(crate) fn valid_session_names(agent: &str, label: Option<&str>) -> Result<(), String> {
     valid_name("agent", agent)?;
     label.map_or(Ok(()), |l| valid_name("label", l))
 }
@@ -198,6 +215,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         bail!("agentmon daemon must run as root: it loads eBPF programs and manages cgroups (try `sudo agentmon daemon`)");
     }
     let file = FileConfig::load(&args.config)?;
+    let rules = crate::rules::Rules::compile(&file.rules, &args.config)?;
     let url = config::daemon_database_url(args.database_url.as_deref(), &file)?;
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); agentmon needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
@@ -230,6 +248,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         lifecycle_ring_bytes: args.lifecycle_ring_mb.or(file.lifecycle_ring_mb).unwrap_or(8) << 20,
         compat: args.capture_compat.or(file.capture_compat).unwrap_or(true),
         max_tracked: args.max_tracked_processes.or(file.max_tracked_processes).unwrap_or(65536),
+        rules: rules.kernel(),
     };
     let mut probes = Probes::open(&opts).context("loading the eBPF programs")?;
     if let Err(e) = probes.set_daemon(std::process::id()) {
@@ -280,6 +299,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         orphans: Vec::new(),
         decode_errors: 0,
         started_at: Utc::now(),
+        rules,
     };
     daemon.correlator.set_protected(protected_paths(&args, &state, &opts.pin_dir), {
         let mut roots = vec![daemon.cgroup_mount.display().to_string(), "/sys/fs/cgroup".to_owned()];
@@ -296,6 +316,13 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
     let listener = control::bind_socket(&args.runtime_dir, allowed_gid)?;
     write_private(&args.runtime_dir.join(config::DATABASE_URL_FILE), &url)?;
+    // Both were checked when parsed (clap, FileConfig::validate).
+    let metrics_addr = args.metrics_listen.as_deref().or(file.metrics_listen.as_deref()).and_then(|a| config::metrics_addr(a).ok().flatten());
+    if let Some(addr) = metrics_addr {
+        let metrics_listener = metrics::bind(addr).await?;
+        info!(address = %addr, "serving Prometheus metrics at /metrics");
+        tokio::spawn(metrics::serve(metrics_listener, cmd_tx.clone()));
+    }
     tokio::spawn(control::serve(listener, cmd_tx, allowed_gid));
     info!(socket = %crate::control::socket_path(&args.runtime_dir).display(), "capturing");
 
@@ -386,8 +413,13 @@ impl Daemon {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
+        self.scan_rule_cgroups();
         let mut more = self.pump(reader, false);
         self.end_orphans();
+        if !more {
+            self.settle_pending();
+        }
+        let mut rule_check = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 // A storm left more to read: go round at once (commands still get their turn).
@@ -395,6 +427,7 @@ impl Daemon {
                 guard = lifecycle.readable_mut() => guard.map_err(err)?.clear_ready(),
                 guard = events.readable_mut() => guard.map_err(err)?.clear_ready(),
                 _ = tick.tick() => {}
+                _ = rule_check.tick() => self.end_removed_rule_cgroups(),
                 Some(cmd) = cmds.recv() => {
                     // Drain first so a session's earlier events are handled before new state.
                     self.pump(reader, false);
@@ -431,10 +464,24 @@ impl Daemon {
             let more = reader.poll(&mut events, all);
             let mut out = Vec::with_capacity(events.len() + 4);
             for ev in events.drain(..) {
+                match &ev {
+                    Event::Cgroup(c) => {
+                        self.enqueue(std::mem::take(&mut out));
+                        self.on_new_cgroup(c);
+                        continue;
+                    }
+                    Event::Exec(e) if e.session_start && !self.correlator.has_session(e.hdr.session_cgroup) => {
+                        self.enqueue(std::mem::take(&mut out));
+                        self.start_exe_session(e);
+                    }
+                    _ => {}
+                }
                 out.extend(self.correlator.handle(&ev));
             }
-            let probes = &self.probes;
-            out.extend(self.correlator.end_idle_sessions(|cg| probes.kernel_live(cg) <= 0));
+            let (probes, sessions) = (&self.probes, &self.sessions);
+            // A rule's cgroup session lasts as long as the cgroup.
+            let cgroup_gone = |cg: u64| sessions.get(&cg).is_none_or(|m| !m.rule_cgroup || !m.path.exists());
+            out.extend(self.correlator.end_idle_sessions(|cg| probes.kernel_live(cg) <= 0 && cgroup_gone(cg)));
             self.enqueue(out);
             polls += 1;
             if !more || (!all && polls >= PUMP_POLLS) {
@@ -443,6 +490,122 @@ impl Daemon {
         };
         self.decode_errors = reader.decode_errors;
         more
+    }
+
+    /// A cgroup the kernel held pending for the cgroup rules: a session when its path matches
+    /// a rule (and it is not inside a session already), else released.
+    fn on_new_cgroup(&mut self, c: &crate::ebpf::decode::CgroupOp) {
+        if self.sessions.contains_key(&c.id) {
+            return; // `run`'s own cgroup, or found by the start-up scan.
+        }
+        let dir = self.cgroup_mount.join(c.path.trim_start_matches('/'));
+        let rule = self.rules.match_cgroup(&c.path).cloned();
+        let inside = self.session_above(&dir);
+        let kept = match (rule, inside) {
+            (Some(rule), None) if cgroup::cgroup_id(&dir).ok() == Some(c.id) => {
+                match self.register(Uuid::now_v7(), &dir, &rule.agent, rule.label.clone(), 0, rule.source()) {
+                    Ok(_) => {
+                        self.seed(c.id, &dir);
+                        info!(agent = %rule.agent, rule = rule.source(), cgroup = %dir.display(), "session started by a rule");
+                        true
+                    }
+                    Err(e) => {
+                        warn!(cgroup = %dir.display(), error = %e, "a cgroup matched a rule but could not become a session");
+                        false
+                    }
+                }
+            }
+            (Some(_), Some(outer)) => {
+                info!(cgroup = %dir.display(), session = %outer, "a cgroup matched a rule inside a session: recorded in the outer session");
+                false
+            }
+            _ => false,
+        };
+        if !kept {
+            self.probes.untag(c.id);
+            self.correlator.discard(c.id);
+        }
+    }
+
+    /// The session whose cgroup holds `dir`, if any.
+    fn session_above(&self, dir: &Path) -> Option<Uuid> {
+        self.sessions.values().find(|m| !m.path.as_os_str().is_empty() && dir.starts_with(&m.path) && dir != m.path).map(|m| m.id)
+    }
+
+    /// An exec the kernel matched to an exe rule started a session: register it before the
+    /// correlator sees the exec, so the exec is its first record.
+    fn start_exe_session(&mut self, e: &crate::ebpf::decode::Exec) {
+        let session = e.hdr.session_cgroup;
+        let rule = self.rules.match_exec(&e.filename, &e.argv).cloned();
+        let (agent, label) = rule.map_or_else(|| ("unknown".to_owned(), None), |r| (r.agent, r.label));
+        let path = cgroup::path_of_pid(&self.cgroup_mount, e.hdr.tgid).unwrap_or_default();
+        let id = Uuid::now_v7();
+        self.correlator.start_session(SessionInfo { id, cgroup_id: session, agent: agent.clone(), events_before: 0, actions_before: 0, cgroup: path.display().to_string() });
+        self.sessions.insert(session, SessionMeta { id, path: PathBuf::new(), owned: false, shed_before: 0, rule_cgroup: false });
+        self.enqueue(vec![Output::SessionStart(SessionStart {
+            id,
+            agent: agent.clone(),
+            label,
+            cgroup: path.display().to_string(),
+            cgroup_id: session,
+            uid: e.uid,
+            source: "exe".to_owned(),
+            started_at: self.correlator.clock().wall(e.hdr.ts_ns),
+            redacted: Vec::new(),
+            chain: crate::chain::ChainLink::default(),
+        })]);
+        info!(session = %id, agent, pid = e.hdr.tgid, exe = %e.filename, "session started by an exe rule");
+    }
+
+    /// Start-up: every existing cgroup a rule matches becomes a session with its processes, and
+    /// cgroups left pending with no event (lost) are released. Pending ones whose event is still
+    /// in the ring are decided when it is read.
+    fn scan_rule_cgroups(&mut self) {
+        if !self.rules.kernel().cgroups {
+            return;
+        }
+        let mount = self.cgroup_mount.clone();
+        for dir in cgroup::walk(&mount) {
+            let rel = format!("/{}", dir.strip_prefix(&mount).unwrap_or(&dir).display());
+            let Some(rule) = self.rules.match_cgroup(&rel).cloned() else { continue };
+            let Ok(id) = cgroup::cgroup_id(&dir) else { continue };
+            if self.sessions.contains_key(&id) || self.session_above(&dir).is_some() {
+                continue;
+            }
+            match self.register(Uuid::now_v7(), &dir, &rule.agent, rule.label.clone(), 0, rule.source()) {
+                Ok(_) => {
+                    self.seed(id, &dir);
+                    info!(agent = %rule.agent, rule = rule.source(), cgroup = %dir.display(), "existing cgroup matched a rule: session started");
+                }
+                Err(e) => warn!(cgroup = %dir.display(), error = %e, "a cgroup matched a rule but could not become a session"),
+            }
+        }
+    }
+
+    /// Pending cgroups no event decided (their event was lost): matched by their path now.
+    fn settle_pending(&mut self) {
+        for id in self.probes.pending_cgroups() {
+            if self.sessions.contains_key(&id) {
+                continue;
+            }
+            self.probes.untag(id);
+            self.correlator.discard(id);
+        }
+    }
+
+    /// Rule sessions whose cgroup was removed with nothing left running in it.
+    fn end_removed_rule_cgroups(&mut self) {
+        let now = Utc::now();
+        let gone: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(cg, m)| m.rule_cgroup && !m.path.exists() && self.correlator.session_live(**cg).unwrap_or(0) == 0 && self.probes.kernel_live(**cg) <= 0)
+            .map(|(cg, _)| *cg)
+            .collect();
+        for cg in gone {
+            let out = self.correlator.end_session(cg, now);
+            self.enqueue(out);
+        }
     }
 
     /// Queue records, in order; a session end also gets its losses (counted once every record
@@ -502,6 +665,7 @@ impl Daemon {
                 path: m.path.clone(),
                 owned: m.owned,
                 shed: m.shed_before + q.take_shed(m.id),
+                rule_cgroup: m.rule_cgroup,
             })
             .collect();
         drop(q);
@@ -545,6 +709,7 @@ impl Daemon {
             host: self.host.clone(),
             started_at: self.started_at,
             probes: self.probes.attached.clone(),
+            probe_kinds: crate::ebpf::probe_kinds(&self.probes.attached),
             programs: match &self.probes.attachment {
                 Attachment::Loaded => "loaded".into(),
                 Attachment::Adopted => "adopted".into(),
@@ -568,7 +733,7 @@ impl Daemon {
                 })
                 .collect(),
             sessions_closing: self.correlator.idle_sessions(),
-            events_read: st.events + st.unattributed + self.decode_errors,
+            events_read: st.events + st.unattributed + st.pending_discarded + self.decode_errors,
             events_dropped: k.dropped(),
             dropped_lifecycle: k.dropped_lifecycle,
             dropped_file: k.dropped_file,
@@ -591,6 +756,8 @@ impl Daemon {
             records_stored: load(&self.store_stats.stored),
             track_failures: k.track_failures,
             stale_tracked: k.stale_tracked,
+            pending_discarded: st.pending_discarded,
+            tag_failures: k.tag_failures,
             actions_written: st.actions_written,
             sessions_ended: st.sessions_ended,
             chain_seq: self.chain.head().seq,
@@ -608,7 +775,7 @@ impl Daemon {
         }
         self.probes.tag(cgroup_id).map_err(|e| e.to_string())?;
         self.correlator.start_session(SessionInfo { id, cgroup_id, agent: agent.to_owned(), events_before: 0, actions_before: 0, cgroup: path.display().to_string() });
-        self.sessions.insert(cgroup_id, SessionMeta { id, path: path.to_owned(), owned: source == "run", shed_before: 0 });
+        self.sessions.insert(cgroup_id, SessionMeta { id, path: path.to_owned(), owned: source == "run", shed_before: 0, rule_cgroup: is_rule_cgroup(source) });
         self.enqueue(vec![Output::SessionStart(SessionStart {
             id,
             agent: agent.to_owned(),
@@ -708,7 +875,7 @@ impl Daemon {
             info!(sessions = h.sessions.len(), saved = %h.saved_at, "continuing from the last daemon's handoff");
             self.correlator.restore(h.correlator);
             for s in h.sessions {
-                self.sessions.insert(s.cgroup_id, SessionMeta { id: s.session_id, path: s.path, owned: s.owned, shed_before: s.shed });
+                self.sessions.insert(s.cgroup_id, SessionMeta { id: s.session_id, path: s.path, owned: s.owned, shed_before: s.shed, rule_cgroup: s.rule_cgroup });
             }
         }
         // Open sessions' seq and counts come from the database: store what the last daemon
@@ -753,15 +920,24 @@ impl Daemon {
             .iter()
             .map(|r| {
                 let dir = Path::new(&r.2);
-                if cgroup::cgroup_id(dir).ok() == Some(r.3 as u64) { cgroup::procs_recursive(dir).unwrap_or_default() } else { Vec::new() }
+                if r.3 as u64 & monitor_common::EXE_SESSION != 0 {
+                    // Started by an exe rule: its processes are the ones the kernel tracks.
+                    self.probes.tracked_pids(r.3 as u64)
+                } else if cgroup::cgroup_id(dir).ok() == Some(r.3 as u64) {
+                    cgroup::procs_recursive(dir).unwrap_or_default()
+                } else {
+                    Vec::new()
+                }
             })
             .collect();
         let forked = if rows.is_empty() { HashSet::new() } else { reader.prefetch() };
         for ((id, agent, path, cgroup_id, source, events_before, actions_before), pids) in rows.into_iter().zip(scanned) {
             let cgroup_id = cgroup_id as u64;
-            self.probes.tag(cgroup_id)?;
+            if cgroup_id & monitor_common::EXE_SESSION == 0 {
+                self.probes.tag(cgroup_id)?;
+            }
             self.correlator.start_session(SessionInfo { id, cgroup_id, agent, events_before: events_before as u64, actions_before: actions_before as u64, cgroup: path.clone() });
-            self.sessions.insert(cgroup_id, SessionMeta { id, path: PathBuf::from(&path), owned: source == "run", shed_before: 0 });
+            self.sessions.insert(cgroup_id, SessionMeta { id, path: PathBuf::from(&path), owned: source == "run", shed_before: 0, rule_cgroup: is_rule_cgroup(&source) });
             if pids.is_empty() {
                 self.orphans.push(cgroup_id);
             } else {

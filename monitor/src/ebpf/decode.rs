@@ -14,7 +14,7 @@ use monitor_common::{
     PATH_CAP, PATH1_TRUNCATED, PATH2_TRUNCATED, SOCKADDR_CAP, PAYLOAD_CAP,
     ARGV_MAX, COMPONENT_MAX, CWD_MAX, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED,
     EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXIT_GROUP_DEAD, EventHeader, EventKind, ExecEvent,
-    ExecFailedEvent, ExitEvent, FILENAME_MAX, FORK_THREAD, ForkEvent,
+    ExecFailedEvent, ExitEvent, FILENAME_MAX, FORK_THREAD, ForkEvent, CgroupEvent, EXEC_SESSION_START,
 };
 
 use crate::text::{escape_bytes, split_argv};
@@ -68,6 +68,7 @@ pub enum Event {
     Net(NetOp),
     Tamper(TamperOp),
     IoUring(UringOp),
+    Cgroup(CgroupOp),
 }
 
 /// A tamper or hand-off act (see `monitor_common::tamper`).
@@ -177,6 +178,19 @@ pub struct Exec {
     /// `None` when the kernel could not read it.
     pub cwd: Option<String>,
     pub cwd_truncated: bool,
+    /// This exec matched an exe rule and started the session `hdr.session_cgroup`.
+    pub session_start: bool,
+}
+
+/// A cgroup created while cgroup rules are on, held pending by the kernel (`hdr.session_cgroup`
+/// is its own id) until the daemon matches its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupOp {
+    pub hdr: Header,
+    pub id: u64,
+    pub level: u32,
+    /// Relative to the cgroup2 root, starting with `/`.
+    pub path: String,
 }
 
 impl Event {
@@ -188,6 +202,7 @@ impl Event {
             Event::Net(n) => &n.hdr,
             Event::Tamper(t) => &t.hdr,
             Event::IoUring(u) => &u.hdr,
+            Event::Cgroup(c) => &c.hdr,
         }
     }
 }
@@ -458,6 +473,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 argv_full_len: ev.argv_full_len,
                 cwd: (ev.flags & EXEC_CWD_MISSING == 0).then(|| cwd_path(cwd)),
                 cwd_truncated: ev.flags & EXEC_CWD_TRUNCATED != 0,
+                session_start: ev.flags & EXEC_SESSION_START != 0,
             })
         }
         EventKind::ExecFailed => {
@@ -489,6 +505,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Net => return decode_net(hdr, bytes),
         EventKind::Tamper => return decode_tamper(hdr, bytes),
         EventKind::IoUring => return decode_uring(hdr, bytes),
+        EventKind::Cgroup => {
+            let ev: CgroupEvent = read(bytes, "cgroup event")?;
+            let path = bounded(&ev.path, ev.path_len, "cgroup path")?;
+            Event::Cgroup(CgroupOp { hdr, id: ev.id, level: ev.level, path: String::from_utf8_lossy(path).into_owned() })
+        }
     })
 }
 

@@ -10,7 +10,10 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{RawTracePoint, TracePoint, links::FdLink},
 };
-use monitor_common::{KernelOffsets, ProbeConfig, SessionLoss, TRACKED_SEEDED, Tracked, Verdict, counter};
+use monitor_common::{
+    KernelOffsets, ProbeConfig, RULE_PATH_MAX, RULES_CGROUP, RULES_EXE, RulePath, SessionLoss, TAG_SESSION, TRACKED_SEEDED, Tracked,
+    Verdict, counter,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -51,6 +54,7 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("signal_generate", Kind::Raw("signal_generate")),
     ("io_uring_submit_req", Kind::Category("io_uring", "io_uring_submit_req")),
     ("io_uring_complete", Kind::Category("io_uring", "io_uring_complete")),
+    ("cgroup_mkdir", Kind::Category("cgroup", "cgroup_mkdir")),
 ];
 
 /// 32-bit (`int 0x80`) syscalls: raw `sys_enter`/`sys_exit` programs that return at once for
@@ -80,12 +84,48 @@ enum Kind {
     Category(&'static str, &'static str),
 }
 
+impl Kind {
+    /// The kind as `status` counts it.
+    const fn label(self) -> &'static str {
+        match self {
+            Kind::Raw(_) => "raw_tracepoint",
+            Kind::Syscall(_) => "syscall_tracepoint",
+            Kind::Category(..) => "tracepoint",
+        }
+    }
+}
+
+/// Attached programs by kind of hook, from their names in [`Probes::attached`]: `raw_tp/…`,
+/// `tracepoint/<category>/…` when loaded, `<program>-<tracepoint>` pin names when adopted.
+pub fn probe_kinds(attached: &[String]) -> std::collections::BTreeMap<String, u64> {
+    let mut kinds = std::collections::BTreeMap::new();
+    for name in attached {
+        let kind = if name.starts_with("raw_tp/") {
+            "raw_tracepoint"
+        } else if name.starts_with("tracepoint/syscalls/") {
+            "syscall_tracepoint"
+        } else if name.starts_with("tracepoint/") {
+            "tracepoint"
+        } else {
+            let program = name.split_once('-').map_or(name.as_str(), |(p, _)| p);
+            match PROGRAMS.iter().chain(COMPAT_PROGRAMS).find(|(p, _)| *p == program) {
+                Some((_, kind)) => kind.label(),
+                // sys_enter_tracked, sys_exit_tracked: one program on many syscall tracepoints.
+                None if program.starts_with("sys_") => "syscall_tracepoint",
+                None => "other",
+            }
+        };
+        *kinds.entry(kind.to_owned()).or_default() += 1;
+    }
+    kinds
+}
+
 /// `BPF_NOEXIST`: insert only when the key is absent.
 const BPF_NOEXIST: u64 = 1;
 
 /// Maps the daemon uses, pinned as `<pin dir>/<version>/<NAME>`.
 const PINNED_MAPS: &[&str] =
-    &["EVENTS", "LIFECYCLE", "TAGGED", "TRACKED", "VERDICT", "GENERATION", "DAEMON", "SESSION_LOST", "SESSION_PROCS", "COUNTERS"];
+    &["EVENTS", "LIFECYCLE", "TAGGED", "TRACKED", "VERDICT", "GENERATION", "DAEMON", "SESSION_LOST", "SESSION_PROCS", "COUNTERS", "RULES", "EXE_RULES"];
 
 /// The programs' identity: a hash of the embedded object and of the choices that change what
 /// is attached, so a daemon adopts only programs built and attached the way it would, and
@@ -120,6 +160,16 @@ pub struct ProbeOptions {
     pub compat: bool,
     /// Size of the tracked-process map.
     pub max_tracked: u32,
+    /// Session rules the kernel applies, written before the programs attach.
+    pub rules: KernelRules,
+}
+
+/// What the kernel needs of the session rules: exe paths (each with its rule's index) and
+/// whether any cgroup or unit rule exists (new cgroups are then held pending).
+#[derive(Debug, Clone, Default)]
+pub struct KernelRules {
+    pub exe_paths: Vec<(String, u32)>,
+    pub cgroups: bool,
 }
 
 /// The attached programs' maps, as the daemon uses them. Programs stay attached through their
@@ -145,6 +195,8 @@ pub struct Probes {
     session_lost: PerCpuHashMap<MapData, u64, SessionLoss>,
     session_procs: PerCpuHashMap<MapData, u64, i64>,
     counters: PerCpuArray<MapData, u64>,
+    rules: Array<MapData, u32>,
+    exe_rules: HashMap<MapData, RulePath, u32>,
 }
 
 /// Kernel-side counters summed over CPUs.
@@ -157,6 +209,7 @@ pub struct KernelCounters {
     pub read_errors: u64,
     pub track_failures: u64,
     pub stale_tracked: u64,
+    pub tag_failures: u64,
 }
 
 impl KernelCounters {
@@ -230,7 +283,9 @@ impl Probes {
         std::fs::create_dir_all(&opts.pin_dir).map_err(|e| pin_err("pin dir", e))?;
         let links = link_pins(&dir);
         if !links.is_empty() && PINNED_MAPS.iter().all(|m| dir.join(m).exists()) {
-            return Self::from_pins(&dir, version, links, Attachment::Adopted);
+            let mut probes = Self::from_pins(&dir, version, links, Attachment::Adopted)?;
+            probes.set_rules(&opts.rules)?;
+            return Ok(probes);
         }
         if dir.exists() {
             // A load that did not finish: start over.
@@ -254,6 +309,7 @@ impl Probes {
         for o in &old_probes {
             probes.copy_state_from(o);
         }
+        probes.set_rules(&opts.rules)?;
         probes.attached = attach_all(&mut ebpf, &dir, opts.compat)?;
         // Programs whose maps this build cannot read are detached now that the new ones run,
         // so nothing is captured twice.
@@ -319,6 +375,8 @@ impl Probes {
             session_lost: take(ebpf, "SESSION_LOST")?,
             session_procs: take(ebpf, "SESSION_PROCS")?,
             counters: take(ebpf, "COUNTERS")?,
+            rules: take(ebpf, "RULES")?,
+            exe_rules: take(ebpf, "EXE_RULES")?,
             attached: Vec::new(),
             attachment: Attachment::Loaded,
             version,
@@ -341,6 +399,8 @@ impl Probes {
             session_lost: open_pinned(dir, "SESSION_LOST")?,
             session_procs: open_pinned(dir, "SESSION_PROCS")?,
             counters: open_pinned(dir, "COUNTERS")?,
+            rules: open_pinned(dir, "RULES")?,
+            exe_rules: open_pinned(dir, "EXE_RULES")?,
             attached: links.iter().filter_map(|l| l.strip_prefix("link-")).map(str::to_owned).collect(),
             attachment,
             version,
@@ -384,7 +444,10 @@ impl Probes {
             }
         }
         let cpus = aya::util::nr_cpus().unwrap_or(1);
-        for session in self.tagged.keys().filter_map(Result::ok) {
+        let mut sessions: Vec<u64> = self.tagged.keys().filter_map(Result::ok).collect();
+        // Sessions started by exe rules have no tagged cgroup.
+        sessions.extend(counts.keys().filter(|s| **s & monitor_common::EXE_SESSION != 0));
+        for session in sessions {
             let mut per_cpu = vec![0i64; cpus];
             per_cpu[0] = counts.get(&session).copied().unwrap_or(0);
             let set = aya::maps::PerCpuValues::try_from(per_cpu).map_err(|e| e.to_string()).and_then(|v| self.session_procs.insert(session, v, 0).map_err(|e| e.to_string()));
@@ -414,12 +477,40 @@ impl Probes {
     /// is recomputed on its next use: no race leaves the cgroup cached as untagged.
     pub fn tag(&mut self, cgroup_id: u64) -> Result<(), ProbeError> {
         self.tagged
-            .insert(cgroup_id, 1, 0)
+            .insert(cgroup_id, TAG_SESSION, 0)
             .map_err(|source| ProbeError::Map { name: "TAGGED", source })?;
         let generation = self.generation.get(&0, 0).unwrap_or(0);
         self.generation
             .set(0, generation.wrapping_add(1), 0)
             .map_err(|source| ProbeError::Map { name: "GENERATION", source })
+    }
+
+    /// Write the session rules the kernel applies: the exe paths (replacing any earlier set)
+    /// and the switches. Paths longer than the key are refused.
+    pub fn set_rules(&mut self, rules: &KernelRules) -> Result<(), ProbeError> {
+        let map_err = |name, source| ProbeError::Map { name, source };
+        let mut keys = Vec::new();
+        for (path, index) in &rules.exe_paths {
+            let mut key = RulePath::default();
+            let b = path.as_bytes();
+            if b.len() >= RULE_PATH_MAX {
+                return Err(ProbeError::Pin { name: "EXE_RULES", message: format!("exe rule path {path} is longer than {} bytes", RULE_PATH_MAX - 1) });
+            }
+            key.path[..b.len()].copy_from_slice(b);
+            self.exe_rules.insert(key, index, 0).map_err(|e| map_err("EXE_RULES", e))?;
+            keys.push(key);
+        }
+        let stale: Vec<RulePath> = self.exe_rules.keys().filter_map(Result::ok).filter(|k| !keys.contains(k)).collect();
+        for k in stale {
+            let _ = self.exe_rules.remove(&k);
+        }
+        let bits = if rules.exe_paths.is_empty() { 0 } else { RULES_EXE } | if rules.cgroups { RULES_CGROUP } else { 0 };
+        self.rules.set(0, bits, 0).map_err(|e| map_err("RULES", e))
+    }
+
+    /// Cgroups the kernel holds pending for the cgroup rules (created while no daemon decided).
+    pub fn pending_cgroups(&self) -> Vec<u64> {
+        self.tagged.iter().filter_map(Result::ok).filter(|(_, v)| *v == monitor_common::TAG_PENDING).map(|(k, _)| k).collect()
     }
 
     /// Tell the programs which process is the daemon (signals to it are tamper events).
@@ -437,6 +528,11 @@ impl Probes {
             Err(_) if self.tracked.get(&tgid, 0).is_ok() => Ok(()),
             Err(source) => Err(ProbeError::Map { name: "TRACKED", source }),
         }
+    }
+
+    /// The processes the kernel tracks in a session.
+    pub fn tracked_pids(&self, session: u64) -> Vec<u32> {
+        self.tracked.iter().filter_map(Result::ok).filter(|(_, v)| v.session & !TRACKED_SEEDED == session).map(|(k, _)| k).collect()
     }
 
     /// The session a process is tracked in, if any.
@@ -497,6 +593,7 @@ impl Probes {
             read_errors: sum(counter::READ_ERRORS),
             track_failures: sum(counter::TRACK_FAILURES),
             stale_tracked: sum(counter::STALE_TRACKED),
+            tag_failures: sum(counter::TAG_FAILURES),
         }
     }
 

@@ -19,6 +19,9 @@
 //!                      DIR/int80 and an io_uring openat of DIR/uring
 //! `connect-race A B N` N connects to A while a second thread keeps rewriting the sockaddr to B;
 //!                      prints each connection's real peer port
+//! `fork-escape CG PROG ARGS...` fork at once; the child moves itself into cgroup CG and
+//!                      execs PROG ARGS; the parent waits for it and writes a file of its own
+//!                      (PROG's last argument + ".parent")
 //! `tamper PID`         bpf(), ptrace attach/detach of PID (outside the session), pidfd_getfd
 //!                      on it, and process_vm_writev to it (harmless: zero bytes)
 
@@ -482,6 +485,34 @@ fn tamper(pid: i32) {
     let _ = sys!(libc::SYS_process_vm_writev, pid, 0, 0, 0, 0, 0);
 }
 
+/// The first thing this process does is fork; the child leaves for another cgroup and execs.
+fn fork_escape(cgroup: &str, cmd: &[String]) {
+    // SAFETY: single-threaded at this point; the child only calls async-signal-safe functions
+    // (write, execv, _exit) on memory prepared before the fork.
+    let procs = c(&format!("{cgroup}/cgroup.procs"));
+    let argv_c: Vec<CString> = cmd.iter().map(|s| c(s)).collect();
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|s| s.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        unsafe {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                libc::_exit(90);
+            }
+            libc::close(fd);
+            libc::execv(argv[0], argv.as_ptr());
+            libc::_exit(91);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &raw mut status, 0) };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: {status:#x}");
+    let last = cmd.last().expect("a command");
+    std::fs::write(format!("{last}.parent"), "parent\n").expect("parent write");
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| a.get(i).map_or_else(|| panic!("missing argument {i}"), String::as_str);
@@ -504,6 +535,7 @@ fn main() {
         "bypass" => bypass(arg(1), arg(2), arg(3)),
         "connect-race" => connect_race(arg(1), arg(2), arg(3).parse().expect("count")),
         "tamper" => tamper(arg(1).parse().expect("pid")),
+        "fork-escape" => fork_escape(arg(1), &a[2..]),
         other => panic!("unknown workload {other}"),
     }
 }
