@@ -101,7 +101,7 @@ pub struct DaemonArgs {
     /// [default: `max_tracked_processes` in the config file, else 65536].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..))]
     pub max_tracked_processes: Option<u32>,
-    /// Serve Prometheus metrics at http://ADDR/metrics: `IP:PORT`, or a port alone for
+    /// Serve Prometheus metrics at `http://ADDR/metrics`: `IP:PORT`, or a port alone for
     /// loopback; the flag alone means 127.0.0.1:9464, `off` none [default: `metrics_listen` in
     /// the config file, else off].
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "on", value_parser = metrics_listen)]
@@ -316,13 +316,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
     let listener = control::bind_socket(&args.runtime_dir, allowed_gid)?;
     write_private(&args.runtime_dir.join(config::DATABASE_URL_FILE), &url)?;
-    // Both were checked when parsed (clap, FileConfig::validate).
-    let metrics_addr = args.metrics_listen.as_deref().or(file.metrics_listen.as_deref()).and_then(|a| config::metrics_addr(a).ok().flatten());
-    if let Some(addr) = metrics_addr {
-        let metrics_listener = metrics::bind(addr).await?;
-        info!(address = %addr, "serving Prometheus metrics at /metrics");
-        tokio::spawn(metrics::serve(metrics_listener, cmd_tx.clone()));
-    }
+    metrics::start(args.metrics_listen.as_deref(), file.metrics_listen.as_deref(), &cmd_tx).await?;
     tokio::spawn(control::serve(listener, cmd_tx, allowed_gid));
     info!(socket = %crate::control::socket_path(&args.runtime_dir).display(), "capturing");
 
