@@ -240,6 +240,8 @@ pub fn render(st: &Status) -> String {
     m.counter("kernel_read_errors", "Failed kernel or user memory reads in the probes (the event was sent with what could be read)", st.kernel_read_errors);
     m.counter("track_failures", "Processes the kernel could not add to its tracked set (map full)", st.track_failures);
     m.counter("stale_tracked", "Tracked-set entries found stale (pid reused) and dropped", st.stale_tracked);
+    m.counter("tag_failures", "New cgroups the kernel could not hold pending for the cgroup rules (session map full)", st.tag_failures);
+    m.counter("pending_discarded", "Events of new cgroups held pending for the cgroup rules that matched none (dropped, not lost)", st.pending_discarded);
 
     m.gauge("queue_records", "Records waiting in memory for the database", st.queue_records);
     m.gauge("queue_bytes", "Approximate heap bytes of the records waiting in memory", st.queue_bytes);
@@ -271,17 +273,19 @@ mod tests {
     use super::*;
 
     fn status() -> Status {
-        let mut st: Status = serde_json::from_value(serde_json::json!({
+        let mut st: Status = serde_json::from_str(
+            r#"{
             "capturing": true, "pid": 42, "host": "h\"q", "started_at": "2026-01-02T03:04:05.5Z", "probes": [],
-            "programs": "loaded", "programs_version": "v1", "sessions": [], "sessions_closing": 29, "events_read": 2,
+            "programs": "loaded", "programs_version": "v1", "sessions": [], "sessions_closing": 29, "events_read": 32,
             "events_dropped": 3, "dropped_lifecycle": 4, "dropped_file": 5, "dropped_net": 6, "decode_errors": 7,
             "unattributed": 8, "kernel_read_errors": 9, "queue_records": 10, "queue_bytes": 11, "queue_max_bytes": 12,
             "spool_records": 13, "spool_bytes": 14, "spool_segments": 15, "spool_max_bytes": 16,
             "spool_corrupt_records": 17, "oldest_unstored_secs": 1.5, "events_shed": 18, "db_write_failures": 19,
             "db_records_rejected": 20, "records_stored": 21, "track_failures": 22, "stale_tracked": 23,
             "actions_written": 24, "sessions_ended": 25, "chain_seq": 26, "signing_key": "k", "checkpoints_written": 27,
-            "records_redacted": 28, "probe_kinds": { "raw_tracepoint": 2 },
-        }))
+            "records_redacted": 28, "tag_failures": 30, "pending_discarded": 31, "probe_kinds": { "raw_tracepoint": 2 }
+        }"#,
+        )
         .expect("status");
         st.sessions.push(serde_json::from_value(serde_json::json!({
             "id": "0190b2a4-0000-7000-8000-000000000001", "agent": "claude", "cgroup_id": 99, "root_pid": null,
@@ -298,6 +302,7 @@ mod tests {
             "agentmon_events_dropped_by_kind_total{kind=\"net\"} 6",
             "agentmon_oldest_unstored_seconds 1.5",
             "agentmon_records_redacted_total 28",
+            "agentmon_events_read_total 32",
             "agentmon_start_time_seconds 1767323045.5",
             "agentmon_probes_attached{kind=\"raw_tracepoint\"} 2",
             "agentmon_session_kernel_processes{session=\"0190b2a4-0000-7000-8000-000000000001\",agent=\"claude\"} -1",
@@ -325,9 +330,9 @@ mod tests {
         }
         // Every number of status has a sample equal to it (the sum of its series, for families).
         let json = serde_json::to_value(status()).expect("json");
-        let nonzero: Vec<&str> = json.as_object().expect("object").iter().filter(|(_, v)| v.as_f64().is_some_and(|n| n > 1.0)).map(|(k, _)| k.as_str()).collect();
-        for field in nonzero {
-            let v = &json[field];
+        let numbers = json.as_object().expect("object").iter().filter(|(_, v)| v.is_number());
+        for (field, v) in numbers {
+            assert!(v.as_f64().is_some_and(|n| n > 1.0), "give {field} a distinct value in this test's status, and a metric in render()");
             let shown = v.as_u64().map_or_else(|| v.to_string(), |n| n.to_string());
             let sample = |l: &str| !l.starts_with('#') && (l.ends_with(&format!(" {shown}")) || l.contains(&format!("=\"{shown}\"")));
             assert!(text.lines().any(sample), "status field {field} = {shown} has no sample:\n{text}");
