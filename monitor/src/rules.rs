@@ -243,7 +243,7 @@ mod tests {
             ("[[rule]]\nagent = \"a\"\nexe = [\"bin/claude\"]\n", "is not an absolute path"),
             ("[[rule]]\nagent = \"a\"\nexe = [\"/nonexistent/agentmon/claude\"]\n", "key `rule[0].exe`: /nonexistent/agentmon/claude does not exist"),
             ("[[rule]]\nagent = \"a\"\nexe = [\"/nonexistent/*/claude\"]\n", "matches no file"),
-            ("[[rule]]\nagent = \"ok\"\nunit = \"x\"\n[[rule]]\nagent = \"b c\"\nunit = \"y\"\n", "key `rule[1].agent`"),
+            ("[[rule]]\nagent = \"ok\"\nunit = \"x\"\n[[rule]]\nagent = \"b\\tc\"\nunit = \"y\"\n", "key `rule[1].agent`: agent must be 1-128 printable characters"),
         ];
         for (text, want) in cases {
             let e = compile(text).expect_err(text);

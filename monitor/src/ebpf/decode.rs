@@ -727,4 +727,33 @@ mod tests {
         let x = bytes_of(&ExitEvent { hdr: hdr(EventKind::Exit, 5), exit_code: 0x300, flags: EXIT_GROUP_DEAD });
         assert!(matches!(decode(&x), Ok(Event::Exit { status: 0x300, group_dead: true, .. })));
     }
+
+    #[test]
+    fn rule_events_decode() {
+        // An exec that starts a session by an exe rule.
+        let mut b = exec(9, b"/opt/agent\0", b"", b"/opt/agent");
+        let mut ev: ExecEvent = read(&{ let mut f = b.clone(); f.resize(size_of::<ExecEvent>(), 0); f }, "x").expect("read");
+        ev.flags = EXEC_SESSION_START;
+        ev.hdr.session_cgroup = monitor_common::exe_session_id(9, 1234);
+        let tail = b.split_off(EXEC_FIXED_LEN);
+        let mut b2 = bytes_of(&ev);
+        b2.truncate(EXEC_FIXED_LEN);
+        b2.extend(tail);
+        let Event::Exec(e) = decode(&b2).expect("decode") else { panic!("exec") };
+        assert!(e.session_start);
+        assert_eq!(e.hdr.session_cgroup & monitor_common::EXE_SESSION, monitor_common::EXE_SESSION);
+        assert_ne!(monitor_common::exe_session_id(9, 1234), monitor_common::exe_session_id(9, 1235), "a reused pid gets another id");
+        // A new cgroup held pending.
+        // SAFETY: all-zero is a valid CgroupEvent.
+        let mut c: CgroupEvent = unsafe { std::mem::zeroed() };
+        c.hdr = hdr(EventKind::Cgroup, 1);
+        c.id = 4242;
+        c.level = 2;
+        c.path[..12].copy_from_slice(b"/a.slice/b.s");
+        c.path_len = 12;
+        let Event::Cgroup(op) = decode(&bytes_of(&c)).expect("decode") else { panic!("cgroup") };
+        assert_eq!((op.id, op.level, op.path.as_str()), (4242, 2, "/a.slice/b.s"));
+        c.path_len = monitor_common::CGROUP_PATH_MAX as u32 + 1;
+        assert!(matches!(decode(&bytes_of(&c)), Err(DecodeError::BadLength { .. })));
+    }
 }
