@@ -1,6 +1,6 @@
 //! The tamper-evident chain: how a stored row is encoded and hashed, how rows are linked, and
 //! how checkpoints are signed. The daemon's chain stage (`daemon/chain.rs`) and `agentmon
-//! verify` (`cli/verify.rs`) both use this file, and the README's "Evidence chain" section
+//! verify` (`cli/verify.rs`) both use this file, and `docs/storage.md`'s "Evidence chain" section
 //! documents it for anyone who writes their own verifier.
 //!
 //! - Every row a host stores has a per-host `chain_seq` (1, 2, …, with no gaps).
