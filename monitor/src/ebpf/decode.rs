@@ -165,6 +165,7 @@ pub struct NetOp {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(clippy::struct_excessive_bools, reason = "independent flags of the kernel's record, each a JSON field")]
 pub struct Exec {
     pub hdr: Header,
     pub ppid: u32,
