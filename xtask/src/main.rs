@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup | daemon | test | bench`.
+//! Project tasks: `cargo xtask setup | daemon | test | bench | package`.
 //!
-//! Everything a fresh Debian machine lacks is installed here, idempotently: the PostgreSQL
-//! binaries, nightly `rust-src` (or an offline tarball), and bpf-linker built against the
-//! nightly toolchain's own LLVM.
+//! Everything a fresh Debian machine lacks is installed here, idempotently: the `PostgreSQL`
+//! binaries, nightly `rust-src` (or an offline tarball), bpf-linker built against the
+//! nightly toolchain's own LLVM, and cargo-deb.
 
+mod package;
 mod pg;
 mod setup;
 
@@ -24,17 +25,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what is missing (apt packages, rust-src, bpf-linker) and mount tracefs/bpffs.
+    /// Install what is missing (apt packages, rust-src, bpf-linker, cargo-deb) and mount
+    /// tracefs/bpffs.
     Setup,
     /// Set up, build, and run the daemon. Without a configured database it starts a private
-    /// PostgreSQL cluster under target/agentmon-pg.
+    /// `PostgreSQL` cluster under target/agentmon-pg.
     Daemon {
         /// Extra arguments for `agentmon daemon`.
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Set up, then run every test (unit and root integration tests) against a fresh private
-    /// PostgreSQL cluster.
+    /// Set up, build the dev Debian package (for the package test), then run every test (unit
+    /// and root integration tests) against a fresh private `PostgreSQL` cluster.
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(last = true)]
@@ -44,6 +46,12 @@ enum Task {
     Bench {
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Set up, build, and make the Debian package (target/debian/agentmon_*.deb).
+    Package {
+        /// Package the debug build instead of a release build (target/debian/dev/).
+        #[arg(long)]
+        dev: bool,
     },
 }
 
@@ -124,6 +132,7 @@ fn task(cli: Cli) -> anyhow::Result<()> {
             }
             step("building the workspace");
             run(cargo(&env).args(["build", "--bins"]))?;
+            let deb = package::build(&env, true)?;
             let cluster = pg::Cluster::new(workspace_root().join("target/agentmon-test-pg"), 54330);
             cluster.ensure_running(true)?;
             step("running every test");
@@ -132,6 +141,7 @@ fn task(cli: Cli) -> anyhow::Result<()> {
                 .args(&args)
                 .env("AGENTMON_TEST_DATABASE_URL", cluster.url("postgres"))
                 .env("AGENTMON_BIN", workspace_root().join("target/debug/agentmon"))
+                .env("AGENTMON_TEST_DEB", &deb)
                 .status()?;
             cluster.stop();
             if !status.success() {
@@ -155,6 +165,10 @@ fn task(cli: Cli) -> anyhow::Result<()> {
             if !status.success() {
                 bail!("benchmark failed");
             }
+        }
+        Task::Package { dev } => {
+            let env = setup::setup()?;
+            package::build(&env, dev)?;
         }
     }
     Ok(())

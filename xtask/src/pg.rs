@@ -1,4 +1,4 @@
-//! A private PostgreSQL cluster from the system's binaries: unix socket only, on its own port,
+//! A private `PostgreSQL` cluster from the system's binaries: unix socket only, on its own port,
 //! owned by the `postgres` user (initdb and postgres refuse to run as root).
 //!
 //! It holds evidence, so other local users (the monitored agents among them) must not reach

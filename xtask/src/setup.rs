@@ -10,10 +10,12 @@ use anyhow::{Context as _, bail};
 
 use crate::{is_root, run, step};
 
-/// Debian packages: PostgreSQL server and client binaries, iproute2 for network-namespace
+/// Debian packages: `PostgreSQL` server and client binaries, iproute2 for network-namespace
 /// tests, mount for tracefs/bpffs.
 const APT_PACKAGES: &[&str] = &["postgresql", "postgresql-client", "iproute2", "mount", "procps"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Builds the Debian package (`cargo xtask package`).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 /// Names an offline `rust-src` tarball (holding `src/rust/library/...`) for air-gapped hosts.
 const RUST_SRC_ENV: &str = "AGENTMON_RUST_SRC_TARBALL";
 
@@ -127,6 +129,18 @@ fn bpf_linker(sysroot: &Path) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// cargo-deb at the pinned version, installed with its own lock file.
+fn cargo_deb() -> anyhow::Result<()> {
+    let have = Command::new("cargo").args(["deb", "--version"]).output().ok().filter(|o| o.status.success());
+    if have.is_some_and(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().any(|w| w == CARGO_DEB_VERSION)) {
+        step(&format!("cargo-deb {CARGO_DEB_VERSION}: present"));
+        return Ok(());
+    }
+    step(&format!("installing cargo-deb {CARGO_DEB_VERSION} (about a minute)"));
+    run(Command::new("cargo").args(["install", "cargo-deb", "--version", CARGO_DEB_VERSION, "--locked"]))
+        .context("installing cargo-deb, which builds the Debian package")
+}
+
 fn mounts() -> anyhow::Result<()> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     for (fstype, dir) in [("tracefs", "/sys/kernel/tracing"), ("bpf", "/sys/fs/bpf")] {
@@ -151,6 +165,7 @@ pub fn setup() -> anyhow::Result<BuildEnv> {
     let sysroot = nightly_sysroot()?;
     rust_src(&sysroot)?;
     let bin = bpf_linker(&sysroot)?;
+    cargo_deb()?;
     mounts()?;
     let mut path = bin.into_os_string();
     if let Some(p) = std::env::var_os("PATH") {
