@@ -1,10 +1,11 @@
-//! `agentmon status`: is anything capturing, and how is it doing.
+//! `agentmon status`: is anything capturing, and how is it doing. The human form is a summary;
+//! `--json` has every field, the full list of attached programs included.
 
-use std::path::Path;
+use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use crate::{
     cli::table,
-    control::{self, Request, Response},
+    control::{self, Request, Response, Status},
 };
 
 /// Returns the process exit code: 0 when capturing, 1 when not.
@@ -25,52 +26,181 @@ pub fn run(runtime_dir: &Path, json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string(&st)?);
         return Ok(0);
     }
-    let rows = vec![
-        vec!["capturing".into(), "yes".into()],
-        vec!["daemon pid".into(), st.pid.to_string()],
-        vec!["host".into(), st.host.clone()],
-        vec!["since".into(), table::local_time(st.started_at)],
-        vec!["programs".into(), format!("{} ({}, {} attached)", st.programs_version, st.programs, st.probes.len())],
-        vec!["live sessions".into(), format!("{} ({} closing)", st.sessions.len(), st.sessions_closing)],
-        vec!["events read".into(), st.events_read.to_string()],
-        vec![
-            "events dropped".into(),
-            format!("{} (lifecycle {}, file {}, net {})", st.events_dropped, st.dropped_lifecycle, st.dropped_file, st.dropped_net),
-        ],
-        vec!["decode errors".into(), st.decode_errors.to_string()],
-        vec!["memory queue".into(), format!("{} records, {} of {}", st.queue_records, table::bytes(st.queue_bytes), table::bytes(st.queue_max_bytes))],
-        vec![
-            "spool".into(),
-            format!("{} records, {} of {}, {} segments", st.spool_records, table::bytes(st.spool_bytes), table::bytes(st.spool_max_bytes), st.spool_segments),
-        ],
-        vec!["spool corrupt records".into(), st.spool_corrupt_records.to_string()],
-        vec!["oldest unstored".into(), st.oldest_unstored_secs.map_or("-".into(), |s| format!("{s:.1}s ago"))],
-        vec!["records stored".into(), st.records_stored.to_string()],
-        vec!["events shed".into(), st.events_shed.to_string()],
-        vec!["db write failures".into(), st.db_write_failures.to_string()],
-        vec!["db records rejected".into(), st.db_records_rejected.to_string()],
-        vec!["track failures".into(), st.track_failures.to_string()],
-        vec!["stale tracked pids dropped".into(), st.stale_tracked.to_string()],
-        vec!["chain".into(), format!("seq {}, {} checkpoints signed by key {}", st.chain_seq, st.checkpoints_written, st.signing_key)],
-        vec!["records redacted".into(), st.records_redacted.to_string()],
+    print!("{}", summary(&st, chrono::Utc::now()));
+    Ok(0)
+}
+
+/// The human summary: a headline, aligned `label  value` lines, then the live sessions.
+fn summary(st: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
+    let up = (now - st.started_at).num_seconds().max(0) as u64;
+    let mut out = format!(
+        "agentmon is capturing on {} (daemon pid {}, up {}, since {})\n\n",
+        table::visible(&st.host),
+        st.pid,
+        uptime(up),
+        table::local_time(st.started_at)
+    );
+    let lines = [
+        ("programs", format!("{} ({})", st.programs_version, st.programs)),
+        ("probes", probes(st.probes.len(), &st.probe_kinds)),
+        ("sessions", format!("{} live, {} closing, {} ended", st.sessions.len(), st.sessions_closing, st.sessions_ended)),
+        ("events", format!("{} read, {} unattributed, {}", st.events_read, st.unattributed, count(st.decode_errors, "decode error"))),
+        ("kernel drops", format!("{} (lifecycle {}, file {}, net {})", count(st.events_dropped, "event"), st.dropped_lifecycle, st.dropped_file, st.dropped_net)),
+        (
+            "kernel",
+            [
+                count(st.kernel_read_errors, "read error"),
+                count(st.track_failures, "track failure"),
+                count(st.stale_tracked, "stale pid") + " dropped",
+                count(st.tag_failures, "tag failure"),
+                count(st.pending_discarded, "pending event") + " discarded",
+            ]
+            .join(", "),
+        ),
+        ("memory queue", format!("{}, {} of {}", count(st.queue_records, "record"), table::bytes(st.queue_bytes), table::bytes(st.queue_max_bytes))),
+        (
+            "spool",
+            format!(
+                "{}, {} of {} in {}, {}",
+                count(st.spool_records, "record"),
+                table::bytes(st.spool_bytes),
+                table::bytes(st.spool_max_bytes),
+                count(st.spool_segments, "segment"),
+                count(st.spool_corrupt_records, "corrupt record")
+            ),
+        ),
+        ("oldest unstored", st.oldest_unstored_secs.map_or_else(|| "- (everything is stored)".into(), |s| table::duration(Some((s * 1000.0) as i64)))),
+        ("events shed", st.events_shed.to_string()),
+        (
+            "database",
+            [
+                count(st.records_stored, "record") + " stored",
+                count(st.actions_written, "action"),
+                count(st.db_write_failures, "write failure"),
+                count(st.db_records_rejected, "record") + " rejected",
+            ]
+            .join(", "),
+        ),
+        ("chain", format!("seq {}, {}, signed by {}", st.chain_seq, count(st.checkpoints_written, "checkpoint"), st.signing_key)),
+        ("redaction", count(st.records_redacted, "record") + " redacted"),
     ];
-    table::print(&["FIELD", "VALUE"], &rows);
+    let width = lines.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    for (label, value) in lines {
+        let _ = writeln!(out, "{label:<width$}  {}", table::visible(&value));
+    }
     if !st.sessions.is_empty() {
-        println!();
-        let rows: Vec<Vec<String>> = st
+        out.push('\n');
+        let headers = ["SESSION", "AGENT", "ROOT PID", "PROCESSES", "KERNEL", "LOST"];
+        let rows: Vec<[String; 6]> = st
             .sessions
             .iter()
             .map(|s| {
-                vec![
+                [
                     table::short_id(&s.id),
-                    s.agent.clone(),
+                    table::visible(&s.agent),
                     s.root_pid.map_or("-".into(), |p| p.to_string()),
                     s.processes.to_string(),
+                    s.kernel_processes.to_string(),
                     s.events_lost.to_string(),
                 ]
             })
             .collect();
-        table::print(&["SESSION", "AGENT", "ROOT PID", "PROCESSES", "LOST"], &rows);
+        let widths: Vec<usize> = (0..headers.len()).map(|i| rows.iter().map(|r| r[i].chars().count()).chain([headers[i].len()]).max().unwrap_or(0)).collect();
+        let mut line = |cells: [&str; 6]| {
+            let mut l = String::new();
+            for (c, w) in cells.iter().zip(&widths) {
+                let _ = write!(l, "{c:<w$}  ");
+            }
+            let _ = writeln!(out, "{}", l.trim_end());
+        };
+        line(headers);
+        for r in &rows {
+            line(r.each_ref().map(String::as_str));
+        }
     }
-    Ok(0)
+    out
+}
+
+/// `130 attached: 122 syscall tracepoints, 6 raw tracepoints, 2 tracepoints`, most first.
+fn probes(total: usize, kinds: &BTreeMap<String, u64>) -> String {
+    let mut kinds: Vec<(&String, &u64)> = kinds.iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {}{}", k.replace('_', " "), if **n == 1 { "" } else { "s" })).collect();
+    if parts.is_empty() { format!("{total} attached") } else { format!("{total} attached: {}", parts.join(", ")) }
+}
+
+/// `1 record`, `2 records`.
+fn count(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+/// `45s`, `12m05s`, `3h07m`, `2d04h`.
+fn uptime(secs: u64) -> String {
+    match secs {
+        ..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h{:02}m", secs / 3600, secs / 60 % 60),
+        _ => format!("{}d{:02}h", secs / 86400, secs / 3600 % 24),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_status_is_a_summary() {
+        let mut st: Status = serde_json::from_str(
+            r#"{
+            "capturing": true, "pid": 42, "host": "web-1", "started_at": "2026-01-02T03:00:00Z",
+            "probes": ["raw_tp/a", "raw_tp/b", "tracepoint/syscalls/c", "tracepoint/syscalls/d", "tracepoint/syscalls/e", "tracepoint/io_uring/f"],
+            "probe_kinds": { "raw_tracepoint": 2, "syscall_tracepoint": 3, "tracepoint": 1 },
+            "programs": "loaded", "programs_version": "v1", "sessions": [], "sessions_closing": 0, "events_read": 1000,
+            "events_dropped": 3, "dropped_lifecycle": 1, "dropped_file": 2, "dropped_net": 0, "decode_errors": 0,
+            "unattributed": 5, "kernel_read_errors": 0, "queue_records": 2, "queue_bytes": 2048, "queue_max_bytes": 16777216,
+            "spool_records": 0, "spool_bytes": 0, "spool_segments": 1, "spool_max_bytes": 4294967296,
+            "spool_corrupt_records": 0, "oldest_unstored_secs": 1.25, "events_shed": 0, "db_write_failures": 0,
+            "db_records_rejected": 0, "records_stored": 900, "track_failures": 0, "stale_tracked": 0,
+            "actions_written": 12, "sessions_ended": 4, "chain_seq": 950, "signing_key": "SHA256:k", "checkpoints_written": 7,
+            "records_redacted": 1
+        }"#,
+        )
+        .expect("status");
+        st.sessions.push(
+            serde_json::from_str(r#"{"id": "0190b2a4-0000-7000-8000-0000abcd0001", "agent": "claude", "cgroup_id": 9, "root_pid": 777, "processes": 3, "kernel_processes": 0, "events_lost": 0}"#)
+                .expect("session"),
+        );
+        let now = st.started_at + chrono::Duration::seconds(2 * 3600 + 13 * 60);
+        let text = summary(&st, now);
+        let want = [
+            format!("agentmon is capturing on web-1 (daemon pid 42, up 2h13m, since {})", table::local_time(st.started_at)),
+            String::new(),
+            "programs         v1 (loaded)".into(),
+            "probes           6 attached: 3 syscall tracepoints, 2 raw tracepoints, 1 tracepoint".into(),
+            "sessions         1 live, 0 closing, 4 ended".into(),
+            "events           1000 read, 5 unattributed, 0 decode errors".into(),
+            "kernel drops     3 events (lifecycle 1, file 2, net 0)".into(),
+            "kernel           0 read errors, 0 track failures, 0 stale pids dropped, 0 tag failures, 0 pending events discarded".into(),
+            "memory queue     2 records, 2.0 KiB of 16.0 MiB".into(),
+            "spool            0 records, 0 B of 4.0 GiB in 1 segment, 0 corrupt records".into(),
+            "oldest unstored  1.2s".into(),
+            "events shed      0".into(),
+            "database         900 records stored, 12 actions, 0 write failures, 0 records rejected".into(),
+            "chain            seq 950, 7 checkpoints, signed by SHA256:k".into(),
+            "redaction        1 record redacted".into(),
+            String::new(),
+            "SESSION   AGENT   ROOT PID  PROCESSES  KERNEL  LOST".into(),
+            "abcd0001  claude  777       3          0       0".into(),
+        ];
+        assert_eq!(text.lines().collect::<Vec<_>>(), want, "\n{text}");
+        assert!(!text.contains("raw_tp/a"), "the program list is only in --json");
+    }
+
+    #[test]
+    fn uptimes_are_readable() {
+        assert_eq!(uptime(45), "45s");
+        assert_eq!(uptime(725), "12m05s");
+        assert_eq!(uptime(3 * 3600 + 7 * 60), "3h07m");
+        assert_eq!(uptime(2 * 86400 + 4 * 3600 + 59), "2d04h");
+    }
 }
