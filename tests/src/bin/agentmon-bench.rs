@@ -16,6 +16,9 @@
 //! 6. **Evidence**: the redact and chain stages' cost per event, on the raw events the
 //!    throughput runs stored (and on exec events carrying secrets), and `agentmon verify`'s
 //!    speed over the whole database in rows per second.
+//! 7. **Opt-in costs** for processes outside any session, alternating daemons in one run:
+//!    32-bit capture on/off (getppid, open/close) and session rules on/off (exec loop, cgroup
+//!    mkdir/rmdir loop).
 //!
 //! Run with `sudo cargo xtask bench` (`-- --quick` for a smoke run, `-- --help` for the flags).
 
@@ -88,7 +91,7 @@ fn num(args: &[String], i: usize, what: &str) -> u64 {
 fn workload(args: &[String]) {
     let kind = args.first().expect("workload kind").as_str();
     match kind {
-        "open" | "exec" | "getppid" => println!("{}", loop_ns(kind, num(args, 1, "count"))),
+        "open" | "exec" | "getppid" | "cgroup" => println!("{}", loop_ns(kind, num(args, 1, "count"))),
         "agent" => println!("{}", agent_round(&args[1..])),
         "gen" => generate(num(args, 1, "rate"), num(args, 2, "seconds"), num(args, 3, "exec every")),
         "lat" => latency_opens(num(args, 1, "rate"), num(args, 2, "seconds"), args.get(3).expect("lat: path prefix")),
@@ -103,10 +106,15 @@ fn run_true() {
 
 /// Nanoseconds per operation of a loop of `n`.
 fn loop_ns(kind: &str, n: u64) -> u128 {
+    let cg = cgroup2_mount().join(format!("agentmon-bench-cg-{}", std::process::id()));
     let start = Instant::now();
     for _ in 0..n {
         match kind {
             "exec" => run_true(),
+            "cgroup" => {
+                std::fs::create_dir(&cg).expect("mkdir a cgroup");
+                std::fs::remove_dir(&cg).expect("rmdir the cgroup");
+            }
             "open" => drop(std::fs::File::open(OPEN_PATH).expect("open the open-loop file")),
             _ => {
                 // SAFETY: getppid has no preconditions.
@@ -739,6 +747,51 @@ fn compat_cost(cfg: &Config, ws: &[Workload], d: &mut Daemon, daemon_args: &[&st
         let (a, b) = (median(&on[i]), median(&off[i]));
         println!("{:<24} {:>11} ns {:>11} ns {:>7.2}x", w.name, a, b, ratio(a, b));
         rows.push(serde_json::json!({"workload": w.name, "with_compat_ns": a, "without_compat_ns": b, "ratio": ratio(a, b)}));
+    }
+    Value::from(rows)
+}
+
+/// What session rules cost processes outside any session: with an exe rule every exec on the
+/// host is looked up in the kernel; with a unit or cgroup rule every new cgroup is held pending
+/// until the daemon matches it. Untagged exec and cgroup mkdir/rmdir loops, alternating a daemon
+/// with both kinds of rule (matching nothing the loops do) and one with none, in one run.
+fn rules_cost(cfg: &Config, ws: &[Workload], d: &mut Daemon, daemon_args: &[&str], scratch: &Path) -> Value {
+    let never = scratch.join("bin/never-run-agent");
+    std::fs::create_dir_all(scratch.join("bin")).expect("bin dir");
+    std::fs::write(&never, "#!/bin/sh\n").expect("rule target");
+    let rules = scratch.join("rules.toml");
+    std::fs::write(
+        &rules,
+        format!("[[rule]]\nagent = \"bench\"\nexe = [\"{}\"]\n[[rule]]\nagent = \"bench\"\nunit = \"agentmon-bench-never-*.service\"\n", never.display()),
+    )
+    .expect("rules config");
+    let cgroup_loop = Workload { name: "cgroup mkdir/rmdir loop", unit: "ns/op", scale: 1.0, args: vec!["cgroup".into(), (cfg.exec_n * 2).to_string()] };
+    let mut pick: Vec<&Workload> = ws.iter().filter(|w| w.name.starts_with("exec")).collect();
+    pick.push(&cgroup_loop);
+    let mut on = vec![Vec::new(); pick.len()];
+    let mut off = vec![Vec::new(); pick.len()];
+    let mut with: Vec<&str> = daemon_args.to_vec();
+    with.extend(["--config", rules.to_str().expect("utf-8 path")]);
+    for r in 0..cfg.rounds {
+        eprintln!("bench: rules round {}/{}: without, with", r + 1, cfg.rounds);
+        for (i, w) in pick.iter().enumerate() {
+            off[i].push(measure(w, &Mode::Plain));
+        }
+        d.stop();
+        d.start_again(Some(&with));
+        for (i, w) in pick.iter().enumerate() {
+            on[i].push(measure(w, &Mode::Plain));
+        }
+        d.stop();
+        d.start_again(Some(daemon_args));
+    }
+    println!("\nSession rules, untagged processes, same run (medians of {} rounds):", cfg.rounds);
+    println!("{:<24} {:>14} {:>14} {:>8}", "workload", "with rules", "without", "ratio");
+    let mut rows = Vec::new();
+    for (i, w) in pick.iter().enumerate() {
+        let (a, b) = (median(&on[i]), median(&off[i]));
+        println!("{:<24} {:>11} ns {:>11} ns {:>7.2}x", w.name, a, b, ratio(a, b));
+        rows.push(serde_json::json!({"workload": w.name, "with_rules_ns": a, "without_rules_ns": b, "ratio": ratio(a, b)}));
     }
     Value::from(rows)
 }
@@ -1381,6 +1434,7 @@ fn main() {
     let (untagged, tagged) = overhead_daemon(&cfg, &ws, &d);
     let overhead = Overhead { base, bpftrace, untagged, tagged };
     let compat = compat_cost(&cfg, &ws, &mut d, &daemon_args);
+    let rules = rules_cost(&cfg, &ws, &mut d, &daemon_args, &scratch);
 
     eprintln!("bench: calibrating the generator");
     let cal = calibrate(&rt, &d);
@@ -1400,6 +1454,7 @@ fn main() {
     let mut report = report_json(&cfg, &ws, &overhead, &bt_note, &cal, &runs, copy, &lat, &cost, &restart);
     report["evidence"] = evidence;
     report["compat"] = compat;
+    report["rules"] = rules;
     let target = self_exe().parent().and_then(Path::parent).expect("target dir").join("agentmon-bench.json");
     std::fs::write(&target, serde_json::to_string_pretty(&report).expect("JSON")).expect("write the JSON report");
     println!("\nreproduce: {}\njson: {}", cfg.command_line(), target.display());
