@@ -407,12 +407,15 @@ impl Daemon {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
+        // Cgroups held pending while no daemon ran: those whose event is still in the rings are
+        // decided as it is read; any left pending once the rings are read had their event lost.
+        let pending_at_start = self.probes.pending_cgroups();
         self.scan_rule_cgroups();
         let mut more = self.pump(reader, false);
         self.end_orphans();
-        if !more {
-            self.settle_pending();
-        }
+        // Pending cgroups are settled once the rings have been read to the end (their events,
+        // if any, are then decided).
+        let mut settled = false;
         let mut rule_check = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -421,7 +424,13 @@ impl Daemon {
                 guard = lifecycle.readable_mut() => guard.map_err(err)?.clear_ready(),
                 guard = events.readable_mut() => guard.map_err(err)?.clear_ready(),
                 _ = tick.tick() => {}
-                _ = rule_check.tick() => self.end_removed_rule_cgroups(),
+                _ = rule_check.tick() => {
+                    if !settled && !more {
+                        self.settle_pending(&pending_at_start);
+                        settled = true;
+                    }
+                    self.end_removed_rule_cgroups();
+                }
                 Some(cmd) = cmds.recv() => {
                     // Drain first so a session's earlier events are handled before new state.
                     self.pump(reader, false);
@@ -576,10 +585,12 @@ impl Daemon {
         }
     }
 
-    /// Pending cgroups no event decided (their event was lost): matched by their path now.
-    fn settle_pending(&mut self) {
-        for id in self.probes.pending_cgroups() {
-            if self.sessions.contains_key(&id) {
+    /// Cgroups pending since start-up that no event decided (it was lost): the start-up scan
+    /// made every matching cgroup a session, so these match no rule and are released.
+    fn settle_pending(&mut self, at_start: &[u64]) {
+        let now = self.probes.pending_cgroups();
+        for &id in at_start {
+            if self.sessions.contains_key(&id) || !now.contains(&id) {
                 continue;
             }
             self.probes.untag(id);
