@@ -164,6 +164,17 @@ impl Drop for DbProxy {
     }
 }
 
+/// A new, empty database `t_<name>_<pid>` in the test PostgreSQL; returns its URL.
+pub async fn fresh_database(name: &str) -> String {
+    let admin_url = env("AGENTMON_TEST_DATABASE_URL");
+    let db = format!("t_{name}_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}")).execute(&admin).await.expect("drop db");
+    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.expect("create db");
+    admin.close().await;
+    with_db(&admin_url, &db)
+}
+
 impl Daemon {
     /// Start a daemon with a fresh database. `extra` are more daemon flags.
     pub async fn start(name: &str, extra: &[&str]) -> Daemon {
@@ -173,13 +184,7 @@ impl Daemon {
     /// As `start`, with the daemon reaching its database through a [`DbProxy`] when `proxied`.
     pub async fn start_with(name: &str, extra: &[&str], proxied: bool) -> (Daemon, Option<DbProxy>) {
         require_root();
-        let admin_url = env("AGENTMON_TEST_DATABASE_URL");
-        let db = format!("t_{name}_{}", std::process::id());
-        let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect to the test PostgreSQL");
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {db}")).execute(&admin).await.expect("drop db");
-        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.expect("create db");
-        admin.close().await;
-        let db_url = with_db(&admin_url, &db);
+        let db_url = fresh_database(name).await;
         let proxy = proxied.then(|| DbProxy::start(name, &db_url));
         let daemon_url = proxy.as_ref().map_or_else(|| db_url.clone(), |p| p.url(&db_url));
         let runtime_dir = PathBuf::from(format!("/tmp/agentmon-test-{name}-{}", std::process::id()));
