@@ -1,5 +1,6 @@
 //! Root integration tests of the Prometheus endpoint: a real daemon with `--metrics-listen`,
 //! real sessions, and a scrape compared with `agentmon status --json` number by number.
+#![expect(clippy::float_cmp, clippy::cast_precision_loss, reason = "the samples are whole numbers far below 2^53: exact in f64")]
 
 use std::{
     collections::{BTreeMap, HashSet},
