@@ -134,8 +134,19 @@ async fn cgroup_rule_adopts_an_existing_cgroup_with_its_processes() {
     assert_eq!(live["processes"], 1, "the running sleep is part of it: {live}");
     // Its parent is not a session (the glob names the children).
     assert_eq!(sessions(&d, "cg-agent").len(), 1);
+    // A restart (an upgrade) continues the same session: it lasts as long as its cgroup.
+    let mut d = d;
+    d.restart();
+    let live = d.status()["sessions"].as_array().expect("sessions").iter().any(|l| l["id"] == s["id"]);
+    assert!(live, "the session is live after the restart");
     let _ = sleeper.kill();
     let _ = sleeper.wait();
+    // The process is gone but the cgroup stays: the session does too, until the cgroup goes.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(sessions(&d, "cg-agent")[0]["ended_at"].is_null(), "ended while its cgroup exists");
+    std::fs::remove_dir(&work).expect("rmdir");
+    d.wait_session_end(s["id"].as_str().expect("id"));
+    assert_eq!(sessions(&d, "cg-agent").len(), 1, "one session across the restart");
 }
 
 #[tokio::test(flavor = "multi_thread")]
