@@ -195,7 +195,11 @@ async fn metrics_equal_status() {
         st["signing_key"].as_str().expect("key")
     );
     assert_eq!(sample(&daemon), 1.0);
-    assert_eq!(sample(&format!("agentmon_build_info{{version=\"{}\",programs_version=\"{}\"}}", env!("CARGO_PKG_VERSION"), st["programs_version"].as_str().expect("v"))), 1.0);
+    // `agentmon --version` is `agentmon 0.1.0 (abc1234)`.
+    let version = String::from_utf8_lossy(&d.cli(&["--version"]).stdout).trim().to_owned();
+    let (number, revision) = version.trim_start_matches("agentmon ").split_once(" (").unwrap_or_else(|| panic!("version {version}"));
+    let build = format!("agentmon_build_info{{version=\"{number}\",revision=\"{}\",programs_version=\"{}\"}}", revision.trim_end_matches(')'), st["programs_version"].as_str().expect("v"));
+    assert_eq!(sample(&build), 1.0);
 
     // The human status is a summary: probes counted by kind, no list of programs.
     let human = d.cli(&["status"]);

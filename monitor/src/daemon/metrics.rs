@@ -191,7 +191,13 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 /// Every counter and gauge of `status`, in the Prometheus text format (0.0.4).
 pub fn render(st: &Status) -> String {
     let mut m = Metrics(Registry::with_prefix("agentmon"));
-    m.0.register("build", "The agentmon build: version and eBPF object", Info::new(labels(&[("version", env!("CARGO_PKG_VERSION")), ("programs_version", &st.programs_version)])));
+    // `0.1.0 (abc1234)`, from build.rs.
+    let revision = env!("AGENTMON_VERSION").split_once(" (").map_or("unknown", |(_, r)| r.trim_end_matches(')'));
+    m.0.register(
+        "build",
+        "The agentmon build: version, git revision and eBPF object",
+        Info::new(labels(&[("version", env!("CARGO_PKG_VERSION")), ("revision", revision), ("programs_version", &st.programs_version)])),
+    );
     let pid = st.pid.to_string();
     m.0.register(
         "daemon",
@@ -309,7 +315,11 @@ mod tests {
             "agentmon_session_events_lost_total{session=\"0190b2a4-0000-7000-8000-000000000001\",agent=\"claude\"} 5",
             "agentmon_session_info{session=\"0190b2a4-0000-7000-8000-000000000001\",agent=\"claude\",cgroup_id=\"99\",root_pid=\"0\"} 1",
             "agentmon_daemon_info{host=\"h\\\"q\",pid=\"42\",programs=\"loaded\",signing_key=\"k\"} 1",
-            &format!("agentmon_build_info{{version=\"{}\",programs_version=\"v1\"}} 1", env!("CARGO_PKG_VERSION")),
+            &format!(
+                "agentmon_build_info{{version=\"{}\",revision=\"{}\",programs_version=\"v1\"}} 1",
+                env!("CARGO_PKG_VERSION"),
+                env!("AGENTMON_VERSION").split(['(', ')']).nth(1).expect("revision")
+            ),
             "# TYPE agentmon_events_read_total counter",
             "# TYPE agentmon_queue_bytes gauge",
         ] {
