@@ -89,16 +89,7 @@ impl FileConfig {
         };
         let cfg: Self = toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
         cfg.check_private(path)?;
-        cfg.validate(path).map_err(|e| match e {
-            ConfigError::Key { path, key, message } => {
-                let message = match line_of_key(&text, &key) {
-                    Some(line) => format!("{message} (line {line})"),
-                    None => message,
-                };
-                ConfigError::Key { path, key, message }
-            }
-            other => other,
-        })?;
+        cfg.validate(path).map_err(|e| e.with_line(&text))?;
         Ok(cfg)
     }
 
@@ -123,6 +114,34 @@ impl FileConfig {
             metrics_addr(addr).map_err(|m| key("metrics_listen", m))?;
         }
         Ok(())
+    }
+}
+
+impl ConfigError {
+    /// A [`ConfigError::Key`] found after parsing (by [`FileConfig::validate`] or later, e.g.
+    /// when the session rules are compiled) with ` (line N)` added from the file's text.
+    #[must_use]
+    pub fn with_line(self, text: &str) -> Self {
+        match self {
+            ConfigError::Key { path, key, message } => {
+                let message = match line_of_key(text, &key) {
+                    Some(line) => format!("{message} (line {line})"),
+                    None => message,
+                };
+                ConfigError::Key { path, key, message }
+            }
+            other => other,
+        }
+    }
+
+    /// As [`ConfigError::with_line`], reading the file the error names.
+    #[must_use]
+    pub fn located(self) -> Self {
+        let text = match &self {
+            ConfigError::Key { path, .. } => std::fs::read_to_string(path).unwrap_or_default(),
+            _ => return self,
+        };
+        self.with_line(&text)
     }
 }
 
@@ -387,6 +406,17 @@ mod tests {
             format!("{}: no such file (only the default /etc/agentmon/agentmon.toml may be absent)", missing.display())
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn errors_found_later_get_their_line() {
+        let text = "[[rule]]\nagent = \"a\"\nexe = [\"/x\"]\n\n[[rule]]\nagent = \"b\"\nunit = \"\"\n\n[redaction]\nallow = [\"a\", \"(\"]\n";
+        let key = |key: &str| ConfigError::Key { path: "f.toml".into(), key: key.into(), message: "bad".into() }.with_line(text).to_string();
+        assert_eq!(key("rule[1].unit"), "f.toml: key `rule[1].unit`: bad (line 7)");
+        assert_eq!(key("rule[1]"), "f.toml: key `rule[1]`: bad (line 5)");
+        assert_eq!(key("rule[0].exe[0]"), "f.toml: key `rule[0].exe[0]`: bad (line 3)");
+        assert_eq!(key("redaction.allow[1]"), "f.toml: key `redaction.allow[1]`: bad (line 10)");
+        assert_eq!(key("rule[5].unit"), "f.toml: key `rule[5].unit`: bad", "a key not in the file gets no line");
     }
 
     #[test]

@@ -33,6 +33,12 @@ fn bad_config_files_get_one_line() {
             "metrics_listen = \"everywhere\"\n",
             format!("{f}: key `metrics_listen`: `everywhere` is not an address: expected IP:PORT (e.g. 127.0.0.1:9464), [IPv6]:PORT, a port alone for loopback, on, or off (line 1)"),
         ),
+        // Session rules are checked when the daemon compiles them, and get their line too.
+        ("[[rule]]\nagent = \"a\"\nunit = \"\"\n", format!("{f}: key `rule[0].unit`: empty glob: name a unit, e.g. \"claude-*.service\" (line 3)")),
+        (
+            "[[rule]]\nagent = \"a\"\nunit = \"a.service\"\n\n[[rule]]\nagent = \"b\"\nexe = [\"/nonexistent/agentmon/claude\"]\n",
+            format!("{f}: key `rule[1].exe`: /nonexistent/agentmon/claude does not exist (install the program first, or remove the path) (line 7)"),
+        ),
     ];
     for (text, want) in &cases {
         std::fs::write(&file, text).expect("write config");

@@ -215,7 +215,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         bail!("agentmon daemon must run as root: it loads eBPF programs and manages cgroups (try `sudo agentmon daemon`)");
     }
     let file = FileConfig::load(&args.config)?;
-    let rules = crate::rules::Rules::compile(&file.rules, &args.config)?;
+    let rules = crate::rules::Rules::compile(&file.rules, &args.config).map_err(config::ConfigError::located)?;
     let url = config::daemon_database_url(args.database_url.as_deref(), &file)?;
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); agentmon needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
