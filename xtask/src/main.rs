@@ -47,9 +47,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Set up, build, and make the Debian package (target/debian/agentmon_*.deb).
+    /// Set up, build, and make the Debian package (target/debian/release/agentmon_*.deb).
     Package {
-        /// Package the debug build instead of a release build (target/debian/dev/).
+        /// Package the debug build instead of a release build (target/debian/debug/).
         #[arg(long)]
         dev: bool,
     },

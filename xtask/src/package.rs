@@ -34,7 +34,9 @@ pub fn build(env: &BuildEnv, dev: bool) -> anyhow::Result<PathBuf> {
     run(Command::new("sh").arg("-c").arg("gzip -9nf -- *.1").current_dir(&man))?;
 
     step("packaging with cargo-deb");
-    let out_dir = workspace_root().join(if dev { "target/debian/dev" } else { "target/debian" });
+    // A directory per profile: cargo-deb deletes every agentmon_*.deb directly in target/debian
+    // on each run, so one profile's package would remove the other's.
+    let out_dir = workspace_root().join("target/debian").join(dir);
     let mut deb = cargo(env);
     deb.args(["deb", "-p", "monitor", "--no-build", "--profile", profile, "--output"]).arg(&out_dir);
     if dev {
