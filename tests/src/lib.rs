@@ -164,7 +164,7 @@ impl Drop for DbProxy {
     }
 }
 
-/// A new, empty database `t_<name>_<pid>` in the test PostgreSQL; returns its URL.
+/// A new, empty database `t_<name>_<pid>` in the test `PostgreSQL`; returns its URL.
 pub async fn fresh_database(name: &str) -> String {
     let admin_url = env("AGENTMON_TEST_DATABASE_URL");
     let db = format!("t_{name}_{}", std::process::id());
