@@ -16,6 +16,7 @@ pub mod correlate;
 pub mod daemon;
 pub mod ebpf;
 pub mod errno;
+pub mod pgcluster;
 pub mod procscan;
 pub mod redact;
 pub mod rules;

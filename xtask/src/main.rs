@@ -5,6 +5,8 @@
 //! nightly toolchain's own LLVM, and cargo-deb.
 
 mod package;
+#[path = "../../monitor/src/pgcluster.rs"]
+#[allow(dead_code, reason = "shared with the daemon, which uses all of it")]
 mod pg;
 mod setup;
 
@@ -115,11 +117,7 @@ fn task(cli: Cli) -> anyhow::Result<()> {
                 cmd.arg("--state-dir").arg(workspace_root().join("target/agentmon-state"));
             }
             if !database_configured() && !args.iter().any(|a| a.starts_with("--database-url")) {
-                let cluster = pg::Cluster::new(workspace_root().join("target/agentmon-pg"), 54329);
-                cluster.ensure_running(false)?;
-                step(&format!("using the private PostgreSQL at {}", cluster.dir.display()));
-                cmd.arg("--database-url").arg(cluster.url("agentmon"));
-                cluster.create_db("agentmon")?;
+                step("no database configured: the daemon runs its private PostgreSQL under target/agentmon-state/postgres");
             }
             step("starting the daemon (Ctrl-C to stop)");
             let status = cmd.status()?;
@@ -134,7 +132,9 @@ fn task(cli: Cli) -> anyhow::Result<()> {
             run(cargo(&env).args(["build", "--bins"]))?;
             let deb = package::build(&env, true)?;
             let cluster = pg::Cluster::new(workspace_root().join("target/agentmon-test-pg"), 54330);
-            cluster.ensure_running(true)?;
+            cluster.init(true, &step)?;
+            step(&format!("starting PostgreSQL (socket in {})", cluster.socket_dir().display()));
+            let mut server = cluster.start(&[])?;
             step("running every test");
             let status = cargo(&env)
                 .args(["test"])
@@ -142,8 +142,9 @@ fn task(cli: Cli) -> anyhow::Result<()> {
                 .env("AGENTMON_TEST_DATABASE_URL", cluster.url("postgres"))
                 .env("AGENTMON_BIN", workspace_root().join("target/debug/agentmon"))
                 .env("AGENTMON_TEST_DEB", &deb)
-                .status()?;
-            cluster.stop();
+                .status();
+            pg::Cluster::stop_child(&mut server);
+            let status = status?;
             if !status.success() {
                 bail!("tests failed");
             }
@@ -155,13 +156,15 @@ fn task(cli: Cli) -> anyhow::Result<()> {
             }
             run(cargo(&env).args(["build", "--release", "-p", "monitor", "-p", "integration-tests", "--bins"]))?;
             let cluster = pg::Cluster::new(workspace_root().join("target/agentmon-bench-pg"), 54331);
-            cluster.ensure_running(true)?;
+            cluster.init(true, &step)?;
+            let mut server = cluster.start(&[])?;
             let status = Command::new(workspace_root().join("target/release/agentmon-bench"))
                 .args(&args)
                 .env("AGENTMON_TEST_DATABASE_URL", cluster.url("postgres"))
                 .env("AGENTMON_BIN", workspace_root().join("target/release/agentmon"))
-                .status()?;
-            cluster.stop();
+                .status();
+            pg::Cluster::stop_child(&mut server);
+            let status = status?;
             if !status.success() {
                 bail!("benchmark failed");
             }

@@ -13,7 +13,9 @@
 pub mod chain;
 pub mod control;
 pub mod handoff;
+pub mod embedded;
 pub mod metrics;
+pub mod notify;
 pub mod queue;
 pub mod reader;
 pub mod redact;
@@ -167,6 +169,8 @@ struct Daemon {
     started_at: chrono::DateTime<Utc>,
     /// Session rules from the config file.
     rules: crate::rules::Rules,
+    /// Beats every turn of the main loop; the systemd watchdog pings only while it is fresh.
+    heartbeat: notify::Heartbeat,
 }
 
 fn clock() -> anyhow::Result<(Clock, String)> {
@@ -204,8 +208,11 @@ pub(crate) fn valid_session_names(agent: &str, label: Option<&str>) -> Result<()
 /// Create the state directory, root-only (it holds the spool and the handoff).
 fn state_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating the state directory {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("securing {}", dir.display()))?;
+    let hint = "agentmon keeps its signing key, spool and handoff there: fix it or set state_dir / --state-dir";
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the state directory {} ({hint})", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("cannot secure the state directory {} ({hint})", dir.display()))?;
+    let probe = dir.join(".agentmon-write-test");
+    std::fs::write(&probe, b"").and_then(|()| std::fs::remove_file(&probe)).with_context(|| format!("the state directory {} is not writable ({hint})", dir.display()))?;
     Ok(())
 }
 
@@ -216,12 +223,33 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     let file = FileConfig::load(&args.config)?;
     let rules = crate::rules::Rules::compile(&file.rules, &args.config).map_err(config::ConfigError::located)?;
-    let url = config::daemon_database_url(args.database_url.as_deref(), &file)?;
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); agentmon needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
     }
     let state = args.state_dir.clone().or(file.state_dir.clone()).unwrap_or_else(|| config::DEFAULT_STATE_DIR.into());
     state_dir(&state)?;
+    crate::ebpf::ensure_mounts().map_err(|e| {
+        anyhow::anyhow!("cannot mount tracefs at /sys/kernel/tracing or bpffs at /sys/fs/bpf ({e}): agentmon needs both (`mount -t bpf bpf /sys/fs/bpf`)")
+    })?;
+    // No database configured: the private cluster under the state directory, for as long as
+    // the daemon runs (stopped after the final flush, or after a failed start).
+    let (url, embedded) = match config::daemon_database_url(args.database_url.as_deref(), &file) {
+        Ok(url) => (url, None),
+        Err(config::ConfigError::NoDatabase) => {
+            let e = embedded::start(&state).context("no database configured, and the private PostgreSQL could not start")?;
+            (e.url.clone(), Some(e))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let result = capture(args, file, rules, state, url).await;
+    if let Some(e) = embedded {
+        e.stop();
+    }
+    result
+}
+
+/// Everything from the database connection to the final flush.
+async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules, state: PathBuf, url: String) -> anyhow::Result<()> {
     let redactor = redact::open(&state, &file.redaction)?;
     info!(rules = redactor.rule_names().len(), "secrets are redacted before anything is stored");
     let host = hostname();
@@ -239,7 +267,6 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         bail!("--cgroup-root {} is not under the cgroup2 mount {}", cgroup_root.display(), cgroup_mount.display());
     }
     std::fs::create_dir_all(&cgroup_root).with_context(|| format!("creating cgroup root {}", cgroup_root.display()))?;
-    crate::ebpf::ensure_mounts().context("mounting tracefs/bpffs")?;
     raise_memlock();
 
     let opts = ProbeOptions {
@@ -300,6 +327,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         decode_errors: 0,
         started_at: Utc::now(),
         rules,
+        heartbeat: notify::Heartbeat::default(),
     };
     daemon.correlator.set_protected(protected_paths(&args, &state, &opts.pin_dir), {
         let mut roots = vec![daemon.cgroup_mount.display().to_string(), "/sys/fs/cgroup".to_owned()];
@@ -319,6 +347,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     metrics::start(args.metrics_listen.as_deref(), file.metrics_listen.as_deref(), &cmd_tx).await?;
     tokio::spawn(control::serve(listener, cmd_tx, allowed_gid));
     info!(socket = %crate::control::socket_path(&args.runtime_dir).display(), "capturing");
+    notify::notify(&format!("READY=1\nSTATUS=capturing: {} programs, {} live sessions", daemon.probes.attached.len(), daemon.sessions.len()));
+    notify::spawn_watchdog(daemon.heartbeat.clone());
 
     let result = daemon.main_loop(&mut reader, cmd_rx).await;
     // No daemon from here until the next one says so: its pid may be reused meanwhile.
@@ -418,6 +448,7 @@ impl Daemon {
         let mut settled = false;
         let mut rule_check = tokio::time::interval(Duration::from_secs(1));
         loop {
+            self.heartbeat.beat();
             tokio::select! {
                 // A storm left more to read: go round at once (commands still get their turn).
                 () = std::future::ready(()), if more => {}
@@ -438,6 +469,7 @@ impl Daemon {
                     let _ = cmd.reply.send(resp);
                 }
                 () = &mut shutdown => {
+                    notify::notify("STOPPING=1\nSTATUS=storing the last records");
                     info!("shutting down");
                     self.pump(reader, true);
                     return Ok(());
