@@ -18,13 +18,7 @@ fn main() {
         eprintln!("agentmon: {}", one_line(&e));
         std::process::exit(EXIT_AGENTMON_FAILED);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AGENTMON_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(matches!(cli.command, Command::Daemon(_)));
     let code = match tokio::runtime::Runtime::new() {
         Ok(rt) => match rt.block_on(monitor::cli::dispatch(cli)) {
             Ok(code) => code,
@@ -39,6 +33,25 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Logs go to stderr; the daemon under systemd (its stderr is the journal: `JOURNAL_STREAM`)
+/// logs to the journal directly, with structured fields (`SESSION=`, `PID=`, ...) and
+/// priorities, falling back to stderr when the journal socket is absent.
+fn init_logging(daemon: bool) {
+    use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let filter = || tracing_subscriber::EnvFilter::try_from_env("AGENTMON_LOG").unwrap_or_else(|_| "info".into());
+    if daemon && std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journal) = tracing_journald::layer() {
+            tracing_subscriber::registry().with(filter()).with(journal.with_syslog_identifier("agentmon".into())).init();
+            return;
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 /// The error and its causes on one line, without repeating a cause already in the message.
