@@ -31,7 +31,7 @@ enum Task {
     /// tracefs/bpffs.
     Setup,
     /// Set up, build, and run the daemon. Without a configured database it starts a private
-    /// `PostgreSQL` cluster under target/agentmon-pg.
+    /// `PostgreSQL` cluster under target/agentmon-state/postgres.
     Daemon {
         /// Extra arguments for `agentmon daemon`.
         #[arg(last = true)]
