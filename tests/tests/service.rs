@@ -266,14 +266,15 @@ async fn tls_verify_full_connects_and_refuses_a_mismatched_certificate() {
         }
     }
     let _stop = Stop(&mut server);
-    let psql = Command::new("psql")
-        .arg("-h")
-        .arg(cluster.socket_dir())
-        .args(["-p", &cluster.port.to_string(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c"])
-        .arg("CREATE ROLE tester LOGIN SUPERUSER PASSWORD 'tls-test-pw'; CREATE DATABASE agentmon_tls OWNER tester;")
-        .output()
-        .expect("psql");
-    assert!(psql.status.success(), "{}", String::from_utf8_lossy(&psql.stderr));
+    for sql in ["CREATE ROLE tester LOGIN SUPERUSER PASSWORD 'tls-test-pw'", "CREATE DATABASE agentmon_tls OWNER tester"] {
+        let psql = Command::new("psql")
+            .arg("-h")
+            .arg(cluster.socket_dir())
+            .args(["-p", &cluster.port.to_string(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(psql.status.success(), "{sql}: {}", String::from_utf8_lossy(&psql.stderr));
+    }
 
     let ca = dir.join("ca.pem");
     let url = |host: &str| format!("postgres://tester:tls-test-pw@{host}:{}/agentmon_tls?sslmode=verify-full&sslrootcert={}", cluster.port, ca.display());
