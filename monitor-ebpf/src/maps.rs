@@ -172,7 +172,9 @@ fn cgroup_session() -> u64 {
     let generation = GENERATION.get(0).copied().unwrap_or(0);
     // SAFETY: plain map lookup.
     if let Some(v) = unsafe { VERDICT.get(&cgroup) } {
-        if v.session != 0 || v.generation == generation {
+        // A session verdict holds while its cgroup is tagged: one cached by a walk that raced
+        // the daemon's untag (a released pending cgroup) must not outlive the tag.
+        if (v.session == 0 && v.generation == generation) || (v.session != 0 && unsafe { TAGGED.get(&v.session) }.is_some()) {
             return v.session;
         }
     }

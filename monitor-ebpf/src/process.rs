@@ -27,10 +27,16 @@ pub static EXEC_ARGS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     let (tgid, _) = current_tgid_pid();
-    if let Some(session) = current_session(tgid) {
+    let found = current_session(tgid);
+    // A process held only by a pending cgroup (not yet matched against the cgroup rules) may
+    // still start an exe session: if the cgroup is then released, it must not take the agent
+    // out of recording with it.
+    if let Some(session) = found.filter(|s| !crate::rules::pending(*s)) {
         on_exec(&ctx, session, 0);
-    } else if let Some(session) = crate::rules::exe_rule_session(&ctx, tgid) {
+    } else if let Some(session) = crate::rules::exe_rule_session(&ctx, tgid, found.is_some()) {
         on_exec(&ctx, session, EXEC_SESSION_START);
+    } else if let Some(session) = found {
+        on_exec(&ctx, session, 0);
     }
     0
 }

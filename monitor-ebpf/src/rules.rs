@@ -23,7 +23,7 @@ use monitor_common::{
     TAG_PENDING, exe_session_id,
 };
 
-use crate::maps::{OFFSETS, TAGGED, count, current_start_ticks, fill_header, kread, kread_ptr, record_drop, ring_for, track};
+use crate::maps::{OFFSETS, TAGGED, count, current_start_ticks, fill_header, kread, kread_ptr, record_drop, ring_for, track, untrack};
 
 /// Which kinds of rules exist ([`RULES_EXE`], [`RULES_CGROUP`] bits). Written by the daemon.
 #[map]
@@ -60,7 +60,7 @@ fn lookup(key: *mut RulePath, read: impl FnOnce(*mut u8) -> i64) -> Option<i64> 
 /// does: the file it was executed as (a script keeps its own name here, whatever interpreter
 /// its `#!` line names), else its first argument (`python3 /usr/local/bin/aider`).
 #[inline(always)]
-pub fn exe_rule_session(ctx: &RawTracePointContext, tgid: u32) -> Option<u64> {
+pub fn exe_rule_session(ctx: &RawTracePointContext, tgid: u32, held_pending: bool) -> Option<u64> {
     if rules() & RULES_EXE == 0 {
         return None;
     }
@@ -88,8 +88,19 @@ pub fn exe_rule_session(ctx: &RawTracePointContext, tgid: u32) -> Option<u64> {
     }
     let start_ticks = current_start_ticks();
     let session = exe_session_id(tgid, start_ticks);
+    if held_pending {
+        // Out of the pending cgroup's count and into the new session's.
+        untrack(tgid);
+    }
     track(tgid, session, start_ticks);
     Some(session)
+}
+
+/// Whether a session id is a cgroup held pending for the cgroup rules (not yet decided).
+#[inline(always)]
+pub fn pending(session: u64) -> bool {
+    // SAFETY: plain map lookup; the value is copied.
+    unsafe { TAGGED.get(&session) }.is_some_and(|v| *v == TAG_PENDING)
 }
 
 /// Field offsets in the `cgroup/cgroup_mkdir` record.
