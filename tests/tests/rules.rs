@@ -191,3 +191,62 @@ async fn exe_rule_records_a_forked_child_that_escapes_its_cgroup() {
     // The untagged launching shell is not part of it.
     assert!(!acts.iter().any(|a| a.first().is_some_and(|c| c == "sh") && a.get(1).is_some_and(|c| c == "-c") && a.get(2).is_some_and(|c| c == "\"$@\"")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exe_rule_matches_inside_a_cgroup_still_pending_for_the_cgroup_rules() {
+    let dir = scratch("exepending");
+    std::fs::create_dir_all(dir.join("bin")).expect("bin");
+    let agent_path = dir.join("bin/fake-agent");
+    std::fs::copy(W, &agent_path).expect("install the program");
+    let tag = format!("agentmon-rp-{}", std::process::id());
+    // A unit rule holds every new cgroup pending; this one matches none of the test's cgroups.
+    let cfg = write_config(
+        &dir,
+        &format!("[[rule]]\nagent = \"pend-agent\"\nexe = [\"{}\"]\n\n[[rule]]\nagent = \"pend-unit\"\nunit = \"{tag}-*.service\"\n", agent_path.display()),
+    );
+    let d = Daemon::start("exepending", &["--config", cfg.to_str().expect("utf8")]).await;
+    let mount = cgroup2_mount();
+    let fresh = mount.join(format!("{tag}-fresh.scope"));
+    let away = mount.join(format!("{tag}-away.scope"));
+    let _cleanup = Cgroups(vec![fresh.clone(), away.clone()]);
+    std::fs::create_dir(&away).expect("mkdir");
+    // The program runs at once in a cgroup the daemon has not decided yet (then releases).
+    std::fs::create_dir(&fresh).expect("mkdir");
+    let out_file = dir.join("child-wrote");
+    run_in(&fresh, &format!("exec {} fork-escape {} /bin/sh -c 'echo child > \"$0\"' {}", agent_path.display(), away.display(), out_file.display()));
+    assert!(out_file.exists());
+
+    let s = wait_for(30, "the exe session", || sessions(&d, "pend-agent").into_iter().next());
+    assert_eq!(s["source"], "exe", "{s}");
+    let id = s["id"].as_str().expect("id").to_owned();
+    d.wait_session_end(&id);
+    let acts = argvs(&d, &id);
+    assert!(
+        acts.iter().any(|a| a.first().is_some_and(|c| c == "/bin/sh") && a.get(2).is_some_and(|c| c.starts_with("echo child"))),
+        "the child is recorded although the cgroup it started in was released: {acts:?}"
+    );
+    assert!(sessions(&d, "pend-unit").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unit_rule_keeps_a_cgroup_that_came_and_went_while_no_daemon_ran() {
+    let dir = scratch("unitgone");
+    let tag = format!("agentmon-rg-{}", std::process::id());
+    let cfg = write_config(&dir, &format!("[[rule]]\nagent = \"gone-agent\"\nunit = \"{tag}-*.service\"\n"));
+    let mut d = Daemon::start("unitgone", &["--config", cfg.to_str().expect("utf8")]).await;
+    let unit = cgroup2_mount().join(format!("{tag}-job.service"));
+    let _cleanup = Cgroups(vec![unit.clone()]);
+    // The probes stay attached between daemons: the unit runs and is gone before one reads it.
+    d.stop();
+    std::fs::create_dir(&unit).expect("mkdir unit cgroup");
+    let f = dir.join("job");
+    run_in(&unit, &format!("echo job > {} && cat {}", f.display(), f.display()));
+    std::fs::remove_dir(&unit).expect("rmdir unit cgroup");
+    d.start_again(None);
+    let s = wait_for(30, "the short-lived unit's session", || sessions(&d, "gone-agent").into_iter().next());
+    assert_eq!(s["source"], "unit", "{s}");
+    let id = s["id"].as_str().expect("id").to_owned();
+    d.wait_session_end(&id);
+    let acts = argvs(&d, &id);
+    assert!(acts.iter().any(|a| a == &["cat".to_owned(), f.display().to_string()]), "{acts:?}");
+}

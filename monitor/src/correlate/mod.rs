@@ -561,7 +561,13 @@ impl Correlator {
 
     /// Writes to agentmon's own paths or to cgroups outside the session: one tamper record each.
     fn note_protected(&mut self, hdr: &Header, accesses: &[(String, &'static str)], data: &serde_json::Value) {
-        let session_cgroup = self.sessions.get(&hdr.session_cgroup).map(|s| s.info.cgroup.clone()).unwrap_or_default();
+        // An exe rule's session has no cgroup of its own (its `cgroup` is where it was started):
+        // every cgroup write of it is outside the session.
+        let session_cgroup = if hdr.session_cgroup & monitor_common::EXE_SESSION == 0 {
+            self.sessions.get(&hdr.session_cgroup).map(|s| s.info.cgroup.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
         for (path, access) in accesses {
             if let Some(why) = acts::protected_access(path, access, &self.protected, &self.cgroup_roots, &session_cgroup) {
                 self.derived.push(serde_json::json!({

@@ -460,7 +460,10 @@ impl Daemon {
                         self.settle_pending(&pending_at_start);
                         settled = true;
                     }
-                    self.end_removed_rule_cgroups();
+                    // Only with the rings read: a removed cgroup's last events may still be in them.
+                    if !more {
+                        self.end_removed_rule_cgroups();
+                    }
                 }
                 Some(cmd) = cmds.recv() => {
                     // Drain first so a session's earlier events are handled before new state.
@@ -536,9 +539,15 @@ impl Daemon {
         let dir = self.cgroup_mount.join(c.path.trim_start_matches('/'));
         let rule = self.rules.match_cgroup(&c.path).cloned();
         let inside = self.session_above(&dir);
+        // A cgroup already removed (a short-lived unit, or a backlog read after a restart) is
+        // still its session: its processes were held from its first instant.
+        let current = match cgroup::cgroup_id(&dir) {
+            Ok(id) => id == c.id,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
         let kept = match (rule, inside) {
-            (Some(rule), None) if cgroup::cgroup_id(&dir).ok() == Some(c.id) => {
-                match self.register(Uuid::now_v7(), &dir, &rule.agent, rule.label.clone(), 0, rule.source()) {
+            (Some(rule), None) if current => {
+                match self.register_id(c.id, Uuid::now_v7(), &dir, &rule.agent, rule.label.clone(), 0, rule.source()) {
                     Ok(_) => {
                         self.seed(c.id, &dir);
                         info!(agent = %rule.agent, rule = rule.source(), cgroup = %dir.display(), "session started by a rule");
@@ -807,6 +816,12 @@ impl Daemon {
     /// Register a session for a cgroup: kernel filter, correlator, database.
     fn register(&mut self, id: Uuid, path: &Path, agent: &str, label: Option<String>, uid: u32, source: &'static str) -> Result<u64, String> {
         let cgroup_id = cgroup::cgroup_id(path).map_err(|e| format!("cgroup {}: {e}", path.display()))?;
+        self.register_id(cgroup_id, id, path, agent, label, uid, source)
+    }
+
+    /// [`Self::register`] with the cgroup id known (a rule's cgroup that may be gone already).
+    #[allow(clippy::too_many_arguments)]
+    fn register_id(&mut self, cgroup_id: u64, id: Uuid, path: &Path, agent: &str, label: Option<String>, uid: u32, source: &'static str) -> Result<u64, String> {
         if self.sessions.contains_key(&cgroup_id) {
             return Err(format!("cgroup {} is already a session", path.display()));
         }
@@ -974,7 +989,9 @@ impl Daemon {
                 self.probes.tag(cgroup_id)?;
             }
             self.correlator.start_session(SessionInfo { id, cgroup_id, agent, events_before: events_before as u64, actions_before: actions_before as u64, cgroup: path.clone() });
-            self.sessions.insert(cgroup_id, SessionMeta { id, path: PathBuf::from(&path), owned: source == "run", shed_before: 0, rule_cgroup: is_rule_cgroup(&source) });
+            // An exe rule's session has no cgroup of its own (as in `start_exe_session`).
+            let own = if cgroup_id & monitor_common::EXE_SESSION == 0 { PathBuf::from(&path) } else { PathBuf::new() };
+            self.sessions.insert(cgroup_id, SessionMeta { id, path: own, owned: source == "run", shed_before: 0, rule_cgroup: is_rule_cgroup(&source) });
             if pids.is_empty() {
                 self.orphans.push(cgroup_id);
             } else {
