@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::correlate::{ActionRecord, Checkpoint, EventRecord, ProcessRecord, SessionEnd, SessionStart, SigningKey};
+use crate::correlate::{ActionRecord, AlertRecord, Checkpoint, EventRecord, ProcessRecord, SessionEnd, SessionStart, SigningKey};
 
 pub type Hash = [u8; 32];
 
@@ -299,6 +299,15 @@ pub fn signing_key_row(host: &str, k: &SigningKey, seq: u64) -> Value {
     })
 }
 
+pub fn alert_row(host: &str, a: &AlertRecord, seq: u64) -> Value {
+    json!({
+        "table": "alerts", "chain_seq": seq, "id": a.id, "host": host, "session_id": a.session_id,
+        "action_id": a.action_id, "agent": a.agent, "rule": a.rule, "severity": a.severity,
+        "first_at": micros(a.first_at), "last_at": micros(a.last_at), "count": a.count as i64,
+        "action_ids": a.action_ids, "event_ids": a.event_ids, "summary": a.summary, "details": a.details,
+    })
+}
+
 /// Microseconds since the epoch of a `timestamptz` column, exactly (`extract` is numeric).
 macro_rules! us {
     ($c:literal) => {
@@ -388,6 +397,18 @@ pub const ROW_SQL: &[(&str, &str, &str)] = &[
             ")"
         ),
         "fingerprint",
+    ),
+    (
+        "alerts",
+        concat!(
+            "jsonb_build_object('table', 'alerts', 'chain_seq', chain_seq, 'id', id, 'host', host, 'session_id', session_id, ",
+            "'action_id', action_id, 'agent', agent, 'rule', rule, 'severity', severity, 'first_at', ",
+            us!("first_at"),
+            ", 'last_at', ",
+            us!("last_at"),
+            ", 'count', count, 'action_ids', action_ids, 'event_ids', event_ids, 'summary', summary, 'details', details)"
+        ),
+        "id::text",
     ),
 ];
 

@@ -7,6 +7,7 @@
 //! - [`store`]: write evidence to `PostgreSQL`, and the queries that read it.
 //! - [`cli`]: one module per `agentmon` subcommand; [`control`] is the daemon's socket.
 
+pub mod alerts;
 pub mod cgroup;
 pub mod chain;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod pgcluster;
 pub mod procscan;
 pub mod redact;
 pub mod rules;
+pub mod sensitive;
 pub mod store;
 pub mod text;
 pub mod verify;

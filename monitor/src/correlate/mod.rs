@@ -533,7 +533,7 @@ impl Correlator {
         let host = endpoint
             .as_ref()
             .and_then(|e| self.sessions.get(&n.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
-        let summary = NetSummary { op: op.into(), family, addr, port, host, result: result.clone(), count: 1 };
+        let summary = NetSummary { op: op.into(), family, addr, port, host, result: result.clone(), count: 1, sensitive: false };
         if op != "recv" {
             if let Some(r) = self.resources_of(n.hdr.tgid) {
                 r.add_net(&summary);
@@ -602,7 +602,7 @@ impl Correlator {
                     }
                     if let Some(e) = &endpoint {
                         let (addr, port) = resources::addr_port(e);
-                        r.add_net(&NetSummary { op: "connect".into(), family: resources::family_name(e), addr, port, host, result, count: 1 });
+                        r.add_net(&NetSummary { op: "connect".into(), family: resources::family_name(e), addr, port, host, result, count: 1, sensitive: false });
                     }
                 }
             }

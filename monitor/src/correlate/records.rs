@@ -163,6 +163,32 @@ pub struct SigningKey {
     pub chain: ChainLink,
 }
 
+/// An alert raised by one of the daemon's alert rules (`crate::alerts`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlertRecord {
+    pub id: Uuid,
+    pub session_id: Option<Uuid>,
+    pub action_id: Option<Uuid>,
+    pub agent: String,
+    pub rule: String,
+    /// info, low, medium, high or critical.
+    pub severity: String,
+    /// The first and last occurrence this row stands for.
+    pub first_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+    /// Occurrences this row stands for: 1 for the first, the number of repeats for a grouped row.
+    pub count: u64,
+    /// The actions and raw events that triggered it (at most [`crate::alerts::MAX_IDS`] each).
+    pub action_ids: Vec<Uuid>,
+    pub event_ids: Vec<Uuid>,
+    /// One line saying what happened.
+    pub summary: String,
+    /// What the rule matched (path, host, command, counts).
+    pub details: serde_json::Value,
+    #[serde(default)]
+    pub chain: ChainLink,
+}
+
 /// Everything the store writes, in the order it must be written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Output {
@@ -173,6 +199,7 @@ pub enum Output {
     SessionEnd(SessionEnd),
     Checkpoint(Checkpoint),
     SigningKey(SigningKey),
+    Alert(AlertRecord),
 }
 
 impl Output {
@@ -199,6 +226,7 @@ impl Output {
             Self::SessionEnd(e) => 200 + strs(&e.root_argv) + files(&e.files, &e.net),
             Self::Checkpoint(c) => 300 + c.head_hash.len() + c.signature.len(),
             Self::SigningKey(k) => 200 + k.public_key.len(),
+            Self::Alert(a) => 300 + a.agent.len() + a.rule.len() + a.summary.len() + 16 * (a.action_ids.len() + a.event_ids.len()) + a.details.to_string().len(),
         };
         n as u64
     }
@@ -211,7 +239,7 @@ impl Output {
             Self::Process(p) => !p.rec.redacted.is_empty(),
             Self::Action(a) => !a.redacted.is_empty() || a.processes.iter().any(|p| !p.redacted.is_empty()),
             Self::SessionEnd(e) => !e.redacted.is_empty(),
-            Self::Checkpoint(_) | Self::SigningKey(_) => false,
+            Self::Checkpoint(_) | Self::SigningKey(_) | Self::Alert(_) => false,
         }
     }
 
@@ -229,6 +257,7 @@ impl Output {
             Self::Process(p) => p.session_id,
             Self::Action(a) => a.session_id,
             Self::SessionEnd(e) => e.session_id,
+            Self::Alert(a) => a.session_id.unwrap_or_default(),
             Self::Checkpoint(_) | Self::SigningKey(_) => Uuid::nil(),
         }
     }

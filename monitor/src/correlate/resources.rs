@@ -23,6 +23,9 @@ pub struct FileSummary {
     pub count: u64,
     /// A shared library, locale or loader file read: folded away in human output by default.
     pub noise: bool,
+    /// A sensitive path (keys, credentials, agentmon's own files; see `crate::sensitive`).
+    #[serde(default)]
+    pub sensitive: bool,
 }
 
 /// One summary entry of an action's (or the agent's) network use.
@@ -38,6 +41,9 @@ pub struct NetSummary {
     pub host: Option<String>,
     pub result: String,
     pub count: u64,
+    /// A sensitive endpoint (cloud metadata service, docker socket, configured addresses).
+    #[serde(default)]
+    pub sensitive: bool,
 }
 
 /// Distinct summary entries kept per action (or session); accesses past it are counted under
@@ -76,6 +82,7 @@ impl Resources {
             access: key.1.clone(),
             result: key.2.clone(),
             count: 1,
+            sensitive: false,
         });
         self.file_index.insert(key, self.files.len() - 1);
     }

@@ -177,6 +177,11 @@ impl Chain {
             Output::Checkpoint(c) => {
                 c.chain = self.next(|seq| chain::checkpoint_row(h, c, seq));
             }
+            Output::Alert(a) => {
+                chain::truncate_micros(&mut a.first_at);
+                chain::truncate_micros(&mut a.last_at);
+                a.chain = self.next(|seq| chain::alert_row(h, a, seq));
+            }
             Output::SigningKey(k) => {
                 chain::truncate_micros(&mut k.created_at);
                 k.chain = self.next(|seq| chain::signing_key_row(h, k, seq));

@@ -105,7 +105,8 @@ pub fn apply(r: &Redactor, o: &mut Output) -> Option<Value> {
             e.redacted = hits.into_iter().collect();
             None
         }
-        Output::Checkpoint(_) | Output::SigningKey(_) => None,
+        // Alerts are made from records already redacted.
+        Output::Checkpoint(_) | Output::SigningKey(_) | Output::Alert(_) => None,
     }
 }
 

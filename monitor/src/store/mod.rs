@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::{
     chain::{ChainLink, hex, process_id},
-    correlate::{ActionRecord, Checkpoint, EventRecord, Output, ProcessRecord, SessionEnd, SessionStart, SigningKey},
+    correlate::{ActionRecord, AlertRecord, Checkpoint, EventRecord, Output, ProcessRecord, SessionEnd, SessionStart, SigningKey},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +210,7 @@ pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output], mode: Even
     let mut ends = Vec::new();
     let mut checkpoints = Vec::new();
     let mut keys = Vec::new();
+    let mut alerts = Vec::new();
     for o in batch {
         match o {
             Output::SessionStart(s) => starts.push(s),
@@ -222,6 +223,7 @@ pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output], mode: Even
             Output::SessionEnd(e) => ends.push(e),
             Output::Checkpoint(c) => checkpoints.push(c),
             Output::SigningKey(k) => keys.push(k),
+            Output::Alert(a) => alerts.push(a),
         }
     }
     let mut tx = pool.begin().await?;
@@ -248,6 +250,9 @@ pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output], mode: Even
     }
     for chunk in keys.chunks(CHUNK) {
         insert_keys(host, chunk).build().execute(&mut *tx).await?;
+    }
+    for chunk in alerts.chunks(CHUNK) {
+        insert_alerts(host, chunk).build().execute(&mut *tx).await?;
     }
     for chunk in checkpoints.chunks(CHUNK) {
         insert_checkpoints(host, chunk).build().execute(&mut *tx).await?;
@@ -406,6 +411,33 @@ fn insert_checkpoints<'a>(host: &'a str, rows: &'a [&'a Checkpoint]) -> QueryBui
             .push_bind(&c.signature)
             .push_bind(chain_seq(&c.chain))
             .push_bind(chain_hash(&c.chain));
+    });
+    q.push(" ON CONFLICT (id) DO NOTHING");
+    q
+}
+
+fn insert_alerts<'a>(host: &'a str, rows: &'a [&'a AlertRecord]) -> QueryBuilder<'a, Postgres> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO alerts (id, host, session_id, action_id, agent, rule, severity, first_at, last_at, count, \
+         action_ids, event_ids, summary, details, chain_seq, chain_hash) ",
+    );
+    q.push_values(rows, |mut b, a| {
+        b.push_bind(a.id)
+            .push_bind(host)
+            .push_bind(a.session_id)
+            .push_bind(a.action_id)
+            .push_bind(&a.agent)
+            .push_bind(&a.rule)
+            .push_bind(&a.severity)
+            .push_bind(a.first_at)
+            .push_bind(a.last_at)
+            .push_bind(a.count as i64)
+            .push_bind(&a.action_ids)
+            .push_bind(&a.event_ids)
+            .push_bind(&a.summary)
+            .push_bind(sqlx::types::Json(&a.details))
+            .push_bind(chain_seq(&a.chain))
+            .push_bind(chain_hash(&a.chain));
     });
     q.push(" ON CONFLICT (id) DO NOTHING");
     q

@@ -1,0 +1,1 @@
+//! Sensitive resources: which file paths and network endpoints are marked `sensitive`.
