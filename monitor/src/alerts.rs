@@ -1,4 +1,778 @@
-//! Alert rules, evaluated by the daemon on every record as it flows (see `daemon/alerts.rs`).
+//! Alert rules, evaluated in the daemon on every record as it flows (never by polling the
+//! database): [`Engine::observe`] sees each record after redaction and before it is chained,
+//! and returns the alerts to chain and store right after it. [`Engine::tick`] writes the
+//! grouped repeats of a rule once its window has passed. Delivery (log, webhook) is in
+//! `daemon/webhook.rs`.
+//!
+//! A rule has a name, a severity and a window, and matches records of some kinds (`file`,
+//! `net`, `exec`, `tamper`, `action`) on their fields: agent, command, exe, path, access,
+//! result, host, port, sensitive. The first match of a rule in a session is an alert at once;
+//! further matches within the window are grouped into one row written when the window ends
+//! (its `count` says how many). Built-in rules (see [`BUILTIN`] and the three counting rules
+//! `failure_spike`, `unusual_activity`, `unlisted_host`) can be turned off by name.
+
+use std::collections::{HashMap, VecDeque};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{
+    correlate::{AlertRecord, EventFacts, Output, resources::{NetSummary, WRITE_ACCESSES}},
+    sensitive::{Sensitive, glob_regex},
+};
 
 /// Ids of triggering actions and events kept per alert row.
 pub const MAX_IDS: usize = 32;
+
+pub const SEVERITIES: &[&str] = &["info", "low", "medium", "high", "critical"];
+
+pub fn severity_rank(s: &str) -> usize {
+    SEVERITIES.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+/// One value or a list of them, in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s.clone()],
+            Self::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `[[alerts.rule]]`: a rule of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    /// info, low, medium (default), high or critical.
+    pub severity: Option<String>,
+    /// Repeats within it are grouped (default 5m).
+    pub window: Option<String>,
+    /// Record kinds: file, net, exec, tamper, action.
+    pub on: OneOrMany,
+    /// Glob on the session's agent name.
+    pub agent: Option<String>,
+    /// Regex searched in the command line (exec: argv joined by spaces; action: its command).
+    pub command: Option<String>,
+    /// Glob on the executable path (exec, action).
+    pub exe: Option<String>,
+    /// Path globs (file): `/…` the whole path, else the file name.
+    pub path: Option<OneOrMany>,
+    /// File accesses (read, write, create, delete, …, or `writes` for every modifying one).
+    pub access: Option<OneOrMany>,
+    /// Results: `ok`, an errno name, `denied` (EACCES, EPERM) or `failed` (anything but ok;
+    /// for actions a non-zero exit or a signal).
+    pub result: Option<OneOrMany>,
+    /// Glob on the DNS name or address (net).
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// Only sensitive files or endpoints (file, net).
+    pub sensitive: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpikeConfig {
+    /// More than this many failed actions of one agent within the window.
+    pub count: Option<u64>,
+    pub window: Option<String>,
+    pub severity: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// Alert when an agent's actions in the window exceed `factor` times its own average per
+    /// window over the baseline period before it…
+    pub factor: Option<f64>,
+    pub window: Option<String>,
+    pub baseline: Option<String>,
+    /// …and are at least this many.
+    pub min_actions: Option<u64>,
+    pub severity: Option<String>,
+}
+
+/// `[alerts]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    /// Built-in rules to turn off, by name.
+    #[serde(default)]
+    pub disable: Vec<String>,
+    /// Hosts an agent may connect to without `unlisted_host`: DNS name globs, IPs, or CIDRs.
+    /// Loopback and unix sockets are always allowed.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    pub failure_spike: Option<SpikeConfig>,
+    pub unusual_activity: Option<RateConfig>,
+    /// POST every alert here (http:// or https://).
+    pub webhook: Option<String>,
+    /// `json` (default: the alert object) or `slack` (`{"text": …}`).
+    pub webhook_format: Option<String>,
+    /// Longest wait between delivery attempts (default 60s).
+    pub webhook_retry_max: Option<String>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// A duration like `90s`, `5m`, `2h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n.parse().map_err(|_| format!("`{s}`: expected a number and a unit, like 30s, 5m, 2h or 7d"))?;
+    let d = match unit {
+        "ms" => Duration::milliseconds(n),
+        "s" => Duration::seconds(n),
+        "m" => Duration::minutes(n),
+        "h" => Duration::hours(n),
+        "d" => Duration::days(n),
+        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use ms, s, m, h or d")),
+    };
+    if n <= 0 {
+        return Err(format!("`{s}`: must be more than zero"));
+    }
+    Ok(d)
+}
+
+const SYSTEM_PATHS: &[&str] = &[
+    "/etc/**", "/usr/**", "/boot/**", "/bin/**", "/sbin/**", "/lib/**", "/lib64/**", "/var/spool/cron/**",
+    "/**/.bashrc", "/**/.bash_profile", "/**/.profile", "/**/.zshrc", "/**/.zprofile", "/**/.config/systemd/**",
+];
+
+/// Built-in rules written as config rules (the counting rules are separate).
+fn builtin() -> Vec<RuleConfig> {
+    let rule = |name: &str, severity: &str, on: &[&str]| RuleConfig {
+        name: name.into(),
+        severity: Some(severity.into()),
+        window: Some("5m".into()),
+        on: OneOrMany::Many(on.iter().map(|s| (*s).to_owned()).collect()),
+        agent: None,
+        command: None,
+        exe: None,
+        path: None,
+        access: None,
+        result: None,
+        host: None,
+        port: None,
+        sensitive: None,
+    };
+    let cmd = |name: &str, severity: &str, re: &str| RuleConfig { command: Some(re.into()), ..rule(name, severity, &["exec"]) };
+    // A command word: at the start or after a separator, with or without a directory.
+    const W: &str = r"(?:^|[\s;&|(`])(?:\S*/)?";
+    vec![
+        RuleConfig { sensitive: Some(true), ..rule("sensitive_data", "high", &["file", "net"]) },
+        RuleConfig {
+            path: Some(OneOrMany::Many(SYSTEM_PATHS.iter().map(|s| (*s).to_owned()).collect())),
+            access: Some(OneOrMany::One("writes".into())),
+            result: Some(OneOrMany::One("ok".into())),
+            ..rule("system_write", "high", &["file"])
+        },
+        RuleConfig { result: Some(OneOrMany::One("denied".into())), ..rule("denied", "medium", &["file", "net", "exec"]) },
+        cmd(
+            "recursive_delete",
+            "critical",
+            &format!(r"{W}rm\s+(?:\S+\s+)*-(?:-recursive|[a-zA-Z]*[rR][a-zA-Z]*)\s+(?:\S+\s+)*(?:/|/\*|/(?:etc|usr|boot|bin|sbin|lib|lib64|var|opt|root|home|srv)/?|/(?:etc|usr|boot|var/log|var/lib)/\S*|~/?)(?:\s|$)"),
+        ),
+        cmd("pipe_to_shell", "high", &format!(r"{W}(?:curl|wget|fetch)\b[^|;&]*\|\s*(?:sudo\s+)?(?:\S*/)?(?:ba|da|z|k)?sh\b")),
+        cmd("chmod_777", "medium", &format!(r"{W}chmod\s+(?:-\S+\s+)*(?:0?777|[augo]*\+rwx)(?:\s|$)")),
+        cmd("sudo", "medium", &format!(r"{W}(?:sudo|doas)(?:\s|$)")),
+        cmd(
+            "history_wipe",
+            "high",
+            &format!(r"{W}(?:history\s+-c|unset\s+HISTFILE|(?:export\s+)?HISTSIZE=0|(?:shred|truncate|rm)\s+.*(?:_history|/var/log/)|journalctl\s+.*--vacuum|ln\s+-sf\s+/dev/null\s+\S*_history)"),
+        ),
+        RuleConfig {
+            path: Some(OneOrMany::Many(vec!["/var/log/**".into(), "*_history".into(), "/var/log/journal/**".into()])),
+            access: Some(OneOrMany::Many(vec!["delete".into(), "truncate".into()])),
+            result: Some(OneOrMany::One("ok".into())),
+            ..rule("log_wipe", "high", &["file"])
+        },
+        rule("tamper", "critical", &["tamper"]),
+    ]
+}
+
+/// Names of every built-in rule, for `disable` and the docs.
+pub fn builtin_names() -> Vec<String> {
+    let mut v: Vec<String> = builtin().into_iter().map(|r| r.name).collect();
+    v.extend(["failure_spike", "unusual_activity", "unlisted_host"].map(String::from));
+    v
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Net,
+    Exec,
+    Tamper,
+    Action,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    name: String,
+    severity: String,
+    window: Duration,
+    kinds: Vec<Kind>,
+    agent: Option<regex::Regex>,
+    command: Option<regex::Regex>,
+    exe: Option<regex::Regex>,
+    path: Option<regex::RegexSet>,
+    access: Vec<String>,
+    result: Vec<String>,
+    host: Option<regex::Regex>,
+    port: Option<u16>,
+    sensitive: Option<bool>,
+}
+
+fn whole_glob(g: &str) -> String {
+    format!("^{}$", regex::escape(g).replace("\\*", ".*").replace("\\?", "."))
+}
+
+fn compile(r: &RuleConfig, at: &str) -> Result<Rule, (String, String)> {
+    let err = |k: &str, m: String| (format!("{at}.{k}"), m);
+    if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(err("name", format!("`{}`: use letters, digits, `_` and `-`", r.name)));
+    }
+    let severity = r.severity.clone().unwrap_or_else(|| "medium".into());
+    if !SEVERITIES.contains(&severity.as_str()) {
+        return Err(err("severity", format!("`{severity}`: expected one of {}", SEVERITIES.join(", "))));
+    }
+    let window = parse_duration(r.window.as_deref().unwrap_or("5m")).map_err(|m| err("window", m))?;
+    let mut kinds = Vec::new();
+    for k in r.on.to_vec() {
+        kinds.push(match k.as_str() {
+            "file" => Kind::File,
+            "net" => Kind::Net,
+            "exec" => Kind::Exec,
+            "tamper" => Kind::Tamper,
+            "action" => Kind::Action,
+            _ => return Err(err("on", format!("`{k}`: expected file, net, exec, tamper or action"))),
+        });
+    }
+    if kinds.is_empty() {
+        return Err(err("on", "name at least one of file, net, exec, tamper, action".into()));
+    }
+    let re = |k: &str, s: &str| regex::Regex::new(s).map_err(|e| err(k, format!("`{s}`: {}", e.to_string().lines().last().unwrap_or(""))));
+    let access = r.access.as_ref().map(OneOrMany::to_vec).unwrap_or_default();
+    for a in &access {
+        if a != "writes" && !WRITE_ACCESSES.contains(&a.as_str()) && !["read", "exec"].contains(&a.as_str()) {
+            return Err(err("access", format!("`{a}`: expected writes, read, exec or one of {}", WRITE_ACCESSES.join(", "))));
+        }
+    }
+    Ok(Rule {
+        name: r.name.clone(),
+        severity,
+        window,
+        kinds,
+        agent: r.agent.as_deref().map(|g| re("agent", &whole_glob(g))).transpose()?,
+        command: r.command.as_deref().map(|c| re("command", c)).transpose()?,
+        exe: r.exe.as_deref().map(|g| re("exe", &glob_regex(g))).transpose()?,
+        path: r
+            .path
+            .as_ref()
+            .map(|p| regex::RegexSet::new(p.to_vec().iter().map(|g| glob_regex(g))).map_err(|e| err("path", e.to_string())))
+            .transpose()?,
+        access,
+        result: r.result.as_ref().map(OneOrMany::to_vec).unwrap_or_default(),
+        host: r.host.as_deref().map(|g| re("host", &whole_glob(g))).transpose()?,
+        port: r.port,
+        sensitive: r.sensitive,
+    })
+}
+
+fn result_matches(want: &[String], result: &str) -> bool {
+    want.is_empty()
+        || want.iter().any(|w| match w.as_str() {
+            "denied" => result == "EACCES" || result == "EPERM",
+            "failed" => result != "ok",
+            w => w == result,
+        })
+}
+
+fn access_matches(want: &[String], access: &str) -> bool {
+    want.is_empty() || want.iter().any(|w| w == access || (w == "writes" && WRITE_ACCESSES.contains(&access)))
+}
+
+/// An allowlist entry of `unlisted_host`.
+#[derive(Debug, Clone)]
+enum Allow {
+    Name(regex::Regex),
+    Net(std::net::IpAddr, u8),
+}
+
+fn parse_allow(s: &str) -> Result<Allow, String> {
+    if let Some((ip, bits)) = s.split_once('/') {
+        let ip: std::net::IpAddr = ip.parse().map_err(|_| format!("`{s}`: not an address/prefix"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| format!("`{s}`: prefix length must be 0 to {max}"))?;
+        return Ok(Allow::Net(ip, bits));
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(Allow::Net(ip, if ip.is_ipv4() { 32 } else { 128 }));
+    }
+    regex::Regex::new(&whole_glob(&s.to_ascii_lowercase())).map(Allow::Name).map_err(|e| e.to_string())
+}
+
+fn in_net(ip: std::net::IpAddr, net: std::net::IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(n)) => {
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(n)) => {
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - u32::from(bits)) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The compiled rule set.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    rules: Vec<Rule>,
+    spike: Option<(u64, Duration, String)>,
+    rate: Option<(f64, Duration, Duration, u64, String)>,
+    allow: Option<Vec<Allow>>,
+    unlisted_window: Duration,
+}
+
+impl Rules {
+    /// Compile the config's rules and the built-in ones it leaves on. Errors name the key.
+    pub fn new(cfg: &AlertConfig) -> Result<Self, (String, String)> {
+        let names = builtin_names();
+        for (i, d) in cfg.disable.iter().enumerate() {
+            if !names.contains(d) {
+                return Err((format!("alerts.disable[{i}]"), format!("`{d}` is not a built-in rule; rules: {}", names.join(", "))));
+            }
+        }
+        let on = |n: &str| !cfg.disable.iter().any(|d| d == n);
+        let mut rules = Vec::new();
+        for r in builtin().iter().filter(|r| on(&r.name)) {
+            rules.push(compile(r, "alerts").expect("built-in rules compile"));
+        }
+        for (i, r) in cfg.rules.iter().enumerate() {
+            let rule = compile(r, &format!("alerts.rule[{i}]"))?;
+            if rules.iter().any(|x| x.name == rule.name) || ["failure_spike", "unusual_activity", "unlisted_host"].contains(&rule.name.as_str()) {
+                return Err((format!("alerts.rule[{i}].name"), format!("`{}` is already a rule's name", rule.name)));
+            }
+            rules.push(rule);
+        }
+        let sev = |k: &str, s: &Option<String>, d: &str| {
+            let s = s.clone().unwrap_or_else(|| d.into());
+            if SEVERITIES.contains(&s.as_str()) { Ok(s) } else { Err((k.to_owned(), format!("`{s}`: expected one of {}", SEVERITIES.join(", ")))) }
+        };
+        let spike = if on("failure_spike") {
+            let c = cfg.failure_spike.clone().unwrap_or(SpikeConfig { count: None, window: None, severity: None });
+            let w = parse_duration(c.window.as_deref().unwrap_or("5m")).map_err(|m| ("alerts.failure_spike.window".to_owned(), m))?;
+            Some((c.count.unwrap_or(5), w, sev("alerts.failure_spike.severity", &c.severity, "medium")?))
+        } else {
+            None
+        };
+        let rate = if on("unusual_activity") {
+            let c = cfg.unusual_activity.clone().unwrap_or(RateConfig { factor: None, window: None, baseline: None, min_actions: None, severity: None });
+            let w = parse_duration(c.window.as_deref().unwrap_or("1m")).map_err(|m| ("alerts.unusual_activity.window".to_owned(), m))?;
+            let b = parse_duration(c.baseline.as_deref().unwrap_or("30m")).map_err(|m| ("alerts.unusual_activity.baseline".to_owned(), m))?;
+            if b <= w {
+                return Err(("alerts.unusual_activity.baseline".into(), "must be longer than the window".into()));
+            }
+            let f = c.factor.unwrap_or(5.0);
+            if !(f > 1.0 && f.is_finite()) {
+                return Err(("alerts.unusual_activity.factor".into(), format!("{f}: expected a number above 1")));
+            }
+            Some((f, w, b, c.min_actions.unwrap_or(30), sev("alerts.unusual_activity.severity", &c.severity, "medium")?))
+        } else {
+            None
+        };
+        let allow = if on("unlisted_host") {
+            let mut v = Vec::new();
+            for (i, a) in cfg.allow_hosts.iter().enumerate() {
+                v.push(parse_allow(a).map_err(|m| (format!("alerts.allow_hosts[{i}]"), m))?);
+            }
+            Some(v)
+        } else {
+            None
+        };
+        Ok(Self { rules, spike, rate, allow, unlisted_window: Duration::minutes(5) })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.rules.iter().map(|r| r.name.clone()).collect();
+        v.extend(self.spike.as_ref().map(|_| "failure_spike".to_owned()));
+        v.extend(self.rate.as_ref().map(|_| "unusual_activity".to_owned()));
+        v.extend(self.allow.as_ref().map(|_| "unlisted_host".to_owned()));
+        v
+    }
+}
+
+/// One match, before grouping.
+struct Hit {
+    rule: String,
+    severity: String,
+    window: Duration,
+    /// What repeats are grouped by besides the rule (the session, or the agent).
+    scope: String,
+    session: Option<Uuid>,
+    action: Option<Uuid>,
+    event: Option<Uuid>,
+    summary: String,
+    details: Value,
+}
+
+/// Repeats of a rule in a scope, waiting for the window to end.
+#[derive(Debug)]
+struct Group {
+    rule: String,
+    severity: String,
+    agent: String,
+    session: Option<Uuid>,
+    first_at: DateTime<Utc>,
+    until: DateTime<Utc>,
+    /// Repeats after the first alert.
+    count: u64,
+    last_at: DateTime<Utc>,
+    actions: Vec<Uuid>,
+    events: Vec<Uuid>,
+    summary: String,
+    details: Value,
+}
+
+/// The evaluation state.
+pub struct Engine {
+    rules: Rules,
+    sensitive: Sensitive,
+    agents: HashMap<Uuid, String>,
+    groups: HashMap<(String, String), Group>,
+    /// Failed action times per agent (failure_spike), action start times per agent
+    /// (unusual_activity).
+    failures: HashMap<String, VecDeque<DateTime<Utc>>>,
+    starts: HashMap<String, VecDeque<DateTime<Utc>>>,
+    pub raised: u64,
+}
+
+fn push_id(v: &mut Vec<Uuid>, id: Option<Uuid>) {
+    if let Some(id) = id {
+        if v.len() < MAX_IDS && !v.contains(&id) {
+            v.push(id);
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(rules: Rules, sensitive: Sensitive) -> Self {
+        Self { rules, sensitive, agents: HashMap::new(), groups: HashMap::new(), failures: HashMap::new(), starts: HashMap::new(), raised: 0 }
+    }
+
+    /// A session's agent (sessions re-adopted after a restart have no start record here).
+    pub fn session(&mut self, id: Uuid, agent: &str) {
+        self.agents.insert(id, agent.to_owned());
+    }
+
+    fn agent(&self, session: Uuid) -> &str {
+        self.agents.get(&session).map_or("", String::as_str)
+    }
+
+    /// Evaluate one record; returns the alerts it raises now.
+    pub fn observe(&mut self, o: &Output) -> Vec<AlertRecord> {
+        let mut hits = Vec::new();
+        let now;
+        let agent;
+        match o {
+            Output::SessionStart(s) => {
+                self.agents.insert(s.id, s.agent.clone());
+                return Vec::new();
+            }
+            Output::Event(e) => {
+                let Some(f) = e.facts.as_deref() else { return Vec::new() };
+                now = e.ts;
+                agent = self.agent(e.session_id).to_owned();
+                self.event_hits(&agent, e.session_id, e.action_id, e.id, f, &mut hits);
+            }
+            Output::Action(a) => {
+                now = a.started_at;
+                agent = self.agent(a.session_id).to_owned();
+                self.action_hits(&agent, a, &mut hits);
+            }
+            _ => return Vec::new(),
+        }
+        let mut out = Vec::new();
+        for h in hits {
+            let key = (h.rule.clone(), h.scope.clone());
+            if let Some(g) = self.groups.get_mut(&key) {
+                if now < g.until {
+                    g.count += 1;
+                    g.last_at = g.last_at.max(now);
+                    push_id(&mut g.actions, h.action);
+                    push_id(&mut g.events, h.event);
+                    continue;
+                }
+            }
+            if let Some(done) = self.groups.remove(&key) {
+                out.extend(self.flush(done));
+            }
+            let mut rec = AlertRecord {
+                id: Uuid::now_v7(),
+                session_id: h.session,
+                action_id: h.action,
+                agent: agent.clone(),
+                rule: h.rule.clone(),
+                severity: h.severity.clone(),
+                first_at: now,
+                last_at: now,
+                count: 1,
+                action_ids: Vec::new(),
+                event_ids: Vec::new(),
+                summary: h.summary.clone(),
+                details: h.details.clone(),
+                chain: crate::chain::ChainLink::default(),
+            };
+            push_id(&mut rec.action_ids, h.action);
+            push_id(&mut rec.event_ids, h.event);
+            self.groups.insert(
+                key,
+                Group {
+                    rule: rec.rule.clone(),
+                    severity: rec.severity.clone(),
+                    agent: agent.clone(),
+                    session: h.session,
+                    first_at: now,
+                    until: now + h.window,
+                    count: 0,
+                    last_at: now,
+                    actions: Vec::new(),
+                    events: Vec::new(),
+                    summary: h.summary,
+                    details: h.details,
+                },
+            );
+            self.raised += 1;
+            out.push(rec);
+        }
+        out
+    }
+
+    /// The grouped row of a finished window (nothing when there were no repeats).
+    fn flush(&mut self, g: Group) -> Option<AlertRecord> {
+        (g.count > 0).then(|| {
+            self.raised += 1;
+            AlertRecord {
+                id: Uuid::now_v7(),
+                session_id: g.session,
+                action_id: g.actions.first().copied(),
+                agent: g.agent,
+                rule: g.rule,
+                severity: g.severity,
+                first_at: g.first_at,
+                last_at: g.last_at,
+                count: g.count,
+                action_ids: g.actions,
+                event_ids: g.events,
+                summary: format!("{} more time(s) after: {}", g.count, g.summary),
+                details: g.details,
+                chain: crate::chain::ChainLink::default(),
+            }
+        })
+    }
+
+    /// Grouped rows whose window has ended by `now`; `all` flushes every group (at a stop).
+    pub fn tick(&mut self, now: DateTime<Utc>, all: bool) -> Vec<AlertRecord> {
+        let done: Vec<_> = self.groups.iter().filter(|(_, g)| all || g.until <= now).map(|(k, _)| k.clone()).collect();
+        let mut out = Vec::new();
+        for k in done {
+            if let Some(g) = self.groups.remove(&k) {
+                out.extend(self.flush(g));
+            }
+        }
+        // Forget sessions' agents only through their end: keep the map bounded anyway.
+        if self.agents.len() > 100_000 {
+            self.agents.clear();
+        }
+        out
+    }
+
+    fn rule_base(r: &Rule, session: Uuid, action: Option<Uuid>, event: Option<Uuid>, summary: String, details: Value) -> Hit {
+        Hit { rule: r.name.clone(), severity: r.severity.clone(), window: r.window, scope: session.to_string(), session: Some(session), action, event, summary, details }
+    }
+
+    fn event_hits(&self, agent: &str, session: Uuid, action: Option<Uuid>, event: Uuid, f: &EventFacts, hits: &mut Vec<Hit>) {
+        let kind = match f.kind {
+            "file" => Kind::File,
+            "net" => Kind::Net,
+            "exec" | "exec_failed" => Kind::Exec,
+            "tamper" => Kind::Tamper,
+            _ => return,
+        };
+        let command = (kind == Kind::Exec).then(|| f.argv.join(" "));
+        for r in &self.rules.rules {
+            if !r.kinds.contains(&kind) || r.agent.as_ref().is_some_and(|a| !a.is_match(agent)) || !result_matches(&r.result, &f.result) {
+                continue;
+            }
+            match kind {
+                Kind::File => {
+                    for (path, access) in &f.files {
+                        let sensitive = self.sensitive.path(path, Some(f.pid));
+                        if r.path.as_ref().is_some_and(|p| !p.is_match(path)) || !access_matches(&r.access, access) || r.sensitive.is_some_and(|s| s != sensitive) {
+                            continue;
+                        }
+                        let what = if sensitive && r.sensitive == Some(true) { "sensitive file " } else { "" };
+                        let summary = format!("{agent}: {access} {what}{path} ({})", f.result);
+                        hits.push(Self::rule_base(r, session, action, Some(event), summary, json!({"path": path, "access": access, "result": f.result, "sensitive": sensitive, "pid": f.pid})));
+                        break;
+                    }
+                }
+                Kind::Net => {
+                    let Some(n) = &f.net else { continue };
+                    let sensitive = self.sensitive.net(n);
+                    let name = n.host.as_deref().or(n.addr.as_deref()).unwrap_or("");
+                    if r.host.as_ref().is_some_and(|h| !h.is_match(name) && !n.addr.as_deref().is_some_and(|a| h.is_match(a)))
+                        || r.port.is_some_and(|p| n.port != Some(p))
+                        || r.sensitive.is_some_and(|s| s != sensitive)
+                    {
+                        continue;
+                    }
+                    let port = n.port.map(|p| format!(":{p}")).unwrap_or_default();
+                    let summary = format!("{agent}: {} {name}{port} ({})", n.op, n.result);
+                    hits.push(Self::rule_base(r, session, action, Some(event), summary, json!({"op": n.op, "addr": n.addr, "host": n.host, "port": n.port, "result": n.result, "sensitive": sensitive, "pid": f.pid})));
+                }
+                Kind::Exec => {
+                    let cmd = command.as_deref().unwrap_or("");
+                    if r.command.as_ref().is_some_and(|c| !c.is_match(cmd)) || r.exe.as_ref().is_some_and(|x| !x.is_match(&f.exe)) {
+                        continue;
+                    }
+                    let what = if f.kind == "exec_failed" { "could not run" } else { "ran" };
+                    let summary = format!("{agent}: {what} {} ({})", crate::text::truncate_chars(cmd, 200), f.result);
+                    hits.push(Self::rule_base(r, session, action, Some(event), summary, json!({"command": cmd, "exe": f.exe, "result": f.result, "pid": f.pid})));
+                }
+                Kind::Tamper => {
+                    let t = f.tamper.as_deref().unwrap_or("tamper");
+                    let summary = format!("{agent}: tampering ({t}) by pid {}", f.pid);
+                    hits.push(Self::rule_base(r, session, action, Some(event), summary, json!({"tamper": t, "result": f.result, "pid": f.pid})));
+                }
+                Kind::Action => {}
+            }
+        }
+        if let (Some(allow), Kind::Net, Some(n)) = (&self.rules.allow, kind, &f.net) {
+            if n.op == "connect" && !self.allowed(allow, n) {
+                let name = n.host.as_deref().or(n.addr.as_deref()).unwrap_or("");
+                let port = n.port.map(|p| format!(":{p}")).unwrap_or_default();
+                hits.push(Hit {
+                    rule: "unlisted_host".into(),
+                    severity: "low".into(),
+                    window: self.rules.unlisted_window,
+                    // One alert per destination per window.
+                    scope: format!("{session} {name}{port}"),
+                    session: Some(session),
+                    action,
+                    event: Some(event),
+                    summary: format!("{agent}: connect to {name}{port}, not in alerts.allow_hosts ({})", n.result),
+                    details: json!({"addr": n.addr, "host": n.host, "port": n.port, "result": n.result, "pid": f.pid}),
+                });
+            }
+        }
+    }
+
+    fn allowed(&self, allow: &[Allow], n: &NetSummary) -> bool {
+        if n.family == "unix" || n.family.starts_with("family") {
+            return true;
+        }
+        let ip = n.addr.as_deref().and_then(|a| a.parse::<std::net::IpAddr>().ok());
+        if ip.is_some_and(|ip| ip.is_loopback() || ip.is_unspecified()) {
+            return true;
+        }
+        allow.iter().any(|a| match a {
+            Allow::Net(net, bits) => ip.is_some_and(|ip| in_net(ip, *net, *bits)),
+            Allow::Name(re) => n.host.as_deref().is_some_and(|h| re.is_match(&h.to_ascii_lowercase())) || n.addr.as_deref().is_some_and(|a| re.is_match(a)),
+        })
+    }
+
+    fn action_hits(&mut self, agent: &str, a: &crate::correlate::ActionRecord, hits: &mut Vec<Hit>) {
+        let failed = a.exit_code.is_some_and(|c| c != 0) || a.signal.is_some();
+        let result = if failed { "failed" } else { "ok" };
+        let mut found = Vec::new();
+        if let Some((count, window, severity)) = &self.rules.spike {
+            if failed {
+                let q = self.failures.entry(agent.to_owned()).or_default();
+                let t = a.ended_at.unwrap_or(a.started_at);
+                q.push_back(t);
+                while q.front().is_some_and(|f| *f <= t - *window) {
+                    q.pop_front();
+                }
+                if q.len() as u64 > *count {
+                    let n = q.len();
+                    q.clear();
+                    found.push(Hit {
+                        rule: "failure_spike".into(),
+                        severity: severity.clone(),
+                        window: *window,
+                        scope: format!("agent {agent}"),
+                        session: Some(a.session_id),
+                        action: Some(a.id),
+                        event: None,
+                        summary: format!("{agent}: {n} failed actions within {}s, the last: {}", window.num_seconds(), crate::text::truncate_chars(&a.command, 120)),
+                        details: json!({"failed": n, "window_secs": window.num_seconds(), "command": a.command, "exit_code": a.exit_code, "signal": a.signal}),
+                    });
+                }
+            }
+        }
+        if let Some((factor, window, baseline, min, severity)) = &self.rules.rate {
+            let q = self.starts.entry(agent.to_owned()).or_default();
+            let t = a.started_at;
+            q.push_back(t);
+            while q.front().is_some_and(|f| *f <= t - *baseline) {
+                q.pop_front();
+            }
+            let current = q.iter().filter(|s| **s > t - *window).count() as u64;
+            let before = q.len() as u64 - current;
+            let windows = (baseline.num_milliseconds() - window.num_milliseconds()) as f64 / window.num_milliseconds() as f64;
+            let usual = before as f64 / windows;
+            if current >= *min && current as f64 > factor * usual {
+                found.push(Hit {
+                    rule: "unusual_activity".into(),
+                    severity: severity.clone(),
+                    window: *window,
+                    scope: format!("agent {agent}"),
+                    session: Some(a.session_id),
+                    action: Some(a.id),
+                    event: None,
+                    summary: format!("{agent}: {current} actions within {}s, usually {usual:.1}", window.num_seconds()),
+                    details: json!({"actions": current, "usual": usual, "factor": factor, "window_secs": window.num_seconds(), "baseline_secs": baseline.num_seconds()}),
+                });
+            }
+        }
+        for r in &self.rules.rules {
+            if !r.kinds.contains(&Kind::Action)
+                || r.agent.as_ref().is_some_and(|x| !x.is_match(agent))
+                || r.command.as_ref().is_some_and(|c| !c.is_match(&a.command))
+                || r.exe.as_ref().is_some_and(|x| !x.is_match(&a.exe))
+                || !result_matches(&r.result, result)
+            {
+                continue;
+            }
+            let summary = format!("{agent}: {} ({})", crate::text::truncate_chars(&a.command, 200), a.exit_code.map_or_else(|| "no exit".into(), |c| format!("exit {c}")));
+            found.push(Self::rule_base(r, a.session_id, Some(a.id), None, summary, json!({"command": a.command, "exit_code": a.exit_code, "signal": a.signal})));
+        }
+        hits.extend(found);
+    }
+}
+
+/// The alert as delivered to the log and the webhook (`--json` of `agentmon alerts` has the
+/// same fields).
+pub fn payload(host: &str, a: &AlertRecord) -> Value {
+    json!({
+        "id": a.id, "host": host, "session_id": a.session_id, "action_id": a.action_id, "agent": a.agent,
+        "rule": a.rule, "severity": a.severity, "first_at": a.first_at, "last_at": a.last_at, "count": a.count,
+        "action_ids": a.action_ids, "event_ids": a.event_ids, "summary": a.summary, "details": a.details,
+        "chain_seq": a.chain.seq,
+    })
+}

@@ -451,6 +451,7 @@ mod tests {
             data: String::new(),
             redacted: vec!["jwt".into(), "github_token".into()],
             chain: ChainLink::default(),
+            facts: None,
         };
         assert_eq!(event_row_canonical("h\tx", &e, &canonical(&data), 77), canonical(&event_row("h\tx", &e, &data, 77)));
         let e = EventRecord { action_id: None, redacted: Vec::new(), ..e };

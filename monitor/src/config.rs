@@ -71,6 +71,12 @@ pub struct FileConfig {
     /// Extra redaction rules, allowlist and disabled built-in rules.
     #[serde(default)]
     pub redaction: crate::redact::RedactConfig,
+    /// Which files and endpoints are sensitive (see `crate::sensitive`).
+    #[serde(default)]
+    pub sensitive: crate::sensitive::SensitiveConfig,
+    /// Alert rules, webhook (see `crate::alerts`).
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertConfig,
     /// Session rules: `[[rule]]` tables (see `crate::rules`).
     #[serde(default, rename = "rule")]
     pub rules: Vec<crate::rules::RuleConfig>,
@@ -112,6 +118,17 @@ impl FileConfig {
         }
         if let Some(addr) = &self.metrics_listen {
             metrics_addr(addr).map_err(|m| key("metrics_listen", m))?;
+        }
+        crate::sensitive::Sensitive::new(&self.sensitive, Vec::new()).map_err(|(k, m)| key(&k, m))?;
+        crate::alerts::Rules::new(&self.alerts).map_err(|(k, m)| key(&k, m))?;
+        if let Some(url) = &self.alerts.webhook {
+            crate::daemon::webhook::parse_url(url).map_err(|m| key("alerts.webhook", m))?;
+        }
+        if let Some(f) = self.alerts.webhook_format.as_deref().filter(|f| !["json", "slack"].contains(f)) {
+            return Err(key("alerts.webhook_format", format!("`{f}`: expected json or slack")));
+        }
+        if let Some(d) = &self.alerts.webhook_retry_max {
+            crate::alerts::parse_duration(d).map_err(|m| key("alerts.webhook_retry_max", m))?;
         }
         Ok(())
     }

@@ -72,6 +72,14 @@ pub fn shell_quote(arg: &str) -> String {
 }
 
 /// A whole argv as a copy-pasteable shell command line.
+/// At most `max` characters of `s`, with `…` when cut.
+pub fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
 pub fn shell_join(argv: &[String]) -> String {
     argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
 }

@@ -147,6 +147,10 @@ pub struct Correlator {
     derived: Vec<serde_json::Value>,
     /// Pending cgroups released because no rule matched them (see [`Correlator::discard`]).
     discarded: std::collections::VecDeque<u64>,
+    /// Which paths and endpoints the summaries mark `sensitive`.
+    sensitive: crate::sensitive::Sensitive,
+    /// What the alert rules need of the event being handled (see [`EventFacts`]).
+    facts: Option<EventFacts>,
     pub stats: CorrelatorStats,
 }
 
@@ -181,6 +185,8 @@ impl Correlator {
             uring: HashMap::new(),
             derived: Vec::new(),
             discarded: std::collections::VecDeque::new(),
+            sensitive: crate::sensitive::Sensitive::default(),
+            facts: None,
             stats: CorrelatorStats::default(),
         }
     }
@@ -189,6 +195,10 @@ impl Correlator {
     pub fn set_protected(&mut self, protected: Vec<String>, cgroup_roots: Vec<String>) {
         self.protected = protected;
         self.cgroup_roots = cgroup_roots;
+    }
+
+    pub fn set_sensitive(&mut self, s: crate::sensitive::Sensitive) {
+        self.sensitive = s;
     }
 
     /// Hand the whole state over (the correlator is empty afterwards).
@@ -396,6 +406,14 @@ impl Correlator {
                     "filename": filename, "filename_truncated": filename_truncated,
                     "errno": errno, "error": crate::errno::name(*errno), "uid": uid,
                 });
+                self.facts = Some(EventFacts {
+                    kind: "exec_failed",
+                    pid: hdr.tgid,
+                    result: crate::errno::name(*errno),
+                    argv: vec![filename.clone()],
+                    exe: filename.clone(),
+                    ..EventFacts::default()
+                });
                 (action, exec_id, data)
             }
             Event::Fork { hdr, child_tgid, child_pid, child_start_ns, thread } => {
@@ -409,6 +427,10 @@ impl Correlator {
             Event::Cgroup(_) => return out,
         };
         let derived = std::mem::take(&mut self.derived);
+        let mut facts = self.facts.take();
+        if let (Event::Tamper(t), None) = (event, &facts) {
+            facts = Some(EventFacts { kind: "tamper", pid: t.hdr.tgid, result: resources::result_name(t.ret), tamper: Some(acts::tamper_name(t.what).into()), ..EventFacts::default() });
+        }
         let session = self.sessions.get_mut(&hdr.session_cgroup);
         let Some(session) = session else { return out };
         // The raw event goes first so it is stored before anything derived from it; tamper
@@ -417,6 +439,18 @@ impl Correlator {
         let kinds = std::iter::once((kind_name(event), data)).chain(derived.into_iter().map(|d| ("tamper", d)));
         for (kind, data) in kinds {
             session.events += 1;
+            let facts = if kind == "tamper" && facts.as_ref().is_none_or(|f| f.kind != "tamper") {
+                // A tamper record derived from this event (a protected-path write).
+                Some(Box::new(EventFacts {
+                    kind: "tamper",
+                    pid: hdr.tgid,
+                    result: data["result"].as_str().unwrap_or("ok").to_owned(),
+                    tamper: data["tamper"].as_str().map(str::to_owned),
+                    ..EventFacts::default()
+                }))
+            } else {
+                facts.take().map(Box::new)
+            };
             records.push(Output::Event(EventRecord {
                 id: Uuid::now_v7(),
                 session_id: session.info.id,
@@ -430,6 +464,7 @@ impl Correlator {
                 data: data.to_string(),
                 redacted: Vec::new(),
                 chain: ChainLink::default(),
+                facts,
             }));
         }
         out.splice(0..0, records);
@@ -474,6 +509,13 @@ impl Correlator {
         let (accesses, data) = resources::file_accesses(f);
         let result = resources::result_name(f.ret);
         self.note_protected(&f.hdr, &accesses, &data);
+        self.facts = Some(EventFacts {
+            kind: "file",
+            pid: f.hdr.tgid,
+            result: result.clone(),
+            files: accesses.iter().map(|(p, a)| (p.clone(), *a)).collect(),
+            ..EventFacts::default()
+        });
         if let Some(r) = self.resources_of(f.hdr.tgid) {
             for (path, access) in &accesses {
                 r.add_file(path, access, &result);
@@ -539,6 +581,7 @@ impl Correlator {
                 r.add_net(&summary);
             }
         }
+        self.facts = Some(EventFacts { kind: "net", pid: n.hdr.tgid, result: result.clone(), net: Some(summary.clone()), ..EventFacts::default() });
         let data = serde_json::json!({
             "syscall": resources::syscall_name(n.nr),
             "op": op,
@@ -634,6 +677,7 @@ impl Correlator {
             "cwd": e.cwd, "cwd_truncated": e.cwd_truncated,
             "uid": e.uid, "gid": e.gid, "ppid": e.ppid, "cgroup_id": hdr.cgroup_id,
         });
+        self.facts = Some(EventFacts { kind: "exec", pid: hdr.tgid, result: "ok".into(), argv: e.argv.clone(), exe: e.filename.clone(), ..EventFacts::default() });
         let Some(p) = self.procs.get_mut(&hdr.tgid) else {
             return (None, exec_id, data);
         };
@@ -800,6 +844,8 @@ impl Correlator {
         a.rec.duration_ms = a.rec.ended_at.map(|e| (e - a.rec.started_at).num_milliseconds().max(0));
         a.rec.processes.sort_by_key(|p| (p.started_at, p.pid));
         (a.rec.files, a.rec.net) = a.resources.take();
+        let pids: Vec<u32> = a.rec.processes.iter().map(|p| p.pid).collect();
+        self.sensitive.mark(&mut a.rec.files, &mut a.rec.net, &pids);
         self.stats.actions_written += 1;
         out.push(Output::Action(a.rec));
     }
@@ -826,7 +872,9 @@ impl Correlator {
             self.complete_action(a, &mut out);
         }
         let mut s = self.sessions.remove(&cgroup);
-        let (files, net) = s.as_mut().map(|s| s.resources.take()).unwrap_or_default();
+        let (mut files, mut net) = s.as_mut().map(|s| s.resources.take()).unwrap_or_default();
+        let root: Vec<u32> = s.as_ref().and_then(|s| s.root.as_ref()).map(|r| r.0).into_iter().collect();
+        self.sensitive.mark(&mut files, &mut net, &root);
         self.stats.sessions_ended += 1;
         out.push(Output::SessionEnd(match s {
             Some(s) => SessionEnd {

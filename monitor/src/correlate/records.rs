@@ -82,6 +82,30 @@ pub struct EventRecord {
     pub redacted: Vec<String>,
     #[serde(default)]
     pub chain: ChainLink,
+    /// For the alert rules only (not stored, not spooled).
+    #[serde(skip)]
+    pub facts: Option<Box<EventFacts>>,
+}
+
+/// What the alert rules need of a raw event, kept beside it in memory and never stored (the
+/// stored form is `data`). Paths and argv are as the kernel gave them: alert text made from
+/// them goes through the redact stage like every record.
+#[derive(Debug, Clone, Default)]
+pub struct EventFacts {
+    /// The event kind (`file`, `net`, `exec`, `exec_failed`, `tamper`).
+    pub kind: &'static str,
+    pub pid: u32,
+    /// `ok` or the errno name.
+    pub result: String,
+    /// file: each path touched and how.
+    pub files: Vec<(String, &'static str)>,
+    /// net: the endpoint.
+    pub net: Option<NetSummary>,
+    /// exec: the new image's argv and path.
+    pub argv: Vec<String>,
+    pub exe: String,
+    /// tamper: what kind.
+    pub tamper: Option<String>,
 }
 
 /// The agent process of a session (action processes are stored with their action).

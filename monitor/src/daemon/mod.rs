@@ -21,6 +21,7 @@ pub mod reader;
 pub mod redact;
 pub mod spool;
 pub mod store;
+pub mod webhook;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -171,6 +172,9 @@ struct Daemon {
     rules: crate::rules::Rules,
     /// Beats every turn of the main loop; the systemd watchdog pings only while it is fresh.
     heartbeat: notify::Heartbeat,
+    /// Alert rules, evaluated on every record (`crate::alerts`), and where alerts go.
+    alerts: crate::alerts::Engine,
+    webhook: Option<webhook::Webhook>,
 }
 
 fn clock() -> anyhow::Result<(Clock, String)> {
@@ -308,6 +312,9 @@ async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules,
     let sync_task = tokio::spawn(store::sync_spool(queue.clone()));
 
     let (clock, boot_id) = clock()?;
+    let sensitive = crate::sensitive::Sensitive::new(&file.sensitive, protected_paths(&args, &state, &opts.pin_dir)).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+    let alert_rules = crate::alerts::Rules::new(&file.alerts).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+    info!(rules = ?alert_rules.names(), "alert rules");
     let mut daemon = Daemon {
         probes,
         redactor,
@@ -328,7 +335,16 @@ async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules,
         started_at: Utc::now(),
         rules,
         heartbeat: notify::Heartbeat::default(),
+        alerts: crate::alerts::Engine::new(alert_rules, sensitive.clone()),
+        webhook: None,
     };
+    daemon.correlator.set_sensitive(sensitive);
+    if let Some(url) = &file.alerts.webhook {
+        let target = webhook::parse_url(url).map_err(|m| anyhow::anyhow!("alerts.webhook: {m}"))?;
+        let retry = file.alerts.webhook_retry_max.as_deref().map_or(Ok(chrono::Duration::seconds(60)), crate::alerts::parse_duration).map_err(|m| anyhow::anyhow!("alerts.webhook_retry_max: {m}"))?;
+        daemon.webhook = Some(webhook::Webhook::start(target, file.alerts.webhook_format.as_deref() == Some("slack"), retry.to_std().unwrap_or(Duration::from_secs(60))));
+        info!(webhook = %url.split('?').next().unwrap_or(""), "alerts are posted to a webhook");
+    }
     daemon.correlator.set_protected(protected_paths(&args, &state, &opts.pin_dir), {
         let mut roots = vec![daemon.cgroup_mount.display().to_string(), "/sys/fs/cgroup".to_owned()];
         roots.dedup();
@@ -356,6 +372,9 @@ async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules,
 
     let _ = std::fs::remove_file(crate::control::socket_path(&args.runtime_dir));
     let _ = std::fs::remove_file(args.runtime_dir.join(config::DATABASE_URL_FILE));
+    // Grouped repeats still waiting for their window are written now.
+    let last = daemon.alerts.tick(Utc::now(), true);
+    daemon.enqueue_alerts(last);
     // The last record of the chain: "stopped", as opposed to "the tail was cut".
     daemon.checkpoint("stop");
     daemon.hand_over();
@@ -375,6 +394,9 @@ async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules,
     }
     if lost > 0 {
         warn!(records = lost, "{lost} records could not be spooled at shutdown and are lost");
+    }
+    if let Some(w) = daemon.webhook.take() {
+        w.stop(Duration::from_secs(3));
     }
     info!("stopped; the programs stay attached and keep capturing into the pinned rings");
     result
@@ -479,6 +501,8 @@ impl Daemon {
                 }
             }
             more = self.pump(reader, false);
+            let grouped = self.alerts.tick(Utc::now(), false);
+            self.enqueue_alerts(grouped);
             if let Some(kind) = self.chain.due() {
                 self.checkpoint(kind);
             }
@@ -660,7 +684,8 @@ impl Daemon {
         if out.is_empty() {
             return;
         }
-        let mut q = lock(&self.queue);
+        let queue = self.queue.clone();
+        let mut q = lock(&queue);
         for mut o in out {
             if let Output::SessionEnd(end) = &mut o {
                 let meta = self.sessions.remove(&end.cgroup_id);
@@ -678,13 +703,48 @@ impl Daemon {
             if o.redacted() {
                 self.records_redacted += 1;
             }
+            // Alert rules see the redacted record (an event's facts are its unredacted
+            // paths and argv, never stored; the alert's own text is redacted below).
+            let alerts = self.alerts.observe(&o);
+            if let Output::Event(e) = &mut o {
+                e.facts = None;
+            }
             let before = self.chain.head();
             self.chain.seal(&mut o, data);
             if !q.push(o) {
                 // Shed (counted against its session): it takes no place in the chain.
                 self.chain.rewind(before);
             }
+            for a in alerts {
+                self.raise(&mut q, a);
+            }
         }
+    }
+
+    fn enqueue_alerts(&mut self, alerts: Vec<crate::correlate::AlertRecord>) {
+        if alerts.is_empty() {
+            return;
+        }
+        let queue = self.queue.clone();
+        let mut q = lock(&queue);
+        for a in alerts {
+            self.raise(&mut q, a);
+        }
+    }
+
+    /// Redact, chain and queue an alert, then log it and hand it to the webhook.
+    fn raise(&mut self, q: &mut Queue, a: crate::correlate::AlertRecord) {
+        let mut o = Output::Alert(a);
+        redact::apply(&self.redactor, &mut o);
+        self.chain.seal(&mut o, None);
+        let Output::Alert(a) = &o else { return };
+        let payload = crate::alerts::payload(&self.host, a);
+        warn!(target: "agentmon::alert", rule = %a.rule, severity = %a.severity, session = ?a.session_id, count = a.count, alert = %payload, "{}", a.summary);
+        if let Some(w) = &self.webhook {
+            w.send(payload);
+        }
+        // Alerts are never shed (only raw events are).
+        q.push(o);
     }
 
     /// End sessions re-adopted with no process, if the first drain found none of theirs.
@@ -988,6 +1048,7 @@ impl Daemon {
             if cgroup_id & monitor_common::EXE_SESSION == 0 {
                 self.probes.tag(cgroup_id)?;
             }
+            self.alerts.session(id, &agent);
             self.correlator.start_session(SessionInfo { id, cgroup_id, agent, events_before: events_before as u64, actions_before: actions_before as u64, cgroup: path.clone() });
             // An exe rule's session has no cgroup of its own (as in `start_exe_session`).
             let own = if cgroup_id & monitor_common::EXE_SESSION == 0 { PathBuf::from(&path) } else { PathBuf::new() };

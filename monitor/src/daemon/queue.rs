@@ -368,6 +368,7 @@ mod tests {
             data: "{\"path\":\"/etc/hostname\"}".into(),
             redacted: Vec::new(),
             chain: crate::chain::ChainLink::default(),
+            facts: None,
         })
     }
 

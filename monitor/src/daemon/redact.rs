@@ -105,8 +105,13 @@ pub fn apply(r: &Redactor, o: &mut Output) -> Option<Value> {
             e.redacted = hits.into_iter().collect();
             None
         }
-        // Alerts are made from records already redacted.
-        Output::Checkpoint(_) | Output::SigningKey(_) | Output::Alert(_) => None,
+        // An alert's text quotes paths and commands.
+        Output::Alert(a) => {
+            r.text(&mut a.summary, &mut hits);
+            r.json(&mut a.details, &mut hits);
+            None
+        }
+        Output::Checkpoint(_) | Output::SigningKey(_) => None,
     }
 }
 

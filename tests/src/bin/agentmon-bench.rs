@@ -1321,6 +1321,7 @@ fn stage_costs(events: &[(String, String)]) -> (f64, f64, u64) {
             data: data.to_owned(),
             redacted: Vec::new(),
             chain: monitor::chain::ChainLink::default(),
+            facts: None,
         })
     };
     let mut records: Vec<Output> = events.iter().map(|(k, d)| record(k, d)).collect();
