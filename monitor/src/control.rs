@@ -127,6 +127,19 @@ pub struct Status {
     /// Records in which a redaction rule replaced something, since the daemon started.
     #[serde(default)]
     pub records_redacted: u64,
+    /// Alert rows written since the daemon started (grouped repeats count once per row).
+    #[serde(default)]
+    pub alerts_raised: u64,
+    /// Alerts the webhook accepted, delivery attempts that failed, alerts waiting for it, and
+    /// alerts dropped because the waiting queue was full (all 0 without a webhook).
+    #[serde(default)]
+    pub webhook_delivered: u64,
+    #[serde(default)]
+    pub webhook_failures: u64,
+    #[serde(default)]
+    pub webhook_waiting: u64,
+    #[serde(default)]
+    pub webhook_dropped: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

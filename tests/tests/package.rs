@@ -347,6 +347,8 @@ fn default_config_lists_every_key() {
         match k.as_str() {
             "redaction" => assert!(has("#[redaction]"), "{path} has no #[redaction]"),
             "rule" => assert!(has("#[[rule]]"), "{path} has no #[[rule]]"),
+            "sensitive" => assert!(has("#[sensitive]"), "{path} has no #[sensitive]"),
+            "alerts" => assert!(has("#[alerts]"), "{path} has no #[alerts]"),
             k => assert!(has(&format!("#{k} = ")), "{path} does not list `{k}`"),
         }
     }
@@ -356,12 +358,27 @@ fn default_config_lists_every_key() {
     for k in known_keys("[[rule]]\nzz_unknown = 1\n") {
         assert!(has(&format!("#{k} = ")), "{path} does not list rule `{k}`");
     }
+    for k in known_keys("[sensitive]\nzz_unknown = 1\n") {
+        assert!(has(&format!("#{k} = ")), "{path} does not list sensitive `{k}`");
+    }
+    for k in known_keys("[alerts]\nzz_unknown = 1\n") {
+        match k.as_str() {
+            "rule" => assert!(has("#[[alerts.rule]]"), "{path} has no #[[alerts.rule]]"),
+            k => assert!(has(&format!("#{k} = ")), "{path} does not list alerts `{k}`"),
+        }
+    }
+    for k in known_keys("[[alerts.rule]]\nzz_unknown = 1\n") {
+        assert!(has(&format!("#{k} = ")), "{path} does not list alerts.rule `{k}`");
+    }
     // The examples are valid: every commented setting uncommented still parses, and the
     // redaction example compiles.
     let uncommented = uncomment(&text);
     let cfg: monitor::config::FileConfig = toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{path} uncommented does not parse: {e}\n{uncommented}"));
     assert!(cfg.database_url.is_some() && cfg.metrics_listen.is_some(), "the examples were not uncommented");
     monitor::redact::Redactor::new(&[0; 32], &cfg.redaction).expect("the redaction example compiles");
+    monitor::sensitive::Sensitive::new(&cfg.sensitive, Vec::new()).expect("the sensitive example compiles");
+    let alerts = monitor::alerts::Rules::new(&cfg.alerts).expect("the alerts example compiles");
+    assert!(alerts.names().iter().any(|n| n == "psql"), "the alert rule examples were not uncommented");
     // The agents' usual install paths are among the examples.
     for p in [
         "/usr/local/bin/claude",

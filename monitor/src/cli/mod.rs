@@ -147,6 +147,31 @@ pub enum Command {
         /// Only actions that used this port.
         #[arg(long, value_name = "N")]
         port: Option<u16>,
+        /// Only actions that touched a sensitive file or endpoint (keys, credentials, ...).
+        #[arg(long)]
+        sensitive: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List alerts raised by the daemon's alert rules, oldest first.
+    Alerts {
+        /// A duration ago (10m, 2h, 3d) or a time.
+        #[arg(long, value_parser = query::parse_when)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// This severity and above.
+        #[arg(long, value_parser = ["info", "low", "medium", "high", "critical"])]
+        severity: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        /// Session id or id prefix.
+        #[arg(long, value_parser = query::parse_id_prefix)]
+        session: Option<String>,
+        /// Only this rule.
+        #[arg(long)]
+        rule: Option<String>,
+        /// At most N alerts (the most recent).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+        limit: Option<i64>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -227,7 +252,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let pool = pool(&db).await?;
             query::sessions(&pool, &SessionFilter { agent, since, id_prefix: None }, db.json).await.map(|()| 0)
         }
-        Command::Actions { session, agent, since, until, grep, failed, limit, path, writes, denied, host, port, db } => {
+        Command::Alerts { since, severity, agent, session, rule, limit, db } => {
+            let pool = pool(&db).await?;
+            let f = store::query::AlertFilter { since, severity, agent, session_prefix: session, rule, limit };
+            crate::cli::query::alerts(&pool, &f, db.json).await.map(|()| 0)
+        }
+        Command::Actions { session, agent, since, until, grep, failed, limit, path, writes, denied, host, port, sensitive, db } => {
             let pool = pool(&db).await?;
             let f = ActionFilter {
                 session_prefix: session,
@@ -243,6 +273,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 denied,
                 host,
                 port,
+                sensitive,
             };
             query::actions(&pool, &f, db.json).await.map(|()| 0)
         }

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use crate::{
     correlate::resources::{FileSummary, NetSummary},
     cli::table,
-    store::query::{self, ActionFilter, ActionView, ProcessView, SessionFilter},
+    store::query::{self, ActionFilter, ActionView, AlertFilter, ProcessView, SessionFilter},
     text::shell_join,
 };
 
@@ -76,11 +76,13 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter, json: bool) -> anyhow::R
                 s.actions.to_string(),
                 s.events_lost.to_string(),
                 if s.incomplete { format!("{}!", s.tamper_events) } else { s.tamper_events.to_string() },
+                s.alerts.to_string(),
+                if s.sensitive_data_accessed { "yes" } else { "-" }.into(),
                 table::clip(&shell_join(&s.root_argv), 50),
             ]
         })
         .collect();
-    table::print(&["SESSION", "AGENT", "LABEL", "SOURCE", "STARTED", "ENDED", "ROOT PID", "ACTIONS", "LOST", "TAMPER", "COMMAND"], &cells);
+    table::print(&["SESSION", "AGENT", "LABEL", "SOURCE", "STARTED", "ENDED", "ROOT PID", "ACTIONS", "LOST", "TAMPER", "ALERTS", "SENSITIVE", "COMMAND"], &cells);
     Ok(())
 }
 
@@ -101,11 +103,36 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter, json: bool) -> anyhow::Res
                 a.processes.len().to_string(),
                 a.files.iter().filter(|f| !f.noise).count().to_string(),
                 a.net.len().to_string(),
+                if a.sensitive_data_accessed { "yes" } else { "-" }.into(),
                 table::clip(&a.command, 80),
             ]
         })
         .collect();
-    table::print(&["ACTION", "SESSION", "STARTED", "DURATION", "EXIT", "PROCS", "FILES", "NET", "COMMAND"], &cells);
+    table::print(&["ACTION", "SESSION", "STARTED", "DURATION", "EXIT", "PROCS", "FILES", "NET", "SENSITIVE", "COMMAND"], &cells);
+    Ok(())
+}
+
+pub async fn alerts(pool: &PgPool, f: &AlertFilter, json: bool) -> anyhow::Result<()> {
+    let rows = query::alerts(pool, f).await?;
+    if json {
+        return print_json_lines(&rows);
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|a| {
+            vec![
+                table::local_time(a.first_at),
+                a.severity.to_uppercase(),
+                a.rule.clone(),
+                a.agent.clone(),
+                a.session_id.as_ref().map_or_else(|| "-".into(), table::short_id),
+                a.action_id.as_ref().map_or_else(|| "-".into(), table::short_id),
+                a.count.to_string(),
+                table::clip(&a.summary, 100),
+            ]
+        })
+        .collect();
+    table::print(&["TIME", "SEVERITY", "RULE", "AGENT", "SESSION", "ACTION", "COUNT", "SUMMARY"], &cells);
     Ok(())
 }
 
@@ -201,6 +228,7 @@ fn print_action(a: &ActionView, all: bool) {
         vec!["duration".into(), table::duration(a.duration_ms)],
         vec!["exit".into(), table::status(a.exit_code, a.signal)],
         vec!["complete".into(), if a.complete { "yes" } else { "no (some process exits were not seen)" }.into()],
+        vec!["sensitive".into(), if a.sensitive_data_accessed { "yes: touched a sensitive file or endpoint" } else { "no" }.into()],
     ];
     table::print(&["FIELD", "VALUE"], &rows);
     println!("\nprocesses:");
@@ -218,7 +246,7 @@ pub fn print_resources(files: &[FileSummary], net: &[NetSummary], all: bool) {
         println!("\nfiles:");
         let mut rows: Vec<Vec<String>> = shown
             .iter()
-            .map(|f| vec![f.access.clone(), f.result.clone(), f.count.to_string(), f.path.clone()])
+            .map(|f| vec![f.access.clone(), f.result.clone(), f.count.to_string(), if f.sensitive { format!("{}  [sensitive]", f.path) } else { f.path.clone() }])
             .collect();
         rows.sort_by(|x, y| x[0].cmp(&y[0]));
         table::print(&["  ACCESS", "RESULT", "COUNT", "PATH"], &rows.into_iter().map(|mut r| { r[0] = format!("  {}", r[0]); r }).collect::<Vec<_>>());
@@ -239,10 +267,11 @@ pub fn print_resources(files: &[FileSummary], net: &[NetSummary], all: bool) {
                     n.host.clone().unwrap_or_else(|| "-".into()),
                     n.result.clone(),
                     n.count.to_string(),
+                    if n.sensitive { "yes" } else { "-" }.into(),
                 ]
             })
             .collect();
-        table::print(&["  OP", "FAMILY", "ADDRESS", "PORT", "HOST", "RESULT", "COUNT"], &rows);
+        table::print(&["  OP", "FAMILY", "ADDRESS", "PORT", "HOST", "RESULT", "COUNT", "SENSITIVE"], &rows);
     }
 }
 

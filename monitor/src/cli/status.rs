@@ -83,6 +83,17 @@ fn summary(st: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
         ),
         ("chain", format!("seq {}, {}, signed by {}", st.chain_seq, count(st.checkpoints_written, "checkpoint"), st.signing_key)),
         ("redaction", count(st.records_redacted, "record") + " redacted"),
+        (
+            "alerts",
+            format!(
+                "{} raised, webhook: {} delivered, {} waiting, {}, {} dropped",
+                st.alerts_raised,
+                st.webhook_delivered,
+                st.webhook_waiting,
+                count(st.webhook_failures, "failed attempt"),
+                st.webhook_dropped
+            ),
+        ),
     ];
     let width = lines.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
     for (label, value) in lines {
@@ -188,6 +199,7 @@ mod tests {
             "database         900 records stored, 12 actions, 0 write failures, 0 records rejected".into(),
             "chain            seq 950, 7 checkpoints, signed by SHA256:k".into(),
             "redaction        1 record redacted".into(),
+            "alerts           0 raised, webhook: 0 delivered, 0 waiting, 0 failed attempts, 0 dropped".into(),
             String::new(),
             "SESSION   AGENT   ROOT PID  PROCESSES  KERNEL  LOST".into(),
             "abcd0001  claude  777       3          0       0".into(),

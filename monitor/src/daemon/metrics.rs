@@ -267,6 +267,11 @@ pub fn render(st: &Status) -> String {
     m.gauge("chain_seq", "The host chain's head: the last sequence number given to a record", st.chain_seq);
     m.counter("checkpoints_written", "Signed checkpoints queued since the daemon started", st.checkpoints_written);
     m.counter("records_redacted", "Records in which a redaction rule replaced something, since the daemon started", st.records_redacted);
+    m.counter("alerts_raised", "Alert rows written since the daemon started", st.alerts_raised);
+    m.counter("webhook_delivered", "Alerts the webhook accepted", st.webhook_delivered);
+    m.counter("webhook_failures", "Webhook delivery attempts that failed (each alert is retried)", st.webhook_failures);
+    m.gauge("webhook_waiting", "Alerts waiting for the webhook", st.webhook_waiting);
+    m.counter("webhook_dropped", "Alerts dropped from a full webhook queue (they are still stored)", st.webhook_dropped);
 
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -289,7 +294,7 @@ mod tests {
             "spool_corrupt_records": 17, "oldest_unstored_secs": 1.5, "events_shed": 18, "db_write_failures": 19,
             "db_records_rejected": 20, "records_stored": 21, "track_failures": 22, "stale_tracked": 23,
             "actions_written": 24, "sessions_ended": 25, "chain_seq": 26, "signing_key": "k", "checkpoints_written": 27,
-            "records_redacted": 28, "tag_failures": 30, "pending_discarded": 31, "probe_kinds": { "raw_tracepoint": 2 }
+            "records_redacted": 28, "alerts_raised": 33, "webhook_delivered": 34, "webhook_failures": 35, "webhook_waiting": 36, "webhook_dropped": 37, "tag_failures": 30, "pending_discarded": 31, "probe_kinds": { "raw_tracepoint": 2 }
         }"#,
         )
         .expect("status");

@@ -870,6 +870,11 @@ impl Daemon {
             signing_key: self.chain.fingerprint.clone(),
             checkpoints_written: self.checkpoints_written,
             records_redacted: self.records_redacted,
+            alerts_raised: self.alerts.raised,
+            webhook_delivered: self.webhook.as_ref().map_or(0, |w| w.stats.delivered.load(std::sync::atomic::Ordering::Relaxed)),
+            webhook_failures: self.webhook.as_ref().map_or(0, |w| w.stats.failures.load(std::sync::atomic::Ordering::Relaxed)),
+            webhook_waiting: self.webhook.as_ref().map_or(0, |w| w.stats.waiting.load(std::sync::atomic::Ordering::Relaxed)),
+            webhook_dropped: self.webhook.as_ref().map_or(0, |w| w.stats.dropped.load(std::sync::atomic::Ordering::Relaxed)),
         }
     }
 

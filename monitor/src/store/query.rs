@@ -34,6 +34,10 @@ pub struct SessionView {
     pub net: Vec<NetSummary>,
     /// Redaction rules that replaced something in the session's start or end record.
     pub redacted: Vec<String>,
+    /// An action of the session, or the agent process, touched a sensitive file or endpoint.
+    pub sensitive_data_accessed: bool,
+    /// Alert rows of the session.
+    pub alerts: i64,
 }
 
 /// One process of an action's subtree.
@@ -85,6 +89,13 @@ pub struct ActionView {
     pub redacted: Vec<String>,
     /// Its place in the host's hash chain.
     pub chain_seq: Option<i64>,
+    /// A file or network entry of it is `sensitive`.
+    pub sensitive_data_accessed: bool,
+}
+
+/// SQL: whether a row's `files`/`net` summaries hold a sensitive entry.
+pub fn sensitive_sql(alias: &str) -> String {
+    format!("({alias}.files @> '[{{\"sensitive\": true}}]'::jsonb OR {alias}.net @> '[{{\"sensitive\": true}}]'::jsonb)")
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +121,8 @@ pub struct ActionFilter {
     pub denied: bool,
     pub host: Option<String>,
     pub port: Option<u16>,
+    /// Only actions that touched a sensitive file or endpoint.
+    pub sensitive: bool,
 }
 
 /// Convert a glob to a LIKE pattern, escaping LIKE's own metacharacters.
@@ -139,8 +152,9 @@ fn push_id_match(q: &mut QueryBuilder<'_, Postgres>, column: &str, part: &str) {
 }
 
 pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionView>, sqlx::Error> {
-    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT s.id, s.agent, s.label, s.host, s.cgroup, s.uid, s.source, s.started_at, e.ended_at, \
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT COALESCE({}, false) OR EXISTS (SELECT 1 FROM actions a WHERE a.session_id = s.id AND {}) AS sensitive_data_accessed, \
+           (SELECT count(*) FROM alerts al WHERE al.session_id = s.id) AS alerts, s.id, s.agent, s.label, s.host, s.cgroup, s.uid, s.source, s.started_at, e.ended_at, \
            COALESCE(e.root_pid, r.pid) AS root_pid, \
            COALESCE(e.root_argv, ARRAY(SELECT jsonb_array_elements_text(r.data->'argv')), ARRAY[]::text[]) AS root_argv, \
            COALESCE(e.actions, (SELECT count(*) FROM actions a WHERE a.session_id = s.id)) AS actions, \
@@ -150,11 +164,13 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
            EXISTS (SELECT 1 FROM events t WHERE t.session_id = s.id AND t.kind = 'tamper' \
                    AND t.data->>'tamper' = 'track_failed') AS incomplete, \
            COALESCE(e.files, '[]'::jsonb) AS files, COALESCE(e.net, '[]'::jsonb) AS net, \
-           ARRAY(SELECT DISTINCT x FROM unnest(s.redacted || COALESCE(e.redacted, '{}')) x ORDER BY 1) AS redacted \
+           ARRAY(SELECT DISTINCT x FROM unnest(s.redacted || COALESCE(e.redacted, '{{}}')) x ORDER BY 1) AS redacted \
          FROM sessions s LEFT JOIN session_ends e ON e.session_id = s.id \
          LEFT JOIN LATERAL (SELECT v.pid, v.data FROM events v WHERE v.session_id = s.id AND v.kind = 'exec' \
                             AND v.action_id IS NULL ORDER BY v.seq LIMIT 1) r ON TRUE WHERE TRUE",
-    );
+        sensitive_sql("e"),
+        sensitive_sql("a")
+    ));
     if let Some(a) = &f.agent {
         q.push(" AND s.agent = ").push_bind(a.clone());
     }
@@ -188,21 +204,24 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
                 files: r.try_get::<sqlx::types::Json<Vec<FileSummary>>, _>("files")?.0,
                 net: r.try_get::<sqlx::types::Json<Vec<NetSummary>>, _>("net")?.0,
                 redacted: r.try_get("redacted")?,
+                sensitive_data_accessed: r.try_get("sensitive_data_accessed")?,
+                alerts: r.try_get("alerts")?,
             })
         })
         .collect()
 }
 
 pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>, sqlx::Error> {
-    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT * FROM (SELECT a.id, a.session_id, s.agent, a.host, a.exec_id, a.pid, a.argv, a.argv_truncated, \
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT * FROM (SELECT {} AS sensitive_data_accessed, a.id, a.session_id, s.agent, a.host, a.exec_id, a.pid, a.argv, a.argv_truncated, \
            a.command, a.cwd, a.exe, a.uid, a.started_at, a.ended_at, a.duration_ms, a.exit_code, a.signal, a.complete, a.files, a.net, a.redacted, a.chain_seq, \
            COALESCE((SELECT json_agg(json_build_object('pid', p.pid, 'ppid', p.ppid, 'exec_id', p.exec_id, \
                'argv', p.argv, 'argv_truncated', p.argv_truncated, 'exe', p.exe, 'cwd', p.cwd, \
                'started_at', p.started_at, 'ended_at', p.ended_at, 'exit_code', p.exit_code, 'signal', p.signal, 'uid', p.uid, 'prior_argv', p.prior_argv, 'redacted', p.redacted) \
                ORDER BY p.started_at, p.pid) FROM processes p WHERE p.action_id = a.id), '[]'::json) AS processes \
          FROM actions a JOIN sessions s ON s.id = a.session_id WHERE TRUE",
-    );
+        sensitive_sql("a")
+    ));
     if let Some(p) = &f.session_prefix {
         push_id_match(&mut q, "a.session_id", p);
     }
@@ -255,6 +274,9 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>,
             .push_bind(i32::from(p))
             .push(")");
     }
+    if f.sensitive {
+        q.push(format!(" AND {}", sensitive_sql("a")));
+    }
     q.push(" ORDER BY a.started_at DESC, a.id DESC");
     if let Some(n) = f.limit {
         q.push(" LIMIT ").push_bind(n);
@@ -287,6 +309,88 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>,
                 files: r.try_get::<sqlx::types::Json<Vec<FileSummary>>, _>("files")?.0,
                 net: r.try_get::<sqlx::types::Json<Vec<NetSummary>>, _>("net")?.0,
                 redacted: r.try_get("redacted")?,
+                chain_seq: r.try_get("chain_seq")?,
+                sensitive_data_accessed: r.try_get("sensitive_data_accessed")?,
+            })
+        })
+        .collect()
+}
+
+/// One row of `agentmon alerts` (the fields of the webhook payload).
+#[derive(Debug, Serialize)]
+pub struct AlertView {
+    pub id: Uuid,
+    pub host: String,
+    pub session_id: Option<Uuid>,
+    pub action_id: Option<Uuid>,
+    pub agent: String,
+    pub rule: String,
+    pub severity: String,
+    pub first_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+    pub count: i64,
+    pub action_ids: Vec<Uuid>,
+    pub event_ids: Vec<Uuid>,
+    pub summary: String,
+    pub details: serde_json::Value,
+    pub chain_seq: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+pub struct AlertFilter {
+    pub since: Option<DateTime<Utc>>,
+    /// This severity and above.
+    pub severity: Option<String>,
+    pub agent: Option<String>,
+    pub session_prefix: Option<String>,
+    pub rule: Option<String>,
+    pub limit: Option<i64>,
+}
+
+pub async fn alerts(pool: &PgPool, f: &AlertFilter) -> Result<Vec<AlertView>, sqlx::Error> {
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+        "SELECT * FROM (SELECT id, host, session_id, action_id, agent, rule, severity, first_at, last_at, count, action_ids, \
+         event_ids, summary, details, chain_seq FROM alerts al WHERE TRUE",
+    );
+    if let Some(t) = f.since {
+        q.push(" AND al.last_at >= ").push_bind(t);
+    }
+    if let Some(s) = &f.severity {
+        let at_least: Vec<String> = crate::alerts::SEVERITIES.iter().skip(crate::alerts::severity_rank(s)).map(|s| (*s).to_owned()).collect();
+        q.push(" AND al.severity = ANY(").push_bind(at_least).push(")");
+    }
+    if let Some(a) = &f.agent {
+        q.push(" AND al.agent = ").push_bind(a.clone());
+    }
+    if let Some(r) = &f.rule {
+        q.push(" AND al.rule = ").push_bind(r.clone());
+    }
+    if let Some(p) = &f.session_prefix {
+        push_id_match(&mut q, "al.session_id", p);
+    }
+    q.push(" ORDER BY al.first_at DESC, al.id DESC");
+    if let Some(n) = f.limit {
+        q.push(" LIMIT ").push_bind(n);
+    }
+    q.push(") t ORDER BY first_at, id");
+    let rows = q.build().fetch_all(pool).await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(AlertView {
+                id: r.try_get("id")?,
+                host: r.try_get("host")?,
+                session_id: r.try_get("session_id")?,
+                action_id: r.try_get("action_id")?,
+                agent: r.try_get("agent")?,
+                rule: r.try_get("rule")?,
+                severity: r.try_get("severity")?,
+                first_at: r.try_get("first_at")?,
+                last_at: r.try_get("last_at")?,
+                count: r.try_get("count")?,
+                action_ids: r.try_get("action_ids")?,
+                event_ids: r.try_get("event_ids")?,
+                summary: r.try_get("summary")?,
+                details: r.try_get("details")?,
                 chain_seq: r.try_get("chain_seq")?,
             })
         })
