@@ -73,15 +73,17 @@ pub fn sys_exit_tracked(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 pub fn finish(p: &PendingSyscall, ret: i64, session: u64) {
     let compat = p.nr & nr::COMPAT_BIT != 0;
-    let native = PendingSyscall { nr: p.nr & !nr::COMPAT_BIT, args: p.args };
+    let native = &PendingSyscall { nr: p.nr & !nr::COMPAT_BIT, args: p.args };
     if nr::is_net(native.nr) {
-        if net::on_exit(&native, ret, session, compat) == u32::MAX {
+        if net::on_exit(native, ret, session, compat) == u32::MAX {
             crate::maps::count(monitor_common::counter::READ_ERRORS);
         }
     } else if let Some(layout) = nr::file_layout(native.nr) {
-        on_file_exit(&native, ret, session, layout, compat);
-    } else if nr::is_tamper(native.nr) {
-        tamper::on_exit(&native, ret, session, compat);
+        if on_file_exit(native, ret, session, &layout, compat) == 0 {
+            crate::maps::count(monitor_common::counter::READ_ERRORS);
+        }
+    } else if nr::is_tamper(native.nr) && tamper::on_exit(native, ret, session, compat) == u32::MAX {
+        crate::maps::count(monitor_common::counter::READ_ERRORS);
     }
 }
 
@@ -171,10 +173,15 @@ fn arg(p: &PendingSyscall, i: i8) -> u64 {
     }
 }
 
-#[inline(always)]
-fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: (i8, i8, i8, i8, i8), compat: bool) {
+/// A BPF subprogram of its own: inlined, its path walks made the exit programs' frame so large
+/// that with `net::on_exit` the call chain passed the verifier's 512-byte combined stack limit
+/// on kernels that give tracing programs no private stack. Returns the event's length (0 when
+/// there was no scratch buffer), which the caller checks (see `net::on_exit` for why).
+#[inline(never)]
+fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: &(i8, i8, i8, i8, i8), compat: bool) -> u32 {
+    let layout = *layout;
     let Some(ev) = FILE_SCRATCH.get_ptr_mut(0) else {
-        return;
+        return 0;
     };
     // SAFETY: per-CPU scratch, exclusively ours for the duration of this program.
     let ev: &mut FileEvent = unsafe { &mut *ev };
@@ -237,6 +244,7 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: (i8, i8, i8,
     // SAFETY: len <= size_of::<FileEvent>().
     let bytes = unsafe { core::slice::from_raw_parts((ev as *const FileEvent).cast::<u8>(), len) };
     emit_bytes(bytes, session, EventClass::File);
+    len as u32
 }
 
 /// The paths of any file syscall but a successful open, each joined to the directory the

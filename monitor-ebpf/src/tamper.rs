@@ -67,9 +67,13 @@ fn pidfd_target(fd: i32) -> u32 {
     kread::<u32>(pid, off.pid_nr)
 }
 
-/// A finished tamper syscall (from `sys_exit_tracked` or the compat exit).
-#[inline(always)]
-pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) {
+/// A finished tamper syscall (from `sys_exit_tracked` or the compat exit). A BPF subprogram of
+/// its own, to keep the exit programs' frames within the 512-byte combined stack limit (see
+/// `file::on_file_exit`). Returns u32::MAX when a pidfd's target could not be read (the event
+/// is still sent, with target 0), which the caller counts as a read error; else the `what`
+/// sent, or 0 when the call was no hand-off.
+#[inline(never)]
+pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) -> u32 {
     let mut ev = TamperEvent::default();
     fill_header(&mut ev.hdr, EventKind::Tamper as u32, session);
     ev.nr = p.nr as u32;
@@ -82,17 +86,18 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) {
             ev.what = tamper::HANDOFF;
             ev.target = match p.nr {
                 // PTRACE_TRACEME (0) names no target: the tracer is the parent, in the session.
-                nr::PTRACE if p.args[0] == 0 => return,
+                nr::PTRACE if p.args[0] == 0 => return 0,
                 nr::PTRACE => p.args[1] as u32,
                 nr::PROCESS_VM_WRITEV => p.args[0] as u32,
                 _ => pidfd_target(p.args[0] as u32 as i32),
             };
             if in_session(ev.target, session) {
                 // Work inside the session is captured anyway: not a hand-off.
-                return;
+                return 0;
             }
         }
         _ => ev.what = tamper::NAMESPACE,
     }
     emit(&ev, session, EventClass::Lifecycle);
+    if ev.target == 0 && p.nr == nr::PIDFD_GETFD { u32::MAX } else { ev.what }
 }
