@@ -45,6 +45,11 @@ const SAMPLES: &[(&str, &str)] = &[
     ("chain_seq", "agentmon_chain_seq"),
     ("checkpoints_written", "agentmon_checkpoints_written_total"),
     ("records_redacted", "agentmon_records_redacted_total"),
+    ("alerts_raised", "agentmon_alerts_raised_total"),
+    ("webhook_delivered", "agentmon_webhook_delivered_total"),
+    ("webhook_failures", "agentmon_webhook_failures_total"),
+    ("webhook_waiting", "agentmon_webhook_waiting"),
+    ("webhook_dropped", "agentmon_webhook_dropped_total"),
 ];
 
 /// One HTTP/1.1 request to the daemon's metrics port; returns (status line, headers, body).
