@@ -205,7 +205,7 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: &(i8, i8, i8
         ev.how_mode = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
         ev.how_resolve = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how.wrapping_add(2)) }.unwrap_or(0);
     }
-    let mut len = FILE_PATH1_OFF;
+    let mut len;
     if ret >= 0 && matches!(p.nr, nr::OPEN | nr::OPENAT | nr::OPENAT2 | nr::CREAT) {
         // A successful open: the path as given, and the file the kernel actually opened, read
         // from the new fd. Symlinks, `/proc/self/fd/N` aliases, `..` walks, RESOLVE_IN_ROOT and

@@ -281,7 +281,7 @@ fn short(h: &str) -> String {
 }
 
 /// The checkpoint record's fields from its row object.
-fn checkpoint_fields(row: &Value) -> Value {
+pub fn checkpoint_fields(row: &Value) -> Value {
     let mut v = row.clone();
     if let Some(m) = v.as_object_mut() {
         // Stored as microseconds; the record has a time.

@@ -128,6 +128,7 @@ fn task(cli: Cli) -> anyhow::Result<()> {
             if !is_root() {
                 bail!("the integration tests load eBPF programs and need root: run `sudo cargo xtask test`");
             }
+            setup::test_packages()?;
             step("building the workspace");
             run(cargo(&env).args(["build", "--bins"]))?;
             let deb = package::build(&env, true)?;

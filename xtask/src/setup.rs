@@ -13,6 +13,8 @@ use crate::{is_root, run, step};
 /// Debian packages: `PostgreSQL` server and client binaries, iproute2 for network-namespace
 /// tests, mount for tracefs/bpffs.
 const APT_PACKAGES: &[&str] = &["postgresql", "postgresql-client", "iproute2", "mount", "procps"];
+/// Only the tests need these: a headless Chromium renders the incident packet's HTML.
+const TEST_APT_PACKAGES: &[&str] = &["chromium-headless-shell"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Builds the Debian package (`cargo xtask package`).
 const CARGO_DEB_VERSION: &str = "3.8.0";
@@ -39,10 +41,19 @@ fn installed(pkg: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
+/// The Debian packages only the test suite needs.
+pub fn test_packages() -> anyhow::Result<()> {
+    apt_install(TEST_APT_PACKAGES, "test apt packages")
+}
+
 fn apt_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    apt_install(APT_PACKAGES, "apt packages")
+}
+
+fn apt_install(packages: &[&str], what: &str) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
-        step("apt packages: present");
+        step(&format!("{what}: present"));
         return Ok(());
     }
     if !is_root() {

@@ -1,6 +1,7 @@
 //! The `agentmon` command line. One file per subcommand.
 
 pub mod completions;
+pub mod export;
 pub mod man;
 pub mod query;
 pub mod run;
@@ -192,6 +193,10 @@ pub enum Command {
     /// Check the evidence chain: recompute every row's hash and check the signed checkpoints.
     /// Exits 0 when everything verifies, 3 when something does not.
     Verify(verify::VerifyArgs),
+    /// Write an incident packet: the selected sessions with their actions, process trees,
+    /// files, network, raw events and alerts, plus the chain proof up to a signed checkpoint,
+    /// in one file that `agentmon verify --packet` checks offline.
+    Export(export::ExportArgs),
     /// Apply the database migrations (creates the schema and the agentmon_owner, _writer and
     /// _reader roles). Needs a login that may create roles and tables; the daemon does this
     /// itself when its login may.
@@ -282,6 +287,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             query::events(&pool, &session, kind.as_deref(), limit, db.json).await.map(|()| 0)
         }
         Command::Verify(args) => verify::run(&args).await,
+        Command::Export(args) => export::run(&args).await,
         Command::Migrate { database_url, config } => {
             let file = FileConfig::load(&config)?;
             let url = config::daemon_database_url(database_url.as_deref(), &file)?;

@@ -29,8 +29,15 @@ pub struct VerifyArgs {
     pub since: Option<chrono::DateTime<Utc>>,
     /// Checkpoints kept elsewhere (the daemon's checkpoint log, copied off the host): each must
     /// agree with the database.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "packet")]
     pub witness: Option<PathBuf>,
+    /// Check an incident packet (`agentmon export`) offline, with no database.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["host", "since"])]
+    pub packet: Option<PathBuf>,
+    /// With --packet: the hex ed25519 public key (or its fingerprint) the packet must be signed
+    /// with, obtained apart from the packet (for example from `signing_keys` or the checkpoint log).
+    #[arg(long, value_name = "HEX", requires = "packet")]
+    pub key: Option<String>,
     #[command(flatten)]
     pub db: DbArgs,
 }
@@ -52,6 +59,9 @@ fn read_witness(path: &PathBuf) -> anyhow::Result<Vec<WitnessLine>> {
 
 /// Returns the exit code.
 pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
+    if let Some(p) = &args.packet {
+        return super::export::verify_packet(p, args.key.as_deref(), args.db.json);
+    }
     let witness = args.witness.as_ref().map(read_witness).transpose()?;
     let pool = super::pool(&args.db).await?;
     let hosts = match &args.host {
