@@ -25,6 +25,8 @@ use crate::{
 
 /// Ids of triggering actions and events kept per alert row.
 pub const MAX_IDS: usize = 32;
+/// Action start times kept per agent for `unusual_activity` (16 bytes each).
+const MAX_STARTS: usize = 200_000;
 
 pub const SEVERITIES: &[&str] = &["info", "low", "medium", "high", "critical"];
 
@@ -731,6 +733,11 @@ impl Engine {
             let q = self.starts.entry(agent.to_owned()).or_default();
             let t = a.started_at;
             q.push_back(t);
+            // Memory stays bounded however busy the agent: past the cap the oldest starts go,
+            // which can only make the baseline lower (more alerts, never fewer).
+            if q.len() > MAX_STARTS {
+                q.pop_front();
+            }
             while q.front().is_some_and(|f| *f <= t - *baseline) {
                 q.pop_front();
             }
