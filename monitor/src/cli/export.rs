@@ -93,13 +93,12 @@ pub async fn run(args: &ExportArgs) -> anyhow::Result<i32> {
     };
     write_atomic(&args.output, bytes.as_bytes())?;
     eprintln!(
-        "agentmon: wrote {} ({} sessions, {} rows in full, {} leaves, checkpoint{} {})",
+        "agentmon: wrote {} ({} sessions, {} rows in full, {} leaves, {})",
         args.output.display(),
         sessions.len(),
         report.rows,
         report.leaves,
-        if report.checkpoints.len() == 1 { "" } else { "s" },
-        report.checkpoints.iter().map(|(h, s)| format!("{h}#{s}")).collect::<Vec<_>>().join(", ")
+        report.checkpoints_text()
     );
     Ok(0)
 }
@@ -110,25 +109,45 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// (id, host, ended) of the selected sessions, oldest first.
+/// (id, host, ended) of the selected sessions, oldest first: those matching any `--session`
+/// (by prefix or suffix, as every id argument), within the time and agent filters.
 async fn select_sessions(pool: &sqlx::PgPool, args: &ExportArgs) -> anyhow::Result<Vec<(String, String, bool)>> {
-    let sql = "SELECT s.id::text, s.host, e.session_id IS NOT NULL FROM sessions s LEFT JOIN session_ends e ON e.session_id = s.id \
-               WHERE ($1::text[] IS NULL OR EXISTS (SELECT 1 FROM unnest($1::text[]) p WHERE s.id::text LIKE p || '%' OR s.id::text LIKE '%' || p)) \
-               AND ($2::timestamptz IS NULL OR s.started_at >= $2) AND ($3::timestamptz IS NULL OR s.started_at < $3) \
-               AND ($4::text IS NULL OR s.agent = $4) ORDER BY s.started_at, s.id";
-    let prefixes = (!args.session.is_empty()).then(|| args.session.iter().map(|p| p.to_ascii_lowercase()).collect::<Vec<_>>());
-    let rows: Vec<(String, String, bool)> =
-        sqlx::query_as(sql).bind(&prefixes).bind(args.since).bind(args.until).bind(&args.agent).fetch_all(pool).await.context("selecting the sessions")?;
+    let query = |part: Option<&str>| {
+        let mut q: sqlx::QueryBuilder<sqlx::Postgres> =
+            sqlx::QueryBuilder::new("SELECT s.started_at, s.id::text, s.host, e.session_id IS NOT NULL FROM sessions s LEFT JOIN session_ends e ON e.session_id = s.id WHERE true");
+        if let Some(p) = part {
+            crate::store::query::push_id_match(&mut q, "s.id", p);
+        }
+        if let Some(t) = args.since {
+            q.push(" AND s.started_at >= ").push_bind(t);
+        }
+        if let Some(t) = args.until {
+            q.push(" AND s.started_at < ").push_bind(t);
+        }
+        if let Some(a) = &args.agent {
+            q.push(" AND s.agent = ").push_bind(a.clone());
+        }
+        q.push(" ORDER BY s.started_at, s.id");
+        q
+    };
+    let mut rows: Vec<(DateTime<Utc>, String, String, bool)> = Vec::new();
+    if args.session.is_empty() {
+        rows = query(None).build_query_as().fetch_all(pool).await.context("selecting the sessions")?;
+    }
     for p in &args.session {
-        let n = rows.iter().filter(|r| r.0.starts_with(p.as_str()) || r.0.ends_with(p.as_str())).count();
-        if n == 0 {
+        let found: Vec<(DateTime<Utc>, String, String, bool)> = query(Some(p)).build_query_as().fetch_all(pool).await.context("selecting the sessions")?;
+        if found.is_empty() {
             bail!("no session matches `{p}`");
         }
-        if n > 1 && args.since.is_none() && args.until.is_none() && args.agent.is_none() {
-            bail!("`{p}` matches {n} sessions; give more of the id");
+        if found.len() > 1 && args.since.is_none() && args.until.is_none() && args.agent.is_none() {
+            bail!("`{p}` matches {} sessions; give more of the id", found.len());
         }
+        rows.extend(found);
     }
-    Ok(rows)
+    // Oldest first, each once (two `--session` may name the same one).
+    rows.sort();
+    rows.dedup();
+    Ok(rows.into_iter().map(|(_, id, host, ended)| (id, host, ended)).collect())
 }
 
 /// The proof for one host: its stretch of chain covering the sessions' rows.
@@ -192,6 +211,14 @@ pub struct Report {
     pub checkpoints: Vec<(String, u64)>,
     /// Fingerprints of the keys that signed.
     pub keys: Vec<String>,
+}
+
+impl Report {
+    /// `checkpoint HOST#SEQ`, or `checkpoints HOST#SEQ, ...` for several hosts.
+    fn checkpoints_text(&self) -> String {
+        let list: Vec<String> = self.checkpoints.iter().map(|(h, s)| format!("{h}#{s}")).collect();
+        format!("checkpoint{} {}", if list.len() == 1 { "" } else { "s" }, list.join(", "))
+    }
 }
 
 /// Check a packet object: every proof's chain reaches its signed checkpoint.
@@ -281,11 +308,10 @@ pub fn verify_packet(path: &Path, key: Option<&str>, json_out: bool) -> anyhow::
                 println!("{}", json!({"ok": true, "rows": r.rows, "leaves": r.leaves, "checkpoints": r.checkpoints.iter().map(|(h, s)| json!({"host": h, "covers_seq": s})).collect::<Vec<_>>(), "keys": r.keys}));
             } else {
                 println!(
-                    "packet verifies: {} rows in full and {} leaf hashes chain to the signed checkpoint{} {} (key {})",
+                    "packet verifies: {} rows in full and {} leaf hashes chain to the signed {} (key {})",
                     r.rows,
                     r.leaves,
-                    if r.checkpoints.len() == 1 { "" } else { "s" },
-                    r.checkpoints.iter().map(|(h, s)| format!("{h}#{s}")).collect::<Vec<_>>().join(", "),
+                    r.checkpoints_text(),
                     r.keys.join(", ")
                 );
             }
@@ -366,12 +392,11 @@ pub fn html(packet: &Value, report: &Report) -> String {
     let _ = writeln!(h, "<h1>agentmon incident packet</h1>");
     let _ = writeln!(
         h,
-        "<p class=\"verified\" id=\"verification\"><b>Verified</b>: {} rows in full and {} leaf hashes chain to the signed checkpoint{} {}, signed by key {}. \
+        "<p class=\"verified\" id=\"verification\"><b>Verified</b>: {} rows in full and {} leaf hashes chain to the signed {}, signed by key {}. \
          Re-check offline with <code>agentmon verify --packet FILE</code>.</p>",
         report.rows,
         report.leaves,
-        if report.checkpoints.len() == 1 { "" } else { "s" },
-        esc(&report.checkpoints.iter().map(|(h, s)| format!("{h}#{s}")).collect::<Vec<_>>().join(", ")),
+        esc(&report.checkpoints_text()),
         esc(&report.keys.join(", "))
     );
     let alerts: Vec<&Value> = of("alerts").collect();

@@ -143,7 +143,7 @@ pub fn glob_to_like(glob: &str) -> String {
 }
 
 /// Match an id by prefix or suffix (tables print the last 8 characters).
-fn push_id_match(q: &mut QueryBuilder<'_, Postgres>, column: &str, part: &str) {
+pub fn push_id_match(q: &mut QueryBuilder<'_, Postgres>, column: &str, part: &str) {
     q.push(format!(" AND ({column}::text LIKE "))
         .push_bind(format!("{part}%"))
         .push(format!(" OR {column}::text LIKE "))
