@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::correlate::{ActionRecord, AlertRecord, Checkpoint, EventRecord, ProcessRecord, SessionEnd, SessionStart, SigningKey};
+use crate::correlate::{ActionRecord, AlertRecord, Checkpoint, EventRecord, ProcessRecord, RetentionCut, SessionEnd, SessionStart, SigningKey};
 
 pub type Hash = [u8; 32];
 
@@ -33,6 +33,9 @@ pub const GENESIS: Hash = [0; 32];
 
 /// Prefix of every signed checkpoint message.
 const CHECKPOINT_DOMAIN: &[u8] = b"agentmon checkpoint v1\n";
+/// What a retention cut's signature covers starts with this, so a cut's signature can never
+/// pass for a checkpoint's, nor the other way round.
+const CUT_DOMAIN: &[u8] = b"agentmon retention cut v1\n";
 
 /// The newest row of a chain: its sequence number and chain hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +209,56 @@ pub fn signature_valid(host: &str, c: &Checkpoint, public_key_hex: &str) -> bool
     key.verify_strict(&checkpoint_message(host, c), &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
 }
 
+/// The bytes a retention cut's signature covers: every field but the signature.
+pub fn cut_message(host: &str, c: &RetentionCut) -> Vec<u8> {
+    let mut body = cut_row(host, c, 0);
+    if let Some(m) = body.as_object_mut() {
+        for k in ["table", "chain_seq", "signature"] {
+            m.remove(k);
+        }
+    }
+    let mut m = CUT_DOMAIN.to_vec();
+    m.extend_from_slice(canonical(&body).as_bytes());
+    m
+}
+
+pub fn cut_signature_valid(host: &str, c: &RetentionCut, public_key_hex: &str) -> bool {
+    let Some(pk) = unhex(public_key_hex).and_then(|v| <[u8; 32]>::try_from(v).ok()) else { return false };
+    let Some(sig) = unhex(&c.signature).and_then(|v| <[u8; 64]>::try_from(v).ok()) else { return false };
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&pk) else { return false };
+    key.verify_strict(&cut_message(host, c), &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
+}
+
+/// One removed row as a cut records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainedLeaf {
+    pub host: String,
+    pub seq: u64,
+    pub leaf: Hash,
+    /// The row's stored chain hash (None when it had none).
+    pub chain_hash: Option<Hash>,
+}
+
+/// The running hash a cut's `leaves_hash` is: over its leaves in (host, chain_seq) order, each
+/// as the host's bytes, a NUL, the sequence (8 bytes, big-endian), the leaf and the stored
+/// chain hash (32 zero bytes when none).
+#[derive(Default)]
+pub struct LeavesHasher(Sha256);
+
+impl LeavesHasher {
+    pub fn add(&mut self, l: &RetainedLeaf) {
+        self.0.update(l.host.as_bytes());
+        self.0.update([0]);
+        self.0.update(l.seq.to_be_bytes());
+        self.0.update(l.leaf);
+        self.0.update(l.chain_hash.unwrap_or([0; 32]));
+    }
+
+    pub fn finish(self) -> String {
+        hex(&self.0.finalize())
+    }
+}
+
 // The row objects. Each must equal, key for key, what `ROW_SQL` builds from the stored row.
 
 pub fn session_row(host: &str, s: &SessionStart, seq: u64) -> Value {
@@ -289,6 +342,18 @@ pub fn checkpoint_row(host: &str, c: &Checkpoint, seq: u64) -> Value {
         "covers_seq": c.covers_seq, "head_hash": c.head_hash, "at": micros(c.at), "kind": c.kind,
         "next_within_secs": c.next_within_secs, "key_fingerprint": c.key_fingerprint,
         "signature": c.signature,
+    })
+}
+
+pub fn cut_row(host: &str, c: &RetentionCut, seq: u64) -> Value {
+    json!({
+        "table": "retention_cuts", "chain_seq": seq, "id": c.id, "host": host, "table_name": c.table,
+        "partition_name": c.partition, "range_from": micros(c.range_from), "range_to": micros(c.range_to),
+        "tier": c.tier, "rows": c.rows as i64, "chained_rows": c.chained_rows as i64,
+        "first_seq": c.first_seq.map(|s| s as i64), "last_seq": c.last_seq.map(|s| s as i64),
+        "leaves_hash": c.leaves_hash, "archive_file": c.archive_file, "archive_sha256": c.archive_sha256,
+        "covers_seq": c.covers_seq as i64, "head_hash": c.head_hash, "at": micros(c.at),
+        "key_fingerprint": c.key_fingerprint, "signature": c.signature,
     })
 }
 
@@ -407,6 +472,22 @@ pub const ROW_SQL: &[(&str, &str, &str)] = &[
             ", 'last_at', ",
             us!("last_at"),
             ", 'count', count, 'action_ids', action_ids, 'event_ids', event_ids, 'summary', summary, 'details', details)"
+        ),
+        "id::text",
+    ),
+    (
+        "retention_cuts",
+        concat!(
+            "jsonb_build_object('table', 'retention_cuts', 'chain_seq', chain_seq, 'id', id, 'host', host, ",
+            "'table_name', table_name, 'partition_name', partition_name, 'range_from', ",
+            us!("range_from"),
+            ", 'range_to', ",
+            us!("range_to"),
+            ", 'tier', tier, 'rows', rows, 'chained_rows', chained_rows, 'first_seq', first_seq, 'last_seq', last_seq, ",
+            "'leaves_hash', leaves_hash, 'archive_file', archive_file, 'archive_sha256', archive_sha256, ",
+            "'covers_seq', covers_seq, 'head_hash', head_hash, 'at', ",
+            us!("at"),
+            ", 'key_fingerprint', key_fingerprint, 'signature', signature)"
         ),
         "id::text",
     ),

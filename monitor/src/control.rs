@@ -27,6 +27,9 @@ pub enum Request {
     StartSession { agent: String, label: Option<String> },
     /// Mark an existing cgroup (path under the cgroup2 mount, or absolute) as a session.
     Tag { cgroup: String, agent: String, label: Option<String> },
+    /// Apply retention now (root only); `dry_run` only lists what would go. `as_of` stands in
+    /// for the clock (tests).
+    Retention { dry_run: bool, as_of: Option<chrono::DateTime<chrono::Utc>> },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -40,6 +43,7 @@ pub struct SessionStarted {
 pub enum Response {
     Status(Box<Status>),
     Session(SessionStarted),
+    Retention(Box<crate::daemon::retention::Report>),
     Error { message: String },
 }
 
@@ -167,13 +171,18 @@ pub enum ClientError {
 /// Send one request and read one response (blocking: `run` must not start threads before it
 /// execs, and needs no runtime).
 pub fn request(runtime_dir: &Path, req: &Request) -> Result<Response, ClientError> {
+    request_within(runtime_dir, req, Duration::from_secs(30))
+}
+
+/// [`request`], waiting up to `timeout` for the reply.
+pub fn request_within(runtime_dir: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
     let path = socket_path(runtime_dir);
     let mut stream = UnixStream::connect(&path).map_err(|source| match source.kind() {
         std::io::ErrorKind::PermissionDenied => ClientError::Denied { path: path.clone() },
         _ => ClientError::Connect { path: path.clone(), source },
     })?;
     let io = |source| ClientError::Io { path: path.clone(), source };
-    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
     let mut line = serde_json::to_string(req)?;
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(io)?;

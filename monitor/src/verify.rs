@@ -11,8 +11,12 @@ use serde_json::Value;
 
 use crate::{
     chain::{self, GENESIS, Hash, ROW_SQL, hex},
-    correlate::{Checkpoint, ChainLink},
+    correlate::{ChainLink, Checkpoint, RetentionCut},
 };
+
+/// The `table` of a row retention removed: only its leaf is left (`row` is
+/// `{"table": <its table>, "leaf": <hex>}`), under the cut named by `id`.
+pub const RETAINED: &str = "retained";
 
 /// One stored row, as `verify` reads it.
 #[derive(Debug, Clone)]
@@ -32,7 +36,7 @@ pub struct Finding {
     pub host: String,
     /// `modified`, `missing`, `inserted`, `unchained`, `checkpoint_mismatch`, `bad_signature`,
     /// `unknown_key`, `key_changed`, `truncated_tail`, `no_checkpoint`, `after_stop`,
-    /// `witness_mismatch`, `witness_bad_signature`.
+    /// `witness_mismatch`, `witness_bad_signature`, `cut_mismatch`.
     pub kind: &'static str,
     pub table: Option<String>,
     pub id: Option<String>,
@@ -84,7 +88,22 @@ pub struct Summary {
     pub unsigned_rows: u64,
     pub keys: Vec<String>,
     pub witness_checked: u64,
+    /// Rows removed by retention, checked through the leaves their cuts kept.
+    #[serde(default)]
+    pub retained_rows: u64,
+    /// Signed retention cuts in this chain.
+    #[serde(default)]
+    pub cuts: u64,
     pub findings: u64,
+}
+
+/// A row's leaf: hashed from its row object, or, for a row retention removed, the leaf kept.
+pub fn row_leaf(r: &ChainRow) -> Hash {
+    if r.table == RETAINED {
+        r.row["leaf"].as_str().and_then(chain::parse_hash).unwrap_or([0; 32])
+    } else {
+        chain::leaf(&r.row)
+    }
 }
 
 /// The chain check of one host. Feed it every row with `chain_seq >= start`, in order.
@@ -104,6 +123,10 @@ pub struct Verifier {
     last_row: (String, String),
     last_checkpoint: Option<(ChainRow, Checkpoint)>,
     stopped_at: Option<u64>,
+    /// Ids of the chained retention cuts in the database (any host's).
+    known_cuts: std::collections::HashSet<String>,
+    /// The cuts found in this chain whose signature verified.
+    pub cuts: Vec<RetentionCut>,
     pub summary: Summary,
     pub findings: Vec<Finding>,
 }
@@ -126,9 +149,16 @@ impl Verifier {
             last_row: (String::new(), String::new()),
             last_checkpoint: None,
             stopped_at: None,
+            known_cuts: std::collections::HashSet::new(),
+            cuts: Vec::new(),
             summary,
             findings: Vec::new(),
         }
+    }
+
+    /// The retention cuts the database holds: a removed row's leaf counts only under one.
+    pub fn set_known_cuts(&mut self, ids: impl IntoIterator<Item = String>) {
+        self.known_cuts = ids.into_iter().collect();
     }
 
     fn find(&mut self, kind: &'static str, r: Option<&ChainRow>, seq: Option<u64>, detail: String) {
@@ -147,7 +177,8 @@ impl Verifier {
         self.summary.rows += 1;
         self.summary.first_seq.get_or_insert(r.seq);
         let stored = r.hash.unwrap_or([0; 32]);
-        let computed_from = |prev: &Hash| chain::link(prev, &chain::leaf(&r.row));
+        let leaf = row_leaf(r);
+        let computed_from = |prev: &Hash| chain::link(prev, &leaf);
         if r.seq + 1 == self.next_seq && self.summary.last_seq == Some(r.seq) {
             // A second row at a position already taken: whichever of the two links from the
             // row before it is the original.
@@ -197,6 +228,38 @@ impl Verifier {
         }
         if r.table == "checkpoints" {
             self.checkpoint(r);
+        }
+        if r.table == "retention_cuts" {
+            self.cut(r);
+        }
+        if r.table == RETAINED {
+            self.summary.retained_rows += 1;
+            if !self.known_cuts.contains(&r.id) {
+                self.find("missing", Some(r), None, format!("a {} row removed under cut {}, which is not a chained retention cut", r.row["table"].as_str().unwrap_or("?"), r.id));
+            }
+        }
+    }
+
+    fn cut(&mut self, r: &ChainRow) {
+        let c = match cut_fields(&r.row) {
+            Ok(c) => c,
+            Err(e) => {
+                self.find("modified", Some(r), None, format!("not a readable retention cut: {e}"));
+                return;
+            }
+        };
+        self.summary.cuts += 1;
+        match self.keys.get(&c.key_fingerprint) {
+            None => self.find("unknown_key", Some(r), None, format!("retention cut signed by key {}, which is not registered for this host", c.key_fingerprint)),
+            Some(pk) if !chain::cut_signature_valid(&self.host, &c, pk) => {
+                self.find("bad_signature", Some(r), None, format!("the retention cut's signature does not verify with key {}", c.key_fingerprint));
+            }
+            Some(_) => {
+                if c.covers_seq + 1 != r.seq || c.head_hash != hex(&self.before_prev.1) {
+                    self.find("checkpoint_mismatch", Some(r), None, format!("the retention cut signs head {} at chain_seq {}, but the chain differs there", short(&c.head_hash), c.covers_seq));
+                }
+                self.cuts.push(c);
+            }
         }
     }
 
@@ -291,6 +354,55 @@ pub fn checkpoint_fields(row: &Value) -> Value {
     v
 }
 
+/// A retention cut from its row object.
+pub fn cut_fields(row: &Value) -> Result<RetentionCut, serde_json::Error> {
+    let t = |k: &str| serde_json::to_value(row[k].as_i64().and_then(DateTime::from_timestamp_micros)).unwrap_or(Value::Null);
+    serde_json::from_value(serde_json::json!({
+        "id": row["id"], "table": row["table_name"], "partition": row["partition_name"], "range_from": t("range_from"),
+        "range_to": t("range_to"), "tier": row["tier"], "rows": row["rows"], "chained_rows": row["chained_rows"],
+        "first_seq": row["first_seq"], "last_seq": row["last_seq"], "leaves_hash": row["leaves_hash"],
+        "archive_file": row["archive_file"], "archive_sha256": row["archive_sha256"], "covers_seq": row["covers_seq"],
+        "head_hash": row["head_hash"], "at": t("at"), "key_fingerprint": row["key_fingerprint"], "signature": row["signature"],
+    }))
+}
+
+/// The chained retention cuts of the database (any host's).
+pub async fn known_cuts(pool: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id::text FROM retention_cuts WHERE chain_seq IS NOT NULL").fetch_all(pool).await
+}
+
+/// The leaves a cut kept, in (host, chain_seq) order.
+pub async fn cut_leaves(pool: &sqlx::PgPool, cut: uuid::Uuid) -> Result<Vec<chain::RetainedLeaf>, sqlx::Error> {
+    let rows: Vec<(String, i64, Vec<u8>, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT host, chain_seq, leaf, chain_hash FROM retained_leaves WHERE cut_id = $1 ORDER BY host, chain_seq").bind(cut).fetch_all(pool).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(host, seq, leaf, h)| chain::RetainedLeaf { host, seq: seq as u64, leaf: leaf.try_into().unwrap_or([0; 32]), chain_hash: h.and_then(|h| h.try_into().ok()) })
+        .collect())
+}
+
+/// A cut's kept leaves must be exactly those it signed (`leaves_hash`, `chained_rows`). A cut
+/// with none kept was never applied (its drop failed and was rolled back).
+pub async fn check_cut(pool: &sqlx::PgPool, host: &str, c: &RetentionCut) -> Result<Option<Finding>, sqlx::Error> {
+    let leaves = cut_leaves(pool, c.id).await?;
+    if leaves.is_empty() {
+        return Ok(None);
+    }
+    let mut h = chain::LeavesHasher::default();
+    for l in &leaves {
+        h.add(l);
+    }
+    let (n, got) = (leaves.len() as u64, h.finish());
+    Ok((n != c.chained_rows || got != c.leaves_hash).then(|| Finding {
+        host: host.to_owned(),
+        kind: "cut_mismatch",
+        table: Some("retention_cuts".into()),
+        id: Some(c.id.to_string()),
+        seq: Some(c.chain.seq),
+        detail: format!("the cut of {} signed {} leaves with hash {}; the database keeps {n} with hash {}", c.partition, c.chained_rows, short(&c.leaves_hash), short(&got)),
+    }))
+}
+
 /// Hosts with a chain in this database.
 pub async fn hosts(pool: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT DISTINCT host FROM signing_keys UNION SELECT DISTINCT host FROM sessions ORDER BY 1").fetch_all(pool).await
@@ -330,7 +442,11 @@ pub fn chain_rows<'a>(pool: &'a sqlx::PgPool, host: &'a str, start: u64) -> impl
             .iter()
             .map(|(table, row, id)| format!("SELECT '{table}'::text AS t, {id} AS id, chain_seq, chain_hash, {row} AS row FROM {table} WHERE host = $1 AND chain_seq >= $2"))
             .collect();
-        format!("{} ORDER BY chain_seq", parts.join(" UNION ALL "))
+        format!(
+            "{} UNION ALL SELECT '{RETAINED}', cut_id::text, chain_seq, chain_hash, jsonb_build_object('table', table_name, 'leaf', encode(leaf, 'hex')) \
+             FROM retained_leaves WHERE host = $1 AND chain_seq >= $2 ORDER BY chain_seq",
+            parts.join(" UNION ALL ")
+        )
     });
     sqlx::query_as::<_, (String, String, i64, Option<Vec<u8>>, Value)>(sql)
         .bind(host)

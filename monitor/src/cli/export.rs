@@ -179,7 +179,8 @@ async fn host_proof(pool: &sqlx::PgPool, host: &str, ids: &[String]) -> anyhow::
         GENESIS
     } else {
         let parts: Vec<String> = ROW_SQL.iter().map(|(t, _, _)| format!("SELECT chain_hash FROM {t} WHERE host = $1 AND chain_seq = $2")).collect();
-        let h: Option<Vec<u8>> = sqlx::query_scalar(&parts.join(" UNION ALL ")).bind(host).bind(lo - 1).fetch_optional(pool).await?;
+        let sql = format!("{} UNION ALL SELECT chain_hash FROM retained_leaves WHERE host = $1 AND chain_seq = $2", parts.join(" UNION ALL "));
+        let h: Option<Vec<u8>> = sqlx::query_scalar(&sql).bind(host).bind(lo - 1).fetch_optional(pool).await?;
         h.and_then(|h| h.try_into().ok()).with_context(|| format!("the chain of {host} has no row {} before the sessions; run `agentmon verify`", lo - 1))?
     };
     let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
@@ -193,7 +194,7 @@ async fn host_proof(pool: &sqlx::PgPool, host: &str, ids: &[String]) -> anyhow::
         }
         let key = SESSION_TABLES.iter().find(|(t, _)| *t == r.table).map(|(_, k)| *k);
         let mine = key.and_then(|k| r.row[k].as_str()).is_some_and(|id| wanted.contains(id));
-        entries.push(if mine { json!({"seq": r.seq, "row": r.row}) } else { json!({"seq": r.seq, "leaf": hex(&chain::leaf(&r.row))}) });
+        entries.push(if mine { json!({"seq": r.seq, "row": r.row}) } else { json!({"seq": r.seq, "leaf": hex(&crate::verify::row_leaf(&r))}) });
         if last_note.elapsed().as_secs() >= 2 {
             last_note = std::time::Instant::now();
             eprintln!("agentmon: export: {host}: {} of {} rows read", r.seq - lo as u64 + 1, covers - lo + 1);

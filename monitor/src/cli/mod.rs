@@ -4,6 +4,7 @@ pub mod completions;
 pub mod export;
 pub mod man;
 pub mod query;
+pub mod retention;
 pub mod run;
 pub mod status;
 pub mod table;
@@ -193,6 +194,21 @@ pub enum Command {
     /// Check the evidence chain: recompute every row's hash and check the signed checkpoints.
     /// Exits 0 when everything verifies, 3 when something does not.
     Verify(verify::VerifyArgs),
+    /// Apply retention now (the daemon also does daily): drop raw events past `hot`, archive
+    /// and drop everything past `warm`, each under a signed cut. Root only. Exits 1 when a
+    /// partition could not be removed (it stays, and is retried).
+    Retention {
+        /// Only list what would go.
+        #[arg(long)]
+        dry_run: bool,
+        /// Stand-in for the clock (tests).
+        #[arg(long, hide = true, value_parser = query::parse_when)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        addr: DaemonAddr,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write an incident packet: the selected sessions with their actions, process trees,
     /// files, network, raw events and alerts, plus the chain proof up to a signed checkpoint,
     /// in one file that `agentmon verify --packet` checks offline.
@@ -287,6 +303,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             query::events(&pool, &session, kind.as_deref(), limit, db.json).await.map(|()| 0)
         }
         Command::Verify(args) => verify::run(&args).await,
+        Command::Retention { dry_run, as_of, addr, json } => retention::run(&addr.runtime_dir, dry_run, as_of, json),
         Command::Export(args) => export::run(&args).await,
         Command::Migrate { database_url, config } => {
             let file = FileConfig::load(&config)?;

@@ -31,6 +31,9 @@ pub struct VerifyArgs {
     /// agree with the database.
     #[arg(long, value_name = "FILE", conflicts_with = "packet")]
     pub witness: Option<PathBuf>,
+    /// Check a cold retention archive (`<partition>.jsonl.gz`) against its signed cut.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["packet", "witness", "since", "host"])]
+    pub archive: Option<PathBuf>,
     /// Check an incident packet (`agentmon export`) offline, with no database.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["host", "since"])]
     pub packet: Option<PathBuf>,
@@ -62,6 +65,10 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
     if let Some(p) = &args.packet {
         return super::export::verify_packet(p, args.key.as_deref(), args.db.json);
     }
+    if let Some(a) = &args.archive {
+        let pool = super::pool(&args.db).await?;
+        return super::retention::verify_archive(&pool, a, args.db.json).await;
+    }
     let witness = args.witness.as_ref().map(read_witness).transpose()?;
     let pool = super::pool(&args.db).await?;
     let hosts = match &args.host {
@@ -74,6 +81,7 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
         let keys = verify::keys(&pool, host).await?;
         let (start, prev) = verify::start_at(&pool, host, args.since, &keys).await?;
         let mut v = Verifier::new(host, keys, witness.clone().unwrap_or_default(), start, prev);
+        v.set_known_cuts(verify::known_cuts(&pool).await?);
         let t0 = Instant::now();
         let mut last_note = Instant::now();
         let mut rows = std::pin::pin!(verify::chain_rows(&pool, host, start));
@@ -94,6 +102,9 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
                 seq: None,
                 detail: "no place in the chain: inserted by hand, or written before the chain existed".into(),
             });
+        }
+        for c in std::mem::take(&mut v.cuts) {
+            v.findings.extend(verify::check_cut(&pool, host, &c).await?);
         }
         v.finish(Utc::now());
         if args.host.is_some() && v.summary.rows == 0 && v.summary.keys.is_empty() {

@@ -213,6 +213,38 @@ pub struct AlertRecord {
     pub chain: ChainLink,
 }
 
+/// A signed record of one day partition removed by retention (`daemon/retention.rs`): which
+/// rows left, under which tier, the leaves they had in the chain, the chain head when it was
+/// signed, and the archive's hash for the cold tier.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetentionCut {
+    pub id: Uuid,
+    pub table: String,
+    pub partition: String,
+    pub range_from: DateTime<Utc>,
+    pub range_to: DateTime<Utc>,
+    /// `warm` (raw events dropped) or `cold` (archived, then dropped).
+    pub tier: String,
+    /// Every row of the partition, and those with a place in a chain.
+    pub rows: u64,
+    pub chained_rows: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// SHA-256 over the removed rows' leaves (`chain::leaves_hash`), lowercase hex.
+    pub leaves_hash: String,
+    pub archive_file: Option<String>,
+    pub archive_sha256: Option<String>,
+    /// The chain's head when the cut was signed (the cut row is the next row).
+    pub covers_seq: u64,
+    pub head_hash: String,
+    pub at: DateTime<Utc>,
+    pub key_fingerprint: String,
+    /// ed25519 signature of `chain::cut_message`, lowercase hex.
+    pub signature: String,
+    #[serde(default)]
+    pub chain: ChainLink,
+}
+
 /// Everything the store writes, in the order it must be written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Output {
@@ -224,6 +256,7 @@ pub enum Output {
     Checkpoint(Checkpoint),
     SigningKey(SigningKey),
     Alert(AlertRecord),
+    RetentionCut(RetentionCut),
 }
 
 impl Output {
@@ -250,6 +283,7 @@ impl Output {
             Self::SessionEnd(e) => 200 + strs(&e.root_argv) + files(&e.files, &e.net),
             Self::Checkpoint(c) => 300 + c.head_hash.len() + c.signature.len(),
             Self::SigningKey(k) => 200 + k.public_key.len(),
+            Self::RetentionCut(c) => 600 + c.partition.len() + c.archive_file.as_ref().map_or(0, String::len),
             Self::Alert(a) => 300 + a.agent.len() + a.rule.len() + a.summary.len() + 16 * (a.action_ids.len() + a.event_ids.len()) + a.details.to_string().len(),
         };
         n as u64
@@ -263,7 +297,7 @@ impl Output {
             Self::Process(p) => !p.rec.redacted.is_empty(),
             Self::Action(a) => !a.redacted.is_empty() || a.processes.iter().any(|p| !p.redacted.is_empty()),
             Self::SessionEnd(e) => !e.redacted.is_empty(),
-            Self::Checkpoint(_) | Self::SigningKey(_) | Self::Alert(_) => false,
+            Self::Checkpoint(_) | Self::SigningKey(_) | Self::Alert(_) | Self::RetentionCut(_) => false,
         }
     }
 
@@ -282,7 +316,7 @@ impl Output {
             Self::Action(a) => a.session_id,
             Self::SessionEnd(e) => e.session_id,
             Self::Alert(a) => a.session_id.unwrap_or_default(),
-            Self::Checkpoint(_) | Self::SigningKey(_) => Uuid::nil(),
+            Self::Checkpoint(_) | Self::SigningKey(_) | Self::RetentionCut(_) => Uuid::nil(),
         }
     }
 }

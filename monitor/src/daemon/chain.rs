@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::{
     chain::{self, ChainLink, GENESIS, Hash, Head, hex},
-    correlate::{Checkpoint, Output, SigningKey},
+    correlate::{Checkpoint, Output, RetentionCut, SigningKey},
 };
 
 pub const KEY_FILE: &str = "signing.key";
@@ -186,6 +186,9 @@ impl Chain {
                 chain::truncate_micros(&mut k.created_at);
                 k.chain = self.next(|seq| chain::signing_key_row(h, k, seq));
             }
+            Output::RetentionCut(c) => {
+                c.chain = self.next(|seq| chain::cut_row(h, c, seq));
+            }
         }
         self.host = host;
     }
@@ -233,6 +236,22 @@ impl Chain {
         }
         self.last_checkpoint = Instant::now();
         self.sealed_since_checkpoint = 0;
+        out
+    }
+
+    /// Sign a retention cut over the current head and seal it into the chain. The caller
+    /// queues it; the partition is dropped only once it is stored.
+    pub fn cut(&mut self, mut c: RetentionCut) -> Output {
+        c.covers_seq = self.head.seq;
+        c.head_hash = hex(&self.head.hash);
+        c.at = Utc::now();
+        chain::truncate_micros(&mut c.at);
+        chain::truncate_micros(&mut c.range_from);
+        chain::truncate_micros(&mut c.range_to);
+        c.key_fingerprint = self.fingerprint.clone();
+        c.signature = hex(&self.key.sign(&chain::cut_message(&self.host, &c)).to_bytes());
+        let mut out = Output::RetentionCut(c);
+        self.seal(&mut out, None);
         out
     }
 

@@ -19,6 +19,7 @@ pub mod notify;
 pub mod queue;
 pub mod reader;
 pub mod redact;
+pub mod retention;
 pub mod spool;
 pub mod store;
 pub mod webhook;
@@ -175,6 +176,8 @@ struct Daemon {
     /// Alert rules, evaluated on every record (`crate::alerts`), and where alerts go.
     alerts: crate::alerts::Engine,
     webhook: Option<webhook::Webhook>,
+    /// The retention task, when `[retention]` is set.
+    retention: Option<mpsc::Sender<retention::RunRequest>>,
 }
 
 fn clock() -> anyhow::Result<(Clock, String)> {
@@ -337,7 +340,15 @@ async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules,
         heartbeat: notify::Heartbeat::default(),
         alerts: crate::alerts::Engine::new(alert_rules, sensitive.clone()),
         webhook: None,
+        retention: None,
     };
+    let (cut_tx, cut_rx) = mpsc::channel::<retention::CutRequest>(4);
+    if let Some(policy) = retention::Policy::new(&file.retention, &state).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))? {
+        info!(hot_days = policy.hot.num_days(), warm_days = ?policy.warm.map(|w| w.num_days()), cold_days = ?policy.cold.map(|c| c.num_days()), archive = %policy.archive_dir.display(), "retention is on: applied daily");
+        let (run_tx, run_rx) = mpsc::channel(4);
+        daemon.retention = Some(run_tx);
+        tokio::spawn(retention::run(pool.clone(), policy, run_rx, cut_tx));
+    }
     daemon.correlator.set_sensitive(sensitive);
     if let Some(url) = &file.alerts.webhook {
         let target = webhook::parse_url(url).map_err(|m| anyhow::anyhow!("alerts.webhook: {m}"))?;
@@ -366,7 +377,7 @@ async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules,
     notify::notify(&format!("READY=1\nSTATUS=capturing: {} programs, {} live sessions", daemon.probes.attached.len(), daemon.sessions.len()));
     notify::spawn_watchdog(daemon.heartbeat.clone());
 
-    let result = daemon.main_loop(&mut reader, cmd_rx).await;
+    let result = daemon.main_loop(&mut reader, cmd_rx, cut_rx).await;
     // No daemon from here until the next one says so: its pid may be reused meanwhile.
     let _ = daemon.probes.set_daemon(0);
 
@@ -449,7 +460,7 @@ async fn shutdown_signal() {
 }
 
 impl Daemon {
-    async fn main_loop(&mut self, reader: &mut Reader, mut cmds: mpsc::Receiver<Command>) -> anyhow::Result<()> {
+    async fn main_loop(&mut self, reader: &mut Reader, mut cmds: mpsc::Receiver<Command>, mut cuts: mpsc::Receiver<retention::CutRequest>) -> anyhow::Result<()> {
         let err = |e: std::io::Error| anyhow::anyhow!("polling the ring buffers: {e}");
         // SAFETY (both): the fds belong to rings owned by `reader`, which outlives this loop and
         // with it the registrations.
@@ -487,7 +498,17 @@ impl Daemon {
                         self.end_removed_rule_cgroups();
                     }
                 }
+                Some(req) = cuts.recv() => {
+                    // A retention cut: signed over the head and queued like any record.
+                    let cut = self.chain.cut(req.cut);
+                    lock(&self.queue).push(cut);
+                    let _ = req.queued.send(());
+                }
                 Some(cmd) = cmds.recv() => {
+                    if let Request::Retention { dry_run, as_of } = cmd.req {
+                        self.retention(dry_run, as_of, cmd.peer_uid, cmd.reply);
+                        continue;
+                    }
                     // Drain first so a session's earlier events are handled before new state.
                     self.pump(reader, false);
                     let resp = self.command(cmd.req, cmd.peer_pid, cmd.peer_uid, cmd.peer_start);
@@ -790,6 +811,8 @@ impl Daemon {
     fn command(&mut self, req: Request, peer_pid: u32, peer_uid: u32, peer_start: Option<u64>) -> Response {
         let r = match req {
             Request::Status => Ok(Response::Status(Box::new(self.status()))),
+            // Served by the main loop before it gets here.
+            Request::Retention { .. } => Err("retention requests are served by the retention task".into()),
             Request::StartSession { agent, label } => self.start_session(&agent, label, peer_pid, peer_uid, peer_start),
             Request::Tag { cgroup, agent, label } => {
                 if peer_uid == 0 {
@@ -800,6 +823,23 @@ impl Daemon {
             }
         };
         r.unwrap_or_else(|message| Response::Error { message })
+    }
+
+    /// Hand `agentmon retention` to the retention task, which replies when done.
+    fn retention(&self, dry_run: bool, as_of: Option<chrono::DateTime<Utc>>, peer_uid: u32, reply: tokio::sync::oneshot::Sender<Response>) {
+        let refuse = |reply: tokio::sync::oneshot::Sender<Response>, message: &str| {
+            let _ = reply.send(Response::Error { message: message.into() });
+        };
+        if peer_uid != 0 {
+            return refuse(reply, "only root may apply retention");
+        }
+        let Some(tx) = &self.retention else {
+            return refuse(reply, "retention is not configured: set [retention] hot (and warm, cold) in the config file and restart the daemon");
+        };
+        if let Err(e) = tx.try_send(retention::RunRequest { dry_run, as_of, reply }) {
+            let (tokio::sync::mpsc::error::TrySendError::Full(r) | tokio::sync::mpsc::error::TrySendError::Closed(r)) = e;
+            refuse(r.reply, "a retention run is already in progress; try again when it ends");
+        }
     }
 
     fn status(&self) -> Status {

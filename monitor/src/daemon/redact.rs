@@ -111,7 +111,7 @@ pub fn apply(r: &Redactor, o: &mut Output) -> Option<Value> {
             r.json(&mut a.details, &mut hits);
             None
         }
-        Output::Checkpoint(_) | Output::SigningKey(_) => None,
+        Output::Checkpoint(_) | Output::SigningKey(_) | Output::RetentionCut(_) => None,
     }
 }
 

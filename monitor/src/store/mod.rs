@@ -3,14 +3,16 @@
 
 pub mod query;
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
+
+use chrono::NaiveDate;
 
 use sqlx::{PgPool, Postgres, QueryBuilder, postgres::PgPoolOptions};
 use uuid::Uuid;
 
 use crate::{
     chain::{ChainLink, hex, process_id},
-    correlate::{ActionRecord, AlertRecord, Checkpoint, EventRecord, Output, ProcessRecord, SessionEnd, SessionStart, SigningKey},
+    correlate::{ActionRecord, AlertRecord, Checkpoint, EventRecord, Output, ProcessRecord, RetentionCut, SessionEnd, SessionStart, SigningKey},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +119,46 @@ pub async fn chain_head(pool: &PgPool, host: &str) -> Result<Option<crate::chain
     Ok(row.and_then(|(seq, h)| Some(crate::chain::Head { seq: seq as u64, hash: h.try_into().ok()? })))
 }
 
+/// The UTC days that have their partitions (made by this process, or found made).
+static DAYS: std::sync::Mutex<BTreeSet<NaiveDate>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// The UTC days of a batch's rows in the day-partitioned tables (see the partitioning migration).
+pub fn batch_days(batch: &[Output]) -> BTreeSet<NaiveDate> {
+    let mut days = BTreeSet::new();
+    for o in batch {
+        match o {
+            Output::SessionStart(s) => days.insert(s.started_at.date_naive()),
+            Output::Event(e) => days.insert(e.ts.date_naive()),
+            Output::Process(p) => days.insert(p.rec.started_at.date_naive()),
+            Output::Action(a) => {
+                days.extend(a.processes.iter().map(|p| p.started_at.date_naive()));
+                days.insert(a.started_at.date_naive())
+            }
+            Output::SessionEnd(e) => days.insert(e.ended_at.date_naive()),
+            Output::Alert(a) => days.insert(a.first_at.date_naive()),
+            Output::Checkpoint(_) | Output::SigningKey(_) | Output::RetentionCut(_) => false,
+        };
+    }
+    days
+}
+
+/// Make the day partitions a batch needs and this process has not seen yet (one call per new
+/// day; a row of a day with no partition would go to the table's default partition).
+async fn ensure_days(pool: &PgPool, batch: &[Output]) -> Result<(), sqlx::Error> {
+    let mut days = batch_days(batch);
+    days.retain(|d| !DAYS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(d));
+    for d in days {
+        sqlx::query("SELECT agentmon_ensure_day($1)").bind(d).execute(pool).await?;
+        DAYS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(d);
+    }
+    Ok(())
+}
+
+/// Retention dropped a partition of `day`: a late row of that day makes it again.
+pub fn forget_day(day: NaiveDate) {
+    DAYS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&day);
+}
+
 /// Rows per INSERT statement (well under Postgres's 65535 bind parameters).
 const CHUNK: usize = 1000;
 
@@ -211,6 +253,7 @@ pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output], mode: Even
     let mut checkpoints = Vec::new();
     let mut keys = Vec::new();
     let mut alerts = Vec::new();
+    let mut cuts = Vec::new();
     for o in batch {
         match o {
             Output::SessionStart(s) => starts.push(s),
@@ -224,8 +267,10 @@ pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output], mode: Even
             Output::Checkpoint(c) => checkpoints.push(c),
             Output::SigningKey(k) => keys.push(k),
             Output::Alert(a) => alerts.push(a),
+            Output::RetentionCut(c) => cuts.push(c),
         }
     }
+    ensure_days(pool, batch).await?;
     let mut tx = pool.begin().await?;
     for chunk in starts.chunks(CHUNK) {
         insert_sessions(host, chunk).build().execute(&mut *tx).await?;
@@ -257,6 +302,9 @@ pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output], mode: Even
     for chunk in checkpoints.chunks(CHUNK) {
         insert_checkpoints(host, chunk).build().execute(&mut *tx).await?;
     }
+    for chunk in cuts.chunks(CHUNK) {
+        insert_cuts(host, chunk).build().execute(&mut *tx).await?;
+    }
     tx.commit().await
 }
 
@@ -278,7 +326,7 @@ fn insert_sessions<'a>(host: &'a str, rows: &'a [&'a SessionStart]) -> QueryBuil
             .push_bind(chain_seq(&s.chain))
             .push_bind(chain_hash(&s.chain));
     });
-    q.push(" ON CONFLICT (id) DO NOTHING");
+    q.push(" ON CONFLICT (id, started_at) DO NOTHING");
     q
 }
 
@@ -311,7 +359,7 @@ fn insert_actions<'a>(host: &'a str, rows: &'a [&'a ActionRecord]) -> QueryBuild
             .push_bind(chain_seq(&a.chain))
             .push_bind(chain_hash(&a.chain));
     });
-    q.push(" ON CONFLICT (id) DO NOTHING");
+    q.push(" ON CONFLICT (id, started_at) DO NOTHING");
     q
 }
 
@@ -342,7 +390,7 @@ fn insert_processes<'a>(host: &'a str, rows: &'a [(Uuid, Option<Uuid>, &'a Proce
             .push_bind(chain_seq(&p.chain))
             .push_bind(chain_hash(&p.chain));
     });
-    q.push(" ON CONFLICT (id) DO NOTHING");
+    q.push(" ON CONFLICT (id, started_at) DO NOTHING");
     q
 }
 
@@ -367,7 +415,7 @@ fn insert_events<'a>(host: &'a str, rows: &'a [&'a EventRecord]) -> QueryBuilder
             .push_bind(chain_seq(&e.chain))
             .push_bind(chain_hash(&e.chain));
     });
-    q.push(" ON CONFLICT (session_id, seq) DO NOTHING");
+    q.push(" ON CONFLICT (session_id, seq, ts) DO NOTHING");
     q
 }
 
@@ -391,7 +439,7 @@ fn insert_ends<'a>(host: &'a str, rows: &'a [&'a SessionEnd]) -> QueryBuilder<'a
             .push_bind(chain_seq(&e.chain))
             .push_bind(chain_hash(&e.chain));
     });
-    q.push(" ON CONFLICT (session_id) DO NOTHING");
+    q.push(" ON CONFLICT (session_id, ended_at) DO NOTHING");
     q
 }
 
@@ -438,6 +486,38 @@ fn insert_alerts<'a>(host: &'a str, rows: &'a [&'a AlertRecord]) -> QueryBuilder
             .push_bind(sqlx::types::Json(&a.details))
             .push_bind(chain_seq(&a.chain))
             .push_bind(chain_hash(&a.chain));
+    });
+    q.push(" ON CONFLICT (id, first_at) DO NOTHING");
+    q
+}
+
+fn insert_cuts<'a>(host: &'a str, rows: &'a [&'a RetentionCut]) -> QueryBuilder<'a, Postgres> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO retention_cuts (id, host, table_name, partition_name, range_from, range_to, tier, rows, chained_rows, first_seq, \
+         last_seq, leaves_hash, archive_file, archive_sha256, covers_seq, head_hash, at, key_fingerprint, signature, chain_seq, chain_hash) ",
+    );
+    q.push_values(rows, |mut b, c| {
+        b.push_bind(c.id)
+            .push_bind(host)
+            .push_bind(&c.table)
+            .push_bind(&c.partition)
+            .push_bind(c.range_from)
+            .push_bind(c.range_to)
+            .push_bind(&c.tier)
+            .push_bind(c.rows as i64)
+            .push_bind(c.chained_rows as i64)
+            .push_bind(c.first_seq.map(|s| s as i64))
+            .push_bind(c.last_seq.map(|s| s as i64))
+            .push_bind(&c.leaves_hash)
+            .push_bind(&c.archive_file)
+            .push_bind(&c.archive_sha256)
+            .push_bind(c.covers_seq as i64)
+            .push_bind(&c.head_hash)
+            .push_bind(c.at)
+            .push_bind(&c.key_fingerprint)
+            .push_bind(&c.signature)
+            .push_bind(chain_seq(&c.chain))
+            .push_bind(chain_hash(&c.chain));
     });
     q.push(" ON CONFLICT (id) DO NOTHING");
     q

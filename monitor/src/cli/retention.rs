@@ -1,0 +1,162 @@
+//! `agentmon retention` (asks the daemon, which signs the cuts) and `agentmon verify --archive`
+//! (checks a cold archive against its signed cut). The work is in `crate::daemon::retention`.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::{table, verify::EXIT_FAILED};
+use crate::{
+    chain::{self, ROW_SQL, RetainedLeaf},
+    control::{self, Request, Response},
+    daemon::retention::{self, Report},
+};
+
+/// Returns the exit code: 0 when every planned partition was removed (or, with `dry_run`,
+/// listed), 1 when one failed (it stays, and is retried at the next run).
+pub fn run(runtime_dir: &Path, dry_run: bool, as_of: Option<DateTime<Utc>>, json: bool) -> anyhow::Result<i32> {
+    if !dry_run {
+        eprintln!("agentmon: retention: signing cuts and dropping partitions (large partitions take a while)...");
+    }
+    let resp = control::request_within(runtime_dir, &Request::Retention { dry_run, as_of }, Duration::from_secs(6 * 3600))?;
+    let Response::Retention(r) = resp else { anyhow::bail!("unexpected reply from the daemon: {resp:?}") };
+    let failed = r.items.iter().filter(|i| i.error.is_some()).count();
+    if json {
+        for i in &r.items {
+            let mut o = serde_json::to_value(i)?;
+            o["type"] = "partition".into();
+            println!("{o}");
+        }
+        println!("{}", json!({"type": "summary", "as_of": r.as_of, "dry_run": r.dry_run, "partitions": r.items.len(), "failed": failed, "expired_archives": r.expired_archives}));
+    } else {
+        print_human(&r);
+    }
+    Ok(i32::from(failed > 0))
+}
+
+fn print_human(r: &Report) {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    if r.items.is_empty() {
+        println!("nothing to remove as of {}", table::local_time(r.as_of));
+    } else {
+        let rows: Vec<Vec<String>> = r
+            .items
+            .iter()
+            .map(|i| {
+                vec![
+                    i.partition.clone(),
+                    i.tier.clone(),
+                    i.rows.to_string(),
+                    i.error.as_ref().map_or_else(|| i.status.clone(), |e| format!("failed: {e}")),
+                    i.cut_id.map_or("-".into(), |c| c.to_string()),
+                    i.archive_file.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        table::print(&["PARTITION", "TIER", "ROWS", "STATUS", "CUT", "ARCHIVE"], &rows);
+        let ok = r.items.iter().filter(|i| i.error.is_none()).count();
+        println!("\n{verb} {ok} of {} partitions as of {}", r.items.len(), table::local_time(r.as_of));
+    }
+    for f in &r.expired_archives {
+        println!("{} archive past the cold tier: {f}", if r.dry_run { "would delete" } else { "deleted" });
+    }
+}
+
+/// `verify --archive FILE`: the file's SHA-256 is the one a signed cut recorded, and its rows
+/// are the ones the cut counted, with the leaves it signed. Returns the exit code.
+pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> anyhow::Result<i32> {
+    let sha = retention::file_sha256(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let cut_sql = ROW_SQL.iter().find(|t| t.0 == "retention_cuts").map_or("NULL", |t| t.1);
+    let name = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".jsonl.gz")).unwrap_or_default().to_owned();
+    let row: Option<Value> = sqlx::query_scalar(&format!(
+        "SELECT {cut_sql} FROM retention_cuts WHERE archive_sha256 = $1 OR partition_name = $2 ORDER BY (archive_sha256 = $1) DESC, at DESC LIMIT 1"
+    ))
+    .bind(&sha)
+    .bind(&name)
+    .fetch_optional(pool)
+    .await?;
+    let mut problems = Vec::new();
+    let mut out = json!({"file": path.display().to_string(), "sha256": sha});
+    match row {
+        None => problems.push(format!("no retention cut records an archive with SHA-256 {sha} or of partition {name}")),
+        Some(row) => {
+            let host = row["host"].as_str().unwrap_or_default().to_owned();
+            let c = crate::verify::cut_fields(&row).context("reading the retention cut")?;
+            out["cut_id"] = json!(c.id);
+            out["host"] = json!(host);
+            out["partition"] = json!(c.partition);
+            out["tier"] = json!(c.tier);
+            out["chain_seq"] = row["chain_seq"].clone();
+            out["rows"] = json!(c.rows);
+            if c.archive_sha256.as_deref() != Some(sha.as_str()) {
+                problems.push(format!("its SHA-256 is {sha}; the cut of {} signed {}", c.partition, c.archive_sha256.as_deref().unwrap_or("no archive")));
+            }
+            let key: Option<String> = sqlx::query_scalar("SELECT public_key FROM signing_keys WHERE host = $1 AND fingerprint = $2")
+                .bind(&host)
+                .bind(&c.key_fingerprint)
+                .fetch_optional(pool)
+                .await?;
+            match key {
+                None => problems.push(format!("the cut is signed by key {}, which is not registered for {host}", c.key_fingerprint)),
+                Some(k) if !chain::cut_signature_valid(&host, &c, &k) => problems.push("the cut's signature does not verify".into()),
+                Some(_) => {}
+            }
+            if let Some(f) = crate::verify::check_cut(pool, &host, &c).await? {
+                problems.push(f.detail);
+            }
+            let kept = crate::verify::cut_leaves(pool, c.id).await?;
+            match retention::read_archive(path) {
+                Err(e) => problems.push(format!("{e:#}")),
+                Ok(lines) => problems.extend(check_lines(&lines, &c, &kept)),
+            }
+        }
+    }
+    out["ok"] = json!(problems.is_empty());
+    out["problems"] = json!(problems);
+    if json {
+        println!("{out}");
+    } else if problems.is_empty() {
+        println!("archive verified: {} rows of {} ({} tier), cut {} at chain_seq {} of {}, SHA-256 {sha}", out["rows"], out["partition"].as_str().unwrap_or("-"), out["tier"].as_str().unwrap_or("-"), out["cut_id"].as_str().unwrap_or("-"), out["chain_seq"], out["host"].as_str().unwrap_or("-"));
+    } else {
+        println!("archive FAILED: {}", path.display());
+        for p in &problems {
+            println!("  {p}");
+        }
+    }
+    Ok(if problems.is_empty() { 0 } else { EXIT_FAILED })
+}
+
+/// The archive's rows against the cut: their count, their table, and each chained row's leaf
+/// against the one the cut kept (which `check_cut` ties to the signed leaves hash).
+fn check_lines(lines: &[String], c: &crate::correlate::RetentionCut, kept: &[RetainedLeaf]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let kept: std::collections::HashMap<(&str, u64), &RetainedLeaf> = kept.iter().map(|l| ((l.host.as_str(), l.seq), l)).collect();
+    let mut chained = 0u64;
+    for (i, line) in lines.iter().enumerate() {
+        let row: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("line {}: not a JSON row ({e})", i + 1));
+                continue;
+            }
+        };
+        if row["table"].as_str() != Some(c.table.as_str()) {
+            problems.push(format!("line {}: a row of {} in an archive of {}", i + 1, row["table"], c.table));
+        }
+        if let (Some(host), Some(seq)) = (row["host"].as_str(), row["chain_seq"].as_u64()) {
+            chained += 1;
+            // The line is the row's canonical text, so its leaf is the line's hash.
+            match kept.get(&(host, seq)) {
+                Some(l) if l.leaf == chain::leaf_of_text(line) => {}
+                Some(_) => problems.push(format!("line {}: {host} chain_seq {seq} differs from the row the cut removed", i + 1)),
+                None => problems.push(format!("line {}: {host} chain_seq {seq} is not a row the cut removed", i + 1)),
+            }
+        }
+    }
+    if lines.len() as u64 != c.rows || chained != c.chained_rows {
+        problems.push(format!("{} rows ({chained} chained); the cut counted {} ({} chained)", lines.len(), c.rows, c.chained_rows));
+    }
+    problems
+}
