@@ -17,33 +17,34 @@ CREATE FUNCTION agentmon_partition_tables() RETURNS text[] LANGUAGE sql IMMUTABL
     SELECT ARRAY['sessions', 'session_ends', 'actions', 'processes', 'events', 'alerts']
 $$;
 
--- Make the day's partition of each evidence table (the daemon calls it before writing a day's
--- first rows). SECURITY DEFINER: the partitions belong to agentmon_owner, and the writer needs
--- no DDL rights of its own. Returns how many partitions it made.
-CREATE FUNCTION agentmon_ensure_day(day date) RETURNS integer
+-- Make table t's partition for one day (the daemon calls it for each table before writing a
+-- day's first rows, each call its own transaction: creating a partition locks its parent, and
+-- holding one parent while waiting for the next could deadlock with a reader that locks them in
+-- another order). SECURITY DEFINER: the partitions belong to agentmon_owner, and the writer
+-- needs no DDL rights of its own. Returns whether it made the partition.
+CREATE FUNCTION agentmon_ensure_partition(t text, day date) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
-    t text;
-    p text;
-    made integer := 0;
+    p text := format('%s_p%s', t, to_char(day, 'YYYYMMDD'));
 BEGIN
-    FOREACH t IN ARRAY agentmon_partition_tables() LOOP
-        p := format('%s_p%s', t, to_char(day, 'YYYYMMDD'));
-        CONTINUE WHEN to_regclass(p) IS NOT NULL;
-        BEGIN
-            EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)', p, t,
-                day::timestamp AT TIME ZONE 'UTC', (day + 1)::timestamp AT TIME ZONE 'UTC');
-            -- A statement trigger on the parent does not fire for TRUNCATE of a partition.
-            EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I FOR EACH STATEMENT EXECUTE FUNCTION agentmon_no_truncate()', p || '_no_truncate', p);
-            made := made + 1;
-        EXCEPTION
-            -- Another daemon made it first.
-            WHEN duplicate_table THEN NULL;
-            -- The default partition already holds rows of that day: they stay there.
-            WHEN check_violation THEN RAISE WARNING 'agentmon: % holds rows of %; its partition is not made', t || '_default', day;
-        END;
-    END LOOP;
-    RETURN made;
+    IF NOT t = ANY (agentmon_partition_tables()) THEN
+        RAISE EXCEPTION 'agentmon: % is not a day-partitioned evidence table', t;
+    END IF;
+    IF to_regclass(p) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)', p, t,
+        day::timestamp AT TIME ZONE 'UTC', (day + 1)::timestamp AT TIME ZONE 'UTC');
+    -- A statement trigger on the parent does not fire for TRUNCATE of a partition.
+    EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I FOR EACH STATEMENT EXECUTE FUNCTION agentmon_no_truncate()', p || '_no_truncate', p);
+    RETURN true;
+EXCEPTION
+    -- Another daemon made it first.
+    WHEN duplicate_table THEN RETURN false;
+    -- The default partition already holds rows of that day: they stay there.
+    WHEN check_violation THEN
+        RAISE WARNING 'agentmon: % holds rows of %; its partition is not made', t || '_default', day;
+        RETURN false;
 END;
 $$;
 
@@ -91,13 +92,13 @@ SELECT agentmon_partition_table('events', 'ts', 'session_id, seq, ts', ARRAY['ch
 SELECT agentmon_partition_table('alerts', 'first_at', 'id, first_at',
     ARRAY['first_at:first_at', 'session:session_id', 'chain:host, chain_seq']);
 
-ALTER FUNCTION agentmon_ensure_day(date) OWNER TO agentmon_owner;
+ALTER FUNCTION agentmon_ensure_partition(text, date) OWNER TO agentmon_owner;
 ALTER FUNCTION agentmon_partition_tables() OWNER TO agentmon_owner;
-REVOKE ALL ON FUNCTION agentmon_ensure_day(date) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION agentmon_ensure_day(date) TO agentmon_writer;
+REVOKE ALL ON FUNCTION agentmon_ensure_partition(text, date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION agentmon_ensure_partition(text, date) TO agentmon_writer;
 
 -- A day partition for every day that has rows, then the rows (oldest table first).
-SELECT agentmon_ensure_day(d) FROM (
+SELECT agentmon_ensure_partition(t, d) FROM unnest(agentmon_partition_tables()) tables(t), (
     SELECT (started_at AT TIME ZONE 'UTC')::date FROM sessions_unpartitioned
     UNION SELECT (ended_at AT TIME ZONE 'UTC')::date FROM session_ends_unpartitioned
     UNION SELECT (started_at AT TIME ZONE 'UTC')::date FROM actions_unpartitioned

@@ -498,6 +498,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cut_signature_covers_every_field_and_is_domain_separated() {
+        use ed25519_dalek::Signer as _;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let pk = hex(key.verifying_key().as_bytes());
+        let t = DateTime::from_timestamp_micros(1_764_000_000_000_000).expect("time");
+        let mut c = RetentionCut {
+            id: Uuid::nil(),
+            table: "events".into(),
+            partition: "events_p20251124".into(),
+            range_from: t,
+            range_to: t + chrono::Duration::days(1),
+            tier: "warm".into(),
+            rows: 3,
+            chained_rows: 3,
+            first_seq: Some(10),
+            last_seq: Some(12),
+            leaves_hash: "ab".into(),
+            archive_file: None,
+            archive_sha256: None,
+            covers_seq: 20,
+            head_hash: "cd".into(),
+            at: t,
+            key_fingerprint: key_fingerprint(key.verifying_key().as_bytes()),
+            signature: String::new(),
+            chain: ChainLink::default(),
+        };
+        c.signature = hex(&key.sign(&cut_message("h", &c)).to_bytes());
+        assert!(cut_signature_valid("h", &c, &pk));
+        assert!(!cut_signature_valid("other", &c, &pk));
+        let mut more = c.clone();
+        more.rows = 2;
+        assert!(!cut_signature_valid("h", &more, &pk));
+        let mut archived = c.clone();
+        archived.archive_sha256 = Some("00".into());
+        assert!(!cut_signature_valid("h", &archived, &pk));
+        // Domain separated from checkpoints, which sign "agentmon checkpoint v1\n" + ...
+        assert!(cut_message("h", &c).starts_with(b"agentmon retention cut v1\n"));
+    }
+
+    #[test]
+    fn the_leaves_hash_depends_on_every_leaf_and_its_place() {
+        let l = |host: &str, seq, b| RetainedLeaf { host: host.into(), seq, leaf: [b; 32], chain_hash: Some([b; 32]) };
+        let hash = |ls: &[RetainedLeaf]| {
+            let mut h = LeavesHasher::default();
+            ls.iter().for_each(|x| h.add(x));
+            h.finish()
+        };
+        let base = hash(&[l("a", 1, 1), l("a", 2, 2)]);
+        assert_ne!(base, hash(&[l("a", 1, 1), l("a", 3, 2)]));
+        assert_ne!(base, hash(&[l("a", 1, 1), l("b", 2, 2)]));
+        assert_ne!(base, hash(&[l("a", 1, 1), l("a", 2, 3)]));
+        assert_ne!(base, hash(&[l("a", 1, 1)]));
+        assert_eq!(base, hash(&[l("a", 1, 1), l("a", 2, 2)]));
+    }
+
+    #[test]
     fn canonical_json_sorts_keys_and_escapes_minimally() {
         let v = json!({"b": 1, "a": [true, null, "x\"y\\z\n\u{1}\u{7f}é"], "A": {"z": -3, "y": 18_446_744_073_709_551_615_u64}});
         assert_eq!(canonical(&v), "{\"A\":{\"y\":18446744073709551615,\"z\":-3},\"a\":[true,null,\"x\\\"y\\\\z\\n\\u0001\u{7f}é\"],\"b\":1}");

@@ -586,6 +586,43 @@ mod tests {
         assert_eq!(v.findings.iter().map(|f| f.kind).collect::<Vec<_>>(), vec!["truncated_tail"]);
     }
 
+    /// `rows` with rows 3 and 4 removed by retention: their leaves kept under cut `cut`.
+    fn with_retained(rows: &[ChainRow], cut: &str) -> Vec<ChainRow> {
+        rows.iter()
+            .map(|r| {
+                if r.seq == 3 || r.seq == 4 {
+                    ChainRow { table: RETAINED.into(), id: cut.into(), row: json!({"table": r.table, "leaf": hex(&chain::leaf(&r.row))}), ..r.clone() }
+                } else {
+                    r.clone()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_removed_under_a_cut_are_checked_through_their_leaves() {
+        let (f, _) = sample();
+        let check = |rows: &[ChainRow], cuts: &[&str]| {
+            let mut v = Verifier::new(HOST, f.keys(), vec![], 1, GENESIS);
+            v.set_known_cuts(cuts.iter().map(|c| (*c).to_owned()));
+            for r in rows {
+                v.feed(r);
+            }
+            v.finish(Utc::now());
+            (v.findings.iter().map(|f| (f.kind, f.seq)).collect::<Vec<_>>(), v.summary.retained_rows)
+        };
+        let retained = with_retained(&f.rows, "cut1");
+        assert_eq!(check(&retained, &["cut1"]), (vec![], 2));
+        // A leaf under no chained cut: removed by someone else.
+        assert_eq!(check(&retained, &[]), (vec![("missing", Some(3)), ("missing", Some(4))], 2));
+        // A row edited before it was removed: its leaf no longer links.
+        let mut edited = f.rows.clone();
+        edited[3].row["argv"] = json!(["echo", "innocent"]);
+        let mut retained = with_retained(&edited, "cut1");
+        retained[3].hash = f.rows[3].hash;
+        assert_eq!(check(&retained, &["cut1"]).0, vec![("modified", Some(4))]);
+    }
+
     #[test]
     fn a_checkpoint_signed_by_another_key_is_caught() {
         let (mut f, _) = sample();

@@ -349,6 +349,7 @@ fn default_config_lists_every_key() {
             "rule" => assert!(has("#[[rule]]"), "{path} has no #[[rule]]"),
             "sensitive" => assert!(has("#[sensitive]"), "{path} has no #[sensitive]"),
             "alerts" => assert!(has("#[alerts]"), "{path} has no #[alerts]"),
+            "retention" => assert!(has("#[retention]"), "{path} has no #[retention]"),
             k => assert!(has(&format!("#{k} = ")), "{path} does not list `{k}`"),
         }
     }
@@ -367,6 +368,9 @@ fn default_config_lists_every_key() {
             k => assert!(has(&format!("#{k} = ")), "{path} does not list alerts `{k}`"),
         }
     }
+    for k in known_keys("[retention]\nzz_unknown = 1\n") {
+        assert!(has(&format!("#{k} = ")), "{path} does not list retention `{k}`");
+    }
     for k in known_keys("[[alerts.rule]]\nzz_unknown = 1\n") {
         assert!(has(&format!("#{k} = ")), "{path} does not list alerts.rule `{k}`");
     }
@@ -378,6 +382,8 @@ fn default_config_lists_every_key() {
     monitor::redact::Redactor::new(&[0; 32], &cfg.redaction).expect("the redaction example compiles");
     monitor::sensitive::Sensitive::new(&cfg.sensitive, Vec::new()).expect("the sensitive example compiles");
     let alerts = monitor::alerts::Rules::new(&cfg.alerts).expect("the alerts example compiles");
+    let retention = monitor::daemon::retention::Policy::new(&cfg.retention, std::path::Path::new("/var/lib/agentmon")).expect("the retention example is valid");
+    assert_eq!(retention.map(|p| (p.hot.num_days(), p.warm.map(|w| w.num_days()), p.cold.map(|c| c.num_days()))), Some((7, Some(30), Some(365))));
     assert!(alerts.names().iter().any(|n| n == "psql"), "the alert rule examples were not uncommented");
     // The agents' usual install paths are among the examples.
     for p in [

@@ -836,9 +836,10 @@ impl Daemon {
         let Some(tx) = &self.retention else {
             return refuse(reply, "retention is not configured: set [retention] hot (and warm, cold) in the config file and restart the daemon");
         };
-        if let Err(e) = tx.try_send(retention::RunRequest { dry_run, as_of, reply }) {
-            let (tokio::sync::mpsc::error::TrySendError::Full(r) | tokio::sync::mpsc::error::TrySendError::Closed(r)) = e;
-            refuse(r.reply, "a retention run is already in progress; try again when it ends");
+        match tx.try_send(retention::RunRequest { dry_run, as_of, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(r)) => refuse(r.reply, "retention runs are already waiting; try again when they end"),
+            Err(mpsc::error::TrySendError::Closed(r)) => refuse(r.reply, "the retention task stopped (see the daemon log); restart the daemon"),
         }
     }
 

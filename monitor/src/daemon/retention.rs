@@ -492,7 +492,7 @@ mod tests {
         // 2026-11-20 ends 11-21; warm 15d: cold from 12-06, every table of the day, events first.
         assert_eq!(
             plan(&parts, &p, at("2026-12-06T00:00:00Z")),
-            vec![("events", d("2026-11-20"), "cold"), ("sessions", d("2026-11-20"), "cold"), ("events", d("2026-12-01"), "warm")]
+            vec![("events", d("2026-11-20"), "cold"), ("sessions", d("2026-11-20"), "cold"), ("events", d("2026-12-01"), "warm"), ("events", d("2026-12-04"), "warm")]
         );
         assert!(plan(&parts, &policy(1, None), at("2030-01-01T00:00:00Z")).iter().all(|(t, _, tier)| *t == "events" && *tier == "warm"));
     }

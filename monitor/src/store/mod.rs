@@ -148,7 +148,10 @@ async fn ensure_days(pool: &PgPool, batch: &[Output]) -> Result<(), sqlx::Error>
     let mut days = batch_days(batch);
     days.retain(|d| !DAYS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(d));
     for d in days {
-        sqlx::query("SELECT agentmon_ensure_day($1)").bind(d).execute(pool).await?;
+        // One transaction per table (see the partitioning migration: no deadlock with readers).
+        for (t, _) in crate::daemon::retention::TABLES {
+            sqlx::query("SELECT agentmon_ensure_partition($1, $2)").bind(t).bind(d).execute(pool).await?;
+        }
         DAYS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(d);
     }
     Ok(())
