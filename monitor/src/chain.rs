@@ -203,10 +203,15 @@ pub fn checkpoint_message(host: &str, c: &Checkpoint) -> Vec<u8> {
 
 /// Check a checkpoint's signature against a hex public key.
 pub fn signature_valid(host: &str, c: &Checkpoint, public_key_hex: &str) -> bool {
+    ed25519_valid(&checkpoint_message(host, c), &c.signature, public_key_hex)
+}
+
+/// An ed25519 signature (hex) of `message` under a hex public key.
+fn ed25519_valid(message: &[u8], signature_hex: &str, public_key_hex: &str) -> bool {
     let Some(pk) = unhex(public_key_hex).and_then(|v| <[u8; 32]>::try_from(v).ok()) else { return false };
-    let Some(sig) = unhex(&c.signature).and_then(|v| <[u8; 64]>::try_from(v).ok()) else { return false };
+    let Some(sig) = unhex(signature_hex).and_then(|v| <[u8; 64]>::try_from(v).ok()) else { return false };
     let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&pk) else { return false };
-    key.verify_strict(&checkpoint_message(host, c), &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
+    key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
 }
 
 /// The bytes a retention cut's signature covers: every field but the signature.
@@ -223,10 +228,7 @@ pub fn cut_message(host: &str, c: &RetentionCut) -> Vec<u8> {
 }
 
 pub fn cut_signature_valid(host: &str, c: &RetentionCut, public_key_hex: &str) -> bool {
-    let Some(pk) = unhex(public_key_hex).and_then(|v| <[u8; 32]>::try_from(v).ok()) else { return false };
-    let Some(sig) = unhex(&c.signature).and_then(|v| <[u8; 64]>::try_from(v).ok()) else { return false };
-    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&pk) else { return false };
-    key.verify_strict(&cut_message(host, c), &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
+    ed25519_valid(&cut_message(host, c), &c.signature, public_key_hex)
 }
 
 /// One removed row as a cut records it.

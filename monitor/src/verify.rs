@@ -381,26 +381,25 @@ pub async fn cut_leaves(pool: &sqlx::PgPool, cut: uuid::Uuid) -> Result<Vec<chai
         .collect())
 }
 
-/// A cut's kept leaves must be exactly those it signed (`leaves_hash`, `chained_rows`). A cut
-/// with none kept was never applied (its drop failed and was rolled back).
-pub async fn check_cut(pool: &sqlx::PgPool, host: &str, c: &RetentionCut) -> Result<Option<Finding>, sqlx::Error> {
-    let leaves = cut_leaves(pool, c.id).await?;
+/// A cut's kept leaves (`cut_leaves`) must be exactly those it signed (`leaves_hash`,
+/// `chained_rows`). A cut with none kept was never applied (its drop failed and was rolled back).
+pub fn check_cut(host: &str, c: &RetentionCut, leaves: &[chain::RetainedLeaf]) -> Option<Finding> {
     if leaves.is_empty() {
-        return Ok(None);
+        return None;
     }
     let mut h = chain::LeavesHasher::default();
-    for l in &leaves {
+    for l in leaves {
         h.add(l);
     }
     let (n, got) = (leaves.len() as u64, h.finish());
-    Ok((n != c.chained_rows || got != c.leaves_hash).then(|| Finding {
+    (n != c.chained_rows || got != c.leaves_hash).then(|| Finding {
         host: host.to_owned(),
         kind: "cut_mismatch",
         table: Some("retention_cuts".into()),
         id: Some(c.id.to_string()),
         seq: Some(c.chain.seq),
         detail: format!("the cut of {} signed {} leaves with hash {}; the database keeps {n} with hash {}", c.partition, c.chained_rows, short(&c.leaves_hash), short(&got)),
-    }))
+    })
 }
 
 /// Hosts with a chain in this database.
@@ -621,6 +620,42 @@ mod tests {
         let mut retained = with_retained(&edited, "cut1");
         retained[3].hash = f.rows[3].hash;
         assert_eq!(check(&retained, &["cut1"]).0, vec![("modified", Some(4))]);
+    }
+
+    #[test]
+    fn a_cut_keeps_exactly_the_leaves_it_signed() {
+        let leaf = |seq, b| chain::RetainedLeaf { host: HOST.into(), seq, leaf: [b; 32], chain_hash: Some([b; 32]) };
+        let kept = vec![leaf(3, 1), leaf(4, 2)];
+        let mut h = chain::LeavesHasher::default();
+        kept.iter().for_each(|l| h.add(l));
+        let t = Utc::now();
+        let c = RetentionCut {
+            id: uuid::Uuid::nil(),
+            table: "events".into(),
+            partition: "events_p20261204".into(),
+            range_from: t,
+            range_to: t,
+            tier: "warm".into(),
+            rows: 2,
+            chained_rows: 2,
+            first_seq: Some(3),
+            last_seq: Some(4),
+            leaves_hash: h.finish(),
+            archive_file: None,
+            archive_sha256: None,
+            covers_seq: 9,
+            head_hash: String::new(),
+            at: t,
+            key_fingerprint: String::new(),
+            signature: String::new(),
+            chain: ChainLink::default(),
+        };
+        assert_eq!(check_cut(HOST, &c, &kept), None);
+        assert_eq!(check_cut(HOST, &c, &[]), None, "never applied");
+        let kind = |leaves: &[chain::RetainedLeaf]| check_cut(HOST, &c, leaves).map(|f| f.kind);
+        assert_eq!(kind(&[leaf(3, 1), leaf(4, 7)]), Some("cut_mismatch"), "a leaf changed");
+        assert_eq!(kind(&[leaf(3, 1)]), Some("cut_mismatch"), "a leaf removed");
+        assert_eq!(kind(&[leaf(3, 1), leaf(4, 2), leaf(5, 3)]), Some("cut_mismatch"), "a leaf added");
     }
 
     #[test]

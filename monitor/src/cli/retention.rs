@@ -93,20 +93,15 @@ pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> any
             if c.archive_sha256.as_deref() != Some(sha.as_str()) {
                 problems.push(format!("its SHA-256 is {sha}; the cut of {} signed {}", c.partition, c.archive_sha256.as_deref().unwrap_or("no archive")));
             }
-            let key: Option<String> = sqlx::query_scalar("SELECT public_key FROM signing_keys WHERE host = $1 AND fingerprint = $2")
-                .bind(&host)
-                .bind(&c.key_fingerprint)
-                .fetch_optional(pool)
-                .await?;
-            match key {
+            match crate::verify::keys(pool, &host).await?.get(&c.key_fingerprint) {
                 None => problems.push(format!("the cut is signed by key {}, which is not registered for {host}", c.key_fingerprint)),
-                Some(k) if !chain::cut_signature_valid(&host, &c, &k) => problems.push("the cut's signature does not verify".into()),
+                Some(k) if !chain::cut_signature_valid(&host, &c, k) => problems.push("the cut's signature does not verify".into()),
                 Some(_) => {}
             }
-            if let Some(f) = crate::verify::check_cut(pool, &host, &c).await? {
+            let kept = crate::verify::cut_leaves(pool, c.id).await?;
+            if let Some(f) = crate::verify::check_cut(&host, &c, &kept) {
                 problems.push(f.detail);
             }
-            let kept = crate::verify::cut_leaves(pool, c.id).await?;
             match retention::read_archive(path) {
                 Err(e) => problems.push(format!("{e:#}")),
                 Ok(lines) => problems.extend(check_lines(&lines, &c, &kept)),

@@ -104,7 +104,8 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
             });
         }
         for c in std::mem::take(&mut v.cuts) {
-            v.findings.extend(verify::check_cut(&pool, host, &c).await?);
+            let leaves = verify::cut_leaves(&pool, c.id).await?;
+            v.findings.extend(verify::check_cut(host, &c, &leaves));
         }
         v.finish(Utc::now());
         if args.host.is_some() && v.summary.rows == 0 && v.summary.keys.is_empty() {
