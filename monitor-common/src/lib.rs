@@ -612,6 +612,11 @@ pub struct KernelOffsets {
     /// `file.f_inode` and `inode.i_private` (pidfs keeps a pidfd's `struct pid` there).
     pub file_inode: u32,
     pub inode_private: u32,
+    /// `task_struct.signal` and `signal_struct.live` (an `atomic_t`): the threads of the group
+    /// still alive. At `sched_process_exit` it is 0 once the group is dead, on every kernel;
+    /// the tracepoint's own `group_dead` argument exists only since 6.16.
+    pub task_signal: u32,
+    pub signal_live: u32,
 }
 
 /// Bytes of a cgroup path in a [`CgroupEvent`].

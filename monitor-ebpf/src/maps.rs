@@ -70,6 +70,8 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     uring_open_how: 0,
     file_inode: 0,
     inode_private: 0,
+    task_signal: 0,
+    signal_live: 0,
 });
 
 #[unsafe(no_mangle)]

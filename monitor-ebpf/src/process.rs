@@ -140,18 +140,22 @@ fn on_fork(ctx: &RawTracePointContext, tgid: u32, session: u64) {
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
-pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
+pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     let (tgid, _) = current_tgid_pid();
     // Peek only: an exiting process must never be (re-)added to the tracked set.
     if let Some(session) = current_session_peek(tgid) {
         let off = OFFSETS.load();
         let task = unsafe { bpf_get_current_task() } as *const u8;
-        // TP_PROTO(struct task_struct *p, bool group_dead)
-        let group_dead: u64 = ctx.arg(1);
+        // The group is dead once `signal->live` is 0: do_exit() decrements it before this
+        // tracepoint on every kernel. (The tracepoint's own `group_dead` argument exists only
+        // since 6.16, and a raw tracepoint program that reads an argument the kernel's
+        // prototype lacks is refused at attach: only `ctx.arg(0)` exists everywhere.)
+        let signal = kread_ptr(task, off.task_signal);
+        let live = if signal.is_null() { 1 } else { kread::<u32>(signal, off.signal_live) };
         let mut ev = ExitEvent::default();
         fill_header(&mut ev.hdr, EventKind::Exit as u32, session);
         ev.exit_code = kread::<u32>(task, off.task_exit_code);
-        if group_dead & 0xff != 0 {
+        if live == 0 {
             ev.flags = EXIT_GROUP_DEAD;
         }
         emit(&ev, session, EventClass::Lifecycle);

@@ -30,6 +30,9 @@ pub enum Request {
     /// Apply retention now (root only); `dry_run` only lists what would go. `as_of` stands in
     /// for the clock (tests).
     Retention { dry_run: bool, as_of: Option<chrono::DateTime<chrono::Utc>> },
+    /// Sign a checkpoint of the chain's head now (`agentmon export` right after an incident),
+    /// unless the last one already covers it. The reply names the head it covers.
+    Checkpoint,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,6 +47,8 @@ pub enum Response {
     Status(Box<Status>),
     Session(SessionStarted),
     Retention(Box<crate::daemon::retention::Report>),
+    /// The host and the chain position a (queued or stored) checkpoint covers.
+    Checkpoint { host: String, covers_seq: u64 },
     Error { message: String },
 }
 
@@ -71,6 +76,10 @@ pub struct Status {
     /// `probes` counted by kind of hook: `syscall_tracepoint`, `tracepoint`, `raw_tracepoint`.
     #[serde(default)]
     pub probe_kinds: std::collections::BTreeMap<String, u64>,
+    /// Which hook captures what on this kernel, where kernels differ: primary hooks, the
+    /// fallbacks of older kernels, and what this kernel cannot capture.
+    #[serde(default)]
+    pub capture_paths: Vec<crate::ebpf::CapturePath>,
     /// How this daemon came by its programs: loaded, adopted or replaced (see `agentmon daemon`).
     pub programs: String,
     /// The programs' object hash.

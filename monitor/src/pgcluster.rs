@@ -52,6 +52,20 @@ pub fn postgres_ids() -> anyhow::Result<(u32, u32)> {
     Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
 }
 
+/// `chown -R`, without following symbolic links.
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).with_context(|| format!("giving {} to the postgres user", dir.display()))?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            chown_tree(&entry.path(), uid, gid)?;
+        } else {
+            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid)).with_context(|| format!("giving {} to the postgres user", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).with_context(|| format!("giving {} to the postgres user", path.display()))
 }
@@ -92,6 +106,13 @@ impl Cluster {
         for d in [&self.dir, &self.socket_dir()] {
             chown(d, uid, gid)?;
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("securing {}", d.display()))?;
+        }
+        // Everything in the cluster is the postgres user's. A tree re-owned by someone else
+        // (systemd's StateDirectory= does that to a state directory whose owner differs from
+        // the unit's user, recursively) would never start again: give it back.
+        if std::fs::metadata(self.data()).is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) != uid) {
+            note(&format!("giving {} back to the postgres user (it was re-owned)", self.dir.display()));
+            chown_tree(&self.dir, uid, gid)?;
         }
         if !self.data().join("PG_VERSION").exists() {
             note(&format!("creating a private PostgreSQL cluster in {} (first start; a few seconds)", self.data().display()));

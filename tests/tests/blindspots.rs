@@ -142,6 +142,7 @@ async fn each_tamper_and_handoff_kind_is_an_event_counted_on_the_session() {
         "kill -CONT {daemon}\n\
          {W} tamper {victim}\n\
          unshare -U true\n\
+         perl -e 'syscall(166, \"/agentmon-not-mounted\", 0)'\n\
          echo x > {state}/tamper-probe\n\
          sh -c 'echo $$ > {outside}/cgroup.procs; exit 0'\n\
          exit 0\n",
@@ -163,6 +164,8 @@ async fn each_tamper_and_handoff_kind_is_an_event_counted_on_the_session() {
         assert_eq!(h["target_uid"], 0, "{h}");
     }
     find(&t, &[("tamper", s("namespace")), ("syscall", s("unshare"))]);
+    // umount2(2), whose x86-64 tracepoint is named after umount.
+    find(&t, &[("tamper", s("namespace")), ("syscall", s("umount2"))]);
     find(&t, &[("tamper", s("protected_write")), ("path", s(&format!("{state}/tamper-probe")))]);
     find(&t, &[("tamper", s("cgroup_move")), ("path", s(&format!("{}/cgroup.procs", outside.display())))]);
     let session = json_lines(&d.cli(&["sessions", "--json"])).into_iter().find(|x| x["id"] == id.as_str()).expect("session");

@@ -168,3 +168,26 @@ async fn a_packet_verifies_offline_fails_on_one_changed_byte_and_renders_in_chro
     let unknown = d.cli(&["export", "--session", "ffffffff", "-o", "/tmp/x.json"]);
     assert_eq!(unknown.status.code(), Some(1), "{}", String::from_utf8_lossy(&unknown.stderr));
 }
+
+/// Right after an incident no periodic checkpoint covers the session yet (here none would for
+/// an hour): `export` asks the running daemon for one, says so, and writes the packet at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn export_right_after_a_session_asks_the_daemon_for_a_checkpoint() {
+    let dir = scratch("export-now");
+    let d = Daemon::start("export-now", &["--checkpoint-secs", "3600", "--heartbeat-secs", "3600"]).await;
+    let (id, out) = d.run_agent("export-now", &dir, &["/bin/sh", "-c", "echo incident > out.txt"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.wait_session_end(&id);
+    let path = dir.join("packet.json");
+    let out = d.cli(&["export", "--session", &id, "-o", path.to_str().expect("utf8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "one export, no retry: {err}");
+    assert!(err.contains("the daemon is signing one"), "the progress note: {err}");
+    let (code, text) = verify_packet(&path, &[]);
+    assert_eq!(code, 0, "{text}");
+    // Asked again with nothing new sealed, the daemon signs no second checkpoint.
+    let before = d.status()["checkpoints_written"].as_u64().expect("checkpoints_written");
+    let again = d.cli(&["export", "--session", &id, "-o", path.to_str().expect("utf8")]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(d.status()["checkpoints_written"].as_u64(), Some(before));
+}

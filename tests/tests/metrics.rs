@@ -178,6 +178,12 @@ async fn metrics_equal_status() {
     assert_eq!(sample("agentmon_sessions_live"), st["sessions"].as_array().expect("sessions").len() as f64);
     let started = chrono::DateTime::parse_from_rfc3339(st["started_at"].as_str().expect("started_at")).expect("time");
     assert!((sample("agentmon_start_time_seconds") - started.timestamp_millis() as f64 / 1000.0).abs() < 0.002);
+    // This kernel (6.18) has every primary hook: no fallback, nothing missing.
+    let paths = st["capture_paths"].as_array().expect("capture_paths");
+    for what in ["process exit", "io_uring submissions", "32-bit syscalls"] {
+        assert!(paths.iter().any(|p| p["what"] == what && p["state"] == "primary"), "{what} on its primary hook: {paths:?}");
+    }
+    assert!(paths.iter().all(|p| p["state"] == "primary"), "{paths:?}");
     let kinds = st["probe_kinds"].as_object().expect("probe_kinds");
     assert_eq!(kinds.values().filter_map(Value::as_u64).sum::<u64>(), st["probes"].as_array().expect("probes").len() as u64, "every probe has a kind");
     for (kind, n) in kinds {

@@ -189,7 +189,7 @@ fn check_installed_files() -> u32 {
     for f in [BASH, ZSH, FISH, MAN, MAN_DAEMON] {
         root_owned(f, false, 0o644);
     }
-    root_owned(STATE_DIR, true, 0o700);
+    root_owned(STATE_DIR, true, 0o711);
     let conffiles = ok(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", "agentmon"]));
     assert!(conffiles.contains(CONFIG), "the config is not a conffile: {conffiles}");
     let gid = agentmon_gid().expect("postinst creates the group agentmon");

@@ -188,7 +188,8 @@ async fn embedded_postgres_under_the_state_dir() {
     d.wait_capturing();
     let pg = d.state().join("postgres");
     assert!(pg.join("data/PG_VERSION").exists(), "the cluster is under the state dir:\n{}", d.log());
-    // Private: the cluster is postgres's alone, the state dir only traversable by its group.
+    // Private: the cluster is postgres's alone; the state dir stays root's (systemd re-owns a
+    // state dir of another owner recursively), passable but not listable.
     let meta = |p: &Path| {
         use std::os::unix::fs::MetadataExt as _;
         let m = std::fs::metadata(p).expect("metadata");
@@ -197,7 +198,7 @@ async fn embedded_postgres_under_the_state_dir() {
     let (mode, uid, _) = meta(&pg);
     assert_eq!(mode, 0o700);
     assert_ne!(uid, 0, "owned by postgres");
-    assert_eq!(meta(&d.state()).0, 0o710);
+    assert_eq!(meta(&d.state()), (0o711, 0, 0));
     assert!(d.log().contains("starting the private PostgreSQL"), "{}", d.log());
 
     let id = d.run_agent("embedded");
@@ -212,6 +213,16 @@ async fn embedded_postgres_under_the_state_dir() {
     assert!(d.log().contains("stopped the private PostgreSQL"), "{}", d.log());
     let left = Command::new("pgrep").args(["-f", &format!("postgres -D {}", pg.join("data").display())]).output().expect("pgrep");
     assert!(!left.status.success(), "a postgres is left running: {}", String::from_utf8_lossy(&left.stdout));
+
+    // What systemd's StateDirectory= does to a state dir of another owner: everything
+    // re-owned to root, recursively. The next start gives the cluster back to postgres.
+    assert!(Command::new("chown").args(["-R", "root:root"]).arg(d.state()).status().expect("chown").success());
+    d.spawn(&[], &[]);
+    d.wait_capturing();
+    assert!(d.log().contains("giving") && d.log().contains("back to the postgres user"), "{}", d.log());
+    assert_ne!(meta(&pg.join("data/PG_VERSION")).1, 0, "the cluster is postgres's again");
+    let status = d.stop();
+    assert!(status.success(), "{status}:\n{}", d.log());
 
     // A second start reuses the cluster and its data.
     d.spawn(&[], &[]);

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | daemon | test | bench | package`.
+//! Project tasks: `cargo xtask setup | daemon | test | vm-test | bench | package`.
 //!
 //! Everything a fresh Debian machine lacks is installed here, idempotently: the `PostgreSQL`
 //! binaries, nightly `rust-src` (or an offline tarball), bpf-linker built against the
@@ -9,6 +9,7 @@ mod package;
 #[allow(dead_code, reason = "shared with the daemon, which uses all of it")]
 mod pg;
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -43,6 +44,13 @@ enum Task {
         /// Extra arguments for `cargo test`.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Set up, build the dev Debian package, and run the virtual-machine tier: the package
+    /// under a real systemd on Debian 12's 6.1 and 6.12 kernels, in QEMU (see xtask/src/vm.rs).
+    VmTest {
+        /// A kernel to boot (6.1 or 6.12); repeat for more. Default: both.
+        #[arg(long = "kernel", value_parser = clap::builder::PossibleValuesParser::new(vm::KERNELS))]
+        kernels: Vec<String>,
     },
     /// Set up, build in release mode, and run the overhead benchmark.
     Bench {
@@ -146,9 +154,23 @@ fn task(cli: Cli) -> anyhow::Result<()> {
                 .status();
             pg::Cluster::stop_child(&mut server);
             let status = status?;
+            // The VM tier runs whatever the native tests said: its failures are other ones.
+            step("the virtual-machine tier (Debian 12 kernels 6.1 and 6.12 under systemd)");
+            let vm = vm::test(&deb, &vm::KERNELS.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>());
             if !status.success() {
                 bail!("tests failed");
             }
+            vm?;
+        }
+        Task::VmTest { kernels } => {
+            if !is_root() {
+                bail!("the VM tier builds a root file system (debootstrap) and needs root: run `sudo cargo xtask vm-test`");
+            }
+            let env = setup::setup()?;
+            setup::test_packages()?;
+            let deb = package::build(&env, true)?;
+            let kernels = if kernels.is_empty() { vm::KERNELS.iter().map(|k| (*k).to_owned()).collect() } else { kernels };
+            vm::test(&deb, &kernels)?;
         }
         Task::Bench { args } => {
             let env = setup::setup()?;

@@ -43,7 +43,55 @@ fn installed(pkg: &str) -> bool {
 
 /// The Debian packages only the test suite needs.
 pub fn test_packages() -> anyhow::Result<()> {
-    apt_install(TEST_APT_PACKAGES, "test apt packages")
+    apt_install(TEST_APT_PACKAGES, "test apt packages")?;
+    vm_packages()
+}
+
+/// The virtual-machine tier's tools: debootstrap for the guest image, and QEMU. Bookworm's
+/// own `qemu-system-x86` conflicts with the `qemu-utils` from bookworm-backports that Debian
+/// build machines often have, so QEMU comes from bookworm-backports, through an apt source of
+/// ours on the host's own Debian mirror.
+fn vm_packages() -> anyhow::Result<()> {
+    apt_install(&["debootstrap", "qemu-utils"], "vm tier apt packages")?;
+    if installed("qemu-system-x86") {
+        step("qemu-system-x86: present");
+        return Ok(());
+    }
+    let list = Path::new("/etc/apt/sources.list.d/agentmon-backports.sources");
+    if !list.exists() {
+        let mirror = debian_mirror().context("no Debian mirror in the host's apt sources, for bookworm-backports")?;
+        std::fs::write(
+            list,
+            format!("# Written by `cargo xtask`: QEMU for the VM test tier.\nTypes: deb\nURIs: {mirror}\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"),
+        )
+        .with_context(|| format!("writing {}", list.display()))?;
+    }
+    step("installing qemu-system-x86 from bookworm-backports");
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends", "-t", "bookworm-backports", "qemu-system-x86"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The host's Debian mirror (not its security mirror), from its deb822 or one-line sources.
+fn debian_mirror() -> Option<String> {
+    let mut texts: Vec<String> = std::fs::read_dir("/etc/apt/sources.list.d")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sources") && e.file_name() != "agentmon-backports.sources")
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect();
+    texts.extend(std::fs::read_to_string("/etc/apt/sources.list").ok());
+    texts.iter().flat_map(|t| t.lines()).find_map(|l| {
+        let mut w = l.split_whitespace();
+        let uri = match w.next()? {
+            "URIs:" => w.next()?,
+            "deb" => w.find(|x| !x.starts_with('['))?,
+            _ => return None,
+        };
+        (uri.contains("debian") && !uri.contains("security")).then(|| uri.to_owned())
+    })
 }
 
 fn apt_packages() -> anyhow::Result<()> {

@@ -78,7 +78,7 @@ pub async fn run(args: &ExportArgs) -> anyhow::Result<i32> {
     }
     let mut proofs = Vec::new();
     for (host, ids) in &by_host {
-        proofs.push(host_proof(&pool, host, ids).await?);
+        proofs.push(host_proof(&pool, host, ids, &args.db.addr.runtime_dir).await?);
     }
     let packet = json!({
         "format": FORMAT,
@@ -150,15 +150,11 @@ async fn select_sessions(pool: &sqlx::PgPool, args: &ExportArgs) -> anyhow::Resu
     Ok(rows.into_iter().map(|(_, id, host, ended)| (id, host, ended)).collect())
 }
 
-/// The proof for one host: its stretch of chain covering the sessions' rows.
-async fn host_proof(pool: &sqlx::PgPool, host: &str, ids: &[String]) -> anyhow::Result<Value> {
-    let span: Vec<String> = SESSION_TABLES
-        .iter()
-        .map(|(t, k)| format!("SELECT min(chain_seq) AS lo, max(chain_seq) AS hi FROM {t} WHERE host = $1 AND {k}::text = ANY($2)"))
-        .collect();
-    let sql = format!("SELECT min(lo), max(hi) FROM ({}) s", span.join(" UNION ALL "));
-    let (lo, hi): (Option<i64>, Option<i64>) = sqlx::query_as(&sql).bind(host).bind(ids).fetch_one(pool).await.context("finding the sessions' rows")?;
-    let (Some(lo), Some(hi)) = (lo, hi) else { bail!("the sessions on {host} have no chained rows (written before the chain existed?)") };
+/// How long `export` waits for a checkpoint it asked the daemon for to be stored.
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The first stored checkpoint of `host` that covers chain position `hi`.
+async fn covering_checkpoint(pool: &sqlx::PgPool, host: &str, hi: i64) -> anyhow::Result<Option<Value>> {
     let cp_row = ROW_SQL.iter().find(|t| t.0 == "checkpoints").map_or("NULL", |t| t.1);
     let cp: Option<(i64, Value)> = sqlx::query_as(&format!(
         "SELECT chain_seq, {cp_row} FROM checkpoints WHERE host = $1 AND covers_seq >= $2 AND chain_seq IS NOT NULL ORDER BY covers_seq LIMIT 1"
@@ -167,7 +163,37 @@ async fn host_proof(pool: &sqlx::PgPool, host: &str, ids: &[String]) -> anyhow::
     .bind(hi)
     .fetch_optional(pool)
     .await?;
-    let Some((_, checkpoint)) = cp else {
+    Ok(cp.map(|(_, v)| v))
+}
+
+/// Ask the daemon on this machine, if it runs and writes `host`'s chain, to sign a checkpoint
+/// now. Returns whether it did (or one already covers its head).
+async fn ask_for_checkpoint(host: &str, runtime_dir: &std::path::Path) -> bool {
+    let dir = runtime_dir.to_owned();
+    let reply = tokio::task::spawn_blocking(move || crate::control::request(&dir, &crate::control::Request::Checkpoint)).await;
+    matches!(reply, Ok(Ok(crate::control::Response::Checkpoint { host: h, .. })) if h == host)
+}
+
+/// The proof for one host: its stretch of chain covering the sessions' rows.
+async fn host_proof(pool: &sqlx::PgPool, host: &str, ids: &[String], runtime_dir: &std::path::Path) -> anyhow::Result<Value> {
+    let span: Vec<String> = SESSION_TABLES
+        .iter()
+        .map(|(t, k)| format!("SELECT min(chain_seq) AS lo, max(chain_seq) AS hi FROM {t} WHERE host = $1 AND {k}::text = ANY($2)"))
+        .collect();
+    let sql = format!("SELECT min(lo), max(hi) FROM ({}) s", span.join(" UNION ALL "));
+    let (lo, hi): (Option<i64>, Option<i64>) = sqlx::query_as(&sql).bind(host).bind(ids).fetch_one(pool).await.context("finding the sessions' rows")?;
+    let (Some(lo), Some(hi)) = (lo, hi) else { bail!("the sessions on {host} have no chained rows (written before the chain existed?)") };
+    let mut checkpoint = covering_checkpoint(pool, host, hi).await?;
+    if checkpoint.is_none() && ask_for_checkpoint(host, runtime_dir).await {
+        // Right after an incident: the daemon has just signed one; wait until it is stored.
+        eprintln!("agentmon: export: no signed checkpoint covers these sessions yet; the daemon is signing one (waiting up to {} s)", CHECKPOINT_WAIT.as_secs());
+        let until = std::time::Instant::now() + CHECKPOINT_WAIT;
+        while checkpoint.is_none() && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            checkpoint = covering_checkpoint(pool, host, hi).await?;
+        }
+    }
+    let Some(checkpoint) = checkpoint else {
         bail!("no signed checkpoint covers these sessions yet (the daemon writes one every few seconds while records flow, and at least once a minute); try again shortly")
     };
     let covers = checkpoint["covers_seq"].as_i64().context("checkpoint without covers_seq")?;

@@ -30,6 +30,19 @@ pub fn run(runtime_dir: &Path, json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `all primary hooks`, or the fallbacks in use and what this kernel cannot capture.
+fn capture(paths: &[crate::ebpf::CapturePath]) -> String {
+    let of = |state: &str| paths.iter().filter(|p| p.state == state).map(|p| p.what.as_str()).collect::<Vec<_>>();
+    let mut parts = Vec::new();
+    for (state, label) in [("fallback", "fallback for"), ("off", "off"), ("missing", "not on this kernel")] {
+        let names = of(state);
+        if !names.is_empty() {
+            parts.push(format!("{label}: {}", names.join(", ")));
+        }
+    }
+    if parts.is_empty() { "all primary hooks".into() } else { parts.join("; ") }
+}
+
 /// The human summary: a headline, aligned `label  value` lines, then the live sessions.
 fn summary(st: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
     let up = (now - st.started_at).num_seconds().max(0) as u64;
@@ -43,6 +56,7 @@ fn summary(st: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
     let lines = [
         ("programs", format!("{} ({})", st.programs_version, st.programs)),
         ("probes", probes(st.probes.len(), &st.probe_kinds)),
+        ("capture", capture(&st.capture_paths)),
         ("sessions", format!("{} live, {} closing, {} ended", st.sessions.len(), st.sessions_closing, st.sessions_ended)),
         ("events", format!("{} read, {} unattributed, {}", st.events_read, st.unattributed, count(st.decode_errors, "decode error"))),
         ("kernel drops", format!("{} (lifecycle {}, file {}, net {})", count(st.events_dropped, "event"), st.dropped_lifecycle, st.dropped_file, st.dropped_net)),
@@ -166,6 +180,12 @@ mod tests {
             "capturing": true, "pid": 42, "host": "web-1", "started_at": "2026-01-02T03:00:00Z",
             "probes": ["raw_tp/a", "raw_tp/b", "tracepoint/syscalls/c", "tracepoint/syscalls/d", "tracepoint/syscalls/e", "tracepoint/io_uring/f"],
             "probe_kinds": { "raw_tracepoint": 2, "syscall_tracepoint": 3, "tracepoint": 1 },
+            "capture_paths": [
+                { "what": "process exit", "state": "primary", "how": "raw_tp" },
+                { "what": "io_uring submissions", "state": "fallback", "how": "io_uring_submit_sqe" },
+                { "what": "syscall fchmodat2", "state": "missing", "how": "none" },
+                { "what": "syscall openat2", "state": "missing", "how": "none" }
+            ],
             "programs": "loaded", "programs_version": "v1", "sessions": [], "sessions_closing": 0, "events_read": 1000,
             "events_dropped": 3, "dropped_lifecycle": 1, "dropped_file": 2, "dropped_net": 0, "decode_errors": 0,
             "unattributed": 5, "kernel_read_errors": 0, "queue_records": 2, "queue_bytes": 2048, "queue_max_bytes": 16777216,
@@ -188,6 +208,7 @@ mod tests {
             String::new(),
             "programs         v1 (loaded)".into(),
             "probes           6 attached: 3 syscall tracepoints, 2 raw tracepoints, 1 tracepoint".into(),
+            "capture          fallback for: io_uring submissions; not on this kernel: syscall fchmodat2, syscall openat2".into(),
             "sessions         1 live, 0 closing, 4 ended".into(),
             "events           1000 read, 5 unattributed, 0 decode errors".into(),
             "kernel drops     3 events (lifecycle 1, file 2, net 0)".into(),

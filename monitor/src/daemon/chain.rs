@@ -52,6 +52,7 @@ pub struct Chain {
     heartbeat: Duration,
     last_checkpoint: Instant,
     sealed_since_checkpoint: u64,
+    covered_seq: u64,
 }
 
 /// Read the signing key, or make one (32 random bytes, mode 0600) on first start.
@@ -103,6 +104,7 @@ impl Chain {
             heartbeat,
             last_checkpoint: Instant::now(),
             sealed_since_checkpoint: 0,
+            covered_seq: 0,
         }
     }
 
@@ -200,6 +202,16 @@ impl Chain {
 
     /// Which checkpoint is due now, if any: `periodic` a few seconds after records were
     /// sealed, `heartbeat` when idle for the heartbeat interval.
+    /// Whether rows were sealed since the last checkpoint.
+    pub fn uncovered(&self) -> bool {
+        self.sealed_since_checkpoint > 0
+    }
+
+    /// The chain position the newest checkpoint covers (0 before the first).
+    pub fn covered_seq(&self) -> u64 {
+        self.covered_seq
+    }
+
     pub fn due(&self) -> Option<&'static str> {
         let age = self.last_checkpoint.elapsed();
         if self.sealed_since_checkpoint > 0 && age >= self.interval {
@@ -236,6 +248,9 @@ impl Chain {
         }
         self.last_checkpoint = Instant::now();
         self.sealed_since_checkpoint = 0;
+        if let Output::Checkpoint(c) = &out {
+            self.covered_seq = c.covers_seq;
+        }
         out
     }
 

@@ -18,7 +18,7 @@ use std::{
 use anyhow::Context as _;
 use tracing::{error, info, warn};
 
-use crate::pgcluster::{Cluster, postgres_ids};
+use crate::pgcluster::Cluster;
 
 /// Only part of the socket's name: the cluster listens on no TCP port.
 const PORT: u16 = 5432;
@@ -32,12 +32,17 @@ pub struct Embedded {
 }
 
 /// Create (first start) and start the cluster under `state/postgres`. The state directory
-/// becomes root:postgres 0710 so the server (which runs as postgres) can reach its own
-/// directory and nothing else of agentmon's: the state's files stay root-only.
+/// stays root:root and becomes 0711, so the server (which runs as postgres) can pass through
+/// to its own directory: nothing in it can be listed, and everything else in it is root-only
+/// (files 0600, the spool and archive directories 0700).
+///
+/// Its owner must stay root: systemd's `StateDirectory=` re-owns the whole tree, recursively,
+/// to the unit's user (root) at every start when the directory's owner or group differs, which
+/// used to take the cluster away from postgres after the first restart. (The cluster's own
+/// tree is repaired anyway, see [`Cluster::init`].)
 pub fn start(state: &Path) -> anyhow::Result<Embedded> {
-    let (_, gid) = postgres_ids()?;
-    std::os::unix::fs::chown(state, Some(0), Some(gid)).with_context(|| format!("letting the postgres user reach {}", state.display()))?;
-    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o710)).with_context(|| format!("securing {}", state.display()))?;
+    std::os::unix::fs::chown(state, Some(0), Some(0)).with_context(|| format!("securing {}", state.display()))?;
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o711)).with_context(|| format!("letting the postgres user reach {}", state.display()))?;
     let cluster = Cluster::new(state.join("postgres"), PORT);
     cluster.init(false, &|m| info!("{m}"))?;
     info!(dir = %cluster.dir.display(), "starting the private PostgreSQL (no database configured)");

@@ -811,6 +811,14 @@ impl Daemon {
     fn command(&mut self, req: Request, peer_pid: u32, peer_uid: u32, peer_start: Option<u64>) -> Response {
         let r = match req {
             Request::Status => Ok(Response::Status(Box::new(self.status()))),
+            Request::Checkpoint => {
+                // Only a head that no checkpoint covers yet gets one: a client asking in a
+                // loop adds at most one checkpoint per new row.
+                if self.chain.uncovered() {
+                    self.checkpoint("requested");
+                }
+                Ok(Response::Checkpoint { host: self.host.clone(), covers_seq: self.chain.covered_seq() })
+            }
             // Served by the main loop before it gets here.
             Request::Retention { .. } => Err("retention requests are served by the retention task".into()),
             Request::StartSession { agent, label } => self.start_session(&agent, label, peer_pid, peer_uid, peer_start),
@@ -857,6 +865,7 @@ impl Daemon {
             started_at: self.started_at,
             probes: self.probes.attached.clone(),
             probe_kinds: crate::ebpf::probe_kinds(&self.probes.attached),
+            capture_paths: crate::ebpf::capture_paths(&self.probes.attached),
             programs: match &self.probes.attachment {
                 Attachment::Loaded => "loaded".into(),
                 Attachment::Adopted => "adopted".into(),

@@ -415,7 +415,10 @@ struct Archive {
 
 impl Archive {
     fn create(dir: &Path, partition: &str) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating the archive directory {}", dir.display()))?;
+        // Directories made here are root only (the default lies in the state directory, 0711).
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .with_context(|| format!("creating the archive directory {}", dir.display()))?;
         let path = dir.join(format!("{partition}.jsonl.gz"));
         let tmp = dir.join(format!(".{partition}.jsonl.gz.tmp"));
         let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;

@@ -125,6 +125,9 @@ impl Spool {
     /// scanned at all is logged and left out (and deleted once the cursor passes its id).
     pub fn open(dir: &Path, max_bytes: u64, segment_bytes: u64) -> Result<Self, SpoolError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        // Root only, whatever the state directory's own mode (it is 0711 for the embedded
+        // database's sake).
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(io_err(dir))?;
         let mut ids = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
             let name = entry.map_err(io_err(dir))?.file_name();

@@ -243,6 +243,8 @@ impl Btf {
             uring_open_how: self.optional("io_open", "how").unwrap_or(0),
             file_inode: self.offset("file", &["f_inode"])?,
             inode_private: self.offset("inode", &["i_private"])?,
+            task_signal: self.offset("task_struct", &["signal"])?,
+            signal_live: self.offset("signal_struct", &["live"])?,
         })
     }
 

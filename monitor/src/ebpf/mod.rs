@@ -21,6 +21,10 @@ pub enum ProbeError {
     Btf(#[from] btf::BtfError),
     #[error("loading the eBPF object failed: {0}")]
     Load(#[source] aya::EbpfError),
+    #[error("this kernel ({release}) has no {missing}: agentmon needs Linux 5.15 or later")]
+    Unsupported { missing: &'static str, release: String },
+    #[error("this kernel has no tracepoint {category}:{names}")]
+    NoTracepoint { category: &'static str, names: String },
     #[error("loading/attaching program {name} failed: {source}")]
     Program {
         name: &'static str,
@@ -52,9 +56,11 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("sys_exit_execve", Kind::Syscall("sys_exit_execve")),
     ("sys_exit_execveat", Kind::Syscall("sys_exit_execveat")),
     ("signal_generate", Kind::Raw("signal_generate")),
-    ("io_uring_submit_req", Kind::Category("io_uring", "io_uring_submit_req")),
-    ("io_uring_complete", Kind::Category("io_uring", "io_uring_complete")),
-    ("cgroup_mkdir", Kind::Category("cgroup", "cgroup_mkdir")),
+    // Named io_uring_submit_sqe before 6.4, with the same leading fields (ctx, req, user_data,
+    // opcode) the program reads.
+    ("io_uring_submit_req", Kind::Category("io_uring", &["io_uring_submit_req", "io_uring_submit_sqe"])),
+    ("io_uring_complete", Kind::Category("io_uring", &["io_uring_complete"])),
+    ("cgroup_mkdir", Kind::Category("cgroup", &["cgroup_mkdir"])),
 ];
 
 /// 32-bit (`int 0x80`) syscalls: raw `sys_enter`/`sys_exit` programs that return at once for
@@ -72,7 +78,8 @@ pub const RESOURCE_SYSCALLS: &[&str] = &[
     "chown", "fchown", "lchown", "fchownat", "truncate", "ftruncate", "connect", "bind", "listen", "accept",
     "accept4", "sendto", "sendmsg", "sendmmsg", "recvfrom", "recvmsg",
     // Tamper and hand-off: namespaces, mounts, bpf(), and reaching into other processes.
-    "unshare", "setns", "mount", "umount2", "pivot_root", "open_tree", "move_mount", "fsmount", "bpf", "ptrace",
+    // umount2(2)'s tracepoints are named sys_enter_umount/sys_exit_umount on x86-64.
+    "unshare", "setns", "mount", "umount", "pivot_root", "open_tree", "move_mount", "fsmount", "bpf", "ptrace",
     "process_vm_writev", "pidfd_getfd",
 ];
 
@@ -80,8 +87,9 @@ pub const RESOURCE_SYSCALLS: &[&str] = &[
 enum Kind {
     Raw(&'static str),
     Syscall(&'static str),
-    /// A classic tracepoint outside `syscalls`: (category, name).
-    Category(&'static str, &'static str),
+    /// A classic tracepoint outside `syscalls`: (category, its names, newest first: the first
+    /// one this kernel has is attached).
+    Category(&'static str, &'static [&'static str]),
 }
 
 impl Kind {
@@ -278,6 +286,7 @@ impl Probes {
     /// Adopt the pinned programs when they are this build's; otherwise load, attach and pin
     /// this build's programs, and then detach any other pinned ones.
     pub fn open(opts: &ProbeOptions) -> Result<Self, ProbeError> {
+        preflight()?;
         let version = object_version(opts);
         let dir = opts.pin_dir.join(&version);
         std::fs::create_dir_all(&opts.pin_dir).map_err(|e| pin_err("pin dir", e))?;
@@ -291,8 +300,20 @@ impl Probes {
             // A load that did not finish: start over.
             remove_pins(&dir).map_err(|e| pin_err("stale pins", e))?;
         }
-        let old: Vec<PathBuf> = pinned_versions(&opts.pin_dir).into_iter().filter(|p| *p != dir).collect();
         std::fs::create_dir_all(&dir).map_err(|e| pin_err("pin dir", e))?;
+        // A load or attach that fails leaves nothing of its own pinned (attached programs
+        // writing into rings nobody reads); the programs it was to replace keep capturing.
+        Self::load_new(opts, dir.clone(), version).inspect_err(|_| {
+            if let Err(e) = remove_pins(&dir) {
+                tracing::warn!(pins = %dir.display(), error = %e, "could not remove the pins of the failed load");
+            }
+        })
+    }
+
+    /// Load, attach and pin this build's programs in `dir`, taking over from any other pinned
+    /// version.
+    fn load_new(opts: &ProbeOptions, dir: PathBuf, version: String) -> Result<Self, ProbeError> {
+        let old: Vec<PathBuf> = pinned_versions(&opts.pin_dir).into_iter().filter(|p| *p != dir).collect();
         let mut ebpf = Self::load_object(opts, &dir)?;
         // Carry the sessions over before the new programs attach, so they filter the same way.
         let mut unreadable = Vec::new();
@@ -625,6 +646,17 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
         link.pin(dir.join(format!("link-{prog}-{tp}"))).map(drop).map_err(|e| pin_err(prog, e))
     };
     let compat_programs = if compat { COMPAT_PROGRAMS } else { &[] };
+    // io_uring capture is optional: a kernel without io_uring (CONFIG_IO_URING=n), or whose
+    // records are laid out otherwise (before 6.0), has it off, as `status` shows.
+    let uring = PROGRAMS.iter().all(|(prog, kind)| match kind {
+        Kind::Category("io_uring", names) => {
+            names.iter().find(|tp| tracefs_event("io_uring", tp)).is_some_and(|tp| record_layout_matches("io_uring", tp, record_fields(prog)))
+        }
+        _ => true,
+    });
+    if !uring {
+        tracing::warn!("no io_uring tracepoints this build can read on this kernel: io_uring operations are not captured");
+    }
     for (name, kind) in PROGRAMS.iter().chain(compat_programs) {
         let prog = ebpf.program_mut(name).ok_or(ProbeError::Program {
             name,
@@ -645,22 +677,31 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
                 let l = p.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
                 l.try_into().map_err(|e| pin_err(name, e))?
             }
-            Kind::Category(cat, tp) => {
+            Kind::Category(cat, names) => {
+                if *cat == "io_uring" && !uring {
+                    continue;
+                }
+                let tp = names.iter().find(|tp| tracefs_event(cat, tp)).ok_or(ProbeError::NoTracepoint { category: cat, names: names.join(" or ") })?;
+                if !record_layout_matches(cat, tp, record_fields(name)) {
+                    return Err(ProbeError::NoTracepoint { category: cat, names: format!("{tp} with the fields {:?}", record_fields(name)) });
+                }
                 let p = <&mut TracePoint>::try_from(prog).map_err(|source| ProbeError::Program { name, source })?;
                 p.load().map_err(|source| ProbeError::Program { name, source })?;
                 let id = p.attach(cat, tp).map_err(|source| ProbeError::Program { name, source })?;
                 let l = p.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
-                l.try_into().map_err(|e| pin_err(name, e))?
+                pin(l.try_into().map_err(|e| pin_err(name, e))?, name, tp)?;
+                attached.push(format!("tracepoint/{cat}/{tp}"));
+                continue;
             }
         };
         let tp = match kind {
-            Kind::Raw(tp) | Kind::Syscall(tp) | Kind::Category(_, tp) => *tp,
+            Kind::Raw(tp) | Kind::Syscall(tp) => *tp,
+            Kind::Category(..) => unreachable!("attached above"),
         };
         pin(link, name, tp)?;
         attached.push(match kind {
             Kind::Raw(tp) => format!("raw_tp/{tp}"),
-            Kind::Syscall(tp) => format!("tracepoint/syscalls/{tp}"),
-            Kind::Category(cat, tp) => format!("tracepoint/{cat}/{tp}"),
+            _ => format!("tracepoint/syscalls/{tp}"),
         });
     }
     for (prog_name, phase) in [("sys_enter_tracked", "sys_enter_"), ("sys_exit_tracked", "sys_exit_")] {
@@ -679,7 +720,7 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
                     attached.push(format!("tracepoint/syscalls/{tp}"));
                 }
                 // Newer syscalls (openat2, fchmodat2) may not exist on older kernels.
-                Err(e) if Path::new(&format!("/sys/kernel/tracing/events/syscalls/{tp}")).exists() => {
+                Err(e) if tracefs_event("syscalls", &tp) => {
                     return Err(ProbeError::Program { name: prog_name, source: e });
                 }
                 Err(_) => tracing::warn!(tracepoint = %tp, "syscall tracepoint missing on this kernel; not captured"),
@@ -687,6 +728,108 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
         }
     }
     Ok(attached)
+}
+
+/// What every program needs from the kernel, checked before anything is loaded, so that an
+/// old kernel gets one line naming what it lacks instead of a verifier log.
+fn preflight() -> Result<(), ProbeError> {
+    use aya::{maps::MapType, programs::ProgramType, sys};
+    let release = || std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".into(), |r| r.trim().to_owned());
+    let needs: [(&'static str, bool); 3] = [
+        ("BPF ring buffer (Linux 5.8)", sys::is_map_supported(MapType::RingBuf).unwrap_or(true)),
+        ("BPF raw tracepoint programs (Linux 4.17)", sys::is_program_supported(ProgramType::RawTracePoint).unwrap_or(true)),
+        ("BPF LRU hash map (Linux 4.10)", sys::is_map_supported(MapType::LruHash).unwrap_or(true)),
+    ];
+    match needs.into_iter().find(|(_, ok)| !ok) {
+        Some((missing, _)) => Err(ProbeError::Unsupported { missing, release: release() }),
+        None => Ok(()),
+    }
+}
+
+/// The record fields (name, byte offset) a classic tracepoint program reads at fixed offsets.
+fn record_fields(program: &str) -> &'static [(&'static str, u32)] {
+    match program {
+        "io_uring_submit_req" => &[("req", 16), ("user_data", 24), ("opcode", 32)],
+        "io_uring_complete" => &[("req", 16), ("user_data", 24), ("res", 32)],
+        "cgroup_mkdir" => &[("root", 8), ("level", 12), ("id", 16), ("path", 24)],
+        _ => &[],
+    }
+}
+
+/// Whether the kernel's record of `category/name` has each of `fields` at its offset (from
+/// the tracepoint's `format` file).
+fn record_layout_matches(category: &str, name: &str, fields: &[(&str, u32)]) -> bool {
+    let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|t| std::fs::read_to_string(format!("{t}/events/{category}/{name}/format")).ok())
+        .unwrap_or_default();
+    let offsets = format_offsets(&format);
+    fields.iter().all(|(f, off)| offsets.get(*f) == Some(off))
+}
+
+/// Field name -> offset, from a tracefs `format` file (`field:u64 id;\toffset:16;\tsize:8;…`).
+fn format_offsets(format: &str) -> std::collections::HashMap<String, u32> {
+    format
+        .lines()
+        .filter_map(|l| {
+            let decl = l.trim().strip_prefix("field:")?.split(';').next()?;
+            let name = decl.split_whitespace().last()?.split('[').next()?;
+            let off = l.split("offset:").nth(1)?.split(';').next()?.trim().parse().ok()?;
+            Some((name.to_owned(), off))
+        })
+        .collect()
+}
+
+/// Whether this kernel has the classic tracepoint `category/name`.
+fn tracefs_event(category: &str, name: &str) -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].iter().any(|t| Path::new(&format!("{t}/events/{category}/{name}")).exists())
+}
+
+/// One way of capturing something whose hook differs between kernels, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CapturePath {
+    /// What is captured: `process exit`, `io_uring submissions`, `32-bit syscalls`, or
+    /// `syscall <name>`.
+    pub what: String,
+    /// `primary` (the preferred hook), `fallback` (an older kernel's hook, same data), `off`
+    /// (turned off by the configuration) or `missing` (this kernel has no such hook: not captured).
+    pub state: String,
+    /// The hook in use, and why.
+    pub how: String,
+}
+
+/// Which hook captures what, on this kernel, from the attached programs (loaded or adopted:
+/// both forms of [`Probes::attached`] end with the tracepoint's name).
+pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
+    let has = |tp: &str| attached.iter().any(|a| a.ends_with(&format!("/{tp}")) || a.ends_with(&format!("-{tp}")));
+    let path = |what: &str, state: &str, how: &str| CapturePath { what: what.into(), state: state.into(), how: how.into() };
+    let mut paths = vec![path(
+        "process exit",
+        "primary",
+        "raw_tp/sched_process_exit; the group's end from signal->live (the tracepoint's group_dead argument exists only since 6.16)",
+    )];
+    paths.push(if has("io_uring_submit_req") {
+        path("io_uring submissions", "primary", "tracepoint/io_uring/io_uring_submit_req")
+    } else if has("io_uring_submit_sqe") {
+        path("io_uring submissions", "fallback", "tracepoint/io_uring/io_uring_submit_sqe (its name before 6.4, same fields)")
+    } else {
+        path(
+            "io_uring submissions",
+            "missing",
+            "no io_uring tracepoints with the record layout of 6.0 and later (io_uring off, or an older kernel): io_uring operations are not captured",
+        )
+    });
+    paths.push(if has("sys_enter") {
+        path("32-bit syscalls", "primary", "raw_tp/sys_enter and raw_tp/sys_exit (int 0x80)")
+    } else {
+        path("32-bit syscalls", "off", "capture_compat = false")
+    });
+    for sc in RESOURCE_SYSCALLS {
+        if !has(&format!("sys_enter_{sc}")) {
+            paths.push(path(&format!("syscall {sc}"), "missing", "this kernel has no such system call (no syscalls tracepoint): nothing to capture"));
+        }
+    }
+    paths
 }
 
 /// Mount tracefs and bpffs where they are missing (the syscall tracepoints need tracefs).
@@ -707,4 +850,61 @@ pub fn ensure_mounts() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_of<'a>(paths: &'a [CapturePath], what: &str) -> Option<&'a str> {
+        paths.iter().find(|p| p.what == what).map(|p| p.state.as_str())
+    }
+
+    #[test]
+    fn capture_paths_name_fallbacks_and_missing_syscalls() {
+        // As loaded on a 6.18 kernel: every hook, the newest names.
+        let mut loaded: Vec<String> = ["raw_tp/sched_process_exit", "tracepoint/io_uring/io_uring_submit_req", "raw_tp/sys_enter", "raw_tp/sys_exit"]
+            .map(str::to_owned)
+            .to_vec();
+        loaded.extend(RESOURCE_SYSCALLS.iter().map(|s| format!("tracepoint/syscalls/sys_enter_{s}")));
+        let paths = capture_paths(&loaded);
+        assert!(paths.iter().all(|p| p.state == "primary"), "{paths:?}");
+
+        // No io_uring tracepoint attached at all.
+        let paths = capture_paths(&loaded[..1]);
+        assert_eq!(state_of(&paths, "io_uring submissions"), Some("missing"));
+
+        // As adopted from pins on a 6.1 kernel: the old io_uring name, no fchmodat2, no compat.
+        let mut adopted: Vec<String> = vec!["sched_process_exit-sched_process_exit".into(), "io_uring_submit_req-io_uring_submit_sqe".into()];
+        adopted.extend(RESOURCE_SYSCALLS.iter().filter(|s| **s != "fchmodat2").map(|s| format!("sys_enter_tracked-sys_enter_{s}")));
+        let paths = capture_paths(&adopted);
+        assert_eq!(state_of(&paths, "io_uring submissions"), Some("fallback"));
+        assert_eq!(state_of(&paths, "32-bit syscalls"), Some("off"));
+        assert_eq!(state_of(&paths, "syscall fchmodat2"), Some("missing"));
+        // `open` is not taken for present because `openat` is.
+        assert_eq!(state_of(&paths, "syscall open"), None);
+        assert_eq!(paths.iter().filter(|p| p.state == "missing").count(), 1, "{paths:?}");
+    }
+
+    #[test]
+    fn format_files_give_field_offsets() {
+        let f = "name: cgroup_mkdir\nID: 500\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+                 \tfield:int root;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:int level;\toffset:12;\tsize:4;\tsigned:1;\n\
+                 \tfield:u64 id;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:__data_loc char[] path;\toffset:24;\tsize:4;\tsigned:0;\n\
+                 \tfield:char comm[16];\toffset:28;\tsize:16;\tsigned:0;\n\nprint fmt: \"root=%d\"\n";
+        let o = format_offsets(f);
+        assert_eq!((o["root"], o["level"], o["id"], o["path"], o["comm"]), (8, 12, 16, 24, 28));
+        assert_eq!(o.len(), 6);
+    }
+
+    #[test]
+    fn this_kernels_records_match_what_the_programs_read() {
+        // Only where tracefs is mounted (root, or after `cargo xtask setup`).
+        if !Path::new("/sys/kernel/tracing/events/cgroup").exists() {
+            eprintln!("skipped: tracefs is not mounted or not readable");
+            return;
+        }
+        assert!(record_layout_matches("cgroup", "cgroup_mkdir", record_fields("cgroup_mkdir")));
+        assert!(!record_layout_matches("cgroup", "cgroup_mkdir", &[("id", 8)]));
+    }
 }

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# The virtual-machine tier's checks, run inside a Debian 12 guest booted on Debian's own kernel
+# with systemd as PID 1 (by /usr/local/sbin/vm-run, from the share at /mnt/host). Each check
+# prints "ok - NAME" or "not ok - NAME: why"; the host fails on any "not ok", on a missing
+# "phase PHASE done", and on a hang.
+#
+#   install  first boot: install the package as a user does, then the service under systemd:
+#            notify, hardening, a first start that fails, sessions, verify, restart across a
+#            session, watchdog, stop and start
+#   boot     second boot of the same disk: started at boot, the trail intact, then purge
+set -uo pipefail
+phase=${1:?phase}
+share=/mnt/host
+out=$share/out
+failed=0
+
+ok() { echo "ok - $*"; }
+fail() { echo "not ok - $*"; failed=1; }
+check() { # check NAME COMMAND...: ok when the command succeeds
+	local name=$1
+	shift
+	if "$@"; then ok "$name"; else fail "$name"; fi
+}
+# wait_for SECONDS COMMAND...: poll until the command succeeds.
+wait_for() {
+	local until=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ "$SECONDS" -lt "$until" ] || return 1
+		sleep 1
+	done
+}
+prop() { systemctl show agentmon -P "$1"; }
+active() { [ "$(systemctl is-active agentmon)" = active ]; }
+capturing() { agentmon status --json 2>/dev/null | jq -e '.capturing == true' >/dev/null; }
+
+# A session: prints its id. Its commands write a file, read one, and connect to a closed port.
+run_session() {
+	local agent=$1
+	shift
+	agentmon run --agent "$agent" -- "$@" 2>"/tmp/run-$agent.err" >/dev/null
+	sed -n 's/^agentmon: session \([0-9a-f-]*\).*/\1/p' "/tmp/run-$agent.err" | head -n 1
+}
+session_ended() { agentmon sessions --json | jq -e --arg id "$1" 'select(.id == $id and .ended_at != null)' >/dev/null; }
+# Every action of a session, as one JSON array.
+actions() { agentmon actions --session "$1" --json | jq -s .; }
+
+echo "kernel $(uname -r), systemd $(systemctl --version | head -n 1 | cut -d' ' -f2), phase $phase"
+
+if [ "$phase" = install ]; then
+	# What this kernel offers, for the record.
+	{
+		uname -a
+		cat /sys/kernel/security/lsm 2>/dev/null && echo
+		for tp in sched/sched_process_exit sched/sched_process_fork sched/sched_process_exec \
+			io_uring/io_uring_submit_req io_uring/io_uring_submit_sqe io_uring/io_uring_complete \
+			cgroup/cgroup_mkdir signal/signal_generate; do
+			f=/sys/kernel/tracing/events/$tp/format
+			[ -e "$f" ] || f=/sys/kernel/debug/tracing/events/$tp/format
+			echo "== $tp"
+			cat "$f" 2>/dev/null || echo "(missing)"
+		done
+	} >"$out/kernel-$(uname -r).txt" 2>&1
+
+	cp "$share/agentmon.deb" /tmp/agentmon.deb
+	if apt-get install -y -q /tmp/agentmon.deb >/tmp/apt.log 2>&1; then
+		ok "apt-get install ./agentmon.deb"
+	else
+		fail "apt-get install ./agentmon.deb: $(tail -n 5 /tmp/apt.log | tr '\n' ' ')"
+	fi
+	check "the service is active after install (Type=notify: READY only when capturing)" active
+	if ! active; then
+		# Nothing after this can pass: say why and stop.
+		journalctl -u agentmon -b --no-pager | tail -n 40
+		exit 1
+	fi
+	check "the service is enabled" test "$(systemctl is-enabled agentmon)" = enabled
+	check "status: capturing" capturing
+	agentmon status --json >"$out/status-$(uname -r).json" 2>&1
+	agentmon status >"$out/status-$(uname -r).txt" 2>&1
+	check "status lists the capture paths in use" jq -e '.capture_paths | length > 0' "$out/status-$(uname -r).json"
+	check "Type=notify" test "$(prop Type)" = notify
+	check "sd_notify STATUS from the daemon" grep -q capturing <<<"$(prop StatusText)"
+	pid=$(prop MainPID)
+	check "NoNewPrivileges in force" grep -q '^NoNewPrivs:[[:space:]]*1' "/proc/$pid/status"
+	check "a seccomp filter in force" grep -q '^Seccomp:[[:space:]]*2' "/proc/$pid/status"
+	check "the capability bounding set is cut" test "$(awk '/^CapBnd/ {print $2}' "/proc/$pid/status")" != "000001ffffffffff"
+	check "ProtectSystem=strict: /usr is read-only for the daemon" grep -q ' /usr .* ro[, ]' "/proc/$pid/mountinfo"
+	check "PrivateTmp: a /tmp of its own" test "$(stat -L -c %i "/proc/$pid/root/tmp")" != "$(stat -c %i /tmp)" -o "$(readlink "/proc/$pid/ns/mnt")" != "$(readlink /proc/self/ns/mnt)"
+	check "state dir root:root 0711" test "$(stat -c '%U:%G %a' /var/lib/agentmon)" = "root:root 711"
+	check "the embedded cluster is postgres's" test "$(stat -c %U /var/lib/agentmon/postgres/data)" = postgres
+	systemd-analyze security agentmon --no-pager >"$out/security-$(uname -r).txt" 2>&1
+	check "systemd-analyze security runs" grep -q 'Overall exposure level' "$out/security-$(uname -r).txt"
+
+	# A session: a command, a file write, a file read, a connect.
+	id=$(run_session vm-check bash -c 'echo hello >/tmp/vm-file; cat /etc/hostname >/dev/null; (exec 3<>/dev/tcp/127.0.0.1/9) 2>/dev/null; exit 3')
+	check "agentmon run prints the session id" test -n "$id"
+	check "the session is stored and ends" wait_for 60 session_ended "$id"
+	a=$(actions "$id")
+	echo "$a" >"$out/actions-$(uname -r).json"
+	check "the command is stored with its exit code" jq -e '.[] | select(.argv[0] == "bash" and .exit_code == 3)' <<<"$a"
+	check "its file write is stored" jq -e '.[].files[] | select(.path == "/tmp/vm-file" and (.access == "write" or .access == "create") and .result == "ok")' <<<"$a"
+	check "its file read is stored" jq -e '.[].files[] | select(.path == "/etc/hostname" and .access == "read")' <<<"$a"
+	check "its connect is stored" jq -e '.[].net[] | select(.op == "connect" and .addr == "127.0.0.1" and .port == 9 and .result == "ECONNREFUSED")' <<<"$a"
+	check "its child processes are stored" jq -e '[.[].processes[] | select(.argv[0] == "cat")] | length == 1' <<<"$a"
+	check "verify is clean" agentmon verify
+
+	# systemctl restart in the middle of a session loses nothing of it.
+	agentmon run --agent vm-restart -- bash -c 'for i in 1 2 3 4 5 6 7 8; do echo $i >/tmp/r$i; sleep 1; done' 2>/tmp/run-restart.err &
+	runner=$!
+	sleep 3
+	check "systemctl restart" systemctl restart agentmon
+	wait "$runner"
+	rid=$(sed -n 's/^agentmon: session \([0-9a-f-]*\).*/\1/p' /tmp/run-restart.err | head -n 1)
+	check "the session across the restart ends" wait_for 60 session_ended "$rid"
+	ra=$(actions "$rid")
+	for i in 1 2 3 4 5 6 7 8; do
+		check "write $i of 8 across the restart is stored" jq -e --arg p "/tmp/r$i" '.[].files[] | select(.path == $p and .result == "ok")' <<<"$ra"
+	done
+	check "verify is clean after the restart" agentmon verify
+
+	# The watchdog is fed: its timestamp moves, and no restart happens.
+	w1=$(prop WatchdogTimestampMonotonic)
+	restarts=$(prop NRestarts)
+	sleep 20
+	w2=$(prop WatchdogTimestampMonotonic)
+	check "WatchdogSec is set" test "$(prop WatchdogUSec)" != 0
+	check "the watchdog is fed ($w1 -> $w2)" test "${w2:-0}" -gt "${w1:-0}"
+	check "no watchdog restart" test "$(prop NRestarts)" = "$restarts"
+
+	# stop and start.
+	check "systemctl stop" systemctl stop agentmon
+	check "stopped: inactive" test "$(systemctl is-active agentmon)" = inactive
+	check "stopped: status says no daemon (exit 1)" test "$(agentmon status >/dev/null 2>&1; echo $?)" = 1
+	check "stopped: no postgres left" bash -c '! pgrep -f "postgres -D /var/lib/agentmon"'
+	check "systemctl start" systemctl start agentmon
+	check "started again: capturing" capturing
+
+	# A first start that fails (here: a tracked-process map the kernel refuses, after the
+	# embedded cluster is made) leaves nothing pinned and a state the next start can use.
+	systemctl stop agentmon
+	agentmon unload --force >/dev/null 2>&1
+	rm -rf /var/lib/agentmon/*
+	mkdir -p /etc/systemd/system/agentmon.service.d
+	printf '[Service]\nExecStart=\nExecStart=/usr/bin/agentmon daemon --max-tracked-processes 4000000000\nRestart=no\n' \
+		>/etc/systemd/system/agentmon.service.d/fail.conf
+	systemctl daemon-reload
+	check "the broken first start fails" bash -c '! systemctl start agentmon'
+	check "the failed start pinned nothing" bash -c '[ -z "$(find /sys/fs/bpf/agentmon -mindepth 1 -maxdepth 1 -name "v*" 2>/dev/null)" ]'
+	check "the failed start's cluster is postgres's" test "$(stat -c %U /var/lib/agentmon/postgres/data)" = postgres
+	rm -rf /etc/systemd/system/agentmon.service.d
+	systemctl daemon-reload
+	systemctl reset-failed agentmon
+	check "the next start succeeds" systemctl start agentmon
+	check "and captures" capturing
+	check "a restart after it too" systemctl restart agentmon
+	check "and captures again" capturing
+	id2=$(run_session vm-persist bash -c 'echo persisted >/tmp/vm-persist')
+	echo "$id2" >"$out/persist-session"
+	check "a session after the failed start is stored" wait_for 60 session_ended "$id2"
+	check "verify is clean at the end of the first boot" agentmon verify
+fi
+
+if [ "$phase" = boot ]; then
+	check "the service started at boot" wait_for 120 active
+	if ! active; then
+		journalctl -u agentmon -b --no-pager | tail -n 40
+		exit 1
+	fi
+	check "capturing after boot" wait_for 60 capturing
+	check "enabled" test "$(systemctl is-enabled agentmon)" = enabled
+	id2=$(cat "$out/persist-session" 2>/dev/null)
+	check "the first boot's session is still there" session_ended "$id2"
+	check "verify is clean after the reboot" agentmon verify
+	id3=$(run_session vm-boot bash -c 'echo after-boot >/tmp/vm-boot')
+	check "a session after the reboot ends" wait_for 60 session_ended "$id3"
+	check "its write is stored" jq -e '.[].files[] | select(.path == "/tmp/vm-boot")' <<<"$(actions "$id3")"
+	check "verify is clean" agentmon verify
+
+	ours=$(bpftool prog show 2>/dev/null | grep -c 'sched_process_e\|sys_enter_track\|signal_generate')
+	check "bpftool sees the programs before purge ($ours)" test "$ours" -gt 0
+	if dpkg --purge agentmon >/tmp/purge.log 2>&1; then ok "dpkg --purge agentmon"; else fail "dpkg --purge: $(tail -n 3 /tmp/purge.log | tr '\n' ' ')"; fi
+	check "purge: no pins" test ! -e /sys/fs/bpf/agentmon
+	check "purge: no program left attached" test "$(bpftool prog show 2>/dev/null | grep -c 'sched_process_e\|sys_enter_track\|signal_generate')" = 0
+	check "purge: no state dir" test ! -e /var/lib/agentmon
+	check "purge: no config dir" test ! -e /etc/agentmon
+	check "purge: no runtime dir" test ! -e /run/agentmon
+	check "purge: no unit" test ! -e /usr/lib/systemd/system/agentmon.service
+	check "purge: no agentmon group" bash -c '! getent group agentmon'
+	check "purge: no daemon or postgres of ours" bash -c '! pgrep -f "agentmon daemon|/var/lib/agentmon"'
+	check "purge: no session cgroup parent" bash -c '[ ! -e /sys/fs/cgroup/agentmon ]'
+fi
+
+[ "$failed" = 0 ] && echo "phase $phase done"
+exit "$failed"
