@@ -45,6 +45,13 @@ fn on_enter(ctx: &RawTracePointContext) {
     if !in_compat_syscall() {
         return;
     }
+    // The session first: looked up after the syscall number is known, its loop over the
+    // cgroup's ancestors was verified once per syscall (each a different constant), past the
+    // 6.1 verifier's 1M-instruction budget.
+    let (tgid, _) = current_tgid_pid();
+    if current_session(tgid).is_none() {
+        return;
+    }
     let id: u64 = ctx.arg(1);
     let regs: *const u8 = ctx.arg(0);
     let off = OFFSETS.load();
@@ -62,20 +69,13 @@ fn on_enter(ctx: &RawTracePointContext) {
         }
         n
     } else if id == EXECVE32 || id == EXECVEAT32 {
-        let (tgid, _) = current_tgid_pid();
-        if current_session(tgid).is_some() {
-            let name = if id == EXECVE32 { args[0] } else { args[1] };
-            let _ = EXEC_ARGS.insert(&bpf_get_current_pid_tgid(), &name, 0);
-        }
+        let name = if id == EXECVE32 { args[0] } else { args[1] };
+        let _ = EXEC_ARGS.insert(&bpf_get_current_pid_tgid(), &name, 0);
         return;
     } else {
         let Some(n) = nr::from_compat(id) else { return };
         n
     };
-    let (tgid, _) = current_tgid_pid();
-    if current_session(tgid).is_none() {
-        return;
-    }
     let p = PendingSyscall { nr: native | nr::COMPAT_BIT, args };
     let _ = PENDING.insert(&bpf_get_current_pid_tgid(), &p, 0);
 }

@@ -16,6 +16,16 @@ use monitor_common::{
     ProbeConfig, SessionLoss, TamperEvent, Tracked, Verdict, counter, tamper,
 };
 
+/// `v & mask`, kept even where LLVM can prove it redundant. The verifiers of 6.1 and 6.12 do
+/// not carry a bound checked on one register over to the copy spilled to the stack and loaded
+/// again in a loop, so a bound LLVM dropped the mask for is unknown to them; the volatile read
+/// hides the value from LLVM, and the mask is emitted right before the access.
+#[inline(always)]
+pub fn masked(v: usize, mask: usize) -> usize {
+    // SAFETY: a read of a local.
+    unsafe { core::ptr::read_volatile(&v) & mask }
+}
+
 /// Kernel struct offsets, filled in by the daemon from BTF.
 #[unsafe(no_mangle)]
 pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {

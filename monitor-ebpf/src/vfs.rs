@@ -1,9 +1,14 @@
 //! Reading paths out of kernel structures: fd -> file, and a bounded dentry walk.
 
-use aya_ebpf::helpers::{bpf_get_current_task, generated::bpf_probe_read_kernel_str};
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{
+    bpf_get_current_task,
+    generated::{bpf_loop, bpf_probe_read_kernel_str},
+};
 use monitor_common::{COMPONENT_MAX, CWD_DEPTH_MAX, CWD_MAX, counter};
 
-use crate::maps::{OFFSETS, count, kread, kread_ptr};
+use crate::maps::{OFFSETS, count, kread, kread_ptr, masked};
 
 /// The `struct file *` behind an fd of the current task, or null. The fd is an `int`, as the
 /// kernel reads it: callers pass the low 32 bits of the register, never the whole of it.
@@ -25,50 +30,81 @@ pub fn fd_file(fd: i32) -> *const u8 {
     kread_ptr(arr, (fd * 8) as u32)
 }
 
+/// The state of a dentry walk, carried between [`walk_step`] calls.
+#[repr(C)]
+struct Walk {
+    vfsmnt: *const u8,
+    dentry: *const u8,
+    mount: *const u8,
+    buf: *mut u8,
+    pos: u64,
+    /// 0 while walking, [`WALK_ROOT`] once the root is reached, [`WALK_STOPPED`] otherwise.
+    end: u64,
+}
+
+const WALK_ROOT: u64 = 1;
+const WALK_STOPPED: u64 = 2;
+
 /// Walk from (`vfsmnt`, `dentry`) up to the root, crossing mounts, writing the components leaf
 /// first, each NUL-terminated, into `buf` (which has `CWD_MAX + COMPONENT_MAX` bytes).
 /// Returns (bytes written, reached the root).
+///
+/// Each step is a `bpf_loop` callback (Linux 5.17), verified once: the same walk as an unrolled
+/// loop made the 6.1 verifier walk every iteration's states, past its 1M-instruction budget.
 #[inline(always)]
-pub fn walk_path(mut vfsmnt: *const u8, mut dentry: *const u8, buf: *mut u8) -> (u32, bool) {
+pub fn walk_path(vfsmnt: *const u8, dentry: *const u8, buf: *mut u8) -> (u32, bool) {
     let off = OFFSETS.load();
     if dentry.is_null() || vfsmnt.is_null() {
         return (0, false);
     }
-    let mut mount = vfsmnt.wrapping_sub(off.mount_mnt as usize);
-    let mut pos: usize = 0;
-    for _ in 0..CWD_DEPTH_MAX {
-        let mnt_root = kread_ptr(vfsmnt, off.vfsmount_root);
-        let parent = kread_ptr(dentry, off.dentry_parent);
-        if dentry == mnt_root || dentry == parent {
-            if dentry != mnt_root {
-                // Its own parent but not a mount root: a pseudo file (pipe, socket, memfd) or a
-                // detached tree. There is no path to report; say so rather than claim "/".
-                return (pos as u32, false);
-            }
-            let mparent = kread_ptr(mount, off.mount_parent);
-            if mparent == mount || mparent.is_null() {
-                return (pos as u32, true);
-            }
-            dentry = kread_ptr(mount, off.mount_mountpoint);
-            mount = mparent;
-            vfsmnt = mount.wrapping_add(off.mount_mnt as usize);
-            continue;
-        }
-        if pos >= CWD_MAX {
-            break;
-        }
-        let name = kread_ptr(dentry, off.dentry_name);
-        let p = pos & (CWD_MAX - 1);
-        // SAFETY: p < CWD_MAX and the buffer has COMPONENT_MAX bytes of slack after CWD_MAX.
-        let n = unsafe { bpf_probe_read_kernel_str(buf.wrapping_add(p).cast(), COMPONENT_MAX as u32, name.cast()) };
-        if n <= 0 {
-            count(counter::READ_ERRORS);
-            break;
-        }
-        pos += n as usize & (COMPONENT_MAX * 2 - 1);
-        dentry = parent;
+    let mut w = Walk { vfsmnt, dentry, mount: vfsmnt.wrapping_sub(off.mount_mnt as usize), buf, pos: 0, end: 0 };
+    // SAFETY: `walk_step` has the callback signature; `w` outlives the call.
+    unsafe {
+        bpf_loop(CWD_DEPTH_MAX as u32, walk_step as *mut c_void, (&raw mut w).cast(), 0);
     }
-    (pos as u32, false)
+    (masked(w.pos as usize, 2 * CWD_MAX - 1) as u32, w.end == WALK_ROOT)
+}
+
+/// One component of [`walk_path`]: returns 1 to stop.
+extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the caller's `Walk`, alive for the whole `bpf_loop`.
+    let w = unsafe { &mut *ctx.cast::<Walk>() };
+    let off = OFFSETS.load();
+    let mnt_root = kread_ptr(w.vfsmnt, off.vfsmount_root);
+    let parent = kread_ptr(w.dentry, off.dentry_parent);
+    if w.dentry == mnt_root || w.dentry == parent {
+        if w.dentry != mnt_root {
+            // Its own parent but not a mount root: a pseudo file (pipe, socket, memfd) or a
+            // detached tree. There is no path to report; say so rather than claim "/".
+            w.end = WALK_STOPPED;
+            return 1;
+        }
+        let mparent = kread_ptr(w.mount, off.mount_parent);
+        if mparent == w.mount || mparent.is_null() {
+            w.end = WALK_ROOT;
+            return 1;
+        }
+        w.dentry = kread_ptr(w.mount, off.mount_mountpoint);
+        w.mount = mparent;
+        w.vfsmnt = mparent.wrapping_add(off.mount_mnt as usize);
+        return 0;
+    }
+    if w.pos >= CWD_MAX as u64 {
+        w.end = WALK_STOPPED;
+        return 1;
+    }
+    let name = kread_ptr(w.dentry, off.dentry_name);
+    let p = masked(w.pos as usize, CWD_MAX - 1);
+    // SAFETY: p < CWD_MAX and the buffer has COMPONENT_MAX bytes of slack after CWD_MAX.
+    let n = unsafe { bpf_probe_read_kernel_str(w.buf.wrapping_add(p).cast(), COMPONENT_MAX as u32, name.cast()) };
+    if n <= 0 {
+        count(counter::READ_ERRORS);
+        w.end = WALK_STOPPED;
+        return 1;
+    }
+    w.pos = (p + (n as usize & (COMPONENT_MAX * 2 - 1))) as u64;
+    w.dentry = parent;
+    0
 }
 
 /// Walk a `struct path` at `path_ptr` (e.g. `fs->pwd`, `file->f_path`).

@@ -119,6 +119,8 @@ fn kernel(image: &Path, deb: &Path, version: &str) -> anyhow::Result<()> {
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(image.join("rootfs.img"))
         .arg(&overlay))?;
+    // The second boot runs even when the first one's checks failed: its checks are others.
+    let mut failed = Vec::new();
     for (phase, limit) in [("install", INSTALL_TIMEOUT), ("boot", BOOT_TIMEOUT)] {
         std::fs::write(share.join("phase"), phase)?;
         step(&format!("vm-test {version}: booting for `{phase}` (TCG; up to {} s)", limit.as_secs()));
@@ -136,13 +138,16 @@ fn kernel(image: &Path, deb: &Path, version: &str) -> anyhow::Result<()> {
         let rc = std::fs::read_to_string(share.join(format!("out/{phase}.rc"))).unwrap_or_default();
         if !log.lines().any(|l| l == format!("phase {phase} done")) || rc.trim() != "0" {
             let journal = share.join(format!("out/{phase}.journal"));
-            bail!(
+            failed.push(format!(
                 "`{phase}` failed (exit {}): see the lines above, {} and {}",
                 if rc.is_empty() { "none: the checks did not finish" } else { rc.trim() },
                 journal.display(),
                 console.display()
-            );
+            ));
         }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
     }
     Ok(())
 }

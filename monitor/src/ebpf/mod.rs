@@ -21,7 +21,7 @@ pub enum ProbeError {
     Btf(#[from] btf::BtfError),
     #[error("loading the eBPF object failed: {0}")]
     Load(#[source] aya::EbpfError),
-    #[error("this kernel ({release}) has no {missing}: agentmon needs Linux 5.15 or later")]
+    #[error("this kernel ({release}) has no {missing}: agentmon needs Linux 5.17 or later")]
     Unsupported { missing: &'static str, release: String },
     #[error("this kernel has no tracepoint {category}:{names}")]
     NoTracepoint { category: &'static str, names: String },
