@@ -243,17 +243,9 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tls_verify_full_connects_and_refuses_a_mismatched_certificate() {
-    require_root();
-    let dir = scratch("tls");
-    // A CA, and a server certificate for `localhost` only (no IP address in it).
-    openssl(&dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=agentmon test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
-    openssl(&dir, &["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").expect("ext");
-    openssl(&dir, &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem"]);
-
-    // Our own cluster with TLS on, listening on loopback TCP.
+/// Our own cluster with TLS on (`server.pem`, `server.key` from `dir`), listening on loopback
+/// TCP, with a login `tester` (password `tls-test-pw`) and a database `agentmon_tls`.
+fn tls_cluster(dir: &Path) -> (monitor::pgcluster::Cluster, Child) {
     let cluster = monitor::pgcluster::Cluster::new(dir.join("pg"), free_port());
     cluster.init(true, &|m| eprintln!("{m}")).expect("initdb");
     let (uid, gid) = monitor::pgcluster::postgres_ids().expect("postgres user");
@@ -269,14 +261,7 @@ async fn tls_verify_full_connects_and_refuses_a_mismatched_certificate() {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-    let mut server = cluster.start(&extra).expect("start the TLS cluster");
-    struct Stop<'a>(&'a mut Child);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            monitor::pgcluster::Cluster::stop_child(self.0);
-        }
-    }
-    let _stop = Stop(&mut server);
+    let server = cluster.start(&extra).expect("start the TLS cluster");
     for sql in ["CREATE ROLE tester LOGIN SUPERUSER PASSWORD 'tls-test-pw'", "CREATE DATABASE agentmon_tls OWNER tester"] {
         let psql = Command::new("psql")
             .arg("-h")
@@ -286,6 +271,73 @@ async fn tls_verify_full_connects_and_refuses_a_mismatched_certificate() {
             .expect("psql");
         assert!(psql.status.success(), "{sql}: {}", String::from_utf8_lossy(&psql.stderr));
     }
+    (cluster, server)
+}
+
+/// Stops the TLS cluster when the test ends, however it ends.
+struct Stop<'a>(&'a mut Child);
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        monitor::pgcluster::Cluster::stop_child(self.0);
+    }
+}
+
+/// The server certificate PostgreSQL's documentation makes (`openssl req -new -x509 …
+/// -subj "/CN=…"`: self-signed, a CA certificate, the host name only in the CN), given as
+/// `sslrootcert`, alone or inside a bundle of other CAs: what psql accepts with
+/// `sslmode=verify-full`, agentmon accepts; another host name is refused by both.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_accepts_what_libpq_accepts_for_sslrootcert() {
+    require_root();
+    let dir = scratch("tls-libpq");
+    openssl(&dir, &["req", "-new", "-x509", "-days", "2", "-nodes", "-text", "-out", "server.pem", "-keyout", "server.key", "-subj", "/CN=localhost"]);
+    let text = std::fs::read_to_string(dir.join("server.pem")).expect("cert");
+    assert!(text.contains("CA:TRUE") && !text.contains("Subject Alternative Name"), "the documented certificate is a CA certificate with no SAN:\n{text}");
+    // A bundle: two unrelated CAs around the server's certificate.
+    for ca in ["other1", "other2"] {
+        openssl(&dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN={ca}"), "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.pem")]);
+    }
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("pem");
+    std::fs::write(dir.join("bundle.pem"), read("other1.pem") + &read("server.pem") + &read("other2.pem")).expect("bundle");
+    let (cluster, mut server) = tls_cluster(&dir);
+    let _stop = Stop(&mut server);
+    let url = |host: &str, root: &str| {
+        format!("postgres://tester:tls-test-pw@{host}:{}/agentmon_tls?sslmode=verify-full&sslrootcert={}", cluster.port, dir.join(root).display())
+    };
+    let psql = |u: &str| Command::new("psql").arg(u).args(["-tAc", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"]).output().expect("psql");
+    let agentmon = |u: &str| Command::new(bin()).args(["sessions", "--json", "--database-url", u]).env_remove("DATABASE_URL").output().expect("agentmon");
+    for root in ["server.pem", "bundle.pem"] {
+        let good = url("localhost", root);
+        let p = psql(&good);
+        assert!(p.status.success(), "psql accepts {root}: {}", String::from_utf8_lossy(&p.stderr));
+        let m = Command::new(bin()).args(["migrate", "--database-url", &good]).env_remove("DATABASE_URL").output().expect("migrate");
+        assert!(m.status.success(), "agentmon migrate accepts {root} as psql does: {}", String::from_utf8_lossy(&m.stderr));
+        let out = agentmon(&good);
+        assert!(out.status.success(), "agentmon sessions accepts {root}: {}", String::from_utf8_lossy(&out.stderr));
+        let bad = url("127.0.0.1", root);
+        assert!(!psql(&bad).status.success(), "psql refuses another host name with {root}");
+        let out = agentmon(&bad);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("cannot connect to the database"), "agentmon refuses another host name with {root}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    // A bundle without the server's certificate is refused.
+    let out = agentmon(&url("localhost", "other1.pem"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to the database"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_verify_full_connects_and_refuses_a_mismatched_certificate() {
+    require_root();
+    let dir = scratch("tls");
+    // A CA, and a server certificate for `localhost` only (no IP address in it).
+    openssl(&dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=agentmon test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&dir, &["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").expect("ext");
+    openssl(&dir, &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem"]);
+
+    let (cluster, mut server) = tls_cluster(&dir);
+    let _stop = Stop(&mut server);
 
     let ca = dir.join("ca.pem");
     let url = |host: &str| format!("postgres://tester:tls-test-pw@{host}:{}/agentmon_tls?sslmode=verify-full&sslrootcert={}", cluster.port, ca.display());

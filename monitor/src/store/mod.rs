@@ -44,12 +44,51 @@ pub fn redact_url(url: &str) -> String {
 }
 
 pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
-    PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
-        .map_err(|source| StoreError::Connect { target: redact_url(url), source })
+    open_pool(url, PgPoolOptions::new().max_connections(4).acquire_timeout(Duration::from_secs(5))).await
+}
+
+/// Open a pool on `url`, with TLS as libpq does it. The TLS library is OpenSSL, as libpq's, so
+/// a server certificate is accepted exactly when psql accepts it: a self-signed certificate
+/// given as `sslrootcert` (PostgreSQL's documented set-up), a host name in the subject's CN
+/// when the certificate has no DNS names, and so on. sqlx hands OpenSSL only the first
+/// certificate of `sslrootcert`, while libpq trusts every one in the file (a managed service's
+/// CA bundle): each is tried in turn, and the pool keeps the one the server's chain verifies
+/// with. A server can only make this fail, never pass: every attempt verifies in full.
+async fn open_pool(url: &str, pool: PgPoolOptions<Postgres>) -> Result<PgPool, StoreError> {
+    use std::str::FromStr as _;
+    let err = |source| StoreError::Connect { target: redact_url(url), source };
+    let options = sqlx::postgres::PgConnectOptions::from_str(url).map_err(err)?;
+    let roots = root_certificates(url);
+    if roots.len() <= 1 {
+        return pool.connect_with(options).await.map_err(err);
+    }
+    let mut last = None;
+    for pem in roots {
+        match pool.clone().connect_with(options.clone().ssl_root_cert_from_pem(pem)).await {
+            Ok(p) => return Ok(p),
+            Err(e @ sqlx::Error::Tls(_)) => last = Some(e),
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Err(err(last.unwrap_or(sqlx::Error::PoolClosed)))
+}
+
+/// The PEM blocks of the certificates in the URL's `sslrootcert` file (none when unset or
+/// unreadable: sqlx reports that itself).
+fn root_certificates(url: &str) -> Vec<Vec<u8>> {
+    let Some(path) = url::Url::parse(url).ok().and_then(|u| u.query_pairs().find(|(k, _)| k == "sslrootcert").map(|(_, v)| v.into_owned())) else {
+        return Vec::new();
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut certs = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let Some(len) = rest[start..].find("-----END CERTIFICATE-----") else { break };
+        let end = start + len + "-----END CERTIFICATE-----".len();
+        certs.push(format!("{}\n", &rest[start..end]).into_bytes());
+        rest = &rest[end..];
+    }
+    certs
 }
 
 /// The least-privilege roles the migrations create.
@@ -74,7 +113,7 @@ impl Role {
 /// URL then writes or reads with the role's rights only. A login that is not a member keeps its
 /// own rights (for example one an admin granted SELECT directly).
 pub async fn connect_as(url: &str, role: Role) -> Result<PgPool, StoreError> {
-    PgPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
         .after_connect(move |conn, _| {
@@ -88,10 +127,8 @@ pub async fn connect_as(url: &str, role: Role) -> Result<PgPool, StoreError> {
                 }
                 Ok(())
             })
-        })
-        .connect(url)
-        .await
-        .map_err(|source| StoreError::Connect { target: redact_url(url), source })
+        });
+    open_pool(url, pool).await
 }
 
 /// Apply the migrations this build has and the database lacks. A database already up to date
