@@ -173,8 +173,8 @@ async fn a_packet_verifies_offline_fails_on_one_changed_byte_and_renders_in_chro
 /// an hour): `export` asks the running daemon for one, says so, and writes the packet at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn export_right_after_a_session_asks_the_daemon_for_a_checkpoint() {
-    let dir = scratch("export-now");
-    let d = Daemon::start("export-now", &["--checkpoint-secs", "3600", "--heartbeat-secs", "3600"]).await;
+    let dir = scratch("export_now");
+    let d = Daemon::start("export_now", &["--checkpoint-secs", "3600", "--heartbeat-secs", "3600"]).await;
     let (id, out) = d.run_agent("export-now", &dir, &["/bin/sh", "-c", "echo incident > out.txt"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     d.wait_session_end(&id);

@@ -54,7 +54,7 @@ pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
 /// certificate of `sslrootcert`, while libpq trusts every one in the file (a managed service's
 /// CA bundle): each is tried in turn, and the pool keeps the one the server's chain verifies
 /// with. A server can only make this fail, never pass: every attempt verifies in full.
-async fn open_pool(url: &str, pool: PgPoolOptions<Postgres>) -> Result<PgPool, StoreError> {
+async fn open_pool(url: &str, pool: PgPoolOptions) -> Result<PgPool, StoreError> {
     use std::str::FromStr as _;
     let err = |source| StoreError::Connect { target: redact_url(url), source };
     let options = sqlx::postgres::PgConnectOptions::from_str(url).map_err(err)?;
