@@ -662,47 +662,36 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
             name,
             source: aya::programs::ProgramError::UnexpectedProgramType,
         })?;
-        let link: FdLink = match kind {
-            Kind::Raw(tp) => {
-                let p = <&mut RawTracePoint>::try_from(prog).map_err(|source| ProbeError::Program { name, source })?;
-                p.load().map_err(|source| ProbeError::Program { name, source })?;
-                let id = p.attach(tp).map_err(|source| ProbeError::Program { name, source })?;
-                let l = p.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
-                l.try_into().map_err(|e| pin_err(name, e))?
-            }
-            Kind::Syscall(tp) => {
-                let p = <&mut TracePoint>::try_from(prog).map_err(|source| ProbeError::Program { name, source })?;
-                p.load().map_err(|source| ProbeError::Program { name, source })?;
-                let id = p.attach("syscalls", tp).map_err(|source| ProbeError::Program { name, source })?;
-                let l = p.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
-                l.try_into().map_err(|e| pin_err(name, e))?
-            }
+        // (category, tracepoint); raw tracepoints have no category.
+        let (cat, tp) = match *kind {
+            Kind::Raw(tp) => ("", tp),
+            Kind::Syscall(tp) => ("syscalls", tp),
             Kind::Category(cat, names) => {
-                if *cat == "io_uring" && !uring {
+                if cat == "io_uring" && !uring {
                     continue;
                 }
-                let tp = names.iter().find(|tp| tracefs_event(cat, tp)).ok_or(ProbeError::NoTracepoint { category: cat, names: names.join(" or ") })?;
+                let tp = *names.iter().find(|tp| tracefs_event(cat, tp)).ok_or(ProbeError::NoTracepoint { category: cat, names: names.join(" or ") })?;
                 if !record_layout_matches(cat, tp, record_fields(name)) {
                     return Err(ProbeError::NoTracepoint { category: cat, names: format!("{tp} with the fields {:?}", record_fields(name)) });
                 }
-                let p = <&mut TracePoint>::try_from(prog).map_err(|source| ProbeError::Program { name, source })?;
-                p.load().map_err(|source| ProbeError::Program { name, source })?;
-                let id = p.attach(cat, tp).map_err(|source| ProbeError::Program { name, source })?;
-                let l = p.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
-                pin(l.try_into().map_err(|e| pin_err(name, e))?, name, tp)?;
-                attached.push(format!("tracepoint/{cat}/{tp}"));
-                continue;
+                (cat, tp)
             }
         };
-        let tp = match kind {
-            Kind::Raw(tp) | Kind::Syscall(tp) => *tp,
-            Kind::Category(..) => unreachable!("attached above"),
+        let link: FdLink = if cat.is_empty() {
+            let p = <&mut RawTracePoint>::try_from(prog).map_err(|source| ProbeError::Program { name, source })?;
+            p.load().map_err(|source| ProbeError::Program { name, source })?;
+            let id = p.attach(tp).map_err(|source| ProbeError::Program { name, source })?;
+            let l = p.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
+            l.try_into().map_err(|e| pin_err(name, e))?
+        } else {
+            let p = <&mut TracePoint>::try_from(prog).map_err(|source| ProbeError::Program { name, source })?;
+            p.load().map_err(|source| ProbeError::Program { name, source })?;
+            let id = p.attach(cat, tp).map_err(|source| ProbeError::Program { name, source })?;
+            let l = p.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
+            l.try_into().map_err(|e| pin_err(name, e))?
         };
         pin(link, name, tp)?;
-        attached.push(match kind {
-            Kind::Raw(tp) => format!("raw_tp/{tp}"),
-            _ => format!("tracepoint/syscalls/{tp}"),
-        });
+        attached.push(if cat.is_empty() { format!("raw_tp/{tp}") } else { format!("tracepoint/{cat}/{tp}") });
     }
     for (prog_name, phase) in [("sys_enter_tracked", "sys_enter_"), ("sys_exit_tracked", "sys_exit_")] {
         let prog: &mut TracePoint = ebpf
@@ -735,10 +724,12 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
 fn preflight() -> Result<(), ProbeError> {
     use aya::{maps::MapType, programs::ProgramType, sys};
     let release = || std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".into(), |r| r.trim().to_owned());
-    let needs: [(&'static str, bool); 3] = [
+    let needs: [(&'static str, bool); 4] = [
         ("BPF ring buffer (Linux 5.8)", sys::is_map_supported(MapType::RingBuf).unwrap_or(true)),
         ("BPF raw tracepoint programs (Linux 4.17)", sys::is_program_supported(ProgramType::RawTracePoint).unwrap_or(true)),
         ("BPF LRU hash map (Linux 4.10)", sys::is_map_supported(MapType::LruHash).unwrap_or(true)),
+        // The path walks are bpf_loop callbacks.
+        ("bpf_loop helper (Linux 5.17)", sys::is_helper_supported(ProgramType::TracePoint, sys::BpfHelper::BPF_FUNC_loop).unwrap_or(true)),
     ];
     match needs.into_iter().find(|(_, ok)| !ok) {
         Some((missing, _)) => Err(ProbeError::Unsupported { missing, release: release() }),
