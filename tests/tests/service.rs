@@ -282,7 +282,7 @@ impl Drop for Stop<'_> {
     }
 }
 
-/// The server certificate PostgreSQL's documentation makes (`openssl req -new -x509 …
+/// The server certificate `PostgreSQL`'s documentation makes (`openssl req -new -x509 …
 /// -subj "/CN=…"`: self-signed, a CA certificate, the host name only in the CN), given as
 /// `sslrootcert`, alone or inside a bundle of other CAs: what psql accepts with
 /// `sslmode=verify-full`, agentmon accepts; another host name is refused by both.

@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use crate::{is_root, run, step};
 
 /// Debian packages: `PostgreSQL` server and client binaries, iproute2 for network-namespace
-/// tests, mount for tracefs/bpffs, and OpenSSL's headers with pkg-config (TLS to PostgreSQL
+/// tests, mount for tracefs/bpffs, and `OpenSSL`'s headers with pkg-config (TLS to `PostgreSQL`
 /// goes through OpenSSL, as libpq's does).
 const APT_PACKAGES: &[&str] = &["postgresql", "postgresql-client", "iproute2", "mount", "procps", "libssl-dev", "pkg-config"];
 /// Only the tests need these: a headless Chromium renders the incident packet's HTML.

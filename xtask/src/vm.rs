@@ -1,6 +1,6 @@
 //! `cargo xtask vm-test`: the package under a real systemd on Debian 12's own kernels.
 //!
-//! The guest image (a Debian 12 root file system with systemd, PostgreSQL and the 6.1 and 6.12
+//! The guest image (a Debian 12 root file system with systemd, `PostgreSQL` and the 6.1 and 6.12
 //! kernels) is built by `xtask/vm/build-image.sh` and cached under `target/vm/image-<recipe
 //! hash>`: it is rebuilt only when the recipe changes. Each kernel gets a copy-on-write overlay
 //! of it and boots twice under QEMU with software emulation (TCG; this machine's KVM cannot run
@@ -32,8 +32,8 @@ const VM_RUN: &str = include_str!("../vm/vm-run");
 /// The longest a boot may take before it counts as a hang. TCG is slow (the first boot creates
 /// the cluster and loads every program in an emulated CPU), but a boot that ends at all ends
 /// well within these.
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(1200);
-const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+const INSTALL_TIMEOUT: Duration = Duration::from_mins(20);
+const BOOT_TIMEOUT: Duration = Duration::from_mins(10);
 
 /// Build (or reuse) the image and run both phases on each of `kernels`.
 pub fn test(deb: &Path, kernels: &[String]) -> anyhow::Result<()> {

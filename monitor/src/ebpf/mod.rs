@@ -303,7 +303,7 @@ impl Probes {
         std::fs::create_dir_all(&dir).map_err(|e| pin_err("pin dir", e))?;
         // A load or attach that fails leaves nothing of its own pinned (attached programs
         // writing into rings nobody reads); the programs it was to replace keep capturing.
-        Self::load_new(opts, dir.clone(), version).inspect_err(|_| {
+        Self::load_new(opts, &dir, version).inspect_err(|_| {
             if let Err(e) = remove_pins(&dir) {
                 tracing::warn!(pins = %dir.display(), error = %e, "could not remove the pins of the failed load");
             }
@@ -312,9 +312,9 @@ impl Probes {
 
     /// Load, attach and pin this build's programs in `dir`, taking over from any other pinned
     /// version.
-    fn load_new(opts: &ProbeOptions, dir: PathBuf, version: String) -> Result<Self, ProbeError> {
-        let old: Vec<PathBuf> = pinned_versions(&opts.pin_dir).into_iter().filter(|p| *p != dir).collect();
-        let mut ebpf = Self::load_object(opts, &dir)?;
+    fn load_new(opts: &ProbeOptions, dir: &Path, version: String) -> Result<Self, ProbeError> {
+        let old: Vec<PathBuf> = pinned_versions(&opts.pin_dir).into_iter().filter(|p| p != dir).collect();
+        let mut ebpf = Self::load_object(opts, dir)?;
         // Carry the sessions over before the new programs attach, so they filter the same way.
         let mut unreadable = Vec::new();
         let old_probes: Vec<Self> = old.iter().filter_map(|d| {
@@ -326,12 +326,12 @@ impl Probes {
                 })
                 .ok()
         }).collect();
-        let mut probes = Self::from_loaded(&mut ebpf, &dir, version)?;
+        let mut probes = Self::from_loaded(&mut ebpf, dir, version)?;
         for o in &old_probes {
             probes.copy_state_from(o);
         }
         probes.set_rules(&opts.rules)?;
-        probes.attached = attach_all(&mut ebpf, &dir, opts.compat)?;
+        probes.attached = attach_all(&mut ebpf, dir, opts.compat)?;
         // Programs whose maps this build cannot read are detached now that the new ones run,
         // so nothing is captured twice.
         for d in &unreadable {
@@ -681,8 +681,7 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
             let p = <&mut RawTracePoint>::try_from(prog).map_err(|source| ProbeError::Program { name, source })?;
             p.load().map_err(|source| ProbeError::Program { name, source })?;
             let id = p.attach(tp).map_err(|source| ProbeError::Program { name, source })?;
-            let l = p.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
-            l.try_into().map_err(|e| pin_err(name, e))?
+            p.take_link(id).map_err(|source| ProbeError::Program { name, source })?.into()
         } else {
             let p = <&mut TracePoint>::try_from(prog).map_err(|source| ProbeError::Program { name, source })?;
             p.load().map_err(|source| ProbeError::Program { name, source })?;

@@ -49,7 +49,7 @@ pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
 
 /// Open a pool on `url`, with TLS as libpq does it. The TLS library is OpenSSL, as libpq's, so
 /// a server certificate is accepted exactly when psql accepts it: a self-signed certificate
-/// given as `sslrootcert` (PostgreSQL's documented set-up), a host name in the subject's CN
+/// given as `sslrootcert` (`PostgreSQL`'s documented set-up), a host name in the subject's CN
 /// when the certificate has no DNS names, and so on. sqlx hands OpenSSL only the first
 /// certificate of `sslrootcert`, while libpq trusts every one in the file (a managed service's
 /// CA bundle): each is tried in turn, and the pool keeps the one the server's chain verifies
