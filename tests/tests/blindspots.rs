@@ -142,7 +142,7 @@ async fn each_tamper_and_handoff_kind_is_an_event_counted_on_the_session() {
         "kill -CONT {daemon}\n\
          {W} tamper {victim}\n\
          unshare -U true\n\
-         perl -e 'syscall(166, \"/agentmon-not-mounted\", 0)'\n\
+         perl -e '$p = \"/agentmon-not-mounted\"; syscall(166, $p, 0)'\n\
          echo x > {state}/tamper-probe\n\
          sh -c 'echo $$ > {outside}/cgroup.procs; exit 0'\n\
          exit 0\n",

@@ -149,8 +149,9 @@ fn task(cli: Cli) -> anyhow::Result<()> {
             step(&format!("starting PostgreSQL (socket in {})", cluster.socket_dir().display()));
             let mut server = cluster.start(&[])?;
             step("running every test");
+            // --no-fail-fast: every test binary runs, so one failure does not hide the others.
             let status = cargo(&env)
-                .args(["test"])
+                .args(["test", "--no-fail-fast"])
                 .args(&args)
                 .env("AGENTMON_TEST_DATABASE_URL", cluster.url("postgres"))
                 .env("AGENTMON_BIN", workspace_root().join("target/debug/agentmon"))
