@@ -200,8 +200,6 @@ impl Chain {
         Output::SigningKey(SigningKey { fingerprint: self.fingerprint.clone(), public_key: self.public_key.clone(), created_at: Utc::now(), chain: ChainLink::default() })
     }
 
-    /// Which checkpoint is due now, if any: `periodic` a few seconds after records were
-    /// sealed, `heartbeat` when idle for the heartbeat interval.
     /// Whether rows were sealed since the last checkpoint.
     pub fn uncovered(&self) -> bool {
         self.sealed_since_checkpoint > 0
@@ -212,6 +210,8 @@ impl Chain {
         self.covered_seq
     }
 
+    /// Which checkpoint is due now, if any: `periodic` a few seconds after records were
+    /// sealed, `heartbeat` when idle for the heartbeat interval.
     pub fn due(&self) -> Option<&'static str> {
         let age = self.last_checkpoint.elapsed();
         if self.sealed_since_checkpoint > 0 && age >= self.interval {
