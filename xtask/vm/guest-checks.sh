@@ -90,7 +90,12 @@ if [ "$phase" = install ]; then
 	check "a seccomp filter in force" grep -q '^Seccomp:[[:space:]]*2' "/proc/$pid/status"
 	check "the capability bounding set is cut" test "$(awk '/^CapBnd/ {print $2}' "/proc/$pid/status")" != "000001ffffffffff"
 	check "ProtectSystem=strict: /usr is read-only for the daemon" bash -c "! nsenter -t $pid -m touch /usr/lib/.agentmon-ro-probe 2>/dev/null"
-	check "PrivateTmp: a /tmp of its own" test "$(stat -L -c %i "/proc/$pid/root/tmp")" != "$(stat -c %i /tmp)" -o "$(readlink "/proc/$pid/ns/mnt")" != "$(readlink /proc/self/ns/mnt)"
+	check "PrivateDevices: no disk device for the daemon" bash -c "! nsenter -t $pid -m test -e /dev/vda"
+	check "ProtectHome=read-only: /root is read-only for the daemon" bash -c "! nsenter -t $pid -m touch /root/.agentmon-ro-probe 2>/dev/null"
+	check "LimitCORE=0" grep -Eq '^Max core file size +0 +0 ' "/proc/$pid/limits"
+	check "OOMScoreAdjust=-500" test "$(cat "/proc/$pid/oom_score_adj")" = -500
+	touch /tmp/agentmon-host-probe
+	check "PrivateTmp: the host's /tmp is not the daemon's" bash -c "! nsenter -t $pid -m test -e /tmp/agentmon-host-probe"
 	check "state dir root:root 0711" test "$(stat -c '%U:%G %a' /var/lib/agentmon)" = "root:root 711"
 	check "the embedded cluster is postgres's" test "$(stat -c %U /var/lib/agentmon/postgres/data)" = postgres
 	systemd-analyze security agentmon --no-pager >"$out/security-$(uname -r).txt" 2>&1
