@@ -31,7 +31,7 @@ pub enum Request {
     /// for the clock (tests).
     Retention { dry_run: bool, as_of: Option<chrono::DateTime<chrono::Utc>> },
     /// Sign a checkpoint of the chain's head now (`agentmon export` right after an incident),
-    /// unless the last one already covers it. The reply names the head it covers.
+    /// unless the last one already covers it. The reply names the host whose chain it is.
     Checkpoint,
 }
 
@@ -47,8 +47,8 @@ pub enum Response {
     Status(Box<Status>),
     Session(SessionStarted),
     Retention(Box<crate::daemon::retention::Report>),
-    /// The host and the chain position a (queued or stored) checkpoint covers.
-    Checkpoint { host: String, covers_seq: u64 },
+    /// A checkpoint of this host's chain head is queued or stored.
+    Checkpoint { host: String },
     Error { message: String },
 }
 

@@ -171,7 +171,7 @@ async fn covering_checkpoint(pool: &sqlx::PgPool, host: &str, hi: i64) -> anyhow
 async fn ask_for_checkpoint(host: &str, runtime_dir: &std::path::Path) -> bool {
     let dir = runtime_dir.to_owned();
     let reply = tokio::task::spawn_blocking(move || crate::control::request(&dir, &crate::control::Request::Checkpoint)).await;
-    matches!(reply, Ok(Ok(crate::control::Response::Checkpoint { host: h, .. })) if h == host)
+    matches!(reply, Ok(Ok(crate::control::Response::Checkpoint { host: h })) if h == host)
 }
 
 /// The proof for one host: its stretch of chain covering the sessions' rows.

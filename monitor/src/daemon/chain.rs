@@ -52,7 +52,6 @@ pub struct Chain {
     heartbeat: Duration,
     last_checkpoint: Instant,
     sealed_since_checkpoint: u64,
-    covered_seq: u64,
 }
 
 /// Read the signing key, or make one (32 random bytes, mode 0600) on first start.
@@ -104,7 +103,6 @@ impl Chain {
             heartbeat,
             last_checkpoint: Instant::now(),
             sealed_since_checkpoint: 0,
-            covered_seq: 0,
         }
     }
 
@@ -205,11 +203,6 @@ impl Chain {
         self.sealed_since_checkpoint > 0
     }
 
-    /// The chain position the newest checkpoint covers (0 before the first).
-    pub fn covered_seq(&self) -> u64 {
-        self.covered_seq
-    }
-
     /// Which checkpoint is due now, if any: `periodic` a few seconds after records were
     /// sealed, `heartbeat` when idle for the heartbeat interval.
     pub fn due(&self) -> Option<&'static str> {
@@ -248,9 +241,6 @@ impl Chain {
         }
         self.last_checkpoint = Instant::now();
         self.sealed_since_checkpoint = 0;
-        if let Output::Checkpoint(c) = &out {
-            self.covered_seq = c.covers_seq;
-        }
         out
     }
 

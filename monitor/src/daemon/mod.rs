@@ -817,7 +817,7 @@ impl Daemon {
                 if self.chain.uncovered() {
                     self.checkpoint("requested");
                 }
-                Ok(Response::Checkpoint { host: self.host.clone(), covers_seq: self.chain.covered_seq() })
+                Ok(Response::Checkpoint { host: self.host.clone() })
             }
             // Served by the main loop before it gets here.
             Request::Retention { .. } => Err("retention requests are served by the retention task".into()),

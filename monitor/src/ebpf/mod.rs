@@ -648,10 +648,8 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
     let compat_programs = if compat { COMPAT_PROGRAMS } else { &[] };
     // io_uring capture is optional: a kernel without io_uring (CONFIG_IO_URING=n), or whose
     // records are laid out otherwise (before 6.0), has it off, as `status` shows.
-    let uring = PROGRAMS.iter().all(|(prog, kind)| match kind {
-        Kind::Category("io_uring", names) => {
-            names.iter().find(|tp| tracefs_event("io_uring", tp)).is_some_and(|tp| record_layout_matches("io_uring", tp, record_fields(prog)))
-        }
+    let uring = PROGRAMS.iter().all(|(prog, kind)| match *kind {
+        Kind::Category(cat @ "io_uring", names) => usable_tracepoint(prog, cat, names).is_some(),
         _ => true,
     });
     if !uring {
@@ -670,10 +668,10 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
                 if cat == "io_uring" && !uring {
                     continue;
                 }
-                let tp = *names.iter().find(|tp| tracefs_event(cat, tp)).ok_or(ProbeError::NoTracepoint { category: cat, names: names.join(" or ") })?;
-                if !record_layout_matches(cat, tp, record_fields(name)) {
-                    return Err(ProbeError::NoTracepoint { category: cat, names: format!("{tp} with the fields {:?}", record_fields(name)) });
-                }
+                let tp = usable_tracepoint(name, cat, names).ok_or_else(|| ProbeError::NoTracepoint {
+                    category: cat,
+                    names: format!("{} with the fields {:?}", names.join(" or "), record_fields(name)),
+                })?;
                 (cat, tp)
             }
         };
@@ -734,6 +732,12 @@ fn preflight() -> Result<(), ProbeError> {
         Some((missing, _)) => Err(ProbeError::Unsupported { missing, release: release() }),
         None => Ok(()),
     }
+}
+
+/// The first of `names` (newest first) this kernel has as `category/name`, if its record has
+/// the fields `program` reads where it reads them.
+fn usable_tracepoint(program: &str, category: &str, names: &[&'static str]) -> Option<&'static str> {
+    names.iter().copied().find(|tp| tracefs_event(category, tp)).filter(|tp| record_layout_matches(category, tp, record_fields(program)))
 }
 
 /// The record fields (name, byte offset) a classic tracepoint program reads at fixed offsets.
