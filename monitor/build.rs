@@ -11,35 +11,24 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail, Context as _};
 use aya_build::Toolchain;
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR is not set")?);
     version(&manifest_dir);
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("cargo metadata")?;
+    let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
     let ebpf = metadata
         .packages
         .into_iter()
         .find(|p| p.name.as_str() == "monitor-ebpf")
         .ok_or_else(|| anyhow!("monitor-ebpf package not found"))?;
-    let root_dir = ebpf
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("monitor-ebpf manifest has no parent"))?
-        .as_str()
-        .to_owned();
+    let root_dir =
+        ebpf.manifest_path.parent().ok_or_else(|| anyhow!("monitor-ebpf manifest has no parent"))?.as_str().to_owned();
     println!("cargo:rerun-if-changed=../monitor-common/src");
     bpf_linker_on_path()?;
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "monitor-ebpf",
-            root_dir: &root_dir,
-            ..Default::default()
-        }],
+        [aya_build::Package { name: "monitor-ebpf", root_dir: &root_dir, ..Default::default() }],
         Toolchain::default(),
     )
     .context("building the eBPF programs failed: run `cargo xtask setup` (it installs nightly rust-src and bpf-linker)")
@@ -51,8 +40,11 @@ fn bpf_linker_on_path() -> anyhow::Result<()> {
     if std::env::split_paths(&path).any(|d| d.join("bpf-linker").is_file()) {
         return Ok(());
     }
-    let cache = cache_dir().context("bpf-linker is not on PATH and neither XDG_CACHE_HOME nor HOME is set: run `cargo xtask setup`")?;
-    let llvm = nightly_llvm().context("bpf-linker is not on PATH: run `cargo xtask setup` (it installs the nightly toolchain and builds bpf-linker)")?;
+    let cache = cache_dir()
+        .context("bpf-linker is not on PATH and neither XDG_CACHE_HOME nor HOME is set: run `cargo xtask setup`")?;
+    let llvm = nightly_llvm().context(
+        "bpf-linker is not on PATH: run `cargo xtask setup` (it installs the nightly toolchain and builds bpf-linker)",
+    )?;
     // The newest bpf-linker built against this LLVM (`bpf-linker-<version>-llvm-<llvm>`).
     let suffix = format!("-llvm-{llvm}");
     let mut built: Vec<PathBuf> = std::fs::read_dir(&cache)
@@ -133,13 +125,16 @@ fn git_revision(dir: &Path) -> Option<String> {
             println!("cargo:rerun-if-changed={f}");
         }
     }
-    if let Some(f) = git(dir, &["symbolic-ref", "-q", "HEAD"]).and_then(|r| git(dir, &["rev-parse", "--path-format=absolute", "--git-path", &r])) {
+    if let Some(f) = git(dir, &["symbolic-ref", "-q", "HEAD"])
+        .and_then(|r| git(dir, &["rev-parse", "--path-format=absolute", "--git-path", &r]))
+    {
         println!("cargo:rerun-if-changed={f}");
     }
     for p in ["src", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={p}");
     }
     // `--no-optional-locks`: do not refresh the index, which would trigger another rerun.
-    let dirty = git(dir, &["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let dirty = git(dir, &["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|s| !s.is_empty());
     Some(if dirty { format!("{hash}-dirty") } else { hash })
 }

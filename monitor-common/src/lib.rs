@@ -467,7 +467,21 @@ pub mod nr {
     }
 
     pub const fn is_tamper(nr: u64) -> bool {
-        matches!(nr, PTRACE | PIVOT_ROOT | MOUNT | UMOUNT2 | UNSHARE | SETNS | PROCESS_VM_WRITEV | BPF | OPEN_TREE | MOVE_MOUNT | FSMOUNT | PIDFD_GETFD)
+        matches!(
+            nr,
+            PTRACE
+                | PIVOT_ROOT
+                | MOUNT
+                | UMOUNT2
+                | UNSHARE
+                | SETNS
+                | PROCESS_VM_WRITEV
+                | BPF
+                | OPEN_TREE
+                | MOVE_MOUNT
+                | FSMOUNT
+                | PIDFD_GETFD
+        )
     }
 
     /// The 64-bit twin of an i386 syscall number, for the syscalls agentmon captures. The

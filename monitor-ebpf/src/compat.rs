@@ -9,12 +9,12 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use monitor_common::{PendingSyscall, nr};
+use monitor_common::{nr, PendingSyscall};
 
 use crate::{
-    file::{PENDING, finish},
-    maps::{OFFSETS, current_session, current_tgid_pid, kread},
-    process::{EXEC_ARGS, exec_result},
+    file::{finish, PENDING},
+    maps::{current_session, current_tgid_pid, kread, OFFSETS},
+    process::{exec_result, EXEC_ARGS},
 };
 
 /// x86 `TS_COMPAT`.

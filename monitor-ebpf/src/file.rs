@@ -12,13 +12,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    COMPAT, DIR_CAP, DIR1_RESOLVED, EMPTY_PATH, EventClass, DIR1_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED, EventKind,
-    FD_PATH, FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FileEvent, OBJ_PATH, PATH_CAP,
-    PATH1_TRUNCATED, PATH2_TRUNCATED, PendingSyscall, nr,
+    nr, EventClass, EventKind, FileEvent, PendingSyscall, COMPAT, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED,
+    DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, FD_PATH, FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF,
+    OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP,
 };
 
 use crate::{
-    maps::{OFFSETS, current_session, current_tgid_pid, emit_bytes, fill_header},
+    maps::{current_session, current_tgid_pid, emit_bytes, fill_header, OFFSETS},
     net, tamper,
     vfs::{fd_file, walk_cwd, walk_struct_path},
 };
@@ -121,7 +121,11 @@ const PATH2_BITS: (u32, u32, u32) = (PATH2_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCA
 
 #[inline(always)]
 fn dir_flags(complete: bool, bits: (u32, u32, u32)) -> u32 {
-    if complete { bits.1 } else { bits.1 | bits.2 }
+    if complete {
+        bits.1
+    } else {
+        bits.1 | bits.2
+    }
 }
 
 /// The dirfd a layout's dirfd index names: the argument, the cwd (-1), or none at all (-2: the
@@ -141,7 +145,13 @@ fn dirfd_arg(p: &PendingSyscall, d: i8) -> Option<i32> {
 /// `AT_EMPTY_PATH` the kernel acts on the dirfd's file itself, and without it the call fails
 /// with ENOENT, so naming that file is right either way. Returns (path length, dir length, flags).
 #[inline(always)]
-fn capture_path(ptr: u64, dirfd: Option<i32>, path: *mut u8, dir: *mut u8, bits: (u32, u32, u32)) -> (u32, Option<u32>, u32) {
+fn capture_path(
+    ptr: u64,
+    dirfd: Option<i32>,
+    path: *mut u8,
+    dir: *mut u8,
+    bits: (u32, u32, u32),
+) -> (u32, Option<u32>, u32) {
     let (n, trunc, read) = read_user_path(ptr, path);
     let mut flags = if trunc { bits.0 } else { 0 };
     if n == 0 && read {
@@ -254,7 +264,8 @@ fn capture_paths(p: &PendingSyscall, ev: &mut FileEvent, layout: (i8, i8, i8, i8
     let (p1, d1, p2, d2, fd) = layout;
     let mut len = FILE_PATH1_OFF;
     if p1 >= 0 {
-        let (n, dir, flags) = capture_path(arg(p, p1), dirfd_arg(p, d1), ev.path1.as_mut_ptr(), ev.dir1.as_mut_ptr(), PATH1_BITS);
+        let (n, dir, flags) =
+            capture_path(arg(p, p1), dirfd_arg(p, d1), ev.path1.as_mut_ptr(), ev.dir1.as_mut_ptr(), PATH1_BITS);
         ev.path1_len = n;
         ev.flags |= flags;
         len = FILE_PATH1_OFF + n as usize;
@@ -265,14 +276,16 @@ fn capture_paths(p: &PendingSyscall, ev: &mut FileEvent, layout: (i8, i8, i8, i8
     } else if fd >= 0 {
         let file = fd_file(arg(p, fd) as u32 as i32);
         if !file.is_null() {
-            let (dn, complete) = walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), ev.dir1.as_mut_ptr());
+            let (dn, complete) =
+                walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), ev.dir1.as_mut_ptr());
             ev.dir1_len = dn;
             ev.flags |= FD_PATH | dir_flags(complete, PATH1_BITS);
             len = FILE_DIR1_OFF + dn as usize;
         }
     }
     if p2 >= 0 {
-        let (n, dir, flags) = capture_path(arg(p, p2), dirfd_arg(p, d2), ev.path2.as_mut_ptr(), ev.dir2.as_mut_ptr(), PATH2_BITS);
+        let (n, dir, flags) =
+            capture_path(arg(p, p2), dirfd_arg(p, d2), ev.path2.as_mut_ptr(), ev.dir2.as_mut_ptr(), PATH2_BITS);
         ev.path2_len = n;
         ev.flags |= flags;
         len = FILE_PATH2_OFF + n as usize;

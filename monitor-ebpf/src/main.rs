@@ -4,13 +4,13 @@
 #![no_std]
 #![no_main]
 
+mod compat;
 mod file;
 mod maps;
 mod net;
 mod process;
 mod rules;
 mod tamper;
-mod compat;
 mod uring;
 mod vfs;
 

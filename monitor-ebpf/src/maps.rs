@@ -1,19 +1,18 @@
 //! Maps shared by all probes, the in-kernel session filter, and event emission.
 
 use aya_ebpf::{
-    Global,
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
-        generated::bpf_get_current_ancestor_cgroup_id,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id,
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated::bpf_get_current_ancestor_cgroup_id,
     },
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    Global,
 };
 use monitor_common::{
-    CGROUP_DEPTH_MAX, NS_PER_TICK, TRACKED_SEEDED, EventClass, EventHeader, EventKind, ExecEvent, KernelOffsets,
-    ProbeConfig, SessionLoss, TamperEvent, Tracked, Verdict, counter, tamper,
+    counter, tamper, EventClass, EventHeader, EventKind, ExecEvent, KernelOffsets, ProbeConfig, SessionLoss,
+    TamperEvent, Tracked, Verdict, CGROUP_DEPTH_MAX, NS_PER_TICK, TRACKED_SEEDED,
 };
 
 /// `v & mask`, kept even where LLVM can prove it redundant. The verifiers of 6.1 and 6.12 do
@@ -85,7 +84,8 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
 });
 
 #[unsafe(no_mangle)]
-pub static CONFIG: Global<ProbeConfig> = Global::new(ProbeConfig { wakeup_bytes: 1 << 20, lifecycle_wakeup_bytes: 1 << 18 });
+pub static CONFIG: Global<ProbeConfig> =
+    Global::new(ProbeConfig { wakeup_bytes: 1 << 20, lifecycle_wakeup_bytes: 1 << 18 });
 
 // Every map is pinned by the daemon (under its pin directory), so programs keep capturing
 // into them while no daemon runs, and the next daemon reads on from where the last stopped.
@@ -186,7 +186,9 @@ fn cgroup_session() -> u64 {
     if let Some(v) = unsafe { VERDICT.get(&cgroup) } {
         // A session verdict holds while its cgroup is tagged: one cached by a walk that raced
         // the daemon's untag (a released pending cgroup) must not outlive the tag.
-        if (v.session == 0 && v.generation == generation) || (v.session != 0 && unsafe { TAGGED.get(&v.session) }.is_some()) {
+        if (v.session == 0 && v.generation == generation)
+            || (v.session != 0 && unsafe { TAGGED.get(&v.session) }.is_some())
+        {
             return v.session;
         }
     }

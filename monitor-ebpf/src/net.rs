@@ -8,11 +8,11 @@ use aya_ebpf::{
     maps::PerCpuArray,
 };
 use monitor_common::{
-    COMPAT, EventClass, EventKind, NET_ADDR_GIVEN, NET_FASTOPEN, NET_SOCK_KNOWN, NetEvent, PendingSyscall, nr,
+    nr, EventClass, EventKind, NetEvent, PendingSyscall, COMPAT, NET_ADDR_GIVEN, NET_FASTOPEN, NET_SOCK_KNOWN,
 };
 
 use crate::{
-    maps::{OFFSETS, emit, fill_header, kread, kread_ptr},
+    maps::{emit, fill_header, kread, kread_ptr, OFFSETS},
     vfs::fd_file,
 };
 
@@ -84,8 +84,11 @@ fn read_sock(ev: &mut NetEvent, fd: i32) {
         ev.sk_raddr[..4].copy_from_slice(&kread::<u32>(sk, off.skc_daddr).to_ne_bytes());
     } else if ev.sk_family == AF_INET6 {
         // SAFETY: bpf_probe_read_kernel checks the address.
-        ev.sk_laddr = unsafe { bpf_probe_read_kernel(sk.wrapping_add(off.skc_v6_rcv_saddr as usize).cast::<[u8; 16]>()) }.unwrap_or([0; 16]);
-        ev.sk_raddr = unsafe { bpf_probe_read_kernel(sk.wrapping_add(off.skc_v6_daddr as usize).cast::<[u8; 16]>()) }.unwrap_or([0; 16]);
+        ev.sk_laddr =
+            unsafe { bpf_probe_read_kernel(sk.wrapping_add(off.skc_v6_rcv_saddr as usize).cast::<[u8; 16]>()) }
+                .unwrap_or([0; 16]);
+        ev.sk_raddr = unsafe { bpf_probe_read_kernel(sk.wrapping_add(off.skc_v6_daddr as usize).cast::<[u8; 16]>()) }
+            .unwrap_or([0; 16]);
     }
     ev.flags |= NET_SOCK_KNOWN;
 }
@@ -176,9 +179,18 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) -> u32 
                 (read_u64(msg), read_u64(msg + 8) & 0xffff_ffff, read_u64(msg + 16))
             };
             read_addr(ev, name, namelen);
-            let (base, len) = if compat { (read_u32(iov), read_u32(iov + 4)) } else { (read_u64(iov), read_u64(iov + 8)) };
+            let (base, len) =
+                if compat { (read_u32(iov), read_u32(iov + 4)) } else { (read_u64(iov), read_u64(iov + 8)) };
             send_flags = if p.nr == nr::SENDMMSG { p.args[3] } else { p.args[2] };
-            let len = if p.nr == nr::RECVMSG { if ret > 0 { ret as u64 } else { 0 } } else { len };
+            let len = if p.nr == nr::RECVMSG {
+                if ret > 0 {
+                    ret as u64
+                } else {
+                    0
+                }
+            } else {
+                len
+            };
             payload = (base, len);
         }
         _ => return 0,

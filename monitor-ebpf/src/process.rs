@@ -10,15 +10,18 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
-    ARGV_MAX, EventClass, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING,
-    EXEC_CWD_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_SESSION_START, EXEC_FIXED_LEN, EXIT_GROUP_DEAD, EventKind,
-    ExecEvent, ExecFailedEvent, ExitEvent, FILENAME_MAX, FORK_THREAD, ForkEvent, NS_PER_TICK, counter,
+    counter, EventClass, EventKind, ExecEvent, ExecFailedEvent, ExitEvent, ForkEvent, ARGV_MAX, EXEC_ARGV_TRUNCATED,
+    EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXEC_SESSION_START, EXIT_GROUP_DEAD,
+    FILENAME_MAX, FORK_THREAD, NS_PER_TICK,
 };
 
-use crate::{vfs::walk_cwd, maps::{
-    EXEC_SCRATCH, OFFSETS, count, track, untrack, current_session, current_session_peek, current_tgid_pid, emit,
-    emit_bytes, fill_header, kread, kread_ptr, record_drop, ring_for,
-}};
+use crate::{
+    maps::{
+        count, current_session, current_session_peek, current_tgid_pid, emit, emit_bytes, fill_header, kread,
+        kread_ptr, record_drop, ring_for, track, untrack, EXEC_SCRATCH, OFFSETS,
+    },
+    vfs::walk_cwd,
+};
 
 /// In-flight execve/execveat of tracked threads: pid_tgid -> user pointer to the file name.
 #[map]
@@ -60,9 +63,7 @@ fn on_exec(ctx: &RawTracePointContext, session: u64, flags: u32) {
     // File name from the binprm (TP_PROTO: task, old_pid, bprm).
     let bprm: *const u8 = ctx.arg(2);
     let name = kread_ptr(bprm, off.bprm_filename);
-    let n = unsafe {
-        bpf_probe_read_kernel_str(ev.filename.as_mut_ptr().cast(), FILENAME_MAX as u32, name.cast())
-    };
+    let n = unsafe { bpf_probe_read_kernel_str(ev.filename.as_mut_ptr().cast(), FILENAME_MAX as u32, name.cast()) };
     ev.filename_len = if n > 0 { (n - 1) as u32 } else { 0 };
     if n as usize >= FILENAME_MAX {
         ev.flags |= EXEC_FILENAME_TRUNCATED;
@@ -232,11 +233,7 @@ pub fn exec_result(ret: i64) -> u32 {
         (*ev).errno = (-ret) as i32;
         (*ev).uid = bpf_get_current_uid_gid() as u32;
         (*ev).flags = 0;
-        let n = bpf_probe_read_user_str(
-            (*ev).filename.as_mut_ptr().cast(),
-            FILENAME_MAX as u32,
-            name as *const _,
-        );
+        let n = bpf_probe_read_user_str((*ev).filename.as_mut_ptr().cast(), FILENAME_MAX as u32, name as *const _);
         (*ev).filename_len = if n > 0 { (n - 1) as u32 } else { 0 };
         if n as usize >= FILENAME_MAX {
             (*ev).flags |= EXEC_FILENAME_TRUNCATED;

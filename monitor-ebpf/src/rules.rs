@@ -8,7 +8,6 @@
 //!   the globs and keeps it as a session or removes it.
 
 use aya_ebpf::{
-    EbpfContext as _,
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_task,
@@ -17,13 +16,16 @@ use aya_ebpf::{
     macros::{map, tracepoint},
     maps::{Array, HashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
+    EbpfContext as _,
 };
 use monitor_common::{
-    CGROUP_PATH_MAX, CgroupEvent, EventClass, EventKind, RULE_PATH_MAX, RULES_CGROUP, RULES_EXE, RulePath,
-    TAG_PENDING, exe_session_id,
+    exe_session_id, CgroupEvent, EventClass, EventKind, RulePath, CGROUP_PATH_MAX, RULES_CGROUP, RULES_EXE,
+    RULE_PATH_MAX, TAG_PENDING,
 };
 
-use crate::maps::{OFFSETS, TAGGED, count, current_start_ticks, fill_header, kread, kread_ptr, record_drop, ring_for, track, untrack};
+use crate::maps::{
+    count, current_start_ticks, fill_header, kread, kread_ptr, record_drop, ring_for, track, untrack, OFFSETS, TAGGED,
+};
 
 /// Which kinds of rules exist ([`RULES_EXE`], [`RULES_CGROUP`] bits). Written by the daemon.
 #[map]
@@ -70,7 +72,8 @@ pub fn exe_rule_session(ctx: &RawTracePointContext, tgid: u32, held_pending: boo
     let bprm: *const u8 = ctx.arg(2);
     let name = kread_ptr(bprm, off.bprm_filename);
     // SAFETY: the helper bounds the read by the destination size.
-    let by_name = lookup(key, |dst| unsafe { bpf_probe_read_kernel_str(dst.cast(), RULE_PATH_MAX as u32, name.cast()) });
+    let by_name =
+        lookup(key, |dst| unsafe { bpf_probe_read_kernel_str(dst.cast(), RULE_PATH_MAX as u32, name.cast()) });
     if by_name.is_none() {
         let task = unsafe { bpf_get_current_task() } as *const u8;
         let mm = kread_ptr(task, off.task_mm);
@@ -78,7 +81,9 @@ pub fn exe_rule_session(ctx: &RawTracePointContext, tgid: u32, held_pending: boo
         let end = kread::<u64>(mm, off.mm_arg_end);
         // argv[0]'s length, read into the key (overwritten below).
         // SAFETY: as above; the source is the new program's own argument area.
-        let n0 = unsafe { bpf_probe_read_user_str((*key).path.as_mut_ptr().cast(), RULE_PATH_MAX as u32, start as *const _) };
+        let n0 = unsafe {
+            bpf_probe_read_user_str((*key).path.as_mut_ptr().cast(), RULE_PATH_MAX as u32, start as *const _)
+        };
         if n0 <= 0 || start + n0 as u64 >= end {
             return None;
         }
@@ -117,7 +122,12 @@ pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // SAFETY: reads within the tracepoint record.
-    let (Ok(root), Ok(level), Ok(id), Ok(loc)) = (unsafe { ctx.read_at::<i32>(MKDIR_ROOT) }, unsafe { ctx.read_at::<i32>(MKDIR_LEVEL) }, unsafe { ctx.read_at::<u64>(MKDIR_ID) }, unsafe { ctx.read_at::<u32>(MKDIR_PATH) }) else {
+    let (Ok(root), Ok(level), Ok(id), Ok(loc)) = (
+        unsafe { ctx.read_at::<i32>(MKDIR_ROOT) },
+        unsafe { ctx.read_at::<i32>(MKDIR_LEVEL) },
+        unsafe { ctx.read_at::<u64>(MKDIR_ID) },
+        unsafe { ctx.read_at::<u32>(MKDIR_PATH) },
+    ) else {
         return 0;
     };
     // Hierarchy 0 is cgroup2; the v1 hierarchies do not decide sessions.

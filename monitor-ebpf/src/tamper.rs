@@ -4,12 +4,10 @@
 //! daemon, which knows its paths.)
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
-use monitor_common::{
-    COMPAT, EventClass, EventKind, PendingSyscall, TamperEvent, nr, tamper,
-};
+use monitor_common::{nr, tamper, EventClass, EventKind, PendingSyscall, TamperEvent, COMPAT};
 
 use crate::{
-    maps::{DAEMON, OFFSETS, TRACKED, current_session, current_tgid_pid, emit, fill_header, kread, kread_ptr},
+    maps::{current_session, current_tgid_pid, emit, fill_header, kread, kread_ptr, DAEMON, OFFSETS, TRACKED},
     vfs::fd_file,
 };
 
@@ -99,5 +97,9 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) -> u32 
         _ => ev.what = tamper::NAMESPACE,
     }
     emit(&ev, session, EventClass::Lifecycle);
-    if ev.target == 0 && p.nr == nr::PIDFD_GETFD { u32::MAX } else { ev.what }
+    if ev.target == 0 && p.nr == nr::PIDFD_GETFD {
+        u32::MAX
+    } else {
+        ev.what
+    }
 }

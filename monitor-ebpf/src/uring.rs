@@ -5,19 +5,22 @@
 //! with their opcode.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_boot_ns, bpf_get_smp_processor_id, bpf_get_current_cgroup_id, generated::bpf_probe_read_kernel_str},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+        generated::bpf_probe_read_kernel_str,
+    },
     macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use monitor_common::{
-    DIR_CAP, DIR1_RESOLVED, DIR1_TRUNCATED, EventClass, EventKind, IoUringEvent, NET_ADDR_GIVEN, OBJ_PATH, PATH_CAP,
-    PATH1_TRUNCATED, PATH2_TRUNCATED, SOCKADDR_CAP, URING_COMPLETE, URING_DIR_OFF, URING_PATH_OFF, URING_PATH2_OFF,
-    URING_SUBMIT, uring,
+    uring, EventClass, EventKind, IoUringEvent, DIR1_RESOLVED, DIR1_TRUNCATED, DIR_CAP, NET_ADDR_GIVEN, OBJ_PATH,
+    PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, SOCKADDR_CAP, URING_COMPLETE, URING_DIR_OFF, URING_PATH2_OFF,
+    URING_PATH_OFF, URING_SUBMIT,
 };
 
 use crate::{
-    maps::{OFFSETS, current_session, current_tgid_pid, emit_bytes, fill_header, kread, kread_ptr},
+    maps::{current_session, current_tgid_pid, emit_bytes, fill_header, kread, kread_ptr, OFFSETS},
     vfs::{fd_file, walk_cwd, walk_struct_path},
 };
 
@@ -137,7 +140,11 @@ pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
                 walk_cwd(ev.dir.as_mut_ptr())
             } else {
                 let file = fd_file(ev.dfd);
-                if file.is_null() { (0, false) } else { walk_struct_path(file.wrapping_add(off.file_path as usize), ev.dir.as_mut_ptr()) }
+                if file.is_null() {
+                    (0, false)
+                } else {
+                    walk_struct_path(file.wrapping_add(off.file_path as usize), ev.dir.as_mut_ptr())
+                }
             };
             ev.dir_len = dn;
             ev.flags |= if complete { DIR1_RESOLVED } else { DIR1_RESOLVED | DIR1_TRUNCATED };
@@ -152,7 +159,13 @@ pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
         alen &= (SOCKADDR_CAP * 2 - 1) as u64;
         if addr != 0 && alen > 0 && alen <= SOCKADDR_CAP as u64 {
             // SAFETY: the helper checks the user address; alen <= SOCKADDR_CAP.
-            let rc = unsafe { aya_ebpf::helpers::generated::bpf_probe_read_user(ev.addr.as_mut_ptr().cast(), alen as u32, addr as *const _) };
+            let rc = unsafe {
+                aya_ebpf::helpers::generated::bpf_probe_read_user(
+                    ev.addr.as_mut_ptr().cast(),
+                    alen as u32,
+                    addr as *const _,
+                )
+            };
             if rc == 0 {
                 ev.addr_len = alen as u32;
                 ev.flags |= NET_ADDR_GIVEN;
@@ -204,7 +217,8 @@ pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
         if !file.is_null() {
             // Into `path` (unused at completion; `path2` follows it, so the walk has room), to
             // keep the event small.
-            let (dn, complete) = walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), ev.path.as_mut_ptr());
+            let (dn, complete) =
+                walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), ev.path.as_mut_ptr());
             if complete {
                 ev.dir_len = dn;
                 ev.flags |= OBJ_PATH;

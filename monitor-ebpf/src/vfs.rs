@@ -6,9 +6,9 @@ use aya_ebpf::helpers::{
     bpf_get_current_task,
     generated::{bpf_loop, bpf_probe_read_kernel_str},
 };
-use monitor_common::{COMPONENT_MAX, CWD_DEPTH_MAX, CWD_MAX, counter};
+use monitor_common::{counter, COMPONENT_MAX, CWD_DEPTH_MAX, CWD_MAX};
 
-use crate::maps::{OFFSETS, count, kread, kread_ptr, masked};
+use crate::maps::{count, kread, kread_ptr, masked, OFFSETS};
 
 /// The `struct file *` behind an fd of the current task, or null. The fd is an `int`, as the
 /// kernel reads it: callers pass the low 32 bits of the register, never the whole of it.

@@ -15,12 +15,15 @@ use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::{
-    correlate::{AlertRecord, EventFacts, Output, resources::{NetSummary, WRITE_ACCESSES}},
-    sensitive::{Sensitive, glob_regex},
+    correlate::{
+        resources::{NetSummary, WRITE_ACCESSES},
+        AlertRecord, EventFacts, Output,
+    },
+    sensitive::{glob_regex, Sensitive},
 };
 
 /// Ids of triggering actions and events kept per alert row.
@@ -148,8 +151,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 const SYSTEM_PATHS: &[&str] = &[
-    "/etc/**", "/usr/**", "/boot/**", "/bin/**", "/sbin/**", "/lib/**", "/lib64/**", "/var/spool/cron/**",
-    "/**/.bashrc", "/**/.bash_profile", "/**/.profile", "/**/.zshrc", "/**/.zprofile", "/**/.config/systemd/**",
+    "/etc/**",
+    "/usr/**",
+    "/boot/**",
+    "/bin/**",
+    "/sbin/**",
+    "/lib/**",
+    "/lib64/**",
+    "/var/spool/cron/**",
+    "/**/.bashrc",
+    "/**/.bash_profile",
+    "/**/.profile",
+    "/**/.zshrc",
+    "/**/.zprofile",
+    "/**/.config/systemd/**",
 ];
 
 /// Built-in rules written as config rules (the counting rules are separate).
@@ -169,7 +184,10 @@ fn builtin() -> Vec<RuleConfig> {
         port: None,
         sensitive: None,
     };
-    let cmd = |name: &str, severity: &str, re: &str| RuleConfig { command: Some(re.into()), ..rule(name, severity, &["exec"]) };
+    let cmd = |name: &str, severity: &str, re: &str| RuleConfig {
+        command: Some(re.into()),
+        ..rule(name, severity, &["exec"])
+    };
     // A command word: at the start, after a shell separator, or after a word that runs its
     // argument as a command (`sh -c`, `sudo`, `env`, `xargs`...), with or without a directory.
     // An argument such as `grep sudo` is not a command word.
@@ -182,19 +200,30 @@ fn builtin() -> Vec<RuleConfig> {
             result: Some(OneOrMany::One("ok".into())),
             ..rule("system_write", "high", &["file"])
         },
-        RuleConfig { result: Some(OneOrMany::One("denied".into())), ..rule("denied", "medium", &["file", "net", "exec"]) },
+        RuleConfig {
+            result: Some(OneOrMany::One("denied".into())),
+            ..rule("denied", "medium", &["file", "net", "exec"])
+        },
         cmd(
             "recursive_delete",
             "critical",
-            &format!(r"{W}rm\s+(?:\S+\s+)*-(?:-recursive|[a-zA-Z]*[rR][a-zA-Z]*)\s+(?:\S+\s+)*(?:/|/\*|/(?:etc|usr|boot|bin|sbin|lib|lib64|var|opt|root|home|srv)/?|/(?:etc|usr|boot|var/log|var/lib)/\S*|~/?)(?:\s|$)"),
+            &format!(
+                r"{W}rm\s+(?:\S+\s+)*-(?:-recursive|[a-zA-Z]*[rR][a-zA-Z]*)\s+(?:\S+\s+)*(?:/|/\*|/(?:etc|usr|boot|bin|sbin|lib|lib64|var|opt|root|home|srv)/?|/(?:etc|usr|boot|var/log|var/lib)/\S*|~/?)(?:\s|$)"
+            ),
         ),
-        cmd("pipe_to_shell", "high", &format!(r"{W}(?:curl|wget|fetch)\b[^|;&]*\|\s*(?:sudo\s+)?(?:\S*/)?(?:ba|da|z|k)?sh\b")),
+        cmd(
+            "pipe_to_shell",
+            "high",
+            &format!(r"{W}(?:curl|wget|fetch)\b[^|;&]*\|\s*(?:sudo\s+)?(?:\S*/)?(?:ba|da|z|k)?sh\b"),
+        ),
         cmd("chmod_777", "medium", &format!(r"{W}chmod\s+(?:-\S+\s+)*(?:0?777|[augo]*\+rwx)(?:\s|$)")),
         cmd("sudo", "medium", &format!(r"{W}(?:sudo|doas)(?:\s|$)")),
         cmd(
             "history_wipe",
             "high",
-            &format!(r"{W}(?:history\s+-c|unset\s+HISTFILE|(?:export\s+)?HISTSIZE=0|(?:shred|truncate|rm)\s+.*(?:_history|/var/log/)|journalctl\s+.*--vacuum|ln\s+-sf\s+/dev/null\s+\S*_history)"),
+            &format!(
+                r"{W}(?:history\s+-c|unset\s+HISTFILE|(?:export\s+)?HISTSIZE=0|(?:shred|truncate|rm)\s+.*(?:_history|/var/log/)|journalctl\s+.*--vacuum|ln\s+-sf\s+/dev/null\s+\S*_history)"
+            ),
         ),
         RuleConfig {
             path: Some(OneOrMany::Many(vec!["/var/log/**".into(), "*_history".into(), "/var/log/journal/**".into()])),
@@ -267,11 +296,16 @@ fn compile(r: &RuleConfig, at: &str) -> Result<Rule, (String, String)> {
     if kinds.is_empty() {
         return Err(err("on", "name at least one of file, net, exec, tamper, action".into()));
     }
-    let re = |k: &str, s: &str| regex::Regex::new(s).map_err(|e| err(k, format!("`{s}`: {}", e.to_string().lines().last().unwrap_or(""))));
+    let re = |k: &str, s: &str| {
+        regex::Regex::new(s).map_err(|e| err(k, format!("`{s}`: {}", e.to_string().lines().last().unwrap_or(""))))
+    };
     let access = r.access.as_ref().map(OneOrMany::to_vec).unwrap_or_default();
     for a in &access {
         if a != "writes" && !WRITE_ACCESSES.contains(&a.as_str()) && !["read", "exec"].contains(&a.as_str()) {
-            return Err(err("access", format!("`{a}`: expected writes, read, exec or one of {}", WRITE_ACCESSES.join(", "))));
+            return Err(err(
+                "access",
+                format!("`{a}`: expected writes, read, exec or one of {}", WRITE_ACCESSES.join(", ")),
+            ));
         }
     }
     Ok(Rule {
@@ -285,7 +319,9 @@ fn compile(r: &RuleConfig, at: &str) -> Result<Rule, (String, String)> {
         path: r
             .path
             .as_ref()
-            .map(|p| regex::RegexSet::new(p.to_vec().iter().map(|g| glob_regex(g))).map_err(|e| err("path", e.to_string())))
+            .map(|p| {
+                regex::RegexSet::new(p.to_vec().iter().map(|g| glob_regex(g))).map_err(|e| err("path", e.to_string()))
+            })
             .transpose()?,
         access,
         result: r.result.as_ref().map(OneOrMany::to_vec).unwrap_or_default(),
@@ -319,7 +355,11 @@ fn parse_allow(s: &str) -> Result<Allow, String> {
     if let Some((ip, bits)) = s.split_once('/') {
         let ip: std::net::IpAddr = ip.parse().map_err(|_| format!("`{s}`: not an address/prefix"))?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
-        let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| format!("`{s}`: prefix length must be 0 to {max}"))?;
+        let bits: u8 = bits
+            .parse()
+            .ok()
+            .filter(|b| *b <= max)
+            .ok_or_else(|| format!("`{s}`: prefix length must be 0 to {max}"))?;
         return Ok(Allow::Net(ip, bits));
     }
     if let Ok(ip) = s.parse::<std::net::IpAddr>() {
@@ -358,7 +398,10 @@ impl Rules {
         let names = builtin_names();
         for (i, d) in cfg.disable.iter().enumerate() {
             if !names.contains(d) {
-                return Err((format!("alerts.disable[{i}]"), format!("`{d}` is not a built-in rule; rules: {}", names.join(", "))));
+                return Err((
+                    format!("alerts.disable[{i}]"),
+                    format!("`{d}` is not a built-in rule; rules: {}", names.join(", ")),
+                ));
             }
         }
         let on = |n: &str| !cfg.disable.iter().any(|d| d == n);
@@ -368,26 +411,41 @@ impl Rules {
         }
         for (i, r) in cfg.rules.iter().enumerate() {
             let rule = compile(r, &format!("alerts.rule[{i}]"))?;
-            if rules.iter().any(|x| x.name == rule.name) || ["failure_spike", "unusual_activity", "unlisted_host"].contains(&rule.name.as_str()) {
+            if rules.iter().any(|x| x.name == rule.name)
+                || ["failure_spike", "unusual_activity", "unlisted_host"].contains(&rule.name.as_str())
+            {
                 return Err((format!("alerts.rule[{i}].name"), format!("`{}` is already a rule's name", rule.name)));
             }
             rules.push(rule);
         }
         let sev = |k: &str, s: &Option<String>, d: &str| {
             let s = s.clone().unwrap_or_else(|| d.into());
-            if SEVERITIES.contains(&s.as_str()) { Ok(s) } else { Err((k.to_owned(), format!("`{s}`: expected one of {}", SEVERITIES.join(", ")))) }
+            if SEVERITIES.contains(&s.as_str()) {
+                Ok(s)
+            } else {
+                Err((k.to_owned(), format!("`{s}`: expected one of {}", SEVERITIES.join(", "))))
+            }
         };
         let spike = if on("failure_spike") {
             let c = cfg.failure_spike.clone().unwrap_or(SpikeConfig { count: None, window: None, severity: None });
-            let w = parse_duration(c.window.as_deref().unwrap_or("5m")).map_err(|m| ("alerts.failure_spike.window".to_owned(), m))?;
+            let w = parse_duration(c.window.as_deref().unwrap_or("5m"))
+                .map_err(|m| ("alerts.failure_spike.window".to_owned(), m))?;
             Some((c.count.unwrap_or(5), w, sev("alerts.failure_spike.severity", &c.severity, "medium")?))
         } else {
             None
         };
         let rate = if on("unusual_activity") {
-            let c = cfg.unusual_activity.clone().unwrap_or(RateConfig { factor: None, window: None, baseline: None, min_actions: None, severity: None });
-            let w = parse_duration(c.window.as_deref().unwrap_or("1m")).map_err(|m| ("alerts.unusual_activity.window".to_owned(), m))?;
-            let b = parse_duration(c.baseline.as_deref().unwrap_or("30m")).map_err(|m| ("alerts.unusual_activity.baseline".to_owned(), m))?;
+            let c = cfg.unusual_activity.clone().unwrap_or(RateConfig {
+                factor: None,
+                window: None,
+                baseline: None,
+                min_actions: None,
+                severity: None,
+            });
+            let w = parse_duration(c.window.as_deref().unwrap_or("1m"))
+                .map_err(|m| ("alerts.unusual_activity.window".to_owned(), m))?;
+            let b = parse_duration(c.baseline.as_deref().unwrap_or("30m"))
+                .map_err(|m| ("alerts.unusual_activity.baseline".to_owned(), m))?;
             if b <= w {
                 return Err(("alerts.unusual_activity.baseline".into(), "must be longer than the window".into()));
             }
@@ -395,7 +453,13 @@ impl Rules {
             if !(f > 1.0 && f.is_finite()) {
                 return Err(("alerts.unusual_activity.factor".into(), format!("{f}: expected a number above 1")));
             }
-            Some((f, w, b, c.min_actions.unwrap_or(30), sev("alerts.unusual_activity.severity", &c.severity, "medium")?))
+            Some((
+                f,
+                w,
+                b,
+                c.min_actions.unwrap_or(30),
+                sev("alerts.unusual_activity.severity", &c.severity, "medium")?,
+            ))
         } else {
             None
         };
@@ -475,7 +539,15 @@ fn push_id(v: &mut Vec<Uuid>, id: Option<Uuid>) {
 
 impl Engine {
     pub fn new(rules: Rules, sensitive: Sensitive) -> Self {
-        Self { rules, sensitive, agents: HashMap::new(), groups: HashMap::new(), failures: HashMap::new(), starts: HashMap::new(), raised: 0 }
+        Self {
+            rules,
+            sensitive,
+            agents: HashMap::new(),
+            groups: HashMap::new(),
+            failures: HashMap::new(),
+            starts: HashMap::new(),
+            raised: 0,
+        }
     }
 
     /// A session's agent (sessions re-adopted after a restart have no start record here).
@@ -605,11 +677,36 @@ impl Engine {
         out
     }
 
-    fn rule_base(r: &Rule, session: Uuid, action: Option<Uuid>, event: Option<Uuid>, summary: String, details: Value) -> Hit {
-        Hit { rule: r.name.clone(), severity: r.severity.clone(), window: r.window, scope: session.to_string(), session: Some(session), action, event, summary, details }
+    fn rule_base(
+        r: &Rule,
+        session: Uuid,
+        action: Option<Uuid>,
+        event: Option<Uuid>,
+        summary: String,
+        details: Value,
+    ) -> Hit {
+        Hit {
+            rule: r.name.clone(),
+            severity: r.severity.clone(),
+            window: r.window,
+            scope: session.to_string(),
+            session: Some(session),
+            action,
+            event,
+            summary,
+            details,
+        }
     }
 
-    fn event_hits(&self, agent: &str, session: Uuid, action: Option<Uuid>, event: Uuid, f: &EventFacts, hits: &mut Vec<Hit>) {
+    fn event_hits(
+        &self,
+        agent: &str,
+        session: Uuid,
+        action: Option<Uuid>,
+        event: Uuid,
+        f: &EventFacts,
+        hits: &mut Vec<Hit>,
+    ) {
         let kind = match f.kind {
             "file" => Kind::File,
             "net" => Kind::Net,
@@ -619,14 +716,20 @@ impl Engine {
         };
         let command = (kind == Kind::Exec).then(|| f.argv.join(" "));
         for r in &self.rules.rules {
-            if !r.kinds.contains(&kind) || r.agent.as_ref().is_some_and(|a| !a.is_match(agent)) || !result_matches(&r.result, &f.result) {
+            if !r.kinds.contains(&kind)
+                || r.agent.as_ref().is_some_and(|a| !a.is_match(agent))
+                || !result_matches(&r.result, &f.result)
+            {
                 continue;
             }
             match kind {
                 Kind::File => {
                     for (path, access) in &f.files {
                         let sensitive = self.sensitive.path(path, Some(f.pid));
-                        if r.path.as_ref().is_some_and(|p| !p.is_match(path)) || !access_matches(&r.access, access) || r.sensitive.is_some_and(|s| s != sensitive) {
+                        if r.path.as_ref().is_some_and(|p| !p.is_match(path))
+                            || !access_matches(&r.access, access)
+                            || r.sensitive.is_some_and(|s| s != sensitive)
+                        {
                             continue;
                         }
                         let what = if sensitive && r.sensitive == Some(true) { "sensitive file " } else { "" };
@@ -639,7 +742,9 @@ impl Engine {
                     let Some(n) = &f.net else { continue };
                     let sensitive = self.sensitive.net(n);
                     let name = n.host.as_deref().or(n.addr.as_deref()).unwrap_or("");
-                    if r.host.as_ref().is_some_and(|h| !h.is_match(name) && !n.addr.as_deref().is_some_and(|a| h.is_match(a)))
+                    if r.host
+                        .as_ref()
+                        .is_some_and(|h| !h.is_match(name) && !n.addr.as_deref().is_some_and(|a| h.is_match(a)))
                         || r.port.is_some_and(|p| n.port != Some(p))
                         || r.sensitive.is_some_and(|s| s != sensitive)
                     {
@@ -651,17 +756,33 @@ impl Engine {
                 }
                 Kind::Exec => {
                     let cmd = command.as_deref().unwrap_or("");
-                    if r.command.as_ref().is_some_and(|c| !c.is_match(cmd)) || r.exe.as_ref().is_some_and(|x| !x.is_match(&f.exe)) {
+                    if r.command.as_ref().is_some_and(|c| !c.is_match(cmd))
+                        || r.exe.as_ref().is_some_and(|x| !x.is_match(&f.exe))
+                    {
                         continue;
                     }
                     let what = if f.kind == "exec_failed" { "could not run" } else { "ran" };
                     let summary = format!("{agent}: {what} {} ({})", crate::text::truncate_chars(cmd, 200), f.result);
-                    hits.push(Self::rule_base(r, session, action, Some(event), summary, json!({"command": cmd, "exe": f.exe, "result": f.result, "pid": f.pid})));
+                    hits.push(Self::rule_base(
+                        r,
+                        session,
+                        action,
+                        Some(event),
+                        summary,
+                        json!({"command": cmd, "exe": f.exe, "result": f.result, "pid": f.pid}),
+                    ));
                 }
                 Kind::Tamper => {
                     let t = f.tamper.as_deref().unwrap_or("tamper");
                     let summary = format!("{agent}: tampering ({t}) by pid {}", f.pid);
-                    hits.push(Self::rule_base(r, session, action, Some(event), summary, json!({"tamper": t, "result": f.result, "pid": f.pid})));
+                    hits.push(Self::rule_base(
+                        r,
+                        session,
+                        action,
+                        Some(event),
+                        summary,
+                        json!({"tamper": t, "result": f.result, "pid": f.pid}),
+                    ));
                 }
                 Kind::Action => {}
             }
@@ -696,7 +817,10 @@ impl Engine {
         }
         allow.iter().any(|a| match a {
             Allow::Net(net, bits) => ip.is_some_and(|ip| in_net(ip, *net, *bits)),
-            Allow::Name(re) => n.host.as_deref().is_some_and(|h| re.is_match(&h.to_ascii_lowercase())) || n.addr.as_deref().is_some_and(|a| re.is_match(a)),
+            Allow::Name(re) => {
+                n.host.as_deref().is_some_and(|h| re.is_match(&h.to_ascii_lowercase()))
+                    || n.addr.as_deref().is_some_and(|a| re.is_match(a))
+            }
         })
     }
 
@@ -743,7 +867,8 @@ impl Engine {
             }
             let current = q.iter().filter(|s| **s > t - *window).count() as u64;
             let before = q.len() as u64 - current;
-            let windows = (baseline.num_milliseconds() - window.num_milliseconds()) as f64 / window.num_milliseconds() as f64;
+            let windows =
+                (baseline.num_milliseconds() - window.num_milliseconds()) as f64 / window.num_milliseconds() as f64;
             let usual = before as f64 / windows;
             if current >= *min && current as f64 > factor * usual {
                 found.push(Hit {
@@ -768,8 +893,19 @@ impl Engine {
             {
                 continue;
             }
-            let summary = format!("{agent}: {} ({})", crate::text::truncate_chars(&a.command, 200), a.exit_code.map_or_else(|| "no exit".into(), |c| format!("exit {c}")));
-            found.push(Self::rule_base(r, a.session_id, Some(a.id), None, summary, json!({"command": a.command, "exit_code": a.exit_code, "signal": a.signal})));
+            let summary = format!(
+                "{agent}: {} ({})",
+                crate::text::truncate_chars(&a.command, 200),
+                a.exit_code.map_or_else(|| "no exit".into(), |c| format!("exit {c}"))
+            );
+            found.push(Self::rule_base(
+                r,
+                a.session_id,
+                Some(a.id),
+                None,
+                summary,
+                json!({"command": a.command, "exit_code": a.exit_code, "signal": a.signal}),
+            ));
         }
         hits.extend(found);
     }
@@ -792,7 +928,10 @@ mod tests {
     use crate::correlate::{ActionRecord, EventRecord, SessionStart};
 
     fn engine(cfg: &AlertConfig) -> Engine {
-        let mut e = Engine::new(Rules::new(cfg).expect("rules"), Sensitive::new(&crate::sensitive::SensitiveConfig::default(), vec!["/var/lib/agentmon".into()]).expect("s"));
+        let mut e = Engine::new(
+            Rules::new(cfg).expect("rules"),
+            Sensitive::new(&crate::sensitive::SensitiveConfig::default(), vec!["/var/lib/agentmon".into()]).expect("s"),
+        );
         e.observe(&Output::SessionStart(SessionStart {
             id: Uuid::from_u128(1),
             agent: "claude".into(),
@@ -831,11 +970,24 @@ mod tests {
     }
 
     fn file(path: &str, access: &'static str, result: &str) -> EventFacts {
-        EventFacts { kind: "file", pid: 5, result: result.into(), files: vec![(path.into(), access)], ..EventFacts::default() }
+        EventFacts {
+            kind: "file",
+            pid: 5,
+            result: result.into(),
+            files: vec![(path.into(), access)],
+            ..EventFacts::default()
+        }
     }
 
     fn exec(cmd: &[&str]) -> EventFacts {
-        EventFacts { kind: "exec", pid: 5, result: "ok".into(), argv: cmd.iter().map(|s| (*s).to_owned()).collect(), exe: cmd[0].into(), ..EventFacts::default() }
+        EventFacts {
+            kind: "exec",
+            pid: 5,
+            result: "ok".into(),
+            argv: cmd.iter().map(|s| (*s).to_owned()).collect(),
+            exe: cmd[0].into(),
+            ..EventFacts::default()
+        }
     }
 
     fn connect(addr: &str, host: Option<&str>, result: &str) -> EventFacts {
@@ -887,7 +1039,16 @@ mod tests {
             (exec(&["chmod", "-R", "777", "/srv"]), &["chmod_777"]),
             (exec(&["sudo", "systemctl", "restart", "x"]), &["sudo"]),
             (exec(&["bash", "-c", "history -c"]), &["history_wipe"]),
-            (EventFacts { kind: "tamper", pid: 5, result: "ok".into(), tamper: Some("bpf".into()), ..EventFacts::default() }, &["tamper"]),
+            (
+                EventFacts {
+                    kind: "tamper",
+                    pid: 5,
+                    result: "ok".into(),
+                    tamper: Some("bpf".into()),
+                    ..EventFacts::default()
+                },
+                &["tamper"],
+            ),
             (connect("169.254.169.254", None, "ok"), &["sensitive_data", "unlisted_host"]),
             (connect("93.184.215.14", Some("api.example.com"), "ok"), &["unlisted_host"]),
             (connect("10.0.0.1", None, "EPERM"), &["denied", "unlisted_host"]),
@@ -949,7 +1110,14 @@ mod tests {
 
     #[test]
     fn failure_spike_counts_per_agent_in_the_window() {
-        let cfg = AlertConfig { failure_spike: Some(SpikeConfig { count: Some(3), window: Some("60s".into()), severity: Some("high".into()) }), ..AlertConfig::default() };
+        let cfg = AlertConfig {
+            failure_spike: Some(SpikeConfig {
+                count: Some(3),
+                window: Some("60s".into()),
+                severity: Some("high".into()),
+            }),
+            ..AlertConfig::default()
+        };
         let mut e = engine(&cfg);
         for s in 0..3 {
             assert!(rules_of(&mut e, &action(s, 1)).is_empty());
@@ -957,7 +1125,10 @@ mod tests {
         assert!(rules_of(&mut e, &action(3, 0)).is_empty(), "a success is not a failure");
         let a = e.observe(&action(4, 2));
         assert_eq!(a.len(), 1);
-        assert_eq!((a[0].rule.as_str(), a[0].severity.as_str(), a[0].agent.as_str()), ("failure_spike", "high", "claude"));
+        assert_eq!(
+            (a[0].rule.as_str(), a[0].severity.as_str(), a[0].agent.as_str()),
+            ("failure_spike", "high", "claude")
+        );
         // Three failures spread over more than the window: no spike.
         let mut e = engine(&cfg);
         for s in [0, 40, 80, 120] {
@@ -968,7 +1139,13 @@ mod tests {
     #[test]
     fn unusual_activity_compares_with_the_agents_own_baseline() {
         let cfg = AlertConfig {
-            unusual_activity: Some(RateConfig { factor: Some(3.0), window: Some("10s".into()), baseline: Some("100s".into()), min_actions: Some(5), severity: None }),
+            unusual_activity: Some(RateConfig {
+                factor: Some(3.0),
+                window: Some("10s".into()),
+                baseline: Some("100s".into()),
+                min_actions: Some(5),
+                severity: None,
+            }),
             ..AlertConfig::default()
         };
         let mut e = engine(&cfg);
@@ -1012,8 +1189,14 @@ mod tests {
         .expect("toml");
         let mut e = engine(&cfg);
         assert!(rules_of(&mut e, &event(0, exec(&["sudo", "ls"]))).is_empty(), "disabled");
-        assert_eq!(rules_of(&mut e, &event(0, connect("93.184.215.14", Some("db.prod.internal"), "ok"))), ["prod-db", "unlisted_host"]);
-        assert!(rules_of(&mut e, &event(0, connect("93.184.215.14", Some("api.example.com"), "ok"))).is_empty(), "allowed by name");
+        assert_eq!(
+            rules_of(&mut e, &event(0, connect("93.184.215.14", Some("db.prod.internal"), "ok"))),
+            ["prod-db", "unlisted_host"]
+        );
+        assert!(
+            rules_of(&mut e, &event(0, connect("93.184.215.14", Some("api.example.com"), "ok"))).is_empty(),
+            "allowed by name"
+        );
         assert!(rules_of(&mut e, &event(0, connect("10.2.3.4", None, "ok"))).is_empty(), "allowed by prefix");
         assert_eq!(rules_of(&mut e, &event(0, file("/srv/secrets/a", "write", "ok"))), ["secrets-dir"]);
         assert!(rules_of(&mut e, &event(0, file("/srv/secrets/a", "read", "ok"))).is_empty());
@@ -1036,7 +1219,10 @@ mod tests {
         assert_eq!(err("[[rule]]\nname = \"sudo\"\non = \"exec\"").0, "alerts.rule[0].name");
         assert_eq!(err("[[rule]]\nname = \"x\"\non = \"file\"\naccess = \"wrote\"").0, "alerts.rule[0].access");
         assert_eq!(err("allow_hosts = [\"10.0.0.0/40\"]").0, "alerts.allow_hosts[0]");
-        assert_eq!(err("[unusual_activity]\nwindow = \"1h\"\nbaseline = \"30m\"").0, "alerts.unusual_activity.baseline");
+        assert_eq!(
+            err("[unusual_activity]\nwindow = \"1h\"\nbaseline = \"30m\"").0,
+            "alerts.unusual_activity.baseline"
+        );
         assert_eq!(parse_duration("90s"), Ok(Duration::seconds(90)));
         assert!(parse_duration("0s").is_err() && parse_duration("5w").is_err() && parse_duration("m").is_err());
     }

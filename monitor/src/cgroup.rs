@@ -132,7 +132,8 @@ pub struct PidFd(OwnedFd);
 impl PidFd {
     pub fn open(pid: u32) -> io::Result<Self> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::pid_t::try_from(pid).map_err(io::Error::other)?, 0) };
+        let fd =
+            unsafe { libc::syscall(libc::SYS_pidfd_open, libc::pid_t::try_from(pid).map_err(io::Error::other)?, 0) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -145,7 +146,10 @@ impl PidFd {
     /// it has not, its pid cannot have been given to another process.
     pub fn alive(&self) -> bool {
         // SAFETY: a valid pidfd, signal 0, no siginfo, no flags.
-        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.0.as_raw_fd(), 0, std::ptr::null::<libc::siginfo_t>(), 0) == 0 }
+        unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, self.0.as_raw_fd(), 0, std::ptr::null::<libc::siginfo_t>(), 0)
+                == 0
+        }
     }
 }
 
@@ -170,7 +174,8 @@ mod tests {
         let hybrid = "35 25 0:30 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
                       36 35 0:31 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw\n";
         assert_eq!(parse_cgroup2_mount(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        let pure = "30 24 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        let pure =
+            "30 24 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
         assert_eq!(parse_cgroup2_mount(pure), Some(PathBuf::from("/sys/fs/cgroup")));
         let spaced = "30 24 0:26 / /mnt/my\\040cg rw - cgroup2 cgroup2 rw\n";
         assert_eq!(parse_cgroup2_mount(spaced), Some(PathBuf::from("/mnt/my cg")));

@@ -20,11 +20,14 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::correlate::{ActionRecord, AlertRecord, Checkpoint, EventRecord, ProcessRecord, RetentionCut, SessionEnd, SessionStart, SigningKey};
+use crate::correlate::{
+    ActionRecord, AlertRecord, Checkpoint, EventRecord, ProcessRecord, RetentionCut, SessionEnd, SessionStart,
+    SigningKey,
+};
 
 pub type Hash = [u8; 32];
 
@@ -316,7 +319,11 @@ pub fn event_row(host: &str, e: &EventRecord, data: &Value, seq: u64) -> Value {
 pub fn event_row_canonical(host: &str, e: &EventRecord, data_canonical: &str, seq: u64) -> String {
     let mut o = String::with_capacity(data_canonical.len() + 300);
     let opt_uuid = |u: Option<Uuid>| u.map_or_else(|| "null".to_owned(), |u| format!("\"{u}\""));
-    let _ = write!(o, "{{\"action_id\":{},\"chain_seq\":{seq},\"data\":{data_canonical},\"exec_id\":", opt_uuid(e.action_id));
+    let _ = write!(
+        o,
+        "{{\"action_id\":{},\"chain_seq\":{seq},\"data\":{data_canonical},\"exec_id\":",
+        opt_uuid(e.action_id)
+    );
     string_into(&e.exec_id, &mut o);
     o.push_str(",\"host\":");
     string_into(host, &mut o);
@@ -329,7 +336,14 @@ pub fn event_row_canonical(host: &str, e: &EventRecord, data_canonical: &str, se
         }
         string_into(r, &mut o);
     }
-    let _ = write!(o, "],\"seq\":{},\"session_id\":\"{}\",\"table\":\"events\",\"tid\":{},\"ts\":{}}}", e.seq, e.session_id, e.tid, micros(e.ts));
+    let _ = write!(
+        o,
+        "],\"seq\":{},\"session_id\":\"{}\",\"table\":\"events\",\"tid\":{},\"ts\":{}}}",
+        e.seq,
+        e.session_id,
+        e.tid,
+        micros(e.ts)
+    );
     o
 }
 
@@ -558,7 +572,10 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_and_escapes_minimally() {
         let v = json!({"b": 1, "a": [true, null, "x\"y\\z\n\u{1}\u{7f}é"], "A": {"z": -3, "y": 18_446_744_073_709_551_615_u64}});
-        assert_eq!(canonical(&v), "{\"A\":{\"y\":18446744073709551615,\"z\":-3},\"a\":[true,null,\"x\\\"y\\\\z\\n\\u0001\u{7f}é\"],\"b\":1}");
+        assert_eq!(
+            canonical(&v),
+            "{\"A\":{\"y\":18446744073709551615,\"z\":-3},\"a\":[true,null,\"x\\\"y\\\\z\\n\\u0001\u{7f}é\"],\"b\":1}"
+        );
     }
 
     #[test]
@@ -592,7 +609,10 @@ mod tests {
             chain: ChainLink::default(),
             facts: None,
         };
-        assert_eq!(event_row_canonical("h\tx", &e, &canonical(&data), 77), canonical(&event_row("h\tx", &e, &data, 77)));
+        assert_eq!(
+            event_row_canonical("h\tx", &e, &canonical(&data), 77),
+            canonical(&event_row("h\tx", &e, &data, 77))
+        );
         let e = EventRecord { action_id: None, redacted: Vec::new(), ..e };
         assert_eq!(event_row_canonical("h", &e, &canonical(&data), 1), canonical(&event_row("h", &e, &data, 1)));
     }

@@ -92,8 +92,12 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(CONFIG_PATH) => return Ok(Self::default()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ConfigError::Missing { path: path.to_owned() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(CONFIG_PATH) => {
+                return Ok(Self::default())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::Missing { path: path.to_owned() })
+            }
             Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
         };
         let cfg: Self = toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
@@ -111,7 +115,9 @@ impl FileConfig {
                 check_ring_mb(mb).map_err(|m| key(name, m))?;
             }
         }
-        for (name, secs, max) in [("checkpoint_secs", self.checkpoint_secs, 3600), ("heartbeat_secs", self.heartbeat_secs, 86400)] {
+        for (name, secs, max) in
+            [("checkpoint_secs", self.checkpoint_secs, 3600), ("heartbeat_secs", self.heartbeat_secs, 86400)]
+        {
             if let Some(secs) = secs.filter(|s| !(1..=max).contains(s)) {
                 return Err(key(name, format!("{secs}: expected 1 to {max} seconds")));
             }
@@ -133,7 +139,8 @@ impl FileConfig {
         if let Some(d) = &self.alerts.webhook_retry_max {
             crate::alerts::parse_duration(d).map_err(|m| key("alerts.webhook_retry_max", m))?;
         }
-        crate::daemon::retention::Policy::new(&self.retention, Path::new(DEFAULT_STATE_DIR)).map_err(|(k, m)| key(&k, m))?;
+        crate::daemon::retention::Policy::new(&self.retention, Path::new(DEFAULT_STATE_DIR))
+            .map_err(|(k, m)| key(&k, m))?;
         Ok(())
     }
 }
@@ -323,9 +330,7 @@ impl FileConfig {
 
 /// The database URL for the daemon: flag or `DATABASE_URL` (clap fills both), then the file.
 pub fn daemon_database_url(flag: Option<&str>, file: &FileConfig) -> Result<String, ConfigError> {
-    flag.map(str::to_owned)
-        .or_else(|| file.database_url.clone())
-        .ok_or(ConfigError::NoDatabase)
+    flag.map(str::to_owned).or_else(|| file.database_url.clone()).ok_or(ConfigError::NoDatabase)
 }
 
 /// The database URL for queries: as for the daemon, then the URL a running daemon recorded.
@@ -355,7 +360,10 @@ mod tests {
         let f = FileConfig::load(&p).expect("good");
         assert_eq!(daemon_database_url(None, &f).expect("url"), "postgres://x");
         assert_eq!(daemon_database_url(Some("postgres://flag"), &f).expect("url"), "postgres://flag");
-        assert!(matches!(FileConfig::load(&dir.join("missing.toml")), Err(ConfigError::Missing { .. })), "a named file must exist");
+        assert!(
+            matches!(FileConfig::load(&dir.join("missing.toml")), Err(ConfigError::Missing { .. })),
+            "a named file must exist"
+        );
         {
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::write(&p, "database_url = \"postgres://u:hunter2@db/x\"\n").expect("write");
@@ -420,7 +428,10 @@ mod tests {
             }
             assert!(!err.contains('\n'));
         }
-        assert_eq!(FileConfig::load(&dir).expect_err("a directory").to_string(), format!("{}: cannot read: Is a directory (os error 21)", dir.display()));
+        assert_eq!(
+            FileConfig::load(&dir).expect_err("a directory").to_string(),
+            format!("{}: cannot read: Is a directory (os error 21)", dir.display())
+        );
         let missing = dir.join("missing.toml");
         assert_eq!(
             FileConfig::load(&missing).expect_err("missing").to_string(),
@@ -432,7 +443,11 @@ mod tests {
     #[test]
     fn errors_found_later_get_their_line() {
         let text = "[[rule]]\nagent = \"a\"\nexe = [\"/x\"]\n\n[[rule]]\nagent = \"b\"\nunit = \"\"\n\n[redaction]\nallow = [\"a\", \"(\"]\n";
-        let key = |key: &str| ConfigError::Key { path: "f.toml".into(), key: key.into(), message: "bad".into() }.with_line(text).to_string();
+        let key = |key: &str| {
+            ConfigError::Key { path: "f.toml".into(), key: key.into(), message: "bad".into() }
+                .with_line(text)
+                .to_string()
+        };
         assert_eq!(key("rule[1].unit"), "f.toml: key `rule[1].unit`: bad (line 7)");
         assert_eq!(key("rule[1]"), "f.toml: key `rule[1]`: bad (line 5)");
         assert_eq!(key("rule[0].exe[0]"), "f.toml: key `rule[0].exe[0]`: bad (line 3)");

@@ -24,12 +24,22 @@ pub fn socket_path(runtime_dir: &Path) -> PathBuf {
 pub enum Request {
     Status,
     /// Create a session cgroup and move the calling process into it.
-    StartSession { agent: String, label: Option<String> },
+    StartSession {
+        agent: String,
+        label: Option<String>,
+    },
     /// Mark an existing cgroup (path under the cgroup2 mount, or absolute) as a session.
-    Tag { cgroup: String, agent: String, label: Option<String> },
+    Tag {
+        cgroup: String,
+        agent: String,
+        label: Option<String>,
+    },
     /// Apply retention now (root only); `dry_run` only lists what would go. `as_of` stands in
     /// for the clock (tests).
-    Retention { dry_run: bool, as_of: Option<chrono::DateTime<chrono::Utc>> },
+    Retention {
+        dry_run: bool,
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Sign a checkpoint of the chain's head now (`agentmon export` right after an incident),
     /// unless the last one already covers it. The reply names the host whose chain it is.
     Checkpoint,
@@ -48,8 +58,12 @@ pub enum Response {
     Session(SessionStarted),
     Retention(Box<crate::daemon::retention::Report>),
     /// A checkpoint of this host's chain head is queued or stored.
-    Checkpoint { host: String },
-    Error { message: String },
+    Checkpoint {
+        host: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

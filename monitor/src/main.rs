@@ -1,7 +1,7 @@
 //! The `agentmon` binary: parse, run, and turn any error into one line on stderr.
 
 use clap::Parser as _;
-use monitor::cli::{Cli, Command, run::EXIT_AGENTMON_FAILED};
+use monitor::cli::{run::EXIT_AGENTMON_FAILED, Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
@@ -43,7 +43,10 @@ fn init_logging(daemon: bool) {
     let filter = || tracing_subscriber::EnvFilter::try_from_env("AGENTMON_LOG").unwrap_or_else(|_| "info".into());
     if daemon && std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journal) = tracing_journald::layer() {
-            tracing_subscriber::registry().with(filter()).with(journal.with_syslog_identifier("agentmon".into())).init();
+            tracing_subscriber::registry()
+                .with(filter())
+                .with(journal.with_syslog_identifier("agentmon".into()))
+                .init();
             return;
         }
     }

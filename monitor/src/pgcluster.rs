@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 
 /// The cluster's directory (`data/`, `run/` for the socket, `postgres.log`) and its port (only
 /// part of the socket's name: nothing listens on TCP).
@@ -54,20 +54,23 @@ pub fn postgres_ids() -> anyhow::Result<(u32, u32)> {
 
 /// `chown -R`, without following symbolic links.
 fn chown_tree(dir: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).with_context(|| format!("giving {} to the postgres user", dir.display()))?;
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))
+        .with_context(|| format!("giving {} to the postgres user", dir.display()))?;
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             chown_tree(&entry.path(), uid, gid)?;
         } else {
-            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid)).with_context(|| format!("giving {} to the postgres user", entry.path().display()))?;
+            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))
+                .with_context(|| format!("giving {} to the postgres user", entry.path().display()))?;
         }
     }
     Ok(())
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).with_context(|| format!("giving {} to the postgres user", path.display()))
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .with_context(|| format!("giving {} to the postgres user", path.display()))
 }
 
 impl Cluster {
@@ -102,10 +105,12 @@ impl Cluster {
             self.stop_stale();
             let _ = std::fs::remove_dir_all(&self.dir);
         }
-        std::fs::create_dir_all(self.socket_dir()).with_context(|| format!("creating {}", self.socket_dir().display()))?;
+        std::fs::create_dir_all(self.socket_dir())
+            .with_context(|| format!("creating {}", self.socket_dir().display()))?;
         for d in [&self.dir, &self.socket_dir()] {
             chown(d, uid, gid)?;
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("securing {}", d.display()))?;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("securing {}", d.display()))?;
         }
         // Everything in the cluster is the postgres user's. A tree re-owned by someone else
         // (systemd's StateDirectory= does that to a state directory whose owner differs from
@@ -115,7 +120,10 @@ impl Cluster {
             chown_tree(&self.dir, uid, gid)?;
         }
         if !self.data().join("PG_VERSION").exists() {
-            note(&format!("creating a private PostgreSQL cluster in {} (first start; a few seconds)", self.data().display()));
+            note(&format!(
+                "creating a private PostgreSQL cluster in {} (first start; a few seconds)",
+                self.data().display()
+            ));
             let _ = std::fs::remove_dir_all(self.data());
             let out = Command::new(bin.join("initdb"))
                 .args(["--auth-local=peer", "--auth-host=reject", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
@@ -153,7 +161,11 @@ impl Cluster {
         let (uid, gid) = postgres_ids()?;
         // A server that died without cleaning up leaves its pid file; a live one keeps the
         // socket's lock file, and postgres itself refuses to start over a running server.
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).with_context(|| format!("opening {}", self.log().display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .with_context(|| format!("opening {}", self.log().display()))?;
         chown(&self.log(), uid, gid)?;
         let mut child = Command::new(bin.join("postgres"))
             .arg("-D")
@@ -207,10 +219,14 @@ impl Cluster {
     /// Stop a server left running on this cluster by a process that is gone (its pid is the
     /// first line of `postmaster.pid`).
     fn stop_stale(&self) {
-        let Some(pid) = std::fs::read_to_string(self.data().join("postmaster.pid")).ok().and_then(|t| t.lines().next()?.trim().parse::<i32>().ok()) else {
+        let Some(pid) = std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
+        else {
             return;
         };
-        let ours = std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.file_name().is_some_and(|n| n == "postgres"));
+        let ours = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|e| e.file_name().is_some_and(|n| n == "postgres"));
         if !ours {
             return;
         }
@@ -245,7 +261,18 @@ impl Cluster {
             Command::new(bin.join("psql"))
                 .arg("-h")
                 .arg(self.socket_dir())
-                .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-tAc",
+                    sql,
+                ])
                 .output()
                 .context("running psql")
         };

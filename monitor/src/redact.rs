@@ -28,18 +28,22 @@ use sha2::Sha256;
 pub struct RuleSpec {
     pub name: String,
     pub pattern: String,
-    #[serde(default)] pub keywords: Vec<String>,
+    #[serde(default)]
+    pub keywords: Vec<String>,
 }
 
 /// The `[redaction]` section of the config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedactConfig {
-    #[serde(default)] pub rules: Vec<RuleSpec>,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
     /// Regexes; a candidate secret that matches one of them (whole match) is left alone (false positives).
-    #[serde(default)] pub allow: Vec<String>,
+    #[serde(default)]
+    pub allow: Vec<String>,
     /// Names of built-in rules to turn off.
-    #[serde(default)] pub disable: Vec<String>,
+    #[serde(default)]
+    pub disable: Vec<String>,
 }
 
 /// A configuration the engine cannot be built from. Regex errors are kept as their one-line
@@ -57,7 +61,10 @@ pub enum RedactError {
     #[error("cannot disable redaction rule `{name}`: there is no built-in rule by that name")]
     UnknownDisable { name: String },
     #[error("cannot build the redaction keyword matcher")]
-    Keywords { #[source] source: aho_corasick::BuildError },
+    Keywords {
+        #[source]
+        source: aho_corasick::BuildError,
+    },
 }
 
 /// The rule names found in one record, sorted and deduplicated.
@@ -86,60 +93,196 @@ const VENDOR: u8 = 2;
 const PREFIX: u8 = 3;
 
 /// Words that make a variable or flag name secret-ish; [`is_secret_name`] decides precisely.
-macro_rules! name_word { () => { "(?:pass|pwd|token|secret|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)" }; }
+macro_rules! name_word {
+    () => {
+        "(?:pass|pwd|token|secret|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)"
+    };
+}
 /// A value: quoted (the quotes are kept, see [`Redactor::scan`]; a cut-off quote runs to the end)
 /// or up to whitespace or a quote.
-macro_rules! value { () => { r#"(?P<secret>"[^"]*"?|'[^']*'?|[^\s'"]+)"# }; }
+macro_rules! value {
+    () => {
+        r#"(?P<secret>"[^"]*"?|'[^']*'?|[^\s'"]+)"#
+    };
+}
 const NAME_KEYWORDS: &[&str] = &[
-    "pass", "pwd", "token", "secret", "api_key", "api-key", "apikey", "access_key", "access-key",
-    "accesskey", "private_key", "private-key", "privatekey", "credential", "auth",
+    "pass",
+    "pwd",
+    "token",
+    "secret",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_key",
+    "access-key",
+    "accesskey",
+    "private_key",
+    "private-key",
+    "privatekey",
+    "credential",
+    "auth",
 ];
 
 // `(?-u:\b)` rather than `\b`: the lazy DFA cannot do Unicode word boundaries on non-ASCII text.
 const BUILTINS: &[Builtin] = &[
-    Builtin { name: "private_key", keywords: &["-----begin"], rank: PREFIX, check: None,
-        pattern: r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?P<secret>(?s:.*?))(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\z)" },
-    Builtin { name: "aws_access_key", keywords: &["akia", "asia", "agpa", "aida", "aroa", "anpa", "anva", "aipa"], rank: VENDOR, check: None,
-        pattern: r"(?-u:\b)(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?-u:\b)" },
-    Builtin { name: "github_token", keywords: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"], rank: VENDOR, check: None,
-        pattern: r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})" },
-    Builtin { name: "gitlab_token", keywords: &["glpat-", "gldt-", "glrt-", "glptt-"], rank: VENDOR, check: None,
-        pattern: r"(?-u:\b)gl(?:pat|dt|rt|ptt)-[A-Za-z0-9_-]{20,}" },
-    Builtin { name: "slack_token", keywords: &["xox"], rank: VENDOR, check: None,
-        pattern: r"(?-u:\b)xox[abposr]-[A-Za-z0-9-]{10,}" },
-    Builtin { name: "slack_token", keywords: &["hooks.slack.com"], rank: VENDOR, check: None,
-        pattern: r"hooks\.slack\.com/services/(?P<secret>[A-Za-z0-9_/-]{20,})" },
-    Builtin { name: "anthropic_api_key", keywords: &["sk-ant-"], rank: PREFIX, check: None,
-        pattern: r"(?-u:\b)sk-ant-[A-Za-z0-9_-]{20,}" },
-    Builtin { name: "openai_api_key", keywords: &["sk-"], rank: VENDOR, check: Some(not_slug),
-        pattern: r"(?-u:\b)sk-[A-Za-z0-9_-]{20,}" },
-    Builtin { name: "google_api_key", keywords: &["aiza"], rank: VENDOR, check: None,
-        pattern: r"(?-u:\b)AIza[A-Za-z0-9_-]{35}" },
-    Builtin { name: "stripe_key", keywords: &["sk_live_", "sk_test_", "rk_live_", "rk_test_"], rank: VENDOR, check: None,
-        pattern: r"(?-u:\b)[rs]k_(?:live|test)_[A-Za-z0-9]{16,}" },
-    Builtin { name: "jwt", keywords: &["eyj"], rank: VENDOR, check: None,
-        pattern: r"(?-u:\b)eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*" },
+    Builtin {
+        name: "private_key",
+        keywords: &["-----begin"],
+        rank: PREFIX,
+        check: None,
+        pattern: r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?P<secret>(?s:.*?))(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\z)",
+    },
+    Builtin {
+        name: "aws_access_key",
+        keywords: &["akia", "asia", "agpa", "aida", "aroa", "anpa", "anva", "aipa"],
+        rank: VENDOR,
+        check: None,
+        pattern: r"(?-u:\b)(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?-u:\b)",
+    },
+    Builtin {
+        name: "github_token",
+        keywords: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
+        rank: VENDOR,
+        check: None,
+        pattern: r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
+    },
+    Builtin {
+        name: "gitlab_token",
+        keywords: &["glpat-", "gldt-", "glrt-", "glptt-"],
+        rank: VENDOR,
+        check: None,
+        pattern: r"(?-u:\b)gl(?:pat|dt|rt|ptt)-[A-Za-z0-9_-]{20,}",
+    },
+    Builtin {
+        name: "slack_token",
+        keywords: &["xox"],
+        rank: VENDOR,
+        check: None,
+        pattern: r"(?-u:\b)xox[abposr]-[A-Za-z0-9-]{10,}",
+    },
+    Builtin {
+        name: "slack_token",
+        keywords: &["hooks.slack.com"],
+        rank: VENDOR,
+        check: None,
+        pattern: r"hooks\.slack\.com/services/(?P<secret>[A-Za-z0-9_/-]{20,})",
+    },
+    Builtin {
+        name: "anthropic_api_key",
+        keywords: &["sk-ant-"],
+        rank: PREFIX,
+        check: None,
+        pattern: r"(?-u:\b)sk-ant-[A-Za-z0-9_-]{20,}",
+    },
+    Builtin {
+        name: "openai_api_key",
+        keywords: &["sk-"],
+        rank: VENDOR,
+        check: Some(not_slug),
+        pattern: r"(?-u:\b)sk-[A-Za-z0-9_-]{20,}",
+    },
+    Builtin {
+        name: "google_api_key",
+        keywords: &["aiza"],
+        rank: VENDOR,
+        check: None,
+        pattern: r"(?-u:\b)AIza[A-Za-z0-9_-]{35}",
+    },
+    Builtin {
+        name: "stripe_key",
+        keywords: &["sk_live_", "sk_test_", "rk_live_", "rk_test_"],
+        rank: VENDOR,
+        check: None,
+        pattern: r"(?-u:\b)[rs]k_(?:live|test)_[A-Za-z0-9]{16,}",
+    },
+    Builtin {
+        name: "jwt",
+        keywords: &["eyj"],
+        rank: VENDOR,
+        check: None,
+        pattern: r"(?-u:\b)eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+    },
     // The password runs to the last `@` before the host, so an unescaped `@` in it is covered.
-    Builtin { name: "url_password", keywords: &["://"], rank: CONTEXT, check: None,
-        pattern: r#"(?i)(?-u:\b)[a-z][a-z0-9+.-]*://[^\s:/?#@'"]*:(?P<secret>[^\s/?#'"]+)@"# },
-    Builtin { name: "authorization", keywords: &["authorization"], rank: CONTEXT, check: Some(not_scheme),
-        pattern: r#"(?i)authorization["']?[ \t]*[:=][ \t]*["']?(?:[a-z][a-z0-9_-]*[ \t]+)?(?P<secret>[^\s'"]+)"# },
-    Builtin { name: "authorization", keywords: &["bearer"], rank: CONTEXT, check: Some(not_word),
-        pattern: r#"(?i)(?-u:\b)bearer[ \t]+(?P<secret>[^\s'"]{8,})"# },
-    Builtin { name: "password_flag", keywords: NAME_KEYWORDS, rank: CONTEXT, check: Some(secret_name),
-        pattern: concat!(r"(?i)--(?P<name>[a-z0-9_-]*", name_word!(), r"[a-z0-9_-]*)=", value!()) },
+    Builtin {
+        name: "url_password",
+        keywords: &["://"],
+        rank: CONTEXT,
+        check: None,
+        pattern: r#"(?i)(?-u:\b)[a-z][a-z0-9+.-]*://[^\s:/?#@'"]*:(?P<secret>[^\s/?#'"]+)@"#,
+    },
+    Builtin {
+        name: "authorization",
+        keywords: &["authorization"],
+        rank: CONTEXT,
+        check: Some(not_scheme),
+        pattern: r#"(?i)authorization["']?[ \t]*[:=][ \t]*["']?(?:[a-z][a-z0-9_-]*[ \t]+)?(?P<secret>[^\s'"]+)"#,
+    },
+    Builtin {
+        name: "authorization",
+        keywords: &["bearer"],
+        rank: CONTEXT,
+        check: Some(not_word),
+        pattern: r#"(?i)(?-u:\b)bearer[ \t]+(?P<secret>[^\s'"]{8,})"#,
+    },
+    Builtin {
+        name: "password_flag",
+        keywords: NAME_KEYWORDS,
+        rank: CONTEXT,
+        check: Some(secret_name),
+        pattern: concat!(r"(?i)--(?P<name>[a-z0-9_-]*", name_word!(), r"[a-z0-9_-]*)=", value!()),
+    },
     // With a space, a value starting `--` is the next flag, and `-` alone means stdin.
-    Builtin { name: "password_flag", keywords: NAME_KEYWORDS, rank: CONTEXT, check: Some(secret_name),
-        pattern: concat!(r"(?i)--(?P<name>[a-z0-9_-]*", name_word!(), r#"[a-z0-9_-]*)[ \t]+(?P<secret>"[^"]*"?|'[^']*'?|(?:[^\s'"-]|-[^\s'"-])[^\s'"]*)"#) },
+    Builtin {
+        name: "password_flag",
+        keywords: NAME_KEYWORDS,
+        rank: CONTEXT,
+        check: Some(secret_name),
+        pattern: concat!(
+            r"(?i)--(?P<name>[a-z0-9_-]*",
+            name_word!(),
+            r#"[a-z0-9_-]*)[ \t]+(?P<secret>"[^"]*"?|'[^']*'?|(?:[^\s'"-]|-[^\s'"-])[^\s'"]*)"#
+        ),
+    },
     // Case-sensitive: `-P3306` is a port. A bare `-p` prompts and has no value to find.
-    Builtin { name: "mysql_password", keywords: &["mysql", "mariadb"], rank: CONTEXT, check: None,
-        pattern: concat!(r"(?-u:\b)(?:mysql|mysqldump|mysqladmin|mysqlsh|mariadb|mariadb-dump)(?-u:\b)[^\n;&|]*?[ \t]-p", value!()) },
-    Builtin { name: "sshpass", keywords: &["sshpass"], rank: CONTEXT, check: None,
-        pattern: concat!(r"(?-u:\b)sshpass(?:[ \t]+-[fdP][ \t]*\S+|[ \t]+-[evhV]+)*[ \t]+-p[ \t]*", value!()) },
-    Builtin { name: "secret_assignment", keywords: NAME_KEYWORDS, rank: GENERIC, check: Some(secret_name),
-        pattern: concat!(r"(?i)(?-u:\b)(?P<name>[a-z0-9_]*", name_word!(), r#"[a-z0-9_]*)=(?P<secret>"[^"]*"?|'[^']*'?|[^\s;&|'"]+)"#) },
-    Builtin { name: "secret_assignment", keywords: NAME_KEYWORDS, rank: GENERIC, check: Some(secret_name),
-        pattern: concat!(r#"(?i)"(?P<name>[a-z0-9_.-]*"#, name_word!(), r#"[a-z0-9_.-]*)"[ \t]*:[ \t]*"(?P<secret>[^"]+)""#) },
+    Builtin {
+        name: "mysql_password",
+        keywords: &["mysql", "mariadb"],
+        rank: CONTEXT,
+        check: None,
+        pattern: concat!(
+            r"(?-u:\b)(?:mysql|mysqldump|mysqladmin|mysqlsh|mariadb|mariadb-dump)(?-u:\b)[^\n;&|]*?[ \t]-p",
+            value!()
+        ),
+    },
+    Builtin {
+        name: "sshpass",
+        keywords: &["sshpass"],
+        rank: CONTEXT,
+        check: None,
+        pattern: concat!(r"(?-u:\b)sshpass(?:[ \t]+-[fdP][ \t]*\S+|[ \t]+-[evhV]+)*[ \t]+-p[ \t]*", value!()),
+    },
+    Builtin {
+        name: "secret_assignment",
+        keywords: NAME_KEYWORDS,
+        rank: GENERIC,
+        check: Some(secret_name),
+        pattern: concat!(
+            r"(?i)(?-u:\b)(?P<name>[a-z0-9_]*",
+            name_word!(),
+            r#"[a-z0-9_]*)=(?P<secret>"[^"]*"?|'[^']*'?|[^\s;&|'"]+)"#
+        ),
+    },
+    Builtin {
+        name: "secret_assignment",
+        keywords: NAME_KEYWORDS,
+        rank: GENERIC,
+        check: Some(secret_name),
+        pattern: concat!(
+            r#"(?i)"(?P<name>[a-z0-9_.-]*"#,
+            name_word!(),
+            r#"[a-z0-9_.-]*)"[ \t]*:[ \t]*"(?P<secret>[^"]+)""#
+        ),
+    },
 ];
 
 const MYSQL_PROGRAMS: &[&str] = &["mysql", "mysqldump", "mysqladmin", "mariadb", "mariadb-dump", "mysqlsh"];
@@ -155,8 +298,20 @@ const MARKER: usize = 0;
 /// secret lives, not the secret, and `--no-password`/`--ask-pass` are switches without a value.
 fn is_secret_name(name: &str) -> bool {
     const ANYWHERE: &[&str] = &[
-        "password", "passwd", "passphrase", "secret", "apikey", "api_key", "api-key", "accesskey",
-        "access_key", "access-key", "privatekey", "private_key", "private-key", "credential",
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "apikey",
+        "api_key",
+        "api-key",
+        "accesskey",
+        "access_key",
+        "access-key",
+        "privatekey",
+        "private_key",
+        "private-key",
+        "credential",
     ];
     const NOT_THE_VALUE: &[&str] = &["file", "path", "dir", "env", "stdin", "fd", "cmd", "command", "url"];
     let mut parts = name.split(['_', '-', '.']).filter(|p| !p.is_empty());
@@ -228,10 +383,18 @@ struct Rule {
 }
 
 /// A span of the string to replace, found by `rule`.
-struct Span { start: usize, end: usize, rule: usize }
+struct Span {
+    start: usize,
+    end: usize,
+    rule: usize,
+}
 
 /// Which of the argv-only rules (a secret in the element after its flag) are on.
-struct ArgvRules { password_flag: bool, mysql: bool, sshpass: bool }
+struct ArgvRules {
+    password_flag: bool,
+    mysql: bool,
+    sshpass: bool,
+}
 
 /// The compiled rules and the fingerprint key; built once at start-up, shared by reference.
 pub struct Redactor {
@@ -273,8 +436,11 @@ impl Redactor {
             }
         }
         let active = |name: &str| names.iter().any(|n| n == name);
-        let argv_rules =
-            ArgvRules { password_flag: active("password_flag"), mysql: active("mysql_password"), sshpass: active("sshpass") };
+        let argv_rules = ArgvRules {
+            password_flag: active("password_flag"),
+            mysql: active("mysql_password"),
+            sshpass: active("sshpass"),
+        };
         for spec in &cfg.rules {
             let name = &spec.name;
             let valid = (1..=40).contains(&name.len())
@@ -290,7 +456,8 @@ impl Redactor {
             let secret = regex.capture_names().position(|n| n == Some("secret"));
             // Someone wrote it for their own secrets' format: as telling as a vendor's.
             rules.push(Rule { name: name.clone(), regex, secret, check: None, rank: VENDOR });
-            rule_keywords.push(spec.keywords.iter().filter(|k| !k.is_empty()).map(|k| k.to_ascii_lowercase()).collect());
+            rule_keywords
+                .push(spec.keywords.iter().filter(|k| !k.is_empty()).map(|k| k.to_ascii_lowercase()).collect());
             names.push(name.clone());
         }
         let allow = cfg
@@ -598,13 +765,25 @@ mod tests {
             ("aws_access_key", "aws configure set aws_access_key_id AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
             ("github_token", &format!("git push {GHP}"), GHP),
             ("github_token", &format!("/tmp/{GHP}/x"), GHP),
-            ("github_token", "x github_pat_11ABCDEFG0123456789_abcdefghij y", "github_pat_11ABCDEFG0123456789_abcdefghij"),
+            (
+                "github_token",
+                "x github_pat_11ABCDEFG0123456789_abcdefghij y",
+                "github_pat_11ABCDEFG0123456789_abcdefghij",
+            ),
             ("gitlab_token", "glpat-xxxxxxxxxxxxxxxxxxxx1", "glpat-xxxxxxxxxxxxxxxxxxxx1"),
             ("slack_token", "xoxb-1234567890-abcdefABCDEF", "xoxb-1234567890-abcdefABCDEF"),
-            ("slack_token", "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX", "T000/B000/XXXXXXXXXXXXXXXX"),
+            (
+                "slack_token",
+                "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX",
+                "T000/B000/XXXXXXXXXXXXXXXX",
+            ),
             ("anthropic_api_key", ANT, ANT),
             ("openai_api_key", "sk-proj-Abc123def456ghi789jkl012mno345", "sk-proj-Abc123def456ghi789jkl012mno345"),
-            ("google_api_key", "key=AIzaSyA-1234567890abcdefghijklmnopqrstu", "AIzaSyA-1234567890abcdefghijklmnopqrstu"),
+            (
+                "google_api_key",
+                "key=AIzaSyA-1234567890abcdefghijklmnopqrstu",
+                "AIzaSyA-1234567890abcdefghijklmnopqrstu",
+            ),
             ("stripe_key", "sk_live_0123456789abcdefABCD", "sk_live_0123456789abcdefABCD"),
             ("jwt", &format!("cookie: session={jwt}; x"), jwt),
             ("private_key", &format!("echo '{pem}' > k"), "\nMIIEfake\n"),
@@ -669,25 +848,58 @@ mod tests {
     #[test]
     fn argv_cases() {
         let (v, hits) = argv(&["curl", "-H", "Authorization: Bearer abc.def-123456"]);
-        assert_eq!((v[2].clone(), hits), (format!("Authorization: Bearer {}", tok("authorization", "abc.def-123456")), vec!["authorization".into()]));
+        assert_eq!(
+            (v[2].clone(), hits),
+            (format!("Authorization: Bearer {}", tok("authorization", "abc.def-123456")), vec!["authorization".into()])
+        );
         let (v, _) = argv(&["bash", "-c", &format!("AWS_SECRET_ACCESS_KEY={AWS} aws s3 ls")]);
         assert_eq!(v[2], format!("AWS_SECRET_ACCESS_KEY={} aws s3 ls", tok("secret_assignment", AWS)));
         let (v, _) = argv(&["env", &format!("AWS_SECRET_ACCESS_KEY={AWS}"), "aws", "s3", "ls"]);
         assert_eq!(v[1], format!("AWS_SECRET_ACCESS_KEY={}", tok("secret_assignment", AWS)));
         let (v, hits) = argv(&["git", "push", GHP, ANT]);
-        assert_eq!((&v[2..], hits), (&[tok("github_token", GHP), tok("anthropic_api_key", ANT)][..], vec!["anthropic_api_key".into(), "github_token".into()]));
+        assert_eq!(
+            (&v[2..], hits),
+            (
+                &[tok("github_token", GHP), tok("anthropic_api_key", ANT)][..],
+                vec!["anthropic_api_key".into(), "github_token".into()]
+            )
+        );
         let (v, hits) = argv(&["mysql", "--password", "hunter2"]);
         assert_eq!((v[2].clone(), hits), (tok("password_flag", "hunter2"), vec!["password_flag".into()]));
         let (v, hits) = argv(&["sshpass", "-p", "pw", "ssh", "-p", "22", "host"]);
-        assert_eq!((v, hits), (vec!["sshpass".into(), "-p".into(), tok("sshpass", "pw"), "ssh".into(), "-p".into(), "22".into(), "host".into()], vec!["sshpass".into()]));
+        assert_eq!(
+            (v, hits),
+            (
+                vec![
+                    "sshpass".into(),
+                    "-p".into(),
+                    tok("sshpass", "pw"),
+                    "ssh".into(),
+                    "-p".into(),
+                    "22".into(),
+                    "host".into()
+                ],
+                vec!["sshpass".into()]
+            )
+        );
         let (v, hits) = argv(&["/usr/bin/mysql", "-uroot", "-pS3cret", "db"]);
-        assert_eq!((v[2].clone(), hits), (format!("-p{}", tok("mysql_password", "S3cret")), vec!["mysql_password".into()]));
+        assert_eq!(
+            (v[2].clone(), hits),
+            (format!("-p{}", tok("mysql_password", "S3cret")), vec!["mysql_password".into()])
+        );
     }
 
     #[test]
     fn the_specific_rule_wins_and_replaces_once() {
         let (s, hits) = text(&format!("export GITHUB_TOKEN={GHP}; Authorization: Bearer {ANT}"));
-        assert_eq!(s, format!("export GITHUB_TOKEN={}; Authorization: Bearer {}", tok("github_token", GHP), tok("anthropic_api_key", ANT)));
+        assert_eq!(
+            s,
+            format!(
+                "export GITHUB_TOKEN={}; Authorization: Bearer {}",
+                tok("github_token", GHP),
+                tok("anthropic_api_key", ANT)
+            )
+        );
         assert_eq!(hits, ["anthropic_api_key", "github_token"]);
     }
 
@@ -698,7 +910,10 @@ mod tests {
         assert_ne!(r.fingerprint("hunter2"), r.fingerprint("hunter3"));
         let other = Redactor::new(&[8; 32], &RedactConfig::default()).expect("rules");
         assert_ne!(r.fingerprint("hunter2"), other.fingerprint("hunter2"));
-        assert!(r.fingerprint("x").bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) && r.fingerprint("x").len() == 12);
+        assert!(
+            r.fingerprint("x").bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                && r.fingerprint("x").len() == 12
+        );
         let (s, _) = text("A_TOKEN=hunter2 --pass hunter2");
         assert_eq!(s.matches(&r.fingerprint("hunter2")).count(), 2);
     }
@@ -734,31 +949,55 @@ mod tests {
             keywords: kw.iter().map(|&k| k.into()).collect(),
         };
         let cfg = RedactConfig {
-            rules: vec![rule("acme_id", "ACME-[0-9]{6}", &["acme-"]), rule("session", "sid=(?P<secret>[0-9a-f]{8})", &[])],
+            rules: vec![
+                rule("acme_id", "ACME-[0-9]{6}", &["acme-"]),
+                rule("session", "sid=(?P<secret>[0-9a-f]{8})", &[]),
+            ],
             allow: vec!["hunter2".into(), "AKIA[A-Z0-9]*EXAMPLE".into()],
             disable: vec!["jwt".into()],
         };
         let r = Redactor::new(KEY, &cfg).expect("valid config");
-        assert!(r.rule_names().ends_with(&["acme_id".into(), "session".into()]) && !r.rule_names().contains(&"jwt".into()));
+        assert!(
+            r.rule_names().ends_with(&["acme_id".into(), "session".into()]) && !r.rule_names().contains(&"jwt".into())
+        );
         assert!(r.is_candidate("/usr/lib"), "a rule without keywords runs on everything");
         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl";
-        let (mut s, mut hits) = (format!("acme-1 ACME-123456 sid=deadbeef --password hunter2 AKIAIOSFODNN7EXAMPLE {jwt}"), Hits::new());
+        let (mut s, mut hits) =
+            (format!("acme-1 ACME-123456 sid=deadbeef --password hunter2 AKIAIOSFODNN7EXAMPLE {jwt}"), Hits::new());
         assert!(r.text(&mut s, &mut hits));
         let (acme, sid) = (r.fingerprint("ACME-123456"), r.fingerprint("deadbeef"));
         assert_eq!(s, format!("acme-1 [REDACTED:acme_id:{acme}] sid=[REDACTED:session:{sid}] --password hunter2 AKIAIOSFODNN7EXAMPLE {jwt}"));
         assert_eq!(hits.into_iter().collect::<Vec<_>>(), ["acme_id", "session"]);
 
         let err = |rules: Vec<RuleSpec>, allow: &[&str], disable: &[&str]| {
-            let cfg = RedactConfig { rules, allow: allow.iter().map(|&a| a.into()).collect(), disable: disable.iter().map(|&d| d.into()).collect() };
+            let cfg = RedactConfig {
+                rules,
+                allow: allow.iter().map(|&a| a.into()).collect(),
+                disable: disable.iter().map(|&d| d.into()).collect(),
+            };
             Redactor::new(KEY, &cfg).expect_err("must fail").to_string()
         };
-        assert_eq!(err(vec![rule("my_rule", "(", &[])], &[], &[]), "redaction rule `my_rule` is not valid: unclosed group");
-        assert_eq!(err(vec![rule("Bad Name", "x", &[])], &[], &[]), "redaction rule name `Bad Name` must be 1-40 characters of a-z, 0-9, _ and -");
-        assert_eq!(err(vec![rule("x", "a", &[]), rule("x", "b", &[])], &[], &[]), "redaction rule `x` is defined twice");
+        assert_eq!(
+            err(vec![rule("my_rule", "(", &[])], &[], &[]),
+            "redaction rule `my_rule` is not valid: unclosed group"
+        );
+        assert_eq!(
+            err(vec![rule("Bad Name", "x", &[])], &[], &[]),
+            "redaction rule name `Bad Name` must be 1-40 characters of a-z, 0-9, _ and -"
+        );
+        assert_eq!(
+            err(vec![rule("x", "a", &[]), rule("x", "b", &[])], &[], &[]),
+            "redaction rule `x` is defined twice"
+        );
         assert_eq!(err(vec![rule("jwt", "a", &[])], &[], &[]), "redaction rule `jwt` is defined twice");
         assert_eq!(err(vec![], &["("], &[]), "redaction allow pattern `(` is not valid: unclosed group");
-        assert_eq!(err(vec![], &[], &["nope"]), "cannot disable redaction rule `nope`: there is no built-in rule by that name");
-        assert!(serde_json::from_str::<RedactConfig>(r#"{"rules": [{"name": "a", "pattern": "b"}], "rulez": []}"#).is_err());
+        assert_eq!(
+            err(vec![], &[], &["nope"]),
+            "cannot disable redaction rule `nope`: there is no built-in rule by that name"
+        );
+        assert!(
+            serde_json::from_str::<RedactConfig>(r#"{"rules": [{"name": "a", "pattern": "b"}], "rulez": []}"#).is_err()
+        );
     }
 
     #[test]
@@ -781,7 +1020,12 @@ mod tests {
     #[test]
     #[ignore = "benchmark"]
     fn bench_strings() {
-        for input in ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/home/u/.cache/pip/auth/x", "--token=abc123", "Authorization: Bearer abcdefgh123"] {
+        for input in [
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/home/u/.cache/pip/auth/x",
+            "--token=abc123",
+            "Authorization: Bearer abcdefgh123",
+        ] {
             let start = std::time::Instant::now();
             for _ in 0..100_000 {
                 engine().text(&mut input.to_owned(), &mut Hits::new());

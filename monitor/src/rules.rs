@@ -62,7 +62,8 @@ pub struct Rules {
 }
 
 /// `*` and `?` stay within one path component, as in a shell.
-const WITHIN_COMPONENT: MatchOptions = MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: false };
+const WITHIN_COMPONENT: MatchOptions =
+    MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: false };
 
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
@@ -73,7 +74,11 @@ impl Rules {
     pub fn compile(rules: &[RuleConfig], file: &Path) -> Result<Self, ConfigError> {
         let mut out = Vec::new();
         for (i, r) in rules.iter().enumerate() {
-            let err = |field: &str, message: String| ConfigError::Key { path: file.to_owned(), key: format!("rule[{i}].{field}"), message };
+            let err = |field: &str, message: String| ConfigError::Key {
+                path: file.to_owned(),
+                key: format!("rule[{i}].{field}"),
+                message,
+            };
             let agent = r.agent.clone().unwrap_or_default();
             if agent.is_empty() {
                 return Err(err("agent", "missing or empty: name the agent the rule's sessions belong to".into()));
@@ -81,7 +86,10 @@ impl Rules {
             crate::daemon::valid_session_names(&agent, r.label.as_deref()).map_err(|m| err("agent", m))?;
             let given = [r.exe.is_some(), r.unit.is_some(), r.cgroup.is_some()].iter().filter(|b| **b).count();
             if given != 1 {
-                return Err(err("exe", format!("a rule needs exactly one of `exe`, `unit` or `cgroup` ({given} given)")));
+                return Err(err(
+                    "exe",
+                    format!("a rule needs exactly one of `exe`, `unit` or `cgroup` ({given} given)"),
+                ));
             }
             let matcher = if let Some(exe) = &r.exe {
                 Matcher::Exe(expand_exe(exe).map_err(|m| err("exe", m))?)
@@ -90,18 +98,31 @@ impl Rules {
                     return Err(err("unit", "empty glob: name a unit, e.g. \"claude-*.service\"".into()));
                 }
                 if unit.contains('/') {
-                    return Err(err("unit", format!("`{unit}` holds a `/`: a unit glob matches a unit name; use `cgroup` for paths")));
+                    return Err(err(
+                        "unit",
+                        format!("`{unit}` holds a `/`: a unit glob matches a unit name; use `cgroup` for paths"),
+                    ));
                 }
-                Matcher::Unit(Pattern::new(unit).map_err(|e| err("unit", format!("`{unit}` is not a valid glob: {e}")))?)
+                Matcher::Unit(
+                    Pattern::new(unit).map_err(|e| err("unit", format!("`{unit}` is not a valid glob: {e}")))?,
+                )
             } else {
                 let cg = r.cgroup.clone().unwrap_or_default();
                 if cg.trim().is_empty() || cg == "/" {
-                    return Err(err("cgroup", "empty glob: name cgroups below the cgroup2 mount, e.g. \"/agents.slice/*\"".into()));
+                    return Err(err(
+                        "cgroup",
+                        "empty glob: name cgroups below the cgroup2 mount, e.g. \"/agents.slice/*\"".into(),
+                    ));
                 }
                 if !cg.starts_with('/') {
-                    return Err(err("cgroup", format!("`{cg}` must start with `/` (it is relative to the cgroup2 mount)")));
+                    return Err(err(
+                        "cgroup",
+                        format!("`{cg}` must start with `/` (it is relative to the cgroup2 mount)"),
+                    ));
                 }
-                Matcher::Cgroup(Pattern::new(&cg).map_err(|e| err("cgroup", format!("`{cg}` is not a valid glob: {e}")))?)
+                Matcher::Cgroup(
+                    Pattern::new(&cg).map_err(|e| err("cgroup", format!("`{cg}` is not a valid glob: {e}")))?,
+                )
             };
             out.push(Rule { agent, label: r.label.clone(), matcher });
         }
@@ -138,7 +159,9 @@ impl Rules {
     /// The exe rule an exec matched: by the file it ran, else by its first argument (the
     /// kernel's test, repeated to find which rule).
     pub fn match_exec(&self, filename: &str, argv: &[String]) -> Option<&Rule> {
-        let hit = |name: &str| self.rules.iter().find(|r| matches!(&r.matcher, Matcher::Exe(p) if p.iter().any(|x| x == name)));
+        let hit = |name: &str| {
+            self.rules.iter().find(|r| matches!(&r.matcher, Matcher::Exe(p) if p.iter().any(|x| x == name)))
+        };
         hit(filename).or_else(|| argv.get(1).and_then(|a| hit(a)))
     }
 }
@@ -159,7 +182,8 @@ fn expand_exe(entries: &[String]) -> Result<Vec<String>, String> {
             return Err(format!("`{e}` is not an absolute path"));
         }
         let found: Vec<PathBuf> = if has_glob(e) {
-            let paths = glob::glob_with(e, WITHIN_COMPONENT).map_err(|err| format!("`{e}` is not a valid glob: {err}"))?;
+            let paths =
+                glob::glob_with(e, WITHIN_COMPONENT).map_err(|err| format!("`{e}` is not a valid glob: {err}"))?;
             paths.filter_map(Result::ok).filter(|p| p.is_file()).collect()
         } else {
             let p = PathBuf::from(e);
@@ -224,7 +248,10 @@ mod tests {
         let k = r.kernel();
         assert_eq!(k.exe_paths, vec![(link.clone(), 0), (real.clone(), 0)]);
         assert_eq!(r.match_exec(&link, &[]).map(Rule::source), Some("exe"));
-        assert!(r.match_exec("/usr/bin/node", &["node".into(), real.clone()]).is_some(), "by the interpreter's first argument");
+        assert!(
+            r.match_exec("/usr/bin/node", &["node".into(), real.clone()]).is_some(),
+            "by the interpreter's first argument"
+        );
         assert!(r.match_exec("/usr/bin/node", &["node".into(), "/other".into()]).is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -233,7 +260,10 @@ mod tests {
     fn bad_rules_name_the_key() {
         let cases = [
             ("[[rule]]\nunit = \"x\"\n", "key `rule[0].agent`: missing or empty"),
-            ("[[rule]]\nagent = \"a\"\n", "key `rule[0].exe`: a rule needs exactly one of `exe`, `unit` or `cgroup` (0 given)"),
+            (
+                "[[rule]]\nagent = \"a\"\n",
+                "key `rule[0].exe`: a rule needs exactly one of `exe`, `unit` or `cgroup` (0 given)",
+            ),
             ("[[rule]]\nagent = \"a\"\nunit = \"x\"\ncgroup = \"/y\"\n", "(2 given)"),
             ("[[rule]]\nagent = \"a\"\nunit = \"\"\n", "key `rule[0].unit`: empty glob"),
             ("[[rule]]\nagent = \"a\"\nunit = \"a/b\"\n", "holds a `/`"),
@@ -241,9 +271,15 @@ mod tests {
             ("[[rule]]\nagent = \"a\"\ncgroup = \"agents/*\"\n", "must start with `/`"),
             ("[[rule]]\nagent = \"a\"\nexe = []\n", "key `rule[0].exe`: empty list"),
             ("[[rule]]\nagent = \"a\"\nexe = [\"bin/claude\"]\n", "is not an absolute path"),
-            ("[[rule]]\nagent = \"a\"\nexe = [\"/nonexistent/agentmon/claude\"]\n", "key `rule[0].exe`: /nonexistent/agentmon/claude does not exist"),
+            (
+                "[[rule]]\nagent = \"a\"\nexe = [\"/nonexistent/agentmon/claude\"]\n",
+                "key `rule[0].exe`: /nonexistent/agentmon/claude does not exist",
+            ),
             ("[[rule]]\nagent = \"a\"\nexe = [\"/nonexistent/*/claude\"]\n", "matches no file"),
-            ("[[rule]]\nagent = \"ok\"\nunit = \"x\"\n[[rule]]\nagent = \"b\\tc\"\nunit = \"y\"\n", "key `rule[1].agent`: agent must be 1-128 printable characters"),
+            (
+                "[[rule]]\nagent = \"ok\"\nunit = \"x\"\n[[rule]]\nagent = \"b\\tc\"\nunit = \"y\"\n",
+                "key `rule[1].agent`: agent must be 1-128 printable characters",
+            ),
         ];
         for (text, want) in cases {
             let e = compile(text).expect_err(text);

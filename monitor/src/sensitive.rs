@@ -102,19 +102,25 @@ impl Sensitive {
         for (i, d) in cfg.disable.iter().enumerate() {
             if !GROUPS.iter().any(|(g, _)| g == d) {
                 let names: Vec<&str> = GROUPS.iter().map(|(g, _)| *g).collect();
-                return Err((format!("sensitive.disable[{i}]"), format!("`{d}` is not a built-in group; groups: {}", names.join(", "))));
+                return Err((
+                    format!("sensitive.disable[{i}]"),
+                    format!("`{d}` is not a built-in group; groups: {}", names.join(", ")),
+                ));
             }
         }
         let on = |g: &str| !cfg.disable.iter().any(|d| d == g);
-        let mut globs: Vec<String> = GROUPS.iter().filter(|(g, _)| on(g)).flat_map(|(_, p)| p.iter().map(|s| (*s).to_owned())).collect();
+        let mut globs: Vec<String> =
+            GROUPS.iter().filter(|(g, _)| on(g)).flat_map(|(_, p)| p.iter().map(|s| (*s).to_owned())).collect();
         for (i, p) in cfg.paths.iter().enumerate() {
             if p.is_empty() || p.contains('\0') {
                 return Err((format!("sensitive.paths[{i}]"), "an empty pattern matches nothing".into()));
             }
             globs.push(p.clone());
         }
-        let paths = RegexSet::new(globs.iter().map(|g| glob_regex(g))).map_err(|e| ("sensitive.paths".to_owned(), e.to_string()))?;
-        let mut addr_globs: Vec<String> = if on("metadata") { METADATA_ADDRS.iter().map(|s| (*s).to_owned()).collect() } else { Vec::new() };
+        let paths = RegexSet::new(globs.iter().map(|g| glob_regex(g)))
+            .map_err(|e| ("sensitive.paths".to_owned(), e.to_string()))?;
+        let mut addr_globs: Vec<String> =
+            if on("metadata") { METADATA_ADDRS.iter().map(|s| (*s).to_owned()).collect() } else { Vec::new() };
         for (i, a) in cfg.addrs.iter().enumerate() {
             if a.is_empty() {
                 return Err((format!("sensitive.addrs[{i}]"), "an empty address matches nothing".into()));
@@ -132,7 +138,10 @@ impl Sensitive {
         if self.proc {
             if let Some(rest) = path.strip_prefix("/proc/") {
                 if let Some((who, what)) = rest.split_once('/') {
-                    if (what == "environ" || what == "mem") && who.bytes().all(|b| b.is_ascii_digit()) && !who.is_empty() {
+                    if (what == "environ" || what == "mem")
+                        && who.bytes().all(|b| b.is_ascii_digit())
+                        && !who.is_empty()
+                    {
                         return pid.is_none_or(|p| who.parse::<u32>().ok() != Some(p));
                     }
                 }
@@ -161,7 +170,10 @@ impl Sensitive {
 }
 
 fn own_proc(path: &str, pids: &[u32]) -> bool {
-    path.strip_prefix("/proc/").and_then(|r| r.split_once('/')).and_then(|(p, _)| p.parse::<u32>().ok()).is_some_and(|p| pids.contains(&p))
+    path.strip_prefix("/proc/")
+        .and_then(|r| r.split_once('/'))
+        .and_then(|(p, _)| p.parse::<u32>().ok())
+        .is_some_and(|p| pids.contains(&p))
 }
 
 /// Whether a record's summaries hold a sensitive entry.
@@ -174,7 +186,8 @@ mod tests {
     use super::*;
 
     fn m() -> Sensitive {
-        Sensitive::new(&SensitiveConfig::default(), vec!["/var/lib/agentmon".into(), "/etc/agentmon".into()]).expect("compiles")
+        Sensitive::new(&SensitiveConfig::default(), vec!["/var/lib/agentmon".into(), "/etc/agentmon".into()])
+            .expect("compiles")
     }
 
     #[test]
@@ -228,8 +241,22 @@ mod tests {
         assert!(!s.path("/proc/self/environ", Some(42)));
         assert!(!s.path("/proc/1/status", Some(42)));
         let mut files = vec![
-            FileSummary { path: "/proc/7/environ".into(), access: "read".into(), result: "ok".into(), count: 1, noise: false, sensitive: false },
-            FileSummary { path: "/proc/8/environ".into(), access: "read".into(), result: "ok".into(), count: 1, noise: false, sensitive: false },
+            FileSummary {
+                path: "/proc/7/environ".into(),
+                access: "read".into(),
+                result: "ok".into(),
+                count: 1,
+                noise: false,
+                sensitive: false,
+            },
+            FileSummary {
+                path: "/proc/8/environ".into(),
+                access: "read".into(),
+                result: "ok".into(),
+                count: 1,
+                noise: false,
+                sensitive: false,
+            },
         ];
         s.mark(&mut files, &mut [], &[7]);
         assert!(!files[0].sensitive && files[1].sensitive);
@@ -238,7 +265,11 @@ mod tests {
 
     #[test]
     fn configured_and_disabled() {
-        let cfg = SensitiveConfig { paths: vec!["/srv/secrets/**".into(), "*.kdbx".into()], addrs: vec!["*.vault.internal".into(), "10.0.0.5".into()], disable: vec!["keys".into(), "metadata".into()] };
+        let cfg = SensitiveConfig {
+            paths: vec!["/srv/secrets/**".into(), "*.kdbx".into()],
+            addrs: vec!["*.vault.internal".into(), "10.0.0.5".into()],
+            disable: vec!["keys".into(), "metadata".into()],
+        };
         let s = Sensitive::new(&cfg, Vec::new()).expect("compiles");
         assert!(s.path("/srv/secrets/db/password", None));
         assert!(s.path("/home/u/db.kdbx", None));

@@ -60,10 +60,7 @@ pub fn split_argv(area: &[u8]) -> Vec<String> {
 
 /// One argument quoted for a POSIX shell, only where needed.
 pub fn shell_quote(arg: &str) -> String {
-    let safe = !arg.is_empty()
-        && arg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
+    let safe = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
     if safe {
         arg.to_owned()
     } else {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    chain::{self, GENESIS, Hash, ROW_SQL, hex},
+    chain::{self, hex, Hash, GENESIS, ROW_SQL},
     correlate::{ChainLink, Checkpoint, RetentionCut},
 };
 
@@ -141,7 +141,11 @@ impl Verifier {
         Self {
             host: host.to_owned(),
             keys,
-            witness: witness.into_iter().filter(|w| w.host == host && w.covers_seq >= start.saturating_sub(1)).map(|w| (w.covers_seq, w)).collect(),
+            witness: witness
+                .into_iter()
+                .filter(|w| w.host == host && w.covers_seq >= start.saturating_sub(1))
+                .map(|w| (w.covers_seq, w))
+                .collect(),
             next_seq: start,
             prev,
             before_prev: (start.saturating_sub(1), prev),
@@ -210,12 +214,18 @@ impl Verifier {
                 format!("{n} row(s) deleted before this one: chain_seq {}..={}", self.next_seq, r.seq - 1),
             );
         } else if r.hash.is_none() || computed_from(&self.prev) != stored {
-            let why = if r.hash.is_none() { "no chain hash stored" } else { "its content does not match its chain hash" };
+            let why =
+                if r.hash.is_none() { "no chain hash stored" } else { "its content does not match its chain hash" };
             self.find("modified", Some(r), None, why.into());
         }
         if let Some(stop) = self.stopped_at.take() {
             if !(r.table == "checkpoints" && r.row["kind"] == "start") {
-                self.find("after_stop", Some(r), None, format!("written after the stop checkpoint at chain_seq {stop} and before the next start"));
+                self.find(
+                    "after_stop",
+                    Some(r),
+                    None,
+                    format!("written after the stop checkpoint at chain_seq {stop} and before the next start"),
+                );
             }
         }
         self.before_prev = (r.seq.saturating_sub(1), self.prev);
@@ -235,7 +245,16 @@ impl Verifier {
         if r.table == RETAINED {
             self.summary.retained_rows += 1;
             if !self.known_cuts.contains(&r.id) {
-                self.find("missing", Some(r), None, format!("a {} row removed under cut {}, which is not a chained retention cut", r.row["table"].as_str().unwrap_or("?"), r.id));
+                self.find(
+                    "missing",
+                    Some(r),
+                    None,
+                    format!(
+                        "a {} row removed under cut {}, which is not a chained retention cut",
+                        r.row["table"].as_str().unwrap_or("?"),
+                        r.id
+                    ),
+                );
             }
         }
     }
@@ -250,13 +269,32 @@ impl Verifier {
         };
         self.summary.cuts += 1;
         match self.keys.get(&c.key_fingerprint) {
-            None => self.find("unknown_key", Some(r), None, format!("retention cut signed by key {}, which is not registered for this host", c.key_fingerprint)),
+            None => self.find(
+                "unknown_key",
+                Some(r),
+                None,
+                format!("retention cut signed by key {}, which is not registered for this host", c.key_fingerprint),
+            ),
             Some(pk) if !chain::cut_signature_valid(&self.host, &c, pk) => {
-                self.find("bad_signature", Some(r), None, format!("the retention cut's signature does not verify with key {}", c.key_fingerprint));
+                self.find(
+                    "bad_signature",
+                    Some(r),
+                    None,
+                    format!("the retention cut's signature does not verify with key {}", c.key_fingerprint),
+                );
             }
             Some(_) => {
                 if c.covers_seq + 1 != r.seq || c.head_hash != hex(&self.before_prev.1) {
-                    self.find("checkpoint_mismatch", Some(r), None, format!("the retention cut signs head {} at chain_seq {}, but the chain differs there", short(&c.head_hash), c.covers_seq));
+                    self.find(
+                        "checkpoint_mismatch",
+                        Some(r),
+                        None,
+                        format!(
+                            "the retention cut signs head {} at chain_seq {}, but the chain differs there",
+                            short(&c.head_hash),
+                            c.covers_seq
+                        ),
+                    );
                 }
                 self.cuts.push(c);
             }
@@ -273,12 +311,32 @@ impl Verifier {
         };
         self.summary.checkpoints += 1;
         if c.covers_seq + 1 != r.seq || c.head_hash != hex(&self.before_prev.1) {
-            self.find("checkpoint_mismatch", Some(r), None, format!("signs chain_seq {} with head {}, but the chain has {} there", c.covers_seq, short(&c.head_hash), short(&hex(&self.before_prev.1))));
+            self.find(
+                "checkpoint_mismatch",
+                Some(r),
+                None,
+                format!(
+                    "signs chain_seq {} with head {}, but the chain has {} there",
+                    c.covers_seq,
+                    short(&c.head_hash),
+                    short(&hex(&self.before_prev.1))
+                ),
+            );
         }
         match self.keys.get(&c.key_fingerprint) {
-            None => self.find("unknown_key", Some(r), None, format!("signed by key {}, which is not registered for this host", c.key_fingerprint)),
+            None => self.find(
+                "unknown_key",
+                Some(r),
+                None,
+                format!("signed by key {}, which is not registered for this host", c.key_fingerprint),
+            ),
             Some(pk) if !chain::signature_valid(&self.host, &c, pk) => {
-                self.find("bad_signature", Some(r), None, format!("the signature does not verify with key {}", c.key_fingerprint));
+                self.find(
+                    "bad_signature",
+                    Some(r),
+                    None,
+                    format!("the signature does not verify with key {}", c.key_fingerprint),
+                );
             }
             Some(_) => {}
         }
@@ -296,17 +354,38 @@ impl Verifier {
     fn check_witness(&mut self, w: &WitnessLine, at: Option<&ChainRow>) {
         self.summary.witness_checked += 1;
         let c = w.checkpoint();
-        if chain::key_fingerprint(&chain::unhex(&w.public_key).unwrap_or_default()) != w.key_fingerprint || !chain::signature_valid(&self.host, &c, &w.public_key) {
-            self.find("witness_bad_signature", at, Some(w.covers_seq), format!("the witness checkpoint of {} does not verify", w.at));
+        if chain::key_fingerprint(&chain::unhex(&w.public_key).unwrap_or_default()) != w.key_fingerprint
+            || !chain::signature_valid(&self.host, &c, &w.public_key)
+        {
+            self.find(
+                "witness_bad_signature",
+                at,
+                Some(w.covers_seq),
+                format!("the witness checkpoint of {} does not verify", w.at),
+            );
             return;
         }
         match at {
             Some(r) if r.hash.map(|h| hex(&h)).as_deref() == Some(w.head_hash.as_str()) => {}
             Some(r) => {
                 let stored = r.hash.map_or_else(|| "none".to_owned(), |h| short(&hex(&h)));
-                self.find("witness_mismatch", Some(r), None, format!("the witness checkpoint of {} has head {} here, the database {stored}", w.at, short(&w.head_hash)));
+                self.find(
+                    "witness_mismatch",
+                    Some(r),
+                    None,
+                    format!(
+                        "the witness checkpoint of {} has head {} here, the database {stored}",
+                        w.at,
+                        short(&w.head_hash)
+                    ),
+                );
             }
-            None => self.find("witness_mismatch", None, Some(w.covers_seq), format!("the witness checkpoint of {} covers a row the database does not have", w.at)),
+            None => self.find(
+                "witness_mismatch",
+                None,
+                Some(w.covers_seq),
+                format!("the witness checkpoint of {} covers a row the database does not have", w.at),
+            ),
         }
     }
 
@@ -317,7 +396,9 @@ impl Verifier {
             self.check_witness(&w, None);
         }
         match self.last_checkpoint.take() {
-            None if self.summary.rows > 0 => self.find("no_checkpoint", None, self.summary.last_seq, "no signed checkpoint covers these rows".into()),
+            None if self.summary.rows > 0 => {
+                self.find("no_checkpoint", None, self.summary.last_seq, "no signed checkpoint covers these rows".into())
+            }
             None => {}
             Some((at, c)) => {
                 self.summary.unsigned_rows = self.summary.last_seq.map_or(0, |l| l.saturating_sub(at.seq));
@@ -356,7 +437,9 @@ pub fn checkpoint_fields(row: &Value) -> Value {
 
 /// A retention cut from its row object.
 pub fn cut_fields(row: &Value) -> Result<RetentionCut, serde_json::Error> {
-    let t = |k: &str| serde_json::to_value(row[k].as_i64().and_then(DateTime::from_timestamp_micros)).unwrap_or(Value::Null);
+    let t = |k: &str| {
+        serde_json::to_value(row[k].as_i64().and_then(DateTime::from_timestamp_micros)).unwrap_or(Value::Null)
+    };
     serde_json::from_value(serde_json::json!({
         "id": row["id"], "table": row["table_name"], "partition": row["partition_name"], "range_from": t("range_from"),
         "range_to": t("range_to"), "tier": row["tier"], "rows": row["rows"], "chained_rows": row["chained_rows"],
@@ -373,11 +456,20 @@ pub async fn known_cuts(pool: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Error>
 
 /// The leaves a cut kept, in (host, chain_seq) order.
 pub async fn cut_leaves(pool: &sqlx::PgPool, cut: uuid::Uuid) -> Result<Vec<chain::RetainedLeaf>, sqlx::Error> {
-    let rows: Vec<(String, i64, Vec<u8>, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT host, chain_seq, leaf, chain_hash FROM retained_leaves WHERE cut_id = $1 ORDER BY host, chain_seq").bind(cut).fetch_all(pool).await?;
+    let rows: Vec<(String, i64, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT host, chain_seq, leaf, chain_hash FROM retained_leaves WHERE cut_id = $1 ORDER BY host, chain_seq",
+    )
+    .bind(cut)
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
-        .map(|(host, seq, leaf, h)| chain::RetainedLeaf { host, seq: seq as u64, leaf: leaf.try_into().unwrap_or([0; 32]), chain_hash: h.and_then(|h| h.try_into().ok()) })
+        .map(|(host, seq, leaf, h)| chain::RetainedLeaf {
+            host,
+            seq: seq as u64,
+            leaf: leaf.try_into().unwrap_or([0; 32]),
+            chain_hash: h.and_then(|h| h.try_into().ok()),
+        })
         .collect())
 }
 
@@ -398,24 +490,41 @@ pub fn check_cut(host: &str, c: &RetentionCut, leaves: &[chain::RetainedLeaf]) -
         table: Some("retention_cuts".into()),
         id: Some(c.id.to_string()),
         seq: Some(c.chain.seq),
-        detail: format!("the cut of {} signed {} leaves with hash {}; the database keeps {n} with hash {}", c.partition, c.chained_rows, short(&c.leaves_hash), short(&got)),
+        detail: format!(
+            "the cut of {} signed {} leaves with hash {}; the database keeps {n} with hash {}",
+            c.partition,
+            c.chained_rows,
+            short(&c.leaves_hash),
+            short(&got)
+        ),
     })
 }
 
 /// Hosts with a chain in this database.
 pub async fn hosts(pool: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT DISTINCT host FROM signing_keys UNION SELECT DISTINCT host FROM sessions ORDER BY 1").fetch_all(pool).await
+    sqlx::query_scalar("SELECT DISTINCT host FROM signing_keys UNION SELECT DISTINCT host FROM sessions ORDER BY 1")
+        .fetch_all(pool)
+        .await
 }
 
 pub async fn keys(pool: &sqlx::PgPool, host: &str) -> Result<HashMap<String, String>, sqlx::Error> {
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT fingerprint, public_key FROM signing_keys WHERE host = $1").bind(host).fetch_all(pool).await?;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT fingerprint, public_key FROM signing_keys WHERE host = $1")
+            .bind(host)
+            .fetch_all(pool)
+            .await?;
     Ok(rows.into_iter().collect())
 }
 
 /// Where to start for `--since`: the newest checkpoint at or before `since` (its sequence and
 /// head hash, once its signature verifies), else the start of the chain.
 #[expect(clippy::implicit_hasher, reason = "the map comes from `keys`")]
-pub async fn start_at(pool: &sqlx::PgPool, host: &str, since: Option<DateTime<Utc>>, keys: &HashMap<String, String>) -> anyhow::Result<(u64, Hash)> {
+pub async fn start_at(
+    pool: &sqlx::PgPool,
+    host: &str,
+    since: Option<DateTime<Utc>>,
+    keys: &HashMap<String, String>,
+) -> anyhow::Result<(u64, Hash)> {
     let Some(since) = since else { return Ok((1, GENESIS)) };
     let sql = format!(
         "SELECT row FROM (SELECT {} AS row, chain_seq FROM checkpoints WHERE host = $1 AND at <= $2) c ORDER BY chain_seq DESC LIMIT 1",
@@ -428,13 +537,20 @@ pub async fn start_at(pool: &sqlx::PgPool, host: &str, since: Option<DateTime<Ut
     let hash = chain::parse_hash(&c.head_hash).filter(|_| valid);
     match hash {
         Some(h) => Ok((c.covers_seq + 1, h)),
-        None => anyhow::bail!("the checkpoint before --since (chain_seq {}) does not verify; check the whole chain without --since", c.covers_seq),
+        None => anyhow::bail!(
+            "the checkpoint before --since (chain_seq {}) does not verify; check the whole chain without --since",
+            c.covers_seq
+        ),
     }
 }
 
 /// Every row of a host's chain from `start` on, in chain order, streamed (the database merges
 /// the tables' `(host, chain_seq)` indexes).
-pub fn chain_rows<'a>(pool: &'a sqlx::PgPool, host: &'a str, start: u64) -> impl Stream<Item = Result<ChainRow, sqlx::Error>> + 'a {
+pub fn chain_rows<'a>(
+    pool: &'a sqlx::PgPool,
+    host: &'a str,
+    start: u64,
+) -> impl Stream<Item = Result<ChainRow, sqlx::Error>> + 'a {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let sql = SQL.get_or_init(|| {
         let parts: Vec<String> = ROW_SQL
@@ -452,7 +568,13 @@ pub fn chain_rows<'a>(pool: &'a sqlx::PgPool, host: &'a str, start: u64) -> impl
         .bind(start as i64)
         .fetch(pool)
         .map(|r| {
-            r.map(|(table, id, seq, hash, row)| ChainRow { table, id, seq: seq as u64, hash: hash.and_then(|h| h.try_into().ok()), row })
+            r.map(|(table, id, seq, hash, row)| ChainRow {
+                table,
+                id,
+                seq: seq as u64,
+                hash: hash.and_then(|h| h.try_into().ok()),
+                row,
+            })
         })
 }
 
@@ -461,7 +583,9 @@ pub fn chain_rows<'a>(pool: &'a sqlx::PgPool, host: &'a str, start: u64) -> impl
 pub async fn unchained(pool: &sqlx::PgPool, host: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
     let parts: Vec<String> = ROW_SQL
         .iter()
-        .map(|(table, _, id)| format!("(SELECT '{table}'::text, {id} FROM {table} WHERE host = $1 AND chain_seq IS NULL LIMIT 1000)"))
+        .map(|(table, _, id)| {
+            format!("(SELECT '{table}'::text, {id} FROM {table} WHERE host = $1 AND chain_seq IS NULL LIMIT 1000)")
+        })
         .collect();
     sqlx::query_as(&parts.join(" UNION ALL ")).bind(host).fetch_all(pool).await
 }
@@ -590,7 +714,12 @@ mod tests {
         rows.iter()
             .map(|r| {
                 if r.seq == 3 || r.seq == 4 {
-                    ChainRow { table: RETAINED.into(), id: cut.into(), row: json!({"table": r.table, "leaf": hex(&chain::leaf(&r.row))}), ..r.clone() }
+                    ChainRow {
+                        table: RETAINED.into(),
+                        id: cut.into(),
+                        row: json!({"table": r.table, "leaf": hex(&chain::leaf(&r.row))}),
+                        ..r.clone()
+                    }
                 } else {
                     r.clone()
                 }
@@ -670,7 +799,10 @@ mod tests {
         }
         v.finish(Utc::now());
         let kinds: Vec<_> = v.findings.iter().map(|f| f.kind).collect();
-        assert!(kinds.contains(&"unknown_key") && kinds.contains(&"key_changed") && kinds.contains(&"after_stop"), "{kinds:?}");
+        assert!(
+            kinds.contains(&"unknown_key") && kinds.contains(&"key_changed") && kinds.contains(&"after_stop"),
+            "{kinds:?}"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::{
-        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
@@ -21,7 +21,10 @@ use serde_json::Value;
 
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert!(unsafe { libc::geteuid() } == 0, "integration tests need root (they load eBPF programs): run `sudo cargo xtask test`");
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "integration tests need root (they load eBPF programs): run `sudo cargo xtask test`"
+    );
 }
 
 fn env(name: &str) -> String {
@@ -108,7 +111,12 @@ pub struct DbProxy {
 impl DbProxy {
     /// Listen beside the socket of `url` (`...?host=DIR&port=PORT`).
     pub fn start(name: &str, url: &str) -> Self {
-        let param = |k: &str| url.split(['?', '&']).find_map(|p| p.strip_prefix(k)).unwrap_or_else(|| panic!("no {k} in {url}")).to_owned();
+        let param = |k: &str| {
+            url.split(['?', '&'])
+                .find_map(|p| p.strip_prefix(k))
+                .unwrap_or_else(|| panic!("no {k} in {url}"))
+                .to_owned()
+        };
         let (host, port) = (param("host="), param("port="));
         let target = PathBuf::from(host).join(format!(".s.PGSQL.{port}"));
         let dir = PathBuf::from(format!("/tmp/agentmon-dbproxy-{name}-{}", std::process::id()));
@@ -128,7 +136,9 @@ impl DbProxy {
                 for s in [&client, &server] {
                     list.push(s.try_clone().expect("clone"));
                 }
-                for (mut from, mut to) in [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)] {
+                for (mut from, mut to) in
+                    [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)]
+                {
                     std::thread::spawn(move || {
                         let _ = std::io::copy(&mut from, &mut to);
                         let _ = to.shutdown(std::net::Shutdown::Both);
@@ -350,7 +360,12 @@ impl Drop for Daemon {
 
 /// Parse `--json` output: one object per line.
 pub fn json_lines(out: &Output) -> Vec<Value> {
-    assert!(out.status.success(), "agentmon failed: {}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "agentmon failed: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
@@ -408,7 +423,11 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
 pub fn rss_anon_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("RssAnon:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("RssAnon:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            })
+        })
         .unwrap_or(0)
 }
 
@@ -420,7 +439,11 @@ pub fn test_user() -> (&'static str, &'static str) {
         assert!(Command::new("groupadd").arg(group).status().expect("groupadd").success());
     }
     if Command::new("id").arg(user).output().is_ok_and(|o| !o.status.success()) {
-        assert!(Command::new("useradd").args(["-M", "-N", "-g", "nogroup", "-G", group, "-s", "/bin/sh", user]).status().expect("useradd").success());
+        assert!(Command::new("useradd")
+            .args(["-M", "-N", "-g", "nogroup", "-G", group, "-s", "/bin/sh", user])
+            .status()
+            .expect("useradd")
+            .success());
     }
     let groups = Command::new("id").args(["-nG", user]).output().expect("id");
     if !String::from_utf8_lossy(&groups.stdout).split_whitespace().any(|g| g == group) {
@@ -436,10 +459,21 @@ impl Netns {
     /// `ip netns add NAME`, `lo` up, and `/etc/netns/NAME/resolv.conf`.
     pub fn with_resolver(name: &str) -> Self {
         let ns = Netns(name.to_owned());
-        assert!(Command::new("ip").args(["netns", "add", &ns.0]).status().expect("ip").success(), "ip netns add failed");
-        assert!(Command::new("ip").args(["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"]).status().expect("ip").success());
+        assert!(
+            Command::new("ip").args(["netns", "add", &ns.0]).status().expect("ip").success(),
+            "ip netns add failed"
+        );
+        assert!(Command::new("ip")
+            .args(["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"])
+            .status()
+            .expect("ip")
+            .success());
         std::fs::create_dir_all(format!("/etc/netns/{}", ns.0)).expect("netns etc");
-        std::fs::write(format!("/etc/netns/{}/resolv.conf", ns.0), "nameserver 127.0.0.1\noptions single-request attempts:1 timeout:2\n").expect("resolv.conf");
+        std::fs::write(
+            format!("/etc/netns/{}/resolv.conf", ns.0),
+            "nameserver 127.0.0.1\noptions single-request attempts:1 timeout:2\n",
+        )
+        .expect("resolv.conf");
         ns
     }
 }

@@ -47,7 +47,9 @@ impl Webhook {
                     g.lock().expect("got").push(serde_json::from_slice(&body).expect("webhook body is JSON"));
                     let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                 } else {
-                    let _ = w.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = w.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
                 }
             }
         });
@@ -151,26 +153,50 @@ async fn each_built_in_rule_raises_one_stored_chained_alert_delivered_after_the_
         assert!(a["count"].as_i64().expect("count") >= 1, "{a}");
         assert!(a["chain_seq"].as_i64().is_some(), "every alert is in the chain: {a}");
         assert!(!a["summary"].as_str().expect("summary").is_empty(), "{a}");
-        assert!(!strs(&a["event_ids"]).is_empty() || ["failure_spike", "unusual_activity"].contains(&a["rule"].as_str().expect("rule")), "{a}");
-        assert!(["info", "low", "medium", "high", "critical"].contains(&a["severity"].as_str().expect("severity")), "{a}");
+        assert!(
+            !strs(&a["event_ids"]).is_empty()
+                || ["failure_spike", "unusual_activity"].contains(&a["rule"].as_str().expect("rule")),
+            "{a}"
+        );
+        assert!(
+            ["info", "low", "medium", "high", "critical"].contains(&a["severity"].as_str().expect("severity")),
+            "{a}"
+        );
     }
     // One alert per rule and scope: the first now; repeats inside the window wait to be grouped.
     assert_eq!(by_rule("recursive_delete").len(), 1);
     assert_eq!(by_rule("recursive_delete")[0]["severity"], "critical");
-    assert!(by_rule("recursive_delete")[0]["details"]["command"].as_str().expect("command").contains("rm -rf /var/lib/agentmon-alerts-missing"));
+    assert!(by_rule("recursive_delete")[0]["details"]["command"]
+        .as_str()
+        .expect("command")
+        .contains("rm -rf /var/lib/agentmon-alerts-missing"));
     assert_eq!(by_rule("pipe_to_shell")[0]["details"]["command"], "sh -c curl -s http://127.0.0.1:9/ | sh");
     assert_eq!(by_rule("failure_spike")[0]["severity"], "high", "the configured severity");
     assert_eq!(by_rule("failure_spike")[0]["details"]["failed"], 3, "{:?}", by_rule("failure_spike"));
     assert_eq!(strs(&by_rule("failure_spike")[0]["action_ids"]).len(), 1, "the action that tipped it");
     assert_eq!(by_rule("marker")[0]["severity"], "low");
     let unusual = &by_rule("unusual_activity")[0];
-    assert_eq!((unusual["details"]["actions"].as_u64(), unusual["details"]["usual"].as_f64()), (Some(10), Some(0.0)), "{unusual}");
-    assert!(by_rule("system_write")[0]["details"]["path"].as_str().expect("path").starts_with(&etc), "{:?}", by_rule("system_write"));
-    assert!(by_rule("log_wipe")[0]["details"]["path"].as_str().expect("path").starts_with(&log), "{:?}", by_rule("log_wipe"));
+    assert_eq!(
+        (unusual["details"]["actions"].as_u64(), unusual["details"]["usual"].as_f64()),
+        (Some(10), Some(0.0)),
+        "{unusual}"
+    );
+    assert!(
+        by_rule("system_write")[0]["details"]["path"].as_str().expect("path").starts_with(&etc),
+        "{:?}",
+        by_rule("system_write")
+    );
+    assert!(
+        by_rule("log_wipe")[0]["details"]["path"].as_str().expect("path").starts_with(&log),
+        "{:?}",
+        by_rule("log_wipe")
+    );
     assert_eq!(by_rule("tamper")[0]["severity"], "critical");
-    let unlisted: Vec<String> = by_rule("unlisted_host").iter().map(|a| a["details"]["addr"].as_str().unwrap_or("").to_owned()).collect();
+    let unlisted: Vec<String> =
+        by_rule("unlisted_host").iter().map(|a| a["details"]["addr"].as_str().unwrap_or("").to_owned()).collect();
     assert_eq!(unlisted, ["192.0.2.1"], "10.1.2.3 is in allow_hosts");
-    let sensitive: BTreeSet<String> = by_rule("sensitive_data").iter().filter_map(|a| a["details"]["path"].as_str().map(str::to_owned)).collect();
+    let sensitive: BTreeSet<String> =
+        by_rule("sensitive_data").iter().filter_map(|a| a["details"]["path"].as_str().map(str::to_owned)).collect();
     assert!(sensitive.iter().any(|p| p.ends_with("/.env")), "{sensitive:?}");
 
     // Sensitive marking: the file entries, the actions and the session.
@@ -187,8 +213,12 @@ async fn each_built_in_rule_raises_one_stored_chained_alert_delivered_after_the_
     let all = d.actions(&id);
     let cat = all.iter().find(|a| a["command"] == "cat .env").expect("cat .env action");
     let files = cat["files"].as_array().expect("files");
-    assert!(files.iter().any(|f| f["path"].as_str().is_some_and(|p| p.ends_with("/.env")) && f["sensitive"] == true), "{files:?}");
-    let chmod = all.iter().find(|a| a["command"].as_str().is_some_and(|c| c.starts_with("chmod"))).expect("chmod action");
+    assert!(
+        files.iter().any(|f| f["path"].as_str().is_some_and(|p| p.ends_with("/.env")) && f["sensitive"] == true),
+        "{files:?}"
+    );
+    let chmod =
+        all.iter().find(|a| a["command"].as_str().is_some_and(|c| c.starts_with("chmod"))).expect("chmod action");
     assert_eq!(chmod["sensitive_data_accessed"], false, "{chmod}");
 
     // The webhook comes back: every stored alert arrives, once, with the same content.
@@ -221,7 +251,12 @@ async fn each_built_in_rule_raises_one_stored_chained_alert_delivered_after_the_
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(table.status.success() && text.starts_with("TIME") && text.contains("recursive_delete"), "{text}");
     let verify = d.cli(&["verify"]);
-    assert!(verify.status.success(), "verify: {}{}", String::from_utf8_lossy(&verify.stdout), String::from_utf8_lossy(&verify.stderr));
+    assert!(
+        verify.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
     let bad = d.cli(&["alerts", "--severity", "urgent"]);
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
 }

@@ -7,7 +7,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use integration_tests::{Daemon, cgroup2_mount, json_lines, scratch};
+use integration_tests::{cgroup2_mount, json_lines, scratch, Daemon};
 use serde_json::Value;
 
 const W: &str = env!("CARGO_BIN_EXE_agentmon-workload");
@@ -81,7 +81,10 @@ async fn the_listed_bypasses_are_recorded_as_the_kernel_performed_them() {
     assert_eq!(chmod["noise"], false);
     let raw_files = events(&d, &id, "file").await;
     let f2 = find(&raw_files, &[("syscall", s("fchmodat2"))]);
-    assert_eq!((f2["path"].clone(), f2["empty_path"].clone(), f2["perm"].clone()), (s(&p("mode")), Value::from(true), s("0600")));
+    assert_eq!(
+        (f2["path"].clone(), f2["empty_path"].clone(), f2["perm"].clone()),
+        (s(&p("mode")), Value::from(true), s("0600"))
+    );
     let writers = json_lines(&d.cli(&["actions", "--json", "--session", &id, "--writes"]));
     assert!(writers.iter().any(|a| a["command"].as_str().is_some_and(|c| c.contains(" bypass "))), "{writers:#?}");
     // int 0x80 open: same event, flagged compat.
@@ -94,7 +97,10 @@ async fn the_listed_bypasses_are_recorded_as_the_kernel_performed_them() {
     let sub = find(&uring, &[("phase", s("submit")), ("op", s("openat"))]);
     assert_eq!((sub["path"].clone(), sub["user_data"].clone()), (s(&p("uring")), Value::from(42)));
     let done = find(&uring, &[("phase", s("complete")), ("op", s("openat")), ("req", sub["req"].clone())]);
-    assert_eq!((done["result"].clone(), done["path"].clone(), done["object_resolved"].clone()), (s("ok"), s(&p("uring")), Value::from(true)));
+    assert_eq!(
+        (done["result"].clone(), done["path"].clone(), done["object_resolved"].clone()),
+        (s("ok"), s(&p("uring")), Value::from(true))
+    );
     find(&files, &[("path", s(&p("uring"))), ("access", s("create")), ("result", s("ok"))]);
     // A `..` walk out of /usr/lib is the file it reached, and not noise.
     let walk = find(&files, &[("path", s(&p("secret"))), ("access", s("read"))]);
@@ -102,13 +108,19 @@ async fn the_listed_bypasses_are_recorded_as_the_kernel_performed_them() {
     assert!(!files.iter().any(|f| f["path"].as_str().is_some_and(|x| x.contains(".."))), "{files:#?}");
     // Writes through a symlink and a /proc/self/fd alias are recorded under the real file.
     find(&files, &[("path", s(&p("real"))), ("access", s("create")), ("result", s("ok"))]);
-    assert!(!files.iter().any(|f| f["path"] == p("link").as_str() && f["access"] == "create"), "the symlink is not what was written");
+    assert!(
+        !files.iter().any(|f| f["path"] == p("link").as_str() && f["access"] == "create"),
+        "the symlink is not what was written"
+    );
     find(&files, &[("path", s(&p("real2"))), ("access", s("create")), ("result", s("ok"))]);
     assert!(!files.iter().any(|f| f["path"].as_str().is_some_and(|x| x.starts_with("/proc/self/fd"))), "{files:#?}");
     let alias = find(&raw_files, &[("path_arg", s("/proc/self/fd/3"))]);
     assert_eq!((alias["path"].clone(), alias["object_resolved"].clone()), (s(&p("real2")), Value::from(true)));
     // /dev/null and /dev/tty are noise: the read-only command does not match --writes.
-    let reader = actions.iter().find(|a| a["command"].as_str().is_some_and(|c| c.contains("> /dev/null"))).expect("reader action");
+    let reader = actions
+        .iter()
+        .find(|a| a["command"].as_str().is_some_and(|c| c.contains("> /dev/null")))
+        .expect("reader action");
     assert!(reader["files"].as_array().expect("files").iter().any(|f| f["path"] == "/dev/null" && f["noise"] == true));
     assert!(!writers.iter().any(|w| w["id"] == reader["id"]), "a command that wrote nothing does not match --writes");
 }
@@ -120,12 +132,18 @@ async fn a_connect_whose_sockaddr_is_rewritten_during_the_call_names_the_real_pe
     let a = TcpListener::bind("127.0.0.1:0").expect("a");
     let b = TcpListener::bind("127.0.0.1:0").expect("b");
     let (pa, pb) = (a.local_addr().expect("a").port(), b.local_addr().expect("b").port());
-    let (id, out) = d.run_agent("tester", &dir, &["bash", "-c", &format!("{W} connect-race 127.0.0.1:{pa} 127.0.0.1:{pb} 40; exit 0")]);
+    let (id, out) = d.run_agent(
+        "tester",
+        &dir,
+        &["bash", "-c", &format!("{W} connect-race 127.0.0.1:{pa} 127.0.0.1:{pb} 40; exit 0")],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let real: Vec<u16> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|p| p.parse().expect("port")).collect();
+    let real: Vec<u16> =
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(|p| p.parse().expect("port")).collect();
     assert!(!real.is_empty());
     d.wait_session_end(&id);
-    let raw: Vec<Value> = events(&d, &id, "net").await.into_iter().filter(|e| e["syscall"] == "connect" && e["result"] == "ok").collect();
+    let raw: Vec<Value> =
+        events(&d, &id, "net").await.into_iter().filter(|e| e["syscall"] == "connect" && e["result"] == "ok").collect();
     let recorded: Vec<u16> = raw.iter().map(|e| e["port"].as_u64().expect("port") as u16).collect();
     assert_eq!(recorded, real, "each connect is recorded with the peer the kernel connected to");
 }
@@ -155,7 +173,10 @@ async fn each_tamper_and_handoff_kind_is_an_event_counted_on_the_session() {
     d.wait_session_end(&id);
     let t = events(&d, &id, "tamper").await;
     let sig = find(&t, &[("tamper", s("signal_daemon"))]);
-    assert_eq!((sig["target_pid"].clone(), sig["detail"]["signal"].clone()), (Value::from(d.daemon_pid()), Value::from(libc::SIGCONT)));
+    assert_eq!(
+        (sig["target_pid"].clone(), sig["detail"]["signal"].clone()),
+        (Value::from(d.daemon_pid()), Value::from(libc::SIGCONT))
+    );
     find(&t, &[("tamper", s("bpf")), ("syscall", s("bpf"))]);
     for syscall in ["ptrace", "pidfd_getfd", "process_vm_writev"] {
         let h = find(&t, &[("tamper", s("handoff")), ("syscall", s(syscall))]);
@@ -168,7 +189,8 @@ async fn each_tamper_and_handoff_kind_is_an_event_counted_on_the_session() {
     find(&t, &[("tamper", s("namespace")), ("syscall", s("umount2"))]);
     find(&t, &[("tamper", s("protected_write")), ("path", s(&format!("{state}/tamper-probe")))]);
     find(&t, &[("tamper", s("cgroup_move")), ("path", s(&format!("{}/cgroup.procs", outside.display())))]);
-    let session = json_lines(&d.cli(&["sessions", "--json"])).into_iter().find(|x| x["id"] == id.as_str()).expect("session");
+    let session =
+        json_lines(&d.cli(&["sessions", "--json"])).into_iter().find(|x| x["id"] == id.as_str()).expect("session");
     assert_eq!(session["tamper_events"], t.len());
     assert_eq!(session["incomplete"], false);
     let shown = d.cli(&["events", "--session", &id, "--kind", "tamper"]);
@@ -189,7 +211,8 @@ async fn a_process_the_full_tracked_map_cannot_hold_marks_the_session_incomplete
     let t = events(&d, &id, "tamper").await;
     let failed = find(&t, &[("tamper", s("track_failed"))]);
     assert!(failed["target_pid"].as_u64().is_some_and(|p| p > 0), "{failed}");
-    let session = json_lines(&d.cli(&["sessions", "--json"])).into_iter().find(|x| x["id"] == id.as_str()).expect("session");
+    let session =
+        json_lines(&d.cli(&["sessions", "--json"])).into_iter().find(|x| x["id"] == id.as_str()).expect("session");
     assert_eq!(session["incomplete"], true);
     assert!(d.status()["track_failures"].as_u64().expect("track_failures") > 0);
 }
@@ -207,7 +230,10 @@ async fn a_reused_pid_of_an_untagged_process_is_not_recorded() {
     let mut reused = false;
     for _ in 0..20 {
         std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).expect("ns_last_pid");
-        let o = Command::new("sh").args(["-c", "echo $$; cat /etc/hostname > /dev/null; ls / > /dev/null"]).output().expect("sh");
+        let o = Command::new("sh")
+            .args(["-c", "echo $$; cat /etc/hostname > /dev/null; ls / > /dev/null"])
+            .output()
+            .expect("sh");
         if String::from_utf8_lossy(&o.stdout).trim() == pid.to_string() {
             reused = true;
             break;

@@ -3,7 +3,7 @@
 
 use std::{os::unix::fs::PermissionsExt as _, process::Command};
 
-use integration_tests::{Daemon, cgroup2_mount, json_lines, scratch, strs};
+use integration_tests::{cgroup2_mount, json_lines, scratch, strs, Daemon};
 use serde_json::Value;
 
 fn by_argv<'a>(procs: &'a [Value], argv: &[&str]) -> &'a Value {
@@ -95,7 +95,9 @@ async fn session_records_every_command_with_argv_cwd_exit_and_subtree() {
         .await
         .expect("events");
     assert!(
-        events.iter().any(|(k, v)| k == "exec_failed" && v["error"] == "ENOENT" && v["filename"] == "/nonexistent-agentmon-cmd"),
+        events
+            .iter()
+            .any(|(k, v)| k == "exec_failed" && v["error"] == "ENOENT" && v["filename"] == "/nonexistent-agentmon-cmd"),
         "{events:#?}"
     );
 
@@ -135,7 +137,11 @@ async fn processes_outside_the_session_are_not_recorded() {
         .args(["-c", &format!("for i in 1 2 3 4 5; do /bin/echo {marker} > /dev/null; sleep 0.1; done")])
         .spawn()
         .expect("outside process");
-    let (id, out) = d.run_agent("tester", &dir, &["bash", "-c", "for i in 1 2 3; do /bin/echo inside > /dev/null; sleep 0.1; done"]);
+    let (id, out) = d.run_agent(
+        "tester",
+        &dir,
+        &["bash", "-c", "for i in 1 2 3; do /bin/echo inside > /dev/null; sleep 0.1; done"],
+    );
     assert!(out.status.success());
     outside.wait().expect("outside");
     d.wait_session_end(&id);
@@ -147,11 +153,12 @@ async fn processes_outside_the_session_are_not_recorded() {
         .await
         .expect("count");
     assert_eq!(leaked, 0, "events from outside the session were stored");
-    let any: i64 = sqlx::query_scalar("SELECT count(*) FROM processes WHERE array_to_string(argv, ' ') LIKE '%' || $1 || '%'")
-        .bind(&marker)
-        .fetch_one(&d.pool)
-        .await
-        .expect("count");
+    let any: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM processes WHERE array_to_string(argv, ' ') LIKE '%' || $1 || '%'")
+            .bind(&marker)
+            .fetch_one(&d.pool)
+            .await
+            .expect("count");
     assert_eq!(any, 0);
 }
 
@@ -205,11 +212,13 @@ async fn an_argv_longer_than_the_cap_is_truncated_and_flagged() {
     // 16383 captured bytes: "/bin/true\0" (10) + 16373 bytes of the long argument.
     assert_eq!(argv[1].len(), 16_373);
     assert!(argv[1].bytes().all(|b| b == b'a'));
-    let full: i64 = sqlx::query_scalar("SELECT (data->>'argv_bytes')::bigint FROM events WHERE action_id = $1::text::uuid AND kind = 'exec'")
-        .bind(a["id"].as_str().expect("id"))
-        .fetch_one(&d.pool)
-        .await
-        .expect("exec event");
+    let full: i64 = sqlx::query_scalar(
+        "SELECT (data->>'argv_bytes')::bigint FROM events WHERE action_id = $1::text::uuid AND kind = 'exec'",
+    )
+    .bind(a["id"].as_str().expect("id"))
+    .fetch_one(&d.pool)
+    .await
+    .expect("exec event");
     assert_eq!(full, 10 + 20_001, "the true length is kept");
     // Odd argv: spaces, an empty argument and a non-UTF-8 byte, stored losslessly escaped.
     let b = &actions[1];
@@ -221,7 +230,10 @@ async fn an_argv_longer_than_the_cap_is_truncated_and_flagged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permitted_non_root_user_can_run_sessions_and_others_cannot() {
     let (user, group) = integration_tests::test_user();
-    let uid: i64 = String::from_utf8_lossy(&Command::new("id").args(["-u", user]).output().expect("id").stdout).trim().parse().expect("uid");
+    let uid: i64 = String::from_utf8_lossy(&Command::new("id").args(["-u", user]).output().expect("id").stdout)
+        .trim()
+        .parse()
+        .expect("uid");
     let d = Daemon::start("nonroot", &["--group", group]).await;
     let dir = scratch("nonroot");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
@@ -260,7 +272,10 @@ async fn a_permitted_non_root_user_can_run_sessions_and_others_cannot() {
     assert_eq!(refused.status.code(), Some(125));
     let msg = String::from_utf8_lossy(&refused.stderr);
     // The socket is group-owned 0660, so the kernel refuses the connection itself.
-    assert!(msg.starts_with("agentmon: permission denied on") && msg.contains("members of the daemon's group"), "{msg}");
+    assert!(
+        msg.starts_with("agentmon: permission denied on") && msg.contains("members of the daemon's group"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -272,7 +287,14 @@ async fn tagging_an_existing_cgroup_adopts_its_running_processes() {
     let flag = dir.join("go");
     // An "agent" already running in the cgroup before it is tagged; it waits for a flag file.
     let mut agent = Command::new("bash")
-        .args(["-c", &format!("echo $$ > {}/cgroup.procs; while [ ! -e {} ]; do sleep 0.05; done; /bin/echo tagged-child; exit 0", cg.display(), flag.display())])
+        .args([
+            "-c",
+            &format!(
+                "echo $$ > {}/cgroup.procs; while [ ! -e {} ]; do sleep 0.05; done; /bin/echo tagged-child; exit 0",
+                cg.display(),
+                flag.display()
+            ),
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("agent");
@@ -280,7 +302,14 @@ async fn tagging_an_existing_cgroup_adopts_its_running_processes() {
     let out = d.cli(&["tag", "--cgroup", cg.to_str().expect("path"), "--agent", "svc"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let id = stderr.lines().find_map(|l| l.strip_prefix("agentmon: session ")).expect("session").split(' ').next().expect("id").to_owned();
+    let id = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("agentmon: session "))
+        .expect("session")
+        .split(' ')
+        .next()
+        .expect("id")
+        .to_owned();
     std::fs::write(&flag, "").expect("flag");
     agent.wait().expect("agent");
     let s = d.wait_session_end(&id);
@@ -304,7 +333,10 @@ async fn status_reports_capture_and_bad_input_gets_one_line_errors() {
     assert!(st[0]["probes"].as_array().expect("probes").iter().any(|p| p == "raw_tp/sched_process_exec"));
     assert_eq!(st[0]["events_dropped"], 0);
     // Nothing capturing at another runtime dir: status exits 1, run refuses with 125.
-    let none = Command::new(integration_tests::bin()).args(["status", "--runtime-dir", "/nonexistent-agentmon"]).output().expect("status");
+    let none = Command::new(integration_tests::bin())
+        .args(["status", "--runtime-dir", "/nonexistent-agentmon"])
+        .output()
+        .expect("status");
     assert_eq!(none.status.code(), Some(1));
     let run = Command::new(integration_tests::bin())
         .args(["run", "--agent", "x", "--runtime-dir", "/nonexistent-agentmon", "--", "true"])
@@ -359,7 +391,10 @@ async fn a_restarted_daemon_adopts_running_sessions_from_proc() {
     let actions = d.actions(&id);
     let argvs: Vec<Vec<String>> = actions.iter().map(|a| strs(&a["argv"])).collect();
     assert!(argvs.contains(&vec!["/bin/echo".to_owned(), "before-restart".to_owned()]), "{argvs:?}");
-    assert!(argvs.contains(&vec!["/bin/echo".to_owned(), "after-restart".to_owned()]), "the new daemon kept capturing: {argvs:?}");
+    assert!(
+        argvs.contains(&vec!["/bin/echo".to_owned(), "after-restart".to_owned()]),
+        "the new daemon kept capturing: {argvs:?}"
+    );
     assert!(d.log().contains("continuing from the last daemon's handoff"), "{}", d.log());
     // One ordered timeline across both daemons: seq continues, it does not restart.
     let (n, distinct, max): (i64, i64, i64) =
@@ -375,10 +410,12 @@ async fn a_restarted_daemon_adopts_running_sessions_from_proc() {
 
 /// The session's agent pid, from its first exec event.
 async fn out_root_pid(d: &Daemon, id: &str) -> Value {
-    let pid: i64 = sqlx::query_scalar("SELECT pid FROM events WHERE session_id = $1::text::uuid AND kind = 'exec' ORDER BY seq LIMIT 1")
-        .bind(id)
-        .fetch_one(&d.pool)
-        .await
-        .expect("first exec");
+    let pid: i64 = sqlx::query_scalar(
+        "SELECT pid FROM events WHERE session_id = $1::text::uuid AND kind = 'exec' ORDER BY seq LIMIT 1",
+    )
+    .bind(id)
+    .fetch_one(&d.pool)
+    .await
+    .expect("first exec");
     Value::from(pid)
 }

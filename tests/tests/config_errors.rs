@@ -51,14 +51,25 @@ fn bad_config_files_get_one_line() {
     std::fs::write(&file, "database_url = \"postgres://x\"\n\ndatabse_url = \"y\"\n").expect("write config");
     let (code, stderr) = agentmon(&["daemon"], &file);
     assert_ne!(code, Some(0));
-    assert!(stderr.starts_with(&format!("agentmon: {f}: unknown key `databse_url` (line 3); valid keys: database_url, group, ")), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "agentmon: {f}: unknown key `databse_url` (line 3); valid keys: database_url, group, "
+        )),
+        "{stderr}"
+    );
     assert!(stderr.contains(", metrics_listen,") && stderr.ends_with('\n') && stderr.lines().count() == 1, "{stderr}");
 
     // A file named with --config must exist; a directory cannot be read.
     let missing = dir.join("missing.toml");
     let (code, stderr) = agentmon(&["daemon"], &missing);
     assert_ne!(code, Some(0));
-    assert_eq!(stderr, format!("agentmon: {}: no such file (only the default /etc/agentmon/agentmon.toml may be absent)\n", missing.display()));
+    assert_eq!(
+        stderr,
+        format!(
+            "agentmon: {}: no such file (only the default /etc/agentmon/agentmon.toml may be absent)\n",
+            missing.display()
+        )
+    );
     let (code, stderr) = agentmon(&["daemon"], &dir);
     assert_ne!(code, Some(0));
     assert_eq!(stderr, format!("agentmon: {}: cannot read: Is a directory (os error 21)\n", dir.display()));

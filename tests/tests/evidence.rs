@@ -11,7 +11,7 @@ use std::{
 
 use ed25519_dalek::Signer as _;
 use futures_util::StreamExt as _;
-use integration_tests::{Daemon, scratch, strs, wait_for};
+use integration_tests::{scratch, strs, wait_for, Daemon};
 use monitor::chain;
 use serde_json::Value;
 
@@ -111,15 +111,29 @@ async fn secrets_never_reach_the_spool_the_handoff_the_database_or_the_log() {
     d.stop();
     let handoff = std::fs::read(d.state_dir.join("handoff.json")).expect("a graceful stop leaves a handoff");
     assert_eq!(leaked(&handoff), Vec::<&str>::new(), "secret in handoff.json");
-    assert!(String::from_utf8_lossy(&handoff).contains("[REDACTED:password_flag:"), "the in-flight argv is in the handoff, redacted");
+    assert!(
+        String::from_utf8_lossy(&handoff).contains("[REDACTED:password_flag:"),
+        "the in-flight argv is in the handoff, redacted"
+    );
     d.start_again(None);
     let out = agent.wait_with_output().expect("agent");
-    let id2 = String::from_utf8_lossy(&out.stderr).lines().find_map(|l| l.strip_prefix("agentmon: session ")).expect("session").trim().to_owned();
+    let id2 = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("agentmon: session "))
+        .expect("session")
+        .trim()
+        .to_owned();
     d.wait_session_end(&id2);
 
     // What was stored: redacted, with the rules named, and the same secret with the same mark.
     let actions = d.actions(&id);
-    let argv_of = |prog: &str| actions.iter().map(|a| strs(&a["argv"])).find(|a| a[0].ends_with(prog)).unwrap_or_else(|| panic!("no {prog} action"));
+    let argv_of = |prog: &str| {
+        actions
+            .iter()
+            .map(|a| strs(&a["argv"]))
+            .find(|a| a[0].ends_with(prog))
+            .unwrap_or_else(|| panic!("no {prog} action"))
+    };
     let mysql = argv_of("mysql");
     assert_eq!(mysql[..2], ["mysql".to_owned(), "-uroot".to_owned()]);
     assert!(mysql[2].starts_with("-p[REDACTED:mysql_password:"), "{mysql:?}");
@@ -131,13 +145,25 @@ async fn secrets_never_reach_the_spool_the_handoff_the_database_or_the_log() {
     assert!(env[1].starts_with("AWS_SECRET_ACCESS_KEY=[REDACTED:"), "{env:?}");
     let echo = actions.iter().find(|a| strs(&a["argv"])[0] == "/bin/echo").expect("echo action");
     let echo_argv = strs(&echo["argv"]);
-    assert!(echo_argv[1].starts_with("[REDACTED:github_token:") && echo_argv[2].starts_with("[REDACTED:anthropic_api_key:"), "{echo_argv:?}");
+    assert!(
+        echo_argv[1].starts_with("[REDACTED:github_token:") && echo_argv[2].starts_with("[REDACTED:anthropic_api_key:"),
+        "{echo_argv:?}"
+    );
     assert_eq!(strs(&echo["redacted"]), ["anthropic_api_key", "github_token"]);
     assert!(!echo["command"].as_str().expect("command").contains("ghp_"), "{}", echo["command"]);
     let cat = actions.iter().find(|a| strs(&a["argv"])[0] == "cat").expect("cat action");
-    let read = cat["files"].as_array().expect("files").iter().find(|f| f["path"].as_str().is_some_and(|p| p.ends_with("/notes"))).expect("the notes read");
+    let read = cat["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with("/notes")))
+        .expect("the notes read");
     let path = read["path"].as_str().expect("path");
-    assert_eq!(fingerprint(path, "github_token"), fingerprint(&echo_argv[1], "github_token"), "the same token has the same fingerprint: {path}");
+    assert_eq!(
+        fingerprint(path, "github_token"),
+        fingerprint(&echo_argv[1], "github_token"),
+        "the same token has the same fingerprint: {path}"
+    );
     assert!(fingerprint(path, "github_token").is_some_and(|f| f.len() == 12));
 
     // Nothing anywhere: a dump of the database, the state directory, the daemon's log.
@@ -153,9 +179,18 @@ async fn secrets_never_reach_the_spool_the_handoff_the_database_or_the_log() {
 
 /// `agentmon verify --json` against `url`: the exit code and the output lines.
 fn verify(url: &str, extra: &[&str]) -> (i32, Vec<Value>) {
-    let out: Output = Command::new(integration_tests::bin()).args(["verify", "--json", "--database-url", url]).args(extra).output().expect("verify");
-    let lines = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
-    assert!(out.status.code() == Some(0) || out.status.code() == Some(3), "verify failed to run: {}", String::from_utf8_lossy(&out.stderr));
+    let out: Output = Command::new(integration_tests::bin())
+        .args(["verify", "--json", "--database-url", url])
+        .args(extra)
+        .output()
+        .expect("verify");
+    let lines =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(3),
+        "verify failed to run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), lines)
 }
 
@@ -184,7 +219,10 @@ async fn copy_db(d: &Daemon, suffix: &str) -> (String, sqlx::PgPool) {
 /// Run SQL as a superuser with the append-only triggers switched off, as an attacker would.
 async fn tamper(pool: &sqlx::PgPool, sql: &str) {
     let mut c = pool.acquire().await.expect("conn");
-    sqlx::raw_sql(&format!("SET session_replication_role = replica; {sql}; RESET session_replication_role")).execute(&mut *c).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    sqlx::raw_sql(&format!("SET session_replication_role = replica; {sql}; RESET session_replication_role"))
+        .execute(&mut *c)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -209,7 +247,12 @@ async fn verify_names_every_kind_of_tampering_and_a_witness_catches_a_rebuilt_ch
 
     // An edited argv.
     let (url, pool) = copy_db(&d, "edit").await;
-    let action: String = sqlx::query_scalar("SELECT id::text FROM actions WHERE argv[1] = 'echo' OR argv[1] = 'ls' ORDER BY chain_seq LIMIT 1").fetch_one(&pool).await.expect("an action");
+    let action: String = sqlx::query_scalar(
+        "SELECT id::text FROM actions WHERE argv[1] = 'echo' OR argv[1] = 'ls' ORDER BY chain_seq LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("an action");
     tamper(&pool, &format!("UPDATE actions SET argv = '{{echo,innocent}}' WHERE id = '{action}'")).await;
     let (code, lines) = verify(&url, &[]);
     assert_eq!(code, 3);
@@ -218,7 +261,13 @@ async fn verify_names_every_kind_of_tampering_and_a_witness_catches_a_rebuilt_ch
 
     // A deleted raw event: the gap is reported at the next row, with the missing positions.
     let (url, pool) = copy_db(&d, "delete").await;
-    let (event, seq): (String, i64) = sqlx::query_as("SELECT id::text, chain_seq FROM events WHERE session_id = $1::uuid ORDER BY seq OFFSET 2 LIMIT 1").bind(&id).fetch_one(&pool).await.expect("an event");
+    let (event, seq): (String, i64) = sqlx::query_as(
+        "SELECT id::text, chain_seq FROM events WHERE session_id = $1::uuid ORDER BY seq OFFSET 2 LIMIT 1",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .expect("an event");
     tamper(&pool, &format!("DELETE FROM events WHERE id = '{event}'")).await;
     let (code, lines) = verify(&url, &[]);
     assert_eq!(code, 3);
@@ -241,7 +290,10 @@ async fn verify_names_every_kind_of_tampering_and_a_witness_catches_a_rebuilt_ch
     .await;
     let (code, lines) = verify(&url, &[]);
     assert_eq!(code, 3);
-    assert!(findings(&lines).iter().any(|f| f["id"] == fake || f["detail"].as_str().is_some_and(|d| d.contains(fake))), "{lines:?}");
+    assert!(
+        findings(&lines).iter().any(|f| f["id"] == fake || f["detail"].as_str().is_some_and(|d| d.contains(fake))),
+        "{lines:?}"
+    );
     pool.close().await;
 
     // A checkpoint re-signed with another key (registered too, as a forger would).
@@ -260,7 +312,11 @@ async fn verify_names_every_kind_of_tampering_and_a_witness_catches_a_rebuilt_ch
     let mut c = checkpoint_of(&row);
     c.key_fingerprint = fp.clone();
     let sig = chain::hex(&forger.sign(&chain::checkpoint_message(&host, &c)).to_bytes());
-    tamper(&pool, &format!("UPDATE checkpoints SET key_fingerprint = '{fp}', signature = '{sig}' WHERE id = '{cp_id}'")).await;
+    tamper(
+        &pool,
+        &format!("UPDATE checkpoints SET key_fingerprint = '{fp}', signature = '{sig}' WHERE id = '{cp_id}'"),
+    )
+    .await;
     tamper(&pool, &format!("INSERT INTO signing_keys (host, fingerprint, public_key, created_at) VALUES ('{host}', '{fp}', '{pk}', now())")).await;
     let (code, lines) = verify(&url, &[]);
     assert_eq!(code, 3);
@@ -270,7 +326,11 @@ async fn verify_names_every_kind_of_tampering_and_a_witness_catches_a_rebuilt_ch
 
     // A chain rebuilt from scratch with the host's own key: only a witness tells.
     let (url, pool) = copy_db(&d, "rebuild").await;
-    tamper(&pool, &format!("UPDATE actions SET argv = '{{echo,innocent}}', command = 'echo innocent' WHERE id = '{action}'")).await;
+    tamper(
+        &pool,
+        &format!("UPDATE actions SET argv = '{{echo,innocent}}', command = 'echo innocent' WHERE id = '{action}'"),
+    )
+    .await;
     let seed: [u8; 32] = std::fs::read(state.join("signing.key")).expect("the host key").try_into().expect("32 bytes");
     rebuild_chain(&pool, &host, &ed25519_dalek::SigningKey::from_bytes(&seed)).await;
     let (code, lines) = verify(&url, &[]);
@@ -287,12 +347,14 @@ async fn verify_names_every_kind_of_tampering_and_a_witness_catches_a_rebuilt_ch
     for (t, _, _) in chain::ROW_SQL {
         tamper(&pool, &format!("DELETE FROM {t} WHERE chain_seq > {}", max - 4)).await;
     }
-    let newest: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT max(at) FROM checkpoints").fetch_one(&pool).await.expect("newest");
+    let newest: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT max(at) FROM checkpoints").fetch_one(&pool).await.expect("newest");
     let wait = (newest + chrono::Duration::seconds(9) - chrono::Utc::now()).to_std().unwrap_or_default();
     std::thread::sleep(wait);
     let (code, lines) = verify(&url, &[]);
     assert_eq!(code, 3);
-    let tail = findings(&lines).into_iter().find(|f| f["kind"] == "truncated_tail").unwrap_or_else(|| panic!("{lines:?}"));
+    let tail =
+        findings(&lines).into_iter().find(|f| f["kind"] == "truncated_tail").unwrap_or_else(|| panic!("{lines:?}"));
     assert_eq!(tail["table"], "checkpoints");
     pool.close().await;
 }
@@ -324,11 +386,27 @@ async fn rebuild_chain(pool: &sqlx::PgPool, host: &str, key: &ed25519_dalek::Sig
             let sig = chain::hex(&key.sign(&chain::checkpoint_message(host, &c)).to_bytes());
             r.row["head_hash"] = c.head_hash.clone().into();
             r.row["signature"] = sig.clone().into();
-            tamper(pool, &format!("UPDATE checkpoints SET head_hash = '{}', signature = '{sig}' WHERE id = '{}'", c.head_hash, r.id)).await;
+            tamper(
+                pool,
+                &format!(
+                    "UPDATE checkpoints SET head_hash = '{}', signature = '{sig}' WHERE id = '{}'",
+                    c.head_hash, r.id
+                ),
+            )
+            .await;
         }
         prev = chain::link(&prev, &chain::leaf(&r.row));
         let (_, _, idcol) = chain::ROW_SQL.iter().find(|t| t.0 == r.table).expect("table");
-        tamper(pool, &format!("UPDATE {} SET chain_hash = '\\x{}' WHERE host = '{host}' AND {idcol} = '{}'", r.table, chain::hex(&prev), r.id)).await;
+        tamper(
+            pool,
+            &format!(
+                "UPDATE {} SET chain_hash = '\\x{}' WHERE host = '{host}' AND {idcol} = '{}'",
+                r.table,
+                chain::hex(&prev),
+                r.id
+            ),
+        )
+        .await;
     }
 }
 
@@ -351,27 +429,47 @@ async fn the_writer_only_appends_and_other_users_cannot_reach_the_private_cluste
         assert_eq!(code.as_deref(), Some("42501"), "{sql} must be refused for lack of privilege: {e}");
     }
     let mut tx = sqlx::Connection::begin(&mut *c).await.expect("tx");
-    sqlx::query("INSERT INTO signing_keys (host, fingerprint, public_key, created_at) VALUES ('t', 'f', 'k', now())").execute(&mut *tx).await.expect("the writer appends");
+    sqlx::query("INSERT INTO signing_keys (host, fingerprint, public_key, created_at) VALUES ('t', 'f', 'k', now())")
+        .execute(&mut *tx)
+        .await
+        .expect("the writer appends");
     tx.rollback().await.expect("rollback");
     sqlx::query("SET ROLE agentmon_reader").execute(&mut *c).await.expect("reader");
-    let e = sqlx::query("INSERT INTO signing_keys (host, fingerprint, public_key, created_at) VALUES ('t', 'f', 'k', now())").execute(&mut *c).await.expect_err("the reader only reads");
+    let e = sqlx::query(
+        "INSERT INTO signing_keys (host, fingerprint, public_key, created_at) VALUES ('t', 'f', 'k', now())",
+    )
+    .execute(&mut *c)
+    .await
+    .expect_err("the reader only reads");
     assert_eq!(e.as_database_error().and_then(sqlx::error::DatabaseError::code).as_deref(), Some("42501"));
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(&mut *c).await.expect("the reader reads");
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(&mut *c).await.expect("the reader reads");
     assert!(n >= 0);
     drop(c);
 
     // The private cluster: a postgres-only socket directory, peer authentication, no trust.
     let sock = d.db_url.split(['?', '&']).find_map(|p| p.strip_prefix("host=")).expect("socket dir").to_owned();
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).expect("socket dir").permissions()) & 0o777;
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).expect("socket dir").permissions()) & 0o777;
     assert_eq!(mode, 0o700, "{sock}");
-    let hba = std::fs::read_to_string(Path::new(&sock).parent().expect("cluster").join("data/pg_hba.conf")).expect("pg_hba.conf");
+    let hba = std::fs::read_to_string(Path::new(&sock).parent().expect("cluster").join("data/pg_hba.conf"))
+        .expect("pg_hba.conf");
     assert!(!hba.lines().any(|l| !l.trim_start().starts_with('#') && l.contains("trust")), "{hba}");
     // A user who may even start sessions (it is in the daemon's group) still cannot connect.
     let (user, _) = integration_tests::test_user();
     for url in [d.db_url.clone(), d.db_url.replacen("postgres@", &format!("{user}@"), 1)] {
-        let out = Command::new("runuser").args(["-u", user, "--", "psql", &url, "-tAc", "SELECT 1"]).output().expect("psql");
-        assert!(!out.status.success(), "a non-root user connected to the private cluster: {}", String::from_utf8_lossy(&out.stdout));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("ermission denied"), "{}", String::from_utf8_lossy(&out.stderr));
+        let out =
+            Command::new("runuser").args(["-u", user, "--", "psql", &url, "-tAc", "SELECT 1"]).output().expect("psql");
+        assert!(
+            !out.status.success(),
+            "a non-root user connected to the private cluster: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("ermission denied"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // Root is let in, through the peer map.
     let out = Command::new("psql").args([&d.db_url, "-tAc", "SELECT current_user"]).output().expect("psql");

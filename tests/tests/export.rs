@@ -10,7 +10,11 @@ use serde_json::Value;
 
 fn chromium() -> PathBuf {
     let p = PathBuf::from("/usr/bin/chromium-headless-shell");
-    assert!(p.exists(), "{} is missing: run `cargo xtask setup` (it installs Debian's chromium-headless-shell)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask setup` (it installs Debian's chromium-headless-shell)",
+        p.display()
+    );
     p
 }
 
@@ -24,7 +28,10 @@ fn verify_packet(file: &Path, extra: &[&str]) -> (i32, String) {
         .env("AGENTMON_RUNTIME_DIR", "/nonexistent")
         .output()
         .expect("run verify");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 /// Export until a signed checkpoint covers the sessions (one comes within a second here).
@@ -84,12 +91,16 @@ async fn a_packet_verifies_offline_fails_on_one_changed_byte_and_renders_in_chro
     assert_eq!(count("actions") as i64, session["actions"].as_i64().expect("actions"), "every action");
     assert_eq!(count("events") as i64, session["events"].as_i64().expect("events"), "every raw event");
     assert!(count("processes") > count("actions"), "the process trees (the agent and `sh -c` children)");
-    let commands: Vec<&str> = rows.iter().filter(|r| r["table"] == "actions").filter_map(|r| r["command"].as_str()).collect();
+    let commands: Vec<&str> =
+        rows.iter().filter(|r| r["table"] == "actions").filter_map(|r| r["command"].as_str()).collect();
     assert!(commands.contains(&"rm -rf /var/lib/agentmon-export-missing"), "{commands:?}");
     let alerts: Vec<&&Value> = rows.iter().filter(|r| r["table"] == "alerts").collect();
     assert!(alerts.iter().any(|a| a["rule"] == "recursive_delete"), "{alerts:?}");
     assert!(alerts.iter().any(|a| a["rule"] == "sensitive_data"), "{alerts:?}");
-    assert!(rows.iter().all(|r| r["table"] == "sessions" && r["id"] == id.as_str() || r["session_id"] == id.as_str()), "only this session's rows in full");
+    assert!(
+        rows.iter().all(|r| r["table"] == "sessions" && r["id"] == id.as_str() || r["session_id"] == id.as_str()),
+        "only this session's rows in full"
+    );
     let leaves = proof["entries"].as_array().expect("entries").iter().filter(|e| e.get("leaf").is_some()).count();
     assert!(leaves > 0, "the checkpoints signed during the session's 2 s sleep are leaves");
     let key = proof["public_key"].as_str().expect("key").to_owned();
@@ -105,7 +116,10 @@ async fn a_packet_verifies_offline_fails_on_one_changed_byte_and_renders_in_chro
         ("agentmon-export-missing", "agentmon-export-mission"),
         ("\"leaf\":\"", "\"leaF\":\""),
         ("\"format\":", "\"format\" :"),
-        (&format!("\"public_key\":\"{}", &key[..2]), &format!("\"public_key\":\"{}", if &key[..2] == "00" { "01" } else { "00" })),
+        (
+            &format!("\"public_key\":\"{}", &key[..2]),
+            &format!("\"public_key\":\"{}", if &key[..2] == "00" { "01" } else { "00" }),
+        ),
     ] {
         flip(&json_path, &bad, find, replace);
         let (code, text) = verify_packet(&bad, &[]);
@@ -135,7 +149,17 @@ async fn a_packet_verifies_offline_fails_on_one_changed_byte_and_renders_in_chro
         .expect("run chromium");
     let dom_text = String::from_utf8_lossy(&dom.stdout);
     assert!(dom.status.success() && dom_text.contains("</html>"), "{}", String::from_utf8_lossy(&dom.stderr));
-    for want in ["rm -rf /var/lib/agentmon-export-missing", "sleep 2", "wc -l", "recursive_delete", "sensitive_data", "Verified", "export-agent", "exit 1", "out.txt"] {
+    for want in [
+        "rm -rf /var/lib/agentmon-export-missing",
+        "sleep 2",
+        "wc -l",
+        "recursive_delete",
+        "sensitive_data",
+        "Verified",
+        "export-agent",
+        "exit 1",
+        "out.txt",
+    ] {
         assert!(dom_text.contains(want), "the rendered page lacks {want}");
     }
     let shot = dir.join("packet.png");
@@ -145,7 +169,8 @@ async fn a_packet_verifies_offline_fails_on_one_changed_byte_and_renders_in_chro
         .arg(format!("file://{}", html.display()))
         .output()
         .expect("run chromium");
-    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let png = std::fs::read(&shot)
+        .unwrap_or_else(|e| panic!("no screenshot ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a screenshot with content: {} bytes", png.len());
     if let Ok(keep) = std::env::var("AGENTMON_KEEP_SCREENSHOT") {
         std::fs::copy(&shot, keep).expect("keep the screenshot");

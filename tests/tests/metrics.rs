@@ -1,6 +1,10 @@
 //! Root integration tests of the Prometheus endpoint: a real daemon with `--metrics-listen`,
 //! real sessions, and a scrape compared with `agentmon status --json` number by number.
-#![expect(clippy::float_cmp, clippy::cast_precision_loss, reason = "the samples are whole numbers far below 2^53: exact in f64")]
+#![expect(
+    clippy::float_cmp,
+    clippy::cast_precision_loss,
+    reason = "the samples are whole numbers far below 2^53: exact in f64"
+)]
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -9,7 +13,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use integration_tests::{Daemon, scratch, wait_for};
+use integration_tests::{scratch, wait_for, Daemon};
 use serde_json::Value;
 
 /// The fields of `status --json` that are one unlabelled sample, and that sample's series.
@@ -141,7 +145,8 @@ async fn metrics_equal_status() {
 
     // Activity that ends, then a session that stays live and idle, so per-session series exist.
     let dir = scratch("metrics");
-    let (done, out) = d.run_agent("metrics-busy", &dir, &["sh", "-c", "cat /etc/hostname > out.txt; ls -la > /dev/null; true"]);
+    let (done, out) =
+        d.run_agent("metrics-busy", &dir, &["sh", "-c", "cat /etc/hostname > out.txt; ls -la > /dev/null; true"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     d.wait_session_end(&done);
     let mut idle = Command::new(integration_tests::bin())
@@ -155,7 +160,11 @@ async fn metrics_equal_status() {
     wait_for(20, "the idle session", || {
         let st = d.status();
         let s = st["sessions"].as_array()?.iter().find(|s| s["agent"] == "metrics-idle")?.clone();
-        (s["processes"] == 1 && st["queue_records"] == 0 && st["spool_records"] == 0 && st["oldest_unstored_secs"].is_null()).then_some(())
+        (s["processes"] == 1
+            && st["queue_records"] == 0
+            && st["spool_records"] == 0
+            && st["oldest_unstored_secs"].is_null())
+        .then_some(())
     });
 
     let (st, text) = quiet_scrape(&d, port);
@@ -166,14 +175,20 @@ async fn metrics_equal_status() {
     let covered: HashSet<&str> = SAMPLES.iter().map(|(f, _)| *f).chain(["pid"]).collect();
     for (field, v) in st.as_object().expect("status object") {
         if v.is_number() {
-            assert!(covered.contains(field.as_str()), "status field {field} has no metric in this test's table (and maybe none in the daemon)");
+            assert!(
+                covered.contains(field.as_str()),
+                "status field {field} has no metric in this test's table (and maybe none in the daemon)"
+            );
         }
     }
     for (field, series) in SAMPLES {
         let want = st[*field].as_f64().unwrap_or(0.0);
         assert_eq!(sample(series), want, "{series} vs status {field}");
     }
-    assert!(st["events_read"].as_u64().expect("events_read") > 0 && st["records_stored"].as_u64().expect("stored") > 0, "the activity was counted: {st}");
+    assert!(
+        st["events_read"].as_u64().expect("events_read") > 0 && st["records_stored"].as_u64().expect("stored") > 0,
+        "the activity was counted: {st}"
+    );
     assert_eq!(sample("agentmon_capturing"), 1.0);
     assert_eq!(sample("agentmon_sessions_live"), st["sessions"].as_array().expect("sessions").len() as f64);
     let started = chrono::DateTime::parse_from_rfc3339(st["started_at"].as_str().expect("started_at")).expect("time");
@@ -181,20 +196,42 @@ async fn metrics_equal_status() {
     // This kernel (6.18) has every primary hook: no fallback, nothing missing.
     let paths = st["capture_paths"].as_array().expect("capture_paths");
     for what in ["process exit", "io_uring submissions", "32-bit syscalls"] {
-        assert!(paths.iter().any(|p| p["what"] == what && p["state"] == "primary"), "{what} on its primary hook: {paths:?}");
+        assert!(
+            paths.iter().any(|p| p["what"] == what && p["state"] == "primary"),
+            "{what} on its primary hook: {paths:?}"
+        );
     }
     assert!(paths.iter().all(|p| p["state"] == "primary"), "{paths:?}");
     let kinds = st["probe_kinds"].as_object().expect("probe_kinds");
-    assert_eq!(kinds.values().filter_map(Value::as_u64).sum::<u64>(), st["probes"].as_array().expect("probes").len() as u64, "every probe has a kind");
+    assert_eq!(
+        kinds.values().filter_map(Value::as_u64).sum::<u64>(),
+        st["probes"].as_array().expect("probes").len() as u64,
+        "every probe has a kind"
+    );
     for (kind, n) in kinds {
-        assert_eq!(sample(&format!("agentmon_probes_attached{{kind=\"{kind}\"}}")), n.as_f64().expect("count"), "{kind}");
+        assert_eq!(
+            sample(&format!("agentmon_probes_attached{{kind=\"{kind}\"}}")),
+            n.as_f64().expect("count"),
+            "{kind}"
+        );
     }
     for s in st["sessions"].as_array().expect("sessions") {
-        let labels = format!("session=\"{}\",agent=\"{}\"", s["id"].as_str().expect("id"), s["agent"].as_str().expect("agent"));
+        let labels =
+            format!("session=\"{}\",agent=\"{}\"", s["id"].as_str().expect("id"), s["agent"].as_str().expect("agent"));
         assert_eq!(sample(&format!("agentmon_session_processes{{{labels}}}")), s["processes"].as_f64().expect("n"));
-        assert_eq!(sample(&format!("agentmon_session_kernel_processes{{{labels}}}")), s["kernel_processes"].as_f64().expect("n"));
-        assert_eq!(sample(&format!("agentmon_session_events_lost_total{{{labels}}}")), s["events_lost"].as_f64().expect("n"));
-        let info = format!("agentmon_session_info{{{labels},cgroup_id=\"{}\",root_pid=\"{}\"}}", s["cgroup_id"], s["root_pid"].as_u64().unwrap_or(0));
+        assert_eq!(
+            sample(&format!("agentmon_session_kernel_processes{{{labels}}}")),
+            s["kernel_processes"].as_f64().expect("n")
+        );
+        assert_eq!(
+            sample(&format!("agentmon_session_events_lost_total{{{labels}}}")),
+            s["events_lost"].as_f64().expect("n")
+        );
+        let info = format!(
+            "agentmon_session_info{{{labels},cgroup_id=\"{}\",root_pid=\"{}\"}}",
+            s["cgroup_id"],
+            s["root_pid"].as_u64().unwrap_or(0)
+        );
         assert_eq!(sample(&info), 1.0);
     }
     assert!(st["sessions"].as_array().expect("sessions").iter().any(|s| s["agent"] == "metrics-idle"));
@@ -208,8 +245,13 @@ async fn metrics_equal_status() {
     assert_eq!(sample(&daemon), 1.0);
     // `agentmon --version` is `agentmon 0.1.0 (abc1234)`.
     let version = String::from_utf8_lossy(&d.cli(&["--version"]).stdout).trim().to_owned();
-    let (number, revision) = version.trim_start_matches("agentmon ").split_once(" (").unwrap_or_else(|| panic!("version {version}"));
-    let build = format!("agentmon_build_info{{version=\"{number}\",revision=\"{}\",programs_version=\"{}\"}}", revision.trim_end_matches(')'), st["programs_version"].as_str().expect("v"));
+    let (number, revision) =
+        version.trim_start_matches("agentmon ").split_once(" (").unwrap_or_else(|| panic!("version {version}"));
+    let build = format!(
+        "agentmon_build_info{{version=\"{number}\",revision=\"{}\",programs_version=\"{}\"}}",
+        revision.trim_end_matches(')'),
+        st["programs_version"].as_str().expect("v")
+    );
     assert_eq!(sample(&build), 1.0);
 
     // The human status is a summary: probes counted by kind, no list of programs.
@@ -222,7 +264,11 @@ async fn metrics_equal_status() {
     assert!(!text.contains("tracepoint/") && !text.contains("raw_tp/"), "programs are listed only in --json:\n{text}");
     assert!(text.lines().any(|l| l.starts_with("SESSION ")) && text.contains("metrics-idle"), "{text}");
     println!("{text}");
-    let none = Command::new(integration_tests::bin()).args(["status", "--runtime-dir"]).arg(dir.join("no-daemon")).output().expect("status");
+    let none = Command::new(integration_tests::bin())
+        .args(["status", "--runtime-dir"])
+        .arg(dir.join("no-daemon"))
+        .output()
+        .expect("status");
     assert_eq!(none.status.code(), Some(1), "status exits 1 when nothing captures");
 
     // Each family has HELP and TYPE; counters, and only they, end in _total.
@@ -237,7 +283,10 @@ async fn metrics_equal_status() {
     // Only GET and HEAD of /metrics.
     let (status, headers, body) = http(port, "HEAD /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 200 OK");
-    assert!(body.is_empty() && headers.contains("Content-Length: ") && !headers.contains("Content-Length: 0"), "{headers}");
+    assert!(
+        body.is_empty() && headers.contains("Content-Length: ") && !headers.contains("Content-Length: 0"),
+        "{headers}"
+    );
     assert_eq!(http(port, "GET / HTTP/1.1\r\n\r\n").0, "HTTP/1.1 404 Not Found");
     assert_eq!(http(port, "GET /metrics/x HTTP/1.1\r\n\r\n").0, "HTTP/1.1 404 Not Found");
     let (status, headers, _) = http(port, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
@@ -252,5 +301,9 @@ async fn metrics_equal_status() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_metrics_without_the_flag() {
     let d = Daemon::start("nometrics", &[]).await;
-    assert_eq!(listening_ports(d.daemon_pid()), Vec::<u16>::new(), "without --metrics-listen the daemon listens on no TCP port");
+    assert_eq!(
+        listening_ports(d.daemon_pid()),
+        Vec::<u16>::new(),
+        "without --metrics-listen the daemon listens on no TCP port"
+    );
 }

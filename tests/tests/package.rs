@@ -139,7 +139,9 @@ fn pinned_links() -> Vec<(u32, u32)> {
     for set in std::fs::read_dir(PIN_DIR).expect("pin dir").flatten() {
         for pin in std::fs::read_dir(set.path()).into_iter().flatten().flatten() {
             if pin.file_name().to_string_lossy().starts_with("link-") {
-                let link = FdLink::from(PinnedLink::from_pin(pin.path()).unwrap_or_else(|e| panic!("{}: {e}", pin.path().display())));
+                let link = FdLink::from(
+                    PinnedLink::from_pin(pin.path()).unwrap_or_else(|e| panic!("{}: {e}", pin.path().display())),
+                );
                 let info = link.info().expect("link info");
                 ids.push((info.id(), info.program_id()));
             }
@@ -154,9 +156,18 @@ async fn package_installs_verifies_and_purges_cleanly() {
     let deb = deb();
     // The test installs and purges the real package: it must not take over a real installation.
     assert!(!known_to_dpkg(), "agentmon is installed on this machine; the package test installs and purges it: remove it first (dpkg --purge agentmon)");
-    assert!(!Path::new(PIN_DIR).exists(), "{PIN_DIR} exists: a daemon with the default pins is attached here; stop it and run `agentmon unload` first");
-    assert!(!Path::new(RUNTIME_DIR).exists(), "{RUNTIME_DIR} exists: a daemon with the default runtime directory may be running; stop it first");
-    assert!(agentmon_gid().is_none(), "the group agentmon exists; the package test creates and deletes it: remove it first (delgroup agentmon)");
+    assert!(
+        !Path::new(PIN_DIR).exists(),
+        "{PIN_DIR} exists: a daemon with the default pins is attached here; stop it and run `agentmon unload` first"
+    );
+    assert!(
+        !Path::new(RUNTIME_DIR).exists(),
+        "{RUNTIME_DIR} exists: a daemon with the default runtime directory may be running; stop it first"
+    );
+    assert!(
+        agentmon_gid().is_none(),
+        "the group agentmon exists; the package test creates and deletes it: remove it first (delgroup agentmon)"
+    );
     let db_url = fresh_database("package").await;
     let logs = scratch("package");
     let config_aside = Aside::new("/etc/agentmon");
@@ -194,11 +205,15 @@ fn check_installed_files() -> u32 {
     assert!(conffiles.contains(CONFIG), "the config is not a conffile: {conffiles}");
     let gid = agentmon_gid().expect("postinst creates the group agentmon");
     assert!((100..1000).contains(&gid), "agentmon is not a system group (gid {gid})");
-    let enabled = std::fs::read_link(ENABLED_LINK).unwrap_or_else(|e| panic!("the service is not enabled ({ENABLED_LINK}: {e})"));
+    let enabled =
+        std::fs::read_link(ENABLED_LINK).unwrap_or_else(|e| panic!("the service is not enabled ({ENABLED_LINK}: {e})"));
     assert!(enabled.ends_with("agentmon.service"), "{ENABLED_LINK} -> {}", enabled.display());
     // All comments: it changes no default of the daemon or of the other tests.
     let text = std::fs::read_to_string(CONFIG).expect("config");
-    assert!(text.lines().all(|l| l.trim().is_empty() || l.starts_with('#')), "{CONFIG} has a line that is not a comment");
+    assert!(
+        text.lines().all(|l| l.trim().is_empty() || l.starts_with('#')),
+        "{CONFIG} has a line that is not a comment"
+    );
     let cfg = monitor::config::FileConfig::load(Path::new(CONFIG)).expect("the packaged config loads");
     assert!(cfg.database_url.is_none() && cfg.state_dir.is_none() && cfg.pin_dir.is_none());
     gid
@@ -233,7 +248,13 @@ fn check_completions_and_man() {
 /// The installed unit passes systemd's own check (with its man pages, when man is there).
 fn verify_unit() {
     let unit = std::fs::read_to_string(UNIT).expect("unit");
-    for d in ["Type=notify", "ExecStart=/usr/bin/agentmon daemon", "WatchdogSec=", "NoNewPrivileges=yes", "StateDirectory=agentmon"] {
+    for d in [
+        "Type=notify",
+        "ExecStart=/usr/bin/agentmon daemon",
+        "WatchdogSec=",
+        "NoNewPrivileges=yes",
+        "StateDirectory=agentmon",
+    ] {
         assert!(unit.lines().any(|l| l.starts_with(d)), "the unit has no {d}");
     }
     let mut verify = Command::new("systemd-analyze");
@@ -278,7 +299,10 @@ fn run_installed_daemon(db_url: &str, logs: &Path, gid: u32) -> Vec<(u32, u32)> 
     let status = child.wait().expect("wait for the daemon");
     assert!(status.success(), "the installed daemon exited with {status}:\n{}", read_log());
     assert_eq!(pinned_links(), links, "a stopped daemon leaves its programs attached");
-    assert!(std::fs::read_dir(STATE_DIR).expect("state dir").next().is_some(), "the daemon wrote nothing to {STATE_DIR}");
+    assert!(
+        std::fs::read_dir(STATE_DIR).expect("state dir").next().is_some(),
+        "the daemon wrote nothing to {STATE_DIR}"
+    );
     links
 }
 
@@ -330,7 +354,8 @@ fn uncomment(text: &str) -> String {
 
 /// The keys serde expects where `toml_text` has an unknown one (from its error message).
 fn known_keys(toml_text: &str) -> Vec<String> {
-    let err = toml::from_str::<monitor::config::FileConfig>(toml_text).expect_err("an unknown key is rejected").to_string();
+    let err =
+        toml::from_str::<monitor::config::FileConfig>(toml_text).expect_err("an unknown key is rejected").to_string();
     let list = err.split_once("expected").unwrap_or_else(|| panic!("no key list in {err}")).1;
     list.split('`').skip(1).step_by(2).map(str::to_owned).collect()
 }
@@ -339,7 +364,10 @@ fn known_keys(toml_text: &str) -> Vec<String> {
 fn default_config_lists_every_key() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/agentmon.toml");
     let text = std::fs::read_to_string(path).expect("packaging/agentmon.toml");
-    assert!(text.lines().all(|l| l.trim().is_empty() || l.starts_with('#')), "{path}: every setting must be commented out");
+    assert!(
+        text.lines().all(|l| l.trim().is_empty() || l.starts_with('#')),
+        "{path}: every setting must be commented out"
+    );
     let has = |line: &str| text.lines().any(|l| l.starts_with(line));
     let top = known_keys("zz_unknown = 1\n");
     assert!(top.len() > 10 && top.iter().any(|k| k == "database_url"), "top-level keys: {top:?}");
@@ -377,13 +405,18 @@ fn default_config_lists_every_key() {
     // The examples are valid: every commented setting uncommented still parses, and the
     // redaction example compiles.
     let uncommented = uncomment(&text);
-    let cfg: monitor::config::FileConfig = toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{path} uncommented does not parse: {e}\n{uncommented}"));
+    let cfg: monitor::config::FileConfig = toml::from_str(&uncommented)
+        .unwrap_or_else(|e| panic!("{path} uncommented does not parse: {e}\n{uncommented}"));
     assert!(cfg.database_url.is_some() && cfg.metrics_listen.is_some(), "the examples were not uncommented");
     monitor::redact::Redactor::new(&[0; 32], &cfg.redaction).expect("the redaction example compiles");
     monitor::sensitive::Sensitive::new(&cfg.sensitive, Vec::new()).expect("the sensitive example compiles");
     let alerts = monitor::alerts::Rules::new(&cfg.alerts).expect("the alerts example compiles");
-    let retention = monitor::daemon::retention::Policy::new(&cfg.retention, std::path::Path::new("/var/lib/agentmon")).expect("the retention example is valid");
-    assert_eq!(retention.map(|p| (p.hot.num_days(), p.warm.map(|w| w.num_days()), p.cold.map(|c| c.num_days()))), Some((7, Some(30), Some(365))));
+    let retention = monitor::daemon::retention::Policy::new(&cfg.retention, std::path::Path::new("/var/lib/agentmon"))
+        .expect("the retention example is valid");
+    assert_eq!(
+        retention.map(|p| (p.hot.num_days(), p.warm.map(|w| w.num_days()), p.cold.map(|c| c.num_days()))),
+        Some((7, Some(30), Some(365)))
+    );
     assert!(alerts.names().iter().any(|n| n == "psql"), "the alert rule examples were not uncommented");
     // The agents' usual install paths are among the examples.
     for p in [

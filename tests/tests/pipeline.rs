@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{Daemon, json_lines, rss_anon_kib, scratch, strs, wait_for};
+use integration_tests::{json_lines, rss_anon_kib, scratch, strs, wait_for, Daemon};
 use serde_json::Value;
 
 /// Start `agentmon run` in the background.
@@ -34,7 +34,9 @@ fn finish_agent(child: Child) -> String {
 
 /// The session id of the only live session.
 fn live_session(d: &Daemon) -> String {
-    wait_for(20, "a live session", || d.status()["sessions"].as_array().and_then(|s| s.first()).map(|s| s["id"].as_str().expect("id").to_owned()))
+    wait_for(20, "a live session", || {
+        d.status()["sessions"].as_array().and_then(|s| s.first()).map(|s| s["id"].as_str().expect("id").to_owned())
+    })
 }
 
 fn argvs(actions: &[Value]) -> Vec<Vec<String>> {
@@ -49,11 +51,13 @@ fn find<'a>(actions: &'a [Value], argv: &[&str]) -> &'a Value {
 
 /// (rows, distinct seqs, max seq) of a session's events.
 async fn seqs(d: &Daemon, id: &str) -> (i64, i64, i64) {
-    sqlx::query_as("SELECT count(*), count(DISTINCT seq), COALESCE(max(seq), 0) FROM events WHERE session_id = $1::text::uuid")
-        .bind(id)
-        .fetch_one(&d.pool)
-        .await
-        .expect("seq")
+    sqlx::query_as(
+        "SELECT count(*), count(DISTINCT seq), COALESCE(max(seq), 0) FROM events WHERE session_id = $1::text::uuid",
+    )
+    .bind(id)
+    .fetch_one(&d.pool)
+    .await
+    .expect("seq")
 }
 
 /// Wait until the daemon holds nothing unstored.
@@ -103,7 +107,9 @@ async fn a_graceful_restart_loses_nothing_and_keeps_in_flight_actions_whole() {
     );
     let agent = spawn_agent(&d, &dir, &script);
     let id = live_session(&d);
-    wait_for(20, "the first action", || d.actions(&id).iter().any(|a| strs(&a["argv"]) == ["/bin/echo", "before"]).then_some(()));
+    wait_for(20, "the first action", || {
+        d.actions(&id).iter().any(|a| strs(&a["argv"]) == ["/bin/echo", "before"]).then_some(())
+    });
     std::thread::sleep(Duration::from_millis(300));
     let stopped_at = now_ms();
     d.stop();
@@ -119,7 +125,8 @@ async fn a_graceful_restart_loses_nothing_and_keeps_in_flight_actions_whole() {
     assert!(log.contains("continuing from the last daemon's handoff"), "{log}");
 
     let actions = d.actions(&id);
-    let inflight_argv = ["bash", "-c", &format!("while [ ! -e {} ]; do sleep 0.02; done; /bin/echo inflight-done", f("f1"))];
+    let inflight_argv =
+        ["bash", "-c", &format!("while [ ! -e {} ]; do sleep 0.02; done; /bin/echo inflight-done", f("f1"))];
     let wait_argv = ["bash", "-c", &format!("while [ ! -e {} ]; do sleep 0.02; done", f("f2"))];
     let expected: Vec<Vec<String>> = [
         vec!["/bin/echo", "before"],
@@ -174,7 +181,9 @@ async fn after_a_crash_everything_in_the_ring_is_stored_and_only_unseen_starts_a
     );
     let agent = spawn_agent(&d, &dir, &script);
     let id = live_session(&d);
-    wait_for(20, "the first action", || d.actions(&id).iter().any(|a| strs(&a["argv"]) == ["/bin/echo", "before"]).then_some(()));
+    wait_for(20, "the first action", || {
+        d.actions(&id).iter().any(|a| strs(&a["argv"]) == ["/bin/echo", "before"]).then_some(())
+    });
     // Let what the daemon holds reach the database (the store commits within ~100 ms), then
     // crash it. What it held in memory at the kill is the documented loss window.
     std::thread::sleep(Duration::from_secs(1));
@@ -190,7 +199,11 @@ async fn after_a_crash_everything_in_the_ring_is_stored_and_only_unseen_starts_a
     let session = d.wait_session_end(&id);
     let actions = d.actions(&id);
     // Started and finished while no daemon ran: whole, from the pinned ring.
-    for argv in [vec!["/bin/echo".to_owned(), "during-down".into()], vec!["touch".into(), f("done1")], vec!["/bin/echo".into(), "after-restart".into()]] {
+    for argv in [
+        vec!["/bin/echo".to_owned(), "during-down".into()],
+        vec!["touch".into(), f("done1")],
+        vec!["/bin/echo".into(), "after-restart".into()],
+    ] {
         let a = find(&actions, &argv.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(a["complete"], true, "{argv:?}");
         assert_eq!(a["exit_code"], 0, "{argv:?}");
@@ -201,13 +214,22 @@ async fn after_a_crash_everything_in_the_ring_is_stored_and_only_unseen_starts_a
     let inflight_argv = format!("while [ ! -e {} ]; do sleep 0.02; done; /bin/echo inflight-done", f("f1"));
     let inflight = find(&actions, &["bash", "-c", &inflight_argv]);
     assert_eq!(inflight["complete"], false);
-    assert!(inflight["processes"].as_array().expect("procs").iter().any(|p| strs(&p["argv"]) == ["/bin/echo", "inflight-done"]));
+    assert!(inflight["processes"]
+        .as_array()
+        .expect("procs")
+        .iter()
+        .any(|p| strs(&p["argv"]) == ["/bin/echo", "inflight-done"]));
     // Incomplete means in flight at the crash: started before it, so its start went to the
     // dead daemon. Everything started after the crash is whole.
     for a in &actions {
-        let started = chrono::DateTime::parse_from_rfc3339(a["started_at"].as_str().expect("started_at")).expect("time");
+        let started =
+            chrono::DateTime::parse_from_rfc3339(a["started_at"].as_str().expect("started_at")).expect("time");
         if a["complete"] == false {
-            assert!(started < killed_at, "{} is incomplete but started {started}, after the crash at {killed_at}", a["command"]);
+            assert!(
+                started < killed_at,
+                "{} is incomplete but started {started}, after the crash at {killed_at}",
+                a["command"]
+            );
         }
     }
     // The exec that ran while no daemon was running was stored from the ring.
@@ -246,7 +268,8 @@ async fn a_file_flood_cannot_crowd_out_lifecycle_events_and_its_loss_is_counted(
     let id = finish_agent(agent);
     // The agent is gone but the child it left behind still runs: the session stays open.
     if !survivor_done.exists() {
-        let open = json_lines(&d.cli(&["sessions", "--json"])).into_iter().find(|s| s["id"] == id.as_str()).expect("session");
+        let open =
+            json_lines(&d.cli(&["sessions", "--json"])).into_iter().find(|s| s["id"] == id.as_str()).expect("session");
         assert!(open["ended_at"].is_null(), "the session ended while a process of it was alive");
     }
     let session = d.wait_session_end(&id);
@@ -267,7 +290,13 @@ async fn a_file_flood_cannot_crowd_out_lifecycle_events_and_its_loss_is_counted(
     // The survivor, forked during the flood, is recorded with what it did after the flood.
     let survivor = actions
         .iter()
-        .find(|a| a["processes"].as_array().expect("procs").iter().any(|p| strs(&p["argv"]) == ["/bin/cat", "/etc/os-release"]))
+        .find(|a| {
+            a["processes"]
+                .as_array()
+                .expect("procs")
+                .iter()
+                .any(|p| strs(&p["argv"]) == ["/bin/cat", "/etc/os-release"])
+        })
         .unwrap_or_else(|| panic!("no survivor action in {:?}", argvs(&actions)));
     let files = survivor["files"].as_array().expect("files");
     // Recorded under the file the kernel opened (/etc/os-release is a symlink on Debian).
@@ -283,7 +312,8 @@ async fn a_sixty_second_database_outage_loses_nothing() {
     let (d, proxy) = Daemon::start_with("outage", &["--queue-memory-mb", "2"], true).await;
     let proxy = proxy.expect("proxy");
     let dir = scratch("outage");
-    let script = format!("for i in $(seq 1 14); do /bin/true; {}; sleep 4; done; exit 0", storm(20_000, 2, "/etc/hostname"));
+    let script =
+        format!("for i in $(seq 1 14); do /bin/true; {}; sleep 4; done; exit 0", storm(20_000, 2, "/etc/hostname"));
     let agent = spawn_agent(&d, &dir, &script);
     let id = live_session(&d);
     proxy.down();
@@ -347,7 +377,10 @@ async fn with_the_database_down_a_long_path_storm_stays_within_the_memory_budget
     assert!(spool > 64 << 20, "the storm went to the spool, not the heap: {last}");
     // Heap growth stays near the 4 MiB budget (plus decode buffers and allocator slack), far
     // below the spooled volume.
-    assert!(peak.saturating_sub(idle) < 32 * 1024, "heap grew from {idle} KiB to {peak} KiB with {spool} bytes spooled");
+    assert!(
+        peak.saturating_sub(idle) < 32 * 1024,
+        "heap grew from {idle} KiB to {peak} KiB with {spool} bytes spooled"
+    );
     proxy.up();
     assert_eq!(finish_agent(agent), id);
     let session = d.wait_session_end_within(&id, 180);
@@ -372,7 +405,11 @@ fn frames(bytes: &[u8]) -> Vec<(usize, Value)> {
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "seg")).collect()).unwrap_or_default();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "seg")).collect()
+        })
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -389,7 +426,9 @@ async fn a_corrupt_spool_is_reported_and_its_good_records_are_stored() {
     proxy.down();
     let agent = spawn_agent(&d, &dir, &format!("{}; exit 0", storm(20_000, 1, "/etc/hostname")));
     let id = finish_agent(agent);
-    wait_for(30, "the session end to be queued", || (d.status()["sessions"].as_array().is_some_and(Vec::is_empty)).then_some(()));
+    wait_for(30, "the session end to be queued", || {
+        (d.status()["sessions"].as_array().is_some_and(Vec::is_empty)).then_some(())
+    });
     // Stopping with the database down: memory goes to the front spool, the rest is spooled.
     d.stop();
     let front = segments(&d.state_dir.join("spool-front"));
@@ -407,7 +446,12 @@ async fn a_corrupt_spool_is_reported_and_its_good_records_are_stored() {
     let ff = frames(&fbytes);
     let (cut_off, cut_rec) = ff.last().cloned().expect("a record in front");
     let cut = event_seq(&cut_rec).expect("seq");
-    std::fs::OpenOptions::new().write(true).open(&front[0]).expect("open").set_len((cut_off + 20) as u64).expect("truncate");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&front[0])
+        .expect("open")
+        .set_len((cut_off + 20) as u64)
+        .expect("truncate");
     assert!(ff.iter().all(|(o, _)| *o <= cut_off), "the cut record is the front spool's last record");
 
     proxy.up();
@@ -423,7 +467,10 @@ async fn a_corrupt_spool_is_reported_and_its_good_records_are_stored() {
         .expect("seqs");
     let total = session["events"].as_i64().expect("events");
     let expected: Vec<i64> = (1..=total).filter(|s| *s != flipped && *s != cut).collect();
-    assert_eq!(stored, expected, "every good record is stored; only the two corrupt ones ({flipped}, {cut}) are missing");
+    assert_eq!(
+        stored, expected,
+        "every good record is stored; only the two corrupt ones ({flipped}, {cut}) are missing"
+    );
     assert_eq!(d.status()["capturing"], true, "the daemon keeps running");
 }
 
@@ -433,9 +480,15 @@ async fn a_full_spool_sheds_raw_events_exactly_and_keeps_actions() {
     let proxy = proxy.expect("proxy");
     let dir = scratch("spoolfull");
     proxy.down();
-    let agent = spawn_agent(&d, &dir, &format!("for i in 1 2 3; do /bin/true; {}; done; exit 0", storm(15_000, 1, "/etc/hostname")));
+    let agent = spawn_agent(
+        &d,
+        &dir,
+        &format!("for i in 1 2 3; do /bin/true; {}; done; exit 0", storm(15_000, 1, "/etc/hostname")),
+    );
     let id = finish_agent(agent);
-    wait_for(30, "the session end to be queued", || (d.status()["sessions"].as_array().is_some_and(Vec::is_empty)).then_some(()));
+    wait_for(30, "the session end to be queued", || {
+        (d.status()["sessions"].as_array().is_some_and(Vec::is_empty)).then_some(())
+    });
     let st = d.status();
     let shed = st["events_shed"].as_i64().expect("shed");
     assert!(shed > 0, "{st}");
@@ -458,7 +511,8 @@ fn pinned_ids(pin_dir: &Path) -> Vec<(u32, u32)> {
     for version in std::fs::read_dir(pin_dir).expect("pins").filter_map(Result::ok) {
         for e in std::fs::read_dir(version.path()).expect("version").filter_map(Result::ok) {
             if e.file_name().to_string_lossy().starts_with("link-") {
-                let link: aya::programs::links::FdLink = aya::programs::links::PinnedLink::from_pin(e.path()).expect("pinned link").into();
+                let link: aya::programs::links::FdLink =
+                    aya::programs::links::PinnedLink::from_pin(e.path()).expect("pinned link").into();
                 let info = link.info().expect("link info");
                 ids.push((info.id(), info.program_id()));
             }
@@ -490,7 +544,11 @@ async fn unload_detaches_everything_and_refuses_while_sessions_are_live() {
     };
     let refused = unload(false);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("1 sessions are live"), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("1 sessions are live"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     assert!(d.pin_dir.exists(), "a refused unload leaves the pins");
     let done = unload(true);
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
@@ -515,13 +573,17 @@ async fn programs_of_another_build_are_replaced_with_no_gap() {
     let mut d = Daemon::start("replace", &[]).await;
     let dir = scratch("replace");
     let flag = dir.join("go");
-    let script = format!("/bin/echo one; while [ ! -e {} ]; do sleep 0.05; done; /bin/echo two; exit 0", flag.display());
+    let script =
+        format!("/bin/echo one; while [ ! -e {} ]; do sleep 0.05; done; /bin/echo two; exit 0", flag.display());
     let agent = spawn_agent(&d, &dir, &script);
     let id = live_session(&d);
-    wait_for(20, "the first action", || d.actions(&id).iter().any(|a| strs(&a["argv"]) == ["/bin/echo", "one"]).then_some(()));
+    wait_for(20, "the first action", || {
+        d.actions(&id).iter().any(|a| strs(&a["argv"]) == ["/bin/echo", "one"]).then_some(())
+    });
     d.stop();
     // Make the pinned programs look like another build's.
-    let versions: Vec<PathBuf> = std::fs::read_dir(&d.pin_dir).expect("pins").filter_map(Result::ok).map(|e| e.path()).collect();
+    let versions: Vec<PathBuf> =
+        std::fs::read_dir(&d.pin_dir).expect("pins").filter_map(Result::ok).map(|e| e.path()).collect();
     assert_eq!(versions.len(), 1);
     let old = d.pin_dir.join("v0000000000000000");
     std::fs::rename(&versions[0], &old).expect("rename the version dir");

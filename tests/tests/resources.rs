@@ -8,7 +8,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use integration_tests::{Daemon, Netns, json_lines, scratch};
+use integration_tests::{json_lines, scratch, Daemon, Netns};
 use serde_json::Value;
 
 const W: &str = env!("CARGO_BIN_EXE_agentmon-workload");
@@ -51,11 +51,31 @@ async fn every_file_syscall_family_succeeds_once_and_fails_once() {
     let (_, action) = run_one_action(&d, &dir, &format!("{W} files {}", dir.display()));
     let ev = events(&d, &action, "file").await;
     let expect: [(&str, &str); 25] = [
-        ("open", "ENOENT"), ("openat", "ENOENT"), ("openat2", "ENOENT"), ("creat", "ENOENT"), ("unlink", "ENOENT"),
-        ("unlinkat", "ENOENT"), ("mkdir", "EEXIST"), ("mkdirat", "EEXIST"), ("rmdir", "ENOENT"), ("rename", "ENOENT"),
-        ("renameat", "ENOENT"), ("renameat2", "ENOENT"), ("link", "EEXIST"), ("linkat", "EEXIST"), ("symlink", "EEXIST"),
-        ("symlinkat", "EEXIST"), ("chmod", "ENOENT"), ("fchmod", "EBADF"), ("fchmodat", "ENOENT"), ("chown", "ENOENT"),
-        ("fchown", "EBADF"), ("lchown", "ENOENT"), ("fchownat", "ENOENT"), ("truncate", "ENOENT"), ("ftruncate", "EBADF"),
+        ("open", "ENOENT"),
+        ("openat", "ENOENT"),
+        ("openat2", "ENOENT"),
+        ("creat", "ENOENT"),
+        ("unlink", "ENOENT"),
+        ("unlinkat", "ENOENT"),
+        ("mkdir", "EEXIST"),
+        ("mkdirat", "EEXIST"),
+        ("rmdir", "ENOENT"),
+        ("rename", "ENOENT"),
+        ("renameat", "ENOENT"),
+        ("renameat2", "ENOENT"),
+        ("link", "EEXIST"),
+        ("linkat", "EEXIST"),
+        ("symlink", "EEXIST"),
+        ("symlinkat", "EEXIST"),
+        ("chmod", "ENOENT"),
+        ("fchmod", "EBADF"),
+        ("fchmodat", "ENOENT"),
+        ("chown", "ENOENT"),
+        ("fchown", "EBADF"),
+        ("lchown", "ENOENT"),
+        ("fchownat", "ENOENT"),
+        ("truncate", "ENOENT"),
+        ("ftruncate", "EBADF"),
     ];
     for (syscall, errno) in expect {
         find(&ev, &[("syscall", s(syscall)), ("result", s("ok"))]);
@@ -101,7 +121,9 @@ async fn every_file_syscall_family_succeeds_once_and_fails_once() {
 
     // The summary collapses identical accesses and keeps the rest apart.
     let files = action["files"].as_array().expect("files").clone();
-    let entry = |path: &str, access: &str, result: &str| find(&files, &[("path", s(path)), ("access", s(access)), ("result", s(result))])["count"].clone();
+    let entry = |path: &str, access: &str, result: &str| {
+        find(&files, &[("path", s(path)), ("access", s(access)), ("result", s(result))])["count"].clone()
+    };
     assert_eq!(entry(&p("a"), "rename_from", "ok"), 1);
     assert_eq!(entry(&p("m2/a2"), "rename_to", "ok"), 1);
     assert_eq!(entry(&p("d"), "delete", "ok"), 1);
@@ -128,7 +150,8 @@ async fn glibc_unlink_and_coreutils_rm_both_record_a_delete() {
     let dir = scratch("unlink");
     std::fs::write(dir.join("x"), "").expect("x");
     std::fs::write(dir.join("y"), "").expect("y");
-    let (id, out) = d.run_agent("tester", &dir, &["bash", "-c", &format!("{W} unlink {0}/x; rm {0}/y; exit 0", dir.display())]);
+    let (id, out) =
+        d.run_agent("tester", &dir, &["bash", "-c", &format!("{W} unlink {0}/x; rm {0}/y; exit 0", dir.display())]);
     assert!(out.status.success());
     d.wait_session_end(&id);
     let actions = d.actions(&id);
@@ -175,7 +198,8 @@ async fn connects_sends_binds_and_accepts_record_their_endpoints() {
     let sock = dir.join("sock");
     let _u = UnixListener::bind(&sock).expect("unix");
     let udp = UdpSocket::bind("127.0.0.1:0").expect("udp");
-    let (p4, p6, pu) = (t4.local_addr().expect("a").port(), t6.local_addr().expect("a").port(), udp.local_addr().expect("a").port());
+    let (p4, p6, pu) =
+        (t4.local_addr().expect("a").port(), t6.local_addr().expect("a").port(), udp.local_addr().expect("a").port());
     let (id, out) = d.run_agent(
         "tester",
         &dir,
@@ -190,7 +214,16 @@ async fn connects_sends_binds_and_accepts_record_their_endpoints() {
     assert_eq!(actions.len(), 1);
     let net = actions[0]["net"].as_array().expect("net");
     let has = |op: &str, family: &str, addr: &str, port: Option<u16>, result: &str| {
-        find(net, &[("op", s(op)), ("family", s(family)), ("addr", s(addr)), ("port", port.map_or(Value::Null, Value::from)), ("result", s(result))]);
+        find(
+            net,
+            &[
+                ("op", s(op)),
+                ("family", s(family)),
+                ("addr", s(addr)),
+                ("port", port.map_or(Value::Null, Value::from)),
+                ("result", s(result)),
+            ],
+        );
     };
     has("connect", "ipv4", "127.0.0.1", Some(p4), "ok");
     let v4 = find(net, &[("op", s("connect")), ("addr", s("127.0.0.1")), ("port", Value::from(p4))]);
@@ -207,8 +240,14 @@ async fn connects_sends_binds_and_accepts_record_their_endpoints() {
     // Every network family also fails once, and the raw events carry the errno.
     let ev = events(&d, &actions[0], "net").await;
     for (syscall, result) in [
-        ("sendto", "EINVAL"), ("sendmsg", "ok"), ("sendmsg", "EINVAL"), ("listen", "EOPNOTSUPP"),
-        ("bind", "EADDRINUSE"), ("accept", "EINVAL"), ("accept", "ok"), ("accept4", "ok"),
+        ("sendto", "EINVAL"),
+        ("sendmsg", "ok"),
+        ("sendmsg", "EINVAL"),
+        ("listen", "EOPNOTSUPP"),
+        ("bind", "EADDRINUSE"),
+        ("accept", "EINVAL"),
+        ("accept", "ok"),
+        ("accept4", "ok"),
     ] {
         find(&ev, &[("syscall", s(syscall)), ("result", s(result))]);
     }
@@ -221,7 +260,6 @@ async fn connects_sends_binds_and_accepts_record_their_endpoints() {
     let (n, _) = udp.recv_from(&mut buf).expect("the sendmsg datagram arrived");
     assert_eq!(&buf[..n], b"agentmon-msg");
 }
-
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dns_lookup_names_the_following_connect() {
@@ -293,17 +331,29 @@ async fn a_thousand_identical_opens_are_one_entry_and_a_thousand_events() {
     let files = action["files"].as_array().expect("files");
     let matching: Vec<&Value> = files.iter().filter(|e| e["path"] == fp).collect();
     assert_eq!(matching.len(), 1, "{matching:#?}");
-    assert_eq!((&matching[0]["access"], &matching[0]["result"], &matching[0]["count"]), (&s("read"), &s("ok"), &Value::from(1000)));
-    let raw: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE action_id = $1::text::uuid AND kind = 'file' AND data->>'path' = $2")
-        .bind(action["id"].as_str().expect("id"))
-        .bind(fp)
-        .fetch_one(&d.pool)
-        .await
-        .expect("count");
+    assert_eq!(
+        (&matching[0]["access"], &matching[0]["result"], &matching[0]["count"]),
+        (&s("read"), &s("ok"), &Value::from(1000))
+    );
+    let raw: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE action_id = $1::text::uuid AND kind = 'file' AND data->>'path' = $2",
+    )
+    .bind(action["id"].as_str().expect("id"))
+    .bind(fp)
+    .fetch_one(&d.pool)
+    .await
+    .expect("count");
     assert_eq!(raw, 1000);
     let st = json_lines(&d.cli(&["status", "--json"]));
     assert_eq!(st[0]["events_dropped"], 0);
     // The raw timeline command shows them.
-    let ev = json_lines(&d.cli(&["events", "--json", "--session", action["session_id"].as_str().expect("sid"), "--kind", "file"]));
+    let ev = json_lines(&d.cli(&[
+        "events",
+        "--json",
+        "--session",
+        action["session_id"].as_str().expect("sid"),
+        "--kind",
+        "file",
+    ]));
     assert!(ev.len() >= 1000 && ev.iter().all(|e| e["kind"] == "file"));
 }

@@ -18,20 +18,31 @@ async fn counts(pool: &sqlx::PgPool, session: &str) -> Vec<(String, i64)> {
     let mut out = Vec::new();
     for t in TABLES {
         let key = if t == "sessions" { "id" } else { "session_id" };
-        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t} WHERE {key}::text = $1")).bind(session).fetch_one(pool).await.expect("count");
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t} WHERE {key}::text = $1"))
+            .bind(session)
+            .fetch_one(pool)
+            .await
+            .expect("count");
         out.push((t.to_owned(), n));
     }
     out
 }
 
 async fn exists(pool: &sqlx::PgPool, relation: &str) -> bool {
-    sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL").bind(relation).fetch_one(pool).await.expect("regclass")
+    sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
+        .bind(relation)
+        .fetch_one(pool)
+        .await
+        .expect("regclass")
 }
 
 /// `agentmon verify --json`: the exit code, the findings and the summary.
 fn verify(d: &Daemon, extra: &[&str]) -> (i32, Vec<Value>, Value) {
     let out = d.cli(&[&["verify", "--json"], extra].concat());
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
     let code = out.status.code().unwrap_or(-1);
     assert!(code == 0 || code == 3, "verify failed to run: {}", String::from_utf8_lossy(&out.stderr));
     let findings = lines.iter().filter(|l| l["type"] == "finding").cloned().collect();
@@ -56,9 +67,20 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
     let dir = scratch("retention");
     let archive_dir = dir.join("archive");
     let cfg = dir.join("agentmon.toml");
-    std::fs::write(&cfg, format!("[retention]\nhot = \"1d\"\nwarm = \"3d\"\ncold = \"30d\"\narchive_dir = \"{}\"\n", archive_dir.display())).expect("config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[retention]\nhot = \"1d\"\nwarm = \"3d\"\ncold = \"30d\"\narchive_dir = \"{}\"\n",
+            archive_dir.display()
+        ),
+    )
+    .expect("config");
     let d = Daemon::start("retention", &["--config", cfg.to_str().expect("utf8")]).await;
-    let (id, out) = d.run_agent("ops/retention", &dir, &["/bin/sh", "-c", "cat /etc/hostname > /dev/null; ls / > /dev/null; /bin/true"]);
+    let (id, out) = d.run_agent(
+        "ops/retention",
+        &dir,
+        &["/bin/sh", "-c", "cat /etc/hostname > /dev/null; ls / > /dev/null; /bin/true"],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     d.wait_session_end(&id);
     let today = Utc::now().date_naive().format("%Y%m%d").to_string();
@@ -79,7 +101,10 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
     let (code, items) = retention(&d, &warm_at, true);
     assert_eq!(code, 0);
     assert_eq!(items.len(), 1, "{items:#?}");
-    assert_eq!((&items[0]["partition"], &items[0]["tier"], &items[0]["status"], &items[0]["rows"]), (&part("events").into(), &"warm".into(), &"planned".into(), &events_today.into()));
+    assert_eq!(
+        (&items[0]["partition"], &items[0]["tier"], &items[0]["status"], &items[0]["rows"]),
+        (&part("events").into(), &"warm".into(), &"planned".into(), &events_today.into())
+    );
     assert_eq!(counts(&d.pool, &id).await, before, "a dry run changes nothing");
 
     let (code, items) = retention(&d, &warm_at, false);
@@ -92,10 +117,18 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
     assert_eq!(after[1..], before[1..], "warm keeps sessions, actions, processes, ends and alerts");
     assert!(!exists(&d.pool, &part("events")).await);
     let (tier, rows, seq): (String, i64, Option<i64>) =
-        sqlx::query_as("SELECT tier, rows, chain_seq FROM retention_cuts WHERE id::text = $1").bind(&cut).fetch_one(&d.pool).await.expect("cut");
+        sqlx::query_as("SELECT tier, rows, chain_seq FROM retention_cuts WHERE id::text = $1")
+            .bind(&cut)
+            .fetch_one(&d.pool)
+            .await
+            .expect("cut");
     assert_eq!((tier.as_str(), rows), ("warm", events_today));
     assert!(seq.is_some(), "the cut is a row of the chain");
-    let leaves: i64 = sqlx::query_scalar("SELECT count(*) FROM retained_leaves WHERE cut_id::text = $1").bind(&cut).fetch_one(&d.pool).await.expect("leaves");
+    let leaves: i64 = sqlx::query_scalar("SELECT count(*) FROM retained_leaves WHERE cut_id::text = $1")
+        .bind(&cut)
+        .fetch_one(&d.pool)
+        .await
+        .expect("leaves");
     assert_eq!(leaves, events_today, "a leaf for every chained row removed");
     let (code, findings, summary) = verify(&d, &[]);
     assert_eq!((code, findings.len()), (0, 0), "{findings:#?}");
@@ -108,13 +141,21 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
     let (code, items) = retention(&d, &cold_at, false);
     assert_eq!(code, 0, "{items:#?}");
     let names: Vec<&str> = items.iter().map(|i| i["partition"].as_str().expect("name")).collect();
-    assert_eq!(names, TABLES[1..].iter().map(|t| part(t)).collect::<Vec<_>>(), "children before parents; events already gone");
+    assert_eq!(
+        names,
+        TABLES[1..].iter().map(|t| part(t)).collect::<Vec<_>>(),
+        "children before parents; events already gone"
+    );
     let mut retained = events_today;
     for i in &items {
         assert_eq!((&i["tier"], &i["status"]), (&"cold".into(), &"dropped".into()), "{i}");
         let file = std::path::PathBuf::from(i["archive_file"].as_str().expect("archive"));
         assert_eq!(file, archive_dir.join(format!("{}.jsonl.gz", i["partition"].as_str().expect("name"))));
-        assert_eq!(retention::file_sha256(&file).expect("sha"), i["archive_sha256"].as_str().expect("sha"), "the signed hash is the file's");
+        assert_eq!(
+            retention::file_sha256(&file).expect("sha"),
+            i["archive_sha256"].as_str().expect("sha"),
+            "the signed hash is the file's"
+        );
         let lines = retention::read_archive(&file).expect("archive");
         assert_eq!(lines.len() as u64, i["rows"].as_u64().expect("rows"), "{i}");
         retained += lines.len() as i64;
@@ -128,17 +169,29 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
     let actions = retention::read_archive(&archive_dir.join(format!("{}.jsonl.gz", part("actions")))).expect("archive");
     let rows: Vec<Value> = actions.iter().map(|l| serde_json::from_str(l).expect("json")).collect();
     assert_eq!(rows.len() as i64, before[3].1);
-    assert!(rows.iter().any(|r| r["argv"] == serde_json::json!(["cat", "/etc/hostname"]) && r["session_id"] == id.as_str()), "{rows:#?}");
+    assert!(
+        rows.iter().any(|r| r["argv"] == serde_json::json!(["cat", "/etc/hostname"]) && r["session_id"] == id.as_str()),
+        "{rows:#?}"
+    );
     let (code, findings, summary) = verify(&d, &[]);
     assert_eq!((code, findings.len()), (0, 0), "{findings:#?}");
-    assert_eq!((&summary["retained_rows"], &summary["cuts"]), (&retained.into(), &(1 + items.len()).into()), "{summary}");
+    assert_eq!(
+        (&summary["retained_rows"], &summary["cuts"]),
+        (&retained.into(), &(1 + items.len()).into()),
+        "{summary}"
+    );
 
     // One changed row in an archive: the hash no longer matches, nor does the row's leaf.
     let bad_dir = dir.join("tampered");
     std::fs::create_dir_all(&bad_dir).expect("dir");
     let bad = bad_dir.join(format!("{}.jsonl.gz", part("actions")));
     let text = actions.join("\n").replacen("/etc/hostname", "/etc/hostnamf", 1) + "\n";
-    let gz = Command::new("sh").arg("-c").arg(format!("gzip -c > {}", bad.display())).stdin(std::process::Stdio::piped()).spawn().expect("gzip");
+    let gz = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -c > {}", bad.display()))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip");
     std::io::Write::write_all(&mut gz.stdin.as_ref().expect("stdin"), text.as_bytes()).expect("write");
     assert!(gz.wait_with_output().expect("gzip").status.success());
     let out = d.cli(&["verify", "--json", "--archive", bad.to_str().expect("utf8")]);
@@ -162,9 +215,14 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
         }
     };
     assert!(as_writer(format!("DROP TABLE {}", part("actions"))).await.contains("must be owner"));
-    let e = as_writer(format!("SELECT agentmon_retention_drop('actions', '{}', gen_random_uuid())", Utc::now().date_naive())).await;
+    let e = as_writer(format!(
+        "SELECT agentmon_retention_drop('actions', '{}', gen_random_uuid())",
+        Utc::now().date_naive()
+    ))
+    .await;
     assert!(e.contains("no stored, chained retention cut"), "{e}");
-    let e = sqlx::query(&format!("TRUNCATE {}", part("actions"))).execute(&d.pool).await.expect_err("truncate").to_string();
+    let e =
+        sqlx::query(&format!("TRUNCATE {}", part("actions"))).execute(&d.pool).await.expect_err("truncate").to_string();
     assert!(e.contains("append-only"), "{e}");
     let (code, findings, _) = verify(&d, &[]);
     assert_eq!((code, findings.len()), (0, 0), "{findings:#?}");
@@ -175,5 +233,10 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
     assert_eq!(code, 3, "{findings:#?}");
     // The day's two actions of the second session, each a gap in the chain.
     assert_eq!(findings.len(), 2, "{findings:#?}");
-    assert!(findings.iter().all(|f| f["kind"] == "missing" && f["detail"].as_str().is_some_and(|d| d.starts_with("1 row(s) deleted"))), "{findings:#?}");
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["kind"] == "missing" && f["detail"].as_str().is_some_and(|d| d.starts_with("1 row(s) deleted"))),
+        "{findings:#?}"
+    );
 }

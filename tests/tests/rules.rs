@@ -7,7 +7,7 @@ use std::{
     process::Command,
 };
 
-use integration_tests::{Daemon, cgroup2_mount, json_lines, scratch, strs, wait_for};
+use integration_tests::{cgroup2_mount, json_lines, scratch, strs, wait_for, Daemon};
 use serde_json::Value;
 
 const W: &str = env!("CARGO_BIN_EXE_agentmon-workload");
@@ -84,7 +84,10 @@ async fn unit_rule_makes_new_cgroups_sessions_again_after_recreation() {
     let acts = argvs(&d, &id1);
     assert!(acts.iter().any(|a| a == &["cat".to_owned(), f1.display().to_string()]), "{acts:?}");
     let files: Vec<Value> = json_lines(&d.cli(&["actions", "--json", "--session", &id1]));
-    assert!(files.iter().any(|a| a["files"].to_string().contains(&f1.display().to_string())), "the write is recorded: {files:?}");
+    assert!(
+        files.iter().any(|a| a["files"].to_string().contains(&f1.display().to_string())),
+        "the write is recorded: {files:?}"
+    );
     assert_eq!(sessions(&d, "unit-agent").len(), 1, "the .scope cgroup is not a session");
 
     // The unit stops (its cgroup goes) and starts again (a new cgroup of the same name).
@@ -95,7 +98,9 @@ async fn unit_rule_makes_new_cgroups_sessions_again_after_recreation() {
     let f2 = dir.join("second");
     run_in(&unit, &format!("echo two > {} && cat {}", f2.display(), f2.display()));
     let second = wait_for(30, "a second unit session", || {
-        sessions(&d, "unit-agent").into_iter().find(|s| s["id"] != id1.as_str() && s["cgroup"] == unit.display().to_string())
+        sessions(&d, "unit-agent")
+            .into_iter()
+            .find(|s| s["id"] != id1.as_str() && s["cgroup"] == unit.display().to_string())
     });
     assert_eq!(second["source"], "unit");
     let id2 = second["id"].as_str().expect("id").to_owned();
@@ -123,7 +128,8 @@ async fn cgroup_rule_adopts_an_existing_cgroup_with_its_processes() {
         std::fs::read_to_string(work.join("cgroup.procs")).ok().filter(|t| !t.trim().is_empty())
     });
     let rel = format!("/{}/*", parent.strip_prefix(&mount).expect("under the mount").display());
-    let cfg = write_config(&dir, &format!("[[rule]]\nagent = \"cg-agent\"\nlabel = \"existing\"\ncgroup = \"{rel}\"\n"));
+    let cfg =
+        write_config(&dir, &format!("[[rule]]\nagent = \"cg-agent\"\nlabel = \"existing\"\ncgroup = \"{rel}\"\n"));
     let d = Daemon::start("cgrouprule", &["--config", cfg.to_str().expect("utf8")]).await;
     let s = wait_for(30, "the adopted session", || sessions(&d, "cg-agent").into_iter().next());
     assert_eq!(s["source"], "cgroup", "{s}");
@@ -168,7 +174,14 @@ async fn exe_rule_records_a_forked_child_that_escapes_its_cgroup() {
     let out = Command::new("sh")
         .args(["-c", "\"$@\"", "sh"])
         .arg(&agent_path)
-        .args(["fork-escape", away.to_str().expect("utf8"), "/bin/sh", "-c", "echo child > \"$0\"", out_file.to_str().expect("utf8")])
+        .args([
+            "fork-escape",
+            away.to_str().expect("utf8"),
+            "/bin/sh",
+            "-c",
+            "echo child > \"$0\"",
+            out_file.to_str().expect("utf8"),
+        ])
         .output()
         .expect("run the program");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -189,7 +202,9 @@ async fn exe_rule_records_a_forked_child_that_escapes_its_cgroup() {
     assert!(text.contains(&format!("{}.parent", out_file.display())), "the parent's write is recorded");
     assert_eq!(sessions(&d, "exe-agent").len(), 1, "one session for the program and its child: {ended}");
     // The untagged launching shell is not part of it.
-    assert!(!acts.iter().any(|a| a.first().is_some_and(|c| c == "sh") && a.get(1).is_some_and(|c| c == "-c") && a.get(2).is_some_and(|c| c == "\"$@\"")));
+    assert!(!acts.iter().any(|a| a.first().is_some_and(|c| c == "sh")
+        && a.get(1).is_some_and(|c| c == "-c")
+        && a.get(2).is_some_and(|c| c == "\"$@\"")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -213,7 +228,15 @@ async fn exe_rule_matches_inside_a_cgroup_still_pending_for_the_cgroup_rules() {
     // The program runs at once in a cgroup the daemon has not decided yet (then releases).
     std::fs::create_dir(&fresh).expect("mkdir");
     let out_file = dir.join("child-wrote");
-    run_in(&fresh, &format!("exec {} fork-escape {} /bin/sh -c 'echo child > \"$0\"' {}", agent_path.display(), away.display(), out_file.display()));
+    run_in(
+        &fresh,
+        &format!(
+            "exec {} fork-escape {} /bin/sh -c 'echo child > \"$0\"' {}",
+            agent_path.display(),
+            away.display(),
+            out_file.display()
+        ),
+    );
     assert!(out_file.exists());
 
     let s = wait_for(30, "the exe session", || sessions(&d, "pend-agent").into_iter().next());

@@ -3,7 +3,7 @@
 
 use std::{path::Path, process::Command};
 
-use integration_tests::{Daemon, cgroup2_mount, json_lines, scratch};
+use integration_tests::{cgroup2_mount, json_lines, scratch, Daemon};
 
 /// The `0::` line of a `/proc/<pid>/cgroup` text, and the line of a v1 hierarchy (`:pids:`).
 fn line<'a>(text: &'a str, pat: &str) -> Option<&'a str> {
@@ -38,11 +38,14 @@ async fn run_inside_a_limited_cgroup_keeps_the_limit() {
     let d = Daemon::start("runlimits", &[]).await;
     let dir = scratch("runlimits");
     let mount = cgroup2_mount();
-    let mut limited = Limited { dir: mount.join(format!("agentmon-test-limited-{}", std::process::id())), enabled_hugetlb: false };
+    let mut limited =
+        Limited { dir: mount.join(format!("agentmon-test-limited-{}", std::process::id())), enabled_hugetlb: false };
     std::fs::create_dir(&limited.dir).expect("create the limited cgroup");
     // The one controller cgroup v2 has on this host is hugetlb: cap it at 0 when we can.
     let subtree = std::fs::read_to_string(mount.join("cgroup.subtree_control")).unwrap_or_default();
-    if !subtree.split_whitespace().any(|c| c == "hugetlb") && std::fs::write(mount.join("cgroup.subtree_control"), "+hugetlb").is_ok() {
+    if !subtree.split_whitespace().any(|c| c == "hugetlb")
+        && std::fs::write(mount.join("cgroup.subtree_control"), "+hugetlb").is_ok()
+    {
         limited.enabled_hugetlb = true;
     }
     let max = limited.dir.join("hugetlb.2MB.max");
@@ -55,7 +58,10 @@ async fn run_inside_a_limited_cgroup_keeps_the_limit() {
     // agent prints where it ended up.
     let procs = limited.dir.join("cgroup.procs");
     let out = Command::new("sh")
-        .args(["-c", &format!("echo $$ > {} && exec \"$0\" run --agent limits -- cat /proc/self/cgroup", procs.display())])
+        .args([
+            "-c",
+            &format!("echo $$ > {} && exec \"$0\" run --agent limits -- cat /proc/self/cgroup", procs.display()),
+        ])
         .arg(integration_tests::bin())
         .current_dir(&dir)
         .env("AGENTMON_RUNTIME_DIR", &d.runtime_dir)
@@ -80,7 +86,11 @@ async fn run_inside_a_limited_cgroup_keeps_the_limit() {
     let mine = std::fs::read_to_string("/proc/self/cgroup").expect("own cgroup");
     assert_eq!(line(&agent, ":pids:"), line(&mine, ":pids:"), "v1 pids cgroup unchanged:\n{agent}");
     if capped {
-        assert_eq!(std::fs::read_to_string(&max).expect("max").trim(), "0", "the limit above the session is still in force");
+        assert_eq!(
+            std::fs::read_to_string(&max).expect("max").trim(),
+            "0",
+            "the limit above the session is still in force"
+        );
     }
     // The session's cgroup is removed when it ends, wherever it was.
     assert!(!Path::new(cgroup).exists(), "{cgroup} was removed at the session end");

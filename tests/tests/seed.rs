@@ -18,10 +18,14 @@ fn readme_queries() -> Vec<String> {
 async fn rows(pool: &sqlx::PgPool, sql: &str) -> Vec<Value> {
     let mut tx = pool.begin().await.expect("begin");
     sqlx::query("SET LOCAL ROLE agentmon_reader").execute(&mut *tx).await.expect("set role");
-    sqlx::raw_sql(sql).execute(&mut *tx).await.unwrap_or_else(|e| panic!("the README query fails as written: {e}\n{sql}"));
+    sqlx::raw_sql(sql)
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("the README query fails as written: {e}\n{sql}"));
     let body = sql.trim_end_matches(';');
     let wrapped = format!("SELECT coalesce(json_agg(q), '[]')::text FROM ({body}) q");
-    let text: String = sqlx::query_scalar(&wrapped).fetch_one(&mut *tx).await.unwrap_or_else(|e| panic!("{e}\n{wrapped}"));
+    let text: String =
+        sqlx::query_scalar(&wrapped).fetch_one(&mut *tx).await.unwrap_or_else(|e| panic!("{e}\n{wrapped}"));
     tx.rollback().await.expect("rollback");
     serde_json::from_str::<Value>(&text).expect("json").as_array().expect("array").clone()
 }
@@ -77,7 +81,11 @@ async fn the_seed_queries_run_unchanged_on_the_view_and_return_the_sessions_rows
     let failed = rows(&d.pool, &queries[1]).await;
     assert_eq!(failed.len(), 11, "{failed:#?}");
     for r in &failed {
-        assert_eq!(pick(std::slice::from_ref(r), &["agent_id", "action_name", "outcome_error"])[0], json!(["ops/release-manager", "false", {"exit_code": 1, "message": "exit status 1"}]), "{r}");
+        assert_eq!(
+            pick(std::slice::from_ref(r), &["agent_id", "action_name", "outcome_error"])[0],
+            json!(["ops/release-manager", "false", {"exit_code": 1, "message": "exit status 1"}]),
+            "{r}"
+        );
     }
 
     // Cost analysis: one group per day, cost and tokens null (nothing supplies them).
@@ -85,7 +93,11 @@ async fn the_seed_queries_run_unchanged_on_the_view_and_return_the_sessions_rows
     assert!(!cost.is_empty() && cost.len() <= 2, "a day, or two across midnight: {cost:#?}");
     assert_eq!(cost.iter().map(|r| r["action_count"].as_i64().expect("count")).sum::<i64>(), 24);
     for r in &cost {
-        assert_eq!((&r["agent_id"], &r["total_cost"], &r["total_tokens"]), (&json!("ops/release-manager"), &Value::Null, &Value::Null), "{r}");
+        assert_eq!(
+            (&r["agent_id"], &r["total_cost"], &r["total_tokens"]),
+            (&json!("ops/release-manager"), &Value::Null, &Value::Null),
+            "{r}"
+        );
     }
 
     // Security audit: the one action that read a sensitive file, with what it touched.

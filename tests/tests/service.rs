@@ -78,7 +78,12 @@ impl Bare {
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin()).args(args).env("AGENTMON_RUNTIME_DIR", self.runtime()).env_remove("DATABASE_URL").output().expect("agentmon")
+        Command::new(bin())
+            .args(args)
+            .env("AGENTMON_RUNTIME_DIR", self.runtime())
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("agentmon")
     }
 
     fn wait_capturing(&mut self) {
@@ -101,7 +106,11 @@ impl Bare {
     }
 
     fn run_agent(&self, agent: &str) -> String {
-        let out = Command::new(bin()).args(["run", "--agent", agent, "--", "ls", "/"]).env("AGENTMON_RUNTIME_DIR", self.runtime()).output().expect("run");
+        let out = Command::new(bin())
+            .args(["run", "--agent", agent, "--", "ls", "/"])
+            .env("AGENTMON_RUNTIME_DIR", self.runtime())
+            .output()
+            .expect("run");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let err = String::from_utf8_lossy(&out.stderr);
         err.lines().find_map(|l| l.strip_prefix("agentmon: session ")).expect("session line").trim().to_owned()
@@ -150,10 +159,14 @@ async fn notify_ready_after_attach_watchdog_and_stopping() {
     let sock_path = d.dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
     sock.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
-    d.spawn(&["--database-url", &url], &[("NOTIFY_SOCKET", sock_path.to_str().expect("utf8")), ("WATCHDOG_USEC", "1000000")]);
+    d.spawn(
+        &["--database-url", &url],
+        &[("NOTIFY_SOCKET", sock_path.to_str().expect("utf8")), ("WATCHDOG_USEC", "1000000")],
+    );
 
     let got = recv_until(&sock, 90, |m| m.contains("READY=1"));
-    let ready = got.iter().find(|m| m.contains("READY=1")).unwrap_or_else(|| panic!("no READY=1 (got {got:?}):\n{}", d.log()));
+    let ready =
+        got.iter().find(|m| m.contains("READY=1")).unwrap_or_else(|| panic!("no READY=1 (got {got:?}):\n{}", d.log()));
     // At READY the programs are attached (their links are pinned) and the control socket answers.
     let links = std::fs::read_dir(&d.pin_dir)
         .expect("pin dir")
@@ -205,13 +218,19 @@ async fn embedded_postgres_under_the_state_dir() {
     // The query commands find the daemon's database through its runtime dir.
     let row = wait_for(30, "the session in the embedded database", || {
         let out = d.cli(&["sessions", "--json"]);
-        out.status.success().then(|| json_lines(&out)).and_then(|rows| rows.into_iter().find(|s| s["id"] == id.as_str() && !s["ended_at"].is_null()))
+        out.status
+            .success()
+            .then(|| json_lines(&out))
+            .and_then(|rows| rows.into_iter().find(|s| s["id"] == id.as_str() && !s["ended_at"].is_null()))
     });
     assert_eq!(row["agent"], "embedded");
     let status = d.stop();
     assert!(status.success(), "{status}:\n{}", d.log());
     assert!(d.log().contains("stopped the private PostgreSQL"), "{}", d.log());
-    let left = Command::new("pgrep").args(["-f", &format!("postgres -D {}", pg.join("data").display())]).output().expect("pgrep");
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("postgres -D {}", pg.join("data").display())])
+        .output()
+        .expect("pgrep");
     assert!(!left.status.success(), "a postgres is left running: {}", String::from_utf8_lossy(&left.stdout));
 
     // What systemd's StateDirectory= does to a state dir of another owner: everything
@@ -257,16 +276,38 @@ fn tls_cluster(dir: &Path) -> (monitor::pgcluster::Cluster, Child) {
     }
     let hba = "local all all peer map=agentmon\nhostssl all tester 127.0.0.1/32 scram-sha-256\nhostssl all tester ::1/128 scram-sha-256\n";
     std::fs::write(cluster.data().join("pg_hba.conf"), hba).expect("hba");
-    let extra: Vec<String> = ["-c", "ssl=on", "-c", "ssl_cert_file=server.pem", "-c", "ssl_key_file=server.key", "-c", "listen_addresses=127.0.0.1"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let extra: Vec<String> = [
+        "-c",
+        "ssl=on",
+        "-c",
+        "ssl_cert_file=server.pem",
+        "-c",
+        "ssl_key_file=server.key",
+        "-c",
+        "listen_addresses=127.0.0.1",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
     let server = cluster.start(&extra).expect("start the TLS cluster");
-    for sql in ["CREATE ROLE tester LOGIN SUPERUSER PASSWORD 'tls-test-pw'", "CREATE DATABASE agentmon_tls OWNER tester"] {
+    for sql in
+        ["CREATE ROLE tester LOGIN SUPERUSER PASSWORD 'tls-test-pw'", "CREATE DATABASE agentmon_tls OWNER tester"]
+    {
         let psql = Command::new("psql")
             .arg("-h")
             .arg(cluster.socket_dir())
-            .args(["-p", &cluster.port.to_string(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .args([
+                "-p",
+                &cluster.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
             .output()
             .expect("psql");
         assert!(psql.status.success(), "{sql}: {}", String::from_utf8_lossy(&psql.stderr));
@@ -290,40 +331,109 @@ impl Drop for Stop<'_> {
 async fn tls_accepts_what_libpq_accepts_for_sslrootcert() {
     require_root();
     let dir = scratch("tls-libpq");
-    openssl(&dir, &["req", "-new", "-x509", "-days", "2", "-nodes", "-text", "-out", "server.pem", "-keyout", "server.key", "-subj", "/CN=localhost"]);
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "2",
+            "-nodes",
+            "-text",
+            "-out",
+            "server.pem",
+            "-keyout",
+            "server.key",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
     let text = std::fs::read_to_string(dir.join("server.pem")).expect("cert");
-    assert!(text.contains("CA:TRUE") && !text.contains("Subject Alternative Name"), "the documented certificate is a CA certificate with no SAN:\n{text}");
+    assert!(
+        text.contains("CA:TRUE") && !text.contains("Subject Alternative Name"),
+        "the documented certificate is a CA certificate with no SAN:\n{text}"
+    );
     // A bundle: two unrelated CAs around the server's certificate.
     for ca in ["other1", "other2"] {
-        openssl(&dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN={ca}"), "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.pem")]);
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ],
+        );
     }
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("pem");
-    std::fs::write(dir.join("bundle.pem"), read("other1.pem") + &read("server.pem") + &read("other2.pem")).expect("bundle");
+    std::fs::write(dir.join("bundle.pem"), read("other1.pem") + &read("server.pem") + &read("other2.pem"))
+        .expect("bundle");
     let (cluster, mut server) = tls_cluster(&dir);
     let _stop = Stop(&mut server);
     let url = |host: &str, root: &str| {
-        format!("postgres://tester:tls-test-pw@{host}:{}/agentmon_tls?sslmode=verify-full&sslrootcert={}", cluster.port, dir.join(root).display())
+        format!(
+            "postgres://tester:tls-test-pw@{host}:{}/agentmon_tls?sslmode=verify-full&sslrootcert={}",
+            cluster.port,
+            dir.join(root).display()
+        )
     };
-    let psql = |u: &str| Command::new("psql").arg(u).args(["-tAc", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"]).output().expect("psql");
-    let agentmon = |u: &str| Command::new(bin()).args(["sessions", "--json", "--database-url", u]).env_remove("DATABASE_URL").output().expect("agentmon");
+    let psql = |u: &str| {
+        Command::new("psql")
+            .arg(u)
+            .args(["-tAc", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"])
+            .output()
+            .expect("psql")
+    };
+    let agentmon = |u: &str| {
+        Command::new(bin())
+            .args(["sessions", "--json", "--database-url", u])
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("agentmon")
+    };
     for root in ["server.pem", "bundle.pem"] {
         let good = url("localhost", root);
         let p = psql(&good);
         assert!(p.status.success(), "psql accepts {root}: {}", String::from_utf8_lossy(&p.stderr));
-        let m = Command::new(bin()).args(["migrate", "--database-url", &good]).env_remove("DATABASE_URL").output().expect("migrate");
-        assert!(m.status.success(), "agentmon migrate accepts {root} as psql does: {}", String::from_utf8_lossy(&m.stderr));
+        let m = Command::new(bin())
+            .args(["migrate", "--database-url", &good])
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("migrate");
+        assert!(
+            m.status.success(),
+            "agentmon migrate accepts {root} as psql does: {}",
+            String::from_utf8_lossy(&m.stderr)
+        );
         let out = agentmon(&good);
         assert!(out.status.success(), "agentmon sessions accepts {root}: {}", String::from_utf8_lossy(&out.stderr));
         let bad = url("127.0.0.1", root);
         assert!(!psql(&bad).status.success(), "psql refuses another host name with {root}");
         let out = agentmon(&bad);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains("cannot connect to the database"), "agentmon refuses another host name with {root}: {err}");
+        assert!(
+            !out.status.success() && err.contains("cannot connect to the database"),
+            "agentmon refuses another host name with {root}: {err}"
+        );
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
     // A bundle without the server's certificate is refused.
     let out = agentmon(&url("localhost", "other1.pem"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to the database"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot connect to the database"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -331,22 +441,81 @@ async fn tls_verify_full_connects_and_refuses_a_mismatched_certificate() {
     require_root();
     let dir = scratch("tls");
     // A CA, and a server certificate for `localhost` only (no IP address in it).
-    openssl(&dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=agentmon test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
-    openssl(&dir, &["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"]);
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=agentmon test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").expect("ext");
-    openssl(&dir, &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem"]);
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ],
+    );
 
     let (cluster, mut server) = tls_cluster(&dir);
     let _stop = Stop(&mut server);
 
     let ca = dir.join("ca.pem");
-    let url = |host: &str| format!("postgres://tester:tls-test-pw@{host}:{}/agentmon_tls?sslmode=verify-full&sslrootcert={}", cluster.port, ca.display());
+    let url = |host: &str| {
+        format!(
+            "postgres://tester:tls-test-pw@{host}:{}/agentmon_tls?sslmode=verify-full&sslrootcert={}",
+            cluster.port,
+            ca.display()
+        )
+    };
     let good = url("localhost");
     let bad = url("127.0.0.1");
 
     // The connection really is TLS.
     let pool = sqlx::PgPool::connect(&good).await.expect("connect over TLS");
-    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetch_one(&pool).await.expect("pg_stat_ssl");
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .expect("pg_stat_ssl");
     assert!(ssl, "the connection is not encrypted");
 
     // The daemon records a session over TLS; a query command reads it over TLS.
@@ -372,7 +541,12 @@ async fn tls_verify_full_connects_and_refuses_a_mismatched_certificate() {
     // command, and by the daemon (which exits with one line and attaches nothing).
     let q = Command::new(bin()).args(["sessions", "--json", "--database-url", &bad]).output().expect("sessions");
     let err = String::from_utf8_lossy(&q.stderr);
-    assert!(!q.status.success() && err.contains("cannot connect to the database") && err.to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        !q.status.success()
+            && err.contains("cannot connect to the database")
+            && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let mut d2 = Bare::new("tlsbad");
     let out = d2.command(&["--database-url", &bad], &[]).output().expect("daemon");
@@ -408,12 +582,20 @@ fn start_fails_fast_with_one_line() {
     // A read-only state directory.
     std::fs::remove_file(d.state()).expect("rm");
     std::fs::create_dir(d.state()).expect("mkdir");
-    let ro = Command::new("mount").args(["-t", "tmpfs", "-o", "ro,mode=0700", "tmpfs"]).arg(d.state()).status().expect("mount");
+    let ro = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,mode=0700", "tmpfs"])
+        .arg(d.state())
+        .status()
+        .expect("mount");
     assert!(ro.success(), "mount a read-only tmpfs");
     let out = d.command(&[], &[]).output().expect("daemon");
     let _ = Command::new("umount").arg(d.state()).status();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("the state directory {}", d.state().display())) || err.contains("cannot secure the state directory"), "{err}");
+    assert!(
+        err.contains(&format!("the state directory {}", d.state().display()))
+            || err.contains("cannot secure the state directory"),
+        "{err}"
+    );
     assert!(!d.pin_dir.exists(), "nothing was attached");
 }

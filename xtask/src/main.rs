@@ -16,7 +16,7 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -179,7 +179,8 @@ fn task(cli: Cli) -> anyhow::Result<()> {
             let env = setup::setup()?;
             setup::test_packages()?;
             let deb = package::build(&env, true)?;
-            let kernels = if kernels.is_empty() { vm::KERNELS.iter().map(|k| (*k).to_owned()).collect() } else { kernels };
+            let kernels =
+                if kernels.is_empty() { vm::KERNELS.iter().map(|k| (*k).to_owned()).collect() } else { kernels };
             vm::test(&deb, &kernels)?;
         }
         Task::Bench { args } => {

@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, process::Command};
 
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 
 use crate::{cargo, run, setup::BuildEnv, step, workspace_root};
 
@@ -22,11 +22,15 @@ pub fn build(env: &BuildEnv, dev: bool) -> anyhow::Result<PathBuf> {
     let completions = generated.join("completions");
     std::fs::create_dir_all(&completions).with_context(|| format!("creating {}", completions.display()))?;
     for (shell, file) in [("bash", "agentmon.bash"), ("zsh", "_agentmon"), ("fish", "agentmon.fish")] {
-        let out = Command::new(&bin).args(["completions", shell]).output().with_context(|| format!("running {}", bin.display()))?;
+        let out = Command::new(&bin)
+            .args(["completions", shell])
+            .output()
+            .with_context(|| format!("running {}", bin.display()))?;
         if !out.status.success() || out.stdout.is_empty() {
             bail!("`agentmon completions {shell}` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        std::fs::write(completions.join(file), &out.stdout).with_context(|| format!("writing the {shell} completions"))?;
+        std::fs::write(completions.join(file), &out.stdout)
+            .with_context(|| format!("writing the {shell} completions"))?;
     }
     let man = generated.join("man");
     run(Command::new(&bin).arg("man").arg("--dir").arg(&man))?;

@@ -6,14 +6,15 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 
 use crate::{is_root, run, step};
 
 /// Debian packages: `PostgreSQL` server and client binaries, iproute2 for network-namespace
 /// tests, mount for tracefs/bpffs, and `OpenSSL`'s headers with pkg-config (TLS to `PostgreSQL`
 /// goes through OpenSSL, as libpq's does).
-const APT_PACKAGES: &[&str] = &["postgresql", "postgresql-client", "iproute2", "mount", "procps", "libssl-dev", "pkg-config"];
+const APT_PACKAGES: &[&str] =
+    &["postgresql", "postgresql-client", "iproute2", "mount", "procps", "libssl-dev", "pkg-config"];
 /// Only the tests need these: a headless Chromium renders the incident packet's HTML.
 const TEST_APT_PACKAGES: &[&str] = &["chromium-headless-shell"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -80,7 +81,9 @@ fn debian_mirror() -> Option<String> {
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".sources") && e.file_name() != "agentmon-backports.sources")
+        .filter(|e| {
+            e.file_name().to_string_lossy().ends_with(".sources") && e.file_name() != "agentmon-backports.sources"
+        })
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
         .collect();
     texts.extend(std::fs::read_to_string("/etc/apt/sources.list").ok());
@@ -106,7 +109,10 @@ fn apt_install(packages: &[&str], what: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     if !is_root() {
-        bail!("missing Debian packages {missing:?}: run `sudo cargo xtask setup` or `sudo apt-get install {}`", missing.join(" "));
+        bail!(
+            "missing Debian packages {missing:?}: run `sudo cargo xtask setup` or `sudo apt-get install {}`",
+            missing.join(" ")
+        );
     }
     step(&format!("installing {}", missing.join(" ")));
     run(Command::new("apt-get").arg("update").arg("-q"))?;
@@ -137,7 +143,9 @@ fn rust_src(sysroot: &Path) -> anyhow::Result<()> {
     }
     step("installing nightly rust-src");
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"])).with_context(|| {
-        format!("could not download rust-src; on an offline host set {RUST_SRC_ENV} to a rust-src tarball for this nightly")
+        format!(
+            "could not download rust-src; on an offline host set {RUST_SRC_ENV} to a rust-src tarball for this nightly"
+        )
     })
 }
 
@@ -204,9 +212,9 @@ fn cargo_deb() -> anyhow::Result<()> {
 fn mounts() -> anyhow::Result<()> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     for (fstype, dir) in [("tracefs", "/sys/kernel/tracing"), ("bpf", "/sys/fs/bpf")] {
-        let mounted = info.lines().any(|l| {
-            l.split(' ').nth(4) == Some(dir) && l.split(" - ").nth(1).is_some_and(|t| t.starts_with(fstype))
-        });
+        let mounted = info
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(dir) && l.split(" - ").nth(1).is_some_and(|t| t.starts_with(fstype)));
         if mounted {
             continue;
         }

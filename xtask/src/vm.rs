@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 
 use crate::{run, step, workspace_root};
 
@@ -82,7 +82,11 @@ fn image() -> anyhow::Result<PathBuf> {
 
 /// A short hash of everything the image is made from.
 fn recipe_hash() -> anyhow::Result<String> {
-    let mut child = Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().context("running sha256sum")?;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running sha256sum")?;
     {
         use std::io::Write as _;
         let mut stdin = child.stdin.take().context("sha256sum stdin")?;
@@ -112,7 +116,8 @@ fn kernel(image: &Path, deb: &Path, version: &str) -> anyhow::Result<()> {
     let share = dir.join("share");
     std::fs::create_dir_all(share.join("out")).context("creating the share")?;
     std::fs::copy(deb, share.join("agentmon.deb")).context("copying the package into the share")?;
-    std::fs::copy(workspace_root().join("xtask/vm/guest-checks.sh"), share.join("guest-checks.sh")).context("copying the checks")?;
+    std::fs::copy(workspace_root().join("xtask/vm/guest-checks.sh"), share.join("guest-checks.sh"))
+        .context("copying the checks")?;
     // The guest's writes go to an overlay: the cached image stays clean.
     let overlay = dir.join("disk.qcow2");
     run(Command::new("qemu-img")
@@ -153,7 +158,14 @@ fn kernel(image: &Path, deb: &Path, version: &str) -> anyhow::Result<()> {
 }
 
 /// One boot, until the guest powers off or `limit` passes.
-fn boot(vmlinuz: &Path, initrd: &Path, disk: &Path, share: &Path, console: &Path, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
+fn boot(
+    vmlinuz: &Path,
+    initrd: &Path,
+    disk: &Path,
+    share: &Path,
+    console: &Path,
+    limit: Duration,
+) -> anyhow::Result<std::process::ExitStatus> {
     let log = std::fs::File::create(console).context("creating the console log")?;
     Command::new("timeout")
         .args(["--kill-after=10", &format!("{}s", limit.as_secs()), "qemu-system-x86_64"])

@@ -16,18 +16,24 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
-use crate::chain::{self, GENESIS, Hash, ROW_SQL, hex};
+use crate::chain::{self, hex, Hash, GENESIS, ROW_SQL};
 
 pub const FORMAT: &str = "agentmon-packet/1";
 
 /// Tables whose rows belong to a session, and the key naming it.
-const SESSION_TABLES: &[(&str, &str)] =
-    &[("sessions", "id"), ("session_ends", "session_id"), ("actions", "session_id"), ("processes", "session_id"), ("events", "session_id"), ("alerts", "session_id")];
+const SESSION_TABLES: &[(&str, &str)] = &[
+    ("sessions", "id"),
+    ("session_ends", "session_id"),
+    ("actions", "session_id"),
+    ("processes", "session_id"),
+    ("events", "session_id"),
+    ("alerts", "session_id"),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -86,7 +92,8 @@ pub async fn run(args: &ExportArgs) -> anyhow::Result<i32> {
         "sessions": sessions.iter().map(|s| s.0.clone()).collect::<Vec<_>>(),
         "proofs": proofs,
     });
-    let report = check(&packet).map_err(|e| anyhow::anyhow!("the exported packet does not verify: {e}; run `agentmon verify`"))?;
+    let report = check(&packet)
+        .map_err(|e| anyhow::anyhow!("the exported packet does not verify: {e}; run `agentmon verify`"))?;
     let bytes = match args.format {
         Format::Json => chain::canonical(&packet) + "\n",
         Format::Html => html(&packet, &report),
@@ -135,7 +142,8 @@ async fn select_sessions(pool: &sqlx::PgPool, args: &ExportArgs) -> anyhow::Resu
         rows = query(None).build_query_as().fetch_all(pool).await.context("selecting the sessions")?;
     }
     for p in &args.session {
-        let found: Vec<(DateTime<Utc>, String, String, bool)> = query(Some(p)).build_query_as().fetch_all(pool).await.context("selecting the sessions")?;
+        let found: Vec<(DateTime<Utc>, String, String, bool)> =
+            query(Some(p)).build_query_as().fetch_all(pool).await.context("selecting the sessions")?;
         if found.is_empty() {
             bail!("no session matches `{p}`");
         }
@@ -170,19 +178,32 @@ async fn covering_checkpoint(pool: &sqlx::PgPool, host: &str, hi: i64) -> anyhow
 /// now. Returns whether it did (or one already covers its head).
 async fn ask_for_checkpoint(host: &str, runtime_dir: &std::path::Path) -> bool {
     let dir = runtime_dir.to_owned();
-    let reply = tokio::task::spawn_blocking(move || crate::control::request(&dir, &crate::control::Request::Checkpoint)).await;
+    let reply =
+        tokio::task::spawn_blocking(move || crate::control::request(&dir, &crate::control::Request::Checkpoint)).await;
     matches!(reply, Ok(Ok(crate::control::Response::Checkpoint { host: h })) if h == host)
 }
 
 /// The proof for one host: its stretch of chain covering the sessions' rows.
-async fn host_proof(pool: &sqlx::PgPool, host: &str, ids: &[String], runtime_dir: &std::path::Path) -> anyhow::Result<Value> {
+async fn host_proof(
+    pool: &sqlx::PgPool,
+    host: &str,
+    ids: &[String],
+    runtime_dir: &std::path::Path,
+) -> anyhow::Result<Value> {
     let span: Vec<String> = SESSION_TABLES
         .iter()
-        .map(|(t, k)| format!("SELECT min(chain_seq) AS lo, max(chain_seq) AS hi FROM {t} WHERE host = $1 AND {k}::text = ANY($2)"))
+        .map(|(t, k)| {
+            format!(
+                "SELECT min(chain_seq) AS lo, max(chain_seq) AS hi FROM {t} WHERE host = $1 AND {k}::text = ANY($2)"
+            )
+        })
         .collect();
     let sql = format!("SELECT min(lo), max(hi) FROM ({}) s", span.join(" UNION ALL "));
-    let (lo, hi): (Option<i64>, Option<i64>) = sqlx::query_as(&sql).bind(host).bind(ids).fetch_one(pool).await.context("finding the sessions' rows")?;
-    let (Some(lo), Some(hi)) = (lo, hi) else { bail!("the sessions on {host} have no chained rows (written before the chain existed?)") };
+    let (lo, hi): (Option<i64>, Option<i64>) =
+        sqlx::query_as(&sql).bind(host).bind(ids).fetch_one(pool).await.context("finding the sessions' rows")?;
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        bail!("the sessions on {host} have no chained rows (written before the chain existed?)")
+    };
     let mut checkpoint = covering_checkpoint(pool, host, hi).await?;
     if checkpoint.is_none() && ask_for_checkpoint(host, runtime_dir).await {
         // Right after an incident: the daemon has just signed one; wait until it is stored.
@@ -199,15 +220,28 @@ async fn host_proof(pool: &sqlx::PgPool, host: &str, ids: &[String], runtime_dir
     let covers = checkpoint["covers_seq"].as_i64().context("checkpoint without covers_seq")?;
     let fingerprint = checkpoint["key_fingerprint"].as_str().unwrap_or_default().to_owned();
     let public_key: Option<String> =
-        sqlx::query_scalar("SELECT public_key FROM signing_keys WHERE host = $1 AND fingerprint = $2").bind(host).bind(&fingerprint).fetch_optional(pool).await?;
-    let public_key = public_key.with_context(|| format!("the key {fingerprint} that signed the checkpoint is not registered"))?;
+        sqlx::query_scalar("SELECT public_key FROM signing_keys WHERE host = $1 AND fingerprint = $2")
+            .bind(host)
+            .bind(&fingerprint)
+            .fetch_optional(pool)
+            .await?;
+    let public_key =
+        public_key.with_context(|| format!("the key {fingerprint} that signed the checkpoint is not registered"))?;
     let prev: Hash = if lo <= 1 {
         GENESIS
     } else {
-        let parts: Vec<String> = ROW_SQL.iter().map(|(t, _, _)| format!("SELECT chain_hash FROM {t} WHERE host = $1 AND chain_seq = $2")).collect();
-        let sql = format!("{} UNION ALL SELECT chain_hash FROM retained_leaves WHERE host = $1 AND chain_seq = $2", parts.join(" UNION ALL "));
+        let parts: Vec<String> = ROW_SQL
+            .iter()
+            .map(|(t, _, _)| format!("SELECT chain_hash FROM {t} WHERE host = $1 AND chain_seq = $2"))
+            .collect();
+        let sql = format!(
+            "{} UNION ALL SELECT chain_hash FROM retained_leaves WHERE host = $1 AND chain_seq = $2",
+            parts.join(" UNION ALL ")
+        );
         let h: Option<Vec<u8>> = sqlx::query_scalar(&sql).bind(host).bind(lo - 1).fetch_optional(pool).await?;
-        h.and_then(|h| h.try_into().ok()).with_context(|| format!("the chain of {host} has no row {} before the sessions; run `agentmon verify`", lo - 1))?
+        h.and_then(|h| h.try_into().ok()).with_context(|| {
+            format!("the chain of {host} has no row {} before the sessions; run `agentmon verify`", lo - 1)
+        })?
     };
     let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
     let mut entries = Vec::new();
@@ -220,13 +254,19 @@ async fn host_proof(pool: &sqlx::PgPool, host: &str, ids: &[String], runtime_dir
         }
         let key = SESSION_TABLES.iter().find(|(t, _)| *t == r.table).map(|(_, k)| *k);
         let mine = key.and_then(|k| r.row[k].as_str()).is_some_and(|id| wanted.contains(id));
-        entries.push(if mine { json!({"seq": r.seq, "row": r.row}) } else { json!({"seq": r.seq, "leaf": hex(&crate::verify::row_leaf(&r))}) });
+        entries.push(if mine {
+            json!({"seq": r.seq, "row": r.row})
+        } else {
+            json!({"seq": r.seq, "leaf": hex(&crate::verify::row_leaf(&r))})
+        });
         if last_note.elapsed().as_secs() >= 2 {
             last_note = std::time::Instant::now();
             eprintln!("agentmon: export: {host}: {} of {} rows read", r.seq - lo as u64 + 1, covers - lo + 1);
         }
     }
-    Ok(json!({"host": host, "first_seq": lo, "prev_hash": hex(&prev), "entries": entries, "checkpoint": checkpoint, "public_key": public_key}))
+    Ok(
+        json!({"host": host, "first_seq": lo, "prev_hash": hex(&prev), "entries": entries, "checkpoint": checkpoint, "public_key": public_key}),
+    )
 }
 
 /// What a packet proves.
@@ -274,22 +314,30 @@ pub fn check(packet: &Value) -> Result<Report, String> {
                 chain::leaf(row)
             } else {
                 report.leaves += 1;
-                chain::parse_hash(e["leaf"].as_str().unwrap_or_default()).ok_or_else(|| format!("{host}: row {seq}: bad leaf"))?
+                chain::parse_hash(e["leaf"].as_str().unwrap_or_default())
+                    .ok_or_else(|| format!("{host}: row {seq}: bad leaf"))?
             };
             head = chain::link(&head, &leaf);
             seq += 1;
         }
         let c: crate::correlate::Checkpoint =
-            serde_json::from_value(crate::verify::checkpoint_fields(&p["checkpoint"])).map_err(|e| format!("{host}: bad checkpoint: {e}"))?;
+            serde_json::from_value(crate::verify::checkpoint_fields(&p["checkpoint"]))
+                .map_err(|e| format!("{host}: bad checkpoint: {e}"))?;
         if c.covers_seq + 1 != seq {
             return Err(format!("{host}: the rows end at {} but the checkpoint covers {}", seq - 1, c.covers_seq));
         }
         if chain::parse_hash(&c.head_hash) != Some(head) {
-            return Err(format!("{host}: the rows do not hash to the checkpoint's head (row {}): the packet was changed", c.covers_seq));
+            return Err(format!(
+                "{host}: the rows do not hash to the checkpoint's head (row {}): the packet was changed",
+                c.covers_seq
+            ));
         }
         let pk = p["public_key"].as_str().unwrap_or_default();
         if chain::unhex(pk).is_none_or(|k| chain::key_fingerprint(&k) != c.key_fingerprint) {
-            return Err(format!("{host}: the public key is not the one that signed (fingerprint {})", c.key_fingerprint));
+            return Err(format!(
+                "{host}: the public key is not the one that signed (fingerprint {})",
+                c.key_fingerprint
+            ));
         }
         if !chain::signature_valid(host, &c, pk) {
             return Err(format!("{host}: the checkpoint's signature does not verify"));
@@ -307,7 +355,10 @@ pub fn verify_packet(path: &Path, key: Option<&str>, json_out: bool) -> anyhow::
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the packet {}", path.display()))?;
     let is_html = text.trim_start().starts_with("<!DOCTYPE html>");
     let body = if is_html {
-        let start = text.find(HTML_MARK).map(|i| i + HTML_MARK.len()).context("an HTML file without an agentmon packet in it")?;
+        let start = text
+            .find(HTML_MARK)
+            .map(|i| i + HTML_MARK.len())
+            .context("an HTML file without an agentmon packet in it")?;
         let end = text[start..].find("</script>").context("the packet's script is not closed")? + start;
         text[start..end].to_owned()
     } else {
@@ -318,9 +369,16 @@ pub fn verify_packet(path: &Path, key: Option<&str>, json_out: bool) -> anyhow::
         let report = check(&packet)?;
         if let Some(k) = key {
             let k = k.to_ascii_lowercase();
-            let ok = packet["proofs"].as_array().into_iter().flatten().all(|p| p["public_key"].as_str() == Some(k.as_str()) || report.keys.iter().all(|f| *f == k));
+            let ok = packet["proofs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|p| p["public_key"].as_str() == Some(k.as_str()) || report.keys.iter().all(|f| *f == k));
             if !ok {
-                return Err(format!("the packet is signed by {}, not by the key given with --key", report.keys.join(", ")));
+                return Err(format!(
+                    "the packet is signed by {}, not by the key given with --key",
+                    report.keys.join(", ")
+                ));
             }
         }
         let expected = if is_html { html(&packet, &report) } else { chain::canonical(&packet) + "\n" };
@@ -332,7 +390,10 @@ pub fn verify_packet(path: &Path, key: Option<&str>, json_out: bool) -> anyhow::
     match outcome {
         Ok(r) => {
             if json_out {
-                println!("{}", json!({"ok": true, "rows": r.rows, "leaves": r.leaves, "checkpoints": r.checkpoints.iter().map(|(h, s)| json!({"host": h, "covers_seq": s})).collect::<Vec<_>>(), "keys": r.keys}));
+                println!(
+                    "{}",
+                    json!({"ok": true, "rows": r.rows, "leaves": r.leaves, "checkpoints": r.checkpoints.iter().map(|(h, s)| json!({"host": h, "covers_seq": s})).collect::<Vec<_>>(), "keys": r.keys})
+                );
             } else {
                 println!(
                     "packet verifies: {} rows in full and {} leaf hashes chain to the signed {} (key {})",
@@ -373,15 +434,21 @@ fn esc(s: &str) -> String {
 }
 
 fn time(us: &Value) -> String {
-    us.as_i64().and_then(DateTime::from_timestamp_micros).map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
+    us.as_i64()
+        .and_then(DateTime::from_timestamp_micros)
+        .map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
 }
 
 fn clock(us: &Value) -> String {
-    us.as_i64().and_then(DateTime::from_timestamp_micros).map_or_else(|| "-".into(), |t| t.format("%H:%M:%S%.3f").to_string())
+    us.as_i64()
+        .and_then(DateTime::from_timestamp_micros)
+        .map_or_else(|| "-".into(), |t| t.format("%H:%M:%S%.3f").to_string())
 }
 
 fn argv(v: &Value) -> String {
-    v.as_array().map(|a| a.iter().map(|s| crate::text::shell_quote(s.as_str().unwrap_or(""))).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().map(|s| crate::text::shell_quote(s.as_str().unwrap_or(""))).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn status(row: &Value) -> (String, &'static str) {
@@ -427,7 +494,10 @@ pub fn html(packet: &Value, report: &Report) -> String {
         esc(&report.keys.join(", "))
     );
     let alerts: Vec<&Value> = of("alerts").collect();
-    let flagged: std::collections::HashSet<&str> = alerts.iter().flat_map(|a| a["action_ids"].as_array().into_iter().flatten().filter_map(Value::as_str)).collect();
+    let flagged: std::collections::HashSet<&str> = alerts
+        .iter()
+        .flat_map(|a| a["action_ids"].as_array().into_iter().flatten().filter_map(Value::as_str))
+        .collect();
     for s in of("sessions") {
         let id = s["id"].as_str().unwrap_or_default();
         let end = of("session_ends").find(|e| e["session_id"] == id);
@@ -506,7 +576,11 @@ fn changed_files(files: &Value) -> Vec<String> {
         .flatten()
         .filter(|f| f["access"].as_str().is_some_and(|x| crate::correlate::resources::WRITE_ACCESSES.contains(&x)))
         .map(|f| {
-            let result = if f["result"] == "ok" { String::new() } else { format!(" ({})", esc(f["result"].as_str().unwrap_or(""))) };
+            let result = if f["result"] == "ok" {
+                String::new()
+            } else {
+                format!(" ({})", esc(f["result"].as_str().unwrap_or("")))
+            };
             format!("{} {}{result}", esc(f["access"].as_str().unwrap_or("")), esc(f["path"].as_str().unwrap_or("")))
         })
         .collect()
@@ -520,7 +594,13 @@ fn contacted(net: &Value) -> Vec<String> {
         .filter(|n| n["op"] == "connect" && n["family"] != "unix")
         .map(|n| {
             let name = n["host"].as_str().map(|x| format!("{x} ")).unwrap_or_default();
-            format!("{}{}:{} ({})", esc(&name), esc(n["addr"].as_str().unwrap_or("?")), n["port"], esc(n["result"].as_str().unwrap_or("")))
+            format!(
+                "{}{}:{} ({})",
+                esc(&name),
+                esc(n["addr"].as_str().unwrap_or("?")),
+                n["port"],
+                esc(n["result"].as_str().unwrap_or(""))
+            )
         })
         .collect()
 }
@@ -585,7 +665,11 @@ mod tests {
             .iter()
             .map(|r| {
                 let seq = r["chain_seq"].as_u64().expect("seq");
-                if seq % 2 == 0 { json!({"seq": seq, "row": r}) } else { json!({"seq": seq, "leaf": hex(&chain::leaf(r))}) }
+                if seq % 2 == 0 {
+                    json!({"seq": seq, "row": r})
+                } else {
+                    json!({"seq": seq, "leaf": hex(&chain::leaf(r))})
+                }
             })
             .collect();
         json!({
@@ -606,7 +690,13 @@ mod tests {
             ("a row dropped", Box::new(|p| drop(p["proofs"][0]["entries"].as_array_mut().expect("entries").remove(1)))),
             ("the anchor", Box::new(|p| p["proofs"][0]["prev_hash"] = json!("11".repeat(32)))),
             ("the signature", Box::new(|p| p["proofs"][0]["checkpoint"]["signature"] = json!("22".repeat(64)))),
-            ("another key", Box::new(|p| p["proofs"][0]["public_key"] = json!(hex(ed25519_dalek::SigningKey::from_bytes(&[8; 32]).verifying_key().as_bytes())))),
+            (
+                "another key",
+                Box::new(|p| {
+                    p["proofs"][0]["public_key"] =
+                        json!(hex(ed25519_dalek::SigningKey::from_bytes(&[8; 32]).verifying_key().as_bytes()))
+                }),
+            ),
             ("the format", Box::new(|p| p["format"] = json!("other/1"))),
         ];
         for (what, f) in breaks {
@@ -620,7 +710,8 @@ mod tests {
     fn the_page_is_deterministic_escapes_text_and_embeds_the_packet() {
         let mut p = packet();
         p["proofs"][0]["entries"][0]["row"]["command"] = json!("echo '</script><b>x</b>'");
-        let session = json!({"seq": 9, "row": {"table": "sessions", "id": "s", "agent": "a", "host": "h", "started_at": 0}});
+        let session =
+            json!({"seq": 9, "row": {"table": "sessions", "id": "s", "agent": "a", "host": "h", "started_at": 0}});
         p["proofs"][0]["entries"].as_array_mut().expect("entries").push(session);
         // The row changed, so the proof no longer holds; the page is rendered all the same.
         let r = Report { rows: 2, leaves: 2, checkpoints: vec![("h".into(), 5)], keys: vec!["k".into()] };

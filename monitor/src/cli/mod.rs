@@ -278,7 +278,22 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let f = store::query::AlertFilter { since, severity, agent, session_prefix: session, rule, limit };
             crate::cli::query::alerts(&pool, &f, db.json).await.map(|()| 0)
         }
-        Command::Actions { session, agent, since, until, grep, failed, limit, path, writes, denied, host, port, sensitive, db } => {
+        Command::Actions {
+            session,
+            agent,
+            since,
+            until,
+            grep,
+            failed,
+            limit,
+            path,
+            writes,
+            denied,
+            host,
+            port,
+            sensitive,
+            db,
+        } => {
             let pool = pool(&db).await?;
             let f = ActionFilter {
                 session_prefix: session,
@@ -335,7 +350,9 @@ fn unload(pin_dir: &std::path::Path, force: bool, runtime_dir: &std::path::Path)
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("agentmon unload must run as root: it detaches eBPF programs (try `sudo agentmon unload`)");
     }
-    let Some(pinned) = crate::ebpf::Probes::pinned(pin_dir).with_context(|| format!("reading the pins under {}", pin_dir.display()))? else {
+    let Some(pinned) = crate::ebpf::Probes::pinned(pin_dir)
+        .with_context(|| format!("reading the pins under {}", pin_dir.display()))?
+    else {
         eprintln!("agentmon: nothing is pinned under {}", pin_dir.display());
         return Ok(0);
     };
@@ -343,7 +360,8 @@ fn unload(pin_dir: &std::path::Path, force: bool, runtime_dir: &std::path::Path)
     let daemon = control::request(runtime_dir, &Request::Status).is_ok();
     drop(pinned);
     if !force && (live > 0 || daemon) {
-        let why = if daemon { "a daemon is running (stop it first)".to_owned() } else { format!("{live} sessions are live") };
+        let why =
+            if daemon { "a daemon is running (stop it first)".to_owned() } else { format!("{live} sessions are live") };
         eprintln!("agentmon: not unloading: {why}; pass --force to detach anyway (capture stops)");
         return Ok(1);
     }

@@ -5,8 +5,8 @@ use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone as _, Utc};
 use sqlx::PgPool;
 
 use crate::{
-    correlate::resources::{FileSummary, NetSummary},
     cli::table,
+    correlate::resources::{FileSummary, NetSummary},
     store::query::{self, ActionFilter, ActionView, AlertFilter, ProcessView, SessionFilter},
     text::shell_join,
 };
@@ -82,7 +82,24 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter, json: bool) -> anyhow::R
             ]
         })
         .collect();
-    table::print(&["SESSION", "AGENT", "LABEL", "SOURCE", "STARTED", "ENDED", "ROOT PID", "ACTIONS", "LOST", "TAMPER", "ALERTS", "SENSITIVE", "COMMAND"], &cells);
+    table::print(
+        &[
+            "SESSION",
+            "AGENT",
+            "LABEL",
+            "SOURCE",
+            "STARTED",
+            "ENDED",
+            "ROOT PID",
+            "ACTIONS",
+            "LOST",
+            "TAMPER",
+            "ALERTS",
+            "SENSITIVE",
+            "COMMAND",
+        ],
+        &cells,
+    );
     Ok(())
 }
 
@@ -108,7 +125,10 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter, json: bool) -> anyhow::Res
             ]
         })
         .collect();
-    table::print(&["ACTION", "SESSION", "STARTED", "DURATION", "EXIT", "PROCS", "FILES", "NET", "SENSITIVE", "COMMAND"], &cells);
+    table::print(
+        &["ACTION", "SESSION", "STARTED", "DURATION", "EXIT", "PROCS", "FILES", "NET", "SENSITIVE", "COMMAND"],
+        &cells,
+    );
     Ok(())
 }
 
@@ -136,7 +156,13 @@ pub async fn alerts(pool: &PgPool, f: &AlertFilter, json: bool) -> anyhow::Resul
     Ok(())
 }
 
-pub async fn events(pool: &PgPool, session: &str, kind: Option<&str>, limit: Option<i64>, json: bool) -> anyhow::Result<()> {
+pub async fn events(
+    pool: &PgPool,
+    session: &str,
+    kind: Option<&str>,
+    limit: Option<i64>,
+    json: bool,
+) -> anyhow::Result<()> {
     let rows = query::events(pool, session, kind, limit).await?;
     if json {
         return print_json_lines(&rows);
@@ -163,15 +189,24 @@ fn event_summary(kind: &str, d: &serde_json::Value) -> String {
     let s = |k: &str| d[k].as_str().unwrap_or("").to_owned();
     match kind {
         "exec" => {
-            let argv: Vec<String> = d["argv"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+            let argv: Vec<String> = d["argv"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
             format!("{}  (cwd {})", shell_join(&argv), s("cwd"))
         }
         "exec_failed" => format!("{}  {}", s("filename"), s("error")),
         "fork" => format!("child {}", d["child_pid"]),
         "clone_thread" => format!("thread {}", d["child_tid"]),
-        "exit" | "exit_thread" => table::status(d["exit_code"].as_i64().map(|v| v as i32), d["signal"].as_i64().map(|v| v as i32)),
+        "exit" | "exit_thread" => {
+            table::status(d["exit_code"].as_i64().map(|v| v as i32), d["signal"].as_i64().map(|v| v as i32))
+        }
         "file" => {
-            let mut t = format!("{} {}", s("syscall"), d["path"].as_str().unwrap_or(&format!("{} (unresolved)", s("path_given"))));
+            let mut t = format!(
+                "{} {}",
+                s("syscall"),
+                d["path"].as_str().unwrap_or(&format!("{} (unresolved)", s("path_given")))
+            );
             if let Some(p2) = d["path2"].as_str() {
                 t.push_str(&format!(" -> {p2}"));
             }
@@ -180,7 +215,15 @@ fn event_summary(kind: &str, d: &serde_json::Value) -> String {
         "net" => {
             let host = d["host"].as_str().map(|h| format!(" ({h})")).unwrap_or_default();
             let port = d["port"].as_u64().map(|p| format!(":{p}")).unwrap_or_default();
-            format!("{} {} {}{}{}  {}", s("syscall"), s("family"), d["addr"].as_str().unwrap_or("?"), port, host, s("result"))
+            format!(
+                "{} {} {}{}{}  {}",
+                s("syscall"),
+                s("family"),
+                d["addr"].as_str().unwrap_or("?"),
+                port,
+                host,
+                s("result")
+            )
         }
         "tamper" => {
             let target = d["target_pid"].as_u64().map(|p| format!(" pid {p} {}", s("target_exe"))).unwrap_or_default();
@@ -228,7 +271,10 @@ fn print_action(a: &ActionView, all: bool) {
         vec!["duration".into(), table::duration(a.duration_ms)],
         vec!["exit".into(), table::status(a.exit_code, a.signal)],
         vec!["complete".into(), if a.complete { "yes" } else { "no (some process exits were not seen)" }.into()],
-        vec!["sensitive".into(), if a.sensitive_data_accessed { "yes: touched a sensitive file or endpoint" } else { "no" }.into()],
+        vec![
+            "sensitive".into(),
+            if a.sensitive_data_accessed { "yes: touched a sensitive file or endpoint" } else { "no" }.into(),
+        ],
     ];
     table::print(&["FIELD", "VALUE"], &rows);
     println!("\nprocesses:");
@@ -246,10 +292,26 @@ pub fn print_resources(files: &[FileSummary], net: &[NetSummary], all: bool) {
         println!("\nfiles:");
         let mut rows: Vec<Vec<String>> = shown
             .iter()
-            .map(|f| vec![f.access.clone(), f.result.clone(), f.count.to_string(), if f.sensitive { format!("{}  [sensitive]", f.path) } else { f.path.clone() }])
+            .map(|f| {
+                vec![
+                    f.access.clone(),
+                    f.result.clone(),
+                    f.count.to_string(),
+                    if f.sensitive { format!("{}  [sensitive]", f.path) } else { f.path.clone() },
+                ]
+            })
             .collect();
         rows.sort_by(|x, y| x[0].cmp(&y[0]));
-        table::print(&["  ACCESS", "RESULT", "COUNT", "PATH"], &rows.into_iter().map(|mut r| { r[0] = format!("  {}", r[0]); r }).collect::<Vec<_>>());
+        table::print(
+            &["  ACCESS", "RESULT", "COUNT", "PATH"],
+            &rows
+                .into_iter()
+                .map(|mut r| {
+                    r[0] = format!("  {}", r[0]);
+                    r
+                })
+                .collect::<Vec<_>>(),
+        );
         if folded > 0 && !all {
             println!("  ({folded} shared-library/locale reads folded; --all shows them)");
         }
@@ -282,10 +344,24 @@ pub fn tree_lines(procs: &[ProcessView]) -> Vec<String> {
     let pids: std::collections::HashSet<i64> = procs.iter().map(|p| p.pid).collect();
     let mut out = Vec::new();
     let mut seen = vec![false; procs.len()];
-    fn walk(procs: &[ProcessView], i: usize, seen: &mut [bool], prefix: &str, last: bool, root: bool, out: &mut Vec<String>) {
+    fn walk(
+        procs: &[ProcessView],
+        i: usize,
+        seen: &mut [bool],
+        prefix: &str,
+        last: bool,
+        root: bool,
+        out: &mut Vec<String>,
+    ) {
         seen[i] = true;
         let p = &procs[i];
-        let branch = if root { "" } else if last { "└─ " } else { "├─ " };
+        let branch = if root {
+            ""
+        } else if last {
+            "└─ "
+        } else {
+            "├─ "
+        };
         let dur = p.ended_at.map(|e| (e - p.started_at).num_milliseconds());
         out.push(format!(
             "{prefix}{branch}[{}] {}  (exit {}, {})",
@@ -294,11 +370,13 @@ pub fn tree_lines(procs: &[ProcessView]) -> Vec<String> {
             table::status(p.exit_code, p.signal),
             table::duration(dur)
         ));
-        let kids: Vec<usize> = (0..procs.len()).filter(|&c| !seen[c] && procs[c].ppid == p.pid && procs[c].pid != p.pid).collect();
+        let kids: Vec<usize> =
+            (0..procs.len()).filter(|&c| !seen[c] && procs[c].ppid == p.pid && procs[c].pid != p.pid).collect();
         for &c in &kids {
             seen[c] = true;
         }
-        let child_prefix = if root { prefix.to_owned() } else { format!("{prefix}{}", if last { "   " } else { "│  " }) };
+        let child_prefix =
+            if root { prefix.to_owned() } else { format!("{prefix}{}", if last { "   " } else { "│  " }) };
         for (n, &c) in kids.iter().enumerate() {
             walk(procs, c, seen, &child_prefix, n + 1 == kids.len(), false, out);
         }
@@ -354,7 +432,12 @@ mod tests {
 
     #[test]
     fn draws_a_tree() {
-        let procs = [pv(10, 1, &["bash", "-c", "git log | head"]), pv(11, 10, &["git", "log"]), pv(12, 10, &["head"]), pv(13, 11, &["less"])];
+        let procs = [
+            pv(10, 1, &["bash", "-c", "git log | head"]),
+            pv(11, 10, &["git", "log"]),
+            pv(12, 10, &["head"]),
+            pv(13, 11, &["less"]),
+        ];
         let lines = tree_lines(&procs);
         assert_eq!(lines.len(), 4);
         assert!(lines[0].starts_with("[10] bash -c 'git log | head'"), "{}", lines[0]);

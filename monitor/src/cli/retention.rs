@@ -5,11 +5,11 @@ use std::{path::Path, time::Duration};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 use super::{table, verify::EXIT_FAILED};
 use crate::{
-    chain::{self, ROW_SQL, RetainedLeaf},
+    chain::{self, RetainedLeaf, ROW_SQL},
     control::{self, Request, Response},
     daemon::retention::{self, Report},
 };
@@ -20,7 +20,8 @@ pub fn run(runtime_dir: &Path, dry_run: bool, as_of: Option<DateTime<Utc>>, json
     if !dry_run {
         eprintln!("agentmon: retention: signing cuts and dropping partitions (large partitions take a while)...");
     }
-    let resp = control::request_within(runtime_dir, &Request::Retention { dry_run, as_of }, Duration::from_secs(6 * 3600))?;
+    let resp =
+        control::request_within(runtime_dir, &Request::Retention { dry_run, as_of }, Duration::from_secs(6 * 3600))?;
     let Response::Retention(r) = resp else { anyhow::bail!("unexpected reply from the daemon: {resp:?}") };
     let failed = r.items.iter().filter(|i| i.error.is_some()).count();
     if json {
@@ -29,7 +30,10 @@ pub fn run(runtime_dir: &Path, dry_run: bool, as_of: Option<DateTime<Utc>>, json
             o["type"] = "partition".into();
             println!("{o}");
         }
-        println!("{}", json!({"type": "summary", "as_of": r.as_of, "dry_run": r.dry_run, "partitions": r.items.len(), "failed": failed, "expired_archives": r.expired_archives}));
+        println!(
+            "{}",
+            json!({"type": "summary", "as_of": r.as_of, "dry_run": r.dry_run, "partitions": r.items.len(), "failed": failed, "expired_archives": r.expired_archives})
+        );
     } else {
         print_human(&r);
     }
@@ -69,7 +73,12 @@ fn print_human(r: &Report) {
 pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> anyhow::Result<i32> {
     let sha = retention::file_sha256(path).with_context(|| format!("cannot read {}", path.display()))?;
     let cut_sql = ROW_SQL.iter().find(|t| t.0 == "retention_cuts").map_or("NULL", |t| t.1);
-    let name = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".jsonl.gz")).unwrap_or_default().to_owned();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".jsonl.gz"))
+        .unwrap_or_default()
+        .to_owned();
     let row: Option<Value> = sqlx::query_scalar(&format!(
         "SELECT {cut_sql} FROM retention_cuts WHERE archive_sha256 = $1 OR partition_name = $2 ORDER BY (archive_sha256 = $1) DESC, at DESC LIMIT 1"
     ))
@@ -91,11 +100,20 @@ pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> any
             out["chain_seq"] = row["chain_seq"].clone();
             out["rows"] = json!(c.rows);
             if c.archive_sha256.as_deref() != Some(sha.as_str()) {
-                problems.push(format!("its SHA-256 is {sha}; the cut of {} signed {}", c.partition, c.archive_sha256.as_deref().unwrap_or("no archive")));
+                problems.push(format!(
+                    "its SHA-256 is {sha}; the cut of {} signed {}",
+                    c.partition,
+                    c.archive_sha256.as_deref().unwrap_or("no archive")
+                ));
             }
             match crate::verify::keys(pool, &host).await?.get(&c.key_fingerprint) {
-                None => problems.push(format!("the cut is signed by key {}, which is not registered for {host}", c.key_fingerprint)),
-                Some(k) if !chain::cut_signature_valid(&host, &c, k) => problems.push("the cut's signature does not verify".into()),
+                None => problems.push(format!(
+                    "the cut is signed by key {}, which is not registered for {host}",
+                    c.key_fingerprint
+                )),
+                Some(k) if !chain::cut_signature_valid(&host, &c, k) => {
+                    problems.push("the cut's signature does not verify".into())
+                }
                 Some(_) => {}
             }
             let kept = crate::verify::cut_leaves(pool, c.id).await?;
@@ -113,7 +131,15 @@ pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> any
     if json {
         println!("{out}");
     } else if problems.is_empty() {
-        println!("archive verified: {} rows of {} ({} tier), cut {} at chain_seq {} of {}, SHA-256 {sha}", out["rows"], out["partition"].as_str().unwrap_or("-"), out["tier"].as_str().unwrap_or("-"), out["cut_id"].as_str().unwrap_or("-"), out["chain_seq"], out["host"].as_str().unwrap_or("-"));
+        println!(
+            "archive verified: {} rows of {} ({} tier), cut {} at chain_seq {} of {}, SHA-256 {sha}",
+            out["rows"],
+            out["partition"].as_str().unwrap_or("-"),
+            out["tier"].as_str().unwrap_or("-"),
+            out["cut_id"].as_str().unwrap_or("-"),
+            out["chain_seq"],
+            out["host"].as_str().unwrap_or("-")
+        );
     } else {
         println!("archive FAILED: {}", path.display());
         for p in &problems {
@@ -127,7 +153,8 @@ pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> any
 /// against the one the cut kept (which `check_cut` ties to the signed leaves hash).
 fn check_lines(lines: &[String], c: &crate::correlate::RetentionCut, kept: &[RetainedLeaf]) -> Vec<String> {
     let mut problems = Vec::new();
-    let kept: std::collections::HashMap<(&str, u64), &RetainedLeaf> = kept.iter().map(|l| ((l.host.as_str(), l.seq), l)).collect();
+    let kept: std::collections::HashMap<(&str, u64), &RetainedLeaf> =
+        kept.iter().map(|l| ((l.host.as_str(), l.seq), l)).collect();
     let mut chained = 0u64;
     for (i, line) in lines.iter().enumerate() {
         let row: Value = match serde_json::from_str(line) {
@@ -145,13 +172,19 @@ fn check_lines(lines: &[String], c: &crate::correlate::RetentionCut, kept: &[Ret
             // The line is the row's canonical text, so its leaf is the line's hash.
             match kept.get(&(host, seq)) {
                 Some(l) if l.leaf == chain::leaf_of_text(line) => {}
-                Some(_) => problems.push(format!("line {}: {host} chain_seq {seq} differs from the row the cut removed", i + 1)),
+                Some(_) => problems
+                    .push(format!("line {}: {host} chain_seq {seq} differs from the row the cut removed", i + 1)),
                 None => problems.push(format!("line {}: {host} chain_seq {seq} is not a row the cut removed", i + 1)),
             }
         }
     }
     if lines.len() as u64 != c.rows || chained != c.chained_rows {
-        problems.push(format!("{} rows ({chained} chained); the cut counted {} ({} chained)", lines.len(), c.rows, c.chained_rows));
+        problems.push(format!(
+            "{} rows ({chained} chained); the cut counted {} ({} chained)",
+            lines.len(),
+            c.rows,
+            c.chained_rows
+        ));
     }
     problems
 }

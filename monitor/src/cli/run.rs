@@ -2,7 +2,7 @@
 
 use std::{os::unix::process::CommandExt as _, path::Path};
 
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 
 use crate::control::{self, Request, Response};
 
@@ -10,7 +10,12 @@ use crate::control::{self, Request, Response};
 pub const EXIT_AGENTMON_FAILED: i32 = 125;
 
 /// Ask the daemon for a session, check we are in it, then exec. Returns only on failure.
-pub fn run(runtime_dir: &Path, agent: &str, label: Option<String>, cmd: &[String]) -> anyhow::Result<std::convert::Infallible> {
+pub fn run(
+    runtime_dir: &Path,
+    agent: &str,
+    label: Option<String>,
+    cmd: &[String],
+) -> anyhow::Result<std::convert::Infallible> {
     let Some((prog, args)) = cmd.split_first() else {
         bail!("no command given: agentmon run --agent NAME -- CMD [ARGS...]");
     };

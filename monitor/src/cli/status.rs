@@ -40,7 +40,11 @@ fn capture(paths: &[crate::ebpf::CapturePath]) -> String {
             parts.push(format!("{label}: {}", names.join(", ")));
         }
     }
-    if parts.is_empty() { "all primary hooks".into() } else { parts.join("; ") }
+    if parts.is_empty() {
+        "all primary hooks".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 /// The human summary: a headline, aligned `label  value` lines, then the live sessions.
@@ -57,9 +61,29 @@ fn summary(st: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
         ("programs", format!("{} ({})", st.programs_version, st.programs)),
         ("probes", probes(st.probes.len(), &st.probe_kinds)),
         ("capture", capture(&st.capture_paths)),
-        ("sessions", format!("{} live, {} closing, {} ended", st.sessions.len(), st.sessions_closing, st.sessions_ended)),
-        ("events", format!("{} read, {} unattributed, {}", st.events_read, st.unattributed, count(st.decode_errors, "decode error"))),
-        ("kernel drops", format!("{} (lifecycle {}, file {}, net {})", count(st.events_dropped, "event"), st.dropped_lifecycle, st.dropped_file, st.dropped_net)),
+        (
+            "sessions",
+            format!("{} live, {} closing, {} ended", st.sessions.len(), st.sessions_closing, st.sessions_ended),
+        ),
+        (
+            "events",
+            format!(
+                "{} read, {} unattributed, {}",
+                st.events_read,
+                st.unattributed,
+                count(st.decode_errors, "decode error")
+            ),
+        ),
+        (
+            "kernel drops",
+            format!(
+                "{} (lifecycle {}, file {}, net {})",
+                count(st.events_dropped, "event"),
+                st.dropped_lifecycle,
+                st.dropped_file,
+                st.dropped_net
+            ),
+        ),
         (
             "kernel",
             [
@@ -71,7 +95,15 @@ fn summary(st: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
             ]
             .join(", "),
         ),
-        ("memory queue", format!("{}, {} of {}", count(st.queue_records, "record"), table::bytes(st.queue_bytes), table::bytes(st.queue_max_bytes))),
+        (
+            "memory queue",
+            format!(
+                "{}, {} of {}",
+                count(st.queue_records, "record"),
+                table::bytes(st.queue_bytes),
+                table::bytes(st.queue_max_bytes)
+            ),
+        ),
         (
             "spool",
             format!(
@@ -83,7 +115,11 @@ fn summary(st: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
                 count(st.spool_corrupt_records, "corrupt record")
             ),
         ),
-        ("oldest unstored", st.oldest_unstored_secs.map_or_else(|| "- (everything is stored)".into(), |s| table::duration(Some((s * 1000.0) as i64)))),
+        (
+            "oldest unstored",
+            st.oldest_unstored_secs
+                .map_or_else(|| "- (everything is stored)".into(), |s| table::duration(Some((s * 1000.0) as i64))),
+        ),
         ("events shed", st.events_shed.to_string()),
         (
             "database",
@@ -95,7 +131,15 @@ fn summary(st: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
             ]
             .join(", "),
         ),
-        ("chain", format!("seq {}, {}, signed by {}", st.chain_seq, count(st.checkpoints_written, "checkpoint"), st.signing_key)),
+        (
+            "chain",
+            format!(
+                "seq {}, {}, signed by {}",
+                st.chain_seq,
+                count(st.checkpoints_written, "checkpoint"),
+                st.signing_key
+            ),
+        ),
         ("redaction", count(st.records_redacted, "record") + " redacted"),
         (
             "alerts",
@@ -130,7 +174,9 @@ fn summary(st: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
                 ]
             })
             .collect();
-        let widths: Vec<usize> = (0..headers.len()).map(|i| rows.iter().map(|r| r[i].chars().count()).chain([headers[i].len()]).max().unwrap_or(0)).collect();
+        let widths: Vec<usize> = (0..headers.len())
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([headers[i].len()]).max().unwrap_or(0))
+            .collect();
         let mut line = |cells: [&str; 6]| {
             let mut l = String::new();
             for (c, w) in cells.iter().zip(&widths) {
@@ -150,8 +196,13 @@ fn summary(st: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
 fn probes(total: usize, kinds: &BTreeMap<String, u64>) -> String {
     let mut kinds: Vec<(&String, &u64)> = kinds.iter().collect();
     kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {}{}", k.replace('_', " "), if **n == 1 { "" } else { "s" })).collect();
-    if parts.is_empty() { format!("{total} attached") } else { format!("{total} attached: {}", parts.join(", ")) }
+    let parts: Vec<String> =
+        kinds.iter().map(|(k, n)| format!("{n} {}{}", k.replace('_', " "), if **n == 1 { "" } else { "s" })).collect();
+    if parts.is_empty() {
+        format!("{total} attached")
+    } else {
+        format!("{total} attached: {}", parts.join(", "))
+    }
 }
 
 /// `1 record`, `2 records`.

@@ -12,7 +12,7 @@ use chrono::Utc;
 use futures_util::StreamExt as _;
 
 use crate::{
-    cli::{DbArgs, query, table},
+    cli::{query, table, DbArgs},
     verify::{self, Finding, Summary, Verifier, WitnessLine},
 };
 
@@ -53,8 +53,13 @@ fn read_witness(path: &PathBuf) -> anyhow::Result<Vec<WitnessLine>> {
         if line.trim().is_empty() {
             continue;
         }
-        let w: WitnessLine = serde_json::from_str(&line)
-            .map_err(|e| anyhow::anyhow!("{}:{}: not a checkpoint line ({e}); pass the daemon's checkpoint log", path.display(), i + 1))?;
+        let w: WitnessLine = serde_json::from_str(&line).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}: not a checkpoint line ({e}); pass the daemon's checkpoint log",
+                path.display(),
+                i + 1
+            )
+        })?;
         out.push(w);
     }
     Ok(out)
@@ -90,7 +95,10 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
             if last_note.elapsed() >= Duration::from_secs(2) {
                 last_note = Instant::now();
                 let n = v.summary.rows;
-                eprintln!("agentmon: verify: {host}: {n} rows checked ({:.0} rows/s)", rate(n, t0.elapsed().as_secs_f64()));
+                eprintln!(
+                    "agentmon: verify: {host}: {n} rows checked ({:.0} rows/s)",
+                    rate(n, t0.elapsed().as_secs_f64())
+                );
             }
         }
         for (table, id) in verify::unchained(&pool, host).await? {
@@ -109,7 +117,9 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
         }
         v.finish(Utc::now());
         if args.host.is_some() && v.summary.rows == 0 && v.summary.keys.is_empty() {
-            anyhow::bail!("host `{host}` has no evidence in this database (hosts are listed by `agentmon verify` without --host)");
+            anyhow::bail!(
+                "host `{host}` has no evidence in this database (hosts are listed by `agentmon verify` without --host)"
+            );
         }
         let secs = t0.elapsed().as_secs_f64();
         failed |= !v.findings.is_empty();
@@ -170,12 +180,17 @@ fn print_human(reports: &[(Summary, Vec<Finding>, f64)]) {
                     _ => "-".into(),
                 },
                 s.checkpoints.to_string(),
-                s.last_checkpoint_at.map_or("-".into(), |t| format!("{} ({})", table::local_time(t), s.last_checkpoint_kind.as_deref().unwrap_or("-"))),
+                s.last_checkpoint_at.map_or("-".into(), |t| {
+                    format!("{} ({})", table::local_time(t), s.last_checkpoint_kind.as_deref().unwrap_or("-"))
+                }),
                 s.unsigned_rows.to_string(),
                 s.keys.join(","),
                 format!("{:.0}", rate(s.rows, *secs)),
             ]
         })
         .collect();
-    table::print(&["HOST", "RESULT", "ROWS", "SEQ", "CHECKPOINTS", "LAST CHECKPOINT", "UNSIGNED", "KEYS", "ROWS/S"], &rows);
+    table::print(
+        &["HOST", "RESULT", "ROWS", "SEQ", "CHECKPOINTS", "LAST CHECKPOINT", "UNSIGNED", "KEYS", "ROWS/S"],
+        &rows,
+    );
 }

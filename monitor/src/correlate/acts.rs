@@ -1,7 +1,7 @@
 //! Tamper and hand-off records, and io_uring requests: what they store and how they count.
 
 use monitor_common::{nr, tamper, uring};
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 use super::resources::{addr_port, family_name, open_access, result_name, syscall_name};
 use crate::ebpf::decode::{SockAddr, TamperOp, UringOp};
@@ -25,9 +25,9 @@ pub fn proc_identity(pid: u32) -> (Option<String>, Option<u32>) {
         return (None, None);
     }
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.display().to_string());
-    let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").and_then(|r| r.split_whitespace().next()?.parse().ok())));
+    let uid = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
+        s.lines().find_map(|l| l.strip_prefix("Uid:").and_then(|r| r.split_whitespace().next()?.parse().ok()))
+    });
     (exe, uid)
 }
 
@@ -101,7 +101,13 @@ pub struct UringPending {
 impl UringPending {
     pub fn of(u: &UringOp) -> Self {
         let path2 = u.path2.clone().filter(|p| p.starts_with('/') || u.opcode == uring::SYMLINKAT);
-        Self { opcode: u.opcode, path: u.path.as_ref().and_then(|p| p.absolute.clone()), path2, open_flags: u.open_flags, addr: u.addr.clone() }
+        Self {
+            opcode: u.opcode,
+            path: u.path.as_ref().and_then(|p| p.absolute.clone()),
+            path2,
+            open_flags: u.open_flags,
+            addr: u.addr.clone(),
+        }
     }
 
     /// The (path, access) pairs a completed request touched; `object` is an open's real file.
@@ -161,7 +167,13 @@ pub fn uring_data(u: &UringOp) -> Value {
 /// Why a file access by a session process is tampering, if it is: writing agentmon's own
 /// state (pins, state directory, config) or cgroups outside the session, or moving a process
 /// into a cgroup outside the session (`cgroup.procs`, `cgroup.threads`).
-pub fn protected_access(path: &str, access: &str, protected: &[String], cgroup_roots: &[String], session_cgroup: &str) -> Option<&'static str> {
+pub fn protected_access(
+    path: &str,
+    access: &str,
+    protected: &[String],
+    cgroup_roots: &[String],
+    session_cgroup: &str,
+) -> Option<&'static str> {
     if !super::resources::WRITE_ACCESSES.contains(&access) {
         return None;
     }
@@ -184,20 +196,46 @@ mod tests {
         let cg = vec!["/sys/fs/cgroup".to_owned()];
         let mine = "/sys/fs/cgroup/unified/agentmon/s1";
         assert_eq!(protected_access("/etc/agentmon/agentmon.toml", "write", &prot, &cg, mine), Some("protected_write"));
-        assert_eq!(protected_access("/etc/agentmon/agentmon.toml", "read", &prot, &cg, mine), None, "reads are not tampering");
+        assert_eq!(
+            protected_access("/etc/agentmon/agentmon.toml", "read", &prot, &cg, mine),
+            None,
+            "reads are not tampering"
+        );
         assert_eq!(protected_access("/etc/agentmonx", "write", &prot, &cg, mine), None, "a sibling is not under it");
-        assert_eq!(protected_access("/sys/fs/cgroup/unified/other/cgroup.procs", "write", &prot, &cg, mine), Some("cgroup_move"));
-        assert_eq!(protected_access("/sys/fs/cgroup/memory/x/memory.limit_in_bytes", "write", &prot, &cg, mine), Some("cgroup_write"));
-        assert_eq!(protected_access(&format!("{mine}/sub/cgroup.procs"), "write", &prot, &cg, mine), None, "moves inside the session are fine");
+        assert_eq!(
+            protected_access("/sys/fs/cgroup/unified/other/cgroup.procs", "write", &prot, &cg, mine),
+            Some("cgroup_move")
+        );
+        assert_eq!(
+            protected_access("/sys/fs/cgroup/memory/x/memory.limit_in_bytes", "write", &prot, &cg, mine),
+            Some("cgroup_write")
+        );
+        assert_eq!(
+            protected_access(&format!("{mine}/sub/cgroup.procs"), "write", &prot, &cg, mine),
+            None,
+            "moves inside the session are fine"
+        );
         assert_eq!(protected_access("/tmp/x", "delete", &prot, &cg, mine), None);
     }
 
     #[test]
     fn uring_accesses_use_the_real_file() {
-        let p = UringPending { opcode: uring::OPENAT, path: Some("/tmp/link".into()), path2: None, open_flags: 0o101, addr: None };
+        let p = UringPending {
+            opcode: uring::OPENAT,
+            path: Some("/tmp/link".into()),
+            path2: None,
+            open_flags: 0o101,
+            addr: None,
+        };
         assert_eq!(p.file_accesses(Some("/tmp/real")), [("/tmp/real".to_owned(), "create")]);
         assert_eq!(p.file_accesses(None), [("/tmp/link".to_owned(), "create")]);
-        let r = UringPending { opcode: uring::RENAMEAT, path: Some("/a".into()), path2: Some("/b".into()), open_flags: 0, addr: None };
+        let r = UringPending {
+            opcode: uring::RENAMEAT,
+            path: Some("/a".into()),
+            path2: Some("/b".into()),
+            open_flags: 0,
+            addr: None,
+        };
         assert_eq!(r.file_accesses(None), [("/a".to_owned(), "rename_from"), ("/b".to_owned(), "rename_to")]);
         assert_eq!(uring_op_name(200), "opcode 200");
     }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 pub use records::*;
 
-use crate::ebpf::decode::{Event, Exec, FileOp, Header, NetOp, SockAddr, TamperOp, UringOp, join_path};
+use crate::ebpf::decode::{join_path, Event, Exec, FileOp, Header, NetOp, SockAddr, TamperOp, UringOp};
 use resources::{DnsCache, NetSummary, Resources};
 
 /// Converts kernel boot-time nanoseconds to wall-clock time and to `/proc` clock ticks.
@@ -168,7 +168,11 @@ pub struct CorrelatorState {
 /// Decode a raw wait status into (exit code, signal).
 pub fn wait_status(status: u32) -> (Option<i32>, Option<i32>) {
     let sig = (status & 0x7f) as i32;
-    if sig == 0 { (Some(((status >> 8) & 0xff) as i32), None) } else { (None, Some(sig)) }
+    if sig == 0 {
+        (Some(((status >> 8) & 0xff) as i32), None)
+    } else {
+        (None, Some(sig))
+    }
 }
 
 impl Correlator {
@@ -234,7 +238,8 @@ impl Correlator {
 
     /// End the idle sessions the kernel agrees are over (`kernel_done`), oldest first.
     pub fn end_idle_sessions(&mut self, kernel_done: impl Fn(u64) -> bool) -> Vec<Output> {
-        let mut done: Vec<(u64, DateTime<Utc>)> = self.idle.iter().filter(|(c, _)| kernel_done(**c)).map(|(c, t)| (*c, *t)).collect();
+        let mut done: Vec<(u64, DateTime<Utc>)> =
+            self.idle.iter().filter(|(c, _)| kernel_done(**c)).map(|(c, t)| (*c, *t)).collect();
         done.sort_by_key(|(_, t)| *t);
         done.into_iter().flat_map(|(c, t)| self.end_session(c, t)).collect()
     }
@@ -304,7 +309,8 @@ impl Correlator {
                 ..ProcessRecord::default()
             };
             // Its command line comes from /proc, so it is known even though no exec was seen.
-            if let Some(a) = self.add_process(session_cgroup, rec, s.ppid, false).and_then(|a| self.actions.get_mut(&a)) {
+            if let Some(a) = self.add_process(session_cgroup, rec, s.ppid, false).and_then(|a| self.actions.get_mut(&a))
+            {
                 if a.root_tgid == s.tgid {
                     a.argv_known = true;
                 }
@@ -372,7 +378,15 @@ impl Correlator {
         };
         self.procs.insert(
             tgid,
-            Proc { exec_id: rec.exec_id.clone(), session: session_cgroup, action, is_agent, rec, exec_seen: false, failed_exec: None },
+            Proc {
+                exec_id: rec.exec_id.clone(),
+                session: session_cgroup,
+                action,
+                is_agent,
+                rec,
+                exec_seen: false,
+                failed_exec: None,
+            },
         );
         action
     }
@@ -429,7 +443,13 @@ impl Correlator {
         let derived = std::mem::take(&mut self.derived);
         let mut facts = self.facts.take();
         if let (Event::Tamper(t), None) = (event, &facts) {
-            facts = Some(EventFacts { kind: "tamper", pid: t.hdr.tgid, result: resources::result_name(t.ret), tamper: Some(acts::tamper_name(t.what).into()), ..EventFacts::default() });
+            facts = Some(EventFacts {
+                kind: "tamper",
+                pid: t.hdr.tgid,
+                result: resources::result_name(t.ret),
+                tamper: Some(acts::tamper_name(t.what).into()),
+                ..EventFacts::default()
+            });
         }
         let session = self.sessions.get_mut(&hdr.session_cgroup);
         let Some(session) = session else { return out };
@@ -492,7 +512,13 @@ impl Correlator {
         let exec_id = self.clock.exec_id(hdr.tgid, hdr.start_ns);
         self.retire_if_reused(hdr.tgid, &exec_id, out);
         if !self.procs.contains_key(&hdr.tgid) {
-            let rec = ProcessRecord { exec_id, pid: hdr.tgid, ppid, started_at: self.clock.wall(hdr.start_ns), ..ProcessRecord::default() };
+            let rec = ProcessRecord {
+                exec_id,
+                pid: hdr.tgid,
+                ppid,
+                started_at: self.clock.wall(hdr.start_ns),
+                ..ProcessRecord::default()
+            };
             self.add_process(hdr.session_cgroup, rec, ppid, false);
         }
     }
@@ -571,17 +597,25 @@ impl Correlator {
             });
         }
         let (addr, port) = endpoint.as_ref().map(resources::addr_port).unwrap_or_default();
-        let family = endpoint.as_ref().or(n.sock.as_ref().map(|s| &s.0)).map_or_else(|| "unknown".into(), resources::family_name);
-        let host = endpoint
+        let family = endpoint
             .as_ref()
-            .and_then(|e| self.sessions.get(&n.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
-        let summary = NetSummary { op: op.into(), family, addr, port, host, result: result.clone(), count: 1, sensitive: false };
+            .or(n.sock.as_ref().map(|s| &s.0))
+            .map_or_else(|| "unknown".into(), resources::family_name);
+        let host = endpoint.as_ref().and_then(|e| self.sessions.get(&n.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
+        let summary =
+            NetSummary { op: op.into(), family, addr, port, host, result: result.clone(), count: 1, sensitive: false };
         if op != "recv" {
             if let Some(r) = self.resources_of(n.hdr.tgid) {
                 r.add_net(&summary);
             }
         }
-        self.facts = Some(EventFacts { kind: "net", pid: n.hdr.tgid, result: result.clone(), net: Some(summary.clone()), ..EventFacts::default() });
+        self.facts = Some(EventFacts {
+            kind: "net",
+            pid: n.hdr.tgid,
+            result: result.clone(),
+            net: Some(summary.clone()),
+            ..EventFacts::default()
+        });
         let data = serde_json::json!({
             "syscall": resources::syscall_name(n.nr),
             "op": op,
@@ -612,7 +646,9 @@ impl Correlator {
             String::new()
         };
         for (path, access) in accesses {
-            if let Some(why) = acts::protected_access(path, access, &self.protected, &self.cgroup_roots, &session_cgroup) {
+            if let Some(why) =
+                acts::protected_access(path, access, &self.protected, &self.cgroup_roots, &session_cgroup)
+            {
                 self.derived.push(serde_json::json!({
                     "tamper": why, "path": path, "access": access,
                     "syscall": data.get("syscall").cloned().or_else(|| data.get("op").cloned()),
@@ -638,14 +674,25 @@ impl Correlator {
                 let accesses = p.file_accesses(u.object.as_deref());
                 self.note_protected(&u.hdr, &accesses, &data);
                 let endpoint = (p.opcode == monitor_common::uring::CONNECT).then_some(p.addr).flatten();
-                let host = endpoint.as_ref().and_then(|e| self.sessions.get(&u.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
+                let host = endpoint
+                    .as_ref()
+                    .and_then(|e| self.sessions.get(&u.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
                 if let Some(r) = self.resources_of(u.hdr.tgid) {
                     for (path, access) in &accesses {
                         r.add_file(path, access, &result);
                     }
                     if let Some(e) = &endpoint {
                         let (addr, port) = resources::addr_port(e);
-                        r.add_net(&NetSummary { op: "connect".into(), family: resources::family_name(e), addr, port, host, result, count: 1, sensitive: false });
+                        r.add_net(&NetSummary {
+                            op: "connect".into(),
+                            family: resources::family_name(e),
+                            addr,
+                            port,
+                            host,
+                            result,
+                            count: 1,
+                            sensitive: false,
+                        });
                     }
                 }
             }
@@ -677,7 +724,14 @@ impl Correlator {
             "cwd": e.cwd, "cwd_truncated": e.cwd_truncated,
             "uid": e.uid, "gid": e.gid, "ppid": e.ppid, "cgroup_id": hdr.cgroup_id,
         });
-        self.facts = Some(EventFacts { kind: "exec", pid: hdr.tgid, result: "ok".into(), argv: e.argv.clone(), exe: e.filename.clone(), ..EventFacts::default() });
+        self.facts = Some(EventFacts {
+            kind: "exec",
+            pid: hdr.tgid,
+            result: "ok".into(),
+            argv: e.argv.clone(),
+            exe: e.filename.clone(),
+            ..EventFacts::default()
+        });
         let Some(p) = self.procs.get_mut(&hdr.tgid) else {
             return (None, exec_id, data);
         };
@@ -763,7 +817,14 @@ impl Correlator {
         (action, parent_exec_id, data)
     }
 
-    fn on_exit(&mut self, hdr: &Header, status: u32, group_dead: bool, out: &mut Vec<Output>, now: DateTime<Utc>) -> (Option<Uuid>, String, serde_json::Value) {
+    fn on_exit(
+        &mut self,
+        hdr: &Header,
+        status: u32,
+        group_dead: bool,
+        out: &mut Vec<Output>,
+        now: DateTime<Utc>,
+    ) -> (Option<Uuid>, String, serde_json::Value) {
         let (exit_code, signal) = wait_status(status);
         let data = serde_json::json!({
             "status": status, "exit_code": exit_code, "signal": signal, "process_exited": group_dead,
@@ -805,7 +866,11 @@ impl Correlator {
                     s.root_argv.clone_from(&p.rec.argv);
                 }
             }
-            out.push(Output::Process(ProcessRow { session_id: self.session_id(p.session), action_id: None, rec: p.rec }));
+            out.push(Output::Process(ProcessRow {
+                session_id: self.session_id(p.session),
+                action_id: None,
+                rec: p.rec,
+            }));
             return;
         }
         let Some(aid) = p.action else { return };

@@ -266,25 +266,42 @@ impl Output {
             v.iter().map(|s| s.len() + 24).sum()
         }
         fn process(p: &ProcessRecord) -> usize {
-            200 + p.exec_id.len() + strs(&p.argv) + p.prior_argv.iter().map(|a| strs(a)).sum::<usize>() + p.exe.len() + p.cwd.as_ref().map_or(0, String::len)
+            200 + p.exec_id.len()
+                + strs(&p.argv)
+                + p.prior_argv.iter().map(|a| strs(a)).sum::<usize>()
+                + p.exe.len()
+                + p.cwd.as_ref().map_or(0, String::len)
         }
         fn files(f: &[FileSummary], n: &[NetSummary]) -> usize {
             f.iter().map(|f| 96 + f.path.len() + f.access.len() + f.result.len()).sum::<usize>()
-                + n.iter().map(|n| 160 + n.addr.as_ref().map_or(0, String::len) + n.host.as_ref().map_or(0, String::len)).sum::<usize>()
+                + n.iter()
+                    .map(|n| 160 + n.addr.as_ref().map_or(0, String::len) + n.host.as_ref().map_or(0, String::len))
+                    .sum::<usize>()
         }
         let n = match self {
             Self::SessionStart(s) => 200 + s.agent.len() + s.label.as_ref().map_or(0, String::len) + s.cgroup.len(),
             Self::Event(e) => 160 + e.exec_id.len() + e.kind.len() + e.data.len(),
             Self::Process(p) => process(&p.rec),
             Self::Action(a) => {
-                300 + a.exec_id.len() + strs(&a.argv) + a.command.len() + a.exe.len() + a.cwd.as_ref().map_or(0, String::len)
-                    + a.processes.iter().map(process).sum::<usize>() + files(&a.files, &a.net)
+                300 + a.exec_id.len()
+                    + strs(&a.argv)
+                    + a.command.len()
+                    + a.exe.len()
+                    + a.cwd.as_ref().map_or(0, String::len)
+                    + a.processes.iter().map(process).sum::<usize>()
+                    + files(&a.files, &a.net)
             }
             Self::SessionEnd(e) => 200 + strs(&e.root_argv) + files(&e.files, &e.net),
             Self::Checkpoint(c) => 300 + c.head_hash.len() + c.signature.len(),
             Self::SigningKey(k) => 200 + k.public_key.len(),
             Self::RetentionCut(c) => 600 + c.partition.len() + c.archive_file.as_ref().map_or(0, String::len),
-            Self::Alert(a) => 300 + a.agent.len() + a.rule.len() + a.summary.len() + 16 * (a.action_ids.len() + a.event_ids.len()) + a.details.to_string().len(),
+            Self::Alert(a) => {
+                300 + a.agent.len()
+                    + a.rule.len()
+                    + a.summary.len()
+                    + 16 * (a.action_ids.len() + a.event_ids.len())
+                    + a.details.to_string().len()
+            }
         };
         n as u64
     }

@@ -103,9 +103,20 @@ impl Resources {
     }
 
     pub fn reindex(&mut self) {
-        self.file_index = self.files.iter().enumerate().map(|(i, f)| ((f.path.clone(), f.access.clone(), f.result.clone()), i)).collect();
-        self.net_index =
-            self.net.iter().enumerate().map(|(i, n)| ((n.op.clone(), n.family.clone(), n.addr.clone(), n.port, n.host.clone(), n.result.clone()), i)).collect();
+        self.file_index = self
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| ((f.path.clone(), f.access.clone(), f.result.clone()), i))
+            .collect();
+        self.net_index = self
+            .net
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                ((n.op.clone(), n.family.clone(), n.addr.clone(), n.port, n.host.clone(), n.result.clone()), i)
+            })
+            .collect();
     }
 
     pub fn take(&mut self) -> (Vec<FileSummary>, Vec<NetSummary>) {
@@ -128,18 +139,41 @@ pub const WRITE_ACCESSES: &[&str] =
 /// is never noise: `/usr/lib/../../home/u/.ssh/id_rsa` is not a library.
 pub fn is_noise(path: &str, access: &str) -> bool {
     const PREFIXES: &[&str] = &[
-        "/lib/", "/lib64/", "/lib32/", "/usr/lib/", "/usr/lib64/", "/usr/lib32/", "/usr/local/lib/",
-        "/usr/share/locale/", "/usr/share/zoneinfo/", "/usr/share/i18n/",
+        "/lib/",
+        "/lib64/",
+        "/lib32/",
+        "/usr/lib/",
+        "/usr/lib64/",
+        "/usr/lib32/",
+        "/usr/local/lib/",
+        "/usr/share/locale/",
+        "/usr/share/zoneinfo/",
+        "/usr/share/i18n/",
     ];
-    const FILES: &[&str] = &["/etc/ld.so.cache", "/etc/ld.so.preload", "/etc/localtime", "/etc/locale.alias", "/usr/lib/locale/locale-archive"];
+    const FILES: &[&str] = &[
+        "/etc/ld.so.cache",
+        "/etc/ld.so.preload",
+        "/etc/localtime",
+        "/etc/locale.alias",
+        "/usr/lib/locale/locale-archive",
+    ];
     const DEVICES: &[&str] = &[
-        "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/stdin",
-        "/dev/stdout", "/dev/stderr",
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/random",
+        "/dev/urandom",
+        "/dev/tty",
+        "/dev/ptmx",
+        "/dev/stdin",
+        "/dev/stdout",
+        "/dev/stderr",
     ];
     if path.split('/').any(|c| c == "..") {
         return false;
     }
-    let terminal = path.strip_prefix("/dev/pts/").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let terminal =
+        path.strip_prefix("/dev/pts/").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     if DEVICES.contains(&path) || terminal {
         return true;
     }
@@ -156,7 +190,11 @@ pub fn resolve_names(resolve: u64) -> Vec<&'static str> {
 }
 
 pub fn result_name(ret: i64) -> String {
-    if ret >= 0 { "ok".into() } else { crate::errno::name((-ret) as i32) }
+    if ret >= 0 {
+        "ok".into()
+    } else {
+        crate::errno::name((-ret) as i32)
+    }
 }
 
 pub fn syscall_name(n: u64) -> &'static str {
@@ -372,7 +410,11 @@ pub fn addr_port(a: &SockAddr) -> (Option<String>, Option<u16>) {
 /// `MSG_FASTOPEN` is a connect (TCP fast open connects without `connect()`).
 pub fn net_op_of(n: &NetOp) -> &'static str {
     let send = matches!(n.nr, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG);
-    if send && n.sock_type == 1 && (n.fastopen || n.addr.is_some()) { "connect" } else { net_op(n.nr) }
+    if send && n.sock_type == 1 && (n.fastopen || n.addr.is_some()) {
+        "connect"
+    } else {
+        net_op(n.nr)
+    }
 }
 
 /// The summary op of a network syscall (`recv` is only kept raw, for DNS answers).
@@ -396,17 +438,28 @@ pub fn net_endpoint(op: &NetOp, known: Option<&SockAddr>) -> Option<SockAddr> {
     match op.nr {
         nr::BIND => op.addr.clone(),
         // The socket knows the port actually bound (bind may have asked for port 0).
-        nr::LISTEN => local.filter(|l| matches!(l, SockAddr::Inet { port, .. } if *port != 0)).or_else(|| known.cloned()),
-        nr::ACCEPT | nr::ACCEPT4 => op.addr.clone().filter(meaningful).or(remote.filter(meaningful)).or_else(|| known.cloned()),
+        nr::LISTEN => {
+            local.filter(|l| matches!(l, SockAddr::Inet { port, .. } if *port != 0)).or_else(|| known.cloned())
+        }
+        nr::ACCEPT | nr::ACCEPT4 => {
+            op.addr.clone().filter(meaningful).or(remote.filter(meaningful)).or_else(|| known.cloned())
+        }
         // connect (and a connecting send on a stream socket): the kernel's peer, read from the
         // socket after the call, not the sockaddr re-read from user memory, which another
         // thread may have rewritten. The given address stands in when the socket has none
         // (a failed connect, a unix socket).
-        _ if op.nr == nr::CONNECT || (op.sock_type == 1 && matches!(op.nr, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG)) => {
+        _ if op.nr == nr::CONNECT
+            || (op.sock_type == 1 && matches!(op.nr, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG)) =>
+        {
             let peer = remote.filter(|r| matches!(r, SockAddr::Inet { port, .. } if *port != 0));
             peer.or(op.addr.clone().filter(meaningful)).or_else(|| known.cloned())
         }
-        _ => op.addr.clone().filter(meaningful).or(remote.filter(|r| meaningful(r) && !matches!(r, SockAddr::Inet { port: 0, .. }))).or_else(|| known.cloned()),
+        _ => op
+            .addr
+            .clone()
+            .filter(meaningful)
+            .or(remote.filter(|r| meaningful(r) && !matches!(r, SockAddr::Inet { port: 0, .. })))
+            .or_else(|| known.cloned()),
     }
 }
 
@@ -433,7 +486,8 @@ const DNS_AAAA: u16 = 28;
 /// unparsable record are dropped.
 pub fn parse_dns(msg: &[u8]) -> Option<DnsMessage> {
     let u16_at = |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?])) };
-    let mut m = DnsMessage { id: u16_at(0)?, response: msg.get(2).is_some_and(|b| b & 0x80 != 0), ..DnsMessage::default() };
+    let mut m =
+        DnsMessage { id: u16_at(0)?, response: msg.get(2).is_some_and(|b| b & 0x80 != 0), ..DnsMessage::default() };
     let qd = u16_at(4)?;
     let an = u16_at(6)?;
     let mut pos = 12;
@@ -487,7 +541,9 @@ fn read_name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
 /// connected socket's peer. Not the address remembered for the fd, which may be our own.
 pub fn recv_source(op: &NetOp) -> Option<SockAddr> {
     let given = op.addr.clone().filter(|a| matches!(a, SockAddr::Inet { .. }));
-    given.or_else(|| op.sock.as_ref().map(|s| s.1.clone()).filter(|r| matches!(r, SockAddr::Inet { port, .. } if *port != 0)))
+    given.or_else(|| {
+        op.sock.as_ref().map(|s| s.1.clone()).filter(|r| matches!(r, SockAddr::Inet { port, .. } if *port != 0))
+    })
 }
 
 /// Queries awaiting their answer, per session; the oldest is forgotten past this.
@@ -551,10 +607,9 @@ impl DnsCache {
             return None;
         }
         let question = &msg.questions[0];
-        let i = self
-            .pending
-            .iter()
-            .position(|q| q.id == msg.id && q.name.eq_ignore_ascii_case(question) && same_endpoint(&q.server, source))?;
+        let i = self.pending.iter().position(|q| {
+            q.id == msg.id && q.name.eq_ignore_ascii_case(question) && same_endpoint(&q.server, source)
+        })?;
         let asked = self.pending.remove(i)?.name;
         // Owner names reachable from the question through the response's CNAMEs.
         let mut owners = vec![asked.to_ascii_lowercase()];
@@ -755,7 +810,8 @@ mod tests {
         assert_eq!(c.answer(&r, Some(&server(53))), None, "same id and server, other question");
         assert_eq!(connect_host(&c, "10.0.0.1"), None);
         // Right question, but an extra record for another owner: only the asked one counts.
-        let r = parse_dns(&response(7, "svc.test", &[], &[("bank.test", [10, 0, 0, 2]), ("svc.test", [10, 0, 0, 3])])).expect("parse");
+        let r = parse_dns(&response(7, "svc.test", &[], &[("bank.test", [10, 0, 0, 2]), ("svc.test", [10, 0, 0, 3])]))
+            .expect("parse");
         assert_eq!(c.answer(&r, Some(&server(53))), Some(vec![false, true]));
         assert_eq!(connect_host(&c, "10.0.0.2"), None);
         assert_eq!(connect_host(&c, "10.0.0.3").as_deref(), Some("svc.test"));

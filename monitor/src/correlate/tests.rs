@@ -12,7 +12,16 @@ fn clock() -> Clock {
 }
 
 fn hdr(kind: EventKind, tgid: u32, pid: u32, start_ticks: u64, ts_ms: u64) -> Header {
-    Header { kind, cpu: 0, ts_ns: ts_ms * 1_000_000, session_cgroup: CG, cgroup_id: CG, tgid, pid, start_ns: start_ticks * TICK }
+    Header {
+        kind,
+        cpu: 0,
+        ts_ns: ts_ms * 1_000_000,
+        session_cgroup: CG,
+        cgroup_id: CG,
+        tgid,
+        pid,
+        start_ns: start_ticks * TICK,
+    }
 }
 
 fn exec(tgid: u32, ppid: u32, start: u64, ts: u64, argv: &[&str]) -> Event {
@@ -33,11 +42,23 @@ fn exec(tgid: u32, ppid: u32, start: u64, ts: u64, argv: &[&str]) -> Event {
 }
 
 fn fork(parent: u32, pstart: u64, child: u32, cstart: u64, ts: u64) -> Event {
-    Event::Fork { hdr: hdr(EventKind::Fork, parent, parent, pstart, ts), child_tgid: child, child_pid: child, child_start_ns: cstart * TICK, thread: false }
+    Event::Fork {
+        hdr: hdr(EventKind::Fork, parent, parent, pstart, ts),
+        child_tgid: child,
+        child_pid: child,
+        child_start_ns: cstart * TICK,
+        thread: false,
+    }
 }
 
 fn thread(parent: u32, pstart: u64, tid: u32, ts: u64) -> Event {
-    Event::Fork { hdr: hdr(EventKind::Fork, parent, parent, pstart, ts), child_tgid: parent, child_pid: tid, child_start_ns: pstart * TICK, thread: true }
+    Event::Fork {
+        hdr: hdr(EventKind::Fork, parent, parent, pstart, ts),
+        child_tgid: parent,
+        child_pid: tid,
+        child_start_ns: pstart * TICK,
+        thread: true,
+    }
 }
 
 fn exit(tgid: u32, pid: u32, start: u64, ts: u64, status: u32, group_dead: bool) -> Event {
@@ -47,13 +68,27 @@ fn exit(tgid: u32, pid: u32, start: u64, ts: u64, status: u32, group_dead: bool)
 fn session() -> (Correlator, Uuid) {
     let mut c = Correlator::new(clock());
     let id = Uuid::now_v7();
-    c.start_session(SessionInfo { id, cgroup_id: CG, agent: "agent".into(), events_before: 0, actions_before: 0, cgroup: String::new() });
+    c.start_session(SessionInfo {
+        id,
+        cgroup_id: CG,
+        agent: "agent".into(),
+        events_before: 0,
+        actions_before: 0,
+        cgroup: String::new(),
+    });
     (c, id)
 }
 
 fn feed(c: &mut Correlator, events: &[Event]) -> Vec<Output> {
     // The kernel agrees at once here; the daemon asks the real one (`Probes::kernel_live`).
-    events.iter().flat_map(|e| { let mut o = c.handle(e); o.extend(c.end_idle_sessions(|_| true)); o }).collect()
+    events
+        .iter()
+        .flat_map(|e| {
+            let mut o = c.handle(e);
+            o.extend(c.end_idle_sessions(|_| true));
+            o
+        })
+        .collect()
 }
 
 fn actions(out: &[Output]) -> Vec<&ActionRecord> {
@@ -142,7 +177,8 @@ fn thread_exits_do_not_end_a_process() {
     let a = actions(&out);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].duration_ms, Some(200));
-    let kinds: Vec<_> = out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e.kind.as_str()) } else { None }).collect();
+    let kinds: Vec<_> =
+        out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e.kind.as_str()) } else { None }).collect();
     assert_eq!(kinds, ["exit"]);
 }
 
@@ -216,13 +252,19 @@ fn session_ends_when_its_last_process_exits_and_flushes_nothing_twice() {
 #[test]
 fn ending_a_session_early_flushes_open_actions_as_incomplete() {
     let (mut c, _) = session();
-    feed(&mut c, &[exec(100, 1, 10, 100, &["agent"]), fork(100, 10, 101, 20, 200), exec(101, 100, 20, 201, &["daemonish"])]);
+    feed(
+        &mut c,
+        &[exec(100, 1, 10, 100, &["agent"]), fork(100, 10, 101, 20, 200), exec(101, 100, 20, 201, &["daemonish"])],
+    );
     let out = c.end_session(CG, clock().wall(1_000_000_000));
     let a = actions(&out);
     assert_eq!(a.len(), 1);
     assert!(!a[0].complete);
     assert_eq!(a[0].ended_at, None);
-    assert!(out.iter().any(|o| matches!(o, Output::Process(p) if p.rec.pid == 100)), "the agent process row is written");
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Process(p) if p.rec.pid == 100)),
+        "the agent process row is written"
+    );
     assert!(session_end(&out).is_some());
 }
 
@@ -260,7 +302,12 @@ fn a_seeded_action_keeps_its_proc_argv_and_is_incomplete_while_a_seen_fork_is_co
     // bash runs its last command with exec: the action is still the command line /proc gave.
     let out = feed(
         &mut c,
-        &[exec(201, 200, 30, 400, &["echo", "done"]), exit(201, 201, 30, 500, 0, true), fork(200, 10, 300, 60, 600), exit(300, 300, 60, 700, 0, true)],
+        &[
+            exec(201, 200, 30, 400, &["echo", "done"]),
+            exit(201, 201, 30, 500, 0, true),
+            fork(200, 10, 300, 60, 600),
+            exit(300, 300, 60, 700, 0, true),
+        ],
     );
     let a = actions(&out);
     assert_eq!(a.len(), 2);
@@ -323,7 +370,13 @@ fn opens_are_summarised_under_the_file_the_kernel_opened() {
     let Event::File(mut f) = file_event(10, 1000, 1100, "/tmp/link-to-secret", 3) else { unreachable!() };
     f.object = Some("/home/u/.ssh/id_rsa".into());
     let out = feed(&mut c, &[Event::File(f)]);
-    let ev = out.iter().find_map(|o| match o { Output::Event(e) if e.kind == "file" => Some(e), _ => None }).expect("file event");
+    let ev = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Event(e) if e.kind == "file" => Some(e),
+            _ => None,
+        })
+        .expect("file event");
     let data: serde_json::Value = serde_json::from_str(&ev.data).expect("json");
     assert_eq!(data["path"], "/home/u/.ssh/id_rsa");
     assert_eq!(data["path_arg"], "/tmp/link-to-secret");
@@ -384,7 +437,8 @@ fn agent_accesses_go_to_the_session_and_action_accesses_to_the_action() {
     );
     out.extend(feed(&mut c, &[exit(100, 100, 10, 300, 0, true)]));
     let a = actions(&out);
-    let files: Vec<_> = a[0].files.iter().map(|f| (f.path.as_str(), f.access.as_str(), f.result.as_str(), f.count)).collect();
+    let files: Vec<_> =
+        a[0].files.iter().map(|f| (f.path.as_str(), f.access.as_str(), f.result.as_str(), f.count)).collect();
     assert_eq!(
         files,
         [("/usr/bin/touch", "exec", "ok", 1), ("/work/x", "create", "ok", 2), ("/root/secret", "create", "EACCES", 1)]

@@ -20,7 +20,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    chain::{self, ChainLink, GENESIS, Hash, Head, hex},
+    chain::{self, hex, ChainLink, Hash, Head, GENESIS},
     correlate::{Checkpoint, Output, RetentionCut, SigningKey},
 };
 
@@ -37,7 +37,11 @@ pub enum CheckpointLog {
 
 impl CheckpointLog {
     pub fn parse(s: &str) -> Self {
-        if s == "journal" { Self::Journal } else { Self::File(PathBuf::from(s)) }
+        if s == "journal" {
+            Self::Journal
+        } else {
+            Self::File(PathBuf::from(s))
+        }
     }
 }
 
@@ -90,7 +94,14 @@ pub fn random_key(path: &Path) -> anyhow::Result<[u8; 32]> {
 }
 
 impl Chain {
-    pub fn new(host: String, head: Option<Head>, key: ed25519_dalek::SigningKey, log: CheckpointLog, interval: Duration, heartbeat: Duration) -> Self {
+    pub fn new(
+        host: String,
+        head: Option<Head>,
+        key: ed25519_dalek::SigningKey,
+        log: CheckpointLog,
+        interval: Duration,
+        heartbeat: Duration,
+    ) -> Self {
         let public = key.verifying_key();
         Self {
             host,
@@ -195,7 +206,12 @@ impl Chain {
 
     /// The record that registers this daemon's public key.
     pub fn key_record(&self) -> Output {
-        Output::SigningKey(SigningKey { fingerprint: self.fingerprint.clone(), public_key: self.public_key.clone(), created_at: Utc::now(), chain: ChainLink::default() })
+        Output::SigningKey(SigningKey {
+            fingerprint: self.fingerprint.clone(),
+            public_key: self.public_key.clone(),
+            created_at: Utc::now(),
+            chain: ChainLink::default(),
+        })
     }
 
     /// Whether rows were sealed since the last checkpoint.

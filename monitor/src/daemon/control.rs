@@ -3,7 +3,7 @@
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
 
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
@@ -29,7 +29,6 @@ pub fn proc_start_ticks(pid: u32) -> Option<u64> {
     procfs::process::Process::new(pid as i32).ok()?.stat().ok().map(|s| s.starttime)
 }
 
-
 pub fn group_gid(name: &str) -> Option<u32> {
     let cname = std::ffi::CString::new(name).ok()?;
     // SAFETY: getgrnam returns a pointer to static storage or null.
@@ -54,7 +53,6 @@ fn peer_allowed(uid: u32, pid: u32, gid: u32, allowed: Option<u32>) -> bool {
     })
 }
 
-
 fn set_mode(path: &Path, mode: u32, gid: Option<u32>) -> anyhow::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     if let Some(gid) = gid {
@@ -68,7 +66,10 @@ pub fn bind_socket(runtime_dir: &Path, gid: Option<u32>) -> anyhow::Result<UnixL
     std::fs::set_permissions(runtime_dir, std::fs::Permissions::from_mode(0o755))?;
     let path = crate::control::socket_path(runtime_dir);
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-        bail!("another agentmon daemon is already serving {}; stop it or use a different --runtime-dir", path.display());
+        bail!(
+            "another agentmon daemon is already serving {}; stop it or use a different --runtime-dir",
+            path.display()
+        );
     }
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
@@ -119,7 +120,9 @@ async fn handle_conn(stream: UnixStream, tx: mpsc::Sender<Command>, allowed_gid:
     // One short request line, promptly: a client cannot hold a connection open or send
     // unbounded data.
     let mut reader = BufReader::new(rd.take(64 * 1024));
-    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await.map_err(|_| anyhow::anyhow!("control request timed out"))??;
+    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+        .await
+        .map_err(|_| anyhow::anyhow!("control request timed out"))??;
     let resp = if peer_allowed(cred.uid(), pid, cred.gid(), allowed_gid) {
         match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
@@ -130,14 +133,18 @@ async fn handle_conn(stream: UnixStream, tx: mpsc::Sender<Command>, allowed_gid:
             Err(e) => Response::Error { message: format!("bad request: {e}") },
         }
     } else {
-        Response::Error { message: format!("uid {} may not use agentmon: only root and members of the daemon's group may start sessions", cred.uid()) }
+        Response::Error {
+            message: format!(
+                "uid {} may not use agentmon: only root and members of the daemon's group may start sessions",
+                cred.uid()
+            ),
+        }
     };
     let mut out = serde_json::to_string(&resp)?;
     out.push('\n');
     wr.write_all(out.as_bytes()).await?;
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

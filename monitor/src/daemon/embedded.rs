@@ -8,8 +8,8 @@ use std::{
     path::Path,
     process::Child,
     sync::{
-        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
     },
     thread::JoinHandle,
     time::Duration,
@@ -42,7 +42,8 @@ pub struct Embedded {
 /// tree is repaired anyway, see [`Cluster::init`].)
 pub fn start(state: &Path) -> anyhow::Result<Embedded> {
     std::os::unix::fs::chown(state, Some(0), Some(0)).with_context(|| format!("securing {}", state.display()))?;
-    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o711)).with_context(|| format!("letting the postgres user reach {}", state.display()))?;
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("letting the postgres user reach {}", state.display()))?;
     let cluster = Cluster::new(state.join("postgres"), PORT);
     cluster.init(false, &|m| info!("{m}"))?;
     info!(dir = %cluster.dir.display(), "starting the private PostgreSQL (no database configured)");
@@ -53,7 +54,9 @@ pub fn start(state: &Path) -> anyhow::Result<Embedded> {
     let child = Arc::new(Mutex::new(Some(child)));
     let supervisor = {
         let (stopping, child) = (stopping.clone(), child.clone());
-        std::thread::Builder::new().name("postgres-supervisor".into()).spawn(move || supervise(&cluster, &stopping, &child))?
+        std::thread::Builder::new()
+            .name("postgres-supervisor".into())
+            .spawn(move || supervise(&cluster, &stopping, &child))?
     };
     Ok(Embedded { url, stopping, child, supervisor: Some(supervisor) })
 }

@@ -16,7 +16,7 @@ use prometheus_client::{
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc, oneshot},
+    sync::{mpsc, oneshot, Semaphore},
 };
 use tracing::{debug, info, warn};
 
@@ -34,7 +34,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// is set and not `off`, and answer scrapes through the main loop's command channel.
 pub async fn start(flag: Option<&str>, file: Option<&str>, tx: &mpsc::Sender<Command>) -> anyhow::Result<()> {
     let Some(addr) = flag.or(file).and_then(|a| crate::config::metrics_addr(a).ok().flatten()) else { return Ok(()) };
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("serving metrics on {addr} (--metrics-listen, metrics_listen)"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("serving metrics on {addr} (--metrics-listen, metrics_listen)"))?;
     info!(address = %addr, "serving Prometheus metrics at /metrics");
     tokio::spawn(serve(listener, tx.clone()));
     Ok(())
@@ -82,9 +84,13 @@ async fn answer(mut stream: TcpStream, tx: &mpsc::Sender<Command>) -> std::io::R
         Route::BadRequest => ("400 Bad Request", None),
     };
     let (body, head_only) = body.unwrap_or_else(|| (format!("{status}\n"), false));
-    let content_type = if status.starts_with("200") { prometheus_text::CONTENT_TYPE } else { "text/plain; charset=utf-8" };
+    let content_type =
+        if status.starts_with("200") { prometheus_text::CONTENT_TYPE } else { "text/plain; charset=utf-8" };
     let allow = if status.starts_with("405") { "Allow: GET, HEAD\r\n" } else { "" };
-    let mut out = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n", body.len());
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+        body.len()
+    );
     if !head_only {
         out.push_str(&body);
     }
@@ -96,7 +102,8 @@ async fn answer(mut stream: TcpStream, tx: &mpsc::Sender<Command>) -> std::io::R
 async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") && head.len() < MAX_HEAD {
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") && head.len() < MAX_HEAD
+    {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             break;
@@ -196,20 +203,41 @@ pub fn render(st: &Status) -> String {
     m.0.register(
         "build",
         "The agentmon build: version, git revision and eBPF object",
-        Info::new(labels(&[("version", env!("CARGO_PKG_VERSION")), ("revision", revision), ("programs_version", &st.programs_version)])),
+        Info::new(labels(&[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("revision", revision),
+            ("programs_version", &st.programs_version),
+        ])),
     );
     let pid = st.pid.to_string();
     m.0.register(
         "daemon",
         "The daemon: host, pid, how it came by its programs, and its checkpoint signing key",
-        Info::new(labels(&[("host", &st.host), ("pid", &pid), ("programs", &st.programs), ("signing_key", &st.signing_key)])),
+        Info::new(labels(&[
+            ("host", &st.host),
+            ("pid", &pid),
+            ("programs", &st.programs),
+            ("signing_key", &st.signing_key),
+        ])),
     );
     m.gauge("capturing", "1 while the daemon is capturing (it serves metrics only then)", u64::from(st.capturing));
-    m.gauge_f64("start_time_seconds", "When the daemon started, in seconds since the Unix epoch", (st.started_at - chrono::DateTime::UNIX_EPOCH).as_seconds_f64());
-    m.gauges("probes_attached", "Programs attached, by kind of hook", st.probe_kinds.iter().map(|(k, n)| (labels(&[("kind", k)]), *n as i64)));
+    m.gauge_f64(
+        "start_time_seconds",
+        "When the daemon started, in seconds since the Unix epoch",
+        (st.started_at - chrono::DateTime::UNIX_EPOCH).as_seconds_f64(),
+    );
+    m.gauges(
+        "probes_attached",
+        "Programs attached, by kind of hook",
+        st.probe_kinds.iter().map(|(k, n)| (labels(&[("kind", k)]), *n as i64)),
+    );
 
     m.gauge("sessions_live", "Live sessions", st.sessions.len() as u64);
-    m.gauge("sessions_closing", "Sessions whose known processes all exited, waiting for the kernel's count to reach 0", st.sessions_closing as u64);
+    m.gauge(
+        "sessions_closing",
+        "Sessions whose known processes all exited, waiting for the kernel's count to reach 0",
+        st.sessions_closing as u64,
+    );
     m.counter("sessions_ended", "Sessions ended since the daemon started", st.sessions_ended);
     let session = |s: &crate::control::LiveSession| labels(&[("session", &s.id.to_string()), ("agent", &s.agent)]);
     m.gauges(
@@ -222,7 +250,11 @@ pub fn render(st: &Status) -> String {
             (l, 1)
         }),
     );
-    m.gauges("session_processes", "A live session's processes the daemon knows", st.sessions.iter().map(|s| (session(s), i64::from(s.processes))));
+    m.gauges(
+        "session_processes",
+        "A live session's processes the daemon knows",
+        st.sessions.iter().map(|s| (session(s), i64::from(s.processes))),
+    );
     m.gauges(
         "session_kernel_processes",
         "A live session's processes the kernel tracks that the daemon did not seed from /proc",
@@ -234,20 +266,37 @@ pub fn render(st: &Status) -> String {
         st.sessions.iter().map(|s| (session(s), s.events_lost)),
     );
 
-    m.counter("events_read", "Records read from the ring buffers: events correlated, unattributed and undecodable", st.events_read);
+    m.counter(
+        "events_read",
+        "Records read from the ring buffers: events correlated, unattributed and undecodable",
+        st.events_read,
+    );
     m.counter("events_dropped", "Events the kernel could not put in a ring buffer, all rings", st.events_dropped);
     m.counters(
         "events_dropped_by_kind",
         "Events the kernel could not put in a ring buffer, by ring and kind: lifecycle (exec, fork, exit), file, net",
-        [("lifecycle", st.dropped_lifecycle), ("file", st.dropped_file), ("net", st.dropped_net)].map(|(k, v)| (labels(&[("kind", k)]), v)),
+        [("lifecycle", st.dropped_lifecycle), ("file", st.dropped_file), ("net", st.dropped_net)]
+            .map(|(k, v)| (labels(&[("kind", k)]), v)),
     );
     m.counter("decode_errors", "Records that failed to decode and were skipped", st.decode_errors);
     m.counter("events_unattributed", "Events for a cgroup the daemon has no live session for", st.unattributed);
-    m.counter("kernel_read_errors", "Failed kernel or user memory reads in the probes (the event was sent with what could be read)", st.kernel_read_errors);
+    m.counter(
+        "kernel_read_errors",
+        "Failed kernel or user memory reads in the probes (the event was sent with what could be read)",
+        st.kernel_read_errors,
+    );
     m.counter("track_failures", "Processes the kernel could not add to its tracked set (map full)", st.track_failures);
     m.counter("stale_tracked", "Tracked-set entries found stale (pid reused) and dropped", st.stale_tracked);
-    m.counter("tag_failures", "New cgroups the kernel could not hold pending for the cgroup rules (session map full)", st.tag_failures);
-    m.counter("pending_discarded", "Events of new cgroups held pending for the cgroup rules that matched none (dropped, not lost)", st.pending_discarded);
+    m.counter(
+        "tag_failures",
+        "New cgroups the kernel could not hold pending for the cgroup rules (session map full)",
+        st.tag_failures,
+    );
+    m.counter(
+        "pending_discarded",
+        "Events of new cgroups held pending for the cgroup rules that matched none (dropped, not lost)",
+        st.pending_discarded,
+    );
 
     m.gauge("queue_records", "Records waiting in memory for the database", st.queue_records);
     m.gauge("queue_bytes", "Approximate heap bytes of the records waiting in memory", st.queue_bytes);
@@ -257,7 +306,11 @@ pub fn render(st: &Status) -> String {
     m.gauge("spool_segments", "Files of the spool", st.spool_segments);
     m.gauge("spool_max_bytes", "Bound of the spool (--spool-max-mb)", st.spool_max_bytes);
     m.counter("spool_corrupt_records", "Spooled records found truncated or corrupt", st.spool_corrupt_records);
-    m.gauge_f64("oldest_unstored_seconds", "Age of the oldest record not yet stored (0 when everything is stored)", st.oldest_unstored_secs.unwrap_or(0.0));
+    m.gauge_f64(
+        "oldest_unstored_seconds",
+        "Age of the oldest record not yet stored (0 when everything is stored)",
+        st.oldest_unstored_secs.unwrap_or(0.0),
+    );
     m.counter("events_shed", "Raw events not stored because memory and spool were full", st.events_shed);
 
     m.counter("records_stored", "Records committed to the database since the daemon started", st.records_stored);
@@ -266,12 +319,20 @@ pub fn render(st: &Status) -> String {
     m.counter("actions_written", "Actions completed since the daemon started", st.actions_written);
     m.gauge("chain_seq", "The host chain's head: the last sequence number given to a record", st.chain_seq);
     m.counter("checkpoints_written", "Signed checkpoints queued since the daemon started", st.checkpoints_written);
-    m.counter("records_redacted", "Records in which a redaction rule replaced something, since the daemon started", st.records_redacted);
+    m.counter(
+        "records_redacted",
+        "Records in which a redaction rule replaced something, since the daemon started",
+        st.records_redacted,
+    );
     m.counter("alerts_raised", "Alert rows written since the daemon started", st.alerts_raised);
     m.counter("webhook_delivered", "Alerts the webhook accepted", st.webhook_delivered);
     m.counter("webhook_failures", "Webhook delivery attempts that failed (each alert is retried)", st.webhook_failures);
     m.gauge("webhook_waiting", "Alerts waiting for the webhook", st.webhook_waiting);
-    m.counter("webhook_dropped", "Alerts dropped from a full webhook queue (they are still stored)", st.webhook_dropped);
+    m.counter(
+        "webhook_dropped",
+        "Alerts dropped from a full webhook queue (they are still stored)",
+        st.webhook_dropped,
+    );
 
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -298,10 +359,13 @@ mod tests {
         }"#,
         )
         .expect("status");
-        st.sessions.push(serde_json::from_value(serde_json::json!({
-            "id": "0190b2a4-0000-7000-8000-000000000001", "agent": "claude", "cgroup_id": 99, "root_pid": null,
-            "processes": 3, "kernel_processes": -1, "events_lost": 5,
-        })).expect("session"));
+        st.sessions.push(
+            serde_json::from_value(serde_json::json!({
+                "id": "0190b2a4-0000-7000-8000-000000000001", "agent": "claude", "cgroup_id": 99, "root_pid": null,
+                "processes": 3, "kernel_processes": -1, "events_lost": 5,
+            }))
+            .expect("session"),
+        );
         st
     }
 
@@ -347,9 +411,14 @@ mod tests {
         let json = serde_json::to_value(status()).expect("json");
         let numbers = json.as_object().expect("object").iter().filter(|(_, v)| v.is_number());
         for (field, v) in numbers {
-            assert!(v.as_f64().is_some_and(|n| n > 1.0), "give {field} a distinct value in this test's status, and a metric in render()");
+            assert!(
+                v.as_f64().is_some_and(|n| n > 1.0),
+                "give {field} a distinct value in this test's status, and a metric in render()"
+            );
             let shown = v.as_u64().map_or_else(|| v.to_string(), |n| n.to_string());
-            let sample = |l: &str| !l.starts_with('#') && (l.ends_with(&format!(" {shown}")) || l.contains(&format!("=\"{shown}\"")));
+            let sample = |l: &str| {
+                !l.starts_with('#') && (l.ends_with(&format!(" {shown}")) || l.contains(&format!("=\"{shown}\"")))
+            };
             assert!(text.lines().any(sample), "status field {field} = {shown} has no sample:\n{text}");
         }
     }
@@ -366,7 +435,8 @@ mod tests {
             "io_uring_complete-io_uring_complete",
         ];
         let kinds = crate::ebpf::probe_kinds(&names.map(str::to_owned));
-        let want = [("raw_tracepoint", 3), ("syscall_tracepoint", 2), ("tracepoint", 2)].map(|(k, n)| (k.to_owned(), n));
+        let want =
+            [("raw_tracepoint", 3), ("syscall_tracepoint", 2), ("tracepoint", 2)].map(|(k, n)| (k.to_owned(), n));
         assert_eq!(kinds, want.into_iter().collect());
     }
 

@@ -12,8 +12,8 @@
 
 pub mod chain;
 pub mod control;
-pub mod handoff;
 pub mod embedded;
+pub mod handoff;
 pub mod metrics;
 pub mod notify;
 pub mod queue;
@@ -31,7 +31,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 use chrono::Utc;
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tracing::{info, warn};
@@ -42,13 +42,13 @@ use crate::{
     config::{self, FileConfig},
     control::{LiveSession, Request, Response, SessionStarted, Status},
     correlate::{Clock, Correlator, Output, SessionInfo, SessionStart},
-    ebpf::{Attachment, ProbeOptions, Probes, decode::Event},
+    ebpf::{decode::Event, Attachment, ProbeOptions, Probes},
     procscan,
 };
-use control::{Command, proc_start_ticks};
+use control::{proc_start_ticks, Command};
 use queue::Queue;
 use reader::Reader;
-use store::{SharedQueue, StoreMode, StoreStats, lock};
+use store::{lock, SharedQueue, StoreMode, StoreStats};
 
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
@@ -190,7 +190,8 @@ fn clock() -> anyhow::Result<(Clock, String)> {
     let boot_unix_ns = now(libc::CLOCK_REALTIME) - now(libc::CLOCK_BOOTTIME);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").context("reading boot id")?.trim().to_owned();
+    let boot_id =
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id").context("reading boot id")?.trim().to_owned();
     let boot_tag = u32::from_str_radix(&boot_id.replace('-', "")[..8], 16).unwrap_or(0);
     Ok((Clock { boot_unix_ns, ns_per_tick: 1_000_000_000 / hz, boot_tag }, boot_id))
 }
@@ -216,17 +217,23 @@ pub(crate) fn valid_session_names(agent: &str, label: Option<&str>) -> Result<()
 fn state_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let hint = "agentmon keeps its signing key, spool and handoff there: fix it or set state_dir / --state-dir";
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the state directory {} ({hint})", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("cannot secure the state directory {} ({hint})", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the state directory {} ({hint})", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot secure the state directory {} ({hint})", dir.display()))?;
     let probe = dir.join(".agentmon-write-test");
-    std::fs::write(&probe, b"").and_then(|()| std::fs::remove_file(&probe)).with_context(|| format!("the state directory {} is not writable ({hint})", dir.display()))?;
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| format!("the state directory {} is not writable ({hint})", dir.display()))?;
     Ok(())
 }
 
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("agentmon daemon must run as root: it loads eBPF programs and manages cgroups (try `sudo agentmon daemon`)");
+        bail!(
+            "agentmon daemon must run as root: it loads eBPF programs and manages cgroups (try `sudo agentmon daemon`)"
+        );
     }
     let file = FileConfig::load(&args.config)?;
     let rules = crate::rules::Rules::compile(&file.rules, &args.config).map_err(config::ConfigError::located)?;
@@ -243,7 +250,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let (url, embedded) = match config::daemon_database_url(args.database_url.as_deref(), &file) {
         Ok(url) => (url, None),
         Err(config::ConfigError::NoDatabase) => {
-            let e = embedded::start(&state).context("no database configured, and the private PostgreSQL could not start")?;
+            let e = embedded::start(&state)
+                .context("no database configured, and the private PostgreSQL could not start")?;
             (e.url.clone(), Some(e))
         }
         Err(e) => return Err(e.into()),
@@ -256,7 +264,13 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
 }
 
 /// Everything from the database connection to the final flush.
-async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules, state: PathBuf, url: String) -> anyhow::Result<()> {
+async fn capture(
+    args: DaemonArgs,
+    file: FileConfig,
+    rules: crate::rules::Rules,
+    state: PathBuf,
+    url: String,
+) -> anyhow::Result<()> {
     let redactor = redact::open(&state, &file.redaction)?;
     info!(rules = redactor.rule_names().len(), "secrets are redacted before anything is stored");
     let host = hostname();
@@ -289,8 +303,12 @@ async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules,
         warn!(error = %e, "cannot tell the programs the daemon's pid: signals to it will not be reported");
     }
     match &probes.attachment {
-        Attachment::Loaded => info!(programs = %probes.version, pins = %probes.pin_path.display(), attached = probes.attached.len(), "programs loaded, attached and pinned"),
-        Attachment::Adopted => info!(programs = %probes.version, pins = %probes.pin_path.display(), "adopted the pinned programs: capture never stopped"),
+        Attachment::Loaded => {
+            info!(programs = %probes.version, pins = %probes.pin_path.display(), attached = probes.attached.len(), "programs loaded, attached and pinned")
+        }
+        Attachment::Adopted => {
+            info!(programs = %probes.version, pins = %probes.pin_path.display(), "adopted the pinned programs: capture never stopped")
+        }
         Attachment::Replaced { old_version } => {
             info!(programs = %probes.version, old = %old_version, "replaced the pinned programs of another build with no gap");
         }
@@ -315,7 +333,8 @@ async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules,
     let sync_task = tokio::spawn(store::sync_spool(queue.clone()));
 
     let (clock, boot_id) = clock()?;
-    let sensitive = crate::sensitive::Sensitive::new(&file.sensitive, protected_paths(&args, &state, &opts.pin_dir)).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+    let sensitive = crate::sensitive::Sensitive::new(&file.sensitive, protected_paths(&args, &state, &opts.pin_dir))
+        .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
     let alert_rules = crate::alerts::Rules::new(&file.alerts).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
     info!(rules = ?alert_rules.names(), "alert rules");
     let mut daemon = Daemon {
@@ -343,7 +362,9 @@ async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules,
         retention: None,
     };
     let (cut_tx, cut_rx) = mpsc::channel::<retention::CutRequest>(4);
-    if let Some(policy) = retention::Policy::new(&file.retention, &state).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))? {
+    if let Some(policy) =
+        retention::Policy::new(&file.retention, &state).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?
+    {
         info!(hot_days = policy.hot.num_days(), warm_days = ?policy.warm.map(|w| w.num_days()), cold_days = ?policy.cold.map(|c| c.num_days()), archive = %policy.archive_dir.display(), "retention is on: applied daily");
         let (run_tx, run_rx) = mpsc::channel(4);
         daemon.retention = Some(run_tx);
@@ -352,8 +373,17 @@ async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules,
     daemon.correlator.set_sensitive(sensitive);
     if let Some(url) = &file.alerts.webhook {
         let target = webhook::parse_url(url).map_err(|m| anyhow::anyhow!("alerts.webhook: {m}"))?;
-        let retry = file.alerts.webhook_retry_max.as_deref().map_or(Ok(chrono::Duration::seconds(60)), crate::alerts::parse_duration).map_err(|m| anyhow::anyhow!("alerts.webhook_retry_max: {m}"))?;
-        daemon.webhook = Some(webhook::Webhook::start(target, file.alerts.webhook_format.as_deref() == Some("slack"), retry.to_std().unwrap_or(Duration::from_secs(60))));
+        let retry = file
+            .alerts
+            .webhook_retry_max
+            .as_deref()
+            .map_or(Ok(chrono::Duration::seconds(60)), crate::alerts::parse_duration)
+            .map_err(|m| anyhow::anyhow!("alerts.webhook_retry_max: {m}"))?;
+        daemon.webhook = Some(webhook::Webhook::start(
+            target,
+            file.alerts.webhook_format.as_deref() == Some("slack"),
+            retry.to_std().unwrap_or(Duration::from_secs(60)),
+        ));
         info!(webhook = %url.split('?').next().unwrap_or(""), "alerts are posted to a webhook");
     }
     daemon.correlator.set_protected(protected_paths(&args, &state, &opts.pin_dir), {
@@ -374,7 +404,11 @@ async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules,
     metrics::start(args.metrics_listen.as_deref(), file.metrics_listen.as_deref(), &cmd_tx).await?;
     tokio::spawn(control::serve(listener, cmd_tx, allowed_gid));
     info!(socket = %crate::control::socket_path(&args.runtime_dir).display(), "capturing");
-    notify::notify(&format!("READY=1\nSTATUS=capturing: {} programs, {} live sessions", daemon.probes.attached.len(), daemon.sessions.len()));
+    notify::notify(&format!(
+        "READY=1\nSTATUS=capturing: {} programs, {} live sessions",
+        daemon.probes.attached.len(),
+        daemon.sessions.len()
+    ));
     notify::spawn_watchdog(daemon.heartbeat.clone());
 
     let result = daemon.main_loop(&mut reader, cmd_rx, cut_rx).await;
@@ -418,7 +452,11 @@ async fn capture(args: DaemonArgs, file: FileConfig, rules: crate::rules::Rules,
 fn open_chain(args: &DaemonArgs, file: &FileConfig, state: &Path, host: &str) -> anyhow::Result<chain::Chain> {
     let (key, new_key) = chain::load_or_create_key(state)?;
     let log = chain::CheckpointLog::parse(
-        &args.checkpoint_log.clone().or(file.checkpoint_log.clone()).unwrap_or_else(|| state.join("checkpoints.jsonl").display().to_string()),
+        &args
+            .checkpoint_log
+            .clone()
+            .or(file.checkpoint_log.clone())
+            .unwrap_or_else(|| state.join("checkpoints.jsonl").display().to_string()),
     );
     let secs = |flag: Option<u64>, file: Option<u64>, default| Duration::from_secs(flag.or(file).unwrap_or(default));
     let chain = chain::Chain::new(
@@ -460,12 +498,19 @@ async fn shutdown_signal() {
 }
 
 impl Daemon {
-    async fn main_loop(&mut self, reader: &mut Reader, mut cmds: mpsc::Receiver<Command>, mut cuts: mpsc::Receiver<retention::CutRequest>) -> anyhow::Result<()> {
+    async fn main_loop(
+        &mut self,
+        reader: &mut Reader,
+        mut cmds: mpsc::Receiver<Command>,
+        mut cuts: mpsc::Receiver<retention::CutRequest>,
+    ) -> anyhow::Result<()> {
         let err = |e: std::io::Error| anyhow::anyhow!("polling the ring buffers: {e}");
         // SAFETY (both): the fds belong to rings owned by `reader`, which outlives this loop and
         // with it the registrations.
-        let mut lifecycle = unsafe { AsyncFd::register(RingFd(std::os::fd::AsRawFd::as_raw_fd(&reader.lifecycle))) }.map_err(|e| anyhow::anyhow!("polling the lifecycle ring: {e}"))?;
-        let mut events = unsafe { AsyncFd::register(RingFd(std::os::fd::AsRawFd::as_raw_fd(&reader.events))) }.map_err(|e| anyhow::anyhow!("polling the file and network ring: {e}"))?;
+        let mut lifecycle = unsafe { AsyncFd::register(RingFd(std::os::fd::AsRawFd::as_raw_fd(&reader.lifecycle))) }
+            .map_err(|e| anyhow::anyhow!("polling the lifecycle ring: {e}"))?;
+        let mut events = unsafe { AsyncFd::register(RingFd(std::os::fd::AsRawFd::as_raw_fd(&reader.events))) }
+            .map_err(|e| anyhow::anyhow!("polling the file and network ring: {e}"))?;
         // Producers skip wake-ups below a backlog threshold, so also drain on a timer.
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let shutdown = shutdown_signal();
@@ -618,7 +663,10 @@ impl Daemon {
 
     /// The session whose cgroup holds `dir`, if any.
     fn session_above(&self, dir: &Path) -> Option<Uuid> {
-        self.sessions.values().find(|m| !m.path.as_os_str().is_empty() && dir.starts_with(&m.path) && dir != m.path).map(|m| m.id)
+        self.sessions
+            .values()
+            .find(|m| !m.path.as_os_str().is_empty() && dir.starts_with(&m.path) && dir != m.path)
+            .map(|m| m.id)
     }
 
     /// An exec the kernel matched to an exe rule started a session: register it before the
@@ -629,8 +677,18 @@ impl Daemon {
         let (agent, label) = rule.map_or_else(|| ("unknown".to_owned(), None), |r| (r.agent, r.label));
         let path = cgroup::path_of_pid(&self.cgroup_mount, e.hdr.tgid).unwrap_or_default();
         let id = Uuid::now_v7();
-        self.correlator.start_session(SessionInfo { id, cgroup_id: session, agent: agent.clone(), events_before: 0, actions_before: 0, cgroup: path.display().to_string() });
-        self.sessions.insert(session, SessionMeta { id, path: PathBuf::new(), owned: false, shed_before: 0, rule_cgroup: false });
+        self.correlator.start_session(SessionInfo {
+            id,
+            cgroup_id: session,
+            agent: agent.clone(),
+            events_before: 0,
+            actions_before: 0,
+            cgroup: path.display().to_string(),
+        });
+        self.sessions.insert(
+            session,
+            SessionMeta { id, path: PathBuf::new(), owned: false, shed_before: 0, rule_cgroup: false },
+        );
         self.enqueue(vec![Output::SessionStart(SessionStart {
             id,
             agent: agent.clone(),
@@ -666,7 +724,9 @@ impl Daemon {
                     self.seed(id, &dir);
                     info!(agent = %rule.agent, rule = rule.source(), cgroup = %dir.display(), "existing cgroup matched a rule: session started");
                 }
-                Err(e) => warn!(cgroup = %dir.display(), error = %e, "a cgroup matched a rule but could not become a session"),
+                Err(e) => {
+                    warn!(cgroup = %dir.display(), error = %e, "a cgroup matched a rule but could not become a session")
+                }
             }
         }
     }
@@ -690,7 +750,12 @@ impl Daemon {
         let gone: Vec<u64> = self
             .sessions
             .iter()
-            .filter(|(cg, m)| m.rule_cgroup && !m.path.exists() && self.correlator.session_live(**cg).unwrap_or(0) == 0 && self.probes.kernel_live(**cg) <= 0)
+            .filter(|(cg, m)| {
+                m.rule_cgroup
+                    && !m.path.exists()
+                    && self.correlator.session_live(**cg).unwrap_or(0) == 0
+                    && self.probes.kernel_live(**cg) <= 0
+            })
             .map(|(cg, _)| *cg)
             .collect();
         for cg in gone {
@@ -710,7 +775,9 @@ impl Daemon {
         for mut o in out {
             if let Output::SessionEnd(end) = &mut o {
                 let meta = self.sessions.remove(&end.cgroup_id);
-                end.events_lost = self.probes.untag(end.cgroup_id).total() + q.take_shed(end.session_id) + meta.as_ref().map_or(0, |m| m.shed_before);
+                end.events_lost = self.probes.untag(end.cgroup_id).total()
+                    + q.take_shed(end.session_id)
+                    + meta.as_ref().map_or(0, |m| m.shed_before);
                 if let Some(meta) = meta.filter(|m| m.owned) {
                     if let Err(e) = cgroup::remove_tree(&meta.path) {
                         warn!(cgroup = %meta.path.display(), error = %e, "could not remove session cgroup");
@@ -834,7 +901,13 @@ impl Daemon {
     }
 
     /// Hand `agentmon retention` to the retention task, which replies when done.
-    fn retention(&self, dry_run: bool, as_of: Option<chrono::DateTime<Utc>>, peer_uid: u32, reply: tokio::sync::oneshot::Sender<Response>) {
+    fn retention(
+        &self,
+        dry_run: bool,
+        as_of: Option<chrono::DateTime<Utc>>,
+        peer_uid: u32,
+        reply: tokio::sync::oneshot::Sender<Response>,
+    ) {
         let refuse = |reply: tokio::sync::oneshot::Sender<Response>, message: &str| {
             let _ = reply.send(Response::Error { message: message.into() });
         };
@@ -846,8 +919,12 @@ impl Daemon {
         };
         match tx.try_send(retention::RunRequest { dry_run, as_of, reply }) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(r)) => refuse(r.reply, "retention runs are already waiting; try again when they end"),
-            Err(mpsc::error::TrySendError::Closed(r)) => refuse(r.reply, "the retention task stopped (see the daemon log); restart the daemon"),
+            Err(mpsc::error::TrySendError::Full(r)) => {
+                refuse(r.reply, "retention runs are already waiting; try again when they end")
+            }
+            Err(mpsc::error::TrySendError::Closed(r)) => {
+                refuse(r.reply, "the retention task stopped (see the daemon log); restart the daemon")
+            }
         }
     }
 
@@ -921,28 +998,73 @@ impl Daemon {
             checkpoints_written: self.checkpoints_written,
             records_redacted: self.records_redacted,
             alerts_raised: self.alerts.raised,
-            webhook_delivered: self.webhook.as_ref().map_or(0, |w| w.stats.delivered.load(std::sync::atomic::Ordering::Relaxed)),
-            webhook_failures: self.webhook.as_ref().map_or(0, |w| w.stats.failures.load(std::sync::atomic::Ordering::Relaxed)),
-            webhook_waiting: self.webhook.as_ref().map_or(0, |w| w.stats.waiting.load(std::sync::atomic::Ordering::Relaxed)),
-            webhook_dropped: self.webhook.as_ref().map_or(0, |w| w.stats.dropped.load(std::sync::atomic::Ordering::Relaxed)),
+            webhook_delivered: self
+                .webhook
+                .as_ref()
+                .map_or(0, |w| w.stats.delivered.load(std::sync::atomic::Ordering::Relaxed)),
+            webhook_failures: self
+                .webhook
+                .as_ref()
+                .map_or(0, |w| w.stats.failures.load(std::sync::atomic::Ordering::Relaxed)),
+            webhook_waiting: self
+                .webhook
+                .as_ref()
+                .map_or(0, |w| w.stats.waiting.load(std::sync::atomic::Ordering::Relaxed)),
+            webhook_dropped: self
+                .webhook
+                .as_ref()
+                .map_or(0, |w| w.stats.dropped.load(std::sync::atomic::Ordering::Relaxed)),
         }
     }
 
     /// Register a session for a cgroup: kernel filter, correlator, database.
-    fn register(&mut self, id: Uuid, path: &Path, agent: &str, label: Option<String>, uid: u32, source: &'static str) -> Result<u64, String> {
+    fn register(
+        &mut self,
+        id: Uuid,
+        path: &Path,
+        agent: &str,
+        label: Option<String>,
+        uid: u32,
+        source: &'static str,
+    ) -> Result<u64, String> {
         let cgroup_id = cgroup::cgroup_id(path).map_err(|e| format!("cgroup {}: {e}", path.display()))?;
         self.register_id(cgroup_id, id, path, agent, label, uid, source)
     }
 
     /// [`Self::register`] with the cgroup id known (a rule's cgroup that may be gone already).
     #[allow(clippy::too_many_arguments)]
-    fn register_id(&mut self, cgroup_id: u64, id: Uuid, path: &Path, agent: &str, label: Option<String>, uid: u32, source: &'static str) -> Result<u64, String> {
+    fn register_id(
+        &mut self,
+        cgroup_id: u64,
+        id: Uuid,
+        path: &Path,
+        agent: &str,
+        label: Option<String>,
+        uid: u32,
+        source: &'static str,
+    ) -> Result<u64, String> {
         if self.sessions.contains_key(&cgroup_id) {
             return Err(format!("cgroup {} is already a session", path.display()));
         }
         self.probes.tag(cgroup_id).map_err(|e| e.to_string())?;
-        self.correlator.start_session(SessionInfo { id, cgroup_id, agent: agent.to_owned(), events_before: 0, actions_before: 0, cgroup: path.display().to_string() });
-        self.sessions.insert(cgroup_id, SessionMeta { id, path: path.to_owned(), owned: source == "run", shed_before: 0, rule_cgroup: is_rule_cgroup(source) });
+        self.correlator.start_session(SessionInfo {
+            id,
+            cgroup_id,
+            agent: agent.to_owned(),
+            events_before: 0,
+            actions_before: 0,
+            cgroup: path.display().to_string(),
+        });
+        self.sessions.insert(
+            cgroup_id,
+            SessionMeta {
+                id,
+                path: path.to_owned(),
+                owned: source == "run",
+                shed_before: 0,
+                rule_cgroup: is_rule_cgroup(source),
+            },
+        );
         self.enqueue(vec![Output::SessionStart(SessionStart {
             id,
             agent: agent.to_owned(),
@@ -968,7 +1090,14 @@ impl Daemon {
     /// unreaped. If it is, the pid was never free between the check and the move, so the process
     /// moved is the one checked. If it is not, the move may have caught a newcomer with the same
     /// pid: put whatever was moved back, end the session, and fail.
-    fn start_session(&mut self, agent: &str, label: Option<String>, pid: u32, uid: u32, start: Option<u64>) -> Result<Response, String> {
+    fn start_session(
+        &mut self,
+        agent: &str,
+        label: Option<String>,
+        pid: u32,
+        uid: u32,
+        start: Option<u64>,
+    ) -> Result<Response, String> {
         const GONE: &str = "the process that asked is gone (or its pid was reused); nothing was moved";
         valid_session_names(agent, label.as_deref())?;
         let pidfd = cgroup::PidFd::open(pid).map_err(|_| GONE.to_owned())?;
@@ -976,9 +1105,12 @@ impl Daemon {
             return Err(GONE.into());
         }
         if let Some(session) = self.probes.tracked_session(pid) {
-            return Err(format!("this process is already inside a session (cgroup id {session}); nested sessions are not supported"));
+            return Err(format!(
+                "this process is already inside a session (cgroup id {session}); nested sessions are not supported"
+            ));
         }
-        let parent = cgroup::session_parent(&self.cgroup_mount, &self.cgroup_root, pid).map_err(|e| format!("finding the cgroup of pid {pid}: {e}"))?;
+        let parent = cgroup::session_parent(&self.cgroup_mount, &self.cgroup_root, pid)
+            .map_err(|e| format!("finding the cgroup of pid {pid}: {e}"))?;
         let id = Uuid::now_v7();
         let dir = parent.join(format!("agentmon-{id}"));
         std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -1008,9 +1140,17 @@ impl Daemon {
     fn tag(&mut self, cgroup_arg: &str, agent: &str, label: Option<String>, uid: u32) -> Result<Response, String> {
         valid_session_names(agent, label.as_deref())?;
         let p = Path::new(cgroup_arg);
-        let dir = if p.starts_with(&self.cgroup_mount) { p.to_owned() } else { self.cgroup_mount.join(p.strip_prefix("/").unwrap_or(p)) };
+        let dir = if p.starts_with(&self.cgroup_mount) {
+            p.to_owned()
+        } else {
+            self.cgroup_mount.join(p.strip_prefix("/").unwrap_or(p))
+        };
         if !dir.join("cgroup.procs").exists() {
-            return Err(format!("{} is not a cgroup2 directory (paths are relative to {})", dir.display(), self.cgroup_mount.display()));
+            return Err(format!(
+                "{} is not a cgroup2 directory (paths are relative to {})",
+                dir.display(),
+                self.cgroup_mount.display()
+            ));
         }
         let id = Uuid::now_v7();
         let cgroup_id = self.register(id, &dir, agent, label, uid, "tag")?;
@@ -1042,7 +1182,16 @@ impl Daemon {
             info!(sessions = h.sessions.len(), saved = %h.saved_at, "continuing from the last daemon's handoff");
             self.correlator.restore(h.correlator);
             for s in h.sessions {
-                self.sessions.insert(s.cgroup_id, SessionMeta { id: s.session_id, path: s.path, owned: s.owned, shed_before: s.shed, rule_cgroup: s.rule_cgroup });
+                self.sessions.insert(
+                    s.cgroup_id,
+                    SessionMeta {
+                        id: s.session_id,
+                        path: s.path,
+                        owned: s.owned,
+                        shed_before: s.shed,
+                        rule_cgroup: s.rule_cgroup,
+                    },
+                );
             }
         }
         // Open sessions' seq and counts come from the database: store what the last daemon
@@ -1062,11 +1211,12 @@ impl Daemon {
         self.chain.set_head(head);
         info!(seq = head.map_or(0, |h| h.seq), "chain head");
         self.checkpoint("start");
-        let registered: Option<i32> = sqlx::query_scalar("SELECT 1 FROM signing_keys WHERE host = $1 AND fingerprint = $2")
-            .bind(&self.host)
-            .bind(&self.chain.fingerprint)
-            .fetch_optional(pool)
-            .await?;
+        let registered: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM signing_keys WHERE host = $1 AND fingerprint = $2")
+                .bind(&self.host)
+                .bind(&self.chain.fingerprint)
+                .fetch_optional(pool)
+                .await?;
         if registered.is_none() {
             self.enqueue(vec![self.chain.key_record()]);
         }
@@ -1098,16 +1248,33 @@ impl Daemon {
             })
             .collect();
         let forked = if rows.is_empty() { HashSet::new() } else { reader.prefetch() };
-        for ((id, agent, path, cgroup_id, source, events_before, actions_before), pids) in rows.into_iter().zip(scanned) {
+        for ((id, agent, path, cgroup_id, source, events_before, actions_before), pids) in rows.into_iter().zip(scanned)
+        {
             let cgroup_id = cgroup_id as u64;
             if cgroup_id & monitor_common::EXE_SESSION == 0 {
                 self.probes.tag(cgroup_id)?;
             }
             self.alerts.session(id, &agent);
-            self.correlator.start_session(SessionInfo { id, cgroup_id, agent, events_before: events_before as u64, actions_before: actions_before as u64, cgroup: path.clone() });
+            self.correlator.start_session(SessionInfo {
+                id,
+                cgroup_id,
+                agent,
+                events_before: events_before as u64,
+                actions_before: actions_before as u64,
+                cgroup: path.clone(),
+            });
             // An exe rule's session has no cgroup of its own (as in `start_exe_session`).
             let own = if cgroup_id & monitor_common::EXE_SESSION == 0 { PathBuf::from(&path) } else { PathBuf::new() };
-            self.sessions.insert(cgroup_id, SessionMeta { id, path: own, owned: source == "run", shed_before: 0, rule_cgroup: is_rule_cgroup(&source) });
+            self.sessions.insert(
+                cgroup_id,
+                SessionMeta {
+                    id,
+                    path: own,
+                    owned: source == "run",
+                    shed_before: 0,
+                    rule_cgroup: is_rule_cgroup(&source),
+                },
+            );
             if pids.is_empty() {
                 self.orphans.push(cgroup_id);
             } else {
@@ -1122,7 +1289,12 @@ impl Daemon {
 /// agentmon's own paths: writes to them by a session process are tamper events. The config's
 /// directory is protected when it is agentmon's own (`/etc/agentmon`), else the file itself.
 fn protected_paths(args: &DaemonArgs, state: &Path, pin_dir: &Path) -> Vec<String> {
-    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_owned())).display().to_string();
+    let abs = |p: &Path| {
+        std::fs::canonicalize(p)
+            .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_owned()))
+            .display()
+            .to_string()
+    };
     let config = match args.config.parent() {
         Some(d) if d.file_name().is_some_and(|n| n == "agentmon") => abs(d),
         _ => abs(&args.config),

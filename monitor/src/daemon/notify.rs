@@ -6,8 +6,8 @@
 use std::{
     os::unix::net::{SocketAddr, UnixDatagram},
     sync::{
-        Arc,
         atomic::{AtomicU64, Ordering},
+        Arc,
     },
     time::{Duration, Instant},
 };
@@ -58,7 +58,9 @@ impl Heartbeat {
     }
 
     fn age(&self) -> Duration {
-        Duration::from_millis((self.start.elapsed().as_millis() as u64).saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+        Duration::from_millis(
+            (self.start.elapsed().as_millis() as u64).saturating_sub(self.last_ms.load(Ordering::Relaxed)),
+        )
     }
 }
 
@@ -73,7 +75,10 @@ pub fn spawn_watchdog(heartbeat: Heartbeat) {
             if heartbeat.age() < half {
                 notify("WATCHDOG=1");
             } else {
-                tracing::warn!(stalled_ms = heartbeat.age().as_millis() as u64, "the main loop is stalled: no watchdog ping");
+                tracing::warn!(
+                    stalled_ms = heartbeat.age().as_millis() as u64,
+                    "the main loop is stalled: no watchdog ping"
+                );
             }
         }
     });

@@ -139,7 +139,11 @@ impl Queue {
     /// against its session: see [`Queue::take_shed`]).
     pub fn push(&mut self, rec: Output) -> bool {
         let q = Queued { at_ms: now_ms(), bytes: rec.approx_bytes(), rec };
-        if self.overflow.is_empty() && self.front.is_empty() && self.spool.is_empty() && self.mem_bytes + q.bytes <= self.max_mem_bytes {
+        if self.overflow.is_empty()
+            && self.front.is_empty()
+            && self.spool.is_empty()
+            && self.mem_bytes + q.bytes <= self.max_mem_bytes
+        {
             self.mem_bytes += q.bytes;
             self.mem.push_back(q);
             return true;
@@ -177,7 +181,8 @@ impl Queue {
     }
 
     fn append_to(spool: &mut Spool, q: &Queued) -> Result<(), SpoolError> {
-        let payload = serde_json::to_vec(&q.rec).map_err(|e| SpoolError::Io { path: "record".into(), source: e.into() })?;
+        let payload =
+            serde_json::to_vec(&q.rec).map_err(|e| SpoolError::Io { path: "record".into(), source: e.into() })?;
         spool.append(q.at_ms, &payload)
     }
 
@@ -312,16 +317,26 @@ impl Queue {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.mem.is_empty() && self.front.is_empty() && self.spool.is_empty() && self.overflow.is_empty() && self.mem_bytes == 0
+        self.mem.is_empty()
+            && self.front.is_empty()
+            && self.spool.is_empty()
+            && self.overflow.is_empty()
+            && self.mem_bytes == 0
     }
 
     pub fn stats(&self) -> QueueStats {
         let s = self.spool.stats();
         let f = self.front.stats();
-        let oldest = [self.inflight_oldest_ms, f.oldest_enqueued_ms, self.mem.front().map(|q| q.at_ms), s.oldest_enqueued_ms, self.overflow.front().map(|q| q.at_ms)]
-            .into_iter()
-            .flatten()
-            .min();
+        let oldest = [
+            self.inflight_oldest_ms,
+            f.oldest_enqueued_ms,
+            self.mem.front().map(|q| q.at_ms),
+            s.oldest_enqueued_ms,
+            self.overflow.front().map(|q| q.at_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         QueueStats {
             records: (self.mem.len() + self.overflow.len()) as u64,
             bytes: self.mem_bytes + self.overflow_bytes,
@@ -414,7 +429,8 @@ mod tests {
         // A record queued while the spool holds some goes behind them, not into memory.
         let b = q.take().expect("memory batch");
         assert!(matches!(b, Batch::Memory(..)));
-        let mut order: Vec<u64> = b.records().iter().map(|r| if let Output::Event(e) = r { e.seq } else { 0 }).collect();
+        let mut order: Vec<u64> =
+            b.records().iter().map(|r| if let Output::Event(e) = r { e.seq } else { 0 }).collect();
         q.done(b);
         assert!(q.push(event(101)));
         order.extend(drain(&mut q));

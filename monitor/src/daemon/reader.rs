@@ -204,9 +204,17 @@ mod tests {
     use super::*;
     use crate::ebpf::decode::Header;
 
-
     fn exit(tgid: u32, ts_ns: u64) -> Event {
-        let hdr = Header { kind: monitor_common::EventKind::Exit, cpu: 0, ts_ns, session_cgroup: 1, cgroup_id: 1, tgid, pid: tgid, start_ns: 0 };
+        let hdr = Header {
+            kind: monitor_common::EventKind::Exit,
+            cpu: 0,
+            ts_ns,
+            session_cgroup: 1,
+            cgroup_id: 1,
+            tgid,
+            pid: tgid,
+            start_ns: 0,
+        };
         Event::Exit { hdr, status: 0, group_dead: true }
     }
 

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::{
     correlate::{
-        Output, ProcessRecord,
         resources::{FileSummary, NetSummary},
+        Output, ProcessRecord,
     },
     redact::{Hits, RedactConfig, Redactor},
     text::shell_join,
@@ -24,7 +24,10 @@ pub fn open(state_dir: &Path, cfg: &RedactConfig) -> anyhow::Result<Redactor> {
     let path = state_dir.join(KEY_FILE);
     let key = match std::fs::read(&path) {
         Ok(k) if k.len() == 32 => k,
-        Ok(_) => anyhow::bail!("{} is not a 32-byte key; move it away to make a new one (fingerprints will change)", path.display()),
+        Ok(_) => anyhow::bail!(
+            "{} is not a 32-byte key; move it away to make a new one (fingerprints will change)",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => super::chain::random_key(&path)?.to_vec(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };

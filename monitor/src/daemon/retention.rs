@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -32,7 +32,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
-    chain::{self, LeavesHasher, RetainedLeaf, hex},
+    chain::{self, hex, LeavesHasher, RetainedLeaf},
     control::Response,
     correlate::RetentionCut,
 };
@@ -63,7 +63,9 @@ pub struct Policy {
 impl Policy {
     /// None when retention is not configured. Errors name the key.
     pub fn new(c: &RetentionConfig, state_dir: &Path) -> Result<Option<Self>, (String, String)> {
-        let parse = |k: &str, v: &Option<String>| v.as_deref().map(crate::alerts::parse_duration).transpose().map_err(|m| (format!("retention.{k}"), m));
+        let parse = |k: &str, v: &Option<String>| {
+            v.as_deref().map(crate::alerts::parse_duration).transpose().map_err(|m| (format!("retention.{k}"), m))
+        };
         let (hot, warm, cold) = (parse("hot", &c.hot)?, parse("warm", &c.warm)?, parse("cold", &c.cold)?);
         let Some(hot) = hot else {
             if warm.is_some() || cold.is_some() || c.archive_dir.is_some() {
@@ -75,22 +77,43 @@ impl Policy {
             return Err(("retention.hot".into(), "must be at least 1d: retention removes whole UTC days".into()));
         }
         if let Some(w) = warm.filter(|w| *w < hot) {
-            return Err(("retention.warm".into(), format!("{}d is shorter than hot; expected hot <= warm <= cold", w.num_days())));
+            return Err((
+                "retention.warm".into(),
+                format!("{}d is shorter than hot; expected hot <= warm <= cold", w.num_days()),
+            ));
         }
         if let Some(cold) = cold {
             match warm {
-                None => return Err(("retention.cold".into(), "needs warm: archives are made when rows leave warm".into())),
-                Some(w) if cold < w => return Err(("retention.cold".into(), format!("{}d is shorter than warm; expected hot <= warm <= cold", cold.num_days()))),
+                None => {
+                    return Err(("retention.cold".into(), "needs warm: archives are made when rows leave warm".into()))
+                }
+                Some(w) if cold < w => {
+                    return Err((
+                        "retention.cold".into(),
+                        format!("{}d is shorter than warm; expected hot <= warm <= cold", cold.num_days()),
+                    ))
+                }
                 Some(_) => {}
             }
         }
-        Ok(Some(Self { hot, warm, cold, archive_dir: c.archive_dir.clone().unwrap_or_else(|| state_dir.join("archive")) }))
+        Ok(Some(Self {
+            hot,
+            warm,
+            cold,
+            archive_dir: c.archive_dir.clone().unwrap_or_else(|| state_dir.join("archive")),
+        }))
     }
 }
 
 /// The day-partitioned tables and their time column, children before parents.
-pub const TABLES: &[(&str, &str)] =
-    &[("events", "ts"), ("alerts", "first_at"), ("processes", "started_at"), ("actions", "started_at"), ("session_ends", "ended_at"), ("sessions", "started_at")];
+pub const TABLES: &[(&str, &str)] = &[
+    ("events", "ts"),
+    ("alerts", "first_at"),
+    ("processes", "started_at"),
+    ("actions", "started_at"),
+    ("session_ends", "ended_at"),
+    ("sessions", "started_at"),
+];
 
 fn time_column(table: &str) -> Option<&'static str> {
     TABLES.iter().find(|(t, _)| *t == table).map(|(_, c)| *c)
@@ -112,7 +135,11 @@ fn day_start(day: NaiveDate) -> DateTime<Utc> {
 }
 
 /// What to do with each partition at `as_of`: a day is past a tier once its whole day is.
-pub fn plan(parts: &[(&'static str, NaiveDate)], p: &Policy, as_of: DateTime<Utc>) -> Vec<(&'static str, NaiveDate, &'static str)> {
+pub fn plan(
+    parts: &[(&'static str, NaiveDate)],
+    p: &Policy,
+    as_of: DateTime<Utc>,
+) -> Vec<(&'static str, NaiveDate, &'static str)> {
     let mut out: Vec<_> = parts
         .iter()
         .filter_map(|&(table, day)| {
@@ -172,8 +199,14 @@ pub struct CutRequest {
 }
 
 /// The retention task: daily, and on request.
-pub async fn run(pool: PgPool, policy: Policy, mut requests: mpsc::Receiver<RunRequest>, cuts: mpsc::Sender<CutRequest>) {
-    let mut daily = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(300), Duration::from_secs(86_400));
+pub async fn run(
+    pool: PgPool,
+    policy: Policy,
+    mut requests: mpsc::Receiver<RunRequest>,
+    cuts: mpsc::Sender<CutRequest>,
+) {
+    let mut daily =
+        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(300), Duration::from_secs(86_400));
     loop {
         tokio::select! {
             _ = daily.tick() => {
@@ -195,8 +228,12 @@ pub async fn run(pool: PgPool, policy: Policy, mut requests: mpsc::Receiver<RunR
 fn log(r: &Report) {
     for i in &r.items {
         match &i.error {
-            None => info!(partition = %i.partition, tier = %i.tier, rows = i.rows, cut = ?i.cut_id, archive = ?i.archive_file, "retention: partition removed under a signed cut"),
-            Some(e) => warn!(partition = %i.partition, tier = %i.tier, error = %e, "retention: partition kept (retried at the next run)"),
+            None => {
+                info!(partition = %i.partition, tier = %i.tier, rows = i.rows, cut = ?i.cut_id, archive = ?i.archive_file, "retention: partition removed under a signed cut")
+            }
+            Some(e) => {
+                warn!(partition = %i.partition, tier = %i.tier, error = %e, "retention: partition kept (retried at the next run)")
+            }
         }
     }
     for f in &r.expired_archives {
@@ -217,7 +254,13 @@ async fn partitions(pool: &PgPool) -> Result<Vec<(&'static str, NaiveDate)>, sql
 }
 
 /// Plan, and unless `dry_run` apply, retention at `as_of`.
-pub async fn apply(pool: &PgPool, p: &Policy, as_of: DateTime<Utc>, dry_run: bool, cuts: &mpsc::Sender<CutRequest>) -> Report {
+pub async fn apply(
+    pool: &PgPool,
+    p: &Policy,
+    as_of: DateTime<Utc>,
+    dry_run: bool,
+    cuts: &mpsc::Sender<CutRequest>,
+) -> Report {
     let mut report = Report { as_of, dry_run, items: Vec::new(), expired_archives: Vec::new() };
     let parts = match partitions(pool).await {
         Ok(p) => p,
@@ -250,7 +293,11 @@ pub async fn apply(pool: &PgPool, p: &Policy, as_of: DateTime<Utc>, dry_run: boo
             archive_sha256: None,
             error: None,
         };
-        let result = if dry_run { count(pool, table, day).await.map(|n| item.rows = n).map_err(anyhow::Error::from) } else { cut_partition(pool, p, &mut item, cuts).await };
+        let result = if dry_run {
+            count(pool, table, day).await.map(|n| item.rows = n).map_err(anyhow::Error::from)
+        } else {
+            cut_partition(pool, p, &mut item, cuts).await
+        };
         if let Err(e) = result {
             item.status = "failed".into();
             item.error = Some(format!("{e:#}"));
@@ -283,7 +330,11 @@ fn day_rows_sql(table: &str) -> String {
     format!("SELECT host, chain_seq, chain_hash, {row} FROM {table} WHERE {col} >= $1 AND {col} < $2 ORDER BY host, chain_seq NULLS LAST")
 }
 
-fn day_rows<'a>(pool: &'a PgPool, sql: &'a str, day: NaiveDate) -> impl futures_util::Stream<Item = Result<DayRow, sqlx::Error>> + 'a {
+fn day_rows<'a>(
+    pool: &'a PgPool,
+    sql: &'a str,
+    day: NaiveDate,
+) -> impl futures_util::Stream<Item = Result<DayRow, sqlx::Error>> + 'a {
     sqlx::query_as::<_, DayRow>(sql).bind(day_start(day)).bind(day_start(day) + chrono::Duration::days(1)).fetch(pool)
 }
 
@@ -292,7 +343,12 @@ fn retained(host: String, seq: i64, hash: Option<Vec<u8>>, row: &Value) -> Retai
 }
 
 /// Remove one partition under a signed cut (see the module comment).
-async fn cut_partition(pool: &PgPool, p: &Policy, item: &mut Item, cuts: &mpsc::Sender<CutRequest>) -> anyhow::Result<()> {
+async fn cut_partition(
+    pool: &PgPool,
+    p: &Policy,
+    item: &mut Item,
+    cuts: &mpsc::Sender<CutRequest>,
+) -> anyhow::Result<()> {
     let (table, day) = (item.table.clone(), item.day);
     // 1. Read it: the leaves' hash, and the archive for cold.
     let mut archive = if item.tier == "cold" { Some(Archive::create(&p.archive_dir, &item.partition)?) } else { None };
@@ -368,7 +424,12 @@ async fn cut_partition(pool: &PgPool, p: &Policy, item: &mut Item, cuts: &mpsc::
     if again.finish() != leaves_hash {
         bail!("the partition changed while it was being cut; kept (retried at the next run)");
     }
-    let dropped: i64 = sqlx::query_scalar("SELECT agentmon_retention_drop($1, $2, $3)").bind(&table).bind(day).bind(id).fetch_one(&mut *db).await?;
+    let dropped: i64 = sqlx::query_scalar("SELECT agentmon_retention_drop($1, $2, $3)")
+        .bind(&table)
+        .bind(day)
+        .bind(id)
+        .fetch_one(&mut *db)
+        .await?;
     db.commit().await?;
     crate::store::forget_day(day);
     item.rows = dropped as u64;
@@ -378,13 +439,24 @@ async fn cut_partition(pool: &PgPool, p: &Policy, item: &mut Item, cuts: &mpsc::
 
 const LEAF_CHUNK: usize = 2000;
 
-async fn insert_leaves(db: &mut sqlx::PgConnection, cut: Uuid, table: &str, leaves: &[RetainedLeaf]) -> Result<(), sqlx::Error> {
+async fn insert_leaves(
+    db: &mut sqlx::PgConnection,
+    cut: Uuid,
+    table: &str,
+    leaves: &[RetainedLeaf],
+) -> Result<(), sqlx::Error> {
     if leaves.is_empty() {
         return Ok(());
     }
-    let mut q = sqlx::QueryBuilder::new("INSERT INTO retained_leaves (cut_id, host, chain_seq, table_name, leaf, chain_hash) ");
+    let mut q =
+        sqlx::QueryBuilder::new("INSERT INTO retained_leaves (cut_id, host, chain_seq, table_name, leaf, chain_hash) ");
     q.push_values(leaves, |mut b, l| {
-        b.push_bind(cut).push_bind(&l.host).push_bind(l.seq as i64).push_bind(table).push_bind(l.leaf.to_vec()).push_bind(l.chain_hash.map(|h| h.to_vec()));
+        b.push_bind(cut)
+            .push_bind(&l.host)
+            .push_bind(l.seq as i64)
+            .push_bind(table)
+            .push_bind(l.leaf.to_vec())
+            .push_bind(l.chain_hash.map(|h| h.to_vec()));
     });
     q.build().execute(db).await?;
     Ok(())
@@ -394,7 +466,11 @@ async fn insert_leaves(db: &mut sqlx::PgConnection, cut: Uuid, table: &str, leav
 async fn wait_stored(pool: &PgPool, id: Uuid) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let stored: Option<i64> = sqlx::query_scalar("SELECT chain_seq FROM retention_cuts WHERE id = $1").bind(id).fetch_optional(pool).await?.flatten();
+        let stored: Option<i64> = sqlx::query_scalar("SELECT chain_seq FROM retention_cuts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .flatten();
         if stored.is_some() {
             return Ok(());
         }
@@ -422,7 +498,11 @@ impl Archive {
         let path = dir.join(format!("{partition}.jsonl.gz"));
         let tmp = dir.join(format!(".{partition}.jsonl.gz.tmp"));
         let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        Ok(Self { tmp, path, gz: flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::default()) })
+        Ok(Self {
+            tmp,
+            path,
+            gz: flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::default()),
+        })
     }
 
     fn line(&mut self, row: &Value) -> std::io::Result<()> {
@@ -477,7 +557,12 @@ mod tests {
     use super::*;
 
     fn policy(hot: i64, warm: Option<i64>) -> Policy {
-        Policy { hot: chrono::Duration::days(hot), warm: warm.map(chrono::Duration::days), cold: None, archive_dir: PathBuf::from("/nonexistent") }
+        Policy {
+            hot: chrono::Duration::days(hot),
+            warm: warm.map(chrono::Duration::days),
+            cold: None,
+            archive_dir: PathBuf::from("/nonexistent"),
+        }
     }
 
     fn d(s: &str) -> NaiveDate {
@@ -486,23 +571,42 @@ mod tests {
 
     #[test]
     fn a_day_leaves_a_tier_only_once_all_of_it_is_past() {
-        let parts = [("events", d("2026-12-01")), ("actions", d("2026-12-01")), ("events", d("2026-11-20")), ("sessions", d("2026-11-20")), ("events", d("2026-12-04"))];
+        let parts = [
+            ("events", d("2026-12-01")),
+            ("actions", d("2026-12-01")),
+            ("events", d("2026-11-20")),
+            ("sessions", d("2026-11-20")),
+            ("events", d("2026-12-04")),
+        ];
         let p = policy(1, Some(15));
         let at = |s: &str| DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc);
         // 2026-12-01 ends at 12-02 00:00; hot 1d: warm from 12-03 00:00, not a microsecond before.
         assert_eq!(plan(&parts, &p, at("2026-12-02T23:59:59Z")), vec![("events", d("2026-11-20"), "warm")]);
-        assert_eq!(plan(&parts, &p, at("2026-12-03T00:00:00Z")), vec![("events", d("2026-11-20"), "warm"), ("events", d("2026-12-01"), "warm")]);
+        assert_eq!(
+            plan(&parts, &p, at("2026-12-03T00:00:00Z")),
+            vec![("events", d("2026-11-20"), "warm"), ("events", d("2026-12-01"), "warm")]
+        );
         // 2026-11-20 ends 11-21; warm 15d: cold from 12-06, every table of the day, events first.
         assert_eq!(
             plan(&parts, &p, at("2026-12-06T00:00:00Z")),
-            vec![("events", d("2026-11-20"), "cold"), ("sessions", d("2026-11-20"), "cold"), ("events", d("2026-12-01"), "warm"), ("events", d("2026-12-04"), "warm")]
+            vec![
+                ("events", d("2026-11-20"), "cold"),
+                ("sessions", d("2026-11-20"), "cold"),
+                ("events", d("2026-12-01"), "warm"),
+                ("events", d("2026-12-04"), "warm")
+            ]
         );
-        assert!(plan(&parts, &policy(1, None), at("2030-01-01T00:00:00Z")).iter().all(|(t, _, tier)| *t == "events" && *tier == "warm"));
+        assert!(plan(&parts, &policy(1, None), at("2030-01-01T00:00:00Z"))
+            .iter()
+            .all(|(t, _, tier)| *t == "events" && *tier == "warm"));
     }
 
     #[test]
     fn partition_names_round_trip_and_others_are_ignored() {
-        assert_eq!(parse_partition(&partition_name("session_ends", d("2026-01-31"))), Some(("session_ends", d("2026-01-31"))));
+        assert_eq!(
+            parse_partition(&partition_name("session_ends", d("2026-01-31"))),
+            Some(("session_ends", d("2026-01-31")))
+        );
         assert_eq!(parse_partition("events_default"), None);
         assert_eq!(parse_partition("checkpoints_p20260101"), None);
         assert_eq!(parse_partition("events_p2026011"), None);
@@ -524,14 +628,20 @@ mod tests {
         assert_eq!(Policy::new(&cfg(None, Some("30d"), None), st).expect_err("no hot").0, "retention.hot");
         assert_eq!(Policy::new(&cfg(Some("12h"), None, None), st).expect_err("under a day").0, "retention.hot");
         assert_eq!(Policy::new(&cfg(Some("7d"), Some("3d"), None), st).expect_err("warm < hot").0, "retention.warm");
-        assert_eq!(Policy::new(&cfg(Some("7d"), None, Some("30d")), st).expect_err("cold without warm").0, "retention.cold");
+        assert_eq!(
+            Policy::new(&cfg(Some("7d"), None, Some("30d")), st).expect_err("cold without warm").0,
+            "retention.cold"
+        );
         assert_eq!(Policy::new(&cfg(Some("7d"), Some("30d"), Some("2w")), st).expect_err("unit").0, "retention.cold");
     }
 
     #[test]
     fn an_archive_reads_back_as_written() {
         let dir = std::env::temp_dir().join(format!("agentmon-archive-{}", std::process::id()));
-        let rows = [serde_json::json!({"table": "actions", "chain_seq": 4, "argv": ["a b", "é\n"]}), serde_json::json!({"table": "actions", "chain_seq": 9})];
+        let rows = [
+            serde_json::json!({"table": "actions", "chain_seq": 4, "argv": ["a b", "é\n"]}),
+            serde_json::json!({"table": "actions", "chain_seq": 9}),
+        ];
         let mut a = Archive::create(&dir, "actions_p20261201").expect("create");
         for r in &rows {
             a.line(r).expect("line");
@@ -540,7 +650,10 @@ mod tests {
         assert_eq!(path, dir.join("actions_p20261201.jsonl.gz"));
         assert_eq!(sha, file_sha256(&path).expect("sha"));
         assert_eq!(read_archive(&path).expect("read"), rows.iter().map(chain::canonical).collect::<Vec<_>>());
-        assert_eq!(expire_archives(&dir, day_start(d("2026-12-02")), true), Vec::<String>::new().into_iter().chain([path.display().to_string()]).collect::<Vec<_>>());
+        assert_eq!(
+            expire_archives(&dir, day_start(d("2026-12-02")), true),
+            Vec::<String>::new().into_iter().chain([path.display().to_string()]).collect::<Vec<_>>()
+        );
         assert!(expire_archives(&dir, day_start(d("2026-12-01")), false).is_empty());
         assert_eq!(expire_archives(&dir, day_start(d("2026-12-02")), false).len(), 1);
         assert!(!path.exists());

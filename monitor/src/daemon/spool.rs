@@ -35,7 +35,11 @@ pub enum SpoolError {
     #[error("the spool is full ({max_bytes} bytes)")]
     Full { max_bytes: u64 },
     #[error("spool {path}: {source}")]
-    Io { path: PathBuf, #[source] source: io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl SpoolError {
@@ -59,26 +63,29 @@ pub struct SpoolRecord {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpoolStats {
-    pub records: u64,  // not yet committed (unread + read-but-uncommitted)
-    pub bytes: u64,    // of all segments, including the not yet flushed tail
+    pub records: u64, // not yet committed (unread + read-but-uncommitted)
+    pub bytes: u64,   // of all segments, including the not yet flushed tail
     pub segments: u64,
-    pub corrupt: u64,  // corrupt/truncated frames found since open, each counted once
+    pub corrupt: u64, // corrupt/truncated frames found since open, each counted once
     pub oldest_enqueued_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pos { seg: u64, off: u64 }
+struct Pos {
+    seg: u64,
+    off: u64,
+}
 
 #[derive(Default)]
 struct Segment {
     id: u64,
     path: PathBuf,
-    len: u64,            // end of the last whole frame, including the active segment's unflushed tail
-    estimated: u64,      // frames from the start position (the cursor's offset, else 0): header walk + appends
-    exact: Option<u64>,  // good frames from the start position, known once the reader has passed the end
+    len: u64,           // end of the last whole frame, including the active segment's unflushed tail
+    estimated: u64,     // frames from the start position (the cursor's offset, else 0): header walk + appends
+    exact: Option<u64>, // good frames from the start position, known once the reader has passed the end
     read_good: u64,
     committed_good: u64,
-    reported_to: u64,    // corruption before this offset was already reported
+    reported_to: u64, // corruption before this offset was already reported
 }
 
 impl Segment {
@@ -88,7 +95,11 @@ impl Segment {
 }
 
 /// The active segment's file and the frames not yet written to it.
-struct Writer { file: File, flushed: u64, pending: Vec<u8> }
+struct Writer {
+    file: File,
+    flushed: u64,
+    pending: Vec<u8>,
+}
 
 impl Writer {
     fn flush(&mut self) -> io::Result<()> {
@@ -160,8 +171,20 @@ impl Spool {
             first => Pos { seg: first.map_or(next_id, |s| s.id), off: 0 },
         };
         let (dir, commit, writer, reader, corrupt, oldest) = (dir.to_path_buf(), read, None, None, 0, None);
-        let mut spool =
-            Self { dir, max_bytes, segment_bytes, segments, writer, unsynced: Vec::new(), next_id, read, commit, reader, corrupt, oldest };
+        let mut spool = Self {
+            dir,
+            max_bytes,
+            segment_bytes,
+            segments,
+            writer,
+            unsynced: Vec::new(),
+            next_id,
+            read,
+            commit,
+            reader,
+            corrupt,
+            oldest,
+        };
         spool.oldest = spool.peek_oldest();
         Ok(spool)
     }

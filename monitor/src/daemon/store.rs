@@ -4,8 +4,8 @@
 
 use std::{
     sync::{
-        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use super::queue::{Batch, Queue};
-use crate::store::{EventInsert, is_data_error, write_batch, write_each};
+use crate::store::{is_data_error, write_batch, write_each, EventInsert};
 
 /// What the daemon asks of the store task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,13 @@ pub fn lock(q: &SharedQueue) -> std::sync::MutexGuard<'_, Queue> {
 }
 
 /// Run the store until told to stop.
-pub async fn run(pool: PgPool, host: String, queue: SharedQueue, stats: Arc<StoreStats>, mut mode: watch::Receiver<StoreMode>) {
+pub async fn run(
+    pool: PgPool,
+    host: String,
+    queue: SharedQueue,
+    stats: Arc<StoreStats>,
+    mut mode: watch::Receiver<StoreMode>,
+) {
     loop {
         let batch = lock(&queue).take().map(|b| {
             let (b, bad) = b.decode();
@@ -125,7 +131,9 @@ async fn write(pool: &PgPool, host: &str, batch: &Batch, stats: &StoreStats) -> 
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 // A duplicate key means an earlier attempt committed after all.
-                if mode == EventInsert::Copy && e.as_database_error().is_some_and(sqlx::error::DatabaseError::is_unique_violation) {
+                if mode == EventInsert::Copy
+                    && e.as_database_error().is_some_and(sqlx::error::DatabaseError::is_unique_violation)
+                {
                     mode = EventInsert::Idempotent;
                     continue;
                 }

@@ -9,8 +9,8 @@ use std::{
     io::Write as _,
     net::{TcpStream, ToSocketAddrs as _},
     sync::{
-        Arc, Condvar, Mutex,
         atomic::{AtomicU64, Ordering},
+        Arc, Condvar, Mutex,
     },
     time::Duration,
 };
@@ -43,9 +43,10 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         return Err(format!("`{url}`: credentials in the URL are not supported; put a token in the path"));
     }
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-            (h.trim_start_matches('[').trim_end_matches(']').to_owned(), p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?)
-        }
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
+            h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
+        ),
         _ => (authority.trim_start_matches('[').trim_end_matches(']').to_owned(), if tls { 443 } else { 80 }),
     };
     if host.is_empty() {
@@ -144,7 +145,8 @@ fn deliver(sh: &Shared, st: &Stats, target: &Target, slack: bool, retry_max: Dur
                 st.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(webhook = %target.host, error = %e, retry_in = ?backoff, "could not deliver an alert; it stays queued");
                 let q = sh.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let (q, _) = sh.wake.wait_timeout_while(q, backoff, |q| !q.1).unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (q, _) =
+                    sh.wake.wait_timeout_while(q, backoff, |q| !q.1).unwrap_or_else(std::sync::PoisonError::into_inner);
                 if q.1 {
                     return;
                 }
@@ -156,7 +158,11 @@ fn deliver(sh: &Shared, st: &Stats, target: &Target, slack: bool, retry_max: Dur
 
 /// One POST; Ok on a 2xx answer.
 fn post(t: &Target, body: &[u8]) -> Result<(), String> {
-    let addr = (t.host.as_str(), t.port).to_socket_addrs().map_err(|e| format!("resolving {}: {e}", t.host))?.next().ok_or("no address")?;
+    let addr = (t.host.as_str(), t.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("resolving {}: {e}", t.host))?
+        .next()
+        .ok_or("no address")?;
     let tcp = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("connecting to {addr}: {e}"))?;
     tcp.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
     tcp.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
@@ -220,9 +226,18 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse_url("http://127.0.0.1:9000/hook"), Ok(Target { tls: false, host: "127.0.0.1".into(), port: 9000, path: "/hook".into() }));
-        assert_eq!(parse_url("https://hooks.example/services/T/B/x"), Ok(Target { tls: true, host: "hooks.example".into(), port: 443, path: "/services/T/B/x".into() }));
-        assert_eq!(parse_url("http://[::1]:81"), Ok(Target { tls: false, host: "::1".into(), port: 81, path: "/".into() }));
+        assert_eq!(
+            parse_url("http://127.0.0.1:9000/hook"),
+            Ok(Target { tls: false, host: "127.0.0.1".into(), port: 9000, path: "/hook".into() })
+        );
+        assert_eq!(
+            parse_url("https://hooks.example/services/T/B/x"),
+            Ok(Target { tls: true, host: "hooks.example".into(), port: 443, path: "/services/T/B/x".into() })
+        );
+        assert_eq!(
+            parse_url("http://[::1]:81"),
+            Ok(Target { tls: false, host: "::1".into(), port: 81, path: "/".into() })
+        );
         assert!(parse_url("ftp://x").is_err());
         assert!(parse_url("http://u:p@x/").is_err());
         assert!(parse_url("http://x:notaport/").is_err());
@@ -245,7 +260,11 @@ mod tests {
                     req.extend_from_slice(&buf[..n]);
                     let text = String::from_utf8_lossy(&req).to_string();
                     if let Some(i) = text.find("\r\n\r\n") {
-                        let len: usize = text.lines().find_map(|l| l.strip_prefix("Content-Length: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                        let len: usize = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
                         if req.len() >= i + 4 + len {
                             g.lock().expect("lock").push(text[i + 4..].to_owned());
                             break;
@@ -259,7 +278,11 @@ mod tests {
                 let _ = s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes());
             }
         });
-        let w = Webhook::start(parse_url(&format!("http://127.0.0.1:{port}/x")).expect("url"), false, Duration::from_secs(1));
+        let w = Webhook::start(
+            parse_url(&format!("http://127.0.0.1:{port}/x")).expect("url"),
+            false,
+            Duration::from_secs(1),
+        );
         w.send(serde_json::json!({"rule": "sudo", "n": 1}));
         w.send(serde_json::json!({"rule": "tamper", "n": 2}));
         let stats = w.stats.clone();

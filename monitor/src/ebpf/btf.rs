@@ -61,18 +61,13 @@ pub struct Btf {
 }
 
 fn u32_at(b: &[u8], off: usize) -> Result<u32, BtfError> {
-    b.get(off..off + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or(BtfError::Malformed("truncated"))
+    b.get(off..off + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])).ok_or(BtfError::Malformed("truncated"))
 }
 
 impl Btf {
     pub fn from_sys_fs() -> Result<Self, BtfError> {
         let path = "/sys/kernel/btf/vmlinux";
-        let data = std::fs::read(path).map_err(|source| BtfError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let data = std::fs::read(path).map_err(|source| BtfError::Read { path: path.into(), source })?;
         Self::parse(&data)
     }
 
@@ -194,8 +189,7 @@ impl Btf {
             task_pid: self.offset("task_struct", &["pid"])?,
             task_real_parent: self.offset("task_struct", &["real_parent"])?,
             task_group_leader: self.offset("task_struct", &["group_leader"])?,
-            task_start_boottime: self
-                .offset("task_struct", &["start_boottime", "real_start_time"])?,
+            task_start_boottime: self.offset("task_struct", &["start_boottime", "real_start_time"])?,
             task_mm: self.offset("task_struct", &["mm"])?,
             task_fs: self.offset("task_struct", &["fs"])?,
             task_exit_code: self.offset("task_struct", &["exit_code"])?,
@@ -227,11 +221,17 @@ impl Btf {
             skc_v6_daddr: self.offset("sock_common", &["skc_v6_daddr"])?,
             skc_v6_rcv_saddr: self.offset("sock_common", &["skc_v6_rcv_saddr"])?,
             // x86-only (compat capture); 0 elsewhere turns it off.
-            task_ti_status: self.optional("task_struct", "thread_info") .and_then(|t| Some(t + self.optional("thread_info", "status")?)).unwrap_or(0),
+            task_ti_status: self
+                .optional("task_struct", "thread_info")
+                .and_then(|t| Some(t + self.optional("thread_info", "status")?))
+                .unwrap_or(0),
             regs_args: ["bx", "cx", "dx", "si", "di", "bp"].map(|r| self.optional("pt_regs", r).unwrap_or(0)),
             pid_nr: self.offset("pid", &["numbers"])? + self.offset("upid", &["nr"])?,
             kiocb_opcode: self.optional("io_kiocb", "opcode").unwrap_or(0),
-            kiocb_fd: self.optional("io_kiocb", "cqe").and_then(|c| Some(c + self.optional("io_cqe", "fd")?)).unwrap_or(0),
+            kiocb_fd: self
+                .optional("io_kiocb", "cqe")
+                .and_then(|c| Some(c + self.optional("io_cqe", "fd")?))
+                .unwrap_or(0),
             filename_name: self.optional("filename", "name").unwrap_or(0),
             uring_open: self.uring_fields("io_open", &["dfd", "filename"]),
             uring_unlink: self.uring_fields("io_unlink", &["dfd", "filename"]),
@@ -274,15 +274,30 @@ mod tests {
         let mut t = Vec::new();
         let mut push = |v: u32| t.extend_from_slice(&v.to_le_bytes());
         // [1] int
-        push(s("int")); push(KIND_INT << 24); push(4); push(32);
+        push(s("int"));
+        push(KIND_INT << 24);
+        push(4);
+        push(32);
         // [2] struct inner { int a @0; int b @64 bits }
-        push(s("inner")); push((KIND_STRUCT << 24) | 2); push(16);
-        push(s("a")); push(1); push(0);
-        push(s("b")); push(1); push(64);
+        push(s("inner"));
+        push((KIND_STRUCT << 24) | 2);
+        push(16);
+        push(s("a"));
+        push(1);
+        push(0);
+        push(s("b"));
+        push(1);
+        push(64);
         // [3] struct outer { int x @0; struct inner (anon) @ 128 bits }
-        push(s("outer")); push((KIND_STRUCT << 24) | 2); push(32);
-        push(s("x")); push(1); push(0);
-        push(0); push(2); push(128);
+        push(s("outer"));
+        push((KIND_STRUCT << 24) | 2);
+        push(32);
+        push(s("x"));
+        push(1);
+        push(0);
+        push(0);
+        push(2);
+        push(128);
         let mut out = Vec::new();
         let hdr = [0xeb9f_u32 | (1 << 16), 24, 0, t.len() as u32, t.len() as u32, strings.len() as u32];
         out.extend_from_slice(&hdr[0].to_le_bytes()[..2]);

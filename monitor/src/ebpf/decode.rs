@@ -7,14 +7,13 @@ use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
-    COMPAT, EMPTY_PATH, IoUringEvent, NET_FASTOPEN, OBJ_PATH, TamperEvent, URING_DIR_OFF, URING_PATH_OFF, URING_PATH2_OFF,
-    URING_SUBMIT,
-    DIR_CAP, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED, FD_PATH, FILE_DIR1_OFF,
-    FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FileEvent, NET_ADDR_GIVEN, NET_SOCK_KNOWN, NetEvent,
-    PATH_CAP, PATH1_TRUNCATED, PATH2_TRUNCATED, SOCKADDR_CAP, PAYLOAD_CAP,
-    ARGV_MAX, COMPONENT_MAX, CWD_MAX, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED,
-    EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXIT_GROUP_DEAD, EventHeader, EventKind, ExecEvent,
-    ExecFailedEvent, ExitEvent, FILENAME_MAX, FORK_THREAD, ForkEvent, CgroupEvent, EXEC_SESSION_START,
+    CgroupEvent, EventHeader, EventKind, ExecEvent, ExecFailedEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent,
+    NetEvent, TamperEvent, ARGV_MAX, COMPAT, COMPONENT_MAX, CWD_MAX, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED,
+    DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED,
+    EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXEC_SESSION_START, EXIT_GROUP_DEAD, FD_PATH, FILENAME_MAX, FILE_DIR1_OFF,
+    FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FORK_THREAD, NET_ADDR_GIVEN, NET_FASTOPEN, NET_SOCK_KNOWN, OBJ_PATH,
+    PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, PAYLOAD_CAP, SOCKADDR_CAP, URING_DIR_OFF, URING_PATH2_OFF,
+    URING_PATH_OFF, URING_SUBMIT,
 };
 
 use crate::text::{escape_bytes, split_argv};
@@ -139,10 +138,17 @@ pub struct FileOp {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SockAddr {
-    Inet { ip: IpAddr, port: u16 },
+    Inet {
+        ip: IpAddr,
+        port: u16,
+    },
     /// A path, or an abstract name shown as `@name`.
-    Unix { path: String },
-    Other { family: u16 },
+    Unix {
+        path: String,
+    },
+    Other {
+        family: u16,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,19 +236,28 @@ fn read_prefix<T: Copy>(bytes: &[u8], min: usize, what: &'static str) -> Result<
 
 /// A variable-length field at `off` of a record: it must lie within its `cap` and within what
 /// was sent.
-fn field_of<'a>(bytes: &'a [u8], off: usize, cap: usize, len: u32, name: &'static str) -> Result<&'a [u8], DecodeError> {
+fn field_of<'a>(
+    bytes: &'a [u8],
+    off: usize,
+    cap: usize,
+    len: u32,
+    name: &'static str,
+) -> Result<&'a [u8], DecodeError> {
     if len == 0 {
         return Ok(&[]);
     }
     if len as usize > cap || off + len as usize > bytes.len() {
-        return Err(DecodeError::BadLength { field: name, len: len as usize, max: cap.min(bytes.len().saturating_sub(off)) });
+        return Err(DecodeError::BadLength {
+            field: name,
+            len: len as usize,
+            max: cap.min(bytes.len().saturating_sub(off)),
+        });
     }
     Ok(&bytes[off..off + len as usize])
 }
 
 fn bounded<'a>(buf: &'a [u8], len: u32, field: &'static str) -> Result<&'a [u8], DecodeError> {
-    buf.get(..len as usize)
-        .ok_or(DecodeError::BadLength { field, len: len as usize, max: buf.len() })
+    buf.get(..len as usize).ok_or(DecodeError::BadLength { field, len: len as usize, max: buf.len() })
 }
 
 /// Turn a cwd buffer (components leaf first, each NUL-terminated) into an absolute path.
@@ -289,11 +304,8 @@ pub fn join_path(dir: &str, rel: &str) -> String {
 
 fn path_arg(path: &[u8], truncated: bool, dir: Option<&[u8]>) -> PathArg {
     let given = escape_bytes(path);
-    let absolute = if path.first() == Some(&b'/') {
-        Some(given.clone())
-    } else {
-        dir.map(|d| join_path(&cwd_path(d), &given))
-    };
+    let absolute =
+        if path.first() == Some(&b'/') { Some(given.clone()) } else { dir.map(|d| join_path(&cwd_path(d), &given)) };
     PathArg { given, truncated, absolute }
 }
 
@@ -355,9 +367,8 @@ fn decode_file(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
     };
     let fd_path = (ev.flags & FD_PATH != 0 && ev.flags & DIR1_TRUNCATED == 0).then(|| cwd_path(d1));
     let has_path1 = monitor_common::nr::file_layout(u64::from(ev.nr)).is_some_and(|l| l.0 >= 0);
-    let path1 = has_path1.then(|| {
-        path_arg(p1, ev.flags & PATH1_TRUNCATED != 0, dir(DIR1_RESOLVED, DIR1_TRUNCATED, d1).as_deref())
-    });
+    let path1 = has_path1
+        .then(|| path_arg(p1, ev.flags & PATH1_TRUNCATED != 0, dir(DIR1_RESOLVED, DIR1_TRUNCATED, d1).as_deref()));
     let object = obj.then(|| cwd_path(obj_bytes));
     let path2 = (ev.path2_len > 0 && object.is_none())
         .then(|| path_arg(p2, ev.flags & PATH2_TRUNCATED != 0, dir(DIR2_RESOLVED, DIR2_TRUNCATED, d2).as_deref()));
@@ -399,7 +410,12 @@ fn decode_uring(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
     }
     let obj = ev.flags & OBJ_PATH != 0;
     // A completed open: the real path is in `path`, `dir_len` long.
-    let p = field(URING_PATH_OFF, if obj { DIR_CAP } else { PATH_CAP }, if obj { ev.dir_len } else { ev.path_len }, "path")?;
+    let p = field(
+        URING_PATH_OFF,
+        if obj { DIR_CAP } else { PATH_CAP },
+        if obj { ev.dir_len } else { ev.path_len },
+        "path",
+    )?;
     let p2 = field(URING_PATH2_OFF, PATH_CAP, ev.path2_len, "path2")?;
     let d = if obj { &[][..] } else { field(URING_DIR_OFF, DIR_CAP, ev.dir_len, "dir")? };
     let complete = ev.phase != URING_SUBMIT;
@@ -509,7 +525,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Cgroup => {
             let ev: CgroupEvent = read(bytes, "cgroup event")?;
             let path = bounded(&ev.path, ev.path_len, "cgroup path")?;
-            Event::Cgroup(CgroupOp { hdr, id: ev.id, level: ev.level, path: String::from_utf8_lossy(path).into_owned() })
+            Event::Cgroup(CgroupOp {
+                hdr,
+                id: ev.id,
+                level: ev.level,
+                path: String::from_utf8_lossy(path).into_owned(),
+            })
         }
     })
 }
@@ -525,7 +546,15 @@ pub(crate) mod wire {
     }
 
     pub fn hdr(kind: EventKind, tgid: u32) -> EventHeader {
-        EventHeader { kind: kind as u32, tgid, pid: tgid, session_cgroup: 7, ts_ns: 1_000, start_ns: 500, ..Default::default() }
+        EventHeader {
+            kind: kind as u32,
+            tgid,
+            pid: tgid,
+            session_cgroup: 7,
+            ts_ns: 1_000,
+            start_ns: 500,
+            ..Default::default()
+        }
     }
 
     /// An exec record as the kernel sends it: fixed part plus `argv` bytes.
@@ -567,7 +596,15 @@ mod tests {
         let b = exec(1, b"x\0", b"", b"x");
         let Event::Exec(e) = decode(&b).expect("decode") else { panic!() };
         assert_eq!(e.cwd.as_deref(), Some("/"));
-        let mut ev: ExecEvent = read(&{ let mut f = b.clone(); f.resize(size_of::<ExecEvent>(), 0); f }, "x").expect("read");
+        let mut ev: ExecEvent = read(
+            &{
+                let mut f = b.clone();
+                f.resize(size_of::<ExecEvent>(), 0);
+                f
+            },
+            "x",
+        )
+        .expect("read");
         ev.flags = EXEC_CWD_MISSING | EXEC_ARGV_TRUNCATED;
         let mut b2 = bytes_of(&ev);
         b2.truncate(EXEC_FIXED_LEN + 2);
@@ -602,7 +639,11 @@ mod tests {
         assert_eq!(parse_sockaddr(&v4), Some(SockAddr::Inet { ip: "127.0.0.1".parse().expect("ip"), port: 8080 }));
         let mut mapped = vec![10, 0, 0, 80, 0, 0, 0, 0];
         mapped.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3]);
-        assert_eq!(parse_sockaddr(&mapped), Some(SockAddr::Inet { ip: "10.1.2.3".parse().expect("ip"), port: 80 }), "v4-mapped shown as IPv4");
+        assert_eq!(
+            parse_sockaddr(&mapped),
+            Some(SockAddr::Inet { ip: "10.1.2.3".parse().expect("ip"), port: 80 }),
+            "v4-mapped shown as IPv4"
+        );
         let mut v6 = vec![10, 0, 0, 53, 0, 0, 0, 0];
         v6.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
         assert_eq!(parse_sockaddr(&v6), Some(SockAddr::Inet { ip: "::1".parse().expect("ip"), port: 53 }));
@@ -663,7 +704,15 @@ mod tests {
 
     #[test]
     fn tamper_and_io_uring_events_decode() {
-        let t = TamperEvent { hdr: hdr(EventKind::Tamper, 4), what: monitor_common::tamper::HANDOFF, nr: 101, ret: 0, args: [16, 77, 0, 0, 0, 0], target: 77, flags: COMPAT };
+        let t = TamperEvent {
+            hdr: hdr(EventKind::Tamper, 4),
+            what: monitor_common::tamper::HANDOFF,
+            nr: 101,
+            ret: 0,
+            args: [16, 77, 0, 0, 0, 0],
+            target: 77,
+            flags: COMPAT,
+        };
         let Ok(Event::Tamper(op)) = decode(&bytes_of(&t)) else { panic!("tamper") };
         assert_eq!((op.what, op.nr, op.target, op.compat), (monitor_common::tamper::HANDOFF, 101, 77, true));
         // SAFETY: all-zero is a valid IoUringEvent.
@@ -723,7 +772,13 @@ mod tests {
 
     #[test]
     fn fork_and_exit_flags() {
-        let f = bytes_of(&ForkEvent { hdr: hdr(EventKind::Fork, 5), child_tgid: 5, child_pid: 6, flags: FORK_THREAD, ..Default::default() });
+        let f = bytes_of(&ForkEvent {
+            hdr: hdr(EventKind::Fork, 5),
+            child_tgid: 5,
+            child_pid: 6,
+            flags: FORK_THREAD,
+            ..Default::default()
+        });
         assert!(matches!(decode(&f), Ok(Event::Fork { thread: true, child_pid: 6, .. })));
         let x = bytes_of(&ExitEvent { hdr: hdr(EventKind::Exit, 5), exit_code: 0x300, flags: EXIT_GROUP_DEAD });
         assert!(matches!(decode(&x), Ok(Event::Exit { status: 0x300, group_dead: true, .. })));
@@ -733,7 +788,15 @@ mod tests {
     fn rule_events_decode() {
         // An exec that starts a session by an exe rule.
         let mut b = exec(9, b"/opt/agent\0", b"", b"/opt/agent");
-        let mut ev: ExecEvent = read(&{ let mut f = b.clone(); f.resize(size_of::<ExecEvent>(), 0); f }, "x").expect("read");
+        let mut ev: ExecEvent = read(
+            &{
+                let mut f = b.clone();
+                f.resize(size_of::<ExecEvent>(), 0);
+                f
+            },
+            "x",
+        )
+        .expect("read");
         ev.flags = EXEC_SESSION_START;
         ev.hdr.session_cgroup = monitor_common::exe_session_id(9, 1234);
         let tail = b.split_off(EXEC_FIXED_LEN);
@@ -743,7 +806,11 @@ mod tests {
         let Event::Exec(e) = decode(&b2).expect("decode") else { panic!("exec") };
         assert!(e.session_start);
         assert_eq!(e.hdr.session_cgroup & monitor_common::EXE_SESSION, monitor_common::EXE_SESSION);
-        assert_ne!(monitor_common::exe_session_id(9, 1234), monitor_common::exe_session_id(9, 1235), "a reused pid gets another id");
+        assert_ne!(
+            monitor_common::exe_session_id(9, 1234),
+            monitor_common::exe_session_id(9, 1235),
+            "a reused pid gets another id"
+        );
         // A new cgroup held pending.
         // SAFETY: all-zero is a valid CgroupEvent.
         let mut c: CgroupEvent = unsafe { std::mem::zeroed() };

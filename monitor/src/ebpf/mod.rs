@@ -6,13 +6,13 @@ pub mod decode;
 use std::path::{Path, PathBuf};
 
 use aya::{
-    Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{RawTracePoint, TracePoint, links::FdLink},
+    programs::{links::FdLink, RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
 };
 use monitor_common::{
-    KernelOffsets, ProbeConfig, RULE_PATH_MAX, RULES_CGROUP, RULES_EXE, RulePath, SessionLoss, TAG_SESSION, TRACKED_SEEDED, Tracked,
-    Verdict, counter,
+    counter, KernelOffsets, ProbeConfig, RulePath, SessionLoss, Tracked, Verdict, RULES_CGROUP, RULES_EXE,
+    RULE_PATH_MAX, TAG_SESSION, TRACKED_SEEDED,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -65,22 +65,62 @@ const PROGRAMS: &[(&str, Kind)] = &[
 
 /// 32-bit (`int 0x80`) syscalls: raw `sys_enter`/`sys_exit` programs that return at once for
 /// 64-bit syscalls. Attached unless `capture_compat = false`.
-const COMPAT_PROGRAMS: &[(&str, Kind)] = &[
-    ("compat_sys_enter", Kind::Raw("sys_enter")),
-    ("compat_sys_exit", Kind::Raw("sys_exit")),
-];
+const COMPAT_PROGRAMS: &[(&str, Kind)] =
+    &[("compat_sys_enter", Kind::Raw("sys_enter")), ("compat_sys_exit", Kind::Raw("sys_exit"))];
 
 /// File and network syscalls: each `sys_enter_<name>` runs `sys_enter_tracked`, each
 /// `sys_exit_<name>` runs `sys_exit_tracked`. Only these syscalls pay for a program.
 pub const RESOURCE_SYSCALLS: &[&str] = &[
-    "open", "openat", "openat2", "creat", "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2",
-    "mkdir", "mkdirat", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "fchmodat2",
-    "chown", "fchown", "lchown", "fchownat", "truncate", "ftruncate", "connect", "bind", "listen", "accept",
-    "accept4", "sendto", "sendmsg", "sendmmsg", "recvfrom", "recvmsg",
+    "open",
+    "openat",
+    "openat2",
+    "creat",
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "rename",
+    "renameat",
+    "renameat2",
+    "mkdir",
+    "mkdirat",
+    "link",
+    "linkat",
+    "symlink",
+    "symlinkat",
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "chown",
+    "fchown",
+    "lchown",
+    "fchownat",
+    "truncate",
+    "ftruncate",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "sendto",
+    "sendmsg",
+    "sendmmsg",
+    "recvfrom",
+    "recvmsg",
     // Tamper and hand-off: namespaces, mounts, bpf(), and reaching into other processes.
     // umount2(2)'s tracepoints are named sys_enter_umount/sys_exit_umount on x86-64.
-    "unshare", "setns", "mount", "umount", "pivot_root", "open_tree", "move_mount", "fsmount", "bpf", "ptrace",
-    "process_vm_writev", "pidfd_getfd",
+    "unshare",
+    "setns",
+    "mount",
+    "umount",
+    "pivot_root",
+    "open_tree",
+    "move_mount",
+    "fsmount",
+    "bpf",
+    "ptrace",
+    "process_vm_writev",
+    "pidfd_getfd",
 ];
 
 #[derive(Clone, Copy)]
@@ -132,8 +172,20 @@ pub fn probe_kinds(attached: &[String]) -> std::collections::BTreeMap<String, u6
 const BPF_NOEXIST: u64 = 1;
 
 /// Maps the daemon uses, pinned as `<pin dir>/<version>/<NAME>`.
-const PINNED_MAPS: &[&str] =
-    &["EVENTS", "LIFECYCLE", "TAGGED", "TRACKED", "VERDICT", "GENERATION", "DAEMON", "SESSION_LOST", "SESSION_PROCS", "COUNTERS", "RULES", "EXE_RULES"];
+const PINNED_MAPS: &[&str] = &[
+    "EVENTS",
+    "LIFECYCLE",
+    "TAGGED",
+    "TRACKED",
+    "VERDICT",
+    "GENERATION",
+    "DAEMON",
+    "SESSION_LOST",
+    "SESSION_PROCS",
+    "COUNTERS",
+    "RULES",
+    "EXE_RULES",
+];
 
 /// The programs' identity: a hash of the embedded object and of the choices that change what
 /// is attached, so a daemon adopts only programs built and attached the way it would, and
@@ -238,7 +290,9 @@ fn open_pinned<T>(dir: &Path, name: &'static str) -> Result<T, ProbeError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = MapData::from_pin(dir.join(name)).and_then(aya::maps::Map::from_map_data).map_err(|source| ProbeError::Map { name, source })?;
+    let map = MapData::from_pin(dir.join(name))
+        .and_then(aya::maps::Map::from_map_data)
+        .map_err(|source| ProbeError::Map { name, source })?;
     T::try_from(map).map_err(|source| ProbeError::Map { name, source })
 }
 
@@ -249,7 +303,12 @@ fn pin_err(name: &'static str, e: impl std::fmt::Display) -> ProbeError {
 /// Link pins in a version directory: `link-<program>-<tracepoint>` (bpffs refuses dots in names).
 fn link_pins(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with("link-")).collect())
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with("link-"))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -258,7 +317,12 @@ fn link_pins(dir: &Path) -> Vec<String> {
 /// Version directories under the pin dir.
 fn pinned_versions(pin_dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(pin_dir)
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('v'))).collect())
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('v')))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -449,7 +513,8 @@ impl Probes {
     /// Forget tracked processes the old programs no longer track: they exited before this
     /// set's exit probe was attached, so no exit will ever remove them.
     fn drop_tracked_not_in(&mut self, old: &Self) {
-        let stale: Vec<u32> = self.tracked.keys().filter_map(Result::ok).filter(|k| old.tracked.get(k, 0).is_err()).collect();
+        let stale: Vec<u32> =
+            self.tracked.keys().filter_map(Result::ok).filter(|k| old.tracked.get(k, 0).is_err()).collect();
         for k in stale {
             let _ = self.tracked.remove(&k);
         }
@@ -471,7 +536,9 @@ impl Probes {
         for session in sessions {
             let mut per_cpu = vec![0i64; cpus];
             per_cpu[0] = counts.get(&session).copied().unwrap_or(0);
-            let set = aya::maps::PerCpuValues::try_from(per_cpu).map_err(|e| e.to_string()).and_then(|v| self.session_procs.insert(session, v, 0).map_err(|e| e.to_string()));
+            let set = aya::maps::PerCpuValues::try_from(per_cpu)
+                .map_err(|e| e.to_string())
+                .and_then(|v| self.session_procs.insert(session, v, 0).map_err(|e| e.to_string()));
             if let Err(e) = set {
                 tracing::warn!(error = %e, session, "could not set the session's process count");
             }
@@ -497,9 +564,7 @@ impl Probes {
     /// the insert, so a "not tagged" verdict a program computed while the tag was being added
     /// is recomputed on its next use: no race leaves the cgroup cached as untagged.
     pub fn tag(&mut self, cgroup_id: u64) -> Result<(), ProbeError> {
-        self.tagged
-            .insert(cgroup_id, TAG_SESSION, 0)
-            .map_err(|source| ProbeError::Map { name: "TAGGED", source })?;
+        self.tagged.insert(cgroup_id, TAG_SESSION, 0).map_err(|source| ProbeError::Map { name: "TAGGED", source })?;
         let generation = self.generation.get(&0, 0).unwrap_or(0);
         self.generation
             .set(0, generation.wrapping_add(1), 0)
@@ -515,7 +580,10 @@ impl Probes {
             let mut key = RulePath::default();
             let b = path.as_bytes();
             if b.len() >= RULE_PATH_MAX {
-                return Err(ProbeError::Pin { name: "EXE_RULES", message: format!("exe rule path {path} is longer than {} bytes", RULE_PATH_MAX - 1) });
+                return Err(ProbeError::Pin {
+                    name: "EXE_RULES",
+                    message: format!("exe rule path {path} is longer than {} bytes", RULE_PATH_MAX - 1),
+                });
             }
             key.path[..b.len()].copy_from_slice(b);
             self.exe_rules.insert(key, index, 0).map_err(|e| map_err("EXE_RULES", e))?;
@@ -525,13 +593,19 @@ impl Probes {
         for k in stale {
             let _ = self.exe_rules.remove(&k);
         }
-        let bits = if rules.exe_paths.is_empty() { 0 } else { RULES_EXE } | if rules.cgroups { RULES_CGROUP } else { 0 };
+        let bits =
+            if rules.exe_paths.is_empty() { 0 } else { RULES_EXE } | if rules.cgroups { RULES_CGROUP } else { 0 };
         self.rules.set(0, bits, 0).map_err(|e| map_err("RULES", e))
     }
 
     /// Cgroups the kernel holds pending for the cgroup rules (created while no daemon decided).
     pub fn pending_cgroups(&self) -> Vec<u64> {
-        self.tagged.iter().filter_map(Result::ok).filter(|(_, v)| *v == monitor_common::TAG_PENDING).map(|(k, _)| k).collect()
+        self.tagged
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| *v == monitor_common::TAG_PENDING)
+            .map(|(k, _)| k)
+            .collect()
     }
 
     /// Tell the programs which process is the daemon (signals to it are tamper events).
@@ -544,7 +618,8 @@ impl Probes {
     /// already tracks is left as it is. `start_ticks` is its `/proc` start time, so the entry
     /// never outlives the process into a reused pid.
     pub fn track(&mut self, tgid: u32, session_cgroup: u64, start_ticks: u64) -> Result<(), ProbeError> {
-        match self.tracked.insert(tgid, Tracked { session: session_cgroup | TRACKED_SEEDED, start_ticks }, BPF_NOEXIST) {
+        match self.tracked.insert(tgid, Tracked { session: session_cgroup | TRACKED_SEEDED, start_ticks }, BPF_NOEXIST)
+        {
             Ok(()) => Ok(()),
             Err(_) if self.tracked.get(&tgid, 0).is_ok() => Ok(()),
             Err(source) => Err(ProbeError::Map { name: "TRACKED", source }),
@@ -553,7 +628,12 @@ impl Probes {
 
     /// The processes the kernel tracks in a session.
     pub fn tracked_pids(&self, session: u64) -> Vec<u32> {
-        self.tracked.iter().filter_map(Result::ok).filter(|(_, v)| v.session & !TRACKED_SEEDED == session).map(|(k, _)| k).collect()
+        self.tracked
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.session & !TRACKED_SEEDED == session)
+            .map(|(k, _)| k)
+            .collect()
     }
 
     /// The session a process is tracked in, if any.
@@ -581,8 +661,13 @@ impl Probes {
             let _ = self.verdict.remove(&k);
         }
         // Its tracked processes too: no entry of an ended session may outlive it.
-        let procs: Vec<u32> =
-            self.tracked.iter().filter_map(Result::ok).filter(|(_, v)| v.session & !TRACKED_SEEDED == cgroup_id).map(|(k, _)| k).collect();
+        let procs: Vec<u32> = self
+            .tracked
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.session & !TRACKED_SEEDED == cgroup_id)
+            .map(|(k, _)| k)
+            .collect();
         for k in procs {
             let _ = self.tracked.remove(&k);
         }
@@ -600,7 +685,13 @@ impl Probes {
     pub fn session_lost(&self, cgroup_id: u64) -> SessionLoss {
         self.session_lost.get(&cgroup_id, 0).map_or_else(
             |_| SessionLoss::default(),
-            |v| v.iter().fold(SessionLoss::default(), |a, b| SessionLoss { lifecycle: a.lifecycle + b.lifecycle, file: a.file + b.file, net: a.net + b.net }),
+            |v| {
+                v.iter().fold(SessionLoss::default(), |a, b| SessionLoss {
+                    lifecycle: a.lifecycle + b.lifecycle,
+                    file: a.file + b.file,
+                    net: a.net + b.net,
+                })
+            },
         )
     }
 
@@ -653,13 +744,14 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
         _ => true,
     });
     if !uring {
-        tracing::warn!("no io_uring tracepoints this build can read on this kernel: io_uring operations are not captured");
+        tracing::warn!(
+            "no io_uring tracepoints this build can read on this kernel: io_uring operations are not captured"
+        );
     }
     for (name, kind) in PROGRAMS.iter().chain(compat_programs) {
-        let prog = ebpf.program_mut(name).ok_or(ProbeError::Program {
-            name,
-            source: aya::programs::ProgramError::UnexpectedProgramType,
-        })?;
+        let prog = ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::Program { name, source: aya::programs::ProgramError::UnexpectedProgramType })?;
         // (category, tracepoint); raw tracepoints have no category.
         let (cat, tp) = match *kind {
             Kind::Raw(tp) => ("", tp),
@@ -720,13 +812,21 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
 /// old kernel gets one line naming what it lacks instead of a verifier log.
 fn preflight() -> Result<(), ProbeError> {
     use aya::{maps::MapType, programs::ProgramType, sys};
-    let release = || std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".into(), |r| r.trim().to_owned());
+    let release = || {
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".into(), |r| r.trim().to_owned())
+    };
     let needs: [(&'static str, bool); 4] = [
         ("BPF ring buffer (Linux 5.8)", sys::is_map_supported(MapType::RingBuf).unwrap_or(true)),
-        ("BPF raw tracepoint programs (Linux 4.17)", sys::is_program_supported(ProgramType::RawTracePoint).unwrap_or(true)),
+        (
+            "BPF raw tracepoint programs (Linux 4.17)",
+            sys::is_program_supported(ProgramType::RawTracePoint).unwrap_or(true),
+        ),
         ("BPF LRU hash map (Linux 4.10)", sys::is_map_supported(MapType::LruHash).unwrap_or(true)),
         // The path walks are bpf_loop callbacks.
-        ("bpf_loop helper (Linux 5.17)", sys::is_helper_supported(ProgramType::TracePoint, sys::BpfHelper::BPF_FUNC_loop).unwrap_or(true)),
+        (
+            "bpf_loop helper (Linux 5.17)",
+            sys::is_helper_supported(ProgramType::TracePoint, sys::BpfHelper::BPF_FUNC_loop).unwrap_or(true),
+        ),
     ];
     match needs.into_iter().find(|(_, ok)| !ok) {
         Some((missing, _)) => Err(ProbeError::Unsupported { missing, release: release() }),
@@ -737,7 +837,11 @@ fn preflight() -> Result<(), ProbeError> {
 /// The first of `names` (newest first) this kernel has as `category/name`, if its record has
 /// the fields `program` reads where it reads them.
 fn usable_tracepoint(program: &str, category: &str, names: &[&'static str]) -> Option<&'static str> {
-    names.iter().copied().find(|tp| tracefs_event(category, tp)).filter(|tp| record_layout_matches(category, tp, record_fields(program)))
+    names
+        .iter()
+        .copied()
+        .find(|tp| tracefs_event(category, tp))
+        .filter(|tp| record_layout_matches(category, tp, record_fields(program)))
 }
 
 /// The record fields (name, byte offset) a classic tracepoint program reads at fixed offsets.
@@ -776,7 +880,9 @@ fn format_offsets(format: &str) -> std::collections::HashMap<String, u32> {
 
 /// Whether this kernel has the classic tracepoint `category/name`.
 fn tracefs_event(category: &str, name: &str) -> bool {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].iter().any(|t| Path::new(&format!("{t}/events/{category}/{name}")).exists())
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|t| Path::new(&format!("{t}/events/{category}/{name}")).exists())
 }
 
 /// One way of capturing something whose hook differs between kernels, as `status` shows it.
@@ -796,7 +902,8 @@ pub struct CapturePath {
 /// both forms of [`Probes::attached`] end with the tracepoint's name).
 pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
     let has = |tp: &str| attached.iter().any(|a| a.ends_with(&format!("/{tp}")) || a.ends_with(&format!("-{tp}")));
-    let path = |what: &str, state: &str, how: &str| CapturePath { what: what.into(), state: state.into(), how: how.into() };
+    let path =
+        |what: &str, state: &str, how: &str| CapturePath { what: what.into(), state: state.into(), how: how.into() };
     let mut paths = vec![path(
         "process exit",
         "primary",
@@ -820,7 +927,11 @@ pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
     });
     for sc in RESOURCE_SYSCALLS {
         if !has(&format!("sys_enter_{sc}")) {
-            paths.push(path(&format!("syscall {sc}"), "missing", "this kernel has no such system call (no syscalls tracepoint): nothing to capture"));
+            paths.push(path(
+                &format!("syscall {sc}"),
+                "missing",
+                "this kernel has no such system call (no syscalls tracepoint): nothing to capture",
+            ));
         }
     }
     paths
@@ -857,9 +968,14 @@ mod tests {
     #[test]
     fn capture_paths_name_fallbacks_and_missing_syscalls() {
         // As loaded on a 6.18 kernel: every hook, the newest names.
-        let mut loaded: Vec<String> = ["raw_tp/sched_process_exit", "tracepoint/io_uring/io_uring_submit_req", "raw_tp/sys_enter", "raw_tp/sys_exit"]
-            .map(str::to_owned)
-            .to_vec();
+        let mut loaded: Vec<String> = [
+            "raw_tp/sched_process_exit",
+            "tracepoint/io_uring/io_uring_submit_req",
+            "raw_tp/sys_enter",
+            "raw_tp/sys_exit",
+        ]
+        .map(str::to_owned)
+        .to_vec();
         loaded.extend(RESOURCE_SYSCALLS.iter().map(|s| format!("tracepoint/syscalls/sys_enter_{s}")));
         let paths = capture_paths(&loaded);
         assert!(paths.iter().all(|p| p.state == "primary"), "{paths:?}");
@@ -869,8 +985,11 @@ mod tests {
         assert_eq!(state_of(&paths, "io_uring submissions"), Some("missing"));
 
         // As adopted from pins on a 6.1 kernel: the old io_uring name, no fchmodat2, no compat.
-        let mut adopted: Vec<String> = vec!["sched_process_exit-sched_process_exit".into(), "io_uring_submit_req-io_uring_submit_sqe".into()];
-        adopted.extend(RESOURCE_SYSCALLS.iter().filter(|s| **s != "fchmodat2").map(|s| format!("sys_enter_tracked-sys_enter_{s}")));
+        let mut adopted: Vec<String> =
+            vec!["sched_process_exit-sched_process_exit".into(), "io_uring_submit_req-io_uring_submit_sqe".into()];
+        adopted.extend(
+            RESOURCE_SYSCALLS.iter().filter(|s| **s != "fchmodat2").map(|s| format!("sys_enter_tracked-sys_enter_{s}")),
+        );
         let paths = capture_paths(&adopted);
         assert_eq!(state_of(&paths, "io_uring submissions"), Some("fallback"));
         assert_eq!(state_of(&paths, "32-bit syscalls"), Some("off"));

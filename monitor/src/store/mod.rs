@@ -7,12 +7,15 @@ use std::{collections::BTreeSet, time::Duration};
 
 use chrono::NaiveDate;
 
-use sqlx::{PgPool, Postgres, QueryBuilder, postgres::PgPoolOptions};
+use sqlx::{postgres::PgPoolOptions, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::{
-    chain::{ChainLink, hex, process_id},
-    correlate::{ActionRecord, AlertRecord, Checkpoint, EventRecord, Output, ProcessRecord, RetentionCut, SessionEnd, SessionStart, SigningKey},
+    chain::{hex, process_id, ChainLink},
+    correlate::{
+        ActionRecord, AlertRecord, Checkpoint, EventRecord, Output, ProcessRecord, RetentionCut, SessionEnd,
+        SessionStart, SigningKey,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +79,10 @@ async fn open_pool(url: &str, pool: PgPoolOptions) -> Result<PgPool, StoreError>
 /// The PEM blocks of the certificates in the URL's `sslrootcert` file (none when unset or
 /// unreadable: sqlx reports that itself).
 fn root_certificates(url: &str) -> Vec<Vec<u8>> {
-    let Some(path) = url::Url::parse(url).ok().and_then(|u| u.query_pairs().find(|(k, _)| k == "sslrootcert").map(|(_, v)| v.into_owned())) else {
+    let Some(path) = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.query_pairs().find(|(k, _)| k == "sslrootcert").map(|(_, v)| v.into_owned()))
+    else {
         return Vec::new();
     };
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -113,21 +119,22 @@ impl Role {
 /// URL then writes or reads with the role's rights only. A login that is not a member keeps its
 /// own rights (for example one an admin granted SELECT directly).
 pub async fn connect_as(url: &str, role: Role) -> Result<PgPool, StoreError> {
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(5))
-        .after_connect(move |conn, _| {
+    let pool = PgPoolOptions::new().max_connections(4).acquire_timeout(Duration::from_secs(5)).after_connect(
+        move |conn, _| {
             Box::pin(async move {
-                let member: Option<bool> = sqlx::query_scalar("SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = $1")
-                    .bind(role.name())
-                    .fetch_optional(&mut *conn)
-                    .await?;
+                let member: Option<bool> = sqlx::query_scalar(
+                    "SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = $1",
+                )
+                .bind(role.name())
+                .fetch_optional(&mut *conn)
+                .await?;
                 if member == Some(true) {
                     sqlx::query(&format!("SET ROLE {}", role.name())).execute(&mut *conn).await?;
                 }
                 Ok(())
             })
-        });
+        },
+    );
     open_pool(url, pool).await
 }
 
@@ -135,12 +142,17 @@ pub async fn connect_as(url: &str, role: Role) -> Result<PgPool, StoreError> {
 /// needs no rights beyond SELECT on `_sqlx_migrations`, so a writer-only login works.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     let migrator = sqlx::migrate!("../migrations");
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await.unwrap_or_default();
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default();
     if migrator.iter().all(|m| applied.contains(&m.version)) {
         return Ok(());
     }
     migrator.run(pool).await.map_err(|e| match &e {
-        sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42501") => StoreError::NotMigrated(d.message().to_owned()),
+        sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42501") => {
+            StoreError::NotMigrated(d.message().to_owned())
+        }
         _ => StoreError::Migrate(e),
     })
 }
@@ -151,7 +163,8 @@ pub async fn chain_head(pool: &PgPool, host: &str) -> Result<Option<crate::chain
         .iter()
         .map(|(t, _, _)| format!("(SELECT chain_seq, chain_hash FROM {t} WHERE host = $1 AND chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1)"))
         .collect();
-    let sql = format!("SELECT chain_seq, chain_hash FROM ({}) t ORDER BY chain_seq DESC LIMIT 1", parts.join(" UNION ALL "));
+    let sql =
+        format!("SELECT chain_seq, chain_hash FROM ({}) t ORDER BY chain_seq DESC LIMIT 1", parts.join(" UNION ALL "));
     let row: Option<(i64, Vec<u8>)> = sqlx::query_as(&sql).bind(host).fetch_optional(pool).await?;
     Ok(row.and_then(|(seq, h)| Some(crate::chain::Head { seq: seq as u64, hash: h.try_into().ok()? })))
 }
@@ -403,7 +416,10 @@ fn insert_actions<'a>(host: &'a str, rows: &'a [&'a ActionRecord]) -> QueryBuild
     q
 }
 
-fn insert_processes<'a>(host: &'a str, rows: &'a [(Uuid, Option<Uuid>, &'a ProcessRecord)]) -> QueryBuilder<'a, Postgres> {
+fn insert_processes<'a>(
+    host: &'a str,
+    rows: &'a [(Uuid, Option<Uuid>, &'a ProcessRecord)],
+) -> QueryBuilder<'a, Postgres> {
     let mut q = QueryBuilder::new(
         "INSERT INTO processes (id, session_id, action_id, host, exec_id, pid, ppid, argv, prior_argv, argv_truncated, \
          exe, cwd, uid, started_at, ended_at, exit_code, signal, redacted, chain_seq, chain_hash) ",
@@ -564,7 +580,9 @@ fn insert_cuts<'a>(host: &'a str, rows: &'a [&'a RetentionCut]) -> QueryBuilder<
 }
 
 fn insert_keys<'a>(host: &'a str, rows: &'a [&'a SigningKey]) -> QueryBuilder<'a, Postgres> {
-    let mut q = QueryBuilder::new("INSERT INTO signing_keys (host, fingerprint, public_key, created_at, chain_seq, chain_hash) ");
+    let mut q = QueryBuilder::new(
+        "INSERT INTO signing_keys (host, fingerprint, public_key, created_at, chain_seq, chain_hash) ",
+    );
     q.push_values(rows, |mut b, k| {
         b.push_bind(host)
             .push_bind(&k.fingerprint)
@@ -621,7 +639,10 @@ mod tests {
     #[test]
     fn redacts_password() {
         assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u@h/db");
-        assert_eq!(super::redact_url("postgres://postgres@localhost/db?host=/x"), "postgres://postgres@localhost/db?host=/x");
+        assert_eq!(
+            super::redact_url("postgres://postgres@localhost/db?host=/x"),
+            "postgres://postgres@localhost/db?host=/x"
+        );
         assert_eq!(super::redact_url("nonsense"), "nonsense");
     }
 }

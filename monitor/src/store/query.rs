@@ -95,7 +95,9 @@ pub struct ActionView {
 
 /// SQL: whether a row's `files`/`net` summaries hold a sensitive entry.
 pub fn sensitive_sql(alias: &str) -> String {
-    format!("({alias}.files @> '[{{\"sensitive\": true}}]'::jsonb OR {alias}.net @> '[{{\"sensitive\": true}}]'::jsonb)")
+    format!(
+        "({alias}.files @> '[{{\"sensitive\": true}}]'::jsonb OR {alias}.net @> '[{{\"sensitive\": true}}]'::jsonb)"
+    )
 }
 
 #[derive(Debug, Default)]
@@ -240,9 +242,11 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>,
     if let Some(g) = &f.grep {
         let pat = format!("%{}%", g.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         q.push(" AND (a.command ILIKE ").push_bind(pat.clone());
-        q.push(" OR EXISTS (SELECT 1 FROM processes p WHERE p.action_id = a.id AND array_to_string(p.argv, ' ') ILIKE ")
-            .push_bind(pat)
-            .push("))");
+        q.push(
+            " OR EXISTS (SELECT 1 FROM processes p WHERE p.action_id = a.id AND array_to_string(p.argv, ' ') ILIKE ",
+        )
+        .push_bind(pat)
+        .push("))");
     }
     if f.failed {
         q.push(" AND (a.exit_code <> 0 OR a.signal IS NOT NULL)");
@@ -356,7 +360,8 @@ pub async fn alerts(pool: &PgPool, f: &AlertFilter) -> Result<Vec<AlertView>, sq
         q.push(" AND al.last_at >= ").push_bind(t);
     }
     if let Some(s) = &f.severity {
-        let at_least: Vec<String> = crate::alerts::SEVERITIES.iter().skip(crate::alerts::severity_rank(s)).map(|s| (*s).to_owned()).collect();
+        let at_least: Vec<String> =
+            crate::alerts::SEVERITIES.iter().skip(crate::alerts::severity_rank(s)).map(|s| (*s).to_owned()).collect();
         q.push(" AND al.severity = ANY(").push_bind(at_least).push(")");
     }
     if let Some(a) = &f.agent {
@@ -426,13 +431,20 @@ pub fn kinds_of(group: &str) -> &'static [&'static str] {
     }
 }
 
-pub async fn events(pool: &PgPool, session_prefix: &str, kind: Option<&str>, limit: Option<i64>) -> Result<Vec<EventView>, sqlx::Error> {
+pub async fn events(
+    pool: &PgPool,
+    session_prefix: &str,
+    kind: Option<&str>,
+    limit: Option<i64>,
+) -> Result<Vec<EventView>, sqlx::Error> {
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT id, session_id, action_id, exec_id, seq, ts, kind, pid, tid, data, redacted, chain_seq FROM events e WHERE TRUE",
     );
     push_id_match(&mut q, "e.session_id", session_prefix);
     if let Some(k) = kind {
-        q.push(" AND e.kind = ANY(").push_bind(kinds_of(k).iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).push(")");
+        q.push(" AND e.kind = ANY(")
+            .push_bind(kinds_of(k).iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+            .push(")");
     }
     q.push(" ORDER BY e.session_id, e.seq");
     if let Some(n) = limit {

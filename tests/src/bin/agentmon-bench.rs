@@ -30,15 +30,15 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, ChildStderr, Command, Stdio},
     sync::{
-        Arc,
         atomic::{AtomicBool, Ordering},
+        Arc,
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use integration_tests::{Daemon, bin, cgroup2_mount};
-use serde_json::{Value, json};
+use integration_tests::{bin, cgroup2_mount, Daemon};
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 const USAGE: &str = "\
@@ -83,9 +83,9 @@ fn unix_ns() -> u128 {
 }
 
 fn num(args: &[String], i: usize, what: &str) -> u64 {
-    args.get(i)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("workload {}: argument {i} ({what}) must be a number, got {:?}", args[0], args.get(i)))
+    args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        panic!("workload {}: argument {i} ({what}) must be a number, got {:?}", args[0], args.get(i))
+    })
 }
 
 fn workload(args: &[String]) {
@@ -254,7 +254,10 @@ impl Config {
                 "--open" => c.open_n = n(),
                 "--getppid" => c.getppid_n = n(),
                 "--rates" => {
-                    c.rates = v.split(',').map(|r| r.trim().parse().unwrap_or_else(|_| panic!("--rates: bad rate {r}"))).collect();
+                    c.rates = v
+                        .split(',')
+                        .map(|r| r.trim().parse().unwrap_or_else(|_| panic!("--rates: bad rate {r}")))
+                        .collect();
                 }
                 "--gen-secs" => c.gen_secs = n(),
                 "--gen-exec-every" => c.exec_every = n(),
@@ -266,7 +269,10 @@ impl Config {
                 _ => panic!("unknown flag {a}; usage:\n{USAGE}"),
             }
         }
-        assert!(c.rounds > 0 && !c.rates.is_empty() && c.gen_secs > 0, "need at least one round, one rate and --gen-secs > 0");
+        assert!(
+            c.rounds > 0 && !c.rates.is_empty() && c.gen_secs > 0,
+            "need at least one round, one rate and --gen-secs > 0"
+        );
         assert!(c.lat_rate > 0 && c.restart_rate > 0, "--lat-rate and --restart-rate must be > 0");
         c
     }
@@ -375,7 +381,11 @@ fn wait_drained(d: &Daemon) {
         if st["oldest_unstored_secs"].is_null() && field(&st, "queue_records") + field(&st, "spool_records") == 0 {
             return;
         }
-        assert!(start.elapsed() < WAIT_LIMIT, "the daemon did not store its backlog within {WAIT_LIMIT:?}: {st}\n{}", d.log());
+        assert!(
+            start.elapsed() < WAIT_LIMIT,
+            "the daemon did not store its backlog within {WAIT_LIMIT:?}: {st}\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -443,8 +453,10 @@ struct Gen {
 
 impl Gen {
     fn parse(out: &str) -> Gen {
-        let f: Vec<u64> =
-            out.split_whitespace().map(|x| x.parse().unwrap_or_else(|_| panic!("bad generator output {out:?}"))).collect();
+        let f: Vec<u64> = out
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or_else(|_| panic!("bad generator output {out:?}")))
+            .collect();
         assert!(f.len() == 3, "bad generator output {out:?}");
         Gen { opens: f[0], execs: f[1], secs: fl(f[2]) / 1e9 }
     }
@@ -471,7 +483,11 @@ fn wait_stored(rt: &tokio::runtime::Runtime, d: &Daemon, id: Uuid) -> Stored {
     let start = Instant::now();
     let lost: i64 = loop {
         let row: Option<i64> = rt
-            .block_on(sqlx::query_scalar("SELECT events_lost FROM session_ends WHERE session_id = $1").bind(id).fetch_optional(&d.pool))
+            .block_on(
+                sqlx::query_scalar("SELECT events_lost FROM session_ends WHERE session_id = $1")
+                    .bind(id)
+                    .fetch_optional(&d.pool),
+            )
             .expect("query session_ends");
         if let Some(l) = row {
             break l;
@@ -585,7 +601,8 @@ fn agent_setup(scratch: &Path) -> Vec<String> {
             let _ = s.read_to_end(&mut buf);
         }
     });
-    let py = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().expect("python3 on PATH");
+    let py =
+        Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().expect("python3 on PATH");
     assert!(py.status.success(), "python3 does not run: {}", String::from_utf8_lossy(&py.stderr));
     let py = String::from_utf8_lossy(&py.stdout).trim().to_owned();
     let gcc = Command::new("gcc").arg("--version").output();
@@ -596,7 +613,8 @@ fn agent_setup(scratch: &Path) -> Vec<String> {
 }
 
 fn workloads(cfg: &Config, agent_args: Vec<String>) -> Vec<Workload> {
-    let op = |name, kind: &str, n: u64| Workload { name, unit: "ns/op", scale: 1.0, args: vec![kind.into(), n.to_string()] };
+    let op =
+        |name, kind: &str, n: u64| Workload { name, unit: "ns/op", scale: 1.0, args: vec![kind.into(), n.to_string()] };
     vec![
         op("open/close loop", "open", cfg.open_n),
         op("exec loop (/bin/true)", "exec", cfg.exec_n),
@@ -613,13 +631,21 @@ struct Bpftrace {
 
 /// How this bpftrace reads tracepoint fields: `args.f` since v0.20, `args->f` before.
 fn bpftrace_field_op() -> &'static str {
-    let out = Command::new("bpftrace").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let out = Command::new("bpftrace")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     let ver: Vec<u64> = out
         .split_whitespace()
         .find_map(|w| w.strip_prefix('v'))
         .map(|v| v.split('.').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_default();
-    if ver.first().copied().unwrap_or(0) > 0 || ver.get(1).copied().unwrap_or(0) >= 20 { "." } else { "->" }
+    if ver.first().copied().unwrap_or(0) > 0 || ver.get(1).copied().unwrap_or(0) >= 20 {
+        "."
+    } else {
+        "->"
+    }
 }
 
 fn bpftrace_script(cg: &Path) -> String {
@@ -688,7 +714,12 @@ fn overhead_plain(cfg: &Config, ws: &[Workload], bt: Option<(&Path, &Path)>) -> 
     let mut base = vec![Vec::new(); ws.len()];
     let mut btv = vec![Vec::new(); ws.len()];
     for r in 0..cfg.rounds {
-        eprintln!("bench: overhead round {}/{}: baseline{}", r + 1, cfg.rounds, if bt.is_some() { ", bpftrace" } else { "" });
+        eprintln!(
+            "bench: overhead round {}/{}: baseline{}",
+            r + 1,
+            cfg.rounds,
+            if bt.is_some() { ", bpftrace" } else { "" }
+        );
         for (i, w) in ws.iter().enumerate() {
             base[i].push(measure(w, &Mode::Plain));
         }
@@ -746,7 +777,9 @@ fn compat_cost(cfg: &Config, ws: &[Workload], d: &mut Daemon, daemon_args: &[&st
     for (i, w) in pick.iter().enumerate() {
         let (a, b) = (median(&on[i]), median(&off[i]));
         println!("{:<24} {:>11} ns {:>11} ns {:>7.2}x", w.name, a, b, ratio(a, b));
-        rows.push(serde_json::json!({"workload": w.name, "with_compat_ns": a, "without_compat_ns": b, "ratio": ratio(a, b)}));
+        rows.push(
+            serde_json::json!({"workload": w.name, "with_compat_ns": a, "without_compat_ns": b, "ratio": ratio(a, b)}),
+        );
     }
     Value::from(rows)
 }
@@ -765,7 +798,12 @@ fn rules_cost(cfg: &Config, ws: &[Workload], d: &mut Daemon, daemon_args: &[&str
         format!("[[rule]]\nagent = \"bench\"\nexe = [\"{}\"]\n[[rule]]\nagent = \"bench\"\nunit = \"agentmon-bench-never-*.service\"\n", never.display()),
     )
     .expect("rules config");
-    let cgroup_loop = Workload { name: "cgroup mkdir/rmdir loop", unit: "ns/op", scale: 1.0, args: vec!["cgroup".into(), (cfg.exec_n * 2).to_string()] };
+    let cgroup_loop = Workload {
+        name: "cgroup mkdir/rmdir loop",
+        unit: "ns/op",
+        scale: 1.0,
+        args: vec!["cgroup".into(), (cfg.exec_n * 2).to_string()],
+    };
     let mut pick: Vec<&Workload> = ws.iter().filter(|w| w.name.starts_with("exec")).collect();
     pick.push(&cgroup_loop);
     let mut on = vec![Vec::new(); pick.len()];
@@ -791,7 +829,9 @@ fn rules_cost(cfg: &Config, ws: &[Workload], d: &mut Daemon, daemon_args: &[&str
     for (i, w) in pick.iter().enumerate() {
         let (a, b) = (median(&on[i]), median(&off[i]));
         println!("{:<24} {:>11} ns {:>11} ns {:>7.2}x", w.name, a, b, ratio(a, b));
-        rows.push(serde_json::json!({"workload": w.name, "with_rules_ns": a, "without_rules_ns": b, "ratio": ratio(a, b)}));
+        rows.push(
+            serde_json::json!({"workload": w.name, "with_rules_ns": a, "without_rules_ns": b, "ratio": ratio(a, b)}),
+        );
     }
     Value::from(rows)
 }
@@ -872,10 +912,14 @@ fn calibrate(rt: &tokio::runtime::Runtime, d: &Daemon) -> Calibration {
         (g, st.rows)
     };
     let (a, stored_a) = run(0);
-    let fixed = stored_a.checked_sub(a.events()).unwrap_or_else(|| panic!("calibration: {stored_a} stored < {} generated", a.events()));
+    let fixed = stored_a
+        .checked_sub(a.events())
+        .unwrap_or_else(|| panic!("calibration: {stored_a} stored < {} generated", a.events()));
     let (b, stored_b) = run(10);
     assert!(b.execs > 0, "calibration generator made no execs");
-    let extra = stored_b.checked_sub(b.events() + fixed).unwrap_or_else(|| panic!("calibration: {stored_b} stored < {} expected", b.events() + fixed));
+    let extra = stored_b
+        .checked_sub(b.events() + fixed)
+        .unwrap_or_else(|| panic!("calibration: {stored_b} stored < {} expected", b.events() + fixed));
     if extra % b.execs != 0 {
         eprintln!("bench: warning: {extra} extra events for {} execs is not a whole number per exec", b.execs);
     }
@@ -969,7 +1013,13 @@ struct Cost {
     peak: Mem,
 }
 
-fn throughput(rt: &tokio::runtime::Runtime, cfg: &Config, d: &Daemon, cal: &Calibration, idle: Mem) -> (Vec<RateRun>, Cost) {
+fn throughput(
+    rt: &tokio::runtime::Runtime,
+    cfg: &Config,
+    d: &Daemon,
+    cal: &Calibration,
+    idle: Mem,
+) -> (Vec<RateRun>, Cost) {
     let pid = d.daemon_pid();
     let cpu0 = cpu_secs(pid);
     let read0 = field(&d.status(), "events_read");
@@ -1047,7 +1097,10 @@ async fn copy_floor(pool: &sqlx::PgPool, template_session: Uuid, rows: u64) -> (
     tail.push('\n');
 
     sqlx::query("DROP TABLE IF EXISTS bench_copy_floor").execute(pool).await.expect("drop scratch table");
-    sqlx::query("CREATE TABLE bench_copy_floor (LIKE events INCLUDING ALL)").execute(pool).await.expect("create scratch table");
+    sqlx::query("CREATE TABLE bench_copy_floor (LIKE events INCLUDING ALL)")
+        .execute(pool)
+        .await
+        .expect("create scratch table");
     let mut conn = pool.acquire().await.expect("a connection");
     let start = Instant::now();
     let mut copy = conn
@@ -1178,7 +1231,17 @@ fn print_throughput(cfg: &Config, cal: &Calibration, runs: &[RateRun], copy: (u6
     );
     println!(
         "{:>9} {:>10} {:>9} {:>9} {:>8} {:>9} {:>10} {:>8} {:>8} {:>8} {:>9}",
-        "offered/s", "achieved/s", "expected", "stored", "lost", "shortfall", "lost=short", "dropped", "shed", "drain s", "peak bklg"
+        "offered/s",
+        "achieved/s",
+        "expected",
+        "stored",
+        "lost",
+        "shortfall",
+        "lost=short",
+        "dropped",
+        "shed",
+        "drain s",
+        "peak bklg"
     );
     for r in runs {
         println!(
@@ -1208,7 +1271,10 @@ fn print_throughput(cfg: &Config, cal: &Calibration, runs: &[RateRun], copy: (u6
 
 fn print_rest(l: &Latency, c: &Cost, r: &Restart) {
     println!("\n== 3. latency, open(2) -> row queryable (polled every {} ms) ==", LAT_POLL.as_millis());
-    println!("{} of {} opens seen: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", l.matched, l.opens, l.p50_ms, l.p99_ms, l.max_ms);
+    println!(
+        "{} of {} opens seen: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        l.matched, l.opens, l.p50_ms, l.p99_ms, l.max_ms
+    );
     println!("\n== 4. daemon cost over the throughput runs ==");
     println!(
         "CPU {:.2} s for {} events read = {:.2} CPU s per million events",
@@ -1298,7 +1364,8 @@ fn drop_database(rt: &tokio::runtime::Runtime, db_url: &str) {
 /// The redact and chain stages' cost per event, in ns: on `events` as the daemon queues them.
 fn stage_costs(events: &[(String, String)]) -> (f64, f64, u64) {
     use monitor::{correlate::Output, daemon};
-    let redactor = monitor::redact::Redactor::new(&[7; 32], &monitor::redact::RedactConfig::default()).expect("built-in rules");
+    let redactor =
+        monitor::redact::Redactor::new(&[7; 32], &monitor::redact::RedactConfig::default()).expect("built-in rules");
     let mut chain = daemon::chain::Chain::new(
         "bench".into(),
         None,
@@ -1341,19 +1408,28 @@ fn stage_costs(events: &[(String, String)]) -> (f64, f64, u64) {
 /// `agent_round_ns`: the tagged agent-like round's median time.
 fn evidence(rt: &tokio::runtime::Runtime, d: &Daemon, agent_round_ns: u64) -> Value {
     let sample: Vec<(String, String)> = rt.block_on(async {
-        sqlx::query_as("SELECT kind, data::text FROM events ORDER BY random() LIMIT 50000").fetch_all(&d.pool).await.expect("sample events")
+        sqlx::query_as("SELECT kind, data::text FROM events ORDER BY random() LIMIT 50000")
+            .fetch_all(&d.pool)
+            .await
+            .expect("sample events")
     });
     let (redact_ns, chain_ns, hits) = stage_costs(&sample);
     let secret_execs: Vec<(String, String)> = (0..5000)
         .map(|i| {
             let argv = json!(["mysql", "-uroot", format!("-pS3cret{i}"), "--host", "db", "-e", "select 1"]);
-            ("exec".to_owned(), json!({"filename": "/usr/bin/mysql", "argv": argv, "cwd": "/srv/app", "uid": 0, "gid": 0}).to_string())
+            (
+                "exec".to_owned(),
+                json!({"filename": "/usr/bin/mysql", "argv": argv, "cwd": "/srv/app", "uid": 0, "gid": 0}).to_string(),
+            )
         })
         .collect();
     let (secret_redact_ns, secret_chain_ns, secret_hits) = stage_costs(&secret_execs);
     // The agent-like rounds' own events: their sessions' root argv is `bench --workload agent …`.
     let per_round: f64 = rt.block_on(async {
-        sqlx::query_scalar("SELECT COALESCE(avg(events), 0)::float8 FROM session_ends WHERE root_argv[3] = 'agent'").fetch_one(&d.pool).await.expect("agent-like events")
+        sqlx::query_scalar("SELECT COALESCE(avg(events), 0)::float8 FROM session_ends WHERE root_argv[3] = 'agent'")
+            .fetch_one(&d.pool)
+            .await
+            .expect("agent-like events")
     });
     let share = per_round * redact_ns / fl(agent_round_ns).max(1.0);
     println!("\n== 6. evidence: redaction, chain and verify ==");
@@ -1376,9 +1452,11 @@ fn evidence(rt: &tokio::runtime::Runtime, d: &Daemon, agent_round_ns: u64) -> Va
         share * 100.0
     );
     let t = Instant::now();
-    let out = Command::new(bin()).args(["verify", "--json", "--database-url", &d.db_url]).output().expect("agentmon verify");
+    let out =
+        Command::new(bin()).args(["verify", "--json", "--database-url", &d.db_url]).output().expect("agentmon verify");
     let secs = t.elapsed().as_secs_f64();
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let rows: u64 = lines.iter().filter(|l| l["type"] == "summary").filter_map(|l| l["rows"].as_u64()).sum();
     let findings = lines.iter().filter(|l| l["type"] == "finding").count();
     println!(
@@ -1421,7 +1499,8 @@ fn main() {
     let bt_note = if have_bt {
         std::fs::create_dir_all(&bt_cgroup).expect("bpftrace cgroup");
         std::fs::write(&bt_script, bpftrace_script(&bt_cgroup)).expect("write the bpftrace script");
-        "bpftrace: reference script ran (fork/exec/exit and openat enter/exit, filtered by cgroup, printf per event)".to_owned()
+        "bpftrace: reference script ran (fork/exec/exit and openat enter/exit, filtered by cgroup, printf per event)"
+            .to_owned()
     } else {
         "bpftrace: not on PATH, reference skipped".to_owned()
     };

@@ -84,12 +84,27 @@ fn files(dir: &str) {
     sys!(SYS_close, fd);
     // delete
     pair("unlink", sys!(SYS_unlink, p("d").as_ptr()), sys!(SYS_unlink, p("d").as_ptr()), ENOENT);
-    pair("unlinkat", sys!(SYS_unlinkat, dirfd, c("c").as_ptr(), 0), sys!(SYS_unlinkat, dirfd, c("c").as_ptr(), 0), ENOENT);
+    pair(
+        "unlinkat",
+        sys!(SYS_unlinkat, dirfd, c("c").as_ptr(), 0),
+        sys!(SYS_unlinkat, dirfd, c("c").as_ptr(), 0),
+        ENOENT,
+    );
     pair("mkdir", sys!(SYS_mkdir, p("m1").as_ptr(), 0o755), sys!(SYS_mkdir, p("m1").as_ptr(), 0o755), EEXIST);
-    pair("mkdirat", sys!(SYS_mkdirat, dirfd, c("m2").as_ptr(), 0o700), sys!(SYS_mkdirat, dirfd, c("m2").as_ptr(), 0o700), EEXIST);
+    pair(
+        "mkdirat",
+        sys!(SYS_mkdirat, dirfd, c("m2").as_ptr(), 0o700),
+        sys!(SYS_mkdirat, dirfd, c("m2").as_ptr(), 0o700),
+        EEXIST,
+    );
     pair("rmdir", sys!(SYS_rmdir, p("m1").as_ptr()), sys!(SYS_rmdir, p("m1").as_ptr()), ENOENT);
     // rename, across directories
-    pair("rename", sys!(SYS_rename, p("a").as_ptr(), p("m2/a2").as_ptr()), sys!(SYS_rename, p("zz").as_ptr(), p("m2/zz").as_ptr()), ENOENT);
+    pair(
+        "rename",
+        sys!(SYS_rename, p("a").as_ptr(), p("m2/a2").as_ptr()),
+        sys!(SYS_rename, p("zz").as_ptr(), p("m2/zz").as_ptr()),
+        ENOENT,
+    );
     pair(
         "renameat",
         sys!(SYS_renameat, dirfd, c("b").as_ptr(), dirfd, c("b2").as_ptr()),
@@ -103,14 +118,24 @@ fn files(dir: &str) {
         ENOENT,
     );
     // links
-    pair("link", sys!(SYS_link, p("b3").as_ptr(), p("l1").as_ptr()), sys!(SYS_link, p("b3").as_ptr(), p("l1").as_ptr()), EEXIST);
+    pair(
+        "link",
+        sys!(SYS_link, p("b3").as_ptr(), p("l1").as_ptr()),
+        sys!(SYS_link, p("b3").as_ptr(), p("l1").as_ptr()),
+        EEXIST,
+    );
     pair(
         "linkat",
         sys!(SYS_linkat, dirfd, c("b3").as_ptr(), dirfd, c("l2").as_ptr(), 0),
         sys!(SYS_linkat, dirfd, c("b3").as_ptr(), dirfd, c("l2").as_ptr(), 0),
         EEXIST,
     );
-    pair("symlink", sys!(SYS_symlink, c("b3").as_ptr(), p("s1").as_ptr()), sys!(SYS_symlink, c("b3").as_ptr(), p("s1").as_ptr()), EEXIST);
+    pair(
+        "symlink",
+        sys!(SYS_symlink, c("b3").as_ptr(), p("s1").as_ptr()),
+        sys!(SYS_symlink, c("b3").as_ptr(), p("s1").as_ptr()),
+        EEXIST,
+    );
     pair(
         "symlinkat",
         sys!(SYS_symlinkat, c("b3").as_ptr(), dirfd, c("s2").as_ptr()),
@@ -121,7 +146,12 @@ fn files(dir: &str) {
     let fd = sys!(SYS_open, p("b3").as_ptr(), O_RDWR);
     pair("chmod", sys!(SYS_chmod, p("b3").as_ptr(), 0o600), sys!(SYS_chmod, p("zz").as_ptr(), 0o600), ENOENT);
     pair("fchmod", sys!(SYS_fchmod, fd, 0o640), sys!(SYS_fchmod, 999, 0o640), EBADF);
-    pair("fchmodat", sys!(SYS_fchmodat, dirfd, c("b3").as_ptr(), 0o644), sys!(SYS_fchmodat, dirfd, c("zz").as_ptr(), 0o644), ENOENT);
+    pair(
+        "fchmodat",
+        sys!(SYS_fchmodat, dirfd, c("b3").as_ptr(), 0o644),
+        sys!(SYS_fchmodat, dirfd, c("zz").as_ptr(), 0o644),
+        ENOENT,
+    );
     // chown
     pair("chown", sys!(SYS_chown, p("b3").as_ptr(), 0, 0), sys!(SYS_chown, p("zz").as_ptr(), 0, 0), ENOENT);
     pair("fchown", sys!(SYS_fchown, fd, 0, 0), sys!(SYS_fchown, 999, 0, 0), EBADF);
@@ -352,7 +382,15 @@ fn fast_open(tcp: &str) {
         sin_zero: [0; 8],
     };
     let msg = b"agentmon-fastopen";
-    let r = sys!(libc::SYS_sendto, fd, msg.as_ptr(), msg.len(), libc::MSG_FASTOPEN, &raw const sa, size_of::<libc::sockaddr_in>());
+    let r = sys!(
+        libc::SYS_sendto,
+        fd,
+        msg.as_ptr(),
+        msg.len(),
+        libc::MSG_FASTOPEN,
+        &raw const sa,
+        size_of::<libc::sockaddr_in>()
+    );
     assert!(r > 0, "fast-open sendto: {r}");
     // SAFETY: closing our own fd.
     unsafe { libc::close(fd) };
@@ -374,7 +412,14 @@ fn fchmodat2_empty(path: &str) {
 fn int80_open(path: &str) {
     // SAFETY: an anonymous mapping we own.
     let page = unsafe {
-        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
     };
     assert_ne!(page, libc::MAP_FAILED, "MAP_32BIT");
     let bytes = c(path);
