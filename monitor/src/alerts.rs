@@ -19,10 +19,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::{
-    correlate::{
-        resources::{NetSummary, WRITE_ACCESSES},
-        AlertRecord, EventFacts, Output,
-    },
+    record::{AlertRecord, EventFacts, NetSummary, Output, WRITE_ACCESSES},
     sensitive::{glob_regex, Sensitive},
 };
 
@@ -611,7 +608,7 @@ impl Engine {
                 event_ids: Vec::new(),
                 summary: h.summary.clone(),
                 details: h.details.clone(),
-                chain: crate::chain::ChainLink::default(),
+                chain: crate::record::ChainLink::default(),
             };
             push_id(&mut rec.action_ids, h.action);
             push_id(&mut rec.event_ids, h.event);
@@ -656,7 +653,7 @@ impl Engine {
                 event_ids: g.events,
                 summary: format!("{} more time(s) after: {}", g.count, g.summary),
                 details: g.details,
-                chain: crate::chain::ChainLink::default(),
+                chain: crate::record::ChainLink::default(),
             }
         })
     }
@@ -824,7 +821,7 @@ impl Engine {
         })
     }
 
-    fn action_hits(&mut self, agent: &str, a: &crate::correlate::ActionRecord, hits: &mut Vec<Hit>) {
+    fn action_hits(&mut self, agent: &str, a: &crate::record::ActionRecord, hits: &mut Vec<Hit>) {
         let failed = a.exit_code.is_some_and(|c| c != 0) || a.signal.is_some();
         let result = if failed { "failed" } else { "ok" };
         let mut found = Vec::new();
@@ -925,7 +922,7 @@ pub fn payload(host: &str, a: &AlertRecord) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::correlate::{ActionRecord, EventRecord, SessionStart};
+    use crate::record::{ActionRecord, EventRecord, SessionStart};
 
     fn engine(cfg: &AlertConfig) -> Engine {
         let mut e = Engine::new(
@@ -942,7 +939,7 @@ mod tests {
             source: "run".into(),
             started_at: Utc::now(),
             redacted: Vec::new(),
-            chain: crate::chain::ChainLink::default(),
+            chain: crate::record::ChainLink::default(),
         }));
         e
     }
@@ -964,7 +961,7 @@ mod tests {
             tid: 5,
             data: String::new(),
             redacted: Vec::new(),
-            chain: crate::chain::ChainLink::default(),
+            chain: crate::record::ChainLink::default(),
             facts: Some(Box::new(facts)),
         })
     }

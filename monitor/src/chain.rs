@@ -19,17 +19,17 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::correlate::{
-    ActionRecord, AlertRecord, Checkpoint, EventRecord, ProcessRecord, RetentionCut, SessionEnd, SessionStart,
-    SigningKey,
+use crate::{
+    record::{
+        ActionRecord, AlertRecord, Checkpoint, EventRecord, Hash, ProcessRecord, RetentionCut, SessionEnd,
+        SessionStart, SigningKey,
+    },
+    text::{hex, unhex},
 };
-
-pub type Hash = [u8; 32];
 
 /// The hash before the first row.
 pub const GENESIS: Hash = [0; 32];
@@ -45,46 +45,6 @@ const CUT_DOMAIN: &[u8] = b"agentmon retention cut v1\n";
 pub struct Head {
     pub seq: u64,
     pub hash: Hash,
-}
-
-/// A row's place in its host's chain.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ChainLink {
-    pub seq: u64,
-    #[serde(with = "hex_hash")]
-    pub hash: Hash,
-}
-
-mod hex_hash {
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(h: &super::Hash, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::hex(h))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<super::Hash, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_hash(&s).ok_or_else(|| serde::de::Error::custom("a chain hash is 64 hex digits"))
-    }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
-pub fn parse_hash(s: &str) -> Option<Hash> {
-    unhex(s)?.try_into().ok()
 }
 
 /// Append the canonical JSON text of `v` to `out`.
@@ -512,6 +472,7 @@ pub const ROW_SQL: &[(&str, &str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{parse_hash, ChainLink};
 
     #[test]
     fn a_cut_signature_covers_every_field_and_is_domain_separated() {

@@ -19,6 +19,7 @@ pub mod ebpf;
 pub mod errno;
 pub mod pgcluster;
 pub mod procscan;
+pub mod record;
 pub mod redact;
 pub mod rules;
 pub mod sensitive;

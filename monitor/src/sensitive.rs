@@ -24,7 +24,7 @@
 use regex::RegexSet;
 use serde::Deserialize;
 
-use crate::correlate::resources::{FileSummary, NetSummary};
+use crate::record::{FileSummary, NetSummary};
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    chain::{self, hex, Hash, GENESIS, ROW_SQL},
-    correlate::{ChainLink, Checkpoint, RetentionCut},
+    chain::{self, GENESIS, ROW_SQL},
+    record::{ChainLink, Checkpoint, Hash, RetentionCut},
+    text::hex,
 };
 
 /// The `table` of a row retention removed: only its leaf is left (`row` is
@@ -100,7 +101,7 @@ pub struct Summary {
 /// A row's leaf: hashed from its row object, or, for a row retention removed, the leaf kept.
 pub fn row_leaf(r: &ChainRow) -> Hash {
     if r.table == RETAINED {
-        r.row["leaf"].as_str().and_then(chain::parse_hash).unwrap_or([0; 32])
+        r.row["leaf"].as_str().and_then(crate::record::parse_hash).unwrap_or([0; 32])
     } else {
         chain::leaf(&r.row)
     }
@@ -354,7 +355,7 @@ impl Verifier {
     fn check_witness(&mut self, w: &WitnessLine, at: Option<&ChainRow>) {
         self.summary.witness_checked += 1;
         let c = w.checkpoint();
-        if chain::key_fingerprint(&chain::unhex(&w.public_key).unwrap_or_default()) != w.key_fingerprint
+        if chain::key_fingerprint(&crate::text::unhex(&w.public_key).unwrap_or_default()) != w.key_fingerprint
             || !chain::signature_valid(&self.host, &c, &w.public_key)
         {
             self.find(
@@ -534,7 +535,7 @@ pub async fn start_at(
     let Some(row) = row else { return Ok((1, GENESIS)) };
     let c: Checkpoint = serde_json::from_value(checkpoint_fields(&row))?;
     let valid = keys.get(&c.key_fingerprint).is_some_and(|pk| chain::signature_valid(host, &c, pk));
-    let hash = chain::parse_hash(&c.head_hash).filter(|_| valid);
+    let hash = crate::record::parse_hash(&c.head_hash).filter(|_| valid);
     match hash {
         Some(h) => Ok((c.covers_seq + 1, h)),
         None => anyhow::bail!(

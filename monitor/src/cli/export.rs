@@ -21,7 +21,11 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 
-use crate::chain::{self, hex, Hash, GENESIS, ROW_SQL};
+use crate::{
+    chain::{self, GENESIS, ROW_SQL},
+    record::Hash,
+    text::hex,
+};
 
 pub const FORMAT: &str = "agentmon-packet/1";
 
@@ -297,7 +301,7 @@ pub fn check(packet: &Value) -> Result<Report, String> {
     let mut report = Report::default();
     for p in proofs {
         let host = p["host"].as_str().ok_or("a proof without host")?;
-        let mut head = chain::parse_hash(p["prev_hash"].as_str().unwrap_or_default()).ok_or("bad prev_hash")?;
+        let mut head = crate::record::parse_hash(p["prev_hash"].as_str().unwrap_or_default()).ok_or("bad prev_hash")?;
         let mut seq = p["first_seq"].as_u64().ok_or("bad first_seq")?;
         if seq == 0 || (seq == 1 && head != GENESIS) {
             return Err(format!("{host}: the chain must start from the genesis hash at row 1"));
@@ -314,26 +318,25 @@ pub fn check(packet: &Value) -> Result<Report, String> {
                 chain::leaf(row)
             } else {
                 report.leaves += 1;
-                chain::parse_hash(e["leaf"].as_str().unwrap_or_default())
+                crate::record::parse_hash(e["leaf"].as_str().unwrap_or_default())
                     .ok_or_else(|| format!("{host}: row {seq}: bad leaf"))?
             };
             head = chain::link(&head, &leaf);
             seq += 1;
         }
-        let c: crate::correlate::Checkpoint =
-            serde_json::from_value(crate::verify::checkpoint_fields(&p["checkpoint"]))
-                .map_err(|e| format!("{host}: bad checkpoint: {e}"))?;
+        let c: crate::record::Checkpoint = serde_json::from_value(crate::verify::checkpoint_fields(&p["checkpoint"]))
+            .map_err(|e| format!("{host}: bad checkpoint: {e}"))?;
         if c.covers_seq + 1 != seq {
             return Err(format!("{host}: the rows end at {} but the checkpoint covers {}", seq - 1, c.covers_seq));
         }
-        if chain::parse_hash(&c.head_hash) != Some(head) {
+        if crate::record::parse_hash(&c.head_hash) != Some(head) {
             return Err(format!(
                 "{host}: the rows do not hash to the checkpoint's head (row {}): the packet was changed",
                 c.covers_seq
             ));
         }
         let pk = p["public_key"].as_str().unwrap_or_default();
-        if chain::unhex(pk).is_none_or(|k| chain::key_fingerprint(&k) != c.key_fingerprint) {
+        if crate::text::unhex(pk).is_none_or(|k| chain::key_fingerprint(&k) != c.key_fingerprint) {
             return Err(format!(
                 "{host}: the public key is not the one that signed (fingerprint {})",
                 c.key_fingerprint
@@ -574,7 +577,7 @@ fn changed_files(files: &Value) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|f| f["access"].as_str().is_some_and(|x| crate::correlate::resources::WRITE_ACCESSES.contains(&x)))
+        .filter(|f| f["access"].as_str().is_some_and(|x| crate::record::WRITE_ACCESSES.contains(&x)))
         .map(|f| {
             let result = if f["result"] == "ok" {
                 String::new()
@@ -649,7 +652,7 @@ mod tests {
             }
             head = chain::link(&head, &chain::leaf(r));
         }
-        let mut c = crate::correlate::Checkpoint {
+        let mut c = crate::record::Checkpoint {
             id: uuid::Uuid::nil(),
             covers_seq: 5,
             head_hash: hex(&head),
@@ -658,7 +661,7 @@ mod tests {
             next_within_secs: 60,
             key_fingerprint: chain::key_fingerprint(key.verifying_key().as_bytes()),
             signature: String::new(),
-            chain: chain::ChainLink::default(),
+            chain: crate::record::ChainLink::default(),
         };
         c.signature = hex(&key.sign(&chain::checkpoint_message("h", &c)).to_bytes());
         let entries: Vec<Value> = rows[1..]

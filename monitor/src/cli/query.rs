@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use crate::{
     cli::table,
-    correlate::resources::{FileSummary, NetSummary},
+    record::{FileSummary, NetSummary},
     store::query::{self, ActionFilter, ActionView, AlertFilter, ProcessView, SessionFilter},
     text::shell_join,
 };

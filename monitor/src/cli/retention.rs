@@ -151,7 +151,7 @@ pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> any
 
 /// The archive's rows against the cut: their count, their table, and each chained row's leaf
 /// against the one the cut kept (which `check_cut` ties to the signed leaves hash).
-fn check_lines(lines: &[String], c: &crate::correlate::RetentionCut, kept: &[RetainedLeaf]) -> Vec<String> {
+fn check_lines(lines: &[String], c: &crate::record::RetentionCut, kept: &[RetainedLeaf]) -> Vec<String> {
     let mut problems = Vec::new();
     let kept: std::collections::HashMap<(&str, u64), &RetainedLeaf> =
         kept.iter().map(|l| ((l.host.as_str(), l.seq), l)).collect();

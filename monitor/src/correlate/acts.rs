@@ -174,7 +174,7 @@ pub fn protected_access(
     cgroup_roots: &[String],
     session_cgroup: &str,
 ) -> Option<&'static str> {
-    if !super::resources::WRITE_ACCESSES.contains(&access) {
+    if !crate::record::WRITE_ACCESSES.contains(&access) {
         return None;
     }
     let under = |root: &str| path == root || path.strip_prefix(root).is_some_and(|r| r.starts_with('/')) || root == "/";

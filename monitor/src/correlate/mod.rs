@@ -8,7 +8,6 @@
 //! This module is pure: no I/O, no clock reads, so it is tested on synthetic sequences.
 
 pub mod acts;
-mod records;
 pub mod resources;
 
 use std::collections::HashMap;
@@ -18,10 +17,12 @@ use serde::{Deserialize, Serialize};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use records::*;
+use crate::record::{
+    ActionRecord, ChainLink, EventFacts, EventRecord, NetSummary, Output, ProcessRecord, ProcessRow, SessionEnd,
+};
 
 use crate::ebpf::decode::{join_path, Event, Exec, FileOp, Header, NetOp, SockAddr, TamperOp, UringOp};
-use resources::{DnsCache, NetSummary, Resources};
+use resources::{DnsCache, Resources};
 
 /// Converts kernel boot-time nanoseconds to wall-clock time and to `/proc` clock ticks.
 #[derive(Debug, Clone, Copy)]

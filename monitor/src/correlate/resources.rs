@@ -10,41 +10,10 @@ use monitor_common::nr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::ebpf::decode::{FileOp, NetOp, SockAddr};
-
-/// One summary entry of an action's (or the agent's) file accesses.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FileSummary {
-    pub path: String,
-    /// read, write, create, delete, `rename_from`, `rename_to`, mkdir, link, chmod, chown, truncate, exec.
-    pub access: String,
-    /// `ok`, or the errno name.
-    pub result: String,
-    pub count: u64,
-    /// A shared library, locale or loader file read: folded away in human output by default.
-    pub noise: bool,
-    /// A sensitive path (keys, credentials, agentmon's own files; see `crate::sensitive`).
-    #[serde(default)]
-    pub sensitive: bool,
-}
-
-/// One summary entry of an action's (or the agent's) network use.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct NetSummary {
-    /// connect, bind, listen, accept or send.
-    pub op: String,
-    /// ipv4, ipv6, unix or `family <n>`.
-    pub family: String,
-    pub addr: Option<String>,
-    pub port: Option<u16>,
-    /// The DNS name the address was resolved from, when a tagged process looked it up.
-    pub host: Option<String>,
-    pub result: String,
-    pub count: u64,
-    /// A sensitive endpoint (cloud metadata service, docker socket, configured addresses).
-    #[serde(default)]
-    pub sensitive: bool,
-}
+use crate::{
+    ebpf::decode::{FileOp, NetOp, SockAddr},
+    record::{FileSummary, NetSummary},
+};
 
 /// Distinct summary entries kept per action (or session); accesses past it are counted under
 /// the path [`OTHER_PATHS`] so the counts stay complete. Raw events keep every access.
@@ -125,10 +94,6 @@ impl Resources {
         (std::mem::take(&mut self.files), std::mem::take(&mut self.net))
     }
 }
-
-/// Accesses that modify something (`--writes`).
-pub const WRITE_ACCESSES: &[&str] =
-    &["write", "create", "delete", "rename_from", "rename_to", "mkdir", "link", "chmod", "chown", "truncate"];
 
 /// Noise, stored but folded by default and skipped by `--writes` and the FILES count:
 /// - any access to a character device every program touches (`/dev/null`, `/dev/tty`, a

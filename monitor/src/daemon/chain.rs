@@ -20,8 +20,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    chain::{self, hex, ChainLink, Hash, Head, GENESIS},
-    correlate::{Checkpoint, Output, RetentionCut, SigningKey},
+    chain::{self, Head, GENESIS},
+    record::{ChainLink, Checkpoint, Hash, Output, RetentionCut, SigningKey},
+    text::hex,
 };
 
 pub const KEY_FILE: &str = "signing.key";
@@ -297,7 +298,7 @@ impl Chain {
     }
 }
 
-fn truncate_process(p: &mut crate::correlate::ProcessRecord) {
+fn truncate_process(p: &mut crate::record::ProcessRecord) {
     chain::truncate_micros(&mut p.started_at);
     if let Some(t) = p.ended_at.as_mut() {
         chain::truncate_micros(t);

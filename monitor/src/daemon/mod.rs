@@ -41,9 +41,10 @@ use crate::{
     cgroup,
     config::{self, FileConfig},
     control::{LiveSession, Request, Response, SessionStarted, Status},
-    correlate::{Clock, Correlator, Output, SessionInfo, SessionStart},
+    correlate::{Clock, Correlator, SessionInfo},
     ebpf::{decode::Event, Attachment, ProbeOptions, Probes},
     procscan,
+    record::{Output, SessionStart},
 };
 use control::{proc_start_ticks, Command};
 use queue::Queue;
@@ -699,7 +700,7 @@ impl Daemon {
             source: "exe".to_owned(),
             started_at: self.correlator.clock().wall(e.hdr.ts_ns),
             redacted: Vec::new(),
-            chain: crate::chain::ChainLink::default(),
+            chain: crate::record::ChainLink::default(),
         })]);
         info!(session = %id, agent, pid = e.hdr.tgid, exe = %e.filename, "session started by an exe rule");
     }
@@ -809,7 +810,7 @@ impl Daemon {
         }
     }
 
-    fn enqueue_alerts(&mut self, alerts: Vec<crate::correlate::AlertRecord>) {
+    fn enqueue_alerts(&mut self, alerts: Vec<crate::record::AlertRecord>) {
         if alerts.is_empty() {
             return;
         }
@@ -821,7 +822,7 @@ impl Daemon {
     }
 
     /// Redact, chain and queue an alert, then log it and hand it to the webhook.
-    fn raise(&mut self, q: &mut Queue, a: crate::correlate::AlertRecord) {
+    fn raise(&mut self, q: &mut Queue, a: crate::record::AlertRecord) {
         let mut o = Output::Alert(a);
         redact::apply(&self.redactor, &mut o);
         self.chain.seal(&mut o, None);
@@ -1075,7 +1076,7 @@ impl Daemon {
             source: source.to_owned(),
             started_at: Utc::now(),
             redacted: Vec::new(),
-            chain: crate::chain::ChainLink::default(),
+            chain: crate::record::ChainLink::default(),
         })]);
         Ok(cgroup_id)
     }

@@ -21,7 +21,7 @@ use std::{
 use uuid::Uuid;
 
 use super::spool::{Spool, SpoolError, SpoolRecord};
-use crate::correlate::Output;
+use crate::record::Output;
 
 /// Records per batch handed to the store.
 pub const BATCH_RECORDS: usize = 20_000;
@@ -355,7 +355,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::correlate::{EventRecord, SessionStart};
+    use crate::record::{EventRecord, SessionStart};
 
     fn dir(name: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("agentmon-queue-{name}-{}", std::process::id()));
@@ -382,7 +382,7 @@ mod tests {
             tid: 1,
             data: "{\"path\":\"/etc/hostname\"}".into(),
             redacted: Vec::new(),
-            chain: crate::chain::ChainLink::default(),
+            chain: crate::record::ChainLink::default(),
             facts: None,
         })
     }
@@ -398,7 +398,7 @@ mod tests {
             source: "run".into(),
             started_at: chrono::DateTime::default(),
             redacted: Vec::new(),
-            chain: crate::chain::ChainLink::default(),
+            chain: crate::record::ChainLink::default(),
         })
     }
 

@@ -9,10 +9,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::{
-    correlate::{
-        resources::{FileSummary, NetSummary},
-        Output, ProcessRecord,
-    },
+    record::{FileSummary, NetSummary, Output, ProcessRecord},
     redact::{Hits, RedactConfig, Redactor},
     text::shell_join,
 };

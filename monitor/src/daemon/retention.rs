@@ -32,9 +32,10 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
-    chain::{self, hex, LeavesHasher, RetainedLeaf},
+    chain::{self, LeavesHasher, RetainedLeaf},
     control::Response,
-    correlate::RetentionCut,
+    record::RetentionCut,
+    text::hex,
 };
 
 /// `[retention]` in the config file. Unset: nothing is ever removed.
@@ -396,7 +397,7 @@ async fn cut_partition(
         at: Utc::now(),
         key_fingerprint: String::new(),
         signature: String::new(),
-        chain: crate::chain::ChainLink::default(),
+        chain: crate::record::ChainLink::default(),
     };
     let id = cut.id;
     item.cut_id = Some(id);

@@ -11,11 +11,12 @@ use sqlx::{postgres::PgPoolOptions, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::{
-    chain::{hex, process_id, ChainLink},
-    correlate::{
-        ActionRecord, AlertRecord, Checkpoint, EventRecord, Output, ProcessRecord, RetentionCut, SessionEnd,
+    chain::process_id,
+    record::{
+        ActionRecord, AlertRecord, ChainLink, Checkpoint, EventRecord, Output, ProcessRecord, RetentionCut, SessionEnd,
         SessionStart, SigningKey,
     },
+    text::hex,
 };
 
 #[derive(Debug, thiserror::Error)]

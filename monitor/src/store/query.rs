@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row as _};
 use uuid::Uuid;
 
-use crate::correlate::resources::{FileSummary, NetSummary, WRITE_ACCESSES};
+use crate::record::{FileSummary, NetSummary, WRITE_ACCESSES};
 
 /// One row of `agentmon sessions`.
 #[derive(Debug, Serialize)]

@@ -1,11 +1,10 @@
-//! The evidence records correlation produces. Each is inserted once and never updated.
+//! The records that flow between the daemon's stages: correlation makes sessions, actions,
+//! processes and events; the alert, chain and retention stages add alerts, checkpoints,
+//! signing keys and retention cuts. Each is stored once and never updated.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-
-use super::resources::{FileSummary, NetSummary};
-pub use crate::chain::ChainLink;
 
 /// One process of an action's subtree (or the agent process itself).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -336,4 +335,71 @@ impl Output {
             Self::Checkpoint(_) | Self::SigningKey(_) | Self::RetentionCut(_) => Uuid::nil(),
         }
     }
+}
+
+/// One summary entry of an action's (or the agent's) file accesses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileSummary {
+    pub path: String,
+    /// read, write, create, delete, `rename_from`, `rename_to`, mkdir, link, chmod, chown, truncate, exec.
+    pub access: String,
+    /// `ok`, or the errno name.
+    pub result: String,
+    pub count: u64,
+    /// A shared library, locale or loader file read: folded away in human output by default.
+    pub noise: bool,
+    /// A sensitive path (keys, credentials, agentmon's own files; see `crate::sensitive`).
+    #[serde(default)]
+    pub sensitive: bool,
+}
+
+/// One summary entry of an action's (or the agent's) network use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetSummary {
+    /// connect, bind, listen, accept or send.
+    pub op: String,
+    /// ipv4, ipv6, unix or `family <n>`.
+    pub family: String,
+    pub addr: Option<String>,
+    pub port: Option<u16>,
+    /// The DNS name the address was resolved from, when a tagged process looked it up.
+    pub host: Option<String>,
+    pub result: String,
+    pub count: u64,
+    /// A sensitive endpoint (cloud metadata service, docker socket, configured addresses).
+    #[serde(default)]
+    pub sensitive: bool,
+}
+
+/// Accesses that modify something (`--writes`).
+pub const WRITE_ACCESSES: &[&str] =
+    &["write", "create", "delete", "rename_from", "rename_to", "mkdir", "link", "chmod", "chown", "truncate"];
+
+/// A SHA-256 digest: a row's leaf or chain hash.
+pub type Hash = [u8; 32];
+
+/// A row's place in its host's chain.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChainLink {
+    pub seq: u64,
+    #[serde(with = "hex_hash")]
+    pub hash: Hash,
+}
+
+mod hex_hash {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &super::Hash, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::text::hex(h))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<super::Hash, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_hash(&s).ok_or_else(|| serde::de::Error::custom("a chain hash is 64 hex digits"))
+    }
+}
+
+/// A hash from its 64 hex digits.
+pub fn parse_hash(s: &str) -> Option<Hash> {
+    crate::text::unhex(s)?.try_into().ok()
 }
