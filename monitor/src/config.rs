@@ -77,9 +77,9 @@ pub struct FileConfig {
     /// Alert rules, webhook (see `crate::alerts`).
     #[serde(default)]
     pub alerts: crate::alerts::AlertConfig,
-    /// Retention tiers (see `crate::daemon::retention`); unset = keep everything.
+    /// Retention tiers (see `crate::retention`); unset = keep everything.
     #[serde(default)]
-    pub retention: crate::daemon::retention::RetentionConfig,
+    pub retention: crate::retention::RetentionConfig,
     /// Session rules: `[[rule]]` tables (see `crate::rules`).
     #[serde(default, rename = "rule")]
     pub rules: Vec<crate::rules::RuleConfig>,
@@ -139,8 +139,7 @@ impl FileConfig {
         if let Some(d) = &self.alerts.webhook_retry_max {
             crate::alerts::parse_duration(d).map_err(|m| key("alerts.webhook_retry_max", m))?;
         }
-        crate::daemon::retention::Policy::new(&self.retention, Path::new(DEFAULT_STATE_DIR))
-            .map_err(|(k, m)| key(&k, m))?;
+        crate::retention::Policy::new(&self.retention, Path::new(DEFAULT_STATE_DIR)).map_err(|(k, m)| key(&k, m))?;
         Ok(())
     }
 }

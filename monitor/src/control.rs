@@ -56,7 +56,7 @@ pub struct SessionStarted {
 pub enum Response {
     Status(Box<Status>),
     Session(SessionStarted),
-    Retention(Box<crate::daemon::retention::Report>),
+    Retention(Box<crate::retention::Report>),
     /// A checkpoint of this host's chain head is queued or stored.
     Checkpoint {
         host: String,

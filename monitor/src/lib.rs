@@ -21,6 +21,7 @@ pub mod pgcluster;
 pub mod procscan;
 pub mod record;
 pub mod redact;
+pub mod retention;
 pub mod rules;
 pub mod sensitive;
 pub mod store;

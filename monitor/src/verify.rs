@@ -1,16 +1,16 @@
 //! `agentmon verify`: recompute each host's chain from the stored rows and check the signed
 //! checkpoints. [`Verifier`] is the pure check (fed rows in chain order, unit-tested);
-//! [`chain_rows`] streams them from the database, merged across tables by `chain_seq`.
+//! `store::verify::chain_rows` streams them from the database, merged across tables by
+//! `chain_seq`.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use futures_util::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    chain::{self, GENESIS, ROW_SQL},
+    chain::{self, GENESIS},
     record::{ChainLink, Checkpoint, Hash, RetentionCut},
     text::hex,
 };
@@ -450,30 +450,6 @@ pub fn cut_fields(row: &Value) -> Result<RetentionCut, serde_json::Error> {
     }))
 }
 
-/// The chained retention cuts of the database (any host's).
-pub async fn known_cuts(pool: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id::text FROM retention_cuts WHERE chain_seq IS NOT NULL").fetch_all(pool).await
-}
-
-/// The leaves a cut kept, in (host, chain_seq) order.
-pub async fn cut_leaves(pool: &sqlx::PgPool, cut: uuid::Uuid) -> Result<Vec<chain::RetainedLeaf>, sqlx::Error> {
-    let rows: Vec<(String, i64, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT host, chain_seq, leaf, chain_hash FROM retained_leaves WHERE cut_id = $1 ORDER BY host, chain_seq",
-    )
-    .bind(cut)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(host, seq, leaf, h)| chain::RetainedLeaf {
-            host,
-            seq: seq as u64,
-            leaf: leaf.try_into().unwrap_or([0; 32]),
-            chain_hash: h.and_then(|h| h.try_into().ok()),
-        })
-        .collect())
-}
-
 /// A cut's kept leaves (`cut_leaves`) must be exactly those it signed (`leaves_hash`,
 /// `chained_rows`). A cut with none kept was never applied (its drop failed and was rolled back).
 pub fn check_cut(host: &str, c: &RetentionCut, leaves: &[chain::RetainedLeaf]) -> Option<Finding> {
@@ -501,39 +477,13 @@ pub fn check_cut(host: &str, c: &RetentionCut, leaves: &[chain::RetainedLeaf]) -
     })
 }
 
-/// Hosts with a chain in this database.
-pub async fn hosts(pool: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT DISTINCT host FROM signing_keys UNION SELECT DISTINCT host FROM sessions ORDER BY 1")
-        .fetch_all(pool)
-        .await
-}
-
-pub async fn keys(pool: &sqlx::PgPool, host: &str) -> Result<HashMap<String, String>, sqlx::Error> {
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT fingerprint, public_key FROM signing_keys WHERE host = $1")
-            .bind(host)
-            .fetch_all(pool)
-            .await?;
-    Ok(rows.into_iter().collect())
-}
-
-/// Where to start for `--since`: the newest checkpoint at or before `since` (its sequence and
-/// head hash, once its signature verifies), else the start of the chain.
-#[expect(clippy::implicit_hasher, reason = "the map comes from `keys`")]
-pub async fn start_at(
-    pool: &sqlx::PgPool,
-    host: &str,
-    since: Option<DateTime<Utc>>,
-    keys: &HashMap<String, String>,
-) -> anyhow::Result<(u64, Hash)> {
-    let Some(since) = since else { return Ok((1, GENESIS)) };
-    let sql = format!(
-        "SELECT row FROM (SELECT {} AS row, chain_seq FROM checkpoints WHERE host = $1 AND at <= $2) c ORDER BY chain_seq DESC LIMIT 1",
-        ROW_SQL.iter().find(|t| t.0 == "checkpoints").map_or("NULL", |t| t.1)
-    );
-    let row: Option<Value> = sqlx::query_scalar(&sql).bind(host).bind(since).fetch_optional(pool).await?;
-    let Some(row) = row else { return Ok((1, GENESIS)) };
-    let c: Checkpoint = serde_json::from_value(checkpoint_fields(&row))?;
+/// Where to start for `--since`: after `checkpoint` (the row of the newest checkpoint at or
+/// before `since`, from `store::verify::checkpoint_before`) once its signature verifies, else
+/// the start of the chain.
+#[expect(clippy::implicit_hasher, reason = "the map comes from `store::verify::keys`")]
+pub fn start_at(host: &str, checkpoint: Option<&Value>, keys: &HashMap<String, String>) -> anyhow::Result<(u64, Hash)> {
+    let Some(row) = checkpoint else { return Ok((1, GENESIS)) };
+    let c: Checkpoint = serde_json::from_value(checkpoint_fields(row))?;
     let valid = keys.get(&c.key_fingerprint).is_some_and(|pk| chain::signature_valid(host, &c, pk));
     let hash = crate::record::parse_hash(&c.head_hash).filter(|_| valid);
     match hash {
@@ -543,52 +493,6 @@ pub async fn start_at(
             c.covers_seq
         ),
     }
-}
-
-/// Every row of a host's chain from `start` on, in chain order, streamed (the database merges
-/// the tables' `(host, chain_seq)` indexes).
-pub fn chain_rows<'a>(
-    pool: &'a sqlx::PgPool,
-    host: &'a str,
-    start: u64,
-) -> impl Stream<Item = Result<ChainRow, sqlx::Error>> + 'a {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let sql = SQL.get_or_init(|| {
-        let parts: Vec<String> = ROW_SQL
-            .iter()
-            .map(|(table, row, id)| format!("SELECT '{table}'::text AS t, {id} AS id, chain_seq, chain_hash, {row} AS row FROM {table} WHERE host = $1 AND chain_seq >= $2"))
-            .collect();
-        format!(
-            "{} UNION ALL SELECT '{RETAINED}', cut_id::text, chain_seq, chain_hash, jsonb_build_object('table', table_name, 'leaf', encode(leaf, 'hex')) \
-             FROM retained_leaves WHERE host = $1 AND chain_seq >= $2 ORDER BY chain_seq",
-            parts.join(" UNION ALL ")
-        )
-    });
-    sqlx::query_as::<_, (String, String, i64, Option<Vec<u8>>, Value)>(sql)
-        .bind(host)
-        .bind(start as i64)
-        .fetch(pool)
-        .map(|r| {
-            r.map(|(table, id, seq, hash, row)| ChainRow {
-                table,
-                id,
-                seq: seq as u64,
-                hash: hash.and_then(|h| h.try_into().ok()),
-                row,
-            })
-        })
-}
-
-/// Rows of a host that have no place in the chain (inserted by hand, or written before the
-/// chain existed).
-pub async fn unchained(pool: &sqlx::PgPool, host: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let parts: Vec<String> = ROW_SQL
-        .iter()
-        .map(|(table, _, id)| {
-            format!("(SELECT '{table}'::text, {id} FROM {table} WHERE host = $1 AND chain_seq IS NULL LIMIT 1000)")
-        })
-        .collect();
-    sqlx::query_as(&parts.join(" UNION ALL ")).bind(host).fetch_all(pool).await
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use chrono::{Duration, Utc};
 use integration_tests::{json_lines, scratch, Daemon};
-use monitor::daemon::retention;
+use monitor::retention;
 use serde_json::Value;
 
 const TABLES: [&str; 6] = ["events", "alerts", "processes", "actions", "session_ends", "sessions"];

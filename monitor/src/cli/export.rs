@@ -249,7 +249,7 @@ async fn host_proof(
     };
     let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
     let mut entries = Vec::new();
-    let mut rows = std::pin::pin!(crate::verify::chain_rows(pool, host, lo as u64));
+    let mut rows = std::pin::pin!(crate::store::verify::chain_rows(pool, host, lo as u64));
     let mut last_note = std::time::Instant::now();
     while let Some(r) = rows.next().await {
         let r = r.context("reading the chain")?;

@@ -1,5 +1,5 @@
 //! `agentmon retention` (asks the daemon, which signs the cuts) and `agentmon verify --archive`
-//! (checks a cold archive against its signed cut). The work is in `crate::daemon::retention`.
+//! (checks a cold archive against its signed cut). The core is `crate::retention`, the task `crate::daemon::retention`.
 
 use std::{path::Path, time::Duration};
 
@@ -11,7 +11,7 @@ use super::{table, verify::EXIT_FAILED};
 use crate::{
     chain::{self, RetainedLeaf, ROW_SQL},
     control::{self, Request, Response},
-    daemon::retention::{self, Report},
+    retention::{self, Report},
 };
 
 /// Returns the exit code: 0 when every planned partition was removed (or, with `dry_run`,
@@ -106,7 +106,7 @@ pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> any
                     c.archive_sha256.as_deref().unwrap_or("no archive")
                 ));
             }
-            match crate::verify::keys(pool, &host).await?.get(&c.key_fingerprint) {
+            match crate::store::verify::keys(pool, &host).await?.get(&c.key_fingerprint) {
                 None => problems.push(format!(
                     "the cut is signed by key {}, which is not registered for {host}",
                     c.key_fingerprint
@@ -116,7 +116,7 @@ pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> any
                 }
                 Some(_) => {}
             }
-            let kept = crate::verify::cut_leaves(pool, c.id).await?;
+            let kept = crate::store::verify::cut_leaves(pool, c.id).await?;
             if let Some(f) = crate::verify::check_cut(&host, &c, &kept) {
                 problems.push(f.detail);
             }

@@ -13,6 +13,7 @@ use futures_util::StreamExt as _;
 
 use crate::{
     cli::{query, table, DbArgs},
+    store,
     verify::{self, Finding, Summary, Verifier, WitnessLine},
 };
 
@@ -78,18 +79,22 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
     let pool = super::pool(&args.db).await?;
     let hosts = match &args.host {
         Some(h) => vec![h.clone()],
-        None => verify::hosts(&pool).await.context("listing hosts")?,
+        None => store::verify::hosts(&pool).await.context("listing hosts")?,
     };
     let mut failed = false;
     let mut reports = Vec::new();
     for host in &hosts {
-        let keys = verify::keys(&pool, host).await?;
-        let (start, prev) = verify::start_at(&pool, host, args.since, &keys).await?;
+        let keys = store::verify::keys(&pool, host).await?;
+        let checkpoint = match args.since {
+            Some(since) => store::verify::checkpoint_before(&pool, host, since).await?,
+            None => None,
+        };
+        let (start, prev) = verify::start_at(host, checkpoint.as_ref(), &keys)?;
         let mut v = Verifier::new(host, keys, witness.clone().unwrap_or_default(), start, prev);
-        v.set_known_cuts(verify::known_cuts(&pool).await?);
+        v.set_known_cuts(store::verify::known_cuts(&pool).await?);
         let t0 = Instant::now();
         let mut last_note = Instant::now();
-        let mut rows = std::pin::pin!(verify::chain_rows(&pool, host, start));
+        let mut rows = std::pin::pin!(store::verify::chain_rows(&pool, host, start));
         while let Some(r) = rows.next().await {
             v.feed(&r.context("reading the chain")?);
             if last_note.elapsed() >= Duration::from_secs(2) {
@@ -101,7 +106,7 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
                 );
             }
         }
-        for (table, id) in verify::unchained(&pool, host).await? {
+        for (table, id) in store::verify::unchained(&pool, host).await? {
             v.findings.push(Finding {
                 host: host.clone(),
                 kind: "unchained",
@@ -112,7 +117,7 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
             });
         }
         for c in std::mem::take(&mut v.cuts) {
-            let leaves = verify::cut_leaves(&pool, c.id).await?;
+            let leaves = store::verify::cut_leaves(&pool, c.id).await?;
             v.findings.extend(verify::check_cut(host, &c, &leaves));
         }
         v.finish(Utc::now());

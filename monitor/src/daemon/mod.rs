@@ -364,7 +364,7 @@ async fn capture(
     };
     let (cut_tx, cut_rx) = mpsc::channel::<retention::CutRequest>(4);
     if let Some(policy) =
-        retention::Policy::new(&file.retention, &state).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?
+        crate::retention::Policy::new(&file.retention, &state).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?
     {
         info!(hot_days = policy.hot.num_days(), warm_days = ?policy.warm.map(|w| w.num_days()), cold_days = ?policy.cold.map(|c| c.num_days()), archive = %policy.archive_dir.display(), "retention is on: applied daily");
         let (run_tx, run_rx) = mpsc::channel(4);

@@ -2,6 +2,8 @@
 //! stage, `daemon/store.rs`), and the CLI's queries.
 
 pub mod query;
+pub mod retention;
+pub mod verify;
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -200,7 +202,7 @@ async fn ensure_days(pool: &PgPool, batch: &[Output]) -> Result<(), sqlx::Error>
     days.retain(|d| !DAYS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(d));
     for d in days {
         // One transaction per table (see the partitioning migration: no deadlock with readers).
-        for (t, _) in crate::daemon::retention::TABLES {
+        for (t, _) in crate::retention::TABLES {
             sqlx::query("SELECT agentmon_ensure_partition($1, $2)").bind(t).bind(d).execute(pool).await?;
         }
         DAYS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(d);

@@ -1,0 +1,365 @@
+//! Retention with proof (README "Retention"): once a day, and on `agentmon retention`, the
+//! daemon removes whole day partitions past their tier. This file is the core: the tiers,
+//! the plan, the report and the archives. The daily task is `daemon/retention.rs`; its SQL is
+//! `store/retention.rs`; the command is `cli/retention.rs`.
+//!
+//! - hot (`hot`): everything is kept.
+//! - warm (past `hot`): the raw `events` partition of the day is dropped; sessions, actions,
+//!   processes, session ends and alerts stay.
+//! - cold (past `warm`): every partition of the day is written to a gzip JSON-lines archive
+//!   (one row object of `chain::ROW_SQL` per line) with a SHA-256, then dropped.
+//! - archives past `cold` are deleted from the archive directory (their cuts stay).
+//!
+//! Each partition is removed in three steps: read it and compute each chained row's leaf (and
+//! the archive); have the main loop sign and chain a [`RetentionCut`] naming it, and wait until
+//! the cut is stored; then, in one transaction, insert the leaves into `retained_leaves` and
+//! call `agentmon_retention_drop`, which drops the partition only if the cut counts exactly its
+//! rows and every chained row has its leaf. `verify` links through the leaves.
+
+use std::{
+    io::{BufRead as _, Write as _},
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
+
+use crate::{chain, chain::RetainedLeaf, text::hex};
+
+/// `[retention]` in the config file. Unset: nothing is ever removed.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Keep everything this long (e.g. `7d`); then raw events are dropped.
+    pub hot: Option<String>,
+    /// Keep the rest this long (e.g. `30d`); then archive and drop. Unset: never.
+    pub warm: Option<String>,
+    /// Keep archives this long (e.g. `365d`); then delete them. Unset: forever.
+    pub cold: Option<String>,
+    /// Where cold archives go (default `<state dir>/archive`).
+    pub archive_dir: Option<PathBuf>,
+}
+
+/// The tiers, as durations.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub hot: chrono::Duration,
+    pub warm: Option<chrono::Duration>,
+    pub cold: Option<chrono::Duration>,
+    pub archive_dir: PathBuf,
+}
+
+impl Policy {
+    /// None when retention is not configured. Errors name the key.
+    pub fn new(c: &RetentionConfig, state_dir: &Path) -> Result<Option<Self>, (String, String)> {
+        let parse = |k: &str, v: &Option<String>| {
+            v.as_deref().map(crate::alerts::parse_duration).transpose().map_err(|m| (format!("retention.{k}"), m))
+        };
+        let (hot, warm, cold) = (parse("hot", &c.hot)?, parse("warm", &c.warm)?, parse("cold", &c.cold)?);
+        let Some(hot) = hot else {
+            if warm.is_some() || cold.is_some() || c.archive_dir.is_some() {
+                return Err(("retention.hot".into(), "missing: set hot (e.g. \"7d\") to turn retention on".into()));
+            }
+            return Ok(None);
+        };
+        if hot < chrono::Duration::days(1) {
+            return Err(("retention.hot".into(), "must be at least 1d: retention removes whole UTC days".into()));
+        }
+        if let Some(w) = warm.filter(|w| *w < hot) {
+            return Err((
+                "retention.warm".into(),
+                format!("{}d is shorter than hot; expected hot <= warm <= cold", w.num_days()),
+            ));
+        }
+        if let Some(cold) = cold {
+            match warm {
+                None => {
+                    return Err(("retention.cold".into(), "needs warm: archives are made when rows leave warm".into()))
+                }
+                Some(w) if cold < w => {
+                    return Err((
+                        "retention.cold".into(),
+                        format!("{}d is shorter than warm; expected hot <= warm <= cold", cold.num_days()),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Some(Self {
+            hot,
+            warm,
+            cold,
+            archive_dir: c.archive_dir.clone().unwrap_or_else(|| state_dir.join("archive")),
+        }))
+    }
+}
+
+/// The day-partitioned tables and their time column, children before parents.
+pub const TABLES: &[(&str, &str)] = &[
+    ("events", "ts"),
+    ("alerts", "first_at"),
+    ("processes", "started_at"),
+    ("actions", "started_at"),
+    ("session_ends", "ended_at"),
+    ("sessions", "started_at"),
+];
+
+pub fn time_column(table: &str) -> Option<&'static str> {
+    TABLES.iter().find(|(t, _)| *t == table).map(|(_, c)| *c)
+}
+
+pub fn partition_name(table: &str, day: NaiveDate) -> String {
+    format!("{table}_p{}", day.format("%Y%m%d"))
+}
+
+/// `<table>_pYYYYMMDD` → (table, day).
+pub fn parse_partition(name: &str) -> Option<(&'static str, NaiveDate)> {
+    let (table, day) = name.rsplit_once("_p")?;
+    let table = TABLES.iter().find(|(t, _)| *t == table)?.0;
+    (day.len() == 8).then(|| NaiveDate::parse_from_str(day, "%Y%m%d").ok()).flatten().map(|d| (table, d))
+}
+
+pub fn day_start(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+}
+
+/// What to do with each partition at `as_of`: a day is past a tier once its whole day is.
+pub fn plan(
+    parts: &[(&'static str, NaiveDate)],
+    p: &Policy,
+    as_of: DateTime<Utc>,
+) -> Vec<(&'static str, NaiveDate, &'static str)> {
+    let mut out: Vec<_> = parts
+        .iter()
+        .filter_map(|&(table, day)| {
+            let end = day_start(day) + chrono::Duration::days(1);
+            if p.warm.is_some_and(|w| end <= as_of - w) {
+                Some((table, day, "cold"))
+            } else if table == "events" && end <= as_of - p.hot {
+                Some((table, day, "warm"))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let order = |t: &str| TABLES.iter().position(|(x, _)| *x == t).unwrap_or(usize::MAX);
+    out.sort_by_key(|(t, d, _)| (*d, order(t)));
+    out
+}
+
+/// One partition in a retention run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Item {
+    pub table: String,
+    pub partition: String,
+    pub day: NaiveDate,
+    /// `warm` (raw events dropped) or `cold` (archived, then dropped).
+    pub tier: String,
+    pub rows: u64,
+    /// `planned` (dry run), `dropped`, or `failed`.
+    pub status: String,
+    pub cut_id: Option<Uuid>,
+    pub archive_file: Option<String>,
+    pub archive_sha256: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What `agentmon retention` prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub as_of: DateTime<Utc>,
+    pub dry_run: bool,
+    pub items: Vec<Item>,
+    /// Archives past `cold`, deleted (or, in a dry run, to be deleted).
+    pub expired_archives: Vec<String>,
+}
+
+/// A chained row's retained leaf: what `verify` links through once the row is gone.
+pub fn retained(host: String, seq: i64, hash: Option<Vec<u8>>, row: &Value) -> RetainedLeaf {
+    RetainedLeaf { host, seq: seq as u64, leaf: chain::leaf(row), chain_hash: hash.and_then(|h| h.try_into().ok()) }
+}
+
+/// A cold archive being written: gzip of one canonical row object per line, to a temporary
+/// name renamed into place once synced.
+pub struct Archive {
+    tmp: PathBuf,
+    path: PathBuf,
+    gz: flate2::write::GzEncoder<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Archive {
+    pub fn create(dir: &Path, partition: &str) -> anyhow::Result<Self> {
+        // Directories made here are root only (the default lies in the state directory, 0711).
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .with_context(|| format!("creating the archive directory {}", dir.display()))?;
+        let path = dir.join(format!("{partition}.jsonl.gz"));
+        let tmp = dir.join(format!(".{partition}.jsonl.gz.tmp"));
+        let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(Self {
+            tmp,
+            path,
+            gz: flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::default()),
+        })
+    }
+
+    pub fn line(&mut self, row: &Value) -> std::io::Result<()> {
+        self.gz.write_all(chain::canonical(row).as_bytes())?;
+        self.gz.write_all(b"\n")
+    }
+
+    pub fn finish(self) -> anyhow::Result<(PathBuf, String)> {
+        let f = self.gz.finish()?.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+        f.sync_all()?;
+        std::fs::rename(&self.tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        let sha = file_sha256(&self.path)?;
+        Ok((self.path, sha))
+    }
+}
+
+/// The SHA-256 of a file, lowercase hex.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex(&h.finalize()))
+}
+
+/// The lines of an archive, in order: each the canonical text of a row object, so a row's
+/// leaf is the SHA-256 of its line.
+pub fn read_archive(path: &Path) -> anyhow::Result<Vec<String>> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let r = std::io::BufReader::new(flate2::read::GzDecoder::new(f));
+    r.lines().collect::<Result<_, _>>().with_context(|| format!("{}: not a gzip archive, or cut short", path.display()))
+}
+
+/// Delete archives of days that ended before `before`.
+pub fn expire_archives(dir: &Path, before: DateTime<Utc>, dry_run: bool) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((_, day)) = name.strip_suffix(".jsonl.gz").and_then(parse_partition) else { continue };
+        if day_start(day) + chrono::Duration::days(1) <= before && (dry_run || std::fs::remove_file(e.path()).is_ok()) {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(hot: i64, warm: Option<i64>) -> Policy {
+        Policy {
+            hot: chrono::Duration::days(hot),
+            warm: warm.map(chrono::Duration::days),
+            cold: None,
+            archive_dir: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date")
+    }
+
+    #[test]
+    fn a_day_leaves_a_tier_only_once_all_of_it_is_past() {
+        let parts = [
+            ("events", d("2026-12-01")),
+            ("actions", d("2026-12-01")),
+            ("events", d("2026-11-20")),
+            ("sessions", d("2026-11-20")),
+            ("events", d("2026-12-04")),
+        ];
+        let p = policy(1, Some(15));
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc);
+        // 2026-12-01 ends at 12-02 00:00; hot 1d: warm from 12-03 00:00, not a microsecond before.
+        assert_eq!(plan(&parts, &p, at("2026-12-02T23:59:59Z")), vec![("events", d("2026-11-20"), "warm")]);
+        assert_eq!(
+            plan(&parts, &p, at("2026-12-03T00:00:00Z")),
+            vec![("events", d("2026-11-20"), "warm"), ("events", d("2026-12-01"), "warm")]
+        );
+        // 2026-11-20 ends 11-21; warm 15d: cold from 12-06, every table of the day, events first.
+        assert_eq!(
+            plan(&parts, &p, at("2026-12-06T00:00:00Z")),
+            vec![
+                ("events", d("2026-11-20"), "cold"),
+                ("sessions", d("2026-11-20"), "cold"),
+                ("events", d("2026-12-01"), "warm"),
+                ("events", d("2026-12-04"), "warm")
+            ]
+        );
+        assert!(plan(&parts, &policy(1, None), at("2030-01-01T00:00:00Z"))
+            .iter()
+            .all(|(t, _, tier)| *t == "events" && *tier == "warm"));
+    }
+
+    #[test]
+    fn partition_names_round_trip_and_others_are_ignored() {
+        assert_eq!(
+            parse_partition(&partition_name("session_ends", d("2026-01-31"))),
+            Some(("session_ends", d("2026-01-31")))
+        );
+        assert_eq!(parse_partition("events_default"), None);
+        assert_eq!(parse_partition("checkpoints_p20260101"), None);
+        assert_eq!(parse_partition("events_p2026011"), None);
+        assert_eq!(parse_partition("events_p20261341"), None);
+    }
+
+    #[test]
+    fn tiers_are_checked() {
+        let cfg = |hot: Option<&str>, warm: Option<&str>, cold: Option<&str>| RetentionConfig {
+            hot: hot.map(Into::into),
+            warm: warm.map(Into::into),
+            cold: cold.map(Into::into),
+            archive_dir: None,
+        };
+        let st = Path::new("/var/lib/agentmon");
+        assert!(Policy::new(&cfg(None, None, None), st).expect("off").is_none());
+        let p = Policy::new(&cfg(Some("7d"), Some("30d"), Some("365d")), st).expect("ok").expect("on");
+        assert_eq!((p.hot.num_days(), p.warm.map(|w| w.num_days()), p.archive_dir), (7, Some(30), st.join("archive")));
+        assert_eq!(Policy::new(&cfg(None, Some("30d"), None), st).expect_err("no hot").0, "retention.hot");
+        assert_eq!(Policy::new(&cfg(Some("12h"), None, None), st).expect_err("under a day").0, "retention.hot");
+        assert_eq!(Policy::new(&cfg(Some("7d"), Some("3d"), None), st).expect_err("warm < hot").0, "retention.warm");
+        assert_eq!(
+            Policy::new(&cfg(Some("7d"), None, Some("30d")), st).expect_err("cold without warm").0,
+            "retention.cold"
+        );
+        assert_eq!(Policy::new(&cfg(Some("7d"), Some("30d"), Some("2w")), st).expect_err("unit").0, "retention.cold");
+    }
+
+    #[test]
+    fn an_archive_reads_back_as_written() {
+        let dir = std::env::temp_dir().join(format!("agentmon-archive-{}", std::process::id()));
+        let rows = [
+            serde_json::json!({"table": "actions", "chain_seq": 4, "argv": ["a b", "é\n"]}),
+            serde_json::json!({"table": "actions", "chain_seq": 9}),
+        ];
+        let mut a = Archive::create(&dir, "actions_p20261201").expect("create");
+        for r in &rows {
+            a.line(r).expect("line");
+        }
+        let (path, sha) = a.finish().expect("finish");
+        assert_eq!(path, dir.join("actions_p20261201.jsonl.gz"));
+        assert_eq!(sha, file_sha256(&path).expect("sha"));
+        assert_eq!(read_archive(&path).expect("read"), rows.iter().map(chain::canonical).collect::<Vec<_>>());
+        assert_eq!(
+            expire_archives(&dir, day_start(d("2026-12-02")), true),
+            Vec::<String>::new().into_iter().chain([path.display().to_string()]).collect::<Vec<_>>()
+        );
+        assert!(expire_archives(&dir, day_start(d("2026-12-01")), false).is_empty());
+        assert_eq!(expire_archives(&dir, day_start(d("2026-12-02")), false).len(), 1);
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
