@@ -17,6 +17,7 @@ pub mod correlate;
 pub mod daemon;
 pub mod ebpf;
 pub mod errno;
+pub mod packet;
 pub mod pgcluster;
 pub mod procscan;
 pub mod record;

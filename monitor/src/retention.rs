@@ -255,6 +255,45 @@ pub fn expire_archives(dir: &Path, before: DateTime<Utc>, dry_run: bool) -> Vec<
     out
 }
 
+/// The archive's rows against the cut: their count, their table, and each chained row's leaf
+/// against the one the cut kept (which `check_cut` ties to the signed leaves hash).
+pub fn check_archive_lines(lines: &[String], c: &crate::record::RetentionCut, kept: &[RetainedLeaf]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let kept: std::collections::HashMap<(&str, u64), &RetainedLeaf> =
+        kept.iter().map(|l| ((l.host.as_str(), l.seq), l)).collect();
+    let mut chained = 0u64;
+    for (i, line) in lines.iter().enumerate() {
+        let row: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("line {}: not a JSON row ({e})", i + 1));
+                continue;
+            }
+        };
+        if row["table"].as_str() != Some(c.table.as_str()) {
+            problems.push(format!("line {}: a row of {} in an archive of {}", i + 1, row["table"], c.table));
+        }
+        if let (Some(host), Some(seq)) = (row["host"].as_str(), row["chain_seq"].as_u64()) {
+            chained += 1;
+            // The line is the row's canonical text, so its leaf is the line's hash.
+            match kept.get(&(host, seq)) {
+                Some(l) if l.leaf == chain::leaf_of_text(line) => {}
+                Some(_) => problems
+                    .push(format!("line {}: {host} chain_seq {seq} differs from the row the cut removed", i + 1)),
+                None => problems.push(format!("line {}: {host} chain_seq {seq} is not a row the cut removed", i + 1)),
+            }
+        }
+    }
+    if lines.len() as u64 != c.rows || chained != c.chained_rows {
+        problems.push(format!(
+            "{} rows ({chained} chained); the cut counted {} ({} chained)",
+            lines.len(),
+            c.rows,
+            c.chained_rows
+        ));
+    }
+    problems
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,6 +98,17 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
+/// A duration for people: `15ms`, `1.5s`, `1m05s`, `2h01m`, or `-` when unknown.
+pub fn duration(ms: Option<i64>) -> String {
+    let Some(ms) = ms else { return "-".into() };
+    match ms {
+        ..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +133,14 @@ mod tests {
         assert!(split_argv(b"").is_empty());
         let argv: Vec<String> = ["bash", "-c", "git log | head", "it's", ""].map(String::from).into();
         assert_eq!(shell_join(&argv), "bash -c 'git log | head' 'it'\\''s' ''");
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(duration(Some(15)), "15ms");
+        assert_eq!(duration(Some(1500)), "1.5s");
+        assert_eq!(duration(Some(65_000)), "1m05s");
+        assert_eq!(duration(Some(7_260_000)), "2h01m");
+        assert_eq!(duration(None), "-");
     }
 }

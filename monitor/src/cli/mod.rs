@@ -256,6 +256,10 @@ pub async fn pool(db: &DbArgs) -> anyhow::Result<sqlx::PgPool> {
     Ok(store::connect_as(&url, store::Role::Reader).await?)
 }
 
+/// Exit code when the evidence does not verify (`verify`, `verify --packet`, `--archive`);
+/// 1 is for errors.
+pub const EXIT_FAILED: i32 = 3;
+
 /// Run the parsed command; returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {

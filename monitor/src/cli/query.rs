@@ -115,7 +115,7 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter, json: bool) -> anyhow::Res
                 table::short_id(&a.id),
                 table::short_id(&a.session_id),
                 table::local_time(a.started_at),
-                table::duration(a.duration_ms),
+                crate::text::duration(a.duration_ms),
                 table::status(a.exit_code, a.signal),
                 a.processes.len().to_string(),
                 a.files.iter().filter(|f| !f.noise).count().to_string(),
@@ -268,7 +268,7 @@ fn print_action(a: &ActionView, all: bool) {
         vec!["pid".into(), a.pid.to_string()],
         vec!["started".into(), table::local_time(a.started_at)],
         vec!["ended".into(), table::opt_time(a.ended_at)],
-        vec!["duration".into(), table::duration(a.duration_ms)],
+        vec!["duration".into(), crate::text::duration(a.duration_ms)],
         vec!["exit".into(), table::status(a.exit_code, a.signal)],
         vec!["complete".into(), if a.complete { "yes" } else { "no (some process exits were not seen)" }.into()],
         vec![
@@ -368,7 +368,7 @@ pub fn tree_lines(procs: &[ProcessView]) -> Vec<String> {
             p.pid,
             shell_join(&p.argv),
             table::status(p.exit_code, p.signal),
-            table::duration(dur)
+            crate::text::duration(dur)
         ));
         let kids: Vec<usize> =
             (0..procs.len()).filter(|&c| !seen[c] && procs[c].ppid == p.pid && procs[c].pid != p.pid).collect();

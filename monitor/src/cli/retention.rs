@@ -5,11 +5,11 @@ use std::{path::Path, time::Duration};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::{table, verify::EXIT_FAILED};
+use super::{table, EXIT_FAILED};
 use crate::{
-    chain::{self, RetainedLeaf, ROW_SQL},
+    chain,
     control::{self, Request, Response},
     retention::{self, Report},
 };
@@ -72,20 +72,13 @@ fn print_human(r: &Report) {
 /// are the ones the cut counted, with the leaves it signed. Returns the exit code.
 pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> anyhow::Result<i32> {
     let sha = retention::file_sha256(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let cut_sql = ROW_SQL.iter().find(|t| t.0 == "retention_cuts").map_or("NULL", |t| t.1);
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| n.strip_suffix(".jsonl.gz"))
         .unwrap_or_default()
         .to_owned();
-    let row: Option<Value> = sqlx::query_scalar(&format!(
-        "SELECT {cut_sql} FROM retention_cuts WHERE archive_sha256 = $1 OR partition_name = $2 ORDER BY (archive_sha256 = $1) DESC, at DESC LIMIT 1"
-    ))
-    .bind(&sha)
-    .bind(&name)
-    .fetch_optional(pool)
-    .await?;
+    let row = crate::store::retention::archive_cut(pool, &sha, &name).await?;
     let mut problems = Vec::new();
     let mut out = json!({"file": path.display().to_string(), "sha256": sha});
     match row {
@@ -122,7 +115,7 @@ pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> any
             }
             match retention::read_archive(path) {
                 Err(e) => problems.push(format!("{e:#}")),
-                Ok(lines) => problems.extend(check_lines(&lines, &c, &kept)),
+                Ok(lines) => problems.extend(retention::check_archive_lines(&lines, &c, &kept)),
             }
         }
     }
@@ -147,44 +140,4 @@ pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> any
         }
     }
     Ok(if problems.is_empty() { 0 } else { EXIT_FAILED })
-}
-
-/// The archive's rows against the cut: their count, their table, and each chained row's leaf
-/// against the one the cut kept (which `check_cut` ties to the signed leaves hash).
-fn check_lines(lines: &[String], c: &crate::record::RetentionCut, kept: &[RetainedLeaf]) -> Vec<String> {
-    let mut problems = Vec::new();
-    let kept: std::collections::HashMap<(&str, u64), &RetainedLeaf> =
-        kept.iter().map(|l| ((l.host.as_str(), l.seq), l)).collect();
-    let mut chained = 0u64;
-    for (i, line) in lines.iter().enumerate() {
-        let row: Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => {
-                problems.push(format!("line {}: not a JSON row ({e})", i + 1));
-                continue;
-            }
-        };
-        if row["table"].as_str() != Some(c.table.as_str()) {
-            problems.push(format!("line {}: a row of {} in an archive of {}", i + 1, row["table"], c.table));
-        }
-        if let (Some(host), Some(seq)) = (row["host"].as_str(), row["chain_seq"].as_u64()) {
-            chained += 1;
-            // The line is the row's canonical text, so its leaf is the line's hash.
-            match kept.get(&(host, seq)) {
-                Some(l) if l.leaf == chain::leaf_of_text(line) => {}
-                Some(_) => problems
-                    .push(format!("line {}: {host} chain_seq {seq} differs from the row the cut removed", i + 1)),
-                None => problems.push(format!("line {}: {host} chain_seq {seq} is not a row the cut removed", i + 1)),
-            }
-        }
-    }
-    if lines.len() as u64 != c.rows || chained != c.chained_rows {
-        problems.push(format!(
-            "{} rows ({chained} chained); the cut counted {} ({} chained)",
-            lines.len(),
-            c.rows,
-            c.chained_rows
-        ));
-    }
-    problems
 }

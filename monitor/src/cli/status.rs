@@ -117,8 +117,10 @@ fn summary(st: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
         ),
         (
             "oldest unstored",
-            st.oldest_unstored_secs
-                .map_or_else(|| "- (everything is stored)".into(), |s| table::duration(Some((s * 1000.0) as i64))),
+            st.oldest_unstored_secs.map_or_else(
+                || "- (everything is stored)".into(),
+                |s| crate::text::duration(Some((s * 1000.0) as i64)),
+            ),
         ),
         ("events shed", st.events_shed.to_string()),
         (

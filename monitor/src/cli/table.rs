@@ -46,16 +46,6 @@ pub fn opt_time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "-".into(), local_time)
 }
 
-pub fn duration(ms: Option<i64>) -> String {
-    let Some(ms) = ms else { return "-".into() };
-    match ms {
-        ..1_000 => format!("{ms}ms"),
-        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
-        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
-        _ => format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60),
-    }
-}
-
 /// `0`, `3`, `SIGKILL`, or `-` while running.
 pub fn status(exit_code: Option<i32>, signal: Option<i32>) -> String {
     match (exit_code, signal) {
@@ -142,11 +132,6 @@ mod tests {
 
     #[test]
     fn readable_durations_and_statuses() {
-        assert_eq!(duration(Some(15)), "15ms");
-        assert_eq!(duration(Some(1500)), "1.5s");
-        assert_eq!(duration(Some(65_000)), "1m05s");
-        assert_eq!(duration(Some(7_260_000)), "2h01m");
-        assert_eq!(duration(None), "-");
         assert_eq!(status(Some(3), None), "3");
         assert_eq!(status(None, Some(9)), "SIGKILL");
         assert_eq!(status(None, None), "-");

@@ -12,13 +12,10 @@ use chrono::Utc;
 use futures_util::StreamExt as _;
 
 use crate::{
-    cli::{query, table, DbArgs},
+    cli::{query, table, DbArgs, EXIT_FAILED},
     store,
     verify::{self, Finding, Summary, Verifier, WitnessLine},
 };
-
-/// Exit code when the evidence does not verify (1 is for errors).
-pub const EXIT_FAILED: i32 = 3;
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {

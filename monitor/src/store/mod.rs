@@ -1,6 +1,7 @@
 //! `PostgreSQL`: schema migrations, batched append-only inserts (used by the daemon's store
 //! stage, `daemon/store.rs`), and the CLI's queries.
 
+pub mod export;
 pub mod query;
 pub mod retention;
 pub mod verify;

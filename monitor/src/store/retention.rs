@@ -102,3 +102,16 @@ pub async fn cut_stored(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
         .flatten();
     Ok(stored.is_some())
 }
+
+/// The retention cut row (as `chain::ROW_SQL` makes it) of an archive: the one that recorded
+/// this SHA-256, else the newest cut of the partition its name gives.
+pub async fn archive_cut(pool: &PgPool, sha256: &str, partition: &str) -> Result<Option<Value>, sqlx::Error> {
+    let cut_sql = chain::ROW_SQL.iter().find(|t| t.0 == "retention_cuts").map_or("NULL", |t| t.1);
+    sqlx::query_scalar(&format!(
+        "SELECT {cut_sql} FROM retention_cuts WHERE archive_sha256 = $1 OR partition_name = $2 ORDER BY (archive_sha256 = $1) DESC, at DESC LIMIT 1"
+    ))
+    .bind(sha256)
+    .bind(partition)
+    .fetch_optional(pool)
+    .await
+}
