@@ -908,6 +908,41 @@ impl Engine {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where alerts are posted (`alerts.webhook`); delivery is `daemon/webhook.rs`.
+pub struct WebhookTarget {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+/// Parse `http://host[:port]/path` or `https://…`.
+pub fn parse_webhook_url(url: &str) -> Result<WebhookTarget, String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(format!("`{url}`: expected an http:// or https:// URL"));
+    };
+    let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+    if authority.contains('@') {
+        return Err(format!("`{url}`: credentials in the URL are not supported; put a token in the path"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
+            h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
+        ),
+        _ => (authority.trim_start_matches('[').trim_end_matches(']').to_owned(), if tls { 443 } else { 80 }),
+    };
+    if host.is_empty() {
+        return Err(format!("`{url}`: no host"));
+    }
+    Ok(WebhookTarget { tls, host, port, path: path.to_owned() })
+}
+
 /// The alert as delivered to the log and the webhook (`--json` of `agentmon alerts` has the
 /// same fields).
 pub fn payload(host: &str, a: &AlertRecord) -> Value {
@@ -1021,6 +1056,25 @@ mod tests {
             complete: true,
             ..ActionRecord::default()
         })
+    }
+
+    #[test]
+    fn webhook_urls() {
+        assert_eq!(
+            parse_webhook_url("http://127.0.0.1:9000/hook"),
+            Ok(WebhookTarget { tls: false, host: "127.0.0.1".into(), port: 9000, path: "/hook".into() })
+        );
+        assert_eq!(
+            parse_webhook_url("https://hooks.example/services/T/B/x"),
+            Ok(WebhookTarget { tls: true, host: "hooks.example".into(), port: 443, path: "/services/T/B/x".into() })
+        );
+        assert_eq!(
+            parse_webhook_url("http://[::1]:81"),
+            Ok(WebhookTarget { tls: false, host: "::1".into(), port: 81, path: "/".into() })
+        );
+        assert!(parse_webhook_url("ftp://x").is_err());
+        assert!(parse_webhook_url("http://u:p@x/").is_err());
+        assert!(parse_webhook_url("http://x:notaport/").is_err());
     }
 
     #[test]

@@ -131,7 +131,7 @@ impl FileConfig {
         crate::sensitive::Sensitive::new(&self.sensitive, Vec::new()).map_err(|(k, m)| key(&k, m))?;
         crate::alerts::Rules::new(&self.alerts).map_err(|(k, m)| key(&k, m))?;
         if let Some(url) = &self.alerts.webhook {
-            crate::daemon::webhook::parse_url(url).map_err(|m| key("alerts.webhook", m))?;
+            crate::alerts::parse_webhook_url(url).map_err(|m| key("alerts.webhook", m))?;
         }
         if let Some(f) = self.alerts.webhook_format.as_deref().filter(|f| !["json", "slack"].contains(f)) {
             return Err(key("alerts.webhook_format", format!("`{f}`: expected json or slack")));

@@ -9,11 +9,11 @@
 //! New cgroups are held pending by the kernel from their first instant; the daemon matches
 //! them here and keeps or releases them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use glob::{MatchOptions, Pattern};
 
-use crate::{config::ConfigError, ebpf::KernelRules};
+use crate::ebpf::KernelRules;
 
 /// One `[[rule]]` table as written.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -69,21 +69,31 @@ fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
+fn valid_name(what: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
+        return Err(format!("{what} must be 1-128 printable characters"));
+    }
+    Ok(())
+}
+
+/// A session's agent name and optional label.
+pub fn valid_session_names(agent: &str, label: Option<&str>) -> Result<(), String> {
+    valid_name("agent", agent)?;
+    label.map_or(Ok(()), |l| valid_name("label", l))
+}
+
 impl Rules {
-    /// Check and compile the rules of the config file `file`; every error names the key.
-    pub fn compile(rules: &[RuleConfig], file: &Path) -> Result<Self, ConfigError> {
+    /// Check and compile the `[[rule]]` tables; an error is (key, message), the key as
+    /// `rule[2].exe`.
+    pub fn compile(rules: &[RuleConfig]) -> Result<Self, (String, String)> {
         let mut out = Vec::new();
         for (i, r) in rules.iter().enumerate() {
-            let err = |field: &str, message: String| ConfigError::Key {
-                path: file.to_owned(),
-                key: format!("rule[{i}].{field}"),
-                message,
-            };
+            let err = |field: &str, message: String| (format!("rule[{i}].{field}"), message);
             let agent = r.agent.clone().unwrap_or_default();
             if agent.is_empty() {
                 return Err(err("agent", "missing or empty: name the agent the rule's sessions belong to".into()));
             }
-            crate::daemon::valid_session_names(&agent, r.label.as_deref()).map_err(|m| err("agent", m))?;
+            valid_session_names(&agent, r.label.as_deref()).map_err(|m| err("agent", m))?;
             let given = [r.exe.is_some(), r.unit.is_some(), r.cgroup.is_some()].iter().filter(|b| **b).count();
             if given != 1 {
                 return Err(err(
@@ -218,8 +228,13 @@ mod tests {
     use super::*;
 
     fn compile(toml_text: &str) -> Result<Rules, String> {
-        let cfg: crate::config::FileConfig = toml::from_str(toml_text).map_err(|e| e.to_string())?;
-        Rules::compile(&cfg.rules, Path::new("/etc/agentmon/agentmon.toml")).map_err(|e| e.to_string())
+        #[derive(serde::Deserialize)]
+        struct File {
+            #[serde(default)]
+            rule: Vec<RuleConfig>,
+        }
+        let f: File = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        Rules::compile(&f.rule).map_err(|(k, m)| format!("/etc/agentmon/agentmon.toml: key `{k}`: {m}"))
     }
 
     #[test]
@@ -287,5 +302,12 @@ mod tests {
             assert!(e.contains(want), "{text}: {e}");
             assert!(!e.contains('\n'), "one line: {e}");
         }
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(valid_name("agent", "claude-code").is_ok());
+        assert!(valid_name("agent", "").is_err());
+        assert!(valid_name("agent", "a\nb").is_err());
     }
 }

@@ -201,19 +201,6 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "unknown".into(), |h| h.trim().to_owned())
 }
 
-fn valid_name(what: &str, s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
-        return Err(format!("{what} must be 1-128 printable characters"));
-    }
-    Ok(())
-}
-
-/// A session's agent name and optional label.
-pub(crate) fn valid_session_names(agent: &str, label: Option<&str>) -> Result<(), String> {
-    valid_name("agent", agent)?;
-    label.map_or(Ok(()), |l| valid_name("label", l))
-}
-
 /// Create the state directory, root-only (it holds the spool and the handoff).
 fn state_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -237,7 +224,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         );
     }
     let file = FileConfig::load(&args.config)?;
-    let rules = crate::rules::Rules::compile(&file.rules, &args.config).map_err(config::ConfigError::located)?;
+    let rules = crate::rules::Rules::compile(&file.rules)
+        .map_err(|(key, message)| config::ConfigError::Key { path: args.config.clone(), key, message }.located())?;
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); agentmon needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
     }
@@ -373,7 +361,7 @@ async fn capture(
     }
     daemon.correlator.set_sensitive(sensitive);
     if let Some(url) = &file.alerts.webhook {
-        let target = webhook::parse_url(url).map_err(|m| anyhow::anyhow!("alerts.webhook: {m}"))?;
+        let target = crate::alerts::parse_webhook_url(url).map_err(|m| anyhow::anyhow!("alerts.webhook: {m}"))?;
         let retry = file
             .alerts
             .webhook_retry_max
@@ -1100,7 +1088,7 @@ impl Daemon {
         start: Option<u64>,
     ) -> Result<Response, String> {
         const GONE: &str = "the process that asked is gone (or its pid was reused); nothing was moved";
-        valid_session_names(agent, label.as_deref())?;
+        crate::rules::valid_session_names(agent, label.as_deref())?;
         let pidfd = cgroup::PidFd::open(pid).map_err(|_| GONE.to_owned())?;
         if pid == 0 || start.is_none() || proc_start_ticks(pid) != start {
             return Err(GONE.into());
@@ -1139,7 +1127,7 @@ impl Daemon {
     }
 
     fn tag(&mut self, cgroup_arg: &str, agent: &str, label: Option<String>, uid: u32) -> Result<Response, String> {
-        valid_session_names(agent, label.as_deref())?;
+        crate::rules::valid_session_names(agent, label.as_deref())?;
         let p = Path::new(cgroup_arg);
         let dir = if p.starts_with(&self.cgroup_mount) {
             p.to_owned()
@@ -1322,12 +1310,5 @@ mod tests {
         assert!(ring_size("48").is_err());
         assert!(ring_size("0").is_err());
         assert!(ring_size("big").is_err());
-    }
-
-    #[test]
-    fn names_are_validated() {
-        assert!(valid_name("agent", "claude-code").is_ok());
-        assert!(valid_name("agent", "").is_err());
-        assert!(valid_name("agent", "a\nb").is_err());
     }
 }

@@ -17,43 +17,11 @@ use std::{
 
 use serde_json::Value;
 
+use crate::alerts::WebhookTarget as Target;
+
 /// Alerts waiting for delivery, at most.
 pub const QUEUE_MAX: usize = 10_000;
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    tls: bool,
-    host: String,
-    port: u16,
-    path: String,
-}
-
-/// Parse `http://host[:port]/path` or `https://…`.
-pub fn parse_url(url: &str) -> Result<Target, String> {
-    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
-        (true, r)
-    } else if let Some(r) = url.strip_prefix("http://") {
-        (false, r)
-    } else {
-        return Err(format!("`{url}`: expected an http:// or https:// URL"));
-    };
-    let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
-    if authority.contains('@') {
-        return Err(format!("`{url}`: credentials in the URL are not supported; put a token in the path"));
-    }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
-            h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
-        ),
-        _ => (authority.trim_start_matches('[').trim_end_matches(']').to_owned(), if tls { 443 } else { 80 }),
-    };
-    if host.is_empty() {
-        return Err(format!("`{url}`: no host"));
-    }
-    Ok(Target { tls, host, port, path: path.to_owned() })
-}
 
 #[derive(Default)]
 pub struct Stats {
@@ -225,25 +193,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls() {
-        assert_eq!(
-            parse_url("http://127.0.0.1:9000/hook"),
-            Ok(Target { tls: false, host: "127.0.0.1".into(), port: 9000, path: "/hook".into() })
-        );
-        assert_eq!(
-            parse_url("https://hooks.example/services/T/B/x"),
-            Ok(Target { tls: true, host: "hooks.example".into(), port: 443, path: "/services/T/B/x".into() })
-        );
-        assert_eq!(
-            parse_url("http://[::1]:81"),
-            Ok(Target { tls: false, host: "::1".into(), port: 81, path: "/".into() })
-        );
-        assert!(parse_url("ftp://x").is_err());
-        assert!(parse_url("http://u:p@x/").is_err());
-        assert!(parse_url("http://x:notaport/").is_err());
-    }
-
-    #[test]
     fn delivers_and_retries_until_the_endpoint_answers() {
         // An endpoint that refuses the first connection attempt's answer (500), then accepts.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -279,7 +228,7 @@ mod tests {
             }
         });
         let w = Webhook::start(
-            parse_url(&format!("http://127.0.0.1:{port}/x")).expect("url"),
+            crate::alerts::parse_webhook_url(&format!("http://127.0.0.1:{port}/x")).expect("url"),
             false,
             Duration::from_secs(1),
         );
