@@ -66,7 +66,7 @@ pub enum EventKind {
     Net = 6,
     /// An act against agentmon or a hand-off to an unmonitored process: [`TamperEvent`].
     Tamper = 7,
-    /// An io_uring submission or completion: [`IoUringEvent`].
+    /// An `io_uring` submission or completion: [`IoUringEvent`].
     IoUring = 8,
     /// A cgroup was created while cgroup rules are on: [`CgroupEvent`].
     Cgroup = 9,
@@ -221,7 +221,7 @@ pub const NET_SOCK_KNOWN: u32 = 128;
 pub const NET_ADDR_GIVEN: u32 = 256;
 /// File events (successful opens): the path of the file the kernel actually opened, read from
 /// the new fd, follows the given path's bytes directly (at `path1 + path1_len`), `dir1_len` bytes
-/// long. io_uring completions: it is in `path`, `dir_len` bytes long.
+/// long. `io_uring` completions: it is in `path`, `dir_len` bytes long.
 pub const OBJ_PATH: u32 = 512;
 /// File, network and tamper events: the syscall came through the 32-bit compat entry
 /// (`int 0x80`); `nr` is the 64-bit twin's number.
@@ -296,9 +296,9 @@ pub mod tamper {
     pub const SIGNAL_DAEMON: u32 = 1;
     /// `bpf()` (`arg` = command).
     pub const BPF: u32 = 2;
-    /// unshare, setns, mount, umount2, pivot_root, `open_tree`, `move_mount`, fsmount (`nr` says which).
+    /// `unshare`, `setns`, `mount`, `umount2`, `pivot_root`, `open_tree`, `move_mount`, `fsmount` (`nr` says which).
     pub const NAMESPACE: u32 = 3;
-    /// ptrace, `process_vm_writev` or `pidfd_getfd` on a process outside the session (`target`).
+    /// `ptrace`, `process_vm_writev` or `pidfd_getfd` on a process outside the session (`target`).
     pub const HANDOFF: u32 = 4;
     /// A process of the session could not be tracked: the tracked-process map was full
     /// (`target` = the untracked tgid). The session's record is incomplete from here on.
@@ -327,7 +327,7 @@ const _: () = assert!(core::mem::size_of::<TamperEvent>() == 48 + 16 + 48 + 8);
 pub const URING_SUBMIT: u32 = 0;
 pub const URING_COMPLETE: u32 = 1;
 
-/// An io_uring request of a session process: one at submission (operation, fd, the path the
+/// An `io_uring` request of a session process: one at submission (operation, fd, the path the
 /// kernel copied in, the address) and one at completion (result; for an open, the opened
 /// file's real path in `dir`, flagged [`OBJ_PATH`]). `req` pairs them.
 #[repr(C)]
@@ -363,7 +363,7 @@ pub const URING_DIR_OFF: usize = core::mem::offset_of!(IoUringEvent, dir);
 const _: () = assert!(URING_PATH_OFF == 48 + 64 + SOCKADDR_CAP);
 const _: () = assert!(core::mem::size_of::<IoUringEvent>() == URING_DIR_OFF + DIR_CAP);
 
-/// io_uring opcodes (`enum io_uring_op`) with a path or an address.
+/// `io_uring` opcodes (`enum io_uring_op`) with a path or an address.
 pub mod uring {
     pub const SENDMSG: u32 = 9;
     pub const RECVMSG: u32 = 10;

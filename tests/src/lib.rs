@@ -100,7 +100,7 @@ fn with_db(url: &str, db: &str) -> String {
 }
 
 /// A stand-in for the database's unix socket that the test can take down and bring back: an
-/// outage, as the daemon sees it, without stopping the PostgreSQL that other tests share.
+/// outage, as the daemon sees it, without stopping the `PostgreSQL` that other tests share.
 /// While down, every open connection is cut and new ones are closed at once.
 pub struct DbProxy {
     pub dir: PathBuf,
@@ -280,7 +280,7 @@ impl Daemon {
             if st.status.success() {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "daemon did not start capturing:\n{}", self.log());
+            assert!(start.elapsed() < Duration::from_mins(1), "daemon did not start capturing:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -350,10 +350,10 @@ impl Drop for Daemon {
         // The programs stay attached after a daemon stops: detach this test's.
         let _ = Command::new(bin()).args(["unload", "--force", "--pin-dir"]).arg(&self.pin_dir).output();
         let _ = std::fs::remove_dir(&self.cgroup_root);
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.runtime_dir);
-        } else {
+        if std::thread::panicking() {
             eprintln!("daemon log for {}:\n{}", self.name, self.log());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.runtime_dir);
         }
     }
 }

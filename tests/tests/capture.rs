@@ -1,5 +1,5 @@
 //! Root integration tests: the real daemon and eBPF programs, real processes in a real tagged
-//! cgroup, a real PostgreSQL. Every assertion is on what was stored, read back via the CLI.
+//! cgroup, a real `PostgreSQL`. Every assertion is on what was stored, read back via the CLI.
 
 use std::{os::unix::fs::PermissionsExt as _, process::Command};
 

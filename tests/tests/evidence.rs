@@ -126,45 +126,7 @@ async fn secrets_never_reach_the_spool_the_handoff_the_database_or_the_log() {
     d.wait_session_end(&id2);
 
     // What was stored: redacted, with the rules named, and the same secret with the same mark.
-    let actions = d.actions(&id);
-    let argv_of = |prog: &str| {
-        actions
-            .iter()
-            .map(|a| strs(&a["argv"]))
-            .find(|a| a[0].ends_with(prog))
-            .unwrap_or_else(|| panic!("no {prog} action"))
-    };
-    let mysql = argv_of("mysql");
-    assert_eq!(mysql[..2], ["mysql".to_owned(), "-uroot".to_owned()]);
-    assert!(mysql[2].starts_with("-p[REDACTED:mysql_password:"), "{mysql:?}");
-    let psql = argv_of("psql");
-    assert!(psql[1].starts_with("postgres://u:[REDACTED:url_password:") && psql[1].ends_with("]@h/db"), "{psql:?}");
-    let curl = argv_of("curl");
-    assert!(curl[2].starts_with("Authorization: Bearer [REDACTED:"), "{curl:?}");
-    let env = argv_of("env");
-    assert!(env[1].starts_with("AWS_SECRET_ACCESS_KEY=[REDACTED:"), "{env:?}");
-    let echo = actions.iter().find(|a| strs(&a["argv"])[0] == "/bin/echo").expect("echo action");
-    let echo_argv = strs(&echo["argv"]);
-    assert!(
-        echo_argv[1].starts_with("[REDACTED:github_token:") && echo_argv[2].starts_with("[REDACTED:anthropic_api_key:"),
-        "{echo_argv:?}"
-    );
-    assert_eq!(strs(&echo["redacted"]), ["anthropic_api_key", "github_token"]);
-    assert!(!echo["command"].as_str().expect("command").contains("ghp_"), "{}", echo["command"]);
-    let cat = actions.iter().find(|a| strs(&a["argv"])[0] == "cat").expect("cat action");
-    let read = cat["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with("/notes")))
-        .expect("the notes read");
-    let path = read["path"].as_str().expect("path");
-    assert_eq!(
-        fingerprint(path, "github_token"),
-        fingerprint(&echo_argv[1], "github_token"),
-        "the same token has the same fingerprint: {path}"
-    );
-    assert!(fingerprint(path, "github_token").is_some_and(|f| f.len() == 12));
+    assert_stored_redacted(&d.actions(&id));
 
     // Nothing anywhere: a dump of the database, the state directory, the daemon's log.
     let dump = Command::new("pg_dump").arg("--dbname").arg(&d.db_url).output().expect("pg_dump");
@@ -259,42 +221,9 @@ async fn verify_names_every_kind_of_tampering_and_a_witness_catches_a_rebuilt_ch
     assert!(named(&lines, "modified", "actions", &action), "{lines:?}");
     pool.close().await;
 
-    // A deleted raw event: the gap is reported at the next row, with the missing positions.
-    let (url, pool) = copy_db(&d, "delete").await;
-    let (event, seq): (String, i64) = sqlx::query_as(
-        "SELECT id::text, chain_seq FROM events WHERE session_id = $1::uuid ORDER BY seq OFFSET 2 LIMIT 1",
-    )
-    .bind(&id)
-    .fetch_one(&pool)
-    .await
-    .expect("an event");
-    tamper(&pool, &format!("DELETE FROM events WHERE id = '{event}'")).await;
-    let (code, lines) = verify(&url, &[]);
-    assert_eq!(code, 3);
-    let gap = findings(&lines).into_iter().find(|f| f["kind"] == "missing").unwrap_or_else(|| panic!("{lines:?}"));
-    assert_eq!(gap["seq"].as_i64(), Some(seq + 1));
-    assert!(gap["detail"].as_str().expect("detail").contains(&format!("{seq}..={seq}")), "{gap}");
-    pool.close().await;
-
-    // An inserted fake action, at the place of a real one.
-    let (url, pool) = copy_db(&d, "insert").await;
-    let fake = "0193c2a4-7e21-7c3a-9f4e-000000000bad";
-    tamper(
-        &pool,
-        &format!(
-            "INSERT INTO actions (id, session_id, host, exec_id, pid, argv, argv_truncated, command, cwd, exe, uid, started_at, ended_at, \
-             duration_ms, exit_code, signal, complete, files, net, redacted, chain_seq, chain_hash) SELECT '{fake}', session_id, host, exec_id, pid, '{{rm,-rf,/srv}}', argv_truncated, 'rm -rf /srv', cwd, exe, uid, \
-             started_at, ended_at, duration_ms, exit_code, signal, complete, files, net, redacted, chain_seq, chain_hash FROM actions WHERE id = '{action}'"
-        ),
-    )
-    .await;
-    let (code, lines) = verify(&url, &[]);
-    assert_eq!(code, 3);
-    assert!(
-        findings(&lines).iter().any(|f| f["id"] == fake || f["detail"].as_str().is_some_and(|d| d.contains(fake))),
-        "{lines:?}"
-    );
-    pool.close().await;
+    // A deleted raw event, an inserted fake action.
+    a_deleted_event_is_a_gap(&d, &id).await;
+    an_inserted_action_is_named(&d, &action).await;
 
     // A checkpoint re-signed with another key (registered too, as a forger would).
     let (url, pool) = copy_db(&d, "resign").await;
@@ -356,6 +285,91 @@ async fn verify_names_every_kind_of_tampering_and_a_witness_catches_a_rebuilt_ch
     let tail =
         findings(&lines).into_iter().find(|f| f["kind"] == "truncated_tail").unwrap_or_else(|| panic!("{lines:?}"));
     assert_eq!(tail["table"], "checkpoints");
+    pool.close().await;
+}
+
+/// The first session's stored actions: redacted, with the rules named, and the same secret with
+/// the same mark.
+fn assert_stored_redacted(actions: &[Value]) {
+    let argv_of = |prog: &str| {
+        actions
+            .iter()
+            .map(|a| strs(&a["argv"]))
+            .find(|a| a[0].ends_with(prog))
+            .unwrap_or_else(|| panic!("no {prog} action"))
+    };
+    let mysql = argv_of("mysql");
+    assert_eq!(mysql[..2], ["mysql".to_owned(), "-uroot".to_owned()]);
+    assert!(mysql[2].starts_with("-p[REDACTED:mysql_password:"), "{mysql:?}");
+    let psql = argv_of("psql");
+    assert!(psql[1].starts_with("postgres://u:[REDACTED:url_password:") && psql[1].ends_with("]@h/db"), "{psql:?}");
+    let curl = argv_of("curl");
+    assert!(curl[2].starts_with("Authorization: Bearer [REDACTED:"), "{curl:?}");
+    let env = argv_of("env");
+    assert!(env[1].starts_with("AWS_SECRET_ACCESS_KEY=[REDACTED:"), "{env:?}");
+    let echo = actions.iter().find(|a| strs(&a["argv"])[0] == "/bin/echo").expect("echo action");
+    let echo_argv = strs(&echo["argv"]);
+    assert!(
+        echo_argv[1].starts_with("[REDACTED:github_token:") && echo_argv[2].starts_with("[REDACTED:anthropic_api_key:"),
+        "{echo_argv:?}"
+    );
+    assert_eq!(strs(&echo["redacted"]), ["anthropic_api_key", "github_token"]);
+    assert!(!echo["command"].as_str().expect("command").contains("ghp_"), "{}", echo["command"]);
+    let cat = actions.iter().find(|a| strs(&a["argv"])[0] == "cat").expect("cat action");
+    let read = cat["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with("/notes")))
+        .expect("the notes read");
+    let path = read["path"].as_str().expect("path");
+    assert_eq!(
+        fingerprint(path, "github_token"),
+        fingerprint(&echo_argv[1], "github_token"),
+        "the same token has the same fingerprint: {path}"
+    );
+    assert!(fingerprint(path, "github_token").is_some_and(|f| f.len() == 12));
+}
+
+/// A deleted raw event of `session`: the gap is reported at the next row, with the missing
+/// positions.
+async fn a_deleted_event_is_a_gap(d: &Daemon, session: &str) {
+    let (url, pool) = copy_db(d, "delete").await;
+    let (event, seq): (String, i64) = sqlx::query_as(
+        "SELECT id::text, chain_seq FROM events WHERE session_id = $1::uuid ORDER BY seq OFFSET 2 LIMIT 1",
+    )
+    .bind(session)
+    .fetch_one(&pool)
+    .await
+    .expect("an event");
+    tamper(&pool, &format!("DELETE FROM events WHERE id = '{event}'")).await;
+    let (code, lines) = verify(&url, &[]);
+    assert_eq!(code, 3);
+    let gap = findings(&lines).into_iter().find(|f| f["kind"] == "missing").unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(gap["seq"].as_i64(), Some(seq + 1));
+    assert!(gap["detail"].as_str().expect("detail").contains(&format!("{seq}..={seq}")), "{gap}");
+    pool.close().await;
+}
+
+/// An inserted fake action, at the place of the real `action`.
+async fn an_inserted_action_is_named(d: &Daemon, action: &str) {
+    let (url, pool) = copy_db(d, "insert").await;
+    let fake = "0193c2a4-7e21-7c3a-9f4e-000000000bad";
+    tamper(
+        &pool,
+        &format!(
+            "INSERT INTO actions (id, session_id, host, exec_id, pid, argv, argv_truncated, command, cwd, exe, uid, started_at, ended_at, \
+             duration_ms, exit_code, signal, complete, files, net, redacted, chain_seq, chain_hash) SELECT '{fake}', session_id, host, exec_id, pid, '{{rm,-rf,/srv}}', argv_truncated, 'rm -rf /srv', cwd, exe, uid, \
+             started_at, ended_at, duration_ms, exit_code, signal, complete, files, net, redacted, chain_seq, chain_hash FROM actions WHERE id = '{action}'"
+        ),
+    )
+    .await;
+    let (code, lines) = verify(&url, &[]);
+    assert_eq!(code, 3);
+    assert!(
+        findings(&lines).iter().any(|f| f["id"] == fake || f["detail"].as_str().is_some_and(|d| d.contains(fake))),
+        "{lines:?}"
+    );
     pool.close().await;
 }
 

@@ -53,6 +53,44 @@ fn flip(src: &Path, dst: &Path, find: &str, replace: &str) {
     std::fs::write(dst, text.replacen(find, replace, 1)).expect("write");
 }
 
+/// A real browser renders the packet `html` offline, with the commands, the alerts and the
+/// verification on the page; its screenshot goes to `dir`, and to `AGENTMON_KEEP_SCREENSHOT` if set.
+fn assert_renders_in_chromium(chromium: &Path, html: &Path, dir: &Path) {
+    let dom = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("run chromium");
+    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.status.success() && dom_text.contains("</html>"), "{}", String::from_utf8_lossy(&dom.stderr));
+    for want in [
+        "rm -rf /var/lib/agentmon-export-missing",
+        "sleep 2",
+        "wc -l",
+        "recursive_delete",
+        "sensitive_data",
+        "Verified",
+        "export-agent",
+        "exit 1",
+        "out.txt",
+    ] {
+        assert!(dom_text.contains(want), "the rendered page lacks {want}");
+    }
+    let shot = dir.join("packet.png");
+    let out = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1600"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("run chromium");
+    let png = std::fs::read(&shot)
+        .unwrap_or_else(|e| panic!("no screenshot ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a screenshot with content: {} bytes", png.len());
+    if let Ok(keep) = std::env::var("AGENTMON_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).expect("keep the screenshot");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_packet_verifies_offline_fails_on_one_changed_byte_and_renders_in_chromium() {
     let chromium = chromium();
@@ -142,39 +180,7 @@ async fn a_packet_verifies_offline_fails_on_one_changed_byte_and_renders_in_chro
     assert_eq!(verify_packet(&bad_html, &[]).0, 3);
 
     // A real browser renders it offline: the commands, the alerts, the verification.
-    let dom = Command::new(&chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .expect("run chromium");
-    let dom_text = String::from_utf8_lossy(&dom.stdout);
-    assert!(dom.status.success() && dom_text.contains("</html>"), "{}", String::from_utf8_lossy(&dom.stderr));
-    for want in [
-        "rm -rf /var/lib/agentmon-export-missing",
-        "sleep 2",
-        "wc -l",
-        "recursive_delete",
-        "sensitive_data",
-        "Verified",
-        "export-agent",
-        "exit 1",
-        "out.txt",
-    ] {
-        assert!(dom_text.contains(want), "the rendered page lacks {want}");
-    }
-    let shot = dir.join("packet.png");
-    let out = Command::new(&chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1600"])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .expect("run chromium");
-    let png = std::fs::read(&shot)
-        .unwrap_or_else(|e| panic!("no screenshot ({e}): {}", String::from_utf8_lossy(&out.stderr)));
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a screenshot with content: {} bytes", png.len());
-    if let Ok(keep) = std::env::var("AGENTMON_KEEP_SCREENSHOT") {
-        std::fs::copy(&shot, keep).expect("keep the screenshot");
-    }
+    assert_renders_in_chromium(&chromium, &html, &dir);
 
     // Several sessions by agent and time go into one packet.
     let (id2, out) = d.run_agent("export-agent", &dir, &["/bin/sh", "-c", "true; ls > /dev/null"]);

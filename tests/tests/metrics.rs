@@ -10,6 +10,7 @@ use std::{
     collections::{BTreeMap, HashSet},
     io::{Read as _, Write as _},
     net::TcpStream,
+    path::Path,
     process::{Command, Stdio},
 };
 
@@ -136,6 +137,85 @@ fn quiet_scrape(d: &Daemon, port: u16) -> (Value, String) {
     })
 }
 
+/// The per-session series of each live session in `st`, and the daemon's and the build's info
+/// series, against `st` and `agentmon --version`.
+fn assert_info_samples(d: &Daemon, st: &Value, sample: &dyn Fn(&str) -> f64) {
+    for s in st["sessions"].as_array().expect("sessions") {
+        let labels =
+            format!("session=\"{}\",agent=\"{}\"", s["id"].as_str().expect("id"), s["agent"].as_str().expect("agent"));
+        assert_eq!(sample(&format!("agentmon_session_processes{{{labels}}}")), s["processes"].as_f64().expect("n"));
+        assert_eq!(
+            sample(&format!("agentmon_session_kernel_processes{{{labels}}}")),
+            s["kernel_processes"].as_f64().expect("n")
+        );
+        assert_eq!(
+            sample(&format!("agentmon_session_events_lost_total{{{labels}}}")),
+            s["events_lost"].as_f64().expect("n")
+        );
+        let info = format!(
+            "agentmon_session_info{{{labels},cgroup_id=\"{}\",root_pid=\"{}\"}}",
+            s["cgroup_id"],
+            s["root_pid"].as_u64().unwrap_or(0)
+        );
+        assert_eq!(sample(&info), 1.0);
+    }
+    assert!(st["sessions"].as_array().expect("sessions").iter().any(|s| s["agent"] == "metrics-idle"));
+    let daemon = format!(
+        "agentmon_daemon_info{{host=\"{}\",pid=\"{}\",programs=\"{}\",signing_key=\"{}\"}}",
+        st["host"].as_str().expect("host"),
+        st["pid"],
+        st["programs"].as_str().expect("programs"),
+        st["signing_key"].as_str().expect("key")
+    );
+    assert_eq!(sample(&daemon), 1.0);
+    // `agentmon --version` is `agentmon 0.1.0 (abc1234)`.
+    let version = String::from_utf8_lossy(&d.cli(&["--version"]).stdout).trim().to_owned();
+    let (number, revision) =
+        version.trim_start_matches("agentmon ").split_once(" (").unwrap_or_else(|| panic!("version {version}"));
+    let build = format!(
+        "agentmon_build_info{{version=\"{number}\",revision=\"{}\",programs_version=\"{}\"}}",
+        revision.trim_end_matches(')'),
+        st["programs_version"].as_str().expect("v")
+    );
+    assert_eq!(sample(&build), 1.0);
+}
+
+/// The human status is a summary: probes counted by kind, no list of programs. With no daemon
+/// at its runtime directory (under `dir`), `status` exits 1.
+fn assert_human_status(d: &Daemon, st: &Value, dir: &Path) {
+    let human = d.cli(&["status"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(human.status.success(), "{text}");
+    let n = st["probes"].as_array().expect("probes").len();
+    let probes = text.lines().find(|l| l.starts_with("probes ")).unwrap_or_else(|| panic!("no probes line:\n{text}"));
+    assert!(probes.contains(&format!(" {n} attached: ")) && probes.contains("syscall tracepoints"), "{probes}");
+    assert!(!text.contains("tracepoint/") && !text.contains("raw_tp/"), "programs are listed only in --json:\n{text}");
+    assert!(text.lines().any(|l| l.starts_with("SESSION ")) && text.contains("metrics-idle"), "{text}");
+    println!("{text}");
+    let none = Command::new(integration_tests::bin())
+        .args(["status", "--runtime-dir"])
+        .arg(dir.join("no-daemon"))
+        .output()
+        .expect("status");
+    assert_eq!(none.status.code(), Some(1), "status exits 1 when nothing captures");
+}
+
+/// Only GET and HEAD of /metrics: 404 for other paths, 405 for other methods, 400 for nonsense.
+fn assert_only_get_and_head(port: u16) {
+    let (status, headers, body) = http(port, "HEAD /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        body.is_empty() && headers.contains("Content-Length: ") && !headers.contains("Content-Length: 0"),
+        "{headers}"
+    );
+    assert_eq!(http(port, "GET / HTTP/1.1\r\n\r\n").0, "HTTP/1.1 404 Not Found");
+    assert_eq!(http(port, "GET /metrics/x HTTP/1.1\r\n\r\n").0, "HTTP/1.1 404 Not Found");
+    let (status, headers, _) = http(port, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert!(headers.contains("Allow: GET, HEAD"), "{headers}");
+    assert_eq!(http(port, "nonsense\r\n\r\n").0, "HTTP/1.1 400 Bad Request");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_equal_status() {
     let port = free_port();
@@ -215,61 +295,11 @@ async fn metrics_equal_status() {
             "{kind}"
         );
     }
-    for s in st["sessions"].as_array().expect("sessions") {
-        let labels =
-            format!("session=\"{}\",agent=\"{}\"", s["id"].as_str().expect("id"), s["agent"].as_str().expect("agent"));
-        assert_eq!(sample(&format!("agentmon_session_processes{{{labels}}}")), s["processes"].as_f64().expect("n"));
-        assert_eq!(
-            sample(&format!("agentmon_session_kernel_processes{{{labels}}}")),
-            s["kernel_processes"].as_f64().expect("n")
-        );
-        assert_eq!(
-            sample(&format!("agentmon_session_events_lost_total{{{labels}}}")),
-            s["events_lost"].as_f64().expect("n")
-        );
-        let info = format!(
-            "agentmon_session_info{{{labels},cgroup_id=\"{}\",root_pid=\"{}\"}}",
-            s["cgroup_id"],
-            s["root_pid"].as_u64().unwrap_or(0)
-        );
-        assert_eq!(sample(&info), 1.0);
-    }
-    assert!(st["sessions"].as_array().expect("sessions").iter().any(|s| s["agent"] == "metrics-idle"));
-    let daemon = format!(
-        "agentmon_daemon_info{{host=\"{}\",pid=\"{}\",programs=\"{}\",signing_key=\"{}\"}}",
-        st["host"].as_str().expect("host"),
-        st["pid"],
-        st["programs"].as_str().expect("programs"),
-        st["signing_key"].as_str().expect("key")
-    );
-    assert_eq!(sample(&daemon), 1.0);
-    // `agentmon --version` is `agentmon 0.1.0 (abc1234)`.
-    let version = String::from_utf8_lossy(&d.cli(&["--version"]).stdout).trim().to_owned();
-    let (number, revision) =
-        version.trim_start_matches("agentmon ").split_once(" (").unwrap_or_else(|| panic!("version {version}"));
-    let build = format!(
-        "agentmon_build_info{{version=\"{number}\",revision=\"{}\",programs_version=\"{}\"}}",
-        revision.trim_end_matches(')'),
-        st["programs_version"].as_str().expect("v")
-    );
-    assert_eq!(sample(&build), 1.0);
+    // The per-session series, and the daemon's and the build's info.
+    assert_info_samples(&d, &st, &sample);
 
     // The human status is a summary: probes counted by kind, no list of programs.
-    let human = d.cli(&["status"]);
-    let text = String::from_utf8_lossy(&human.stdout);
-    assert!(human.status.success(), "{text}");
-    let n = st["probes"].as_array().expect("probes").len();
-    let probes = text.lines().find(|l| l.starts_with("probes ")).unwrap_or_else(|| panic!("no probes line:\n{text}"));
-    assert!(probes.contains(&format!(" {n} attached: ")) && probes.contains("syscall tracepoints"), "{probes}");
-    assert!(!text.contains("tracepoint/") && !text.contains("raw_tp/"), "programs are listed only in --json:\n{text}");
-    assert!(text.lines().any(|l| l.starts_with("SESSION ")) && text.contains("metrics-idle"), "{text}");
-    println!("{text}");
-    let none = Command::new(integration_tests::bin())
-        .args(["status", "--runtime-dir"])
-        .arg(dir.join("no-daemon"))
-        .output()
-        .expect("status");
-    assert_eq!(none.status.code(), Some(1), "status exits 1 when nothing captures");
+    assert_human_status(&d, &st, &dir);
 
     // Each family has HELP and TYPE; counters, and only they, end in _total.
     for series in m.samples.keys() {
@@ -281,18 +311,7 @@ async fn metrics_equal_status() {
     }
 
     // Only GET and HEAD of /metrics.
-    let (status, headers, body) = http(port, "HEAD /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    assert_eq!(status, "HTTP/1.1 200 OK");
-    assert!(
-        body.is_empty() && headers.contains("Content-Length: ") && !headers.contains("Content-Length: 0"),
-        "{headers}"
-    );
-    assert_eq!(http(port, "GET / HTTP/1.1\r\n\r\n").0, "HTTP/1.1 404 Not Found");
-    assert_eq!(http(port, "GET /metrics/x HTTP/1.1\r\n\r\n").0, "HTTP/1.1 404 Not Found");
-    let (status, headers, _) = http(port, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
-    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
-    assert!(headers.contains("Allow: GET, HEAD"), "{headers}");
-    assert_eq!(http(port, "nonsense\r\n\r\n").0, "HTTP/1.1 400 Bad Request");
+    assert_only_get_and_head(port);
 
     let _ = idle.kill();
     let _ = idle.wait();

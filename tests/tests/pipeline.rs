@@ -68,7 +68,7 @@ fn wait_stored(d: &Daemon, secs: u64) -> Value {
     })
 }
 
-/// Milliseconds since the epoch in a UUIDv7.
+/// Milliseconds since the epoch in a `UUIDv7`.
 fn uuid_ms(id: &str) -> u64 {
     u64::from_str_radix(&id.replace('-', "")[..12], 16).expect("uuid hex")
 }
@@ -319,7 +319,7 @@ async fn a_sixty_second_database_outage_loses_nothing() {
     proxy.down();
     let start = Instant::now();
     let mut spooled = 0;
-    while start.elapsed() < Duration::from_secs(60) {
+    while start.elapsed() < Duration::from_mins(1) {
         std::thread::sleep(Duration::from_secs(2));
         let st = d.status();
         spooled = spooled.max(st["spool_records"].as_u64().expect("spool_records"));

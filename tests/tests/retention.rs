@@ -4,7 +4,7 @@
 //! passes after each step and `verify --archive` checks each archive. A partition dropped by
 //! hand, with no signed cut, makes `verify` fail, and the writer role cannot drop one at all.
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
 use chrono::{Duration, Utc};
 use integration_tests::{json_lines, scratch, Daemon};
@@ -60,6 +60,91 @@ fn retention(d: &Daemon, as_of: &str, dry_run: bool) -> (i32, Vec<Value>) {
     assert!(out.status.code().is_some(), "retention: {out:?}");
     let items = json_lines(&out).into_iter().filter(|l| l["type"] == "partition").collect();
     (out.status.code().unwrap_or(-1), items)
+}
+
+/// One partition that cold retention archived and dropped (`i`, its line of `retention --json`):
+/// its archive is in `archive_dir` with the signed hash and every row, and verifies; the
+/// partition is gone. Returns the archive's rows.
+async fn check_cold_archive(d: &Daemon, archive_dir: &Path, i: &Value) -> i64 {
+    assert_eq!((&i["tier"], &i["status"]), (&"cold".into(), &"dropped".into()), "{i}");
+    let file = std::path::PathBuf::from(i["archive_file"].as_str().expect("archive"));
+    assert_eq!(file, archive_dir.join(format!("{}.jsonl.gz", i["partition"].as_str().expect("name"))));
+    assert_eq!(
+        retention::file_sha256(&file).expect("sha"),
+        i["archive_sha256"].as_str().expect("sha"),
+        "the signed hash is the file's"
+    );
+    let lines = retention::read_archive(&file).expect("archive");
+    assert_eq!(lines.len() as u64, i["rows"].as_u64().expect("rows"), "{i}");
+    let out = d.cli(&["verify", "--json", "--archive", file.to_str().expect("utf8")]);
+    let v = &json_lines(&out)[0];
+    assert_eq!((out.status.code(), &v["ok"]), (Some(0), &true.into()), "{v}");
+    assert!(!exists(&d.pool, i["partition"].as_str().expect("name")).await);
+    lines.len() as i64
+}
+
+/// One changed row in the archive `name` (of `lines`), written under `dir`: the hash no longer
+/// matches, nor does the row's leaf.
+fn a_changed_archive_row_fails(d: &Daemon, dir: &Path, name: &str, lines: &[String]) {
+    let bad_dir = dir.join("tampered");
+    std::fs::create_dir_all(&bad_dir).expect("dir");
+    let bad = bad_dir.join(name);
+    let text = lines.join("\n").replacen("/etc/hostname", "/etc/hostnamf", 1) + "\n";
+    let gz = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -c > {}", bad.display()))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    std::io::Write::write_all(&mut gz.stdin.as_ref().expect("stdin"), text.as_bytes()).expect("write");
+    assert!(gz.wait_with_output().expect("gzip").status.success());
+    let out = d.cli(&["verify", "--json", "--archive", bad.to_str().expect("utf8")]);
+    let v: &Value = &serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!((out.status.code(), &v["ok"]), (Some(3), &false.into()), "{v}");
+    let problems = v["problems"].to_string();
+    assert!(problems.contains("SHA-256") && problems.contains("differs from the row the cut removed"), "{v}");
+}
+
+/// Only retention removes a partition (`actions_today`, today's of `actions`): the writer may
+/// not drop one or cut without a stored cut, nobody may truncate one, and one dropped by hand
+/// makes `verify` fail.
+async fn only_retention_removes_a_partition(d: &Daemon, dir: &Path, actions_today: &str) {
+    let (id2, out) = d.run_agent("ops/retention", dir, &["/bin/sh", "-c", "/bin/true; /bin/true"]);
+    assert!(out.status.success());
+    d.wait_session_end(&id2);
+    assert!(exists(&d.pool, actions_today).await, "a late row of the day makes its partition again");
+    let as_writer = |sql: String| {
+        let pool = d.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.expect("begin");
+            sqlx::query("SET LOCAL ROLE agentmon_writer").execute(&mut *tx).await.expect("role");
+            sqlx::query(&sql).execute(&mut *tx).await.expect_err(&sql).to_string()
+        }
+    };
+    assert!(as_writer(format!("DROP TABLE {actions_today}")).await.contains("must be owner"));
+    let e = as_writer(format!(
+        "SELECT agentmon_retention_drop('actions', '{}', gen_random_uuid())",
+        Utc::now().date_naive()
+    ))
+    .await;
+    assert!(e.contains("no stored, chained retention cut"), "{e}");
+    let e = sqlx::query(&format!("TRUNCATE {actions_today}")).execute(&d.pool).await.expect_err("truncate").to_string();
+    assert!(e.contains("append-only"), "{e}");
+    let (code, findings, _) = verify(d, &[]);
+    assert_eq!((code, findings.len()), (0, 0), "{findings:#?}");
+
+    // A partition dropped by hand (by its owner), with no cut: verify names the gap.
+    sqlx::query(&format!("DROP TABLE {actions_today}")).execute(&d.pool).await.expect("drop by hand");
+    let (code, findings, _) = verify(d, &[]);
+    assert_eq!(code, 3, "{findings:#?}");
+    // The day's two actions of the second session, each a gap in the chain.
+    assert_eq!(findings.len(), 2, "{findings:#?}");
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["kind"] == "missing" && f["detail"].as_str().is_some_and(|d| d.starts_with("1 row(s) deleted"))),
+        "{findings:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -148,21 +233,7 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
     );
     let mut retained = events_today;
     for i in &items {
-        assert_eq!((&i["tier"], &i["status"]), (&"cold".into(), &"dropped".into()), "{i}");
-        let file = std::path::PathBuf::from(i["archive_file"].as_str().expect("archive"));
-        assert_eq!(file, archive_dir.join(format!("{}.jsonl.gz", i["partition"].as_str().expect("name"))));
-        assert_eq!(
-            retention::file_sha256(&file).expect("sha"),
-            i["archive_sha256"].as_str().expect("sha"),
-            "the signed hash is the file's"
-        );
-        let lines = retention::read_archive(&file).expect("archive");
-        assert_eq!(lines.len() as u64, i["rows"].as_u64().expect("rows"), "{i}");
-        retained += lines.len() as i64;
-        let out = d.cli(&["verify", "--json", "--archive", file.to_str().expect("utf8")]);
-        let v = &json_lines(&out)[0];
-        assert_eq!((out.status.code(), &v["ok"]), (Some(0), &true.into()), "{v}");
-        assert!(!exists(&d.pool, i["partition"].as_str().expect("name")).await);
+        retained += check_cold_archive(&d, &archive_dir, i).await;
     }
     assert_eq!(counts(&d.pool, &id).await.iter().map(|c| c.1).sum::<i64>(), 0, "the day is gone from the database");
     // The actions archive holds the agent's commands, as stored.
@@ -182,61 +253,9 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
     );
 
     // One changed row in an archive: the hash no longer matches, nor does the row's leaf.
-    let bad_dir = dir.join("tampered");
-    std::fs::create_dir_all(&bad_dir).expect("dir");
-    let bad = bad_dir.join(format!("{}.jsonl.gz", part("actions")));
-    let text = actions.join("\n").replacen("/etc/hostname", "/etc/hostnamf", 1) + "\n";
-    let gz = Command::new("sh")
-        .arg("-c")
-        .arg(format!("gzip -c > {}", bad.display()))
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("gzip");
-    std::io::Write::write_all(&mut gz.stdin.as_ref().expect("stdin"), text.as_bytes()).expect("write");
-    assert!(gz.wait_with_output().expect("gzip").status.success());
-    let out = d.cli(&["verify", "--json", "--archive", bad.to_str().expect("utf8")]);
-    let v: &Value = &serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
-    assert_eq!((out.status.code(), &v["ok"]), (Some(3), &false.into()), "{v}");
-    let problems = v["problems"].to_string();
-    assert!(problems.contains("SHA-256") && problems.contains("differs from the row the cut removed"), "{v}");
+    a_changed_archive_row_fails(&d, &dir, &format!("{}.jsonl.gz", part("actions")), &actions);
 
     // Only retention removes a partition: the writer may not drop one or cut without a stored
-    // cut, and nobody may truncate one.
-    let (id2, out) = d.run_agent("ops/retention", &dir, &["/bin/sh", "-c", "/bin/true; /bin/true"]);
-    assert!(out.status.success());
-    d.wait_session_end(&id2);
-    assert!(exists(&d.pool, &part("actions")).await, "a late row of the day makes its partition again");
-    let as_writer = |sql: String| {
-        let pool = d.pool.clone();
-        async move {
-            let mut tx = pool.begin().await.expect("begin");
-            sqlx::query("SET LOCAL ROLE agentmon_writer").execute(&mut *tx).await.expect("role");
-            sqlx::query(&sql).execute(&mut *tx).await.expect_err(&sql).to_string()
-        }
-    };
-    assert!(as_writer(format!("DROP TABLE {}", part("actions"))).await.contains("must be owner"));
-    let e = as_writer(format!(
-        "SELECT agentmon_retention_drop('actions', '{}', gen_random_uuid())",
-        Utc::now().date_naive()
-    ))
-    .await;
-    assert!(e.contains("no stored, chained retention cut"), "{e}");
-    let e =
-        sqlx::query(&format!("TRUNCATE {}", part("actions"))).execute(&d.pool).await.expect_err("truncate").to_string();
-    assert!(e.contains("append-only"), "{e}");
-    let (code, findings, _) = verify(&d, &[]);
-    assert_eq!((code, findings.len()), (0, 0), "{findings:#?}");
-
-    // A partition dropped by hand (by its owner), with no cut: verify names the gap.
-    sqlx::query(&format!("DROP TABLE {}", part("actions"))).execute(&d.pool).await.expect("drop by hand");
-    let (code, findings, _) = verify(&d, &[]);
-    assert_eq!(code, 3, "{findings:#?}");
-    // The day's two actions of the second session, each a gap in the chain.
-    assert_eq!(findings.len(), 2, "{findings:#?}");
-    assert!(
-        findings
-            .iter()
-            .all(|f| f["kind"] == "missing" && f["detail"].as_str().is_some_and(|d| d.starts_with("1 row(s) deleted"))),
-        "{findings:#?}"
-    );
+    // cut, nobody may truncate one, and one dropped by hand (with no cut) fails `verify`.
+    only_retention_removes_a_partition(&d, &dir, &part("actions")).await;
 }

@@ -1,5 +1,5 @@
 //! Root integration tests of the daemon as a service: the systemd notify protocol (without
-//! systemd: the test owns the notify socket), the embedded private PostgreSQL under the state
+//! systemd: the test owns the notify socket), the embedded private `PostgreSQL` under the state
 //! directory, a central database over TLS with `sslmode=verify-full`, and the start-up checks
 //! that must fail fast.
 
@@ -257,6 +257,69 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A self-signed CA certificate `STEM.pem` (key `STEM.key`) in `dir`, for the subject `/CN=CN`.
+fn self_signed_ca(dir: &Path, cn: &str, stem: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &format!("{stem}.key"),
+            "-out",
+            &format!("{stem}.pem"),
+        ],
+    );
+}
+
+/// A server certificate `server.pem` (key `server.key`) for `localhost` only (no IP address in
+/// it), signed by the CA `ca.pem` in `dir`.
+fn localhost_certificate_signed_by_ca(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").expect("ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ],
+    );
+}
+
 /// A free TCP port on loopback.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -356,24 +419,7 @@ async fn tls_accepts_what_libpq_accepts_for_sslrootcert() {
     );
     // A bundle: two unrelated CAs around the server's certificate.
     for ca in ["other1", "other2"] {
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={ca}"),
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-            ],
-        );
+        self_signed_ca(&dir, ca, ca);
     }
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("pem");
     std::fs::write(dir.join("bundle.pem"), read("other1.pem") + &read("server.pem") + &read("other2.pem"))
@@ -441,60 +487,8 @@ async fn tls_verify_full_connects_and_refuses_a_mismatched_certificate() {
     require_root();
     let dir = scratch("tls");
     // A CA, and a server certificate for `localhost` only (no IP address in it).
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=agentmon test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-    );
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").expect("ext");
-    openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server.pem",
-        ],
-    );
+    self_signed_ca(&dir, "agentmon test CA", "ca");
+    localhost_certificate_signed_by_ca(&dir);
 
     let (cluster, mut server) = tls_cluster(&dir);
     let _stop = Stop(&mut server);

@@ -1372,7 +1372,7 @@ fn stage_costs(events: &[(String, String)]) -> (f64, f64, u64) {
         ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
         daemon::chain::CheckpointLog::File("/dev/null".into()),
         Duration::from_secs(5),
-        Duration::from_secs(60),
+        Duration::from_mins(1),
     );
     let record = |kind: &str, data: &str| {
         Output::Event(monitor::correlate::EventRecord {
@@ -1394,13 +1394,13 @@ fn stage_costs(events: &[(String, String)]) -> (f64, f64, u64) {
     let mut records: Vec<Output> = events.iter().map(|(k, d)| record(k, d)).collect();
     let t = Instant::now();
     let parsed: Vec<Option<Value>> = records.iter_mut().map(|o| daemon::redact::apply(&redactor, o)).collect();
-    let redact_ns = t.elapsed().as_nanos() as f64 / fl(records.len() as u64).max(1.0);
+    let redact_ns = fl(t.elapsed().as_nanos() as u64) / fl(records.len() as u64).max(1.0);
     let redacted = records.iter().filter(|o| o.redacted()).count() as u64;
     let t = Instant::now();
     for (o, data) in records.iter_mut().zip(parsed) {
         chain.seal(o, data);
     }
-    let chain_ns = t.elapsed().as_nanos() as f64 / fl(records.len() as u64).max(1.0);
+    let chain_ns = fl(t.elapsed().as_nanos() as u64) / fl(records.len() as u64).max(1.0);
     (redact_ns, chain_ns, redacted)
 }
 

@@ -3,7 +3,7 @@
 //!
 //! `files DIR`          every file syscall family, once succeeding and once failing
 //! `deny DIR`           as uid 65534: a write-open in a read-only dir and of /etc/shadow (EACCES)
-//! `unlink PATH`        glibc unlink()
+//! `unlink PATH`        glibc `unlink()`
 //! `open-loop PATH N`   open+close PATH N times
 //! `write PATH`         create and write PATH
 //! `net TCP4 TCP6 UNIX UDP4`  connect to those listeners, a refused connect, a UDP send, and a
@@ -15,15 +15,15 @@
 //! `tcp-server ADDR SECS` accept connections on ADDR for SECS seconds
 //! `bypass DIR UDP TCP`  the evasions of issue 8: a UDP sendto whose fd register has its upper
 //!                      32 bits set, a TCP fast-open sendto without connect, fchmodat2 with
-//!                      `AT_EMPTY_PATH` on an O_PATH fd of DIR/mode, an `int 0x80` open of
-//!                      DIR/int80 and an io_uring openat of DIR/uring
+//!                      `AT_EMPTY_PATH` on an `O_PATH` fd of DIR/mode, an `int 0x80` open of
+//!                      DIR/int80 and an `io_uring` openat of DIR/uring
 //! `connect-race A B N` N connects to A while a second thread keeps rewriting the sockaddr to B;
 //!                      prints each connection's real peer port
 //! `fork-escape CG PROG ARGS...` fork at once; the child moves itself into cgroup CG and
 //!                      execs PROG ARGS; the parent waits for it and writes a file of its own
 //!                      (PROG's last argument + ".parent")
-//! `tamper PID`         bpf(), ptrace attach/detach of PID (outside the session), pidfd_getfd
-//!                      on it, and process_vm_writev to it (harmless: zero bytes)
+//! `tamper PID`         `bpf()`, ptrace attach/detach of PID (outside the session), `pidfd_getfd`
+//!                      on it, and `process_vm_writev` to it (harmless: zero bytes)
 
 use std::{
     ffi::CString,
@@ -61,10 +61,35 @@ fn pair(name: &str, ok: i64, fail: i64, errno: i32) {
 }
 
 fn files(dir: &str) {
-    use libc::*;
-    let p = |n: &str| c(&format!("{dir}/{n}"));
+    use libc::{SYS_close, SYS_open, SYS_rename, ENAMETOOLONG, O_CREAT, O_DIRECTORY, O_RDONLY, O_WRONLY};
     let dirfd = sys!(SYS_open, c(dir).as_ptr(), O_RDONLY | O_DIRECTORY) as i32;
     assert!(dirfd >= 0);
+    files_open(dir, dirfd);
+    files_names(dir, dirfd);
+    files_attributes(dir, dirfd);
+    // Legacy (non-*at) calls with cwd-relative paths, one and two of them.
+    let fd = sys!(SYS_open, c("r").as_ptr(), O_CREAT | O_WRONLY, 0o644);
+    assert!(fd >= 0);
+    sys!(SYS_close, fd);
+    assert_eq!(sys!(SYS_rename, c("r").as_ptr(), c("m2/r2").as_ptr()), 0);
+    // A path longer than PATH_MAX, and a name that is not UTF-8.
+    let long = c(&format!("{dir}/{}", "L".repeat(5000)));
+    assert_eq!(sys!(SYS_open, long.as_ptr(), O_RDONLY), -i64::from(ENAMETOOLONG));
+    let mut odd = format!("{dir}/caf").into_bytes();
+    odd.push(0xe9);
+    let odd = CString::new(odd).expect("no NUL");
+    let fd = sys!(SYS_open, odd.as_ptr(), O_CREAT | O_WRONLY, 0o644);
+    assert!(fd >= 0);
+    sys!(SYS_close, fd);
+}
+
+/// The open family; leaves the cwd in `dir`.
+fn files_open(dir: &str, dirfd: i32) {
+    use libc::{
+        SYS_chdir, SYS_close, SYS_creat, SYS_open, SYS_openat, SYS_openat2, AT_FDCWD, ENOENT, O_CREAT, O_RDONLY,
+        O_RDWR, O_WRONLY,
+    };
+    let p = |n: &str| c(&format!("{dir}/{n}"));
     // open / openat (dirfd and changed cwd) / openat2 / creat
     let fd = sys!(SYS_open, p("a").as_ptr(), O_CREAT | O_WRONLY, 0o644);
     pair("open", fd, sys!(SYS_open, p("missing/x").as_ptr(), O_RDONLY), ENOENT);
@@ -82,6 +107,15 @@ fn files(dir: &str) {
     let fd = sys!(SYS_creat, p("d").as_ptr(), 0o644);
     pair("creat", fd, sys!(SYS_creat, p("nodir/d").as_ptr(), 0o644), ENOENT);
     sys!(SYS_close, fd);
+}
+
+/// Delete, mkdir, rename and link.
+fn files_names(dir: &str, dirfd: i32) {
+    use libc::{
+        SYS_link, SYS_linkat, SYS_mkdir, SYS_mkdirat, SYS_rename, SYS_renameat, SYS_renameat2, SYS_rmdir, SYS_symlink,
+        SYS_symlinkat, SYS_unlink, SYS_unlinkat, EEXIST, ENOENT,
+    };
+    let p = |n: &str| c(&format!("{dir}/{n}"));
     // delete
     pair("unlink", sys!(SYS_unlink, p("d").as_ptr()), sys!(SYS_unlink, p("d").as_ptr()), ENOENT);
     pair(
@@ -142,6 +176,15 @@ fn files(dir: &str) {
         sys!(SYS_symlinkat, c("b3").as_ptr(), dirfd, c("s2").as_ptr()),
         EEXIST,
     );
+}
+
+/// chmod, chown and truncate, by path and by fd.
+fn files_attributes(dir: &str, dirfd: i32) {
+    use libc::{
+        SYS_chmod, SYS_chown, SYS_close, SYS_fchmod, SYS_fchmodat, SYS_fchown, SYS_fchownat, SYS_ftruncate, SYS_lchown,
+        SYS_open, SYS_truncate, EBADF, ENOENT, O_RDWR,
+    };
+    let p = |n: &str| c(&format!("{dir}/{n}"));
     // chmod
     let fd = sys!(SYS_open, p("b3").as_ptr(), O_RDWR);
     pair("chmod", sys!(SYS_chmod, p("b3").as_ptr(), 0o600), sys!(SYS_chmod, p("zz").as_ptr(), 0o600), ENOENT);
@@ -165,20 +208,6 @@ fn files(dir: &str) {
     // truncate
     pair("truncate", sys!(SYS_truncate, p("b3").as_ptr(), 0), sys!(SYS_truncate, p("zz").as_ptr(), 0), ENOENT);
     pair("ftruncate", sys!(SYS_ftruncate, fd, 10), sys!(SYS_ftruncate, 999, 10), EBADF);
-    sys!(SYS_close, fd);
-    // Legacy (non-*at) calls with cwd-relative paths, one and two of them.
-    let fd = sys!(SYS_open, c("r").as_ptr(), O_CREAT | O_WRONLY, 0o644);
-    assert!(fd >= 0);
-    sys!(SYS_close, fd);
-    assert_eq!(sys!(SYS_rename, c("r").as_ptr(), c("m2/r2").as_ptr()), 0);
-    // A path longer than PATH_MAX, and a name that is not UTF-8.
-    let long = c(&format!("{dir}/{}", "L".repeat(5000)));
-    assert_eq!(sys!(SYS_open, long.as_ptr(), O_RDONLY), -i64::from(ENAMETOOLONG));
-    let mut odd = format!("{dir}/caf").into_bytes();
-    odd.push(0xe9);
-    let odd = CString::new(odd).expect("no NUL");
-    let fd = sys!(SYS_open, odd.as_ptr(), O_CREAT | O_WRONLY, 0o644);
-    assert!(fd >= 0);
     sys!(SYS_close, fd);
 }
 
@@ -256,21 +285,21 @@ fn net_failures(udp: &UdpSocket, udp4: &str) {
         // listen on a datagram socket is not supported.
         assert!(libc::listen(fd, 1) < 0);
         // bind to a port in use, accept on a socket that does not listen.
-        let l = TcpListener::bind("127.0.0.1:0").expect("listener");
-        let taken = match l.local_addr().expect("addr") {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+        let taken = match listener.local_addr().expect("addr") {
             std::net::SocketAddr::V4(a) => a,
             std::net::SocketAddr::V6(_) => unreachable!(),
         };
-        let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         let a = sin(&taken);
-        assert!(libc::bind(s, (&raw const a).cast(), sinlen) < 0, "port in use");
-        assert!(libc::accept(s, std::ptr::null_mut(), std::ptr::null_mut()) < 0, "not listening");
-        libc::close(s);
+        assert!(libc::bind(sock, (&raw const a).cast(), sinlen) < 0, "port in use");
+        assert!(libc::accept(sock, std::ptr::null_mut(), std::ptr::null_mut()) < 0, "not listening");
+        libc::close(sock);
         // A plain accept(2) that succeeds, with no address asked for.
         let t = std::thread::spawn(move || TcpStream::connect(taken).expect("connect"));
-        let c = libc::accept(l.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut());
-        assert!(c >= 0, "accept");
-        libc::close(c);
+        let conn = libc::accept(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut());
+        assert!(conn >= 0, "accept");
+        libc::close(conn);
         drop(t.join());
     }
 }
@@ -285,8 +314,8 @@ fn resolve(name: &str, port: u16) {
         let mut res = std::ptr::null_mut();
         let r = libc::getaddrinfo(host.as_ptr(), std::ptr::null(), &raw const hints, &raw mut res);
         assert_eq!(r, 0, "getaddrinfo({name}) failed: {r}");
-        let sin = (*res).ai_addr.cast::<libc::sockaddr_in>();
-        let ip = std::net::Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr));
+        let sin = std::ptr::read_unaligned((*res).ai_addr.cast::<libc::sockaddr_in>());
+        let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
         libc::freeaddrinfo(res);
         ip
     };
@@ -369,7 +398,7 @@ fn udp_high_fd(udp: &str) {
     assert_eq!(r, msg.len() as i64, "sendto with a dirty fd register");
 }
 
-/// TCP fast open: sendto(MSG_FASTOPEN, addr) connects without connect().
+/// TCP fast open: `sendto(MSG_FASTOPEN, addr)` connects without `connect()`.
 fn fast_open(tcp: &str) {
     let addr: std::net::SocketAddrV4 = tcp.parse().expect("tcp addr");
     // SAFETY: plain socket call.
@@ -396,7 +425,7 @@ fn fast_open(tcp: &str) {
     unsafe { libc::close(fd) };
 }
 
-/// fchmodat2(fd, "", mode, AT_EMPTY_PATH) on an O_PATH fd.
+/// `fchmodat2(fd, "", mode, AT_EMPTY_PATH)` on an `O_PATH` fd.
 fn fchmodat2_empty(path: &str) {
     std::fs::write(path, "x").expect("create");
     // SAFETY: valid C string.
@@ -407,8 +436,8 @@ fn fchmodat2_empty(path: &str) {
     assert_eq!(r, 0, "fchmodat2 AT_EMPTY_PATH");
 }
 
-/// open(path, O_WRONLY|O_CREAT, 0600) through the 32-bit entry (`int 0x80`): the path must sit
-/// below 4 GiB, so it goes in a MAP_32BIT page.
+/// `open(path, O_WRONLY|O_CREAT, 0600)` through the 32-bit entry (`int 0x80`): the path must sit
+/// below 4 GiB, so it goes in a `MAP_32BIT` page.
 fn int80_open(path: &str) {
     // SAFETY: an anonymous mapping we own.
     let page = unsafe {
@@ -444,7 +473,7 @@ fn int80_open(path: &str) {
     assert!(ret >= 0, "int 0x80 open: {ret}");
 }
 
-/// One IORING_OP_OPENAT through a real ring.
+/// One `IORING_OP_OPENAT` through a real ring.
 fn uring_open(path: &str) {
     let mut ring = io_uring::IoUring::new(4).expect("io_uring_setup");
     let name = c(path);
@@ -472,6 +501,7 @@ fn bypass(dir: &str, udp: &str, tcp: &str) {
 /// real peer port of each connection, in order.
 fn connect_race(a: &str, b: &str, n: u32) {
     use std::sync::atomic::{AtomicBool, Ordering};
+    static STOP: AtomicBool = AtomicBool::new(false);
     let (a, b): (std::net::SocketAddrV4, std::net::SocketAddrV4) = (a.parse().expect("a"), b.parse().expect("b"));
     let mk = |x: std::net::SocketAddrV4| libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
@@ -482,14 +512,13 @@ fn connect_race(a: &str, b: &str, n: u32) {
     let (sa, sb) = (mk(a), mk(b));
     let shared: &'static mut libc::sockaddr_in = Box::leak(Box::new(sa));
     let ptr = std::ptr::from_mut(shared) as usize;
-    static STOP: AtomicBool = AtomicBool::new(false);
     let flipper = std::thread::spawn(move || {
-        let mut i = 0u64;
+        let mut flips = 0u64;
         while !STOP.load(Ordering::Relaxed) {
-            let v = if i % 2 == 0 { sb } else { sa };
+            let next = if flips.is_multiple_of(2) { sb } else { sa };
             // SAFETY: a racy write to a leaked buffer, which is the point of this workload.
-            unsafe { std::ptr::write_volatile(ptr as *mut libc::sockaddr_in, v) };
-            i += 1;
+            unsafe { std::ptr::write_volatile(ptr as *mut libc::sockaddr_in, next) };
+            flips += 1;
         }
     });
     let mut ports = Vec::new();
