@@ -236,11 +236,11 @@ async fn verify_names_every_kind_of_tampering_and_a_witness_catches_a_rebuilt_ch
     .expect("a periodic checkpoint");
     let host = row["host"].as_str().expect("host").to_owned();
     let forger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
-    let pk = chain::hex(forger.verifying_key().as_bytes());
+    let pk = monitor::text::hex(forger.verifying_key().as_bytes());
     let fp = chain::key_fingerprint(forger.verifying_key().as_bytes());
     let mut c = checkpoint_of(&row);
     c.key_fingerprint = fp.clone();
-    let sig = chain::hex(&forger.sign(&chain::checkpoint_message(&host, &c)).to_bytes());
+    let sig = monitor::text::hex(&forger.sign(&chain::checkpoint_message(&host, &c)).to_bytes());
     tamper(
         &pool,
         &format!("UPDATE checkpoints SET key_fingerprint = '{fp}', signature = '{sig}' WHERE id = '{cp_id}'"),
@@ -373,8 +373,8 @@ async fn an_inserted_action_is_named(d: &Daemon, action: &str) {
     pool.close().await;
 }
 
-fn checkpoint_of(row: &Value) -> monitor::correlate::Checkpoint {
-    monitor::correlate::Checkpoint {
+fn checkpoint_of(row: &Value) -> monitor::record::Checkpoint {
+    monitor::record::Checkpoint {
         id: uuid::Uuid::nil(),
         covers_seq: row["covers_seq"].as_u64().expect("covers_seq"),
         head_hash: row["head_hash"].as_str().expect("head").to_owned(),
@@ -383,21 +383,21 @@ fn checkpoint_of(row: &Value) -> monitor::correlate::Checkpoint {
         next_within_secs: row["next_within_secs"].as_u64().expect("next"),
         key_fingerprint: row["key_fingerprint"].as_str().expect("fp").to_owned(),
         signature: String::new(),
-        chain: chain::ChainLink::default(),
+        chain: monitor::record::ChainLink::default(),
     }
 }
 
 /// What an attacker with the host's key can do: recompute every hash from the (edited) rows
 /// and re-sign every checkpoint.
 async fn rebuild_chain(pool: &sqlx::PgPool, host: &str, key: &ed25519_dalek::SigningKey) {
-    let rows: Vec<_> = monitor::verify::chain_rows(pool, host, 1).collect::<Vec<_>>().await;
+    let rows: Vec<_> = monitor::store::verify::chain_rows(pool, host, 1).collect::<Vec<_>>().await;
     let mut prev = chain::GENESIS;
     for r in rows {
         let mut r = r.expect("row");
         if r.table == "checkpoints" {
             let mut c = checkpoint_of(&r.row);
-            c.head_hash = chain::hex(&prev);
-            let sig = chain::hex(&key.sign(&chain::checkpoint_message(host, &c)).to_bytes());
+            c.head_hash = monitor::text::hex(&prev);
+            let sig = monitor::text::hex(&key.sign(&chain::checkpoint_message(host, &c)).to_bytes());
             r.row["head_hash"] = c.head_hash.clone().into();
             r.row["signature"] = sig.clone().into();
             tamper(
@@ -416,7 +416,7 @@ async fn rebuild_chain(pool: &sqlx::PgPool, host: &str, key: &ed25519_dalek::Sig
             &format!(
                 "UPDATE {} SET chain_hash = '\\x{}' WHERE host = '{host}' AND {idcol} = '{}'",
                 r.table,
-                chain::hex(&prev),
+                monitor::text::hex(&prev),
                 r.id
             ),
         )

@@ -411,7 +411,7 @@ fn default_config_lists_every_key() {
     monitor::redact::Redactor::new(&[0; 32], &cfg.redaction).expect("the redaction example compiles");
     monitor::sensitive::Sensitive::new(&cfg.sensitive, Vec::new()).expect("the sensitive example compiles");
     let alerts = monitor::alerts::Rules::new(&cfg.alerts).expect("the alerts example compiles");
-    let retention = monitor::daemon::retention::Policy::new(&cfg.retention, std::path::Path::new("/var/lib/agentmon"))
+    let retention = monitor::retention::Policy::new(&cfg.retention, std::path::Path::new("/var/lib/agentmon"))
         .expect("the retention example is valid");
     assert_eq!(
         retention.map(|p| (p.hot.num_days(), p.warm.map(|w| w.num_days()), p.cold.map(|c| c.num_days()))),

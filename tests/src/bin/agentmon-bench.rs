@@ -1363,7 +1363,7 @@ fn drop_database(rt: &tokio::runtime::Runtime, db_url: &str) {
 
 /// The redact and chain stages' cost per event, in ns: on `events` as the daemon queues them.
 fn stage_costs(events: &[(String, String)]) -> (f64, f64, u64) {
-    use monitor::{correlate::Output, daemon};
+    use monitor::{daemon, record::Output};
     let redactor =
         monitor::redact::Redactor::new(&[7; 32], &monitor::redact::RedactConfig::default()).expect("built-in rules");
     let mut chain = daemon::chain::Chain::new(
@@ -1375,7 +1375,7 @@ fn stage_costs(events: &[(String, String)]) -> (f64, f64, u64) {
         Duration::from_mins(1),
     );
     let record = |kind: &str, data: &str| {
-        Output::Event(monitor::correlate::EventRecord {
+        Output::Event(monitor::record::EventRecord {
             id: Uuid::now_v7(),
             session_id: Uuid::now_v7(),
             action_id: None,
@@ -1387,7 +1387,7 @@ fn stage_costs(events: &[(String, String)]) -> (f64, f64, u64) {
             tid: 1,
             data: data.to_owned(),
             redacted: Vec::new(),
-            chain: monitor::chain::ChainLink::default(),
+            chain: monitor::record::ChainLink::default(),
             facts: None,
         })
     };
