@@ -18,12 +18,9 @@
 use std::fmt::Write as _;
 
 use chrono::DateTime;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::{
-    chain::{self, GENESIS},
-    text::hex,
-};
+use crate::chain::{self, GENESIS};
 
 pub const FORMAT: &str = "agentmon-packet/1";
 
@@ -366,8 +363,10 @@ fn tree(procs: &[&Value]) -> String {
 #[cfg(test)]
 mod tests {
     use ed25519_dalek::Signer as _;
+    use serde_json::json;
 
     use super::*;
+    use crate::text::hex;
 
     /// A packet over a five-row chain: rows 2 and 4 in full, the rest as leaves.
     fn packet() -> Value {

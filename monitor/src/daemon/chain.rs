@@ -59,6 +59,17 @@ pub struct Chain {
     sealed_since_checkpoint: u64,
 }
 
+/// The chain stage as the daemon starts it: the signing key (made on first start), the
+/// external checkpoint log and the checkpoint intervals. Its head is set once the spool is
+/// stored (`Daemon::resume_chain`).
+pub fn open(settings: &super::args::Settings, host: &str) -> anyhow::Result<Chain> {
+    let (key, new_key) = load_or_create_key(&settings.state_dir)?;
+    let log = CheckpointLog::parse(&settings.checkpoint_log);
+    let chain = Chain::new(host.to_owned(), None, key, log.clone(), settings.checkpoint_every, settings.heartbeat);
+    tracing::info!(key = %chain.fingerprint, public_key = %chain.public_key, new = new_key, log = ?log, "checkpoints are signed with this ed25519 key");
+    Ok(chain)
+}
+
 /// Read the signing key, or make one (32 random bytes, mode 0600) on first start.
 pub fn load_or_create_key(state_dir: &Path) -> anyhow::Result<(ed25519_dalek::SigningKey, bool)> {
     let path = state_dir.join(KEY_FILE);

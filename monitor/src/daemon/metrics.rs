@@ -32,8 +32,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Listen on `--metrics-listen`, else `metrics_listen` (both checked when parsed), if either
 /// is set and not `off`, and answer scrapes through the main loop's command channel.
-pub async fn start(flag: Option<&str>, file: Option<&str>, tx: &mpsc::Sender<Command>) -> anyhow::Result<()> {
-    let Some(addr) = flag.or(file).and_then(|a| crate::config::metrics_addr(a).ok().flatten()) else { return Ok(()) };
+pub async fn start(listen: Option<&str>, tx: &mpsc::Sender<Command>) -> anyhow::Result<()> {
+    let Some(addr) = listen.and_then(|a| crate::config::metrics_addr(a).ok().flatten()) else { return Ok(()) };
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("serving metrics on {addr} (--metrics-listen, metrics_listen)"))?;

@@ -173,6 +173,53 @@ pub async fn chain_head(pool: &PgPool, host: &str) -> Result<Option<crate::chain
     Ok(row.and_then(|(seq, h)| Some(crate::chain::Head { seq: seq as u64, hash: h.try_into().ok()? })))
 }
 
+/// Whether `host`'s signing key `fingerprint` is registered.
+pub async fn key_registered(pool: &PgPool, host: &str, fingerprint: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM signing_keys WHERE host = $1 AND fingerprint = $2")
+        .bind(host)
+        .bind(fingerprint)
+        .fetch_optional(pool)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// A session of this host with no end stored: a daemon stopped (or crashed) while it ran.
+pub struct OpenSession {
+    pub id: Uuid,
+    pub agent: String,
+    pub cgroup: String,
+    pub cgroup_id: u64,
+    pub source: String,
+    /// The highest raw-event `seq` stored for it, and its actions: where its counts go on.
+    pub events_before: u64,
+    pub actions_before: u64,
+}
+
+/// The sessions of `host` that have no end stored.
+pub async fn open_sessions(pool: &PgPool, host: &str) -> Result<Vec<OpenSession>, sqlx::Error> {
+    let rows: Vec<(Uuid, String, String, i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT s.id, s.agent, s.cgroup, s.cgroup_id, s.source, \
+           COALESCE((SELECT max(seq) FROM events e WHERE e.session_id = s.id), 0), \
+           (SELECT count(*) FROM actions a WHERE a.session_id = s.id) FROM sessions s \
+         WHERE s.host = $1 AND NOT EXISTS (SELECT 1 FROM session_ends e WHERE e.session_id = s.id)",
+    )
+    .bind(host)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, agent, cgroup, cgroup_id, source, events_before, actions_before)| OpenSession {
+            id,
+            agent,
+            cgroup,
+            cgroup_id: cgroup_id as u64,
+            source,
+            events_before: events_before as u64,
+            actions_before: actions_before as u64,
+        })
+        .collect())
+}
+
 /// The UTC days that have their partitions (made by this process, or found made).
 static DAYS: std::sync::Mutex<BTreeSet<NaiveDate>> = std::sync::Mutex::new(BTreeSet::new());
 
