@@ -1,4 +1,4 @@
-//! Retention with proof (README "Retention"): once a day, and on `agentmon retention`, the
+//! Retention with proof (docs/storage.md, "Retention"): once a day, and on `agentmon retention`, the
 //! daemon removes whole day partitions past their tier. This file is the core: the tiers,
 //! the plan, the report and the archives. The daily task is `daemon/retention.rs`; its SQL is
 //! `store/retention.rs`; the command is `cli/retention.rs`.

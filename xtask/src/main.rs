@@ -60,6 +60,9 @@ enum Task {
         #[arg(long = "kernel", value_parser = clap::builder::PossibleValuesParser::new(vm::KERNELS))]
         kernels: Vec<String>,
     },
+    /// Check the code as CI does: `cargo fmt --check` and clippy at the workspace's lint level,
+    /// warnings as errors (`cargo xtask test` runs this too).
+    Lint,
     /// Set up, build in release mode, and run the overhead benchmark.
     Bench {
         #[arg(last = true)]
@@ -99,6 +102,16 @@ fn cargo(env: &setup::BuildEnv) -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace_root()).env("PATH", &env.path);
     c
+}
+
+/// `cargo fmt --check` and clippy (the workspace's `[workspace.lints]`, warnings as errors).
+fn lint(env: &setup::BuildEnv) -> anyhow::Result<()> {
+    step("checking the formatting (cargo fmt --check)");
+    let fmt = run(cargo(env).args(["fmt", "--all", "--check"]));
+    step("checking the code (cargo clippy, warnings as errors)");
+    let clippy = run(cargo(env).args(["clippy", "--all-targets", "--", "-D", "warnings"]));
+    fmt.context("the code is not formatted: run `cargo fmt --all`")?;
+    clippy.context("clippy found warnings (see above)")
 }
 
 fn database_configured() -> bool {
@@ -145,6 +158,8 @@ fn task(cli: Cli) -> anyhow::Result<()> {
                 bail!("the integration tests load eBPF programs and need root: run `sudo cargo xtask test`");
             }
             setup::test_packages()?;
+            // Lint first and report at the end: a style slip does not hide the tests' results.
+            let lint = lint(&env);
             step("building the workspace");
             run(cargo(&env).args(["build", "--bins"]))?;
             let deb = package::build(&env, true)?;
@@ -175,6 +190,11 @@ fn task(cli: Cli) -> anyhow::Result<()> {
                 bail!("tests failed");
             }
             vm?;
+            lint?;
+        }
+        Task::Lint => {
+            let env = setup::setup()?;
+            lint(&env)?;
         }
         Task::VmTest { kernels } => {
             if !is_root() {

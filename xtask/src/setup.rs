@@ -228,12 +228,25 @@ fn mounts() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// rustfmt and clippy, which `cargo xtask lint` (and so `test`) run.
+fn lint_tools() -> anyhow::Result<()> {
+    let has = |tool: &str| Command::new("cargo").args([tool, "--version"]).output().is_ok_and(|o| o.status.success());
+    if has("fmt") && has("clippy") {
+        step("rustfmt and clippy: present");
+        return Ok(());
+    }
+    step("installing rustfmt and clippy");
+    run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
+        .context("could not install rustfmt and clippy (rustup component add rustfmt clippy)")
+}
+
 pub fn setup() -> anyhow::Result<BuildEnv> {
     apt_packages()?;
     let sysroot = nightly_sysroot()?;
     rust_src(&sysroot)?;
     let bin = bpf_linker(&sysroot)?;
     cargo_deb()?;
+    lint_tools()?;
     mounts()?;
     let mut path = bin.into_os_string();
     if let Some(p) = std::env::var_os("PATH") {
