@@ -166,6 +166,10 @@ const SYSTEM_PATHS: &[&str] = &[
 
 /// Built-in rules written as config rules (the counting rules are separate).
 fn builtin() -> Vec<RuleConfig> {
+    // A command word: at the start, after a shell separator, or after a word that runs its
+    // argument as a command (`sh -c`, `sudo`, `env`, `xargs`...), with or without a directory.
+    // An argument such as `grep sudo` is not a command word.
+    const W: &str = r"(?:^|[;&|(`]\s*|\s(?:-c|sudo|doas|exec|env|xargs|nohup|time|nice)\s+)(?:\S*/)?";
     let rule = |name: &str, severity: &str, on: &[&str]| RuleConfig {
         name: name.into(),
         severity: Some(severity.into()),
@@ -185,10 +189,6 @@ fn builtin() -> Vec<RuleConfig> {
         command: Some(re.into()),
         ..rule(name, severity, &["exec"])
     };
-    // A command word: at the start, after a shell separator, or after a word that runs its
-    // argument as a command (`sh -c`, `sudo`, `env`, `xargs`...), with or without a directory.
-    // An argument such as `grep sudo` is not a command word.
-    const W: &str = r"(?:^|[;&|(`]\s*|\s(?:-c|sudo|doas|exec|env|xargs|nohup|time|nice)\s+)(?:\S*/)?";
     vec![
         RuleConfig { sensitive: Some(true), ..rule("sensitive_data", "high", &["file", "net"]) },
         RuleConfig {
@@ -382,7 +382,8 @@ fn in_net(ip: std::net::IpAddr, net: std::net::IpAddr, bits: u8) -> bool {
 /// The compiled rule set.
 #[derive(Debug, Clone)]
 pub struct Rules {
-    rules: Vec<Rule>,
+    /// The rules that match one record; the counting rules follow.
+    matching: Vec<Rule>,
     spike: Option<(u64, Duration, String)>,
     rate: Option<(f64, Duration, Duration, u64, String)>,
     allow: Option<Vec<Allow>>,
@@ -469,11 +470,11 @@ impl Rules {
         } else {
             None
         };
-        Ok(Self { rules, spike, rate, allow, unlisted_window: Duration::minutes(5) })
+        Ok(Self { matching: rules, spike, rate, allow, unlisted_window: Duration::minutes(5) })
     }
 
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.rules.iter().map(|r| r.name.clone()).collect();
+        let mut v: Vec<String> = self.matching.iter().map(|r| r.name.clone()).collect();
         v.extend(self.spike.as_ref().map(|_| "failure_spike".to_owned()));
         v.extend(self.rate.as_ref().map(|_| "unusual_activity".to_owned()));
         v.extend(self.allow.as_ref().map(|_| "unlisted_host".to_owned()));
@@ -519,11 +520,24 @@ pub struct Engine {
     sensitive: Sensitive,
     agents: HashMap<Uuid, String>,
     groups: HashMap<(String, String), Group>,
-    /// Failed action times per agent (failure_spike), action start times per agent
-    /// (unusual_activity).
+    /// Failed action times per agent (`failure_spike`), action start times per agent
+    /// (`unusual_activity`).
     failures: HashMap<String, VecDeque<DateTime<Utc>>>,
     starts: HashMap<String, VecDeque<DateTime<Utc>>>,
     pub raised: u64,
+}
+
+/// The `unusual_activity` test: `current` starts in the last window against the `before` starts
+/// in the rest of the baseline. Returns the usual starts per window and whether `current` is
+/// more than `factor` times that.
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "start counts stay under MAX_STARTS, exact in f64; the window lengths only form a ratio, for which 52 bits are plenty"
+)]
+fn against_baseline(current: u64, before: u64, factor: f64, window: Duration, baseline: Duration) -> (f64, bool) {
+    let windows = (baseline.num_milliseconds() - window.num_milliseconds()) as f64 / window.num_milliseconds() as f64;
+    let usual = before as f64 / windows;
+    (usual, current as f64 > factor * usual)
 }
 
 fn push_id(v: &mut Vec<Uuid>, id: Option<Uuid>) {
@@ -712,7 +726,7 @@ impl Engine {
             _ => return,
         };
         let command = (kind == Kind::Exec).then(|| f.argv.join(" "));
-        for r in &self.rules.rules {
+        for r in &self.rules.matching {
             if !r.kinds.contains(&kind)
                 || r.agent.as_ref().is_some_and(|a| !a.is_match(agent))
                 || !result_matches(&r.result, &f.result)
@@ -785,7 +799,7 @@ impl Engine {
             }
         }
         if let (Some(allow), Kind::Net, Some(n)) = (&self.rules.allow, kind, &f.net) {
-            if n.op == "connect" && !self.allowed(allow, n) {
+            if n.op == "connect" && !Self::allowed(allow, n) {
                 let name = n.host.as_deref().or(n.addr.as_deref()).unwrap_or("");
                 let port = n.port.map(|p| format!(":{p}")).unwrap_or_default();
                 hits.push(Hit {
@@ -804,7 +818,7 @@ impl Engine {
         }
     }
 
-    fn allowed(&self, allow: &[Allow], n: &NetSummary) -> bool {
+    fn allowed(allow: &[Allow], n: &NetSummary) -> bool {
         if n.family == "unix" || n.family.starts_with("family") {
             return true;
         }
@@ -864,10 +878,8 @@ impl Engine {
             }
             let current = q.iter().filter(|s| **s > t - *window).count() as u64;
             let before = q.len() as u64 - current;
-            let windows =
-                (baseline.num_milliseconds() - window.num_milliseconds()) as f64 / window.num_milliseconds() as f64;
-            let usual = before as f64 / windows;
-            if current >= *min && current as f64 > factor * usual {
+            let (usual, above) = against_baseline(current, before, *factor, *window, *baseline);
+            if current >= *min && above {
                 found.push(Hit {
                     rule: "unusual_activity".into(),
                     severity: severity.clone(),
@@ -881,7 +893,7 @@ impl Engine {
                 });
             }
         }
-        for r in &self.rules.rules {
+        for r in &self.rules.matching {
             if !r.kinds.contains(&Kind::Action)
                 || r.agent.as_ref().is_some_and(|x| !x.is_match(agent))
                 || r.command.as_ref().is_some_and(|c| !c.is_match(&a.command))

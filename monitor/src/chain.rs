@@ -204,7 +204,7 @@ pub struct RetainedLeaf {
     pub chain_hash: Option<Hash>,
 }
 
-/// The running hash a cut's `leaves_hash` is: over its leaves in (host, chain_seq) order, each
+/// The running hash a cut's `leaves_hash` is: over its leaves in (host, `chain_seq`) order, each
 /// as the host's bytes, a NUL, the sequence (8 bytes, big-endian), the leaf and the stored
 /// chain hash (32 zero bytes when none).
 #[derive(Default)]
@@ -519,7 +519,9 @@ mod tests {
         let l = |host: &str, seq, b| RetainedLeaf { host: host.into(), seq, leaf: [b; 32], chain_hash: Some([b; 32]) };
         let hash = |ls: &[RetainedLeaf]| {
             let mut h = LeavesHasher::default();
-            ls.iter().for_each(|x| h.add(x));
+            for x in ls {
+                h.add(x);
+            }
             h.finish()
         };
         let base = hash(&[l("a", 1, 1), l("a", 2, 2)]);

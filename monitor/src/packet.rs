@@ -39,7 +39,7 @@ pub const SESSION_TABLES: &[(&str, &str)] = &[
 pub struct Report {
     pub rows: u64,
     pub leaves: u64,
-    /// (host, covers_seq) of each checkpoint.
+    /// (host, `covers_seq`) of each checkpoint.
     pub checkpoints: Vec<(String, u64)>,
     /// Fingerprints of the keys that signed.
     pub keys: Vec<String>,
@@ -338,10 +338,7 @@ fn contacted(net: &Value) -> Vec<String> {
 
 /// An action's processes as an indented tree (by ppid), each with its argv.
 fn tree(procs: &[&Value]) -> String {
-    let mut sorted: Vec<&Value> = procs.to_vec();
-    sorted.sort_by_key(|p| (p["started_at"].as_i64(), p["pid"].as_i64()));
-    let pids: std::collections::HashSet<i64> = sorted.iter().filter_map(|p| p["pid"].as_i64()).collect();
-    let mut out = String::new();
+    /// Writes process `p` at `depth`, then its children one deeper, each process once.
     fn walk(out: &mut String, all: &[&Value], p: &Value, depth: usize, seen: &mut std::collections::HashSet<String>) {
         let id = p["id"].as_str().unwrap_or_default().to_owned();
         if depth > 64 || !seen.insert(id) {
@@ -353,6 +350,10 @@ fn tree(procs: &[&Value]) -> String {
             walk(out, all, c, depth + 1, seen);
         }
     }
+    let mut sorted: Vec<&Value> = procs.to_vec();
+    sorted.sort_by_key(|p| (p["started_at"].as_i64(), p["pid"].as_i64()));
+    let pids: std::collections::HashSet<i64> = sorted.iter().filter_map(|p| p["pid"].as_i64()).collect();
+    let mut out = String::new();
     let mut seen = std::collections::HashSet::new();
     for root in sorted.iter().filter(|p| !p["ppid"].as_i64().is_some_and(|pp| pids.contains(&pp))) {
         walk(&mut out, &sorted, root, 0, &mut seen);
@@ -412,12 +413,15 @@ mod tests {
         })
     }
 
+    /// A change to a packet that must make it fail to verify.
+    type Break = Box<dyn Fn(&mut Value)>;
+
     #[test]
     fn a_packet_checks_and_any_change_to_its_proof_fails() {
         let p = packet();
         let r = check(&p).expect("verifies");
         assert_eq!((r.rows, r.leaves, r.checkpoints.clone()), (2, 2, vec![("h".to_owned(), 5)]));
-        let breaks: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        let breaks: Vec<(&str, Break)> = vec![
             ("a row's text", Box::new(|p| p["proofs"][0]["entries"][0]["row"]["command"] = json!("echo X"))),
             ("a leaf", Box::new(|p| p["proofs"][0]["entries"][1]["leaf"] = json!("00".repeat(32)))),
             ("a row dropped", Box::new(|p| drop(p["proofs"][0]["entries"].as_array_mut().expect("entries").remove(1)))),
@@ -427,7 +431,7 @@ mod tests {
                 "another key",
                 Box::new(|p| {
                     p["proofs"][0]["public_key"] =
-                        json!(hex(ed25519_dalek::SigningKey::from_bytes(&[8; 32]).verifying_key().as_bytes()))
+                        json!(hex(ed25519_dalek::SigningKey::from_bytes(&[8; 32]).verifying_key().as_bytes()));
                 }),
             ),
             ("the format", Box::new(|p| p["format"] = json!("other/1"))),

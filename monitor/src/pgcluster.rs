@@ -209,7 +209,7 @@ impl Cluster {
             if ok {
                 return Ok(());
             }
-            if start.elapsed() > Duration::from_secs(60) {
+            if start.elapsed() > Duration::from_mins(1) {
                 bail!("postgres did not accept connections within 60 s: see {}", self.log().display());
             }
             std::thread::sleep(Duration::from_millis(100));

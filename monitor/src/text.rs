@@ -99,6 +99,7 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// A duration for people: `15ms`, `1.5s`, `1m05s`, `2h01m`, or `-` when unknown.
+#[expect(clippy::cast_precision_loss, reason = "only milliseconds under 60 000 become f64, exactly")]
 pub fn duration(ms: Option<i64>) -> String {
     let Some(ms) = ms else { return "-".into() };
     match ms {

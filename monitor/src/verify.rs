@@ -398,7 +398,12 @@ impl Verifier {
         }
         match self.last_checkpoint.take() {
             None if self.summary.rows > 0 => {
-                self.find("no_checkpoint", None, self.summary.last_seq, "no signed checkpoint covers these rows".into())
+                self.find(
+                    "no_checkpoint",
+                    None,
+                    self.summary.last_seq,
+                    "no signed checkpoint covers these rows".into(),
+                );
             }
             None => {}
             Some((at, c)) => {
@@ -661,7 +666,9 @@ mod tests {
         let leaf = |seq, b| chain::RetainedLeaf { host: HOST.into(), seq, leaf: [b; 32], chain_hash: Some([b; 32]) };
         let kept = vec![leaf(3, 1), leaf(4, 2)];
         let mut h = chain::LeavesHasher::default();
-        kept.iter().for_each(|l| h.add(l));
+        for l in &kept {
+            h.add(l);
+        }
         let t = Utc::now();
         let c = RetentionCut {
             id: uuid::Uuid::nil(),

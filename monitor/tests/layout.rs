@@ -108,7 +108,7 @@ fn references(module: &str, code: &str) -> BTreeSet<String> {
     }
     let mut found = Vec::new();
     let mut rest = code;
-    while let Some(i) = rest.find(|c| c == 'c' || c == 's') {
+    while let Some(i) = rest.find(['c', 's']) {
         let tail = &rest[i..];
         let boundary = i == 0 || !rest[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_');
         let root = ["crate::", "super::"].into_iter().find(|r| tail.starts_with(r));
@@ -158,7 +158,11 @@ fn references(module: &str, code: &str) -> BTreeSet<String> {
                 r.to_owned()
             } else {
                 let r = p.strip_prefix("super::")?;
-                if sup.is_empty() { r.to_owned() } else { format!("{sup}::{r}") }
+                if sup.is_empty() {
+                    r.to_owned()
+                } else {
+                    format!("{sup}::{r}")
+                }
             };
             Some(p)
         })

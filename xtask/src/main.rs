@@ -7,10 +7,6 @@
 mod package;
 #[path = "../../monitor/src/pgcluster.rs"]
 #[allow(dead_code, reason = "shared with the daemon, which uses all of it")]
-#[expect(
-    clippy::duration_suboptimal_units,
-    reason = "the monitor crate's file (its `Duration::from_secs(60)`), reported and fixed there, not through this include"
-)]
 mod pg;
 mod setup;
 mod vm;
@@ -153,44 +149,7 @@ fn task(cli: Cli) -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test { no_vm, args } => {
-            let env = setup::setup()?;
-            if !is_root() {
-                bail!("the integration tests load eBPF programs and need root: run `sudo cargo xtask test`");
-            }
-            setup::test_packages()?;
-            // Lint first and report at the end: a style slip does not hide the tests' results.
-            let lint = lint(&env);
-            step("building the workspace");
-            run(cargo(&env).args(["build", "--bins"]))?;
-            let deb = package::build(&env, true)?;
-            let cluster = pg::Cluster::new(workspace_root().join("target/agentmon-test-pg"), 54330);
-            cluster.init(true, &step)?;
-            step(&format!("starting PostgreSQL (socket in {})", cluster.socket_dir().display()));
-            let mut server = cluster.start(&[])?;
-            step("running every test");
-            // --no-fail-fast: every test binary runs, so one failure does not hide the others.
-            let status = cargo(&env)
-                .args(["test", "--no-fail-fast"])
-                .args(&args)
-                .env("AGENTMON_TEST_DATABASE_URL", cluster.url("postgres"))
-                .env("AGENTMON_BIN", workspace_root().join("target/debug/agentmon"))
-                .env("AGENTMON_TEST_DEB", &deb)
-                .status();
-            pg::Cluster::stop_child(&mut server);
-            let status = status?;
-            // The VM tier runs whatever the native tests said: its failures are other ones.
-            let vm = if no_vm {
-                step("the virtual-machine tier: skipped (--no-vm)");
-                Ok(())
-            } else {
-                step("the virtual-machine tier (Debian 12 kernels 6.1 and 6.12 under systemd)");
-                vm::test(&deb, &vm::KERNELS.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>())
-            };
-            if !status.success() {
-                bail!("tests failed");
-            }
-            vm?;
-            lint?;
+            test(no_vm, &args)?;
         }
         Task::Lint => {
             let env = setup::setup()?;
@@ -232,5 +191,49 @@ fn task(cli: Cli) -> anyhow::Result<()> {
             package::build(&env, dev)?;
         }
     }
+    Ok(())
+}
+
+/// `cargo xtask test`: the lint, the build and the package, every test against a throwaway
+/// `PostgreSQL`, then the virtual-machine tier; each failure is reported, the lint's last.
+fn test(no_vm: bool, args: &[String]) -> anyhow::Result<()> {
+    let env = setup::setup()?;
+    if !is_root() {
+        bail!("the integration tests load eBPF programs and need root: run `sudo cargo xtask test`");
+    }
+    setup::test_packages()?;
+    // Lint first and report at the end: a style slip does not hide the tests' results.
+    let lint = lint(&env);
+    step("building the workspace");
+    run(cargo(&env).args(["build", "--bins"]))?;
+    let deb = package::build(&env, true)?;
+    let cluster = pg::Cluster::new(workspace_root().join("target/agentmon-test-pg"), 54330);
+    cluster.init(true, &step)?;
+    step(&format!("starting PostgreSQL (socket in {})", cluster.socket_dir().display()));
+    let mut server = cluster.start(&[])?;
+    step("running every test");
+    // --no-fail-fast: every test binary runs, so one failure does not hide the others.
+    let status = cargo(&env)
+        .args(["test", "--no-fail-fast"])
+        .args(args)
+        .env("AGENTMON_TEST_DATABASE_URL", cluster.url("postgres"))
+        .env("AGENTMON_BIN", workspace_root().join("target/debug/agentmon"))
+        .env("AGENTMON_TEST_DEB", &deb)
+        .status();
+    pg::Cluster::stop_child(&mut server);
+    let status = status?;
+    // The VM tier runs whatever the native tests said: its failures are other ones.
+    let vm = if no_vm {
+        step("the virtual-machine tier: skipped (--no-vm)");
+        Ok(())
+    } else {
+        step("the virtual-machine tier (Debian 12 kernels 6.1 and 6.12 under systemd)");
+        vm::test(&deb, &vm::KERNELS.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>())
+    };
+    if !status.success() {
+        bail!("tests failed");
+    }
+    vm?;
+    lint?;
     Ok(())
 }

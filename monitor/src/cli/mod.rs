@@ -213,8 +213,8 @@ pub enum Command {
     /// files, network, raw events and alerts, plus the chain proof up to a signed checkpoint,
     /// in one file that `agentmon verify --packet` checks offline.
     Export(export::ExportArgs),
-    /// Apply the database migrations (creates the schema and the agentmon_owner, _writer and
-    /// _reader roles). Needs a login that may create roles and tables; the daemon does this
+    /// Apply the database migrations (creates the schema and the `agentmon_owner`, `_writer` and
+    /// `_reader` roles). Needs a login that may create roles and tables; the daemon does this
     /// itself when its login may.
     Migrate {
         /// `PostgreSQL` URL of a login that owns the schema (or a superuser).

@@ -202,15 +202,13 @@ fn event_summary(kind: &str, d: &serde_json::Value) -> String {
             table::status(d["exit_code"].as_i64().map(|v| v as i32), d["signal"].as_i64().map(|v| v as i32))
         }
         "file" => {
-            let mut t = format!(
-                "{} {}",
+            let to = d["path2"].as_str().map(|p2| format!(" -> {p2}")).unwrap_or_default();
+            format!(
+                "{} {}{to}  {}",
                 s("syscall"),
-                d["path"].as_str().unwrap_or(&format!("{} (unresolved)", s("path_given")))
-            );
-            if let Some(p2) = d["path2"].as_str() {
-                t.push_str(&format!(" -> {p2}"));
-            }
-            format!("{t}  {}", s("result"))
+                d["path"].as_str().unwrap_or(&format!("{} (unresolved)", s("path_given"))),
+                s("result")
+            )
         }
         "net" => {
             let host = d["host"].as_str().map(|h| format!(" ({h})")).unwrap_or_default();
@@ -341,9 +339,7 @@ pub fn print_resources(files: &[FileSummary], net: &[NetSummary], all: bool) {
 /// drawn once: a pid that repeats in one action (reuse) cannot make the walk loop, and a process
 /// only reachable through a cycle is drawn as a root of its own.
 pub fn tree_lines(procs: &[ProcessView]) -> Vec<String> {
-    let pids: std::collections::HashSet<i64> = procs.iter().map(|p| p.pid).collect();
-    let mut out = Vec::new();
-    let mut seen = vec![false; procs.len()];
+    /// Draws process `i` and, under it, the children not drawn yet.
     fn walk(
         procs: &[ProcessView],
         i: usize,
@@ -381,6 +377,9 @@ pub fn tree_lines(procs: &[ProcessView]) -> Vec<String> {
             walk(procs, c, seen, &child_prefix, n + 1 == kids.len(), false, out);
         }
     }
+    let pids: std::collections::HashSet<i64> = procs.iter().map(|p| p.pid).collect();
+    let mut out = Vec::new();
+    let mut seen = vec![false; procs.len()];
     // Roots: processes whose parent is not in the subtree (the action's process, and
     // any re-parented orphans), then anything a cycle of reused pids left unreached.
     for i in 0..procs.len() {
@@ -400,10 +399,10 @@ pub fn tree_lines(procs: &[ProcessView]) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn pv(pid: i64, ppid: i64, argv: &[&str]) -> ProcessView {
+    fn pv(pid: i64, parent: i64, argv: &[&str]) -> ProcessView {
         ProcessView {
             pid,
-            ppid,
+            ppid: parent,
             exec_id: String::new(),
             argv: argv.iter().map(|s| (*s).to_owned()).collect(),
             argv_truncated: false,

@@ -20,8 +20,7 @@ pub fn run(runtime_dir: &Path, dry_run: bool, as_of: Option<DateTime<Utc>>, json
     if !dry_run {
         eprintln!("agentmon: retention: signing cuts and dropping partitions (large partitions take a while)...");
     }
-    let resp =
-        control::request_within(runtime_dir, &Request::Retention { dry_run, as_of }, Duration::from_secs(6 * 3600))?;
+    let resp = control::request_within(runtime_dir, &Request::Retention { dry_run, as_of }, Duration::from_hours(6))?;
     let Response::Retention(r) = resp else { anyhow::bail!("unexpected reply from the daemon: {resp:?}") };
     let failed = r.items.iter().filter(|i| i.error.is_some()).count();
     if json {
@@ -105,7 +104,7 @@ pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> any
                     c.key_fingerprint
                 )),
                 Some(k) if !chain::cut_signature_valid(&host, &c, k) => {
-                    problems.push("the cut's signature does not verify".into())
+                    problems.push("the cut's signature does not verify".into());
                 }
                 Some(_) => {}
             }

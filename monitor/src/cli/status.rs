@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use crate::{
     cli::table,
-    control::{self, Request, Response, Status},
+    control::{self, LiveSession, Request, Response, Status},
 };
 
 /// Returns the process exit code: 0 when capturing, 1 when not.
@@ -57,7 +57,21 @@ fn summary(st: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
         uptime(up),
         table::local_time(st.started_at)
     );
-    let lines = [
+    let lines = labelled_lines(st);
+    let width = lines.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    for (label, value) in lines {
+        let _ = writeln!(out, "{label:<width$}  {}", table::visible(&value));
+    }
+    if !st.sessions.is_empty() {
+        out.push('\n');
+        sessions_table(&st.sessions, &mut out);
+    }
+    out
+}
+
+/// The summary's `label  value` lines, in the order shown.
+fn labelled_lines(st: &Status) -> Vec<(&'static str, String)> {
+    vec![
         ("programs", format!("{} ({})", st.programs_version, st.programs)),
         ("probes", probes(st.probes.len(), &st.probe_kinds)),
         ("capture", capture(&st.capture_paths)),
@@ -154,44 +168,39 @@ fn summary(st: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
                 st.webhook_dropped
             ),
         ),
-    ];
-    let width = lines.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
-    for (label, value) in lines {
-        let _ = writeln!(out, "{label:<width$}  {}", table::visible(&value));
-    }
-    if !st.sessions.is_empty() {
-        out.push('\n');
-        let headers = ["SESSION", "AGENT", "ROOT PID", "PROCESSES", "KERNEL", "LOST"];
-        let rows: Vec<[String; 6]> = st
-            .sessions
-            .iter()
-            .map(|s| {
-                [
-                    table::short_id(&s.id),
-                    table::visible(&s.agent),
-                    s.root_pid.map_or("-".into(), |p| p.to_string()),
-                    s.processes.to_string(),
-                    s.kernel_processes.to_string(),
-                    s.events_lost.to_string(),
-                ]
-            })
-            .collect();
-        let widths: Vec<usize> = (0..headers.len())
-            .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([headers[i].len()]).max().unwrap_or(0))
-            .collect();
-        let mut line = |cells: [&str; 6]| {
-            let mut l = String::new();
-            for (c, w) in cells.iter().zip(&widths) {
-                let _ = write!(l, "{c:<w$}  ");
-            }
-            let _ = writeln!(out, "{}", l.trim_end());
-        };
-        line(headers);
-        for r in &rows {
-            line(r.each_ref().map(String::as_str));
+    ]
+}
+
+/// The live sessions as a table, one line each under the headers, appended to `out`.
+fn sessions_table(sessions: &[LiveSession], out: &mut String) {
+    let headers = ["SESSION", "AGENT", "ROOT PID", "PROCESSES", "KERNEL", "LOST"];
+    let rows: Vec<[String; 6]> = sessions
+        .iter()
+        .map(|s| {
+            [
+                table::short_id(&s.id),
+                table::visible(&s.agent),
+                s.root_pid.map_or("-".into(), |p| p.to_string()),
+                s.processes.to_string(),
+                s.kernel_processes.to_string(),
+                s.events_lost.to_string(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([headers[i].len()]).max().unwrap_or(0))
+        .collect();
+    let mut line = |cells: [&str; 6]| {
+        let mut l = String::new();
+        for (c, w) in cells.iter().zip(&widths) {
+            let _ = write!(l, "{c:<w$}  ");
         }
+        let _ = writeln!(out, "{}", l.trim_end());
+    };
+    line(headers);
+    for r in &rows {
+        line(r.each_ref().map(String::as_str));
     }
-    out
 }
 
 /// `130 attached: 122 syscall tracepoints, 6 raw tracepoints, 2 tracepoints`, most first.

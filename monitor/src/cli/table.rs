@@ -104,10 +104,8 @@ pub fn clip(s: &str, max: usize) -> String {
     }
 }
 
-/// The last 8 characters of an id, as the tables show it. Ids are `UUIDv7`, whose leading digits
-/// are a timestamp shared by everything created in the same minute and whose trailing digits are
-/// random; the query commands accept any unique prefix or suffix.
 /// A byte count in binary units: `512 B`, `1.5 KiB`, `64.0 MiB`.
+#[expect(clippy::cast_precision_loss, reason = "shown to one decimal: f64's 52 bits lose nothing visible")]
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
@@ -122,6 +120,9 @@ pub fn bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// The last 8 characters of an id, as the tables show it. Ids are `UUIDv7`, whose leading digits
+/// are a timestamp shared by everything created in the same minute and whose trailing digits are
+/// random; the query commands accept any unique prefix or suffix.
 pub fn short_id(id: &uuid::Uuid) -> String {
     id.to_string()[28..].to_owned()
 }

@@ -1,4 +1,4 @@
-//! Tamper and hand-off records, and io_uring requests: what they store and how they count.
+//! Tamper and hand-off records, and `io_uring` requests: what they store and how they count.
 
 use monitor_common::{nr, tamper, uring};
 use serde_json::{json, Value};
@@ -59,7 +59,7 @@ pub fn tamper_data(t: &TamperOp) -> Value {
     v
 }
 
-/// The name of an io_uring opcode.
+/// The name of an `io_uring` opcode.
 pub fn uring_op_name(op: u32) -> String {
     let name = match op {
         0 => "nop",
@@ -139,7 +139,7 @@ impl UringPending {
     }
 }
 
-/// The stored data of an io_uring event.
+/// The stored data of an `io_uring` event.
 pub fn uring_data(u: &UringOp) -> Value {
     let addr = u.addr.as_ref().map(|a| {
         let (addr, port) = addr_port(a);

@@ -141,7 +141,7 @@ pub struct Correlator {
     protected: Vec<String>,
     /// Where cgroups are mounted: writing there outside the session is tampering.
     cgroup_roots: Vec<String>,
-    /// io_uring submissions awaiting their completion, by (tgid, request). Not handed over at
+    /// `io_uring` submissions awaiting their completion, by (tgid, request). Not handed over at
     /// a restart: a completion without its submission is still stored, without summary.
     uring: HashMap<(u32, u64), acts::UringPending>,
     /// Tamper records derived from the event being handled (protected-path writes).

@@ -39,7 +39,7 @@ impl Resources {
     pub fn add_file(&mut self, path: &str, access: &str, result: &str) {
         let mut key = (path.to_owned(), access.to_owned(), result.to_owned());
         if !self.file_index.contains_key(&key) && self.files.len() >= MAX_DISTINCT {
-            key.0 = OTHER_PATHS.to_owned();
+            OTHER_PATHS.clone_into(&mut key.0);
         }
         if let Some(&i) = self.file_index.get(&key) {
             self.files[i].count += 1;

@@ -281,7 +281,7 @@ impl Chain {
         chain::truncate_micros(&mut c.at);
         chain::truncate_micros(&mut c.range_from);
         chain::truncate_micros(&mut c.range_to);
-        c.key_fingerprint = self.fingerprint.clone();
+        c.key_fingerprint.clone_from(&self.fingerprint);
         c.signature = hex(&self.key.sign(&chain::cut_message(&self.host, &c)).to_bytes());
         let mut out = Output::RetentionCut(c);
         self.seal(&mut out, None);

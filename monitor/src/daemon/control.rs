@@ -92,7 +92,7 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Command>, allowed_gi
             Err(e) => {
                 // EMFILE, ENFILE, ENOBUFS...: the error repeats until something is freed, so
                 // back off instead of spinning, and say so at most once a minute.
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_mins(1)) {
                     warn!(error = %e, "control socket accept failed; retrying every 100 ms");
                     last_warning = Some(std::time::Instant::now());
                 }

@@ -198,6 +198,19 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 /// Every counter and gauge of `status`, in the Prometheus text format (0.0.4).
 pub fn render(st: &Status) -> String {
     let mut m = Metrics(Registry::with_prefix("agentmon"));
+    daemon(&mut m, st);
+    sessions(&mut m, st);
+    events(&mut m, st);
+    backlog(&mut m, st);
+    storage(&mut m, st);
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_text::encode(&mut out, &m.0);
+    out
+}
+
+/// The build, the daemon and its probes.
+fn daemon(m: &mut Metrics, st: &Status) {
     // `0.1.0 (abc1234)`, from build.rs.
     let revision = env!("AGENTMON_VERSION").split_once(" (").map_or("unknown", |(_, r)| r.trim_end_matches(')'));
     m.0.register(
@@ -231,7 +244,10 @@ pub fn render(st: &Status) -> String {
         "Programs attached, by kind of hook",
         st.probe_kinds.iter().map(|(k, n)| (labels(&[("kind", k)]), *n as i64)),
     );
+}
 
+/// The sessions: how many, and each live one.
+fn sessions(m: &mut Metrics, st: &Status) {
     m.gauge("sessions_live", "Live sessions", st.sessions.len() as u64);
     m.gauge(
         "sessions_closing",
@@ -265,7 +281,10 @@ pub fn render(st: &Status) -> String {
         "A live session's events lost so far: kernel ring drops (of every daemon) plus shed events",
         st.sessions.iter().map(|s| (session(s), s.events_lost)),
     );
+}
 
+/// The events read from the kernel, and what the kernel could not do.
+fn events(m: &mut Metrics, st: &Status) {
     m.counter(
         "events_read",
         "Records read from the ring buffers: events correlated, unattributed and undecodable",
@@ -297,7 +316,10 @@ pub fn render(st: &Status) -> String {
         "Events of new cgroups held pending for the cgroup rules that matched none (dropped, not lost)",
         st.pending_discarded,
     );
+}
 
+/// The records waiting for the database: the memory queue and the spool.
+fn backlog(m: &mut Metrics, st: &Status) {
     m.gauge("queue_records", "Records waiting in memory for the database", st.queue_records);
     m.gauge("queue_bytes", "Approximate heap bytes of the records waiting in memory", st.queue_bytes);
     m.gauge("queue_max_bytes", "Bound of the memory queue (--queue-memory-mb)", st.queue_max_bytes);
@@ -312,7 +334,10 @@ pub fn render(st: &Status) -> String {
         st.oldest_unstored_secs.unwrap_or(0.0),
     );
     m.counter("events_shed", "Raw events not stored because memory and spool were full", st.events_shed);
+}
 
+/// The records stored, the chain, redaction and alerts.
+fn storage(m: &mut Metrics, st: &Status) {
     m.counter("records_stored", "Records committed to the database since the daemon started", st.records_stored);
     m.counter("db_write_failures", "Failed batch writes to the database (each is retried)", st.db_write_failures);
     m.counter("db_records_rejected", "Records the database refused as invalid", st.db_records_rejected);
@@ -333,11 +358,6 @@ pub fn render(st: &Status) -> String {
         "Alerts dropped from a full webhook queue (they are still stored)",
         st.webhook_dropped,
     );
-
-    let mut out = String::new();
-    // Writing to a String cannot fail.
-    let _ = prometheus_text::encode(&mut out, &m.0);
-    out
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub mod store;
 pub mod webhook;
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -161,37 +161,11 @@ async fn capture(settings: Settings, url: String) -> anyhow::Result<()> {
     // Everything after the migration appends through the writer role.
     let pool = crate::store::connect_as(&url, crate::store::Role::Writer).await?;
 
-    let cgroup_mount = cgroup::cgroup2_mount()?;
-    let cgroup_root = settings.cgroup_root.clone().unwrap_or_else(|| cgroup_mount.join("agentmon"));
-    if !cgroup_root.starts_with(&cgroup_mount) {
-        bail!("--cgroup-root {} is not under the cgroup2 mount {}", cgroup_root.display(), cgroup_mount.display());
-    }
-    std::fs::create_dir_all(&cgroup_root).with_context(|| format!("creating cgroup root {}", cgroup_root.display()))?;
+    let (cgroup_mount, cgroup_root) = cgroup_dirs(&settings)?;
     raise_memlock();
 
-    let mut probes = Probes::open(&settings.probes).context("loading the eBPF programs")?;
-    if let Err(e) = probes.set_daemon(std::process::id()) {
-        warn!(error = %e, "cannot tell the programs the daemon's pid: signals to it will not be reported");
-    }
-    match &probes.attachment {
-        Attachment::Loaded => {
-            info!(programs = %probes.version, pins = %probes.pin_path.display(), attached = probes.attached.len(), "programs loaded, attached and pinned")
-        }
-        Attachment::Adopted => {
-            info!(programs = %probes.version, pins = %probes.pin_path.display(), "adopted the pinned programs: capture never stopped")
-        }
-        Attachment::Replaced { old_version } => {
-            info!(programs = %probes.version, old = %old_version, "replaced the pinned programs of another build with no gap");
-        }
-    }
-    let (lifecycle, events) = probes.take_rings().context("ring buffers missing")?;
-    let mut reader = Reader::new(lifecycle, events);
-    let mut replaced = std::mem::take(&mut probes.replaced_rings);
-    if !replaced.is_empty() {
-        reader.drain_replaced(&mut replaced, probes.replaced_at_ns);
-        drop(replaced);
-        probes.finish_replacement();
-    }
+    let mut probes = load_probes(&settings)?;
+    let mut reader = ring_reader(&mut probes)?;
 
     let front = spool::Spool::open(&state.join("spool-front"), u64::MAX, SEGMENT_BYTES)?;
     let main = spool::Spool::open(&state.join("spool"), settings.spool_max_bytes, SEGMENT_BYTES)?;
@@ -272,20 +246,77 @@ async fn capture(settings: Settings, url: String) -> anyhow::Result<()> {
     notify::spawn_watchdog(daemon.heartbeat.clone());
 
     let result = daemon.main_loop(&mut reader, cmd_rx, cut_rx).await;
+    stop(&mut daemon, runtime_dir, &mode_tx, store_task, &sync_task).await;
+    result
+}
+
+/// The cgroup2 mount and the directory under it that session cgroups go in, created.
+fn cgroup_dirs(settings: &Settings) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cgroup_mount = cgroup::cgroup2_mount()?;
+    let cgroup_root = settings.cgroup_root.clone().unwrap_or_else(|| cgroup_mount.join("agentmon"));
+    if !cgroup_root.starts_with(&cgroup_mount) {
+        bail!("--cgroup-root {} is not under the cgroup2 mount {}", cgroup_root.display(), cgroup_mount.display());
+    }
+    std::fs::create_dir_all(&cgroup_root).with_context(|| format!("creating cgroup root {}", cgroup_root.display()))?;
+    Ok((cgroup_mount, cgroup_root))
+}
+
+/// The programs loaded and attached, or the pinned ones adopted, and told the daemon's pid.
+fn load_probes(settings: &Settings) -> anyhow::Result<Probes> {
+    let mut probes = Probes::open(&settings.probes).context("loading the eBPF programs")?;
+    if let Err(e) = probes.set_daemon(std::process::id()) {
+        warn!(error = %e, "cannot tell the programs the daemon's pid: signals to it will not be reported");
+    }
+    match &probes.attachment {
+        Attachment::Loaded => {
+            info!(programs = %probes.version, pins = %probes.pin_path.display(), attached = probes.attached.len(), "programs loaded, attached and pinned");
+        }
+        Attachment::Adopted => {
+            info!(programs = %probes.version, pins = %probes.pin_path.display(), "adopted the pinned programs: capture never stopped");
+        }
+        Attachment::Replaced { old_version } => {
+            info!(programs = %probes.version, old = %old_version, "replaced the pinned programs of another build with no gap");
+        }
+    }
+    Ok(probes)
+}
+
+/// The reader of the programs' rings, once the rings of any programs they replaced are drained.
+fn ring_reader(probes: &mut Probes) -> anyhow::Result<Reader> {
+    let (lifecycle, events) = probes.take_rings().context("ring buffers missing")?;
+    let mut reader = Reader::new(lifecycle, events);
+    let mut replaced = std::mem::take(&mut probes.replaced_rings);
+    if !replaced.is_empty() {
+        reader.drain_replaced(&mut replaced, probes.replaced_at_ns);
+        drop(replaced);
+        probes.finish_replacement();
+    }
+    Ok(reader)
+}
+
+/// After the main loop: the control socket goes, the chain ends with a "stop" checkpoint, the
+/// correlation state is handed over, and the store gets `STOP_FLUSH` to write what it holds
+/// before the rest is spooled for the next daemon.
+async fn stop(
+    daemon: &mut Daemon,
+    runtime_dir: &Path,
+    mode_tx: &tokio::sync::watch::Sender<StoreMode>,
+    mut store_task: tokio::task::JoinHandle<()>,
+    sync_task: &tokio::task::JoinHandle<()>,
+) {
     // No daemon from here until the next one says so: its pid may be reused meanwhile.
     let _ = daemon.probes.set_daemon(0);
 
     let _ = std::fs::remove_file(crate::control::socket_path(runtime_dir));
     let _ = std::fs::remove_file(runtime_dir.join(config::DATABASE_URL_FILE));
     // Grouped repeats still waiting for their window are written now.
-    let last = daemon.pipeline.alerts.tick(Utc::now(), true);
-    daemon.pipeline.push_alerts(last);
+    let waiting = daemon.pipeline.alerts.tick(Utc::now(), true);
+    daemon.pipeline.push_alerts(waiting);
     // The last record of the chain: "stopped", as opposed to "the tail was cut".
     daemon.pipeline.checkpoint("stop");
     daemon.hand_over();
     // Store what the database takes in time; spool the rest for the next daemon.
     let _ = mode_tx.send(StoreMode::Drain);
-    let mut store_task = store_task;
     if tokio::time::timeout(STOP_FLUSH, &mut store_task).await.is_err() {
         let _ = mode_tx.send(StoreMode::Abort);
         let _ = store_task.await;
@@ -305,7 +336,6 @@ async fn capture(settings: Settings, url: String) -> anyhow::Result<()> {
         w.stop(Duration::from_secs(3));
     }
     info!("stopped; the programs stay attached and keep capturing into the pinned rings");
-    result
 }
 
 /// The webhook's delivery thread, when `alerts.webhook` is set.
@@ -321,7 +351,7 @@ fn start_webhook(alerts: &crate::alerts::AlertConfig) -> anyhow::Result<Option<w
     Ok(Some(webhook::Webhook::start(
         target,
         alerts.webhook_format.as_deref() == Some("slack"),
-        retry.to_std().unwrap_or(Duration::from_secs(60)),
+        retry.to_std().unwrap_or(Duration::from_mins(1)),
     )))
 }
 
@@ -458,7 +488,8 @@ impl Daemon {
         Ok(())
     }
 
-    fn command(&mut self, req: Request, peer_pid: u32, peer_uid: u32, peer_start: Option<u64>) -> Response {
+    /// Serve one control request from the peer process `pid` (of user `uid`, started at `start`).
+    fn command(&mut self, req: Request, pid: u32, uid: u32, start: Option<u64>) -> Response {
         let mut out = Vec::new();
         let r = match req {
             Request::Status => Ok(Response::Status(Box::new(self.status()))),
@@ -472,12 +503,10 @@ impl Daemon {
             }
             // Served by the main loop before it gets here.
             Request::Retention { .. } => Err("retention requests are served by the retention task".into()),
-            Request::StartSession { agent, label } => {
-                self.start_session(&agent, label, peer_pid, peer_uid, peer_start, &mut out)
-            }
+            Request::StartSession { agent, label } => self.start_session(&agent, label, pid, uid, start, &mut out),
             Request::Tag { cgroup, agent, label } => {
-                if peer_uid == 0 {
-                    self.tag(&cgroup, &agent, label, peer_uid, &mut out)
+                if uid == 0 {
+                    self.tag(&cgroup, &agent, label, uid, &mut out)
                 } else {
                     Err("only root may tag an existing cgroup".into())
                 }
@@ -507,10 +536,10 @@ impl Daemon {
         match tx.try_send(retention::RunRequest { dry_run, as_of, reply }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(r)) => {
-                refuse(r.reply, "retention runs are already waiting; try again when they end")
+                refuse(r.reply, "retention runs are already waiting; try again when they end");
             }
             Err(mpsc::error::TrySendError::Closed(r)) => {
-                refuse(r.reply, "the retention task stopped (see the daemon log); restart the daemon")
+                refuse(r.reply, "the retention task stopped (see the daemon log); restart the daemon");
             }
         }
     }

@@ -236,6 +236,10 @@ impl Queue {
     }
 
     /// The batch is committed.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "a committed batch is used up: taking it means it cannot be put back or committed twice"
+    )]
     pub fn done(&mut self, batch: Batch) {
         match batch {
             Batch::Memory(_, bytes) => {

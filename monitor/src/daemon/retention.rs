@@ -43,7 +43,7 @@ pub async fn run(
     cuts: mpsc::Sender<CutRequest>,
 ) {
     let mut daily =
-        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(300), Duration::from_secs(86_400));
+        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_mins(5), Duration::from_hours(24));
     loop {
         tokio::select! {
             _ = daily.tick() => {
@@ -66,10 +66,10 @@ fn log(r: &Report) {
     for i in &r.items {
         match &i.error {
             None => {
-                info!(partition = %i.partition, tier = %i.tier, rows = i.rows, cut = ?i.cut_id, archive = ?i.archive_file, "retention: partition removed under a signed cut")
+                info!(partition = %i.partition, tier = %i.tier, rows = i.rows, cut = ?i.cut_id, archive = ?i.archive_file, "retention: partition removed under a signed cut");
             }
             Some(e) => {
-                warn!(partition = %i.partition, tier = %i.tier, error = %e, "retention: partition kept (retried at the next run)")
+                warn!(partition = %i.partition, tier = %i.tier, error = %e, "retention: partition kept (retried at the next run)");
             }
         }
     }
@@ -229,7 +229,7 @@ const LEAF_CHUNK: usize = 2000;
 
 /// The cut goes through the queue like any record: wait until the store has written it.
 async fn wait_stored(pool: &PgPool, id: Uuid) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(2);
     loop {
         if sql::cut_stored(pool, id).await? {
             return Ok(());

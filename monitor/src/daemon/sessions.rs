@@ -200,7 +200,7 @@ impl Daemon {
                     info!(agent = %rule.agent, rule = rule.source(), cgroup = %dir.display(), "existing cgroup matched a rule: session started");
                 }
                 Err(e) => {
-                    warn!(cgroup = %dir.display(), error = %e, "a cgroup matched a rule but could not become a session")
+                    warn!(cgroup = %dir.display(), error = %e, "a cgroup matched a rule but could not become a session");
                 }
             }
         }
@@ -285,6 +285,7 @@ impl Daemon {
     }
 
     /// Register a session for a cgroup: kernel filter, correlator, database.
+    #[expect(clippy::too_many_arguments, reason = "a session's fields, each named at the call")]
     fn register(
         &mut self,
         id: Uuid,

@@ -17,6 +17,8 @@ impl Daemon {
         let now = queue::now_ms();
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let [webhook_delivered, webhook_failures, webhook_waiting, webhook_dropped] = self.pipeline.webhook_stats();
+        #[expect(clippy::cast_precision_loss, reason = "an age in milliseconds, exact in f64 up to 285 000 years")]
+        let oldest_unstored_secs = qs.oldest_ms.map(|t| now.saturating_sub(t) as f64 / 1000.0);
         Status {
             capturing: true,
             pid: std::process::id(),
@@ -64,7 +66,7 @@ impl Daemon {
             spool_segments: qs.spool_segments,
             spool_max_bytes: qs.spool_max_bytes,
             spool_corrupt_records: qs.spool_corrupt,
-            oldest_unstored_secs: qs.oldest_ms.map(|t| now.saturating_sub(t) as f64 / 1000.0),
+            oldest_unstored_secs,
             events_shed: qs.shed,
             db_write_failures: load(&self.store_stats.failures),
             db_records_rejected: load(&self.store_stats.rejected),

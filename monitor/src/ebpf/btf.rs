@@ -50,7 +50,7 @@ struct Type {
     kind: u32,
     name: String,
     /// Referenced type for typedef/const/volatile/...; unused otherwise.
-    type_ref: u32,
+    refers_to: u32,
     members: Vec<Member>,
 }
 
@@ -95,7 +95,7 @@ impl Btf {
         };
 
         // Type id 0 is `void`.
-        let mut types = vec![Type { kind: 0, name: String::new(), type_ref: 0, members: vec![] }];
+        let mut types = vec![Type { kind: 0, name: String::new(), refers_to: 0, members: vec![] }];
         let mut structs = HashMap::new();
         let mut p = 0usize;
         while p + 12 <= types_sec.len() {
@@ -106,7 +106,7 @@ impl Btf {
             let vlen = (info & 0xffff) as usize;
             let kind = (info >> 24) & 0x1f;
             let kind_flag = info >> 31 == 1;
-            let mut t = Type { kind, name: name(name_off), type_ref: size_or_type, members: vec![] };
+            let mut t = Type { kind, name: name(name_off), refers_to: size_or_type, members: vec![] };
             match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => p += 4,
                 KIND_ARRAY => p += 12,
@@ -143,7 +143,7 @@ impl Btf {
             let t = self.types.get(id as usize)?;
             match t.kind {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    id = t.type_ref;
+                    id = t.refers_to;
                 }
                 _ => return Some(t),
             }
@@ -252,7 +252,7 @@ impl Btf {
         self.offset(strukt, &[member]).ok()
     }
 
-    /// Offsets of an io_uring operation's fields (the struct sits at the start of `io_kiocb`);
+    /// Offsets of an `io_uring` operation's fields (the struct sits at the start of `io_kiocb`);
     /// all zero when any is missing, which turns that operation's path capture off.
     fn uring_fields<const N: usize>(&self, strukt: &str, members: &[&str; N]) -> [u32; N] {
         let found: Option<Vec<u32>> = members.iter().map(|m| self.optional(strukt, m)).collect();

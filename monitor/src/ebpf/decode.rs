@@ -82,7 +82,7 @@ pub struct TamperOp {
     pub compat: bool,
 }
 
-/// An io_uring submission (`complete == false`) or completion.
+/// An `io_uring` submission (`complete == false`) or completion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UringOp {
     pub hdr: Header,

@@ -356,7 +356,7 @@ impl Probes {
         std::fs::create_dir_all(&opts.pin_dir).map_err(|e| pin_err("pin dir", e))?;
         let links = link_pins(&dir);
         if !links.is_empty() && PINNED_MAPS.iter().all(|m| dir.join(m).exists()) {
-            let mut probes = Self::from_pins(&dir, version, links, Attachment::Adopted)?;
+            let mut probes = Self::from_pins(&dir, version, &links, Attachment::Adopted)?;
             probes.set_rules(&opts.rules)?;
             return Ok(probes);
         }
@@ -383,7 +383,7 @@ impl Probes {
         let mut unreadable = Vec::new();
         let old_probes: Vec<Self> = old.iter().filter_map(|d| {
             let name = d.file_name()?.to_string_lossy().into_owned();
-            Self::from_pins(d, name, link_pins(d), Attachment::Adopted)
+            Self::from_pins(d, name, &link_pins(d), Attachment::Adopted)
                 .map_err(|e| {
                     tracing::warn!(pins = %d.display(), error = %e, "cannot open the replaced programs' maps (an older map layout): their sessions are re-seeded from the handoff and /proc");
                     unreadable.push(d.clone());
@@ -472,7 +472,7 @@ impl Probes {
         })
     }
 
-    fn from_pins(dir: &Path, version: String, links: Vec<String>, attachment: Attachment) -> Result<Self, ProbeError> {
+    fn from_pins(dir: &Path, version: String, links: &[String], attachment: Attachment) -> Result<Self, ProbeError> {
         Ok(Self {
             lifecycle: Some(open_pinned(dir, "LIFECYCLE")?),
             events: Some(open_pinned(dir, "EVENTS")?),
@@ -714,7 +714,7 @@ impl Probes {
         let Some(dir) = pinned_versions(pin_dir).into_iter().next() else { return Ok(None) };
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let links = link_pins(&dir);
-        Self::from_pins(&dir, name, links, Attachment::Adopted).map(Some)
+        Self::from_pins(&dir, name, &links, Attachment::Adopted).map(Some)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row as _};
+use sqlx::{postgres::PgRow, PgPool, Postgres, QueryBuilder, Row as _};
 use uuid::Uuid;
 
 use crate::record::{FileSummary, NetSummary, WRITE_ACCESSES};
@@ -108,6 +108,10 @@ pub struct SessionFilter {
 }
 
 #[derive(Debug, Default)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "the independent --failed, --writes, --denied and --sensitive filters of `agentmon actions`"
+)]
 pub struct ActionFilter {
     pub session_prefix: Option<String>,
     pub id_prefix: Option<String>,
@@ -287,37 +291,38 @@ pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>,
     }
     q.push(") t ORDER BY started_at, id");
     let rows = q.build().fetch_all(pool).await?;
-    rows.into_iter()
-        .map(|r| {
-            let procs: sqlx::types::Json<Vec<ProcessView>> = r.try_get("processes")?;
-            Ok(ActionView {
-                id: r.try_get("id")?,
-                session_id: r.try_get("session_id")?,
-                agent: r.try_get("agent")?,
-                host: r.try_get("host")?,
-                exec_id: r.try_get("exec_id")?,
-                pid: r.try_get("pid")?,
-                argv: r.try_get("argv")?,
-                argv_truncated: r.try_get("argv_truncated")?,
-                command: r.try_get("command")?,
-                cwd: r.try_get("cwd")?,
-                exe: r.try_get("exe")?,
-                uid: r.try_get("uid")?,
-                started_at: r.try_get("started_at")?,
-                ended_at: r.try_get("ended_at")?,
-                duration_ms: r.try_get("duration_ms")?,
-                exit_code: r.try_get("exit_code")?,
-                signal: r.try_get("signal")?,
-                complete: r.try_get("complete")?,
-                processes: procs.0,
-                files: r.try_get::<sqlx::types::Json<Vec<FileSummary>>, _>("files")?.0,
-                net: r.try_get::<sqlx::types::Json<Vec<NetSummary>>, _>("net")?.0,
-                redacted: r.try_get("redacted")?,
-                chain_seq: r.try_get("chain_seq")?,
-                sensitive_data_accessed: r.try_get("sensitive_data_accessed")?,
-            })
-        })
-        .collect()
+    rows.iter().map(action_view).collect()
+}
+
+/// An `actions` query's row, its processes, files and network decoded from JSON.
+fn action_view(r: &PgRow) -> Result<ActionView, sqlx::Error> {
+    let procs: sqlx::types::Json<Vec<ProcessView>> = r.try_get("processes")?;
+    Ok(ActionView {
+        id: r.try_get("id")?,
+        session_id: r.try_get("session_id")?,
+        agent: r.try_get("agent")?,
+        host: r.try_get("host")?,
+        exec_id: r.try_get("exec_id")?,
+        pid: r.try_get("pid")?,
+        argv: r.try_get("argv")?,
+        argv_truncated: r.try_get("argv_truncated")?,
+        command: r.try_get("command")?,
+        cwd: r.try_get("cwd")?,
+        exe: r.try_get("exe")?,
+        uid: r.try_get("uid")?,
+        started_at: r.try_get("started_at")?,
+        ended_at: r.try_get("ended_at")?,
+        duration_ms: r.try_get("duration_ms")?,
+        exit_code: r.try_get("exit_code")?,
+        signal: r.try_get("signal")?,
+        complete: r.try_get("complete")?,
+        processes: procs.0,
+        files: r.try_get::<sqlx::types::Json<Vec<FileSummary>>, _>("files")?.0,
+        net: r.try_get::<sqlx::types::Json<Vec<NetSummary>>, _>("net")?.0,
+        redacted: r.try_get("redacted")?,
+        chain_seq: r.try_get("chain_seq")?,
+        sensitive_data_accessed: r.try_get("sensitive_data_accessed")?,
+    })
 }
 
 /// One row of `agentmon alerts` (the fields of the webhook payload).

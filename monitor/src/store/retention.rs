@@ -36,8 +36,8 @@ pub async fn count(pool: &PgPool, table: &str, day: NaiveDate) -> Result<u64, sq
 
 pub type DayRow = (String, Option<i64>, Option<Vec<u8>>, Value);
 
-/// The rows of one day of `table`: (host, chain_seq, chain_hash, row object), chained rows in
-/// (host, chain_seq) order, then the unchained. Bind the day's start and end.
+/// The rows of one day of `table`: (host, `chain_seq`, `chain_hash`, row object), chained rows in
+/// (host, `chain_seq`) order, then the unchained. Bind the day's start and end.
 pub fn day_rows_sql(table: &str) -> String {
     let col = time_column(table).unwrap_or("ts");
     let row = chain::ROW_SQL.iter().find(|(t, _, _)| *t == table).map_or("NULL", |(_, r, _)| *r);

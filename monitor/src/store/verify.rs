@@ -18,9 +18,12 @@ pub async fn known_cuts(pool: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Error>
     sqlx::query_scalar("SELECT id::text FROM retention_cuts WHERE chain_seq IS NOT NULL").fetch_all(pool).await
 }
 
-/// The leaves a cut kept, in (host, chain_seq) order.
+/// A `retained_leaves` row: host, `chain_seq`, leaf, `chain_hash`.
+type LeafRow = (String, i64, Vec<u8>, Option<Vec<u8>>);
+
+/// The leaves a cut kept, in (host, `chain_seq`) order.
 pub async fn cut_leaves(pool: &sqlx::PgPool, cut: uuid::Uuid) -> Result<Vec<chain::RetainedLeaf>, sqlx::Error> {
-    let rows: Vec<(String, i64, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+    let rows: Vec<LeafRow> = sqlx::query_as(
         "SELECT host, chain_seq, leaf, chain_hash FROM retained_leaves WHERE cut_id = $1 ORDER BY host, chain_seq",
     )
     .bind(cut)
@@ -36,6 +39,7 @@ pub async fn cut_leaves(pool: &sqlx::PgPool, cut: uuid::Uuid) -> Result<Vec<chai
         })
         .collect())
 }
+
 /// Hosts with a chain in this database.
 pub async fn hosts(pool: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT DISTINCT host FROM signing_keys UNION SELECT DISTINCT host FROM sessions ORDER BY 1")
