@@ -322,7 +322,7 @@ pub fn checkpoint_row(host: &str, c: &Checkpoint, seq: u64) -> Value {
 }
 
 pub fn cut_row(host: &str, c: &RetentionCut, seq: u64) -> Value {
-    json!({
+    let mut row = json!({
         "table": "retention_cuts", "chain_seq": seq, "id": c.id, "host": host, "table_name": c.table,
         "partition_name": c.partition, "range_from": micros(c.range_from), "range_to": micros(c.range_to),
         "tier": c.tier, "rows": c.rows as i64, "chained_rows": c.chained_rows as i64,
@@ -330,7 +330,17 @@ pub fn cut_row(host: &str, c: &RetentionCut, seq: u64) -> Value {
         "leaves_hash": c.leaves_hash, "archive_file": c.archive_file, "archive_sha256": c.archive_sha256,
         "covers_seq": c.covers_seq as i64, "head_hash": c.head_hash, "at": micros(c.at),
         "key_fingerprint": c.key_fingerprint, "signature": c.signature,
-    })
+    });
+    // The tiers are in the row (and so signed) only when recorded: older cuts keep their leaf.
+    if let Some(m) = row.as_object_mut() {
+        if let Some(h) = c.hot_secs {
+            m.insert("hot_secs".into(), h.into());
+        }
+        if let Some(w) = c.warm_secs {
+            m.insert("warm_secs".into(), w.into());
+        }
+    }
+    row
 }
 
 pub fn signing_key_row(host: &str, k: &SigningKey, seq: u64) -> Value {
@@ -463,7 +473,8 @@ pub const ROW_SQL: &[(&str, &str, &str)] = &[
             "'leaves_hash', leaves_hash, 'archive_file', archive_file, 'archive_sha256', archive_sha256, ",
             "'covers_seq', covers_seq, 'head_hash', head_hash, 'at', ",
             us!("at"),
-            ", 'key_fingerprint', key_fingerprint, 'signature', signature)"
+            ", 'key_fingerprint', key_fingerprint, 'signature', signature) || ",
+            "jsonb_strip_nulls(jsonb_build_object('hot_secs', hot_secs, 'warm_secs', warm_secs))"
         ),
         "id::text",
     ),
@@ -497,10 +508,21 @@ mod tests {
             covers_seq: 20,
             head_hash: "cd".into(),
             at: t,
+            hot_secs: None,
+            warm_secs: None,
             key_fingerprint: key_fingerprint(key.verifying_key().as_bytes()),
             signature: String::new(),
             chain: ChainLink::default(),
         };
+        // A cut made before the tiers were recorded: its row has no tier keys (its leaf and
+        // signed message are what they were).
+        assert!(cut_row("h", &c, 1).get("hot_secs").is_none());
+        let mut tiered = c.clone();
+        tiered.hot_secs = Some(86_400);
+        tiered.signature = hex(&key.sign(&cut_message("h", &tiered)).to_bytes());
+        assert!(cut_signature_valid("h", &tiered, &pk));
+        tiered.hot_secs = Some(60);
+        assert!(!cut_signature_valid("h", &tiered, &pk), "the recorded tiers are signed");
         c.signature = hex(&key.sign(&cut_message("h", &c)).to_bytes());
         assert!(cut_signature_valid("h", &c, &pk));
         assert!(!cut_signature_valid("other", &c, &pk));

@@ -20,7 +20,7 @@ pub fn socket_path(runtime_dir: &Path) -> PathBuf {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Status,
     /// Create a session cgroup and move the calling process into it.
@@ -34,15 +34,34 @@ pub enum Request {
         agent: String,
         label: Option<String>,
     },
-    /// Apply retention now (root only); `dry_run` only lists what would go. `as_of` stands in
-    /// for the clock (tests).
+    /// Apply retention now (root only); `dry_run` only lists what would go. "Now" is the
+    /// daemon's clock: a client never says what time it is.
     Retention {
         dry_run: bool,
-        as_of: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Sign a checkpoint of the chain's head now (`agentmon export` right after an incident),
     /// unless the last one already covers it. The reply names the host whose chain it is.
     Checkpoint,
+}
+
+impl Request {
+    /// What the request is called in a refusal and a tamper record.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::StartSession { .. } => "start_session",
+            Self::Tag { .. } => "tag",
+            Self::Retention { .. } => "retention",
+            Self::Checkpoint => "checkpoint",
+        }
+    }
+
+    /// Requests that change the trail (what is kept, what is captured). The daemon refuses
+    /// them from any process it tracks as part of a session, whatever its uid: an agent that
+    /// is root in its session must not be able to erase or reshape its own record.
+    pub fn changes_trail(&self) -> bool {
+        matches!(self, Self::Tag { .. } | Self::Retention { .. })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -214,5 +233,20 @@ pub fn request_within(runtime_dir: &Path, req: &Request, timeout: Duration) -> R
     match serde_json::from_str(&reply)? {
         Response::Error { message } => Err(ClientError::Refused(message)),
         r => Ok(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_cannot_say_what_time_it_is() {
+        let ok: Request = serde_json::from_str(r#"{"op":"retention","dry_run":true}"#).expect("retention");
+        assert!(matches!(ok, Request::Retention { dry_run: true }));
+        let with_clock = r#"{"op":"retention","dry_run":false,"as_of":"2028-01-01T00:00:00Z"}"#;
+        assert!(serde_json::from_str::<Request>(with_clock).is_err(), "as_of is not part of the protocol");
+        assert!(ok.changes_trail());
+        assert!(!Request::Status.changes_trail() && !Request::Checkpoint.changes_trail());
     }
 }

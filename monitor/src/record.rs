@@ -236,7 +236,14 @@ pub struct RetentionCut {
     /// The chain's head when the cut was signed (the cut row is the next row).
     pub covers_seq: u64,
     pub head_hash: String,
+    /// The retention task's "now": the tiers are measured back from it.
     pub at: DateTime<Utc>,
+    /// The tiers in force, in seconds (`hot`, and `warm` when set), so `verify` can tell a cut
+    /// that removed rows younger than they allow. None in cuts made before they were recorded.
+    #[serde(default)]
+    pub hot_secs: Option<i64>,
+    #[serde(default)]
+    pub warm_secs: Option<i64>,
     pub key_fingerprint: String,
     /// ed25519 signature of `chain::cut_message`, lowercase hex.
     pub signature: String,

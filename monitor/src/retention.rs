@@ -294,6 +294,42 @@ pub fn check_archive_lines(lines: &[String], c: &crate::record::RetentionCut, ke
     }
     problems
 }
+/// Whether a cut removed rows younger than its own tiers allow: a `warm` cut's day must have
+/// ended `hot` before the cut's time, a `cold` cut's `warm` before it, and never less than a
+/// day (retention removes whole UTC days). Cuts made before the tiers were recorded are held to
+/// that one-day minimum. Returns the finding's text.
+pub fn cut_too_early(c: &crate::record::RetentionCut) -> Option<String> {
+    const DAY: i64 = 86_400;
+    let (name, secs) = match c.tier.as_str() {
+        "warm" => ("hot", c.hot_secs),
+        "cold" => ("warm", c.warm_secs),
+        other => return Some(format!("the cut of {} names an unknown tier `{other}`", c.partition)),
+    };
+    let age = secs.unwrap_or(DAY).max(DAY);
+    let limit = c.at - chrono::Duration::seconds(age);
+    (c.range_to > limit).then(|| {
+        let tiers = secs.map_or_else(|| "the one-day minimum".to_owned(), |s| format!("{name} = {}", days(s)));
+        format!(
+            "the {} cut of {} removed rows up to {}, but with {tiers} they could go only once older than {} (the cut's time {} minus {})",
+            c.tier,
+            c.partition,
+            c.range_to.to_rfc3339(),
+            limit.to_rfc3339(),
+            c.at.to_rfc3339(),
+            days(age)
+        )
+    })
+}
+
+/// Seconds as whole days when they are (`7d`), else seconds.
+fn days(secs: i64) -> String {
+    if secs % 86_400 == 0 {
+        format!("{}d", secs / 86_400)
+    } else {
+        format!("{secs}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +436,48 @@ mod tests {
         assert_eq!(expire_archives(&dir, day_start(d("2026-12-02")), false).len(), 1);
         assert!(!path.exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_cut_younger_than_its_tiers_allow_is_named() {
+        const D: i64 = 86_400;
+        let day = |d: &str| day_start(NaiveDate::parse_from_str(d, "%Y-%m-%d").expect("date"));
+        let cut =
+            |tier: &str, range_to: &str, at: &str, hot: Option<i64>, warm: Option<i64>| crate::record::RetentionCut {
+                id: Uuid::nil(),
+                table: "events".into(),
+                partition: "events_p20261201".into(),
+                range_from: day(range_to) - chrono::Duration::days(1),
+                range_to: day(range_to),
+                tier: tier.into(),
+                rows: 1,
+                chained_rows: 1,
+                first_seq: None,
+                last_seq: None,
+                leaves_hash: String::new(),
+                archive_file: None,
+                archive_sha256: None,
+                covers_seq: 0,
+                head_hash: String::new(),
+                at: day(at),
+                hot_secs: hot,
+                warm_secs: warm,
+                key_fingerprint: String::new(),
+                signature: String::new(),
+                chain: crate::record::ChainLink::default(),
+            };
+        // hot = 7d: a day that ended 7 days before the cut may go, one that ended 6 days before not.
+        assert_eq!(cut_too_early(&cut("warm", "2026-12-01", "2026-12-08", Some(7 * D), None)), None);
+        let early = cut_too_early(&cut("warm", "2026-12-02", "2026-12-08", Some(7 * D), None)).expect("too early");
+        assert!(early.contains("hot = 7d") && early.contains("events_p20261201"), "{early}");
+        // cold is measured by warm.
+        assert_eq!(cut_too_early(&cut("cold", "2026-11-01", "2026-12-01", Some(7 * D), Some(30 * D))), None);
+        assert!(cut_too_early(&cut("cold", "2026-11-05", "2026-12-01", Some(7 * D), Some(30 * D))).is_some());
+        // A cut of today's rows (the attack with a forged clock) breaks even the one-day floor,
+        // whatever tiers it claims, and so does an older cut without recorded tiers.
+        assert!(cut_too_early(&cut("warm", "2026-12-08", "2026-12-07", Some(0), None)).is_some());
+        assert!(cut_too_early(&cut("warm", "2026-12-08", "2026-12-07", None, None)).is_some());
+        assert_eq!(cut_too_early(&cut("warm", "2026-12-06", "2026-12-07", None, None)), None);
+        assert!(cut_too_early(&cut("hot", "2026-11-01", "2026-12-07", None, None)).is_some(), "not a tier");
     }
 }

@@ -297,6 +297,9 @@ impl Verifier {
                         ),
                     );
                 }
+                if let Some(detail) = crate::retention::cut_too_early(&c) {
+                    self.find("cut_too_early", Some(r), None, detail);
+                }
                 self.cuts.push(c);
             }
         }
@@ -452,6 +455,7 @@ pub fn cut_fields(row: &Value) -> Result<RetentionCut, serde_json::Error> {
         "first_seq": row["first_seq"], "last_seq": row["last_seq"], "leaves_hash": row["leaves_hash"],
         "archive_file": row["archive_file"], "archive_sha256": row["archive_sha256"], "covers_seq": row["covers_seq"],
         "head_hash": row["head_hash"], "at": t("at"), "key_fingerprint": row["key_fingerprint"], "signature": row["signature"],
+        "hot_secs": row.get("hot_secs"), "warm_secs": row.get("warm_secs"),
     }))
 }
 
@@ -687,6 +691,8 @@ mod tests {
             covers_seq: 9,
             head_hash: String::new(),
             at: t,
+            hot_secs: None,
+            warm_secs: None,
             key_fingerprint: String::new(),
             signature: String::new(),
             chain: ChainLink::default(),
@@ -733,5 +739,41 @@ mod tests {
         assert_eq!(g.verify(&g.rows, vec![]), vec![]);
         let found = g.verify(&g.rows, witness);
         assert!(found.iter().any(|(k, _)| *k == "witness_mismatch"), "{found:?}");
+    }
+
+    #[test]
+    fn a_cut_row_reads_back_as_the_cut_it_was_made_from() {
+        // What `verify` reads must be what was signed, tiers included, or no signature verifies.
+        let t = DateTime::from_timestamp_micros(1_764_000_000_000_000).expect("time");
+        let mut c = RetentionCut {
+            id: uuid::Uuid::nil(),
+            table: "events".into(),
+            partition: "events_p20251124".into(),
+            range_from: t,
+            range_to: t,
+            tier: "cold".into(),
+            rows: 3,
+            chained_rows: 2,
+            first_seq: Some(1),
+            last_seq: None,
+            leaves_hash: "ab".into(),
+            archive_file: Some("a.jsonl.gz".into()),
+            archive_sha256: None,
+            covers_seq: 9,
+            head_hash: "cd".into(),
+            at: t,
+            hot_secs: Some(86_400),
+            warm_secs: Some(3 * 86_400),
+            key_fingerprint: "ef".into(),
+            signature: "01".into(),
+            chain: ChainLink::default(),
+        };
+        let back = cut_fields(&chain::cut_row(HOST, &c, 7)).expect("reads back");
+        assert_eq!(chain::cut_message(HOST, &back), chain::cut_message(HOST, &c));
+        c.hot_secs = None;
+        c.warm_secs = None;
+        let back = cut_fields(&chain::cut_row(HOST, &c, 7)).expect("reads back");
+        assert_eq!((back.hot_secs, back.warm_secs), (None, None));
+        assert_eq!(chain::cut_message(HOST, &back), chain::cut_message(HOST, &c));
     }
 }

@@ -478,6 +478,14 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// The namespace's `resolv.conf`: its resolver (127.0.0.1) is the one a daemon started with
+    /// `--resolv-conf` this file trusts, as the host's own would be.
+    pub fn resolv_conf(&self) -> String {
+        format!("/etc/netns/{}/resolv.conf", self.0)
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();

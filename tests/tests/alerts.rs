@@ -260,3 +260,52 @@ async fn each_built_in_rule_raises_one_stored_chained_alert_delivered_after_the_
     let bad = d.cli(&["alerts", "--severity", "urgent"]);
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
 }
+
+/// Issue 20, finding 2: an exec alert is built from the redacted argv. `sudo` with a password
+/// flag and a GitHub token placed across the 200-character cut of an alert's summary raises the
+/// `sudo` alert, and neither secret (nor the token's first characters) appears in the alert
+/// rows, the webhook bodies, the daemon log or a dump of the database.
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_carry_no_secret_the_records_redact() {
+    let dir = scratch("alert_secrets");
+    let hook = Webhook::start();
+    hook.up.store(true, Ordering::SeqCst);
+    let cfg = dir.join("agentmon.toml");
+    write(&cfg, &format!("[alerts]\nwebhook = \"http://127.0.0.1:{}/hook\"\n", hook.port));
+    let d = Daemon::start("alert_secrets", &["--config", cfg.to_str().expect("utf8")]).await;
+    // A `sudo` that is /bin/true: the rule matches the command, nothing runs as anyone else.
+    std::os::unix::fs::symlink("/bin/true", dir.join("sudo")).expect("sudo");
+    let token = "ghp_R8cQ1vX9mZ2kL7pW4nT6yB3hJ5sD0fGa1uE2";
+    let pad = "x".repeat(170);
+    let script = format!("./sudo -S --password 'correct horse battery staple' id; ./sudo env PAD={pad} {token} true");
+    let (id, out) = d.run_agent("ops/secrets", &dir, &["/bin/sh", "-c", &script]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.wait_session_end(&id);
+    let stored = json_lines(&d.cli(&["alerts", "--json", "--session", &id]));
+    let sudo: Vec<&Value> = stored.iter().filter(|a| a["rule"] == "sudo").collect();
+    assert!(sudo.len() >= 2 || sudo.iter().any(|a| a["count"].as_u64() >= Some(2)), "{stored:#?}");
+    wait_for(30, "the webhook to get the alerts", || {
+        (hook.got.lock().expect("got").len() >= stored.len()).then_some(())
+    });
+
+    let secrets = ["correct horse battery staple", "horse battery", token, &token[..12]];
+    let leaked = |text: &str| secrets.iter().filter(|s| text.contains(**s)).copied().collect::<Vec<&str>>();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT summary, details::text FROM alerts WHERE session_id::text = $1")
+            .bind(&id)
+            .fetch_all(&d.pool)
+            .await
+            .expect("alerts");
+    assert!(!rows.is_empty());
+    for (summary, details) in &rows {
+        assert_eq!(leaked(summary), Vec::<&str>::new(), "secret in an alert summary: {summary}");
+        assert_eq!(leaked(details), Vec::<&str>::new(), "secret in an alert's details: {details}");
+    }
+    assert!(rows.iter().any(|(s, _)| s.contains("[REDACTED:")), "the alert shows where a secret was: {rows:#?}");
+    let bodies = serde_json::to_string(&*hook.got.lock().expect("got")).expect("json");
+    assert_eq!(leaked(&bodies), Vec::<&str>::new(), "secret in a webhook body");
+    assert_eq!(leaked(&d.log()), Vec::<&str>::new(), "secret in the daemon log");
+    let dump = std::process::Command::new("pg_dump").arg("--dbname").arg(&d.db_url).output().expect("pg_dump");
+    assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+    assert_eq!(leaked(&String::from_utf8_lossy(&dump.stdout)), Vec::<&str>::new(), "secret in the database");
+}

@@ -1,5 +1,7 @@
 //! Root integration test for DNS trust: an answer names a later connect only when it answers a
-//! query the same session sent, with the same id and question, from the server asked.
+//! query the same session sent, with the same id and question, from the server asked, and that
+//! server is one of the host's resolvers (here the network namespace's, given to the daemon as
+//! its `resolv.conf`).
 
 use std::process::{Command, Stdio};
 
@@ -10,9 +12,14 @@ const W: &str = env!("CARGO_BIN_EXE_agentmon-workload");
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_answer_does_not_name_a_connect_and_a_real_lookup_does() {
-    let d = Daemon::start("dnstrust", &[]).await;
-    let dir = scratch("dnstrust");
     let ns = Netns::with_resolver(&format!("agentmon-dnstrust-{}", std::process::id()));
+    let dir = scratch("dnstrust");
+    // `unlisted_host` allows the names the agent claims: only a believed name may pass it.
+    let cfg = dir.join("agentmon.toml");
+    std::fs::write(&cfg, "[alerts]\nallow_hosts = [\"*.github.com\", \"svc.agentmon.test\", \"forged.test\"]\n")
+        .expect("config");
+    let d =
+        Daemon::start("dnstrust", &["--resolv-conf", &ns.resolv_conf(), "--config", cfg.to_str().expect("utf8")]).await;
     let spawn = |args: &[&str]| {
         Command::new("ip").args(["netns", "exec", &ns.0, W]).args(args).stdout(Stdio::null()).spawn().expect("server")
     };
@@ -21,8 +28,12 @@ async fn a_forged_answer_does_not_name_a_connect_and_a_real_lookup_does() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     // First the unsolicited answer (forged.test -> 127.0.0.9, from 127.0.0.3:53) and a connect
     // to 127.0.0.9 (refused: nothing listens), then a real lookup of svc.agentmon.test.
-    let script =
-        format!("{W} forged-dns 127.0.0.3:53 forged.test 127.0.0.9 8080; {W} resolve svc.agentmon.test 8080; exit 0");
+    // Then the agent's own resolver on 127.0.0.2:53 answers its own query for api.github.com
+    // with 203.0.113.66, and it connects there (unreachable in the namespace).
+    let script = format!(
+        "{W} forged-dns 127.0.0.3:53 forged.test 127.0.0.9 8080; {W} resolve svc.agentmon.test 8080; \
+         {W} own-resolver 127.0.0.2:53 api.github.com 203.0.113.66 443; exit 0"
+    );
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.0])
         .arg(integration_tests::bin())
@@ -42,7 +53,7 @@ async fn a_forged_answer_does_not_name_a_connect_and_a_real_lookup_does() {
     d.wait_session_end(&id);
 
     let actions = d.actions(&id);
-    assert_eq!(actions.len(), 2, "{actions:#?}");
+    assert_eq!(actions.len(), 3, "{actions:#?}");
     let net: Vec<&Value> = actions.iter().flat_map(|a| a["net"].as_array().expect("net")).collect();
     let connect_to = |addr: &str| {
         *net.iter()
@@ -94,5 +105,38 @@ async fn a_forged_answer_does_not_name_a_connect_and_a_real_lookup_does() {
     assert!(
         json_lines(&d.cli(&["actions", "--json", "--host", "forged.test"])).is_empty(),
         "no action is found under the forged name"
+    );
+
+    own_resolver_names_nothing(&d, &id, &net, &data);
+}
+
+/// The agent's own resolver: its answer matched its query, but names nothing, and the connect
+/// to the address it claimed is an `unlisted_host` alert.
+fn own_resolver_names_nothing(d: &Daemon, id: &str, net: &[&Value], data: &[&Value]) {
+    let own = *net
+        .iter()
+        .find(|n| n["op"] == "connect" && n["addr"] == "203.0.113.66")
+        .unwrap_or_else(|| panic!("no connect to 203.0.113.66 in {net:#?}"));
+    assert!(own["host"].is_null(), "an answer from a resolver the host does not use names nothing: {own}");
+    let own_recv = data
+        .iter()
+        .find(|e| e["op"] == "recv" && e["dns"]["queries"] == serde_json::json!(["api.github.com"]))
+        .unwrap_or_else(|| panic!("the own resolver's answer is kept in the raw events: {data:#?}"));
+    assert_eq!(
+        (&own_recv["dns"]["trusted"], &own_recv["dns"]["answers"][0]["trusted"], &own_recv["port"]),
+        (&Value::from(false), &Value::from(false), &Value::from(53))
+    );
+    assert!(
+        json_lines(&d.cli(&["actions", "--json", "--host", "api.github.com"])).is_empty(),
+        "no action is found under the claimed name"
+    );
+    let alerts = json_lines(&d.cli(&["alerts", "--json", "--session", id, "--rule", "unlisted_host"]));
+    assert!(
+        alerts.iter().any(|a| a["details"].to_string().contains("203.0.113.66")),
+        "the connect to an unnamed address is not on the allowlist: {alerts:#?}"
+    );
+    assert!(
+        !alerts.iter().any(|a| a["details"].to_string().contains("127.0.0.2")),
+        "the real lookup's name is allowed: {alerts:#?}"
     );
 }

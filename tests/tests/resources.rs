@@ -263,9 +263,9 @@ async fn connects_sends_binds_and_accepts_record_their_endpoints() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dns_lookup_names_the_following_connect() {
-    let d = Daemon::start("dns", &[]).await;
-    let dir = scratch("dns");
     let ns = Netns::with_resolver(&format!("agentmon-dns-{}", std::process::id()));
+    let d = Daemon::start("dns", &["--resolv-conf", &ns.resolv_conf()]).await;
+    let dir = scratch("dns");
     let spawn = |args: &[&str]| {
         Command::new("ip").args(["netns", "exec", &ns.0, W]).args(args).stdout(Stdio::null()).spawn().expect("server")
     };

@@ -1,12 +1,14 @@
-//! Root integration test of retention with proof: a real daemon with short tiers (hot 1d,
-//! warm 3d), a real session, and `agentmon retention` with a stand-in clock. Hot → warm drops
+//! Root integration tests of retention with proof: a real daemon with short tiers (hot 1d,
+//! warm 3d), a real session, and `agentmon retention` with the daemon's clock set ahead (the
+//! hidden test-only `--retention-clock` file; a client never says what time it is). Hot → warm drops
 //! only the raw events; cold archives every partition of the day, then drops it; `verify`
 //! passes after each step and `verify --archive` checks each archive. A partition dropped by
 //! hand, with no signed cut, makes `verify` fail, and the writer role cannot drop one at all.
 
 use std::{path::Path, process::Command};
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
+use ed25519_dalek::Signer as _;
 use integration_tests::{json_lines, scratch, Daemon};
 use monitor::retention;
 use serde_json::Value;
@@ -50,9 +52,19 @@ fn verify(d: &Daemon, extra: &[&str]) -> (i32, Vec<Value>, Value) {
     (code, findings, summary)
 }
 
-/// `agentmon retention --json [--dry-run] --as-of T`: the exit code and the partition lines.
-fn retention(d: &Daemon, as_of: &str, dry_run: bool) -> (i32, Vec<Value>) {
-    let mut args = vec!["retention", "--json", "--as-of", as_of];
+/// A daemon with the config `cfg` whose retention clock is the file `<dir>/clock`, set to `now`.
+async fn start_with_clock(name: &str, dir: &Path, cfg: &Path, now: DateTime<Utc>) -> (Daemon, std::path::PathBuf) {
+    let clock = dir.join("clock");
+    std::fs::write(&clock, now.to_rfc3339()).expect("clock");
+    let args = ["--config", cfg.to_str().expect("utf8"), "--retention-clock", clock.to_str().expect("utf8")];
+    (Daemon::start(name, &args).await, clock)
+}
+
+/// `agentmon retention --json [--dry-run]` with the daemon's retention clock (`clock`, the file
+/// it was started with) at `as_of`: the exit code and the partition lines.
+fn retention(d: &Daemon, clock: &Path, as_of: &str, dry_run: bool) -> (i32, Vec<Value>) {
+    std::fs::write(clock, as_of).expect("retention clock");
+    let mut args = vec!["retention", "--json"];
     if dry_run {
         args.push("--dry-run");
     }
@@ -160,7 +172,7 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
         ),
     )
     .expect("config");
-    let d = Daemon::start("retention", &["--config", cfg.to_str().expect("utf8")]).await;
+    let (d, clock) = start_with_clock("retention", &dir, &cfg, Utc::now()).await;
     let (id, out) = d.run_agent(
         "ops/retention",
         &dir,
@@ -183,7 +195,7 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
 
     // A day past hot (1d), not past warm (3d): only its raw events go. The dry run only lists.
     let warm_at = (Utc::now() + Duration::days(2)).to_rfc3339();
-    let (code, items) = retention(&d, &warm_at, true);
+    let (code, items) = retention(&d, &clock, &warm_at, true);
     assert_eq!(code, 0);
     assert_eq!(items.len(), 1, "{items:#?}");
     assert_eq!(
@@ -192,7 +204,7 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
     );
     assert_eq!(counts(&d.pool, &id).await, before, "a dry run changes nothing");
 
-    let (code, items) = retention(&d, &warm_at, false);
+    let (code, items) = retention(&d, &clock, &warm_at, false);
     assert_eq!(code, 0, "{items:#?}");
     assert_eq!(items.len(), 1, "{items:#?}");
     assert_eq!((&items[0]["status"], &items[0]["rows"]), (&"dropped".into(), &events_today.into()), "{items:#?}");
@@ -218,12 +230,12 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
     let (code, findings, summary) = verify(&d, &[]);
     assert_eq!((code, findings.len()), (0, 0), "{findings:#?}");
     assert_eq!((&summary["retained_rows"], &summary["cuts"]), (&events_today.into(), &1.into()), "{summary}");
-    let (code, items) = retention(&d, &warm_at, false);
+    let (code, items) = retention(&d, &clock, &warm_at, false);
     assert_eq!((code, items.len()), (0, 0), "applied once: {items:#?}");
 
     // Past warm (3d): every partition of the day is archived, then dropped.
     let cold_at = (Utc::now() + Duration::days(5)).to_rfc3339();
-    let (code, items) = retention(&d, &cold_at, false);
+    let (code, items) = retention(&d, &clock, &cold_at, false);
     assert_eq!(code, 0, "{items:#?}");
     let names: Vec<&str> = items.iter().map(|i| i["partition"].as_str().expect("name")).collect();
     assert_eq!(
@@ -258,4 +270,153 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
     // Only retention removes a partition: the writer may not drop one or cut without a stored
     // cut, nobody may truncate one, and one dropped by hand (with no cut) fails `verify`.
     only_retention_removes_a_partition(&d, &dir, &part("actions")).await;
+}
+
+/// Issue 20, finding 1: an agent that is root in its session asks the daemon to apply
+/// retention (with the daemon's clock 400 days ahead, so an accepted request would remove
+/// today's partitions, as a dry run from outside shows) and to tag a cgroup, and runs
+/// `unload --force`. All three are refused; the two daemon requests are recorded in its session as tamper events (with a `tamper` alert), and nothing is
+/// removed. Then a cut forged with an early range, signed with the host's own key and chained
+/// correctly, is reported by `verify` as `cut_too_early`.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_from_inside_a_session_is_refused_recorded_and_removes_nothing() {
+    let dir = scratch("retention_attack");
+    let cfg = dir.join("agentmon.toml");
+    std::fs::write(&cfg, "[retention]\nhot = \"7d\"\nwarm = \"30d\"\ncold = \"365d\"\n").expect("config");
+    let (mut d, _clock) = start_with_clock("retention_attack", &dir, &cfg, Utc::now() + Duration::days(400)).await;
+    let (victim, out) = d.run_agent("ops/victim", &dir, &["/bin/sh", "-c", "cat /etc/hostname > /dev/null"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.wait_session_end(&victim);
+    let before = counts(&d.pool, &victim).await;
+    assert!(before.iter().any(|(t, n)| t == "actions" && *n >= 1), "{before:?}");
+    // From outside every session the request would go through: today's partitions are planned.
+    let dry = json_lines(&d.cli(&["retention", "--json", "--dry-run"]));
+    assert!(dry.iter().filter(|l| l["type"] == "partition").count() >= 5, "{dry:#?}");
+
+    let bin = integration_tests::bin();
+    let bin = bin.to_str().expect("utf8");
+    let pins = d.pin_dir.display();
+    let script = format!(
+        "{bin} retention --json; echo \"retention rc=$?\"; {bin} tag --cgroup / --agent x; echo \"tag rc=$?\"; \
+         {bin} unload --force --pin-dir {pins}; echo \"unload rc=$?\""
+    );
+    let (attacker, out) = d.run_agent("ops/attacker", &dir, &["/bin/sh", "-c", &script]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("retention rc=1") && stdout.contains("tag rc=1") && stdout.contains("unload rc=1"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("refused: `retention` changes the trail")
+            && stderr.contains("refused: `tag` changes the trail")
+            && stderr.contains("refused: this process is part of an agent session"),
+        "{stderr}"
+    );
+    assert!(d.pin_dir.exists(), "unload --force from inside the session removed nothing");
+    d.wait_session_end(&attacker);
+
+    // Recorded in the attacker's session, and alerted on.
+    let refused: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT data->>'request', (data->>'uid')::bigint FROM events \
+         WHERE session_id::text = $1 AND kind = 'tamper' AND data->>'tamper' = 'control_refused' ORDER BY seq",
+    )
+    .bind(&attacker)
+    .fetch_all(&d.pool)
+    .await
+    .expect("tamper events");
+    assert_eq!(refused, vec![("retention".to_owned(), 0), ("tag".to_owned(), 0)]);
+    let alerts: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts WHERE session_id::text = $1 AND rule = 'tamper'")
+        .bind(&attacker)
+        .fetch_one(&d.pool)
+        .await
+        .expect("alerts");
+    assert!(alerts >= 1, "a tamper alert for the refused requests");
+
+    // Nothing was removed: every partition of today is there, the victim's rows too.
+    let today = Utc::now().date_naive().format("%Y%m%d").to_string();
+    for t in TABLES {
+        assert!(exists(&d.pool, &format!("{t}_p{today}")).await, "{t} of today is still there");
+    }
+    assert_eq!(counts(&d.pool, &victim).await, before);
+    let cuts: i64 = sqlx::query_scalar("SELECT count(*) FROM retention_cuts").fetch_one(&d.pool).await.expect("cuts");
+    assert_eq!(cuts, 0);
+    let (code, findings, _) = verify(&d, &[]);
+    assert_eq!((code, findings.len()), (0, 0), "{findings:#?}");
+
+    // A cut of today's events, forged with the host's own key and chained as the daemon would:
+    // its signature and chain are fine, but it removed rows far younger than its tiers allow.
+    d.stop();
+    forge_early_cut(&d).await;
+    let (code, findings, _) = verify(&d, &[]);
+    assert_eq!(code, 3);
+    let early: Vec<&Value> = findings.iter().filter(|f| f["kind"] == "cut_too_early").collect();
+    assert_eq!(early.len(), 1, "{findings:#?}");
+    assert!(early[0]["detail"].as_str().is_some_and(|t| t.contains("hot = 7d")), "{early:#?}");
+    assert!(
+        findings.iter().all(|f| ["cut_too_early", "after_stop", "truncated_tail", "no_checkpoint"]
+            .contains(&f["kind"].as_str().unwrap_or(""))),
+        "the forged cut is otherwise a valid row of the chain: {findings:#?}"
+    );
+}
+
+/// Append to the stopped daemon's chain a retention cut of today's `events`, signed with its
+/// key (as a root attacker who read it could), tiers hot 7d / warm 30d, made "now".
+async fn forge_early_cut(d: &Daemon) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_owned();
+    let seed: [u8; 32] = std::fs::read(d.state_dir.join("signing.key")).expect("key").try_into().expect("32-byte key");
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let head = monitor::store::chain_head(&d.pool, &host).await.expect("head").expect("a chain");
+    let today = Utc::now().date_naive().and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    let mut c = monitor::record::RetentionCut {
+        id: uuid::Uuid::now_v7(),
+        table: "events".into(),
+        partition: format!("events_p{}", today.format("%Y%m%d")),
+        range_from: today,
+        range_to: today + Duration::days(1),
+        tier: "warm".into(),
+        rows: 0,
+        chained_rows: 0,
+        first_seq: None,
+        last_seq: None,
+        leaves_hash: monitor::chain::LeavesHasher::default().finish(),
+        archive_file: None,
+        archive_sha256: None,
+        covers_seq: head.seq,
+        head_hash: monitor::text::hex(&head.hash),
+        at: DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("now"),
+        hot_secs: Some(7 * 86_400),
+        warm_secs: Some(30 * 86_400),
+        key_fingerprint: monitor::chain::key_fingerprint(key.verifying_key().as_bytes()),
+        signature: String::new(),
+        chain: monitor::record::ChainLink::default(),
+    };
+    c.signature = monitor::text::hex(&key.sign(&monitor::chain::cut_message(&host, &c)).to_bytes());
+    let seq = head.seq + 1;
+    let hash = monitor::chain::link(&head.hash, &monitor::chain::leaf(&monitor::chain::cut_row(&host, &c, seq)));
+    sqlx::query(
+        "INSERT INTO retention_cuts (id, host, table_name, partition_name, range_from, range_to, tier, rows, chained_rows, \
+         leaves_hash, covers_seq, head_hash, at, key_fingerprint, signature, chain_seq, chain_hash, hot_secs, warm_secs) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(c.id)
+    .bind(&host)
+    .bind(&c.table)
+    .bind(&c.partition)
+    .bind(c.range_from)
+    .bind(c.range_to)
+    .bind(&c.tier)
+    .bind(&c.leaves_hash)
+    .bind(c.covers_seq as i64)
+    .bind(&c.head_hash)
+    .bind(c.at)
+    .bind(&c.key_fingerprint)
+    .bind(&c.signature)
+    .bind(seq as i64)
+    .bind(hash.to_vec())
+    .bind(c.hot_secs)
+    .bind(c.warm_secs)
+    .execute(&d.pool)
+    .await
+    .expect("insert the forged cut");
 }

@@ -201,9 +201,6 @@ pub enum Command {
         /// Only list what would go.
         #[arg(long)]
         dry_run: bool,
-        /// Stand-in for the clock (tests).
-        #[arg(long, hide = true, value_parser = query::parse_when)]
-        as_of: Option<chrono::DateTime<chrono::Utc>>,
         #[command(flatten)]
         addr: DaemonAddr,
         #[arg(long)]
@@ -322,7 +319,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             query::events(&pool, &session, kind.as_deref(), limit, db.json).await.map(|()| 0)
         }
         Command::Verify(args) => verify::run(&args).await,
-        Command::Retention { dry_run, as_of, addr, json } => retention::run(&addr.runtime_dir, dry_run, as_of, json),
+        Command::Retention { dry_run, addr, json } => retention::run(&addr.runtime_dir, dry_run, json),
         Command::Export(args) => export::run(&args).await,
         Command::Migrate { database_url, config } => {
             let file = FileConfig::load(&config)?;
@@ -360,6 +357,14 @@ fn unload(pin_dir: &std::path::Path, force: bool, runtime_dir: &std::path::Path)
         eprintln!("agentmon: nothing is pinned under {}", pin_dir.display());
         return Ok(0);
     };
+    // An agent that is root in its session must not end capture: the programs track it, so they
+    // say so (its bpf calls are recorded as tamper events whether or not it uses this command).
+    let me = std::process::id();
+    if let Some(session) = pinned.tracked_session_of(me, crate::daemon::control::proc_start_ticks(me)) {
+        anyhow::bail!(
+            "refused: this process is part of an agent session (cgroup id {session}); unload from outside every session"
+        );
+    }
     let live = pinned.tagged_sessions().len();
     let daemon = control::request(runtime_dir, &Request::Status).is_ok();
     drop(pinned);
@@ -368,6 +373,13 @@ fn unload(pin_dir: &std::path::Path, force: bool, runtime_dir: &std::path::Path)
             if daemon { "a daemon is running (stop it first)".to_owned() } else { format!("{live} sessions are live") };
         eprintln!("agentmon: not unloading: {why}; pass --force to detach anyway (capture stops)");
         return Ok(1);
+    }
+    // What the rings still hold is gone with them: count it by session and say so.
+    let left = crate::ebpf::Probes::pinned(pin_dir).ok().flatten().map(|mut p| p.drain_unread()).unwrap_or_default();
+    if !left.is_empty() {
+        let total: u64 = left.values().sum();
+        let by: Vec<String> = left.iter().map(|(cg, n)| format!("{n} of session cgroup {cg}")).collect();
+        eprintln!("agentmon: {total} events still in the rings were never stored and are lost: {}", by.join(", "));
     }
     let n = crate::ebpf::unload(pin_dir).with_context(|| format!("removing the pins under {}", pin_dir.display()))?;
     eprintln!("agentmon: detached {n} program set(s) and removed {}", pin_dir.display());

@@ -4,7 +4,6 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{table, EXIT_FAILED};
@@ -16,11 +15,11 @@ use crate::{
 
 /// Returns the exit code: 0 when every planned partition was removed (or, with `dry_run`,
 /// listed), 1 when one failed (it stays, and is retried at the next run).
-pub fn run(runtime_dir: &Path, dry_run: bool, as_of: Option<DateTime<Utc>>, json: bool) -> anyhow::Result<i32> {
+pub fn run(runtime_dir: &Path, dry_run: bool, json: bool) -> anyhow::Result<i32> {
     if !dry_run {
         eprintln!("agentmon: retention: signing cuts and dropping partitions (large partitions take a while)...");
     }
-    let resp = control::request_within(runtime_dir, &Request::Retention { dry_run, as_of }, Duration::from_hours(6))?;
+    let resp = control::request_within(runtime_dir, &Request::Retention { dry_run }, Duration::from_hours(6))?;
     let Response::Retention(r) = resp else { anyhow::bail!("unexpected reply from the daemon: {resp:?}") };
     let failed = r.items.iter().filter(|i| i.error.is_some()).count();
     if json {

@@ -150,6 +150,8 @@ pub struct Correlator {
     discarded: std::collections::VecDeque<u64>,
     /// Which paths and endpoints the summaries mark `sensitive`.
     sensitive: crate::sensitive::Sensitive,
+    /// The host's DNS resolvers (`/etc/resolv.conf`).
+    resolvers: Vec<std::net::IpAddr>,
     /// What the alert rules need of the event being handled (see [`EventFacts`]).
     facts: Option<EventFacts>,
     pub stats: CorrelatorStats,
@@ -191,6 +193,7 @@ impl Correlator {
             derived: Vec::new(),
             discarded: std::collections::VecDeque::new(),
             sensitive: crate::sensitive::Sensitive::default(),
+            resolvers: Vec::new(),
             facts: None,
             stats: CorrelatorStats::default(),
         }
@@ -200,6 +203,11 @@ impl Correlator {
     pub fn set_protected(&mut self, protected: Vec<String>, cgroup_roots: Vec<String>) {
         self.protected = protected;
         self.cgroup_roots = cgroup_roots;
+    }
+
+    /// The host's DNS resolvers: only their answers name connects (see `DnsCache`).
+    pub fn set_resolvers(&mut self, resolvers: Vec<std::net::IpAddr>) {
+        self.resolvers = resolvers;
     }
 
     pub fn set_sensitive(&mut self, s: crate::sensitive::Sensitive) {
@@ -495,6 +503,37 @@ impl Correlator {
         out
     }
 
+    /// A tamper record the daemon itself saw (a session process asked the control socket for
+    /// something that changes the trail): stored in the session of `session_cgroup` like a
+    /// kernel tamper event, attributed to the process's action when it is known.
+    pub fn daemon_tamper(&mut self, session_cgroup: u64, pid: u32, data: &serde_json::Value) -> Vec<Output> {
+        let Some(session) = self.sessions.get_mut(&session_cgroup) else { return Vec::new() };
+        session.events += 1;
+        let (action, exec_id) = self.procs.get(&pid).map_or((None, String::new()), |p| (p.action, p.exec_id.clone()));
+        let facts = EventFacts {
+            kind: "tamper",
+            pid,
+            result: data["result"].as_str().unwrap_or("refused").to_owned(),
+            tamper: data["tamper"].as_str().map(str::to_owned),
+            ..EventFacts::default()
+        };
+        vec![Output::Event(EventRecord {
+            id: Uuid::now_v7(),
+            session_id: session.info.id,
+            action_id: action,
+            exec_id,
+            seq: session.events,
+            ts: Utc::now(),
+            kind: "tamper".to_owned(),
+            pid,
+            tid: pid,
+            data: data.to_string(),
+            redacted: Vec::new(),
+            chain: ChainLink::default(),
+            facts: Some(Box::new(facts)),
+        })]
+    }
+
     /// Where a process's resource accesses are summarised: its action, or the session for the
     /// agent process itself.
     fn resources_of(&mut self, tgid: u32) -> Option<&mut Resources> {
@@ -575,7 +614,9 @@ impl Correlator {
                             s.dns.query(&msg, server);
                         }
                     }
-                    "recv" if msg.response => used = s.dns.answer(&msg, resources::recv_source(n).as_ref()),
+                    "recv" if msg.response => {
+                        used = s.dns.answer(&msg, resources::recv_source(n).as_ref(), &self.resolvers);
+                    }
                     _ => {}
                 }
             }

@@ -526,7 +526,9 @@ struct DnsQuery {
 
 /// The resolver cache: addresses a session's processes looked up, to their names.
 ///
-/// Only answers to the session's own queries are learnt. Anyone who can reach a UDP port of a
+/// Only answers from a resolver the host itself uses (a name server of `/etc/resolv.conf`, on
+/// port 53) to the session's own queries are learnt: an agent that asks its own responder and
+/// answers itself must not name its connects. Anyone who can reach a UDP port of a
 /// session process can send it a well-formed "response"; believing it would let a forger name
 /// any connect. So an answer counts only if it carries the transaction id and question of a
 /// query the session sent, and comes from the address and port that query went to. A name is
@@ -538,6 +540,25 @@ pub struct DnsCache {
     names: HashMap<IpAddr, String>,
     #[serde(default)]
     pending: VecDeque<DnsQuery>,
+}
+
+/// The name servers of a `resolv.conf` (`nameserver ADDR` lines; a scoped IPv6 address loses
+/// its `%scope`).
+pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next()?.split('%').next()?.parse().ok()).flatten()
+        })
+        .collect()
+}
+
+/// Whether a query went to one of the host's resolvers, on the DNS port.
+fn is_resolver(server: &SockAddr, resolvers: &[IpAddr]) -> bool {
+    match server {
+        SockAddr::Inet { ip, port: 53 } => resolvers.iter().any(|r| r.to_canonical() == ip.to_canonical()),
+        _ => false,
+    }
 }
 
 /// Two socket addresses are the same endpoint (an IPv4-mapped IPv6 address is its IPv4 one).
@@ -566,7 +587,9 @@ impl DnsCache {
     /// A response a session process received from `source`. When it answers a pending query
     /// (which it consumes), learn its usable addresses and return, for each of `msg.addrs`,
     /// whether it now names connects; `None` when it answers nothing this session asked.
-    pub fn answer(&mut self, msg: &DnsMessage, source: Option<&SockAddr>) -> Option<Vec<bool>> {
+    /// An answer from a server that is not one of `resolvers` consumes its query and names
+    /// nothing (`None`): it is kept in the raw event, unverified.
+    pub fn answer(&mut self, msg: &DnsMessage, source: Option<&SockAddr>, resolvers: &[IpAddr]) -> Option<Vec<bool>> {
         let source = source?;
         if !msg.response || msg.questions.len() != 1 {
             return None;
@@ -575,7 +598,11 @@ impl DnsCache {
         let i = self.pending.iter().position(|q| {
             q.id == msg.id && q.name.eq_ignore_ascii_case(question) && same_endpoint(&q.server, source)
         })?;
-        let asked = self.pending.remove(i)?.name;
+        let q = self.pending.remove(i)?;
+        if !is_resolver(&q.server, resolvers) {
+            return None;
+        }
+        let asked = q.name;
         // Owner names reachable from the question through the response's CNAMEs.
         let mut owners = vec![asked.to_ascii_lowercase()];
         let mut grew = true;
@@ -712,6 +739,9 @@ mod tests {
         m
     }
 
+    /// The host's resolver in these tests (as `/etc/resolv.conf` would name it).
+    const RES: &[IpAddr] = &[IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 53))];
+
     fn server(port: u16) -> SockAddr {
         SockAddr::Inet { ip: ip("127.0.0.53"), port }
     }
@@ -731,17 +761,37 @@ mod tests {
     fn an_answer_to_our_query_names_the_address() {
         let mut c = asked();
         let r = parse_dns(&response(7, "SVC.test", &[], &[("svc.test", [10, 0, 0, 1])])).expect("parse");
-        assert_eq!(c.answer(&r, Some(&server(53))), Some(vec![true]), "the question matches case-insensitively");
+        assert_eq!(c.answer(&r, Some(&server(53)), RES), Some(vec![true]), "the question matches case-insensitively");
         assert_eq!(connect_host(&c, "10.0.0.1").as_deref(), Some("svc.test"), "named as it was asked");
         // Consumed: the same answer again (a replay) is not believed.
-        assert_eq!(c.answer(&r, Some(&server(53))), None);
+        assert_eq!(c.answer(&r, Some(&server(53)), RES), None);
+    }
+
+    #[test]
+    fn an_answer_from_a_resolver_the_host_does_not_use_names_nothing() {
+        // The agent asks its own responder (127.0.0.2:53) and answers itself, id and question
+        // matching: it is not one of the host's resolvers, so nothing is learnt.
+        let mut c = DnsCache::default();
+        let own = SockAddr::Inet { ip: ip("127.0.0.2"), port: 53 };
+        c.query(&parse_dns(&query(7, "api.github.com")).expect("query"), &own);
+        let r =
+            parse_dns(&response(7, "api.github.com", &[], &[("api.github.com", [203, 0, 113, 66])])).expect("parse");
+        assert_eq!(c.answer(&r, Some(&own), RES), None);
+        assert_eq!(connect_host(&c, "203.0.113.66"), None);
+        assert_eq!(c.answer(&r, Some(&own), &[ip("127.0.0.2")]), None, "the query was consumed");
+    }
+
+    #[test]
+    fn the_resolvers_are_read_from_resolv_conf() {
+        let text = "# comment\nsearch example.test\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\nnameserver  10.0.0.2 \noptions edns0\nnameserver bogus\n";
+        assert_eq!(parse_resolv_conf(text), vec![ip("127.0.0.53"), ip("fe80::1"), ip("10.0.0.2")]);
     }
 
     #[test]
     fn a_forged_answer_without_a_query_is_ignored() {
         let mut c = DnsCache::default();
         let r = parse_dns(&response(7, "forged.test", &[], &[("forged.test", [127, 0, 0, 9])])).expect("parse");
-        assert_eq!(c.answer(&r, Some(&server(53))), None);
+        assert_eq!(c.answer(&r, Some(&server(53)), RES), None);
         assert_eq!(connect_host(&c, "127.0.0.9"), None);
     }
 
@@ -749,35 +799,38 @@ mod tests {
     fn an_answer_with_the_wrong_id_is_ignored() {
         let mut c = asked();
         let r = parse_dns(&response(8, "svc.test", &[], &[("svc.test", [10, 0, 0, 1])])).expect("parse");
-        assert_eq!(c.answer(&r, Some(&server(53))), None);
+        assert_eq!(c.answer(&r, Some(&server(53)), RES), None);
         assert_eq!(connect_host(&c, "10.0.0.1"), None);
         // The query is still pending: the real answer still counts.
         let r = parse_dns(&response(7, "svc.test", &[], &[("svc.test", [10, 0, 0, 2])])).expect("parse");
-        assert_eq!(c.answer(&r, Some(&server(53))), Some(vec![true]));
+        assert_eq!(c.answer(&r, Some(&server(53)), RES), Some(vec![true]));
     }
 
     #[test]
     fn an_answer_from_another_server_is_ignored() {
         let mut c = asked();
         let r = parse_dns(&response(7, "svc.test", &[], &[("svc.test", [10, 0, 0, 1])])).expect("parse");
-        assert_eq!(c.answer(&r, Some(&server(5353))), None, "wrong port");
-        assert_eq!(c.answer(&r, Some(&SockAddr::Inet { ip: ip("127.0.0.1"), port: 53 })), None, "wrong address");
-        assert_eq!(c.answer(&r, None), None, "unknown source");
+        assert_eq!(c.answer(&r, Some(&server(5353)), RES), None, "wrong port");
+        assert_eq!(c.answer(&r, Some(&SockAddr::Inet { ip: ip("127.0.0.1"), port: 53 }), RES), None, "wrong address");
+        assert_eq!(c.answer(&r, None, RES), None, "unknown source");
         assert_eq!(connect_host(&c, "10.0.0.1"), None);
         // The same server seen through an IPv4-mapped address is the same server.
-        assert_eq!(c.answer(&r, Some(&SockAddr::Inet { ip: ip("::ffff:127.0.0.53"), port: 53 })), Some(vec![true]));
+        assert_eq!(
+            c.answer(&r, Some(&SockAddr::Inet { ip: ip("::ffff:127.0.0.53"), port: 53 }), RES),
+            Some(vec![true])
+        );
     }
 
     #[test]
     fn an_answer_for_a_name_not_asked_is_ignored() {
         let mut c = asked();
         let r = parse_dns(&response(7, "bank.test", &[], &[("bank.test", [10, 0, 0, 1])])).expect("parse");
-        assert_eq!(c.answer(&r, Some(&server(53))), None, "same id and server, other question");
+        assert_eq!(c.answer(&r, Some(&server(53)), RES), None, "same id and server, other question");
         assert_eq!(connect_host(&c, "10.0.0.1"), None);
         // Right question, but an extra record for another owner: only the asked one counts.
         let r = parse_dns(&response(7, "svc.test", &[], &[("bank.test", [10, 0, 0, 2]), ("svc.test", [10, 0, 0, 3])]))
             .expect("parse");
-        assert_eq!(c.answer(&r, Some(&server(53))), Some(vec![false, true]));
+        assert_eq!(c.answer(&r, Some(&server(53)), RES), Some(vec![false, true]));
         assert_eq!(connect_host(&c, "10.0.0.2"), None);
         assert_eq!(connect_host(&c, "10.0.0.3").as_deref(), Some("svc.test"));
     }
@@ -794,7 +847,7 @@ mod tests {
             &[("node.cdn.test", [10, 0, 0, 1]), ("evil.test", [10, 0, 0, 2])],
         ))
         .expect("parse");
-        assert_eq!(c.answer(&r, Some(&server(53))), Some(vec![true, false]));
+        assert_eq!(c.answer(&r, Some(&server(53)), RES), Some(vec![true, false]));
         assert_eq!(connect_host(&c, "10.0.0.1").as_deref(), Some("www.svc.test"), "labelled with the question");
         assert_eq!(connect_host(&c, "10.0.0.2"), None);
     }
@@ -807,8 +860,8 @@ mod tests {
         }
         assert_eq!(c.pending.len(), MAX_PENDING_QUERIES);
         let answer = |id| parse_dns(&response(id, "svc.test", &[], &[("svc.test", [10, 0, 0, 1])])).expect("parse");
-        assert_eq!(c.answer(&answer(0), Some(&server(53))), None, "the oldest was evicted");
-        assert!(c.answer(&answer(1), Some(&server(53))).is_some());
+        assert_eq!(c.answer(&answer(0), Some(&server(53)), RES), None, "the oldest was evicted");
+        assert!(c.answer(&answer(1), Some(&server(53)), RES).is_some());
         // A response is never taken for a query.
         c.query(&answer(2), &server(53));
         assert_eq!(c.pending.len(), MAX_PENDING_QUERIES - 1);

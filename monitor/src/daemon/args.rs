@@ -72,6 +72,14 @@ pub struct DaemonArgs {
     /// the config file, else off].
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "on", value_parser = metrics_listen)]
     pub metrics_listen: Option<String>,
+    /// Tests only: read retention's "now" from this root-owned file (an RFC 3339 time) instead
+    /// of the system clock.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub retention_clock: Option<PathBuf>,
+    /// Tests only: the `resolv.conf` whose name servers are the host's resolvers (only their
+    /// DNS answers name connects) [default: /etc/resolv.conf].
+    #[arg(long, hide = true, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
     /// Config file; only the default may be absent.
     #[arg(long, default_value = config::CONFIG_PATH)]
     pub config: PathBuf,
@@ -111,6 +119,10 @@ pub struct Settings {
     pub group: String,
     pub group_named: bool,
     pub metrics_listen: Option<String>,
+    /// Tests only (`--retention-clock`).
+    pub retention_clock: Option<PathBuf>,
+    /// Where the host's DNS resolvers are listed.
+    pub resolv_conf: PathBuf,
 }
 
 impl Settings {
@@ -142,6 +154,8 @@ impl Settings {
             group_named: args.group.is_some() || file.group.is_some(),
             group: args.group.or(file.group.clone()).unwrap_or_else(|| "agentmon".into()),
             metrics_listen: args.metrics_listen.or(file.metrics_listen.clone()),
+            retention_clock: args.retention_clock,
+            resolv_conf: args.resolv_conf,
             database_url: args.database_url,
             cgroup_root: args.cgroup_root,
             runtime_dir: args.runtime_dir,

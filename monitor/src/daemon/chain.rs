@@ -277,7 +277,7 @@ impl Chain {
     pub fn cut(&mut self, mut c: RetentionCut) -> Output {
         c.covers_seq = self.head.seq;
         c.head_hash = hex(&self.head.hash);
-        c.at = Utc::now();
+        // `at` is the retention task's "now", the time its tiers were measured from.
         chain::truncate_micros(&mut c.at);
         chain::truncate_micros(&mut c.range_from);
         chain::truncate_micros(&mut c.range_to);

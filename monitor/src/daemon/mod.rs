@@ -77,6 +77,31 @@ struct Daemon {
     heartbeat: notify::Heartbeat,
     /// The retention task, when `[retention]` is set.
     retention: Option<mpsc::Sender<retention::RunRequest>>,
+    /// The host's resolvers, re-read when the file changes.
+    resolvers: Resolvers,
+}
+
+/// The host's DNS resolvers, from `resolv.conf`: only their answers name connects.
+struct Resolvers {
+    path: std::path::PathBuf,
+    /// Read at least once, and the file's modification time then (`None`: it was missing).
+    read: bool,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Resolvers {
+    /// The name servers, when the file changed since the last read (or on the first).
+    fn changed(&mut self) -> Option<Vec<std::net::IpAddr>> {
+        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        if self.read && self.modified == modified {
+            return None;
+        }
+        (self.read, self.modified) = (true, modified);
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let servers = crate::correlate::resources::parse_resolv_conf(&text);
+        info!(file = %self.path.display(), resolvers = ?servers, "DNS answers name connects only from these resolvers");
+        Some(servers)
+    }
 }
 
 fn clock() -> anyhow::Result<(Clock, String)> {
@@ -211,16 +236,13 @@ async fn capture(settings: Settings, url: String) -> anyhow::Result<()> {
         started_at: Utc::now(),
         heartbeat: notify::Heartbeat::default(),
         retention: None,
+        resolvers: Resolvers { path: settings.resolv_conf.clone(), read: false, modified: None },
     };
-    let (cut_tx, cut_rx) = mpsc::channel::<retention::CutRequest>(4);
-    if let Some(policy) =
-        crate::retention::Policy::new(&settings.file.retention, &state).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?
-    {
-        info!(hot_days = policy.hot.num_days(), warm_days = ?policy.warm.map(|w| w.num_days()), cold_days = ?policy.cold.map(|c| c.num_days()), archive = %policy.archive_dir.display(), "retention is on: applied daily");
-        let (run_tx, run_rx) = mpsc::channel(4);
-        daemon.retention = Some(run_tx);
-        tokio::spawn(retention::run(pool.clone(), policy, run_rx, cut_tx));
+    if let Some(r) = daemon.resolvers.changed() {
+        daemon.correlator.set_resolvers(r);
     }
+    let clock = retention::Clock(settings.retention_clock.clone());
+    let cut_rx = start_retention(&mut daemon, &settings.file.retention, &settings.state_dir, clock, &pool)?;
     daemon.restore_handoff();
     daemon.resume_chain(&pool).await?;
     let open = crate::store::open_sessions(&pool, &daemon.pipeline.host).await?;
@@ -248,6 +270,25 @@ async fn capture(settings: Settings, url: String) -> anyhow::Result<()> {
     let result = daemon.main_loop(&mut reader, cmd_rx, cut_rx).await;
     stop(&mut daemon, runtime_dir, &mode_tx, store_task, &sync_task).await;
     result
+}
+
+/// The retention task, when `[retention]` is set; the receiver of the cuts it asks the main
+/// loop to sign.
+fn start_retention(
+    daemon: &mut Daemon,
+    cfg: &crate::retention::RetentionConfig,
+    state_dir: &Path,
+    clock: retention::Clock,
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<mpsc::Receiver<retention::CutRequest>> {
+    let (cut_tx, cut_rx) = mpsc::channel::<retention::CutRequest>(4);
+    if let Some(policy) = crate::retention::Policy::new(cfg, state_dir).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))? {
+        info!(hot_days = policy.hot.num_days(), warm_days = ?policy.warm.map(|w| w.num_days()), cold_days = ?policy.cold.map(|c| c.num_days()), archive = %policy.archive_dir.display(), "retention is on: applied daily");
+        let (run_tx, run_rx) = mpsc::channel(4);
+        daemon.retention = Some(run_tx);
+        tokio::spawn(retention::run(pool.clone(), policy, clock, run_rx, cut_tx));
+    }
+    Ok(cut_rx)
 }
 
 /// The cgroup2 mount and the directory under it that session cgroups go in, created.
@@ -422,6 +463,9 @@ impl Daemon {
                 guard = events.readable_mut() => guard.map_err(err)?.clear_ready(),
                 _ = tick.tick() => {}
                 _ = rule_check.tick() => {
+                    if let Some(r) = self.resolvers.changed() {
+                        self.correlator.set_resolvers(r);
+                    }
                     if !settled && !more {
                         self.settle_pending(&pending_at_start);
                         settled = true;
@@ -438,12 +482,16 @@ impl Daemon {
                     let _ = req.queued.send(());
                 }
                 Some(cmd) = cmds.recv() => {
-                    if let Request::Retention { dry_run, as_of } = cmd.req {
-                        self.retention(dry_run, as_of, cmd.peer_uid, cmd.reply);
-                        continue;
-                    }
                     // Drain first so a session's earlier events are handled before new state.
                     self.pump(reader, false);
+                    if let Some(refusal) = self.refuse_from_session(&cmd) {
+                        let _ = cmd.reply.send(refusal);
+                        continue;
+                    }
+                    if let Request::Retention { dry_run } = cmd.req {
+                        self.retention(dry_run, cmd.peer_uid, cmd.reply);
+                        continue;
+                    }
                     let resp = self.command(cmd.req, cmd.peer_pid, cmd.peer_uid, cmd.peer_start);
                     let _ = cmd.reply.send(resp);
                 }
@@ -516,14 +564,36 @@ impl Daemon {
         r.unwrap_or_else(|message| Response::Error { message })
     }
 
+    /// A request that changes the trail, from a process the kernel tracks as part of a session
+    /// (whatever its uid): refused, and recorded in that session as a tamper event.
+    fn refuse_from_session(&mut self, cmd: &Command) -> Option<Response> {
+        if !cmd.req.changes_trail() {
+            return None;
+        }
+        let session = self.probes.tracked_session_of(cmd.peer_pid, cmd.peer_start)?;
+        let request = cmd.req.name();
+        warn!(
+            pid = cmd.peer_pid,
+            uid = cmd.peer_uid,
+            request,
+            cgroup_id = session,
+            "refused a control request from inside a session"
+        );
+        let data = serde_json::json!({
+            "tamper": "control_refused", "request": request, "result": "refused",
+            "uid": cmd.peer_uid, "pid": cmd.peer_pid,
+        });
+        let out = self.correlator.daemon_tamper(session, cmd.peer_pid, &data);
+        self.emit(out);
+        Some(Response::Error {
+            message: format!(
+                "refused: `{request}` changes the trail, and this process is part of an agent session; run it from outside every session"
+            ),
+        })
+    }
+
     /// Hand `agentmon retention` to the retention task, which replies when done.
-    fn retention(
-        &self,
-        dry_run: bool,
-        as_of: Option<chrono::DateTime<Utc>>,
-        peer_uid: u32,
-        reply: tokio::sync::oneshot::Sender<Response>,
-    ) {
+    fn retention(&self, dry_run: bool, peer_uid: u32, reply: tokio::sync::oneshot::Sender<Response>) {
         let refuse = |reply: tokio::sync::oneshot::Sender<Response>, message: &str| {
             let _ = reply.send(Response::Error { message: message.into() });
         };
@@ -533,7 +603,7 @@ impl Daemon {
         let Some(tx) = &self.retention else {
             return refuse(reply, "retention is not configured: set [retention] hot (and warm, cold) in the config file and restart the daemon");
         };
-        match tx.try_send(retention::RunRequest { dry_run, as_of, reply }) {
+        match tx.try_send(retention::RunRequest { dry_run, reply }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(r)) => {
                 refuse(r.reply, "retention runs are already waiting; try again when they end");

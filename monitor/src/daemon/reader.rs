@@ -155,7 +155,10 @@ impl Reader {
     }
 
     /// Read what the rings hold and append the events that are safe to handle, in time order.
-    /// `all` releases everything read (at shutdown). Returns whether a ring has more to read.
+    /// `all` (at shutdown) releases everything read once both rings are read to their end;
+    /// while one still holds more, the time order holds even then: a session's exit must not
+    /// overtake its own file events still unread in the other ring, or its end would be written
+    /// before them (and they would then belong to no session). Returns whether a ring has more.
     pub fn poll(&mut self, out: &mut Vec<Event>, all: bool) -> bool {
         let now = boot_ns();
         let mut cutoff = now.saturating_sub(IN_FLIGHT_NS);
@@ -189,7 +192,7 @@ impl Reader {
                 cutoff = cutoff.min(last);
             }
         }
-        self.merger.release(if all { u64::MAX } else { cutoff }, out);
+        self.merger.release(if all && !more { u64::MAX } else { cutoff }, out);
         more
     }
 

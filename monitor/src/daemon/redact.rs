@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::{
-    record::{FileSummary, NetSummary, Output, ProcessRecord},
+    record::{EventFacts, FileSummary, NetSummary, Output, ProcessRecord},
     redact::{Hits, RedactConfig, Redactor},
     text::shell_join,
 };
@@ -47,6 +47,19 @@ fn summaries(r: &Redactor, files: &mut [FileSummary], net: &mut [NetSummary], hi
     }
 }
 
+fn facts(r: &Redactor, f: &mut EventFacts) {
+    let mut hits = Hits::new();
+    r.argv(&mut f.argv, &mut hits);
+    r.text(&mut f.exe, &mut hits);
+    for (path, _) in &mut f.files {
+        r.text(path, &mut hits);
+    }
+    if let Some(n) = &mut f.net {
+        opt(r, &mut n.addr, &mut hits);
+        opt(r, &mut n.host, &mut hits);
+    }
+}
+
 fn process(r: &Redactor, p: &mut ProcessRecord) {
     let mut hits = Hits::new();
     r.argv(&mut p.argv, &mut hits);
@@ -72,6 +85,11 @@ pub fn apply(r: &Redactor, o: &mut Output) -> Option<Value> {
             None
         }
         Output::Event(e) => {
+            // The facts the alert rules read (the event's argv, exe, paths, endpoint) are
+            // redacted like the data, so an alert is built only from redacted text.
+            if let Some(f) = e.facts.as_deref_mut() {
+                facts(r, f);
+            }
             // Most events hold no rule's keyword anywhere: no need to parse them.
             if !r.is_candidate(&e.data) {
                 return None;

@@ -25,7 +25,6 @@ use crate::{
 /// A request of `agentmon retention`, from the control socket.
 pub struct RunRequest {
     pub dry_run: bool,
-    pub as_of: Option<DateTime<Utc>>,
     pub reply: oneshot::Sender<Response>,
 }
 
@@ -35,10 +34,28 @@ pub struct CutRequest {
     pub queued: oneshot::Sender<()>,
 }
 
+/// What time it is for retention: the system clock, or for tests only the time written in a
+/// root-owned file the daemon was started with (`--retention-clock`, hidden). Never a
+/// client's word: `agentmon retention` has no clock of its own.
+#[derive(Debug, Clone, Default)]
+pub struct Clock(pub Option<std::path::PathBuf>);
+
+impl Clock {
+    pub fn now(&self) -> DateTime<Utc> {
+        let Some(path) = &self.0 else { return Utc::now() };
+        if let Ok(Ok(t)) = std::fs::read_to_string(path).map(|t| DateTime::parse_from_rfc3339(t.trim())) {
+            return t.with_timezone(&Utc);
+        }
+        warn!(file = %path.display(), "retention clock file unreadable or not an RFC 3339 time: using the system clock");
+        Utc::now()
+    }
+}
+
 /// The retention task: daily, and on request.
 pub async fn run(
     pool: PgPool,
     policy: Policy,
+    clock: Clock,
     mut requests: mpsc::Receiver<RunRequest>,
     cuts: mpsc::Sender<CutRequest>,
 ) {
@@ -47,12 +64,12 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = daily.tick() => {
-                let r = apply(&pool, &policy, Utc::now(), false, &cuts).await;
+                let r = apply(&pool, &policy, &clock, false, &cuts).await;
                 log(&r);
             }
             req = requests.recv() => {
                 let Some(req) = req else { return };
-                let r = apply(&pool, &policy, req.as_of.unwrap_or_else(Utc::now), req.dry_run, &cuts).await;
+                let r = apply(&pool, &policy, &clock, req.dry_run, &cuts).await;
                 if !req.dry_run {
                     log(&r);
                 }
@@ -78,14 +95,9 @@ fn log(r: &Report) {
     }
 }
 
-/// Plan, and unless `dry_run` apply, retention at `as_of`.
-pub async fn apply(
-    pool: &PgPool,
-    p: &Policy,
-    as_of: DateTime<Utc>,
-    dry_run: bool,
-    cuts: &mpsc::Sender<CutRequest>,
-) -> Report {
+/// Plan, and unless `dry_run` apply, retention as of the clock's now.
+pub async fn apply(pool: &PgPool, p: &Policy, clock: &Clock, dry_run: bool, cuts: &mpsc::Sender<CutRequest>) -> Report {
+    let as_of = clock.now();
     let mut report = Report { as_of, dry_run, items: Vec::new(), expired_archives: Vec::new() };
     let parts = match sql::partitions(pool).await {
         Ok(p) => p,
@@ -121,7 +133,7 @@ pub async fn apply(
         let result = if dry_run {
             sql::count(pool, table, day).await.map(|n| item.rows = n).map_err(anyhow::Error::from)
         } else {
-            cut_partition(pool, p, &mut item, cuts).await
+            cut_partition(pool, p, clock, &mut item, cuts).await
         };
         if let Err(e) = result {
             item.status = "failed".into();
@@ -139,6 +151,7 @@ pub async fn apply(
 async fn cut_partition(
     pool: &PgPool,
     p: &Policy,
+    clock: &Clock,
     item: &mut Item,
     cuts: &mpsc::Sender<CutRequest>,
 ) -> anyhow::Result<()> {
@@ -186,7 +199,9 @@ async fn cut_partition(
         archive_sha256: item.archive_sha256.clone(),
         covers_seq: 0,
         head_hash: String::new(),
-        at: Utc::now(),
+        at: clock.now(),
+        hot_secs: Some(p.hot.num_seconds()),
+        warm_secs: p.warm.map(|w| w.num_seconds()),
         key_fingerprint: String::new(),
         signature: String::new(),
         chain: crate::record::ChainLink::default(),

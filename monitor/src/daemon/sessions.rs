@@ -176,7 +176,10 @@ impl Daemon {
             redacted: Vec::new(),
             chain: crate::record::ChainLink::default(),
         }));
-        info!(session = %id, agent, pid = e.hdr.tgid, exe = %e.filename, "session started by an exe rule");
+        // The log gets what the store gets: the agent's exe path with its secrets redacted.
+        let mut exe = e.filename.clone();
+        self.pipeline.redactor.text(&mut exe, &mut crate::redact::Hits::new());
+        info!(session = %id, agent, pid = e.hdr.tgid, exe = %exe, "session started by an exe rule");
     }
 
     /// Start-up: every existing cgroup a rule matches becomes a session with its processes, and

@@ -560,6 +560,20 @@ impl Probes {
         Some((self.lifecycle.take()?, self.events.take()?))
     }
 
+    /// Read the rings to their end and count the events still in them, by session cgroup id
+    /// (0: undecodable). For `unload --force`, which destroys the rings: what no daemon will
+    /// ever store is counted and said, never dropped silently.
+    pub fn drain_unread(&mut self) -> std::collections::BTreeMap<u64, u64> {
+        let mut left = std::collections::BTreeMap::new();
+        for ring in [self.lifecycle.as_mut(), self.events.as_mut()].into_iter().flatten() {
+            while let Some(item) = ring.next() {
+                let session = decode::decode(&item).map_or(0, |e| e.header().session_cgroup);
+                *left.entry(session).or_insert(0) += 1;
+            }
+        }
+        left
+    }
+
     /// Start capturing a cgroup and everything below it. The tag generation is bumped after
     /// the insert, so a "not tagged" verdict a program computed while the tag was being added
     /// is recomputed on its next use: no race leaves the cgroup cached as untagged.
@@ -639,6 +653,13 @@ impl Probes {
     /// The session a process is tracked in, if any.
     pub fn tracked_session(&self, tgid: u32) -> Option<u64> {
         self.tracked.get(&tgid, 0).ok().map(|v| v.session & !TRACKED_SEEDED)
+    }
+
+    /// The session a process is tracked in, if that entry is the process itself: a `start`
+    /// (its `/proc` start time, when known) that differs means the pid was reused.
+    pub fn tracked_session_of(&self, tgid: u32, start: Option<u64>) -> Option<u64> {
+        let v = self.tracked.get(&tgid, 0).ok()?;
+        (start.is_none_or(|s| s == v.start_ticks)).then_some(v.session & !TRACKED_SEEDED)
     }
 
     /// Processes of a session the kernel tracks that the daemon did not seed. A session must

@@ -601,7 +601,8 @@ fn insert_alerts<'a>(host: &'a str, rows: &'a [&'a AlertRecord]) -> QueryBuilder
 fn insert_cuts<'a>(host: &'a str, rows: &'a [&'a RetentionCut]) -> QueryBuilder<'a, Postgres> {
     let mut q = QueryBuilder::new(
         "INSERT INTO retention_cuts (id, host, table_name, partition_name, range_from, range_to, tier, rows, chained_rows, first_seq, \
-         last_seq, leaves_hash, archive_file, archive_sha256, covers_seq, head_hash, at, key_fingerprint, signature, chain_seq, chain_hash) ",
+         last_seq, leaves_hash, archive_file, archive_sha256, covers_seq, head_hash, at, key_fingerprint, signature, chain_seq, chain_hash, \
+         hot_secs, warm_secs) ",
     );
     q.push_values(rows, |mut b, c| {
         b.push_bind(c.id)
@@ -624,7 +625,9 @@ fn insert_cuts<'a>(host: &'a str, rows: &'a [&'a RetentionCut]) -> QueryBuilder<
             .push_bind(&c.key_fingerprint)
             .push_bind(&c.signature)
             .push_bind(chain_seq(&c.chain))
-            .push_bind(chain_hash(&c.chain));
+            .push_bind(chain_hash(&c.chain))
+            .push_bind(c.hot_secs)
+            .push_bind(c.warm_secs);
     });
     q.push(" ON CONFLICT (id) DO NOTHING");
     q

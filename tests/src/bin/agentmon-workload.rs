@@ -12,6 +12,8 @@
 //! `dns-server SECS`    answer every A query on 127.0.0.1:53 with 127.0.0.2, for SECS seconds
 //! `forged-dns FROM NAME IP PORT` receive a DNS response for NAME -> IP that nobody asked for,
 //!                      sent from FROM (an address with port 53), then TCP connect to IP:PORT
+//! `own-resolver SERVER NAME IP PORT` a DNS responder of its own on SERVER answers its own
+//!                      query for NAME with IP, then TCP connect to IP:PORT
 //! `tcp-server ADDR SECS` accept connections on ADDR for SECS seconds
 //! `bypass DIR UDP TCP`  the evasions of issue 8: a UDP sendto whose fd register has its upper
 //!                      32 bits set, a TCP fast-open sendto without connect, fchmodat2 with
@@ -371,6 +373,34 @@ fn forged_dns(from: &str, name: &str, ip: std::net::Ipv4Addr, port: u16) {
     let _ = TcpStream::connect((ip, port));
 }
 
+/// The agent's own resolver: a responder on `server` (for example 127.0.0.2:53) that answers
+/// `name` A `ip`, asked by this same process with a matching id and question, then a connect to
+/// the answer. Solicited, but from a server the host does not use: it must name nothing.
+fn own_resolver(server: &str, name: &str, ip: std::net::Ipv4Addr, port: u16) {
+    let responder = UdpSocket::bind(server).expect("bind the agent's own resolver");
+    let client = UdpSocket::bind("127.0.0.1:0").expect("bind the client");
+    let mut q = vec![0x51, 0x51, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.') {
+        q.push(u8::try_from(l.len()).expect("label"));
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    client.send_to(&q, server).expect("send the query");
+    let mut buf = [0u8; 512];
+    let (n, from) = responder.recv_from(&mut buf).expect("the query");
+    let mut r = buf[..n].to_vec();
+    r[2] = 0x81;
+    r[3] = 0x80;
+    r[7] = 1;
+    r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    r.extend_from_slice(&ip.octets());
+    responder.send_to(&r, from).expect("send the answer");
+    let (n, src) = client.recv_from(&mut buf).expect("the answer");
+    assert_eq!((n, src), (r.len(), responder.local_addr().expect("addr")));
+    // Refused, unreachable or not, the connect is what must not be named.
+    let _ = TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(2));
+}
+
 fn tcp_server(addr: &str, secs: u64) {
     let l = TcpListener::bind(addr).expect("bind");
     l.set_nonblocking(true).expect("nonblocking");
@@ -605,6 +635,7 @@ fn main() {
         "resolve" => resolve(arg(1), arg(2).parse().expect("port")),
         "dns-server" => dns_server(arg(1).parse().expect("secs")),
         "forged-dns" => forged_dns(arg(1), arg(2), arg(3).parse().expect("ip"), arg(4).parse().expect("port")),
+        "own-resolver" => own_resolver(arg(1), arg(2), arg(3).parse().expect("ip"), arg(4).parse().expect("port")),
         "tcp-server" => tcp_server(arg(1), arg(2).parse().expect("secs")),
         "bypass" => bypass(arg(1), arg(2), arg(3)),
         "connect-race" => connect_race(arg(1), arg(2), arg(3).parse().expect("count")),
