@@ -70,5 +70,6 @@ fn one_line(e: &anyhow::Error) -> String {
         }
         out.push_str(&s);
     }
-    out.replace('\n', " ")
+    // One line, and nothing in it (a name from the database, a path) can rewrite the terminal.
+    monitor::text::visible(&out.replace('\n', " "))
 }

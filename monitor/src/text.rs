@@ -81,6 +81,83 @@ pub fn shell_join(argv: &[String]) -> String {
     argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
 }
 
+/// Whether `c` changes how the text around it reads without showing itself: the C0 and C1
+/// controls and DEL (Unicode category Cc); the format characters (Cf: bidi embeddings,
+/// overrides and isolates such as U+202E, the zero-width space and joiners, the byte-order mark,
+/// invisible operators, soft hyphen, tag characters); the line and paragraph separators; and
+/// the Hangul fillers, which draw as blank letters.
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c as u32,
+            0xAD | 0x600..=0x605
+                | 0x61C
+                | 0x6DD
+                | 0x70F
+                | 0x890..=0x891
+                | 0x8E2
+                | 0x115F..=0x1160
+                | 0x180E
+                | 0x200B..=0x200F
+                | 0x2028..=0x202E
+                | 0x2060..=0x2064
+                | 0x2066..=0x206F
+                | 0x3164
+                | 0xFEFF
+                | 0xFFA0
+                | 0xFFF9..=0xFFFB
+                | 0x110BD
+                | 0x110CD
+                | 0x13430..=0x1343F
+                | 0x1BCA0..=0x1BCA3
+                | 0x1D173..=0x1D17A
+                | 0xE0001
+                | 0xE0020..=0xE007F
+        )
+}
+
+/// Text for a person to read: every [`is_hidden`] character written as an escape, an ASCII
+/// one as `\xNN` and any other as `\u{N}` (its code point in hex), so a crafted name cannot
+/// move the cursor, clear lines, reorder what follows it (U+202E) or hide a character.
+pub fn visible(s: &str) -> String {
+    if !s.chars().any(is_hidden) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if !is_hidden(c) {
+            out.push(c);
+        } else if c.is_ascii() {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+    out
+}
+
+/// JSON text for a person to read: every [`is_hidden`] character that JSON itself leaves
+/// raw (DEL, C1 controls, format characters, separators) written as a `\uXXXX` escape (a
+/// surrogate pair above U+FFFF). A JSON parser reads back the same string; a terminal shows the
+/// escape. Such characters can only be inside strings, so the text stays valid JSON.
+pub fn json_visible(json: &str) -> String {
+    if !json.chars().any(|c| is_hidden(c) && c > '\x1f') {
+        return json.to_owned();
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if is_hidden(c) && c > '\x1f' {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{u:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);

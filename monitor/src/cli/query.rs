@@ -52,7 +52,7 @@ pub fn parse_id_prefix(s: &str) -> Result<String, String> {
 /// `--json`: one object per line.
 fn print_json_lines<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<()> {
     for r in rows {
-        println!("{}", serde_json::to_string(r)?);
+        println!("{}", table::json_line(r)?);
     }
     Ok(())
 }
@@ -246,7 +246,7 @@ pub async fn show(pool: &PgPool, id: &str, all: bool, json: bool) -> anyhow::Res
     }
     let Some(a) = rows.pop() else { return Ok(false) };
     if json {
-        println!("{}", serde_json::to_string(&a)?);
+        println!("{}", table::json_line(&a)?);
         return Ok(true);
     }
     print_action(&a, all);

@@ -26,11 +26,13 @@ pub fn run(runtime_dir: &Path, dry_run: bool, json: bool) -> anyhow::Result<i32>
         for i in &r.items {
             let mut o = serde_json::to_value(i)?;
             o["type"] = "partition".into();
-            println!("{o}");
+            println!("{}", table::json_line(&o)?);
         }
         println!(
             "{}",
-            json!({"type": "summary", "as_of": r.as_of, "dry_run": r.dry_run, "partitions": r.items.len(), "failed": failed, "expired_archives": r.expired_archives})
+            table::json_line(
+                &json!({"type": "summary", "as_of": r.as_of, "dry_run": r.dry_run, "partitions": r.items.len(), "failed": failed, "expired_archives": r.expired_archives})
+            )?
         );
     } else {
         print_human(&r);
@@ -62,7 +64,11 @@ fn print_human(r: &Report) {
         println!("\n{verb} {ok} of {} partitions as of {}", r.items.len(), table::local_time(r.as_of));
     }
     for f in &r.expired_archives {
-        println!("{} archive past the cold tier: {f}", if r.dry_run { "would delete" } else { "deleted" });
+        println!(
+            "{} archive past the cold tier: {}",
+            if r.dry_run { "would delete" } else { "deleted" },
+            table::visible(f)
+        );
     }
 }
 
@@ -120,9 +126,9 @@ pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> any
     out["ok"] = json!(problems.is_empty());
     out["problems"] = json!(problems);
     if json {
-        println!("{out}");
+        println!("{}", table::json_line(&out)?);
     } else if problems.is_empty() {
-        println!(
+        let line = format!(
             "archive verified: {} rows of {} ({} tier), cut {} at chain_seq {} of {}, SHA-256 {sha}",
             out["rows"],
             out["partition"].as_str().unwrap_or("-"),
@@ -131,10 +137,11 @@ pub async fn verify_archive(pool: &sqlx::PgPool, path: &Path, json: bool) -> any
             out["chain_seq"],
             out["host"].as_str().unwrap_or("-")
         );
+        println!("{}", table::visible(&line));
     } else {
-        println!("archive FAILED: {}", path.display());
+        println!("archive FAILED: {}", table::visible(&path.display().to_string()));
         for p in &problems {
-            println!("  {p}");
+            println!("  {}", table::visible(p));
         }
     }
     Ok(if problems.is_empty() { 0 } else { EXIT_FAILED })

@@ -15,15 +15,15 @@ pub fn run(runtime_dir: &Path, json: bool) -> anyhow::Result<i32> {
         Ok(other) => anyhow::bail!("unexpected reply from the daemon: {other:?}"),
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({ "capturing": false, "error": e.to_string() }));
+                println!("{}", table::json_line(&serde_json::json!({ "capturing": false, "error": e.to_string() }))?);
             } else {
-                eprintln!("agentmon: not capturing: {e}");
+                eprintln!("agentmon: not capturing: {}", table::visible(&e.to_string()));
             }
             return Ok(1);
         }
     };
     if json {
-        println!("{}", serde_json::to_string(&st)?);
+        println!("{}", table::json_line(&st)?);
         return Ok(0);
     }
     print!("{}", summary(&st, chrono::Utc::now()));

@@ -2,13 +2,13 @@
 
 use chrono::{DateTime, Local, Utc};
 
-/// Control characters shown as `\xNN`, so a crafted name cannot move the cursor, clear
-/// lines or break the table.
-pub fn visible(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_owned();
-    }
-    s.chars().map(|c| if c.is_control() { format!("\\x{:02x}", c as u32) } else { c.to_string() }).collect()
+pub use crate::text::visible;
+
+/// One value as a `--json` line: hidden characters (bidi overrides, zero-width characters, C1
+/// controls, DEL) as `\uXXXX` escapes, so the line reads safely in a terminal and parses to
+/// the same value (`crate::text::json_visible`).
+pub fn json_line<T: serde::Serialize + ?Sized>(v: &T) -> serde_json::Result<String> {
+    Ok(crate::text::json_visible(&serde_json::to_string(v)?))
 }
 
 /// Print rows as left-aligned columns separated by two spaces.
@@ -138,5 +138,34 @@ mod tests {
         assert_eq!(status(None, None), "-");
         assert_eq!(clip("abcdef", 4), "abc…");
         assert_eq!(visible("a\x1b[2Jb\nc"), "a\\x1b[2Jb\\x0ac");
+    }
+
+    /// Every class of hidden character, in a table cell and in a `--json` line.
+    #[test]
+    fn hidden_characters_are_escaped_in_tables_and_json() {
+        let cells = [
+            ("bidi override", "a\u{202e}gpj.exe", "a\\u{202e}gpj.exe", "a\\u202egpj.exe"),
+            ("bidi isolate", "a\u{2066}b\u{2069}", "a\\u{2066}b\\u{2069}", "a\\u2066b\\u2069"),
+            ("zero-width space", "rm\u{200b} -rf", "rm\\u{200b} -rf", "rm\\u200b -rf"),
+            ("zero-width joiner, BOM", "a\u{200d}\u{feff}", "a\\u{200d}\\u{feff}", "a\\u200d\\ufeff"),
+            ("C1 CSI", "x\u{9b}2Jy", "x\\u{9b}2Jy", "x\\u009b2Jy"),
+            ("DEL", "a\u{7f}b", "a\\x7fb", "a\\u007fb"),
+            ("C0 escape", "a\u{1b}[2J", "a\\x1b[2J", "a\\u001b[2J"),
+            ("tag character", "a\u{e0041}", "a\\u{e0041}", "a\\udb40\\udc41"),
+            ("line separator", "a\u{2028}b", "a\\u{2028}b", "a\\u2028b"),
+        ];
+        for (what, raw, cell, json) in cells {
+            assert_eq!(visible(raw), cell, "{what} in a table");
+            let line = json_line(&serde_json::json!({ "v": raw })).expect("json");
+            assert_eq!(line, format!("{{\"v\":\"{json}\"}}"), "{what} in --json");
+            assert!(line.chars().all(|c| c.is_ascii() && !c.is_control()), "{what}: {line}");
+            let back: serde_json::Value = serde_json::from_str(&line).expect("parses");
+            assert_eq!(back["v"], raw, "{what}: the JSON reads back the same string");
+        }
+        // Ordinary text is left alone, non-ASCII letters and emoji included.
+        for s in ["plain", "ünï 文字 ❤\u{fe0f}", "tab-free"] {
+            assert_eq!(visible(s), s);
+            assert_eq!(json_line(s).expect("json"), format!("\"{s}\""));
+        }
     }
 }
