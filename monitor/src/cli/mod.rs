@@ -257,6 +257,10 @@ pub async fn pool(db: &DbArgs) -> anyhow::Result<sqlx::PgPool> {
 /// 1 is for errors.
 pub const EXIT_FAILED: i32 = 3;
 
+/// Exit code of `verify --packet` without `--key`: the packet is consistent, but nothing ties it
+/// to the host (anyone can sign a packet with a key of their own).
+pub const EXIT_UNAUTHENTICATED: i32 = 4;
+
 /// Run the parsed command; returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {

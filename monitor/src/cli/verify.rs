@@ -35,12 +35,24 @@ pub struct VerifyArgs {
     /// Check an incident packet (`agentmon export`) offline, with no database.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["host", "since"])]
     pub packet: Option<PathBuf>,
-    /// With --packet: the hex ed25519 public key (or its fingerprint) the packet must be signed
-    /// with, obtained apart from the packet (for example from `signing_keys` or the checkpoint log).
-    #[arg(long, value_name = "HEX", requires = "packet")]
-    pub key: Option<String>,
+    /// With --packet: the host's ed25519 public key (64 hex digits) or its fingerprint (16),
+    /// obtained apart from the packet (the `public_key` of the host's checkpoint log, or the
+    /// KEYS of `agentmon verify` on the host). Repeat it for a packet of several hosts. Without
+    /// it the packet is unauthenticated (exit 4).
+    #[arg(long, value_name = "HEX", requires = "packet", value_parser = parse_key)]
+    pub key: Vec<String>,
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+/// A public key (64 hex digits) or a key fingerprint (16), lowercased.
+fn parse_key(s: &str) -> Result<String, String> {
+    let k = s.trim().to_ascii_lowercase();
+    if (k.len() == 64 || k.len() == 16) && k.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(k)
+    } else {
+        Err("expected the host's public key (64 hex digits) or its fingerprint (16 hex digits)".into())
+    }
 }
 
 fn read_witness(path: &PathBuf) -> anyhow::Result<Vec<WitnessLine>> {
@@ -66,7 +78,7 @@ fn read_witness(path: &PathBuf) -> anyhow::Result<Vec<WitnessLine>> {
 /// Returns the exit code.
 pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
     if let Some(p) = &args.packet {
-        return super::export::verify_packet(p, args.key.as_deref(), args.db.json);
+        return super::export::verify_packet(p, &args.key, args.db.json);
     }
     if let Some(a) = &args.archive {
         let pool = super::pool(&args.db).await?;
@@ -132,13 +144,13 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<i32> {
             for f in findings {
                 let mut o = serde_json::to_value(f)?;
                 o["type"] = "finding".into();
-                println!("{o}");
+                println!("{}", table::json_line(&o)?);
             }
             let mut o = serde_json::to_value(summary)?;
             o["type"] = "summary".into();
             o["ok"] = findings.is_empty().into();
             o["rows_per_sec"] = rate(summary.rows, *secs).round().into();
-            println!("{o}");
+            println!("{}", table::json_line(&o)?);
         }
     } else {
         print_human(&reports);
