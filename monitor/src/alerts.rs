@@ -929,30 +929,75 @@ pub struct WebhookTarget {
     pub path: String,
 }
 
-/// Parse `http://host[:port]/path` or `https://…`.
+impl WebhookTarget {
+    /// `scheme://host[:port]`, the port only when not the scheme's default: all of the URL a
+    /// log or an error may show, since its path often holds the secret token (a Slack
+    /// webhook's does).
+    pub fn origin(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == if self.tls { 443 } else { 80 } {
+            format!("{scheme}://{host}")
+        } else {
+            format!("{scheme}://{host}:{}", self.port)
+        }
+    }
+}
+
+/// A webhook URL as an error may show it: the scheme and host, without credentials, and `/…`
+/// for any path (it may hold the token).
+fn url_shown(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let (authority, path) = rest.find(['/', '?', '#']).map_or((rest, ""), |i| rest.split_at(i));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    let more = if path.is_empty() || path == "/" { "" } else { "/…" };
+    crate::text::visible(&format!("{scheme}{host}{more}"))
+}
+
+/// Parse `http://host[:port]/path` or `https://…`. Errors never show the path or credentials.
 pub fn parse_webhook_url(url: &str) -> Result<WebhookTarget, String> {
     let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
         (true, r)
     } else if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else {
-        return Err(format!("`{url}`: expected an http:// or https:// URL"));
+        return Err(format!("`{}`: expected an http:// or https:// URL", url_shown(url)));
     };
     let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
     if authority.contains('@') {
-        return Err(format!("`{url}`: credentials in the URL are not supported; put a token in the path"));
+        return Err(format!("`{}`: credentials in the URL are not supported; put a token in the path", url_shown(url)));
     }
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
             h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
+            p.parse().map_err(|_| format!("`{}`: bad port", url_shown(url)))?,
         ),
         _ => (authority.trim_start_matches('[').trim_end_matches(']').to_owned(), if tls { 443 } else { 80 }),
     };
     if host.is_empty() {
-        return Err(format!("`{url}`: no host"));
+        return Err(format!("`{}`: no host", url_shown(url)));
     }
     Ok(WebhookTarget { tls, host, port, path: path.to_owned() })
+}
+
+/// Text for a Slack message: hidden characters shown (`text::visible`), then `&`, `<` and `>`
+/// escaped as Slack requires, so a summary the agent shaped can neither mention
+/// (`<!channel>`, `<@U…>`) nor link (`<https://…|Approve the deploy>`).
+pub fn slack_escape(s: &str) -> String {
+    crate::text::visible(s).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// The body posted with `webhook_format = "slack"`: `{"text": "agentmon [SEVERITY] rule: summary"}`.
+pub fn slack_payload(alert: &Value) -> Value {
+    let field = |k: &str| alert[k].as_str().unwrap_or_default();
+    let text = format!(
+        "agentmon [{}] {}: {}",
+        slack_escape(&field("severity").to_uppercase()),
+        slack_escape(field("rule")),
+        slack_escape(field("summary"))
+    );
+    json!({ "text": text })
 }
 
 /// The alert as delivered to the log and the webhook (`--json` of `agentmon alerts` has the
@@ -1087,6 +1132,38 @@ mod tests {
         assert!(parse_webhook_url("ftp://x").is_err());
         assert!(parse_webhook_url("http://u:p@x/").is_err());
         assert!(parse_webhook_url("http://x:notaport/").is_err());
+        // What a log line or an error shows: scheme and host, never the token path or credentials.
+        let origin = |u: &str| parse_webhook_url(u).expect("url").origin();
+        assert_eq!(origin("https://hooks.slack.com/services/T0/B0/s3cr3tT0ken"), "https://hooks.slack.com");
+        assert_eq!(origin("http://127.0.0.1:9000/hook?token=s3cr3t"), "http://127.0.0.1:9000");
+        assert_eq!(origin("http://[::1]:80/x"), "http://[::1]");
+        for (url, shown) in [
+            ("ftp://x/s3cr3t", "`ftp://x/…`"),
+            ("hooks.slack.com/services/T0/B0/s3cr3t", "`hooks.slack.com/…`"),
+            ("https://user:s3cr3t@hooks.example/s3cr3t", "`https://hooks.example/…`"),
+            ("https://hooks.example:x/s3cr3t", "`https://hooks.example:x/…`"),
+        ] {
+            let err = parse_webhook_url(url).expect_err(url);
+            assert!(err.starts_with(shown) && !err.contains("s3cr3t"), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn slack_text_cannot_mention_link_or_hide() {
+        let alert = serde_json::json!({
+            "severity": "high", "rule": "sudo<!here>",
+            "summary": "claude: sudo <!channel> <@U123> <https://evil.example|Approve the deploy> a&b \u{202e}txt.exe \u{200b}\u{9b}\u{7f}",
+        });
+        let body = slack_payload(&alert);
+        assert_eq!(
+            body["text"],
+            "agentmon [HIGH] sudo&lt;!here&gt;: claude: sudo &lt;!channel&gt; &lt;@U123&gt; \
+             &lt;https://evil.example|Approve the deploy&gt; a&amp;b \\u{202e}txt.exe \\u{200b}\\u{9b}\\x7f"
+        );
+        let text = body["text"].as_str().expect("text");
+        assert!(!text.contains('<') && !text.contains('>'), "no Slack control sequence survives: {text}");
+        assert!(!text.chars().any(crate::text::is_hidden), "nothing hidden: {text}");
+        assert_eq!(slack_escape("&lt;"), "&amp;lt;", "an escape in the text is itself escaped");
     }
 
     #[test]

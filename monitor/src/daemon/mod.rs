@@ -388,7 +388,8 @@ fn start_webhook(alerts: &crate::alerts::AlertConfig) -> anyhow::Result<Option<w
         .as_deref()
         .map_or(Ok(chrono::Duration::seconds(60)), crate::alerts::parse_duration)
         .map_err(|m| anyhow::anyhow!("alerts.webhook_retry_max: {m}"))?;
-    info!(webhook = %url.split('?').next().unwrap_or(""), "alerts are posted to a webhook");
+    // Scheme and host only: the path of a webhook URL is often its secret token.
+    info!(webhook = %target.origin(), "alerts are posted to a webhook");
     Ok(Some(webhook::Webhook::start(
         target,
         alerts.webhook_format.as_deref() == Some("slack"),

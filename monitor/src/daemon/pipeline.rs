@@ -107,7 +107,8 @@ impl Pipeline {
         self.chain.seal(&mut o, None);
         let Output::Alert(a) = &o else { return };
         let payload = crate::alerts::payload(&self.host, a);
-        warn!(target: "agentmon::alert", rule = %a.rule, severity = %a.severity, session = ?a.session_id, count = a.count, alert = %payload, "{}", a.summary);
+        // The summary and the rule hold text the agent chose: shown, never applied, in the log.
+        warn!(target: "agentmon::alert", rule = %crate::text::visible(&a.rule), severity = %a.severity, session = ?a.session_id, count = a.count, alert = %crate::text::json_visible(&payload.to_string()), "{}", crate::text::visible(&a.summary));
         if let Some(w) = &self.webhook {
             w.send(payload);
         }

@@ -95,13 +95,10 @@ fn deliver(sh: &Shared, st: &Stats, target: &Target, slack: bool, retry_max: Dur
             q.0.front().cloned()
         };
         let Some(alert) = alert else { continue };
-        let body = if slack {
-            let sev = alert["severity"].as_str().unwrap_or("");
-            serde_json::json!({"text": format!("agentmon [{}] {}: {}", sev.to_uppercase(), alert["rule"].as_str().unwrap_or(""), alert["summary"].as_str().unwrap_or(""))})
-        } else {
-            alert
-        };
-        match post(target, body.to_string().as_bytes()) {
+        let body = if slack { crate::alerts::slack_payload(&alert) } else { alert };
+        // Bidi overrides and zero-width characters as `\uXXXX`: the same JSON to a parser, safe
+        // to read raw.
+        match post(target, crate::text::json_visible(&body.to_string()).as_bytes()) {
             Ok(()) => {
                 backoff = Duration::from_secs(1);
                 st.delivered.fetch_add(1, Ordering::Relaxed);
@@ -111,7 +108,7 @@ fn deliver(sh: &Shared, st: &Stats, target: &Target, slack: bool, retry_max: Dur
             }
             Err(e) => {
                 st.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(webhook = %target.host, error = %e, retry_in = ?backoff, "could not deliver an alert; it stays queued");
+                tracing::warn!(webhook = %target.origin(), error = %e, retry_in = ?backoff, "could not deliver an alert; it stays queued");
                 let q = sh.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let (q, _) =
                     sh.wake.wait_timeout_while(q, backoff, |q| !q.1).unwrap_or_else(std::sync::PoisonError::into_inner);
