@@ -191,15 +191,57 @@ pub struct Archive {
     gz: flate2::write::GzEncoder<std::io::BufWriter<std::fs::File>>,
 }
 
+/// Make sure only this user can read, add, replace or remove what is in the archive
+/// directory `dir`: made 0700 when missing; refused when it is not a directory of this user;
+/// narrowed to 0700 when it lets others in.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the archive directory {}", dir.display()))?;
+    let meta = std::fs::metadata(dir).with_context(|| format!("reading the archive directory {}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me {
+        anyhow::bail!(
+            "the archive directory {} must be a directory of uid {me} (the daemon's), so no one else can replace an archive; it is {} of uid {}",
+            dir.display(),
+            if meta.is_dir() { "a directory" } else { "not a directory" },
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making the archive directory {} private (0700)", dir.display()))?;
+    }
+    Ok(())
+}
+
 impl Archive {
+    /// Start the archive of `partition` in `dir` (see [`private_dir`]). The file is created new
+    /// (`O_EXCL`: never through a link or into a file already there), mode 0600, under a
+    /// temporary name that [`Archive::finish`] renames into place.
     pub fn create(dir: &Path, partition: &str) -> anyhow::Result<Self> {
-        // Directories made here are root only (the default lies in the state directory, 0711).
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(dir)
-            .with_context(|| format!("creating the archive directory {}", dir.display()))?;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        private_dir(dir)?;
         let path = dir.join(format!("{partition}.jsonl.gz"));
         let tmp = dir.join(format!(".{partition}.jsonl.gz.tmp"));
-        let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        // Left by a run that stopped half-way.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", tmp.display()));
+            }
+            _ => {}
+        }
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
         Ok(Self {
             tmp,
             path,
@@ -479,5 +521,58 @@ mod tests {
         assert!(cut_too_early(&cut("warm", "2026-12-08", "2026-12-07", None, None)).is_some());
         assert_eq!(cut_too_early(&cut("warm", "2026-12-06", "2026-12-07", None, None)), None);
         assert!(cut_too_early(&cut("hot", "2026-11-01", "2026-12-07", None, None)).is_some(), "not a tier");
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::os::unix::fs::MetadataExt::mode(&std::fs::symlink_metadata(p).expect("stat")) & 0o7777
+    }
+
+    /// Archives are 0600 in a 0700 directory, wherever `archive_dir` is: a directory agentmon
+    /// makes, one made too open before, and never written through a link planted at the
+    /// temporary name.
+    #[test]
+    fn archives_are_private_and_created_exclusively() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let base = std::env::temp_dir().join(format!("agentmon-archive-modes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).expect("base");
+        // Made by agentmon, parents included.
+        let made = base.join("new/archive");
+        let a = Archive::create(&made, "actions_p20261201").expect("create");
+        assert_eq!((mode(&made), mode(&base.join("new"))), (0o700, 0o700));
+        assert_eq!(mode(&made.join(".actions_p20261201.jsonl.gz.tmp")), 0o600, "the temporary file");
+        let (path, _) = a.finish().expect("finish");
+        assert_eq!(mode(&path), 0o600, "the archive");
+        // There already, readable by everyone: narrowed.
+        let open = base.join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // A link planted at the temporary name, to a file elsewhere.
+        let victim = base.join("victim");
+        std::fs::write(&victim, "keep").expect("victim");
+        std::os::unix::fs::symlink(&victim, open.join(".events_p20261201.jsonl.gz.tmp")).expect("symlink");
+        let mut a = Archive::create(&open, "events_p20261201").expect("create");
+        a.line(&serde_json::json!({"table": "events"})).expect("line");
+        let (path, _) = a.finish().expect("finish");
+        assert_eq!((mode(&open), mode(&path)), (0o700, 0o600));
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep", "the link was not followed");
+        assert_eq!(read_archive(&path).expect("read"), ["{\"table\":\"events\"}"]);
+        // Another user's directory is refused, and left as it is.
+        // SAFETY: geteuid has no preconditions.
+        let theirs = if unsafe { libc::geteuid() } == 0 {
+            let d = base.join("theirs");
+            std::fs::create_dir(&d).expect("mkdir");
+            std::os::unix::fs::chown(&d, Some(65534), Some(65534)).expect("chown");
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            d
+        } else {
+            PathBuf::from("/")
+        };
+        let before = mode(&theirs);
+        let err = Archive::create(&theirs, "actions_p20261202").err().expect("refused");
+        assert!(format!("{err:#}").contains("must be a directory of uid"), "{err:#}");
+        assert_eq!(mode(&theirs), before);
+        assert!(!theirs.join(".actions_p20261202.jsonl.gz.tmp").exists());
+        let _ = std::fs::remove_dir_all(&base);
     }
 }
