@@ -74,13 +74,18 @@ fn retention(d: &Daemon, clock: &Path, as_of: &str, dry_run: bool) -> (i32, Vec<
     (out.status.code().unwrap_or(-1), items)
 }
 
+fn mode(p: &Path) -> u32 {
+    std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(p).expect("stat")) & 0o7777
+}
+
 /// One partition that cold retention archived and dropped (`i`, its line of `retention --json`):
-/// its archive is in `archive_dir` with the signed hash and every row, and verifies; the
-/// partition is gone. Returns the archive's rows.
+/// its archive is in `archive_dir` (0700), mode 0600, with the signed hash and every row, and
+/// verifies; the partition is gone. Returns the archive's rows.
 async fn check_cold_archive(d: &Daemon, archive_dir: &Path, i: &Value) -> i64 {
     assert_eq!((&i["tier"], &i["status"]), (&"cold".into(), &"dropped".into()), "{i}");
     let file = std::path::PathBuf::from(i["archive_file"].as_str().expect("archive"));
     assert_eq!(file, archive_dir.join(format!("{}.jsonl.gz", i["partition"].as_str().expect("name"))));
+    assert_eq!((mode(archive_dir), mode(&file)), (0o700, 0o600), "{}", file.display());
     assert_eq!(
         retention::file_sha256(&file).expect("sha"),
         i["archive_sha256"].as_str().expect("sha"),
@@ -162,7 +167,10 @@ async fn only_retention_removes_a_partition(d: &Daemon, dir: &Path, actions_toda
 #[tokio::test(flavor = "multi_thread")]
 async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_passes_verify() {
     let dir = scratch("retention");
+    // Outside the state directory, made by hand as mkdir does (0755): agentmon narrows it.
     let archive_dir = dir.join("archive");
+    std::fs::create_dir(&archive_dir).expect("archive dir");
+    std::fs::set_permissions(&archive_dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     let cfg = dir.join("agentmon.toml");
     std::fs::write(
         &cfg,
