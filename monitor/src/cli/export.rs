@@ -87,12 +87,14 @@ pub async fn run(args: &ExportArgs) -> anyhow::Result<i32> {
     };
     write_atomic(&args.output, bytes.as_bytes())?;
     eprintln!(
-        "agentmon: wrote {} ({} sessions, {} rows in full, {} leaves, {})",
+        "agentmon: wrote {} ({} sessions, {} rows in full, {} leaves, {}, signed by key {}); a reviewer checks it with \
+         `agentmon verify --packet FILE --key KEY`, KEY being the host's public key from its checkpoint log",
         args.output.display(),
         sessions.len(),
         report.rows,
         report.leaves,
-        report.checkpoints_text()
+        report.checkpoints_text(),
+        report.keys.join(", ")
     );
     Ok(0)
 }
