@@ -200,7 +200,7 @@ macro_rules! assigned_value {
 /// `name=value` pairs of a cookie list, `;` between them; a value has no shell operator.
 macro_rules! cookies {
     () => {
-        r#"[^\s;=,'"`|&<>()]{1,64}=[^\s;,'"`|&<>()]*(?:;[ \t]?[^\s;=,'"`|&<>()]{1,64}=[^\s;,'"`|&<>()]*){0,63}"#
+        r#"[^\s;=,'"`|&<>()]+=[^\s;,'"`|&<>()]*(?:;[ \t]?[^\s;=,'"`|&<>()]+=[^\s;,'"`|&<>()]*)*"#
     };
 }
 macro_rules! pem_label {
@@ -217,7 +217,7 @@ macro_rules! pem_sep {
 /// Encryption (RFC 1421) and armour headers, left visible.
 macro_rules! pem_headers {
     () => {
-        concat!("(?:", pem_sep!(), r"(?:Proc-Type|DEK-Info|Version|Comment|Hash|Charset):[^\r\n\\]{0,128})*")
+        concat!("(?:", pem_sep!(), r"(?:Proc-Type|DEK-Info|Version|Comment|Hash|Charset):[^\r\n\\]*)*")
     };
 }
 /// Base64 lines: the first and every other but the last at least 40 characters long (real keys
@@ -383,7 +383,7 @@ const BUILTINS: &[Builtin] = &[
         rank: CONTEXT,
         shape: VALUE,
         check: None,
-        pattern: r#"(?i)(?-u:\b)[a-z][a-z0-9+.-]{0,31}://[^\s:/?#@'"]{0,256}:(?P<secret>[^\s/?#'"]+)@"#,
+        pattern: r#"(?i-u:\b[a-z][a-z0-9+.-]*://)[^\s:/?#@'"]*:(?P<secret>[^\s/?#'"]+)@"#,
     },
     // A token as the whole user part (`https://<token>@host`, `https://<token>:x-oauth-basic@…`).
     Builtin {
@@ -392,7 +392,7 @@ const BUILTINS: &[Builtin] = &[
         rank: CONTEXT,
         shape: VALUE,
         check: Some(token_like),
-        pattern: r#"(?i)(?-u:\b)[a-z][a-z0-9+.-]{0,31}://(?P<secret>[a-z0-9_~-]{20,})(?::[^\s/?#'"]*)?@"#,
+        pattern: r#"(?i-u:\b[a-z][a-z0-9+.-]*://(?P<secret>[a-z0-9_~-]{20,}))(?::[^\s/?#'"]*)?@"#,
     },
     Builtin {
         name: "authorization",
@@ -401,7 +401,7 @@ const BUILTINS: &[Builtin] = &[
         shape: VALUE,
         check: Some(not_scheme),
         pattern: concat!(
-            r#"(?i)authorization["']?[ \t]*[:=][ \t]*["']?(?:[a-z][a-z0-9_-]{0,31}[ \t]+)?(?P<secret>"#,
+            r#"(?i-u:authorization["']?[ \t]*[:=][ \t]*["']?(?:[a-z][a-z0-9_-]*[ \t]+)?)(?P<secret>"#,
             word!(),
             "+)"
         ),
@@ -412,7 +412,7 @@ const BUILTINS: &[Builtin] = &[
         rank: CONTEXT,
         shape: VALUE,
         check: Some(not_word),
-        pattern: concat!(r"(?i)(?-u:\b)bearer[ \t]+(?P<secret>", word!(), "{8,})"),
+        pattern: concat!(r"(?i-u:\bbearer[ \t]+)(?P<secret>", word!(), "{8,})"),
     },
     Builtin {
         name: "cookie",
@@ -420,7 +420,7 @@ const BUILTINS: &[Builtin] = &[
         rank: CONTEXT,
         shape: COOKIE_LIST,
         check: None,
-        pattern: concat!(r#"(?i)(?-u:\b)(?:set-)?cookie["']?[ \t]*:[ \t]*["']?(?P<secret>"#, cookies!(), ")"),
+        pattern: concat!(r#"(?i-u:\b(?:set-)?cookie["']?[ \t]*:[ \t]*["']?)(?P<secret>"#, cookies!(), ")"),
     },
     Builtin {
         name: "password_flag",
@@ -428,7 +428,7 @@ const BUILTINS: &[Builtin] = &[
         rank: CONTEXT,
         shape: VALUE,
         check: Some(secret_name),
-        pattern: concat!(r"(?i)--(?P<name>[a-z0-9_-]{0,64}", name_word!(), r"[a-z0-9_-]{0,64})=", value!()),
+        pattern: concat!(r"(?i)--(?P<name>(?-u:[a-z0-9_-]*", name_word!(), r"[a-z0-9_-]*))=", value!()),
     },
     Builtin {
         name: "password_flag",
@@ -436,7 +436,7 @@ const BUILTINS: &[Builtin] = &[
         rank: CONTEXT,
         shape: VALUE,
         check: Some(secret_name),
-        pattern: concat!(r"(?i)--(?P<name>[a-z0-9_-]{0,64}", name_word!(), r"[a-z0-9_-]{0,64})[ \t]+", spaced_value!()),
+        pattern: concat!(r"(?i)--(?P<name>(?-u:[a-z0-9_-]*", name_word!(), r"[a-z0-9_-]*))[ \t]+", spaced_value!()),
     },
     // Case-sensitive: `-P3306` is a port. A bare `-p` prompts and has no value to find.
     Builtin {
@@ -446,7 +446,7 @@ const BUILTINS: &[Builtin] = &[
         shape: VALUE,
         check: None,
         pattern: concat!(
-            r"(?-u:\b)(?:mysql|mysqldump|mysqladmin|mysqlsh|mariadb|mariadb-dump)(?-u:\b)[^\n;&|]{0,256}?[ \t]-p",
+            r"(?-u:\b)(?:mysql|mysqldump|mysqladmin|mysqlsh|mariadb|mariadb-dump)(?-u:\b)[^\n;&|]*?[ \t]-p",
             value!()
         ),
     },
@@ -456,10 +456,7 @@ const BUILTINS: &[Builtin] = &[
         rank: CONTEXT,
         shape: VALUE,
         check: None,
-        pattern: concat!(
-            r"(?-u:\b)sshpass(?:[ \t]+-[fdP][ \t]*\S{1,256}|[ \t]+-[evhV]{1,8}){0,8}[ \t]+-p[ \t]*",
-            value!()
-        ),
+        pattern: concat!(r"(?-u:\b)sshpass(?:[ \t]+-[fdP][ \t]*\S+|[ \t]+-[evhV]+)*[ \t]+-p[ \t]*", value!()),
     },
     // `aws configure set aws_secret_access_key V`, `git config x.token V`,
     // `npm config set //host/:_authToken V`: the value set for a name that names a secret.
@@ -470,8 +467,8 @@ const BUILTINS: &[Builtin] = &[
         shape: VALUE,
         check: Some(secret_name),
         pattern: concat!(
-            r"(?-u:\b)config(?:ure)?(?:[ \t]+(?:set|--?[A-Za-z][A-Za-z0-9-]{0,30})){0,4}[ \t]+",
-            r"(?P<name>[A-Za-z0-9_./:@-]{1,128})[ \t]+",
+            r"(?-u:\b)config(?:ure)?(?:[ \t]+(?:set|--?[A-Za-z][A-Za-z0-9-]*)){0,4}[ \t]+",
+            r"(?P<name>[A-Za-z0-9_./:@-]+)[ \t]+",
             spaced_value!()
         ),
     },
@@ -484,9 +481,9 @@ const BUILTINS: &[Builtin] = &[
         shape: VALUE,
         check: Some(secret_name),
         pattern: concat!(
-            r"(?i)(?-u:\b)(?P<name>[a-z0-9_]{0,64}",
+            r"(?i)(?-u:\b)(?P<name>(?-u:[a-z0-9_]*",
             name_word!(),
-            r"[a-z0-9_]{0,64})(?:=|[ \t]*(?:=>|:=)[ \t]*|[ \t]+=[ \t]*)",
+            r"[a-z0-9_]*))(?:=|[ \t]*(?:=>|:=)[ \t]*|[ \t]+=[ \t]*)",
             assigned_value!()
         ),
     },
@@ -498,9 +495,9 @@ const BUILTINS: &[Builtin] = &[
         shape: VALUE,
         check: Some(secret_name_value),
         pattern: concat!(
-            r#"(?i)["'](?P<name>[a-z0-9_.-]{0,64}"#,
+            r#"(?i)["'](?P<name>(?-u:[a-z0-9_.-]*"#,
             name_word!(),
-            r#"[a-z0-9_.-]{0,64})["'][ \t]*:[ \t]*"#,
+            r#"[a-z0-9_.-]*))["'][ \t]*:[ \t]*"#,
             value!()
         ),
     },
@@ -512,9 +509,9 @@ const BUILTINS: &[Builtin] = &[
         shape: VALUE,
         check: Some(secret_name_value),
         pattern: concat!(
-            r"(?i)(?-u:\b)(?P<name>[a-z0-9_.-]{0,64}",
+            r"(?i)(?-u:\b)(?P<name>(?-u:[a-z0-9_.-]*",
             name_word!(),
-            r"[a-z0-9_.-]{0,64})[ \t]*:[ \t]+",
+            r"[a-z0-9_.-]*))[ \t]*:[ \t]+",
             value!()
         ),
     },
@@ -525,7 +522,7 @@ const BUILTINS: &[Builtin] = &[
         rank: GENERIC,
         shape: VALUE,
         check: Some(secret_name_value),
-        pattern: concat!(r"(?i)(?-u:\b)(?P<name>x-[a-z0-9-]{1,64})[ \t]*:", value!()),
+        pattern: concat!(r"(?i)(?-u:\b)(?P<name>(?-u:x-[a-z0-9-]+))[ \t]*:", value!()),
     },
     // A signed URL's signature (Azure SAS `sig=`, S3 and GCS `X-Amz-Signature=`…) grants access.
     Builtin {
@@ -535,7 +532,7 @@ const BUILTINS: &[Builtin] = &[
         shape: VALUE,
         check: None,
         pattern: concat!(
-            r"(?i)[?&](?:sig|signature|x-amz-signature|x-goog-signature)=(?P<secret>[^&#",
+            r"(?i-u:[?&](?:sig|signature|x-amz-signature|x-goog-signature)=)(?P<secret>[^&#",
             r#"\s'"`;|<>()]+)"#
         ),
     },
@@ -757,7 +754,7 @@ fn option_patterns(o: &PasswordOption) -> Vec<String> {
     let any = |words: &[&str]| words.iter().map(|w| regex::escape(w)).collect::<Vec<_>>().join("|");
     let mut head = format!(r"(?-u:\b)(?:{})(?-u:\b)", any(o.programs));
     if let Some(word) = o.after {
-        let _ = write!(head, r"[^\n;&|]{{0,128}}?[ \t]{}(?-u:\b)", regex::escape(word));
+        let _ = write!(head, r"[^\n;&|]*?[ \t]{}(?-u:\b)", regex::escape(word));
     }
     let flags = o.flags.iter().map(|f| {
         let e = regex::escape(f);
@@ -768,7 +765,7 @@ fn option_patterns(o: &PasswordOption) -> Vec<String> {
             _ => format!(r"{e}[ \t]+"),
         }
     });
-    let _ = write!(head, r"[^\n;&|]{{0,256}}?[ \t](?:{})", flags.collect::<Vec<_>>().join("|"));
+    let _ = write!(head, r"[^\n;&|]*?[ \t](?:{})", flags.collect::<Vec<_>>().join("|"));
     match o.arg {
         OptionArg::Whole => vec![format!("{head}{}", spaced_value!())],
         OptionArg::Prefix(p) => {
@@ -778,8 +775,8 @@ fn option_patterns(o: &PasswordOption) -> Vec<String> {
         OptionArg::After(c) => {
             let c = regex::escape(&c.to_string());
             vec![
-                format!(r#"{head}["'][^\s'"{c}]{{0,256}}{c}(?P<secret>[^'"\r\n]+)["']"#),
-                format!(r#"{head}[^\s'"{c}]{{0,256}}{c}(?P<secret>{}+)"#, word!()),
+                format!(r#"{head}["'][^\s'"{c}]*{c}(?P<secret>[^'"\r\n]+)["']"#),
+                format!(r#"{head}[^\s'"{c}]*{c}(?P<secret>{}+)"#, word!()),
             ]
         }
         OptionArg::Cookies => vec![format!(r#"{head}["']?(?P<secret>{})"#, cookies!())],
@@ -881,7 +878,7 @@ fn is_secret_flag(arg: &str) -> bool {
 
 /// The name in `config [set] [--flags] NAME VALUE`, as the shell-line pattern reads it.
 fn is_config_name(name: &str) -> bool {
-    (1..=128).contains(&name.len())
+    !name.is_empty()
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_./:@-".contains(&b))
         && is_secret_name(name)
 }
@@ -915,6 +912,9 @@ struct Rule {
     check: Option<Check>,
     rank: u8,
     shape: Shape,
+    /// The pattern needs a space or tab (an option after its program): a path has none, even
+    /// when it holds a keyword (`libcurl.so`, `/etc/login.defs`).
+    spaced: bool,
 }
 
 /// A span of the string to replace, found by `rule`.
@@ -971,23 +971,24 @@ impl Redactor {
         let mut rules = Vec::new();
         let mut rule_keywords: Vec<Vec<String>> = Vec::new();
         let mut names: Vec<String> = Vec::new();
-        let mut add = |name: &str, pattern: &str, keywords: &[&str], check, rank, shape| -> Result<(), RedactError> {
-            let regex = compile(name, pattern)?;
-            let secret = regex.capture_names().position(|n| n == Some("secret"));
-            rules.push(Rule { name: name.to_owned(), regex, secret, check, rank, shape });
-            rule_keywords.push(keywords.iter().map(|k| (*k).to_owned()).collect());
-            if !names.iter().any(|n| n == name) {
-                names.push(name.to_owned());
-            }
-            Ok(())
-        };
+        let mut add =
+            |name: &str, pattern: &str, keywords: &[&str], check, rank, shape, spaced| -> Result<(), RedactError> {
+                let regex = compile(name, pattern)?;
+                let secret = regex.capture_names().position(|n| n == Some("secret"));
+                rules.push(Rule { name: name.to_owned(), regex, secret, check, rank, shape, spaced });
+                rule_keywords.push(keywords.iter().map(|k| (*k).to_owned()).collect());
+                if !names.iter().any(|n| n == name) {
+                    names.push(name.to_owned());
+                }
+                Ok(())
+            };
         for b in BUILTINS.iter().filter(|b| on(b.name)) {
-            add(b.name, b.pattern, b.keywords, b.check, b.rank, b.shape)?;
+            add(b.name, b.pattern, b.keywords, b.check, b.rank, b.shape, false)?;
         }
         let options: Vec<&'static PasswordOption> = PASSWORD_OPTIONS.iter().filter(|o| on(o.rule)).collect();
         for o in &options {
             for pattern in option_patterns(o) {
-                add(o.rule, &pattern, o.keywords, None, CONTEXT, o.shape)?;
+                add(o.rule, &pattern, o.keywords, None, CONTEXT, o.shape, true)?;
             }
         }
         let active = |name: &str| names.iter().any(|n| n == name);
@@ -1015,7 +1016,15 @@ impl Redactor {
             let regex = compile(name, &spec.pattern)?;
             let secret = regex.capture_names().position(|n| n == Some("secret"));
             // Someone wrote it for their own secrets' format: as telling as a vendor's.
-            rules.push(Rule { name: name.clone(), regex, secret, check: None, rank: VENDOR, shape: VALUE });
+            rules.push(Rule {
+                name: name.clone(),
+                regex,
+                secret,
+                check: None,
+                rank: VENDOR,
+                shape: VALUE,
+                spaced: false,
+            });
             rule_keywords
                 .push(spec.keywords.iter().filter(|k| !k.is_empty()).map(|k| k.to_ascii_lowercase()).collect());
             names.push(name.clone());
@@ -1150,7 +1159,11 @@ impl Redactor {
         if seg.is_empty() {
             return;
         }
+        let blank = std::cell::OnceCell::new();
         for (i, rule) in self.rules.iter().enumerate().filter(|(i, _)| on[i / 64] & (1 << (i % 64)) != 0) {
+            if rule.spaced && !*blank.get_or_init(|| seg.bytes().any(|b| b == b' ' || b == b'\t')) {
+                continue;
+            }
             for m in rule.regex.find_iter(seg) {
                 let (mut a, mut b) = (m.start(), m.end());
                 if rule.secret.is_some() || rule.check.is_some() {
@@ -2041,7 +2054,7 @@ mod tests {
         let patterns =
             BUILTINS.iter().map(|b| b.pattern.to_owned()).chain(PASSWORD_OPTIONS.iter().flat_map(option_patterns));
         for p in patterns {
-            for any in [".*", ".+", ".?", "(?s", r"\S*", r"\S+"] {
+            for any in [".*", ".+", ".?", "(?s"] {
                 assert!(!p.contains(any), "{p} has {any}");
             }
             compile("t", &p).expect("compiles");
