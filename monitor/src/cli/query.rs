@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use crate::{
     cli::table,
     record::{FileSummary, NetSummary},
+    redact::LARGE_SHARE,
     store::query::{self, ActionFilter, ActionView, AlertFilter, ProcessView, SessionFilter},
     text::shell_join,
 };
@@ -273,6 +274,7 @@ fn print_action(a: &ActionView, all: bool) {
             "sensitive".into(),
             if a.sensitive_data_accessed { "yes: touched a sensitive file or endpoint" } else { "no" }.into(),
         ],
+        vec!["redacted".into(), redacted_line(&a.redacted)],
     ];
     table::print(&["FIELD", "VALUE"], &rows);
     println!("\nprocesses:");
@@ -280,6 +282,16 @@ fn print_action(a: &ActionView, all: bool) {
         println!("  {}", table::visible(&line));
     }
     print_resources(&a.files, &a.net, all);
+}
+
+/// The redaction rules that replaced something in an action's row, and the large-share mark in words.
+fn redacted_line(redacted: &[String]) -> String {
+    let rules: Vec<&str> = redacted.iter().map(String::as_str).filter(|r| *r != LARGE_SHARE).collect();
+    let mut line = if rules.is_empty() { "nothing".to_owned() } else { rules.join(", ") };
+    if redacted.iter().any(|r| r == LARGE_SHARE) {
+        line.push_str(" (large share: most of an argument is redacted)");
+    }
+    line
 }
 
 /// Files grouped by access, then network endpoints. Library/locale reads are folded unless `all`.
@@ -416,6 +428,17 @@ mod tests {
             prior_argv: Vec::new(),
             redacted: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_redacted_row_says_the_rules_and_a_large_share() {
+        let v = |r: &[&str]| r.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(redacted_line(&[]), "nothing");
+        assert_eq!(redacted_line(&v(&["cookie", "password_option"])), "cookie, password_option");
+        assert_eq!(
+            redacted_line(&v(&["large_share", "secret_assignment"])),
+            "secret_assignment (large share: most of an argument is redacted)"
+        );
     }
 
     #[test]
