@@ -8,8 +8,11 @@
 //! `net`, `exec`, `tamper`, `action`) on their fields: agent, command, exe, path, access,
 //! result, host, port, sensitive. The first match of a rule in a session is an alert at once;
 //! further matches within the window are grouped into one row written when the window ends
-//! (its `count` says how many). Built-in rules (see [`BUILTIN`] and the three counting rules
-//! `failure_spike`, `unusual_activity`, `unlisted_host`) can be turned off by name.
+//! (its `count` says how many, its `details.examples` which, the first [`MAX_EXAMPLES`]
+//! distinct ones). `unlisted_host` alerts at once for each of the first [`MAX_DESTINATIONS`]
+//! destinations of a session in a window. So a flood makes a bounded number of rows, and the
+//! rows' counts add up to every match. Built-in rules (see [`BUILTIN`] and the three counting
+//! rules `failure_spike`, `unusual_activity`, `unlisted_host`) can be turned off by name.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -25,6 +28,12 @@ use crate::{
 
 /// Ids of triggering actions and events kept per alert row.
 pub const MAX_IDS: usize = 32;
+/// Distinct matches a grouped row lists with their counts (`details.examples`); the rest are
+/// counted in `details.others`.
+pub const MAX_EXAMPLES: usize = 32;
+/// `unlisted_host`: destinations of a session that get an alert at once within one window;
+/// connects to further ones are counted in the session's grouped row.
+pub const MAX_DESTINATIONS: usize = 32;
 /// Action start times kept per agent for `unusual_activity` (16 bytes each).
 const MAX_STARTS: usize = 200_000;
 
@@ -494,6 +503,37 @@ struct Hit {
     event: Option<Uuid>,
     summary: String,
     details: Value,
+    /// What this match was, in a few words (path, destination, command), to list the distinct
+    /// matches of a group.
+    example: String,
+    /// Each new `example` within the window is an alert at once, up to [`MAX_DESTINATIONS`]
+    /// (`unlisted_host`: a new destination).
+    distinct: bool,
+}
+
+impl Hit {
+    /// The alert this match raises at once.
+    fn record(&self, agent: &str, now: DateTime<Utc>) -> AlertRecord {
+        let mut rec = AlertRecord {
+            id: Uuid::now_v7(),
+            session_id: self.session,
+            action_id: self.action,
+            agent: agent.to_owned(),
+            rule: self.rule.clone(),
+            severity: self.severity.clone(),
+            first_at: now,
+            last_at: now,
+            count: 1,
+            action_ids: Vec::new(),
+            event_ids: Vec::new(),
+            summary: self.summary.clone(),
+            details: self.details.clone(),
+            chain: crate::record::ChainLink::default(),
+        };
+        push_id(&mut rec.action_ids, self.action);
+        push_id(&mut rec.event_ids, self.event);
+        rec
+    }
 }
 
 /// Repeats of a rule in a scope, waiting for the window to end.
@@ -512,6 +552,29 @@ struct Group {
     events: Vec<Uuid>,
     summary: String,
     details: Value,
+    /// The first [`MAX_EXAMPLES`] distinct repeats, each with how many times it came.
+    examples: Vec<(String, u64)>,
+    /// Repeats that are none of `examples`.
+    others: u64,
+    /// The examples alerted at once in this window (a `distinct` rule's, at most
+    /// [`MAX_DESTINATIONS`]).
+    alerted: Vec<String>,
+}
+
+impl Group {
+    fn repeat(&mut self, h: &Hit, now: DateTime<Utc>) {
+        self.count += 1;
+        self.last_at = self.last_at.max(now);
+        push_id(&mut self.actions, h.action);
+        push_id(&mut self.events, h.event);
+        if let Some(e) = self.examples.iter_mut().find(|e| e.0 == h.example) {
+            e.1 += 1;
+        } else if self.examples.len() < MAX_EXAMPLES {
+            self.examples.push((h.example.clone(), 1));
+        } else {
+            self.others += 1;
+        }
+    }
 }
 
 /// The evaluation state.
@@ -598,34 +661,21 @@ impl Engine {
             let key = (h.rule.clone(), h.scope.clone());
             if let Some(g) = self.groups.get_mut(&key) {
                 if now < g.until {
-                    g.count += 1;
-                    g.last_at = g.last_at.max(now);
-                    push_id(&mut g.actions, h.action);
-                    push_id(&mut g.events, h.event);
+                    if h.distinct && g.alerted.len() < MAX_DESTINATIONS && !g.alerted.contains(&h.example) {
+                        // A new destination: an alert of its own, at once.
+                        g.alerted.push(h.example.clone());
+                        self.raised += 1;
+                        out.push(h.record(&agent, now));
+                    } else {
+                        g.repeat(&h, now);
+                    }
                     continue;
                 }
             }
             if let Some(done) = self.groups.remove(&key) {
                 out.extend(self.flush(done));
             }
-            let mut rec = AlertRecord {
-                id: Uuid::now_v7(),
-                session_id: h.session,
-                action_id: h.action,
-                agent: agent.clone(),
-                rule: h.rule.clone(),
-                severity: h.severity.clone(),
-                first_at: now,
-                last_at: now,
-                count: 1,
-                action_ids: Vec::new(),
-                event_ids: Vec::new(),
-                summary: h.summary.clone(),
-                details: h.details.clone(),
-                chain: crate::record::ChainLink::default(),
-            };
-            push_id(&mut rec.action_ids, h.action);
-            push_id(&mut rec.event_ids, h.event);
+            let rec = h.record(&agent, now);
             self.groups.insert(
                 key,
                 Group {
@@ -639,6 +689,9 @@ impl Engine {
                     last_at: now,
                     actions: Vec::new(),
                     events: Vec::new(),
+                    examples: Vec::new(),
+                    others: 0,
+                    alerted: if h.distinct { vec![h.example] } else { Vec::new() },
                     summary: h.summary,
                     details: h.details,
                 },
@@ -649,10 +702,24 @@ impl Engine {
         out
     }
 
-    /// The grouped row of a finished window (nothing when there were no repeats).
-    fn flush(&mut self, g: Group) -> Option<AlertRecord> {
+    /// The grouped row of a finished window (nothing when there were no repeats): the first
+    /// match's details, and which matches it covers (`examples` with their counts, `others`).
+    fn flush(&mut self, mut g: Group) -> Option<AlertRecord> {
         (g.count > 0).then(|| {
             self.raised += 1;
+            let mut summary = format!("{} more time(s) after: {}", g.count, g.summary);
+            if g.examples.len() > 1 || g.others > 0 {
+                let some: Vec<&str> = g.examples.iter().take(3).map(|e| e.0.as_str()).collect();
+                let more = if g.others > 0 { "+" } else { "" };
+                let tail = if g.examples.len() > some.len() || g.others > 0 { ", …" } else { "" };
+                summary = format!("{summary} ({}{more} different: {}{tail})", g.examples.len(), some.join(", "));
+            }
+            if let Some(d) = g.details.as_object_mut() {
+                let examples: Vec<Value> =
+                    g.examples.iter().map(|(what, n)| json!({"what": what, "count": n})).collect();
+                d.insert("examples".into(), Value::Array(examples));
+                d.insert("others".into(), json!(g.others));
+            }
             AlertRecord {
                 id: Uuid::now_v7(),
                 session_id: g.session,
@@ -665,7 +732,7 @@ impl Engine {
                 count: g.count,
                 action_ids: g.actions,
                 event_ids: g.events,
-                summary: format!("{} more time(s) after: {}", g.count, g.summary),
+                summary,
                 details: g.details,
                 chain: crate::record::ChainLink::default(),
             }
@@ -695,6 +762,7 @@ impl Engine {
         event: Option<Uuid>,
         summary: String,
         details: Value,
+        example: String,
     ) -> Hit {
         Hit {
             rule: r.name.clone(),
@@ -706,6 +774,8 @@ impl Engine {
             event,
             summary,
             details,
+            example,
+            distinct: false,
         }
     }
 
@@ -745,7 +815,9 @@ impl Engine {
                         }
                         let what = if sensitive && r.sensitive == Some(true) { "sensitive file " } else { "" };
                         let summary = format!("{agent}: {access} {what}{path} ({})", f.result);
-                        hits.push(Self::rule_base(r, session, action, Some(event), summary, json!({"path": path, "access": access, "result": f.result, "sensitive": sensitive, "pid": f.pid})));
+                        let details = json!({"path": path, "access": access, "result": f.result, "sensitive": sensitive, "pid": f.pid});
+                        let example = format!("{access} {}", crate::text::truncate_chars(path, 200));
+                        hits.push(Self::rule_base(r, session, action, Some(event), summary, details, example));
                         break;
                     }
                 }
@@ -763,7 +835,9 @@ impl Engine {
                     }
                     let port = n.port.map(|p| format!(":{p}")).unwrap_or_default();
                     let summary = format!("{agent}: {} {name}{port} ({})", n.op, n.result);
-                    hits.push(Self::rule_base(r, session, action, Some(event), summary, json!({"op": n.op, "addr": n.addr, "host": n.host, "port": n.port, "result": n.result, "sensitive": sensitive, "pid": f.pid})));
+                    let details = json!({"op": n.op, "addr": n.addr, "host": n.host, "port": n.port, "result": n.result, "sensitive": sensitive, "pid": f.pid});
+                    let example = format!("{} {}{port}", n.op, crate::text::truncate_chars(name, 200));
+                    hits.push(Self::rule_base(r, session, action, Some(event), summary, details, example));
                 }
                 Kind::Exec => {
                     let cmd = command.as_deref().unwrap_or("");
@@ -781,6 +855,7 @@ impl Engine {
                         Some(event),
                         summary,
                         json!({"command": cmd, "exe": f.exe, "result": f.result, "pid": f.pid}),
+                        crate::text::truncate_chars(cmd, 200),
                     ));
                 }
                 Kind::Tamper => {
@@ -793,29 +868,48 @@ impl Engine {
                         Some(event),
                         summary,
                         json!({"tamper": t, "result": f.result, "pid": f.pid}),
+                        t.to_owned(),
                     ));
                 }
                 Kind::Action => {}
             }
         }
-        if let (Some(allow), Kind::Net, Some(n)) = (&self.rules.allow, kind, &f.net) {
-            if n.op == "connect" && !Self::allowed(allow, n) {
-                let name = n.host.as_deref().or(n.addr.as_deref()).unwrap_or("");
-                let port = n.port.map(|p| format!(":{p}")).unwrap_or_default();
-                hits.push(Hit {
-                    rule: "unlisted_host".into(),
-                    severity: "low".into(),
-                    window: self.rules.unlisted_window,
-                    // One alert per destination per window.
-                    scope: format!("{session} {name}{port}"),
-                    session: Some(session),
-                    action,
-                    event: Some(event),
-                    summary: format!("{agent}: connect to {name}{port}, not in alerts.allow_hosts ({})", n.result),
-                    details: json!({"addr": n.addr, "host": n.host, "port": n.port, "result": n.result, "pid": f.pid}),
-                });
-            }
+        if let (Kind::Net, Some(n)) = (kind, &f.net) {
+            hits.extend(self.unlisted_hit(agent, session, action, event, f.pid, n));
         }
+    }
+
+    /// `unlisted_host`: a connect to a destination outside `allow_hosts`.
+    fn unlisted_hit(
+        &self,
+        agent: &str,
+        session: Uuid,
+        action: Option<Uuid>,
+        event: Uuid,
+        pid: u32,
+        n: &NetSummary,
+    ) -> Option<Hit> {
+        let allow = self.rules.allow.as_ref()?;
+        if n.op != "connect" || Self::allowed(allow, n) {
+            return None;
+        }
+        let name = n.host.as_deref().or(n.addr.as_deref()).unwrap_or("");
+        let port = n.port.map(|p| format!(":{p}")).unwrap_or_default();
+        Some(Hit {
+            rule: "unlisted_host".into(),
+            severity: "low".into(),
+            window: self.rules.unlisted_window,
+            // One group per session: an alert at once for each of its first destinations in
+            // the window, every other connect counted in the group.
+            scope: session.to_string(),
+            session: Some(session),
+            action,
+            event: Some(event),
+            summary: format!("{agent}: connect to {name}{port}, not in alerts.allow_hosts ({})", n.result),
+            details: json!({"addr": n.addr, "host": n.host, "port": n.port, "result": n.result, "pid": pid}),
+            example: format!("{}{port}", crate::text::truncate_chars(name, 200)),
+            distinct: true,
+        })
     }
 
     fn allowed(allow: &[Allow], n: &NetSummary) -> bool {
@@ -860,6 +954,8 @@ impl Engine {
                         event: None,
                         summary: format!("{agent}: {n} failed actions within {}s, the last: {}", window.num_seconds(), crate::text::truncate_chars(&a.command, 120)),
                         details: json!({"failed": n, "window_secs": window.num_seconds(), "command": a.command, "exit_code": a.exit_code, "signal": a.signal}),
+                        example: crate::text::truncate_chars(&a.command, 200),
+                        distinct: false,
                     });
                 }
             }
@@ -890,6 +986,8 @@ impl Engine {
                     event: None,
                     summary: format!("{agent}: {current} actions within {}s, usually {usual:.1}", window.num_seconds()),
                     details: json!({"actions": current, "usual": usual, "factor": factor, "window_secs": window.num_seconds(), "baseline_secs": baseline.num_seconds()}),
+                    example: crate::text::truncate_chars(&a.command, 200),
+                    distinct: false,
                 });
             }
         }
@@ -914,6 +1012,7 @@ impl Engine {
                 None,
                 summary,
                 json!({"command": a.command, "exit_code": a.exit_code, "signal": a.signal}),
+                crate::text::truncate_chars(&a.command, 200),
             ));
         }
         hits.extend(found);
@@ -1240,12 +1339,56 @@ mod tests {
         let grouped = e.tick(t(301), false);
         assert_eq!(grouped.len(), 1);
         assert_eq!((grouped[0].rule.as_str(), grouped[0].count, grouped[0].event_ids.len()), ("sudo", 3, 3));
+        assert_eq!(grouped[0].details["examples"], json!([{"what": "sudo id", "count": 3}]));
+        assert_eq!(grouped[0].details["others"], 0);
+        assert_eq!(grouped[0].summary, "3 more time(s) after: claude: ran sudo ls (ok)");
         assert_eq!((grouped[0].first_at, grouped[0].last_at), (t(0), t(3)));
         // After the window a new occurrence is an alert at once again.
         assert_eq!(rules_of(&mut e, &event(400, exec(&["sudo", "ls"]))), ["sudo"]);
         // A window with no repeats writes no grouped row; a stop flushes everything.
         assert!(e.tick(t(10_000), true).is_empty());
         assert_eq!(e.raised, 3);
+    }
+
+    #[test]
+    fn a_flood_of_destinations_makes_a_bounded_number_of_rows_that_count_every_connect() {
+        let mut e = engine(&AlertConfig::default());
+        let addr = |i: usize| format!("198.18.{}.{}", i / 250, i % 250);
+        let mut rows = Vec::new();
+        // 16 000 distinct destinations, then the first 100 once more, all within one window.
+        for i in 0..16_000 {
+            rows.extend(e.observe(&event(0, connect(&addr(i), None, "ENETUNREACH"))));
+        }
+        for i in 0..100 {
+            rows.extend(e.observe(&event(1, connect(&addr(i), None, "ENETUNREACH"))));
+        }
+        assert_eq!(rows.len(), MAX_DESTINATIONS, "an alert at once for each of the first destinations only");
+        let firsts: Vec<&str> = rows.iter().map(|a| a.details["addr"].as_str().expect("addr")).collect();
+        assert_eq!(firsts, (0..MAX_DESTINATIONS).map(addr).collect::<Vec<_>>());
+        assert!(rows.iter().all(|a| a.rule == "unlisted_host" && a.count == 1));
+        assert!(e.tick(t(299), false).is_empty(), "the window is not over");
+        let grouped = e.tick(t(300), false);
+        assert_eq!(grouped.len(), 1, "one grouped row for the session");
+        let g = &grouped[0];
+        assert_eq!((g.count, g.first_at, g.last_at), (16_100 - MAX_DESTINATIONS as u64, t(0), t(1)));
+        assert_eq!(rows.iter().map(|a| a.count).sum::<u64>() + g.count, 16_100, "every connect is counted once");
+        let examples = g.details["examples"].as_array().expect("examples");
+        assert_eq!(examples.len(), MAX_EXAMPLES);
+        // The repeats: the 100 second connects (32 of them to alerted destinations) and the
+        // 15 968 destinations past the first 32. The examples are the first distinct ones.
+        assert_eq!(examples[0], json!({"what": format!("{}:443", addr(MAX_DESTINATIONS)), "count": 2}));
+        let listed: u64 = examples.iter().map(|x| x["count"].as_u64().expect("count")).sum();
+        assert_eq!(listed + g.details["others"].as_u64().expect("others"), g.count);
+        assert_eq!((g.event_ids.len(), g.action_ids.len()), (MAX_IDS, 1));
+        assert!(g.summary.starts_with("16068 more time(s) after: claude: connect to 198.18.0.0:443"), "{}", g.summary);
+        assert!(
+            g.summary.ends_with("(32+ different: 198.18.0.32:443, 198.18.0.33:443, 198.18.0.34:443, …)"),
+            "{}",
+            g.summary
+        );
+        // A new window alerts at once again.
+        assert_eq!(rules_of(&mut e, &event(400, connect(&addr(5), None, "ok"))), ["unlisted_host"]);
+        assert_eq!(e.raised, MAX_DESTINATIONS as u64 + 2);
     }
 
     #[test]

@@ -243,26 +243,37 @@ pub fn session_end_row(host: &str, e: &SessionEnd, seq: u64) -> Value {
     })
 }
 
+/// Add `key: n` to a row object only when `n` is not 0: a column added after rows were chained
+/// (default 0) leaves the leaves of those rows as they were. `ROW_SQL` does the same.
+fn with_count(mut row: Value, key: &str, n: u64) -> Value {
+    if let (Some(m), true) = (row.as_object_mut(), n > 0) {
+        m.insert(key.to_owned(), json!(n));
+    }
+    row
+}
+
 pub fn action_row(host: &str, a: &ActionRecord, seq: u64) -> Value {
-    json!({
+    let row = json!({
         "table": "actions", "chain_seq": seq, "id": a.id, "session_id": a.session_id, "host": host,
         "exec_id": a.exec_id, "pid": a.pid, "argv": a.argv, "argv_truncated": a.argv_truncated,
         "command": a.command, "cwd": a.cwd, "exe": a.exe, "uid": a.uid,
         "started_at": micros(a.started_at), "ended_at": a.ended_at.map(micros),
         "duration_ms": a.duration_ms, "exit_code": a.exit_code, "signal": a.signal,
         "complete": a.complete, "files": a.files, "net": a.net, "redacted": a.redacted,
-    })
+    });
+    with_count(row, "processes_early", a.processes_early)
 }
 
 pub fn process_row(host: &str, session: Uuid, action: Option<Uuid>, p: &ProcessRecord, seq: u64) -> Value {
-    json!({
+    let row = json!({
         "table": "processes", "chain_seq": seq, "id": process_id(session, &p.exec_id),
         "session_id": session, "action_id": action, "host": host, "exec_id": p.exec_id, "pid": p.pid,
         "ppid": p.ppid, "argv": p.argv, "prior_argv": p.prior_argv, "argv_truncated": p.argv_truncated,
         "exe": p.exe, "cwd": p.cwd, "uid": p.uid, "started_at": micros(p.started_at),
         "ended_at": p.ended_at.map(micros), "exit_code": p.exit_code, "signal": p.signal,
         "redacted": p.redacted,
-    })
+    });
+    with_count(row, "prior_argv_omitted", p.prior_argv_omitted)
 }
 
 /// `data` is the event's JSON, parsed (the stored column is `jsonb`).
@@ -393,28 +404,32 @@ pub const ROW_SQL: &[(&str, &str, &str)] = &[
     (
         "actions",
         concat!(
-            "jsonb_build_object('table', 'actions', 'chain_seq', chain_seq, 'id', id, 'session_id', session_id, 'host', host, ",
+            "(jsonb_build_object('table', 'actions', 'chain_seq', chain_seq, 'id', id, 'session_id', session_id, 'host', host, ",
             "'exec_id', exec_id, 'pid', pid, 'argv', argv, 'argv_truncated', argv_truncated, 'command', command, ",
             "'cwd', cwd, 'exe', exe, 'uid', uid, 'started_at', ",
             us!("started_at"),
             ", 'ended_at', ",
             us!("ended_at"),
             ", 'duration_ms', duration_ms, 'exit_code', exit_code, 'signal', signal, 'complete', complete, ",
-            "'files', files, 'net', net, 'redacted', redacted)"
+            "'files', files, 'net', net, 'redacted', redacted)",
+            " || CASE WHEN processes_early > 0 THEN jsonb_build_object('processes_early', processes_early) ",
+            "ELSE '{}'::jsonb END)"
         ),
         "id::text",
     ),
     (
         "processes",
         concat!(
-            "jsonb_build_object('table', 'processes', 'chain_seq', chain_seq, 'id', id, 'session_id', session_id, ",
+            "(jsonb_build_object('table', 'processes', 'chain_seq', chain_seq, 'id', id, 'session_id', session_id, ",
             "'action_id', action_id, 'host', host, 'exec_id', exec_id, 'pid', pid, 'ppid', ppid, 'argv', argv, ",
             "'prior_argv', prior_argv, 'argv_truncated', argv_truncated, 'exe', exe, 'cwd', cwd, 'uid', uid, ",
             "'started_at', ",
             us!("started_at"),
             ", 'ended_at', ",
             us!("ended_at"),
-            ", 'exit_code', exit_code, 'signal', signal, 'redacted', redacted)"
+            ", 'exit_code', exit_code, 'signal', signal, 'redacted', redacted)",
+            " || CASE WHEN prior_argv_omitted > 0 THEN jsonb_build_object('prior_argv_omitted', prior_argv_omitted) ",
+            "ELSE '{}'::jsonb END)"
         ),
         "id::text",
     ),

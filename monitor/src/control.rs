@@ -82,7 +82,22 @@ pub enum Response {
     },
     Error {
         message: String,
+        /// The caller's uid already holds [`MAX_CONNECTIONS_PER_UID`] connections: the
+        /// request was not read, and the same request may be sent again shortly.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        busy: bool,
     },
+}
+
+/// Control connections one uid may hold at once (of the daemon's 64); a further one is
+/// answered at once with a `busy` error, which the client retries until its timeout.
+pub const MAX_CONNECTIONS_PER_UID: usize = 8;
+
+impl Response {
+    /// A refusal, with its one-line reason.
+    pub fn error(message: impl Into<String>) -> Self {
+        Self::Error { message: message.into(), busy: false }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -160,6 +175,13 @@ pub struct Status {
     #[serde(default)]
     pub tag_failures: u64,
     pub actions_written: u64,
+    /// Processes of open actions stored on their own before their action, because the action
+    /// held its in-memory share already (see `record::MAX_KEPT_PROCESSES`).
+    #[serde(default)]
+    pub processes_early: u64,
+    /// Control connections refused because their uid held [`MAX_CONNECTIONS_PER_UID`] already.
+    #[serde(default)]
+    pub control_refused: u64,
     pub sessions_ended: u64,
     /// The host chain's head: the last sequence number given to a record.
     #[serde(default)]
@@ -216,8 +238,25 @@ pub fn request(runtime_dir: &Path, req: &Request) -> Result<Response, ClientErro
     request_within(runtime_dir, req, Duration::from_secs(30))
 }
 
-/// [`request`], waiting up to `timeout` for the reply.
+/// [`request`], waiting up to `timeout` for the reply. A `busy` refusal (this uid holds its
+/// share of the daemon's connections) is retried, with a growing pause, until `timeout`.
 pub fn request_within(runtime_dir: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match exchange(runtime_dir, req, timeout)? {
+            Response::Error { busy: true, .. } if start.elapsed() + pause < timeout => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            Response::Error { message, .. } => return Err(ClientError::Refused(message)),
+            r => return Ok(r),
+        }
+    }
+}
+
+/// One connection: the request line out, the reply line back.
+fn exchange(runtime_dir: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
     let path = socket_path(runtime_dir);
     let mut stream = UnixStream::connect(&path).map_err(|source| match source.kind() {
         std::io::ErrorKind::PermissionDenied => ClientError::Denied { path: path.clone() },
@@ -227,12 +266,14 @@ pub fn request_within(runtime_dir: &Path, req: &Request, timeout: Duration) -> R
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     let mut line = serde_json::to_string(req)?;
     line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(io)?;
+    // A daemon that refuses the connection at once (`busy`) may close it before the request
+    // is written: its reply is still there to read.
+    let written = stream.write_all(line.as_bytes());
     let mut reply = String::new();
-    BufReader::new(&stream).read_line(&mut reply).map_err(io)?;
-    match serde_json::from_str(&reply)? {
-        Response::Error { message } => Err(ClientError::Refused(message)),
-        r => Ok(r),
+    let read = BufReader::new(&stream).read_line(&mut reply);
+    match (written, read) {
+        (Err(e), Err(_) | Ok(0)) | (Ok(()), Err(e)) => Err(io(e)),
+        _ => Ok(serde_json::from_str(&reply)?),
     }
 }
 

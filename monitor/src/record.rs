@@ -6,6 +6,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Processes an open action keeps in memory; each further one that ends is handed on at once
+/// as a process row of its own (with the action's id) and counted in `processes_early`.
+pub const MAX_KEPT_PROCESSES: usize = 256;
+/// Bytes of command lines (argv and earlier images) an open action keeps in memory, likewise.
+pub const MAX_KEPT_ARGV_BYTES: usize = 1 << 20;
+/// Earlier images a process record keeps (the rest are counted in `prior_argv_omitted`).
+pub const MAX_PRIOR_IMAGES: usize = 8;
+
 /// One process of an action's subtree (or the agent process itself).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProcessRecord {
@@ -14,8 +22,12 @@ pub struct ProcessRecord {
     pub ppid: u32,
     /// The last image the process exec'd (inherited from the parent if it never exec'd).
     pub argv: Vec<String>,
-    /// Earlier images, oldest first, when the process exec'd more than once.
+    /// Earlier images, oldest first, when the process exec'd more than once (the first
+    /// [`MAX_PRIOR_IMAGES`]; every exec is also a raw event of its own).
     pub prior_argv: Vec<Vec<String>>,
+    /// Earlier images past the first [`MAX_PRIOR_IMAGES`], counted, not kept.
+    #[serde(default)]
+    pub prior_argv_omitted: u64,
     pub argv_truncated: bool,
     pub exe: String,
     pub cwd: Option<String>,
@@ -30,6 +42,25 @@ pub struct ProcessRecord {
     /// Its row's place in the host's hash chain (filled in by the daemon's chain stage).
     #[serde(default)]
     pub chain: ChainLink,
+}
+
+impl ProcessRecord {
+    /// Bytes of its command lines (argv and earlier images), for the open action's bound.
+    pub fn argv_bytes(&self) -> usize {
+        let strs = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
+        strs(&self.argv) + self.prior_argv.iter().map(|a| strs(a) + 24).sum::<usize>()
+    }
+
+    /// Record an exec that replaced the current image: the old argv becomes an earlier image,
+    /// the first [`MAX_PRIOR_IMAGES`] kept and the rest counted.
+    pub fn push_prior(&mut self) {
+        let prev = std::mem::take(&mut self.argv);
+        if self.prior_argv.len() < MAX_PRIOR_IMAGES {
+            self.prior_argv.push(prev);
+        } else {
+            self.prior_argv_omitted += 1;
+        }
+    }
 }
 
 /// One command the agent started, with its whole subtree.
@@ -52,7 +83,13 @@ pub struct ActionRecord {
     pub signal: Option<i32>,
     /// False when the session ended (or the pid was reused) before every process exited.
     pub complete: bool,
+    /// The processes that ended while the action held fewer than [`MAX_KEPT_PROCESSES`] (and
+    /// [`MAX_KEPT_ARGV_BYTES`] of command lines), and those still running at its end.
     pub processes: Vec<ProcessRecord>,
+    /// Processes of the action stored as rows of their own when they ended, before the action
+    /// (an open action keeps a bounded number in memory); 0 for most actions.
+    #[serde(default)]
+    pub processes_early: u64,
     /// Files the whole subtree touched, identical accesses collapsed with a count.
     pub files: Vec<FileSummary>,
     pub net: Vec<NetSummary>,
@@ -107,7 +144,8 @@ pub struct EventFacts {
     pub tamper: Option<String>,
 }
 
-/// The agent process of a session (action processes are stored with their action).
+/// A process stored on its own: the agent process of a session (no action), or a process of
+/// an open action handed on before the action ends (see [`MAX_KEPT_PROCESSES`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessRow {
     pub session_id: Uuid,

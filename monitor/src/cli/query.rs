@@ -277,7 +277,11 @@ fn print_action(a: &ActionView, all: bool) {
         vec!["redacted".into(), redacted_line(&a.redacted)],
     ];
     table::print(&["FIELD", "VALUE"], &rows);
-    println!("\nprocesses:");
+    if a.processes_early > 0 {
+        println!("\nprocesses ({}; {} stored as they ended, before the action):", a.processes.len(), a.processes_early);
+    } else {
+        println!("\nprocesses:");
+    }
     for line in tree_lines(&a.processes) {
         println!("  {}", table::visible(&line));
     }
@@ -426,6 +430,7 @@ mod tests {
             signal: None,
             uid: Some(0),
             prior_argv: Vec::new(),
+            prior_argv_omitted: 0,
             redacted: Vec::new(),
         }
     }

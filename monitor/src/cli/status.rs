@@ -109,6 +109,16 @@ fn labelled_lines(st: &Status) -> Vec<(&'static str, String)> {
             ]
             .join(", "),
         ),
+    ]
+    .into_iter()
+    .chain(storage_lines(st))
+    .collect()
+}
+
+/// The lines from the memory queue on: where records wait, what was stored, the chain,
+/// redaction, the control socket and alerts.
+fn storage_lines(st: &Status) -> Vec<(&'static str, String)> {
+    vec![
         (
             "memory queue",
             format!(
@@ -142,6 +152,7 @@ fn labelled_lines(st: &Status) -> Vec<(&'static str, String)> {
             [
                 count(st.records_stored, "record") + " stored",
                 count(st.actions_written, "action"),
+                count(st.processes_early, "process row") + " stored early",
                 count(st.db_write_failures, "write failure"),
                 count(st.db_records_rejected, "record") + " rejected",
             ]
@@ -157,6 +168,14 @@ fn labelled_lines(st: &Status) -> Vec<(&'static str, String)> {
             ),
         ),
         ("redaction", count(st.records_redacted, "record") + " redacted"),
+        (
+            "control socket",
+            format!(
+                "{} refused (a uid may hold {} at once)",
+                count(st.control_refused, "connection"),
+                crate::control::MAX_CONNECTIONS_PER_UID
+            ),
+        ),
         (
             "alerts",
             format!(
@@ -279,9 +298,10 @@ mod tests {
             "spool            0 records, 0 B of 4.0 GiB in 1 segment, 0 corrupt records".into(),
             "oldest unstored  1.2s".into(),
             "events shed      0".into(),
-            "database         900 records stored, 12 actions, 0 write failures, 0 records rejected".into(),
+            "database         900 records stored, 12 actions, 0 process rows stored early, 0 write failures, 0 records rejected".into(),
             "chain            seq 950, 7 checkpoints, signed by SHA256:k".into(),
             "redaction        1 record redacted".into(),
+            "control socket   0 connections refused (a uid may hold 8 at once)".into(),
             "alerts           0 raised, webhook: 0 delivered, 0 waiting, 0 failed attempts, 0 dropped".into(),
             String::new(),
             "SESSION   AGENT   ROOT PID  PROCESSES  KERNEL  LOST".into(),

@@ -3,6 +3,9 @@
 //! - A **session** is one tagged cgroup (one agent run). Its first process is the **agent**.
 //! - An **action** is a process the agent spawned, together with its whole subtree. It is
 //!   written once, when the last process of the subtree has exited (or when its session ends).
+//!   An open action keeps at most `MAX_KEPT_PROCESSES` ended processes (and
+//!   `MAX_KEPT_ARGV_BYTES` of their argv); each further one is written as it ends, as a process
+//!   row with the action's id, and counted in the action's `processes_early`.
 //! - Every event becomes one raw event record, attributed to its session, action and exec id.
 //!
 //! This module is pure: no I/O, no clock reads, so it is tested on synthetic sequences.
@@ -19,6 +22,7 @@ use uuid::Uuid;
 
 use crate::record::{
     ActionRecord, ChainLink, EventFacts, EventRecord, NetSummary, Output, ProcessRecord, ProcessRow, SessionEnd,
+    MAX_KEPT_ARGV_BYTES, MAX_KEPT_PROCESSES,
 };
 
 use crate::ebpf::decode::{join_path, Event, Exec, FileOp, Header, NetOp, SockAddr, TamperOp, UringOp};
@@ -98,7 +102,18 @@ struct ActionState {
     root_tgid: u32,
     live: u32,
     argv_known: bool,
+    /// Bytes of command lines `rec.processes` holds (bounded by `MAX_KEPT_ARGV_BYTES`).
+    #[serde(default)]
+    kept_bytes: usize,
+    /// Pids of the processes handed on early (the first `MAX_EARLY_PIDS`), so a read of their
+    /// own `/proc/<pid>/…` is not marked sensitive when the action ends.
+    #[serde(default)]
+    early_pids: Vec<u32>,
 }
+
+/// Pids of early processes an action remembers (4 bytes each); past it, a read of such a
+/// process's own `/proc/<pid>/environ` would be marked sensitive, never the reverse.
+const MAX_EARLY_PIDS: usize = 65_536;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SessionState {
@@ -124,6 +139,10 @@ pub struct CorrelatorStats {
     pub pending_discarded: u64,
     pub actions_written: u64,
     pub sessions_ended: u64,
+    /// Processes of open actions stored on their own before their action (the action held
+    /// `MAX_KEPT_PROCESSES` or `MAX_KEPT_ARGV_BYTES` already).
+    #[serde(default)]
+    pub processes_early: u64,
 }
 
 pub struct Correlator {
@@ -380,6 +399,8 @@ impl Correlator {
                         root_tgid: tgid,
                         live: 1,
                         argv_known: false,
+                        kept_bytes: 0,
+                        early_pids: Vec::new(),
                     },
                 );
                 Some(id)
@@ -778,8 +799,7 @@ impl Correlator {
             return (None, exec_id, data);
         };
         if p.exec_seen {
-            let prev = std::mem::take(&mut p.rec.argv);
-            p.rec.prior_argv.push(prev);
+            p.rec.push_prior();
         }
         p.exec_seen = true;
         p.rec.argv.clone_from(&e.argv);
@@ -934,11 +954,26 @@ impl Correlator {
                 a.rec.argv.clone_from(&p.rec.argv);
             }
         }
-        a.rec.processes.push(p.rec);
         a.live = a.live.saturating_sub(1);
         if a.live == 0 {
+            a.rec.processes.push(p.rec);
             self.complete_action(aid, out);
+            return;
         }
+        // An open action keeps a bounded number of ended processes: past the bound each is
+        // handed on at once as a row of its own, with the action's id, and counted.
+        let bytes = p.rec.argv_bytes();
+        if a.rec.processes.len() < MAX_KEPT_PROCESSES && a.kept_bytes + bytes <= MAX_KEPT_ARGV_BYTES {
+            a.kept_bytes += bytes;
+            a.rec.processes.push(p.rec);
+            return;
+        }
+        a.rec.processes_early += 1;
+        if a.early_pids.len() < MAX_EARLY_PIDS {
+            a.early_pids.push(p.rec.pid);
+        }
+        self.stats.processes_early += 1;
+        out.push(Output::Process(ProcessRow { session_id: a.rec.session_id, action_id: Some(aid), rec: p.rec }));
     }
 
     fn session_id(&self, cgroup: u64) -> Uuid {
@@ -951,7 +986,7 @@ impl Correlator {
         a.rec.duration_ms = a.rec.ended_at.map(|e| (e - a.rec.started_at).num_milliseconds().max(0));
         a.rec.processes.sort_by_key(|p| (p.started_at, p.pid));
         (a.rec.files, a.rec.net) = a.resources.take();
-        let pids: Vec<u32> = a.rec.processes.iter().map(|p| p.pid).collect();
+        let pids: Vec<u32> = a.rec.processes.iter().map(|p| p.pid).chain(a.early_pids.iter().copied()).collect();
         self.sensitive.mark(&mut a.rec.files, &mut a.rec.net, &pids);
         self.stats.actions_written += 1;
         out.push(Output::Action(a.rec));

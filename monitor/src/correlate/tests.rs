@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::ebpf::decode::{Event, Exec, Header};
+use crate::record::MAX_PRIOR_IMAGES;
 use monitor_common::EventKind;
 
 const CG: u64 = 7;
@@ -475,4 +476,91 @@ fn a_reused_pid_seen_first_by_its_exit_does_not_inherit_the_old_process() {
     assert_eq!(a[0].argv, ["old"]);
     assert!(!a[0].complete && a[0].exit_code.is_none(), "the old process's exit is unknown");
     assert_eq!(a[1].exec_id, "0000abcd-101-90");
+}
+
+fn process_rows(out: &[Output]) -> Vec<&ProcessRow> {
+    out.iter().filter_map(|o| if let Output::Process(p) = o { Some(p) } else { None }).collect()
+}
+
+#[test]
+fn an_open_action_keeps_a_bounded_number_of_processes_and_hands_the_rest_on_at_once() {
+    let (mut c, sid) = session();
+    let n: u32 = 1000;
+    let mut events = vec![
+        exec(100, 1, 10, 100, &["agent"]),
+        fork(100, 10, 101, 20, 200),
+        exec(101, 100, 20, 201, &["sh", "-c", "for i in ...; do true; done"]),
+    ];
+    let big = "x".repeat(8000);
+    for i in 0..n {
+        let (pid, start, ts) = (1000 + i, 30 + u64::from(i), 300 + u64::from(i));
+        events.push(fork(101, 20, pid, start, ts));
+        events.push(exec(pid, 101, start, ts, &["true", &big, &i.to_string()]));
+        events.push(exit(pid, pid, start, ts, 0, true));
+    }
+    let out = feed(&mut c, &events);
+    // While the shell runs, the processes past the bound (by count or by argv bytes) have
+    // come out as rows of their own, with the action's id, and no action yet.
+    assert!(actions(&out).is_empty());
+    let early = process_rows(&out);
+    let mut kept = 0;
+    let mut bytes = 0;
+    for i in 0..n {
+        let b = "true".len() + big.len() + i.to_string().len() + 3 * 24;
+        if bytes + b > MAX_KEPT_ARGV_BYTES {
+            break;
+        }
+        (kept, bytes) = (kept + 1, bytes + b);
+    }
+    assert!(kept < MAX_KEPT_PROCESSES, "bounded by argv bytes first (8 KiB each): {kept}");
+    assert_eq!(early.len(), n as usize - kept);
+    let aid = early[0].action_id.expect("the action's id");
+    assert!(early.iter().all(|p| p.action_id == Some(aid) && p.session_id == sid));
+    assert_eq!(early[0].rec.pid, 1000 + kept as u32, "the first past the bound");
+    assert_eq!(early[0].rec.argv, ["true", big.as_str(), kept.to_string().as_str()]);
+    assert_eq!((early[0].rec.exit_code, early[0].rec.ppid), (Some(0), 101));
+    assert_eq!(c.stats.processes_early, u64::from(n) - kept as u64);
+    // The shell ends: the action holds the kept processes and itself, and counts the others.
+    let out = feed(&mut c, &[exit(101, 101, 20, 5000, 0, true)]);
+    let a = actions(&out);
+    assert_eq!(a.len(), 1);
+    assert_eq!((a[0].id, a[0].processes.len()), (aid, kept + 1));
+    assert_eq!(a[0].processes_early, u64::from(n) - kept as u64);
+    assert!(process_rows(&out).is_empty());
+    let mut pids: Vec<u32> = a[0].processes.iter().map(|p| p.pid).chain(early.iter().map(|p| p.rec.pid)).collect();
+    pids.sort_unstable();
+    let want: Vec<u32> = std::iter::once(101).chain(1000..1000 + n).collect();
+    assert_eq!(pids, want, "every process once, in the action or on its own");
+}
+
+#[test]
+fn small_processes_are_bounded_by_count() {
+    let (mut c, _) = session();
+    let mut events = vec![exec(100, 1, 10, 100, &["agent"]), fork(100, 10, 101, 20, 200)];
+    for i in 0..300 {
+        let (pid, start) = (1000 + i, 30 + u64::from(i));
+        events.push(fork(101, 20, pid, start, 300));
+        events.push(exit(pid, pid, start, 301, 0, true));
+    }
+    events.push(exit(101, 101, 20, 400, 0, true));
+    let out = feed(&mut c, &events);
+    assert_eq!(process_rows(&out).iter().filter(|p| p.action_id.is_some()).count(), 300 - MAX_KEPT_PROCESSES);
+    let a = actions(&out);
+    assert_eq!((a[0].processes.len(), a[0].processes_early), (MAX_KEPT_PROCESSES + 1, 300 - MAX_KEPT_PROCESSES as u64));
+}
+
+#[test]
+fn a_process_keeps_its_first_earlier_images_and_counts_the_rest() {
+    let (mut c, _) = session();
+    let mut events = vec![exec(100, 1, 10, 100, &["agent"]), fork(100, 10, 101, 20, 200)];
+    for i in 0..20 {
+        events.push(exec(101, 100, 20, 201 + i, &["again", &i.to_string()]));
+    }
+    events.push(exit(101, 101, 20, 300, 0, true));
+    let out = feed(&mut c, &events);
+    let p = &actions(&out)[0].processes[0];
+    assert_eq!(p.argv, ["again", "19"]);
+    assert_eq!(p.prior_argv.len(), MAX_PRIOR_IMAGES);
+    assert_eq!(p.prior_argv[0], ["again", "0"]);
+    assert_eq!(p.prior_argv_omitted, 19 - MAX_PRIOR_IMAGES as u64);
 }

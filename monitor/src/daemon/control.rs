@@ -1,7 +1,16 @@
 //! The control socket's server side: accept connections, check the peer, pass one request to
 //! the daemon's main loop and write its one-line reply (the client is `crate::control`).
 
-use std::{os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
+use std::{
+    collections::HashMap,
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
 use anyhow::{bail, Context as _};
 use tokio::{
@@ -11,7 +20,7 @@ use tokio::{
 };
 use tracing::warn;
 
-use crate::control::{Request, Response};
+use crate::control::{Request, Response, MAX_CONNECTIONS_PER_UID};
 
 /// A request from a control connection, with the peer's credentials.
 pub struct Command {
@@ -80,8 +89,62 @@ pub fn bind_socket(runtime_dir: &Path, gid: Option<u32>) -> anyhow::Result<UnixL
 /// Control connections served at once; more wait in the listen backlog until one finishes.
 pub const MAX_CONNECTIONS: usize = 64;
 
-pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Command>, allowed_gid: Option<u32>) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+/// Connections refused because their uid held [`MAX_CONNECTIONS_PER_UID`] already.
+#[derive(Default)]
+pub struct ControlStats {
+    pub refused: AtomicU64,
+}
+
+/// Connections open per uid.
+type PerUid = Arc<Mutex<HashMap<u32, usize>>>;
+
+/// One uid's place among the open connections, given back when the connection ends.
+struct UidSlot {
+    uid: u32,
+    open: PerUid,
+}
+
+impl UidSlot {
+    /// A place for `uid`, unless it holds [`MAX_CONNECTIONS_PER_UID`] already.
+    fn take(open: &PerUid, uid: u32) -> Option<Self> {
+        let mut m = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(uid).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_UID {
+            return None;
+        }
+        *n += 1;
+        Some(Self { uid, open: open.clone() })
+    }
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        let mut m = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// The one-line refusal of a connection over its uid's share.
+pub fn busy_message(uid: u32) -> String {
+    format!(
+        "uid {uid} already holds {MAX_CONNECTIONS_PER_UID} connections to the control socket, the most one user may; \
+         wait for them to finish and try again"
+    )
+}
+
+pub async fn serve(
+    listener: UnixListener,
+    tx: mpsc::Sender<Command>,
+    allowed_gid: Option<u32>,
+    stats: Arc<ControlStats>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let per_uid: PerUid = Arc::default();
     let mut last_warning: Option<std::time::Instant> = None;
     loop {
         // Take a slot before accepting: at the cap, clients queue in the kernel's backlog
@@ -101,11 +164,26 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Command>, allowed_gi
                 continue;
             }
         };
+        // One uid holds at most its share of the slots, so one user (a member of the group
+        // that holds connections open without a request) cannot stall everyone else's. The
+        // refusal is written without waiting and the slot freed at once: a refused client
+        // costs no task and no time.
+        let Ok(uid) = stream.peer_cred().map(|c| c.uid()) else { continue };
+        let Some(uid_slot) = UidSlot::take(&per_uid, uid) else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            let resp = Response::Error { message: busy_message(uid), busy: true };
+            if let Ok(mut line) = serde_json::to_string(&resp) {
+                line.push('\n');
+                let _ = stream.try_write(line.as_bytes());
+            }
+            continue;
+        };
         let tx = tx.clone();
         tokio::spawn(async move {
             if let Err(e) = handle_conn(stream, tx, allowed_gid).await {
                 warn!(error = %e, "control connection failed");
             }
+            drop(uid_slot);
             drop(slot);
         });
     }
@@ -130,15 +208,13 @@ async fn handle_conn(stream: UnixStream, tx: mpsc::Sender<Command>, allowed_gid:
                 tx.send(Command { req, peer_pid: pid, peer_uid: cred.uid(), peer_start, reply }).await?;
                 rx.await?
             }
-            Err(e) => Response::Error { message: format!("bad request: {e}") },
+            Err(e) => Response::error(format!("bad request: {e}")),
         }
     } else {
-        Response::Error {
-            message: format!(
-                "uid {} may not use agentmon: only root and members of the daemon's group may start sessions",
-                cred.uid()
-            ),
-        }
+        Response::error(format!(
+            "uid {} may not use agentmon: only root and members of the daemon's group may start sessions",
+            cred.uid()
+        ))
     };
     let mut out = serde_json::to_string(&resp)?;
     out.push('\n');
@@ -156,5 +232,22 @@ mod tests {
         assert!(!peer_allowed(1000, 1, 1000, None));
         assert!(peer_allowed(1000, 1, 4242, Some(4242)));
         assert!(!peer_allowed(1000, u32::MAX, 1000, Some(4242)));
+    }
+
+    #[test]
+    fn one_uid_holds_at_most_its_share_and_gets_it_back() {
+        let open: PerUid = Arc::default();
+        let mut held: Vec<UidSlot> =
+            (0..MAX_CONNECTIONS_PER_UID).map(|_| UidSlot::take(&open, 1000).expect("slot")).collect();
+        assert!(UidSlot::take(&open, 1000).is_none(), "over the share");
+        let other = UidSlot::take(&open, 1001).expect("another uid is served");
+        let root = UidSlot::take(&open, 0).expect("root is served");
+        drop(held.pop());
+        let again = UidSlot::take(&open, 1000).expect("a slot given back is free again");
+        drop((again, other, root));
+        assert_eq!(open.lock().expect("map").get(&1000), Some(&(MAX_CONNECTIONS_PER_UID - 1)));
+        drop(held);
+        assert!(open.lock().expect("map").is_empty(), "every slot given back");
+        assert!(!open.lock().expect("map").contains_key(&1001), "an idle uid leaves no entry");
     }
 }

@@ -342,6 +342,16 @@ fn storage(m: &mut Metrics, st: &Status) {
     m.counter("db_write_failures", "Failed batch writes to the database (each is retried)", st.db_write_failures);
     m.counter("db_records_rejected", "Records the database refused as invalid", st.db_records_rejected);
     m.counter("actions_written", "Actions completed since the daemon started", st.actions_written);
+    m.counter(
+        "processes_early",
+        "Processes of open actions stored before their action (the action held its in-memory share)",
+        st.processes_early,
+    );
+    m.counter(
+        "control_refused",
+        "Control connections refused because their uid held its share of the connections",
+        st.control_refused,
+    );
     m.gauge("chain_seq", "The host chain's head: the last sequence number given to a record", st.chain_seq);
     m.counter("checkpoints_written", "Signed checkpoints queued since the daemon started", st.checkpoints_written);
     m.counter(
@@ -375,7 +385,7 @@ mod tests {
             "spool_corrupt_records": 17, "oldest_unstored_secs": 1.5, "events_shed": 18, "db_write_failures": 19,
             "db_records_rejected": 20, "records_stored": 21, "track_failures": 22, "stale_tracked": 23,
             "actions_written": 24, "sessions_ended": 25, "chain_seq": 26, "signing_key": "k", "checkpoints_written": 27,
-            "records_redacted": 28, "alerts_raised": 33, "webhook_delivered": 34, "webhook_failures": 35, "webhook_waiting": 36, "webhook_dropped": 37, "tag_failures": 30, "pending_discarded": 31, "probe_kinds": { "raw_tracepoint": 2 }
+            "records_redacted": 28, "alerts_raised": 33, "webhook_delivered": 34, "webhook_failures": 35, "webhook_waiting": 36, "webhook_dropped": 37, "processes_early": 38, "control_refused": 39, "tag_failures": 30, "pending_discarded": 31, "probe_kinds": { "raw_tracepoint": 2 }
         }"#,
         )
         .expect("status");

@@ -69,6 +69,8 @@ struct Daemon {
     /// Everything after correlation: redact, alerts, chain, queue.
     pipeline: Pipeline,
     store_stats: Arc<StoreStats>,
+    /// The control socket's refusals (its server runs on a task of its own).
+    control_stats: Arc<control::ControlStats>,
     boot_id: String,
     state_dir: std::path::PathBuf,
     decode_errors: u64,
@@ -230,6 +232,7 @@ async fn capture(settings: Settings, url: String) -> anyhow::Result<()> {
             checkpoints_written: 0,
         },
         store_stats,
+        control_stats: Arc::default(),
         boot_id,
         state_dir: state.clone(),
         decode_errors: 0,
@@ -258,7 +261,7 @@ async fn capture(settings: Settings, url: String) -> anyhow::Result<()> {
     let listener = control::bind_socket(runtime_dir, allowed_gid)?;
     write_private(&runtime_dir.join(config::DATABASE_URL_FILE), &url)?;
     metrics::start(settings.metrics_listen.as_deref(), &cmd_tx).await?;
-    tokio::spawn(control::serve(listener, cmd_tx, allowed_gid));
+    tokio::spawn(control::serve(listener, cmd_tx, allowed_gid, daemon.control_stats.clone()));
     info!(socket = %crate::control::socket_path(runtime_dir).display(), "capturing");
     notify::notify(&format!(
         "READY=1\nSTATUS=capturing: {} programs, {} live sessions",
@@ -562,7 +565,7 @@ impl Daemon {
             }
         };
         self.emit(out);
-        r.unwrap_or_else(|message| Response::Error { message })
+        r.unwrap_or_else(Response::error)
     }
 
     /// A request that changes the trail, from a process the kernel tracks as part of a session
@@ -596,7 +599,7 @@ impl Daemon {
     /// Hand `agentmon retention` to the retention task, which replies when done.
     fn retention(&self, dry_run: bool, peer_uid: u32, reply: tokio::sync::oneshot::Sender<Response>) {
         let refuse = |reply: tokio::sync::oneshot::Sender<Response>, message: &str| {
-            let _ = reply.send(Response::Error { message: message.into() });
+            let _ = reply.send(Response::error(message));
         };
         if peer_uid != 0 {
             return refuse(reply, "only root may apply retention");

@@ -76,6 +76,8 @@ impl Daemon {
             pending_discarded: st.pending_discarded,
             tag_failures: k.tag_failures,
             actions_written: st.actions_written,
+            processes_early: st.processes_early,
+            control_refused: load(&self.control_stats.refused),
             sessions_ended: st.sessions_ended,
             chain_seq: self.pipeline.chain.head().seq,
             signing_key: self.pipeline.chain.fingerprint.clone(),

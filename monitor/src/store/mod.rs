@@ -437,7 +437,8 @@ fn insert_sessions<'a>(host: &'a str, rows: &'a [&'a SessionStart]) -> QueryBuil
 fn insert_actions<'a>(host: &'a str, rows: &'a [&'a ActionRecord]) -> QueryBuilder<'a, Postgres> {
     let mut q = QueryBuilder::new(
         "INSERT INTO actions (id, session_id, host, exec_id, pid, argv, argv_truncated, command, cwd, exe, uid, \
-         started_at, ended_at, duration_ms, exit_code, signal, complete, files, net, redacted, chain_seq, chain_hash) ",
+         started_at, ended_at, duration_ms, exit_code, signal, complete, processes_early, files, net, redacted, chain_seq, \
+         chain_hash) ",
     );
     q.push_values(rows, |mut b, a| {
         b.push_bind(a.id)
@@ -457,6 +458,7 @@ fn insert_actions<'a>(host: &'a str, rows: &'a [&'a ActionRecord]) -> QueryBuild
             .push_bind(a.exit_code)
             .push_bind(a.signal)
             .push_bind(a.complete)
+            .push_bind(a.processes_early as i64)
             .push_bind(sqlx::types::Json(&a.files))
             .push_bind(sqlx::types::Json(&a.net))
             .push_bind(&a.redacted)
@@ -473,7 +475,7 @@ fn insert_processes<'a>(
 ) -> QueryBuilder<'a, Postgres> {
     let mut q = QueryBuilder::new(
         "INSERT INTO processes (id, session_id, action_id, host, exec_id, pid, ppid, argv, prior_argv, argv_truncated, \
-         exe, cwd, uid, started_at, ended_at, exit_code, signal, redacted, chain_seq, chain_hash) ",
+         prior_argv_omitted, exe, cwd, uid, started_at, ended_at, exit_code, signal, redacted, chain_seq, chain_hash) ",
     );
     q.push_values(rows, |mut b, (session, action, p)| {
         b.push_bind(process_id(*session, &p.exec_id))
@@ -486,6 +488,7 @@ fn insert_processes<'a>(
             .push_bind(&p.argv)
             .push_bind(sqlx::types::Json(&p.prior_argv))
             .push_bind(p.argv_truncated)
+            .push_bind(p.prior_argv_omitted as i64)
             .push_bind(&p.exe)
             .push_bind(&p.cwd)
             .push_bind(p.uid.map(i64::from))

@@ -57,6 +57,9 @@ pub struct ProcessView {
     pub uid: Option<i64>,
     /// Earlier images when the process exec'd more than once.
     pub prior_argv: Vec<Vec<String>>,
+    /// Earlier images past those `prior_argv` keeps, counted.
+    #[serde(default)]
+    pub prior_argv_omitted: i64,
     #[serde(default)]
     pub redacted: Vec<String>,
 }
@@ -82,7 +85,11 @@ pub struct ActionView {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub complete: bool,
+    /// Every process of the action, whether stored with it or before it.
     pub processes: Vec<ProcessView>,
+    /// How many of `processes` were stored before the action, as they ended (the open action
+    /// held its in-memory share already).
+    pub processes_early: i64,
     pub files: Vec<FileSummary>,
     pub net: Vec<NetSummary>,
     /// Redaction rules that replaced something in the action's own row.
@@ -220,10 +227,10 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
 pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>, sqlx::Error> {
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
         "SELECT * FROM (SELECT {} AS sensitive_data_accessed, a.id, a.session_id, s.agent, a.host, a.exec_id, a.pid, a.argv, a.argv_truncated, \
-           a.command, a.cwd, a.exe, a.uid, a.started_at, a.ended_at, a.duration_ms, a.exit_code, a.signal, a.complete, a.files, a.net, a.redacted, a.chain_seq, \
+           a.command, a.cwd, a.exe, a.uid, a.started_at, a.ended_at, a.duration_ms, a.exit_code, a.signal, a.complete, a.processes_early, a.files, a.net, a.redacted, a.chain_seq, \
            COALESCE((SELECT json_agg(json_build_object('pid', p.pid, 'ppid', p.ppid, 'exec_id', p.exec_id, \
                'argv', p.argv, 'argv_truncated', p.argv_truncated, 'exe', p.exe, 'cwd', p.cwd, \
-               'started_at', p.started_at, 'ended_at', p.ended_at, 'exit_code', p.exit_code, 'signal', p.signal, 'uid', p.uid, 'prior_argv', p.prior_argv, 'redacted', p.redacted) \
+               'started_at', p.started_at, 'ended_at', p.ended_at, 'exit_code', p.exit_code, 'signal', p.signal, 'uid', p.uid, 'prior_argv', p.prior_argv, 'prior_argv_omitted', p.prior_argv_omitted, 'redacted', p.redacted) \
                ORDER BY p.started_at, p.pid) FROM processes p WHERE p.action_id = a.id), '[]'::json) AS processes \
          FROM actions a JOIN sessions s ON s.id = a.session_id WHERE TRUE",
         sensitive_sql("a")
@@ -317,6 +324,7 @@ fn action_view(r: &PgRow) -> Result<ActionView, sqlx::Error> {
         signal: r.try_get("signal")?,
         complete: r.try_get("complete")?,
         processes: procs.0,
+        processes_early: r.try_get("processes_early")?,
         files: r.try_get::<sqlx::types::Json<Vec<FileSummary>>, _>("files")?.0,
         net: r.try_get::<sqlx::types::Json<Vec<NetSummary>>, _>("net")?.0,
         redacted: r.try_get("redacted")?,

@@ -26,6 +26,12 @@
 //!                      (PROG's last argument + ".parent")
 //! `tamper PID`         `bpf()`, ptrace attach/detach of PID (outside the session), `pidfd_getfd`
 //!                      on it, and `process_vm_writev` to it (harmless: zero bytes)
+//! `connect-many N`     N UDP connects, each from a new socket, to N distinct addresses of
+//!                      198.18.0.0/15 (port 9; a UDP connect sends nothing); prints each result
+//!                      with its count (`ok 16000`, or `errno 101 16000` without a route)
+//! `hold-control SOCK N`  open N connections to the control socket SOCK and send nothing; print
+//!                      `held H refused R` and the first refusal line; keep the held ones open
+//!                      (opening again whichever the daemon closes) until stdin is closed
 
 use std::{
     ffi::CString,
@@ -641,6 +647,91 @@ fn main() {
         "connect-race" => connect_race(arg(1), arg(2), arg(3).parse().expect("count")),
         "tamper" => tamper(arg(1).parse().expect("pid")),
         "fork-escape" => fork_escape(arg(1), &a[2..]),
+        "connect-many" => connect_many(arg(1).parse().expect("count")),
+        "hold-control" => hold_control(arg(1), arg(2).parse().expect("count")),
         other => panic!("unknown workload {other}"),
     }
+}
+
+fn connect_many(n: u32) {
+    let mut results: Vec<(String, u32)> = Vec::new();
+    for i in 0..n {
+        let [a, b] = ((i & 0xffff) as u16).to_be_bytes();
+        let ip = std::net::Ipv4Addr::new(198, 18 + (i >> 16) as u8, a, b);
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 9u16.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: plain socket calls on our own fd and a valid sockaddr.
+        let result = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            assert!(fd >= 0, "socket");
+            let r = libc::connect(fd, std::ptr::from_ref(&sa).cast(), size_of::<libc::sockaddr_in>() as u32);
+            let result = if r == 0 {
+                "ok".to_owned()
+            } else {
+                format!("errno {}", std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+            };
+            libc::close(fd);
+            result
+        };
+        match results.iter_mut().find(|r| r.0 == result) {
+            Some(r) => r.1 += 1,
+            None => results.push((result, 1)),
+        }
+    }
+    for (r, n) in results {
+        println!("{r} {n}");
+    }
+}
+
+fn hold_control(socket: &str, n: usize) {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static RELEASED: AtomicBool = AtomicBool::new(false);
+    let mut held: Vec<UnixStream> = (0..n).map(|_| UnixStream::connect(socket).expect("connect")).collect();
+    // A refused connection has its one line at once; a held one has nothing to read. Those
+    // still silent a second after the last refusal came are held.
+    let mut refusals = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(1) {
+        let mut still = Vec::new();
+        for c in held {
+            c.set_read_timeout(Some(Duration::from_millis(10))).expect("timeout");
+            let mut line = String::new();
+            match BufReader::new(&c).read_line(&mut line) {
+                Ok(n) if n > 0 => {
+                    refusals.push(line.trim().to_owned());
+                    last = Instant::now();
+                }
+                _ => still.push(c),
+            }
+        }
+        held = still;
+    }
+    println!("held {} refused {}", held.len(), refusals.len());
+    println!("{}", refusals.first().map_or("", String::as_str));
+    std::io::stdout().flush().expect("flush");
+    let threads: Vec<_> = held
+        .into_iter()
+        .map(|mut c| {
+            let socket = socket.to_owned();
+            std::thread::spawn(move || loop {
+                // The daemon closes a connection that sends no request within its timeout: open
+                // another, so the uid keeps its connections until released.
+                let _ = c.set_read_timeout(None);
+                let _ = c.read_to_end(&mut Vec::new());
+                std::thread::sleep(Duration::from_millis(200));
+                if RELEASED.load(Ordering::SeqCst) {
+                    return;
+                }
+                c = UnixStream::connect(&socket).expect("connect again");
+            })
+        })
+        .collect();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    RELEASED.store(true, Ordering::SeqCst);
+    std::process::exit(i32::from(threads.iter().any(std::thread::JoinHandle::is_finished)));
 }
