@@ -47,6 +47,8 @@ const SAMPLES: &[(&str, &str)] = &[
     ("db_write_failures", "agentmon_db_write_failures_total"),
     ("db_records_rejected", "agentmon_db_records_rejected_total"),
     ("actions_written", "agentmon_actions_written_total"),
+    ("processes_early", "agentmon_processes_early_total"),
+    ("control_refused", "agentmon_control_refused_total"),
     ("chain_seq", "agentmon_chain_seq"),
     ("checkpoints_written", "agentmon_checkpoints_written_total"),
     ("records_redacted", "agentmon_records_redacted_total"),
