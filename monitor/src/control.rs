@@ -181,7 +181,7 @@ pub struct Status {
     pub processes_early: u64,
     /// Control connections refused because their uid held [`MAX_CONNECTIONS_PER_UID`] already.
     #[serde(default)]
-    pub control_refused: u64,
+    pub control_busy: u64,
     pub sessions_ended: u64,
     /// The host chain's head: the last sequence number given to a record.
     #[serde(default)]

@@ -362,7 +362,7 @@ async fn one_user_holding_control_connections_gets_its_share_and_others_are_serv
 
     // While it holds them: root's status is served, and counts the refusals...
     let st = d.status();
-    assert!(st["control_refused"].as_u64() >= Some(56), "{st}");
+    assert!(st["control_busy"].as_u64() >= Some(56), "{st}");
     // ...and another member (another uid) starts a session and runs its command.
     let other = Command::new("setpriv")
         .args(["--reuid=42421", &format!("--regid={gid}"), &format!("--groups={gid}")])
@@ -383,7 +383,7 @@ async fn one_user_holding_control_connections_gets_its_share_and_others_are_serv
 
     // The holder's own uid waits: its client retries the busy refusals until a connection of
     // its uid is free, here when the holder lets go.
-    let refused_before = d.status()["control_refused"].as_u64().expect("refused");
+    let refused_before = d.status()["control_busy"].as_u64().expect("refused");
     let same = Command::new("runuser")
         .args(["-u", user, "--"])
         .arg(&agentmon)
@@ -394,7 +394,7 @@ async fn one_user_holding_control_connections_gets_its_share_and_others_are_serv
         .spawn()
         .expect("status as the holder's uid");
     wait_for(20, "the same uid's status to be refused as busy", || {
-        (d.status()["control_refused"].as_u64() > Some(refused_before)).then_some(())
+        (d.status()["control_busy"].as_u64() > Some(refused_before)).then_some(())
     });
     drop(holder.stdin.take());
     assert!(holder.wait().expect("holder").success(), "the holder kept its connections to the end");

@@ -48,7 +48,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("db_records_rejected", "agentmon_db_records_rejected_total"),
     ("actions_written", "agentmon_actions_written_total"),
     ("processes_early", "agentmon_processes_early_total"),
-    ("control_refused", "agentmon_control_refused_total"),
+    ("control_busy", "agentmon_control_busy_total"),
     ("chain_seq", "agentmon_chain_seq"),
     ("checkpoints_written", "agentmon_checkpoints_written_total"),
     ("records_redacted", "agentmon_records_redacted_total"),

@@ -171,8 +171,8 @@ fn storage_lines(st: &Status) -> Vec<(&'static str, String)> {
         (
             "control socket",
             format!(
-                "{} refused (a uid may hold {} at once)",
-                count(st.control_refused, "connection"),
+                "{} (a uid may hold {} connections at once)",
+                count(st.control_busy, "busy refusal"),
                 crate::control::MAX_CONNECTIONS_PER_UID
             ),
         ),
@@ -301,7 +301,7 @@ mod tests {
             "database         900 records stored, 12 actions, 0 process rows stored early, 0 write failures, 0 records rejected".into(),
             "chain            seq 950, 7 checkpoints, signed by SHA256:k".into(),
             "redaction        1 record redacted".into(),
-            "control socket   0 connections refused (a uid may hold 8 at once)".into(),
+            "control socket   0 busy refusals (a uid may hold 8 connections at once)".into(),
             "alerts           0 raised, webhook: 0 delivered, 0 waiting, 0 failed attempts, 0 dropped".into(),
             String::new(),
             "SESSION   AGENT   ROOT PID  PROCESSES  KERNEL  LOST".into(),

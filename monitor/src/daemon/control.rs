@@ -92,7 +92,7 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// Connections refused because their uid held [`MAX_CONNECTIONS_PER_UID`] already.
 #[derive(Default)]
 pub struct ControlStats {
-    pub refused: AtomicU64,
+    pub busy: AtomicU64,
 }
 
 /// Connections open per uid.
@@ -170,7 +170,7 @@ pub async fn serve(
         // costs no task and no time.
         let Ok(uid) = stream.peer_cred().map(|c| c.uid()) else { continue };
         let Some(uid_slot) = UidSlot::take(&per_uid, uid) else {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
+            stats.busy.fetch_add(1, Ordering::Relaxed);
             let resp = Response::Error { message: busy_message(uid), busy: true };
             if let Ok(mut line) = serde_json::to_string(&resp) {
                 line.push('\n');

@@ -348,9 +348,9 @@ fn storage(m: &mut Metrics, st: &Status) {
         st.processes_early,
     );
     m.counter(
-        "control_refused",
+        "control_busy",
         "Control connections refused because their uid held its share of the connections",
-        st.control_refused,
+        st.control_busy,
     );
     m.gauge("chain_seq", "The host chain's head: the last sequence number given to a record", st.chain_seq);
     m.counter("checkpoints_written", "Signed checkpoints queued since the daemon started", st.checkpoints_written);
@@ -385,7 +385,7 @@ mod tests {
             "spool_corrupt_records": 17, "oldest_unstored_secs": 1.5, "events_shed": 18, "db_write_failures": 19,
             "db_records_rejected": 20, "records_stored": 21, "track_failures": 22, "stale_tracked": 23,
             "actions_written": 24, "sessions_ended": 25, "chain_seq": 26, "signing_key": "k", "checkpoints_written": 27,
-            "records_redacted": 28, "alerts_raised": 33, "webhook_delivered": 34, "webhook_failures": 35, "webhook_waiting": 36, "webhook_dropped": 37, "processes_early": 38, "control_refused": 39, "tag_failures": 30, "pending_discarded": 31, "probe_kinds": { "raw_tracepoint": 2 }
+            "records_redacted": 28, "alerts_raised": 33, "webhook_delivered": 34, "webhook_failures": 35, "webhook_waiting": 36, "webhook_dropped": 37, "processes_early": 38, "control_busy": 39, "tag_failures": 30, "pending_discarded": 31, "probe_kinds": { "raw_tracepoint": 2 }
         }"#,
         )
         .expect("status");

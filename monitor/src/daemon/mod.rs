@@ -589,11 +589,9 @@ impl Daemon {
         });
         let out = self.correlator.daemon_tamper(session, cmd.peer_pid, &data);
         self.emit(out);
-        Some(Response::Error {
-            message: format!(
-                "refused: `{request}` changes the trail, and this process is part of an agent session; run it from outside every session"
-            ),
-        })
+        Some(Response::error(format!(
+            "refused: `{request}` changes the trail, and this process is part of an agent session; run it from outside every session"
+        )))
     }
 
     /// Hand `agentmon retention` to the retention task, which replies when done.

@@ -77,7 +77,7 @@ impl Daemon {
             tag_failures: k.tag_failures,
             actions_written: st.actions_written,
             processes_early: st.processes_early,
-            control_refused: load(&self.control_stats.refused),
+            control_busy: load(&self.control_stats.busy),
             sessions_ended: st.sessions_ended,
             chain_seq: self.pipeline.chain.head().seq,
             signing_key: self.pipeline.chain.fingerprint.clone(),
