@@ -245,8 +245,18 @@ fn builtin() -> Vec<RuleConfig> {
 pub fn builtin_names() -> Vec<String> {
     let mut v: Vec<String> = builtin().into_iter().map(|r| r.name).collect();
     v.extend(["failure_spike", "unusual_activity", "unlisted_host"].map(String::from));
+    v.extend(ACCOUNT_RULES.iter().map(|(n, _)| (*n).to_owned()));
     v
 }
+
+/// The rules on the agent's account against the kernel's (`crate::account`), with their
+/// severity: a call's verdict, a report no hook of the agent's sent, and an agent gone silent.
+pub const ACCOUNT_RULES: &[(&str, &str)] = &[
+    ("undeclared_action", "high"),
+    ("declared_not_observed", "medium"),
+    ("agent_reports_missing", "high"),
+    ("report_unattested", "high"),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -397,6 +407,8 @@ pub struct Rules {
     rate: Option<(f64, Duration, Duration, u64, String)>,
     allow: Option<Vec<Allow>>,
     unlisted_window: Duration,
+    /// The [`ACCOUNT_RULES`] left on.
+    account: Vec<&'static str>,
 }
 
 impl Rules {
@@ -420,6 +432,7 @@ impl Rules {
             let rule = compile(r, &format!("alerts.rule[{i}]"))?;
             if rules.iter().any(|x| x.name == rule.name)
                 || ["failure_spike", "unusual_activity", "unlisted_host"].contains(&rule.name.as_str())
+                || ACCOUNT_RULES.iter().any(|(n, _)| *n == rule.name)
             {
                 return Err((format!("alerts.rule[{i}].name"), format!("`{}` is already a rule's name", rule.name)));
             }
@@ -479,7 +492,8 @@ impl Rules {
         } else {
             None
         };
-        Ok(Self { matching: rules, spike, rate, allow, unlisted_window: Duration::minutes(5) })
+        let account = ACCOUNT_RULES.iter().map(|(n, _)| *n).filter(|n| on(n)).collect();
+        Ok(Self { matching: rules, spike, rate, allow, unlisted_window: Duration::minutes(5), account })
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -487,6 +501,7 @@ impl Rules {
         v.extend(self.spike.as_ref().map(|_| "failure_spike".to_owned()));
         v.extend(self.rate.as_ref().map(|_| "unusual_activity".to_owned()));
         v.extend(self.allow.as_ref().map(|_| "unlisted_host".to_owned()));
+        v.extend(self.account.iter().map(|n| (*n).to_owned()));
         v
     }
 }
@@ -654,6 +669,38 @@ impl Engine {
                 agent = self.agent(a.session_id).to_owned();
                 self.action_hits(&agent, a, &mut hits);
             }
+            Output::Report(r) => {
+                now = r.received_at;
+                agent = self.agent(r.session_id).to_owned();
+                if !r.attested {
+                    hits.extend(self.account_hit("report_unattested", r.session_id, None, &r.attestation, || {
+                        let what = format!("{} report {}", r.channel, r.event);
+                        let summary = format!(
+                            "a {what} came from pid {} and is not the agent's own: {}",
+                            r.pid, r.attestation
+                        );
+                        let details = json!({"report_id": r.id, "channel": r.channel, "event": r.event, "pid": r.pid,
+                            "exec_id": r.exec_id, "tool_use_id": r.tool_use_id, "attestation": r.attestation});
+                        (summary, details, what)
+                    }));
+                }
+            }
+            Output::Call(c) => {
+                now = c.started_at;
+                agent = self.agent(c.session_id).to_owned();
+                let rule = match c.verdict.as_str() {
+                    "undeclared" | "mismatch" => "undeclared_action",
+                    "unobserved" => "declared_not_observed",
+                    _ => return Vec::new(),
+                };
+                hits.extend(self.account_hit(rule, c.session_id, c.action_ids.first().copied(), &c.reason, || {
+                    let tool = c.tool_name.as_deref().unwrap_or("no tool call");
+                    let summary = format!("{} ({tool}): {}", c.verdict, crate::text::truncate_chars(&c.reason, 200));
+                    let details = json!({"call_id": c.id, "verdict": c.verdict, "tool_name": c.tool_name,
+                        "tool_use_id": c.tool_use_id, "reason": c.reason, "action_ids": c.action_ids});
+                    (summary, details, crate::text::truncate_chars(&c.reason, 200))
+                }));
+            }
             _ => return Vec::new(),
         }
         let mut out = Vec::new();
@@ -700,6 +747,47 @@ impl Engine {
             out.push(rec);
         }
         out
+    }
+
+    /// A match of one of the [`ACCOUNT_RULES`], when it is on; `what` makes the summary, the
+    /// details and the example.
+    fn account_hit(
+        &self,
+        rule: &str,
+        session: Uuid,
+        action: Option<Uuid>,
+        _why: &str,
+        what: impl FnOnce() -> (String, Value, String),
+    ) -> Option<Hit> {
+        let (name, severity) = ACCOUNT_RULES.iter().find(|(n, _)| *n == rule)?;
+        if !self.rules.account.contains(name) {
+            return None;
+        }
+        let (summary, details, example) = what();
+        Some(Hit {
+            rule: (*name).to_owned(),
+            severity: (*severity).to_owned(),
+            window: Duration::minutes(5),
+            scope: format!("session {session}"),
+            session: Some(session),
+            action,
+            event: None,
+            summary,
+            details,
+            example,
+            distinct: false,
+        })
+    }
+
+    /// An agent known to report that acts with no reports (`agent_reports_missing`): raised
+    /// by the daemon when the account says so (see `crate::account`).
+    pub fn silence(&mut self, session: Uuid, now: DateTime<Utc>, action: Option<Uuid>, summary: String, details: Value) -> Vec<AlertRecord> {
+        let Some(hit) = self.account_hit("agent_reports_missing", session, action, "", || (summary.clone(), details, summary.clone())) else {
+            return Vec::new();
+        };
+        let agent = self.agent(session).to_owned();
+        self.raised += 1;
+        vec![hit.record(&agent, now)]
     }
 
     /// The grouped row of a finished window (nothing when there were no repeats): the first

@@ -25,8 +25,8 @@ use uuid::Uuid;
 
 use crate::{
     record::{
-        ActionRecord, AlertRecord, Checkpoint, EventRecord, Hash, ProcessRecord, RetentionCut, SessionEnd,
-        SessionStart, SigningKey,
+        ActionRecord, AlertRecord, CallRecord, Checkpoint, EventRecord, Hash, ProcessRecord, ReportRecord,
+        RetentionCut, SessionEnd, SessionStart, SigningKey,
     },
     text::{hex, unhex},
 };
@@ -370,6 +370,31 @@ pub fn alert_row(host: &str, a: &AlertRecord, seq: u64) -> Value {
     })
 }
 
+pub fn report_row(host: &str, r: &ReportRecord, seq: u64) -> Value {
+    json!({
+        "table": "agent_reports", "chain_seq": seq, "id": r.id, "host": host, "session_id": r.session_id,
+        "received_at": micros(r.received_at), "channel": r.channel, "agent_kind": r.agent_kind, "event": r.event,
+        "conversation_id": r.conversation_id, "tool_use_id": r.tool_use_id, "tool_name": r.tool_name,
+        "pid": r.pid, "exec_id": r.exec_id, "attested": r.attested, "attestation": r.attestation,
+        "malformed": r.malformed, "truncated": r.truncated, "body": r.body, "model": r.model,
+        "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "cache_read": r.cache_read,
+        "cache_creation": r.cache_creation, "cost_micro_usd": r.cost_micro_usd, "cost_estimated": r.cost_estimated,
+        "redacted": r.redacted,
+    })
+}
+
+pub fn call_row(host: &str, c: &CallRecord, seq: u64) -> Value {
+    json!({
+        "table": "tool_calls", "chain_seq": seq, "id": c.id, "host": host, "session_id": c.session_id,
+        "agent_kind": c.agent_kind, "conversation_id": c.conversation_id, "tool_use_id": c.tool_use_id,
+        "tool_name": c.tool_name, "input": c.input, "decision": c.decision, "decision_source": c.decision_source,
+        "decided_at": c.decided_at.map(micros), "started_at": micros(c.started_at), "ended_at": c.ended_at.map(micros),
+        "duration_ms": c.duration_ms, "success": c.success, "output": c.output, "assistant_text": c.assistant_text,
+        "prompt_id": c.prompt_id, "attested": c.attested, "verdict": c.verdict, "reason": c.reason,
+        "action_ids": c.action_ids, "event_ids": c.event_ids, "report_ids": c.report_ids, "redacted": c.redacted,
+    })
+}
+
 /// Microseconds since the epoch of a `timestamptz` column, exactly (`extract` is numeric).
 macro_rules! us {
     ($c:literal) => {
@@ -490,6 +515,38 @@ pub const ROW_SQL: &[(&str, &str, &str)] = &[
             us!("at"),
             ", 'key_fingerprint', key_fingerprint, 'signature', signature) || ",
             "jsonb_strip_nulls(jsonb_build_object('hot_secs', hot_secs, 'warm_secs', warm_secs))"
+        ),
+        "id::text",
+    ),
+    (
+        "agent_reports",
+        concat!(
+            "jsonb_build_object('table', 'agent_reports', 'chain_seq', chain_seq, 'id', id, 'host', host, ",
+            "'session_id', session_id, 'received_at', ",
+            us!("received_at"),
+            ", 'channel', channel, 'agent_kind', agent_kind, 'event', event, 'conversation_id', conversation_id, ",
+            "'tool_use_id', tool_use_id, 'tool_name', tool_name, 'pid', pid, 'exec_id', exec_id, 'attested', attested, ",
+            "'attestation', attestation, 'malformed', malformed, 'truncated', truncated, 'body', body, 'model', model, ",
+            "'tokens_in', tokens_in, 'tokens_out', tokens_out, 'cache_read', cache_read, 'cache_creation', cache_creation, ",
+            "'cost_micro_usd', cost_micro_usd, 'cost_estimated', cost_estimated, 'redacted', redacted)"
+        ),
+        "id::text",
+    ),
+    (
+        "tool_calls",
+        concat!(
+            "jsonb_build_object('table', 'tool_calls', 'chain_seq', chain_seq, 'id', id, 'host', host, ",
+            "'session_id', session_id, 'agent_kind', agent_kind, 'conversation_id', conversation_id, ",
+            "'tool_use_id', tool_use_id, 'tool_name', tool_name, 'input', input, 'decision', decision, ",
+            "'decision_source', decision_source, 'decided_at', ",
+            us!("decided_at"),
+            ", 'started_at', ",
+            us!("started_at"),
+            ", 'ended_at', ",
+            us!("ended_at"),
+            ", 'duration_ms', duration_ms, 'success', success, 'output', output, 'assistant_text', assistant_text, ",
+            "'prompt_id', prompt_id, 'attested', attested, 'verdict', verdict, 'reason', reason, ",
+            "'action_ids', action_ids, 'event_ids', event_ids, 'report_ids', report_ids, 'redacted', redacted)"
         ),
         "id::text",
     ),

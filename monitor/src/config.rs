@@ -80,6 +80,9 @@ pub struct FileConfig {
     /// Retention tiers (see `crate::retention`); unset = keep everything.
     #[serde(default)]
     pub retention: crate::retention::RetentionConfig,
+    /// The agents' own account: OTLP receiver, prompts, prices, profiles (see `crate::account`).
+    #[serde(default)]
+    pub agents: crate::account::AgentsConfig,
     /// Session rules: `[[rule]]` tables (see `crate::rules`).
     #[serde(default, rename = "rule")]
     pub rules: Vec<crate::rules::RuleConfig>,

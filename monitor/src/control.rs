@@ -117,6 +117,9 @@ pub struct LiveSession {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub capturing: bool,
+    /// The agents' own account: reports, the OTLP receiver, verdicts (see `crate::account`).
+    #[serde(default)]
+    pub account: crate::account::AccountStatus,
     pub pid: u32,
     pub host: String,
     pub started_at: chrono::DateTime<chrono::Utc>,

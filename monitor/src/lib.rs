@@ -31,6 +31,7 @@
 //! imports from `daemon/` or `cli/`, `daemon/` never imports from `cli/`, and no two modules
 //! import each other (`tests/layout.rs` checks all three).
 
+pub mod account;
 pub mod alerts;
 pub mod cgroup;
 pub mod chain;
@@ -41,6 +42,8 @@ pub mod correlate;
 pub mod daemon;
 pub mod ebpf;
 pub mod errno;
+pub mod intake;
+pub mod otlp;
 pub mod packet;
 pub mod pgcluster;
 pub mod procscan;

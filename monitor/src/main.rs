@@ -18,6 +18,10 @@ fn main() {
         eprintln!("agentmon: {}", one_line(&e));
         std::process::exit(EXIT_AGENTMON_FAILED);
     }
+    // `hook` runs on every tool call of an agent: no runtime, no logging, always exit 0.
+    if let Command::Hook { addr, args } = &cli.command {
+        std::process::exit(monitor::cli::hook::run(&addr.runtime_dir, args));
+    }
     init_logging(matches!(cli.command, Command::Daemon(_)));
     let code = match tokio::runtime::Runtime::new() {
         Ok(rt) => match rt.block_on(monitor::cli::dispatch(cli)) {

@@ -32,6 +32,8 @@ pub const SESSION_TABLES: &[(&str, &str)] = &[
     ("processes", "session_id"),
     ("events", "session_id"),
     ("alerts", "session_id"),
+    ("agent_reports", "session_id"),
+    ("tool_calls", "session_id"),
 ];
 
 /// What a packet proves.
@@ -204,6 +206,36 @@ const FIELDS: &[(&str, &[(&str, Kind)])] = &[
             ("first_at", Kind::Int),
             ("count", Kind::Int),
             ("summary", Kind::Text),
+        ],
+    ),
+    (
+        "agent_reports",
+        &[
+            ("id", Kind::Id),
+            ("session_id", Kind::Id),
+            ("received_at", Kind::Int),
+            ("channel", Kind::Text),
+            ("event", Kind::Text),
+            ("tool_use_id", Kind::OptText),
+            ("pid", Kind::Int),
+            ("attestation", Kind::Text),
+            ("body", Kind::Text),
+        ],
+    ),
+    (
+        "tool_calls",
+        &[
+            ("id", Kind::Id),
+            ("session_id", Kind::Id),
+            ("tool_use_id", Kind::OptText),
+            ("tool_name", Kind::OptText),
+            ("input", Kind::OptText),
+            ("started_at", Kind::Int),
+            ("verdict", Kind::Text),
+            ("reason", Kind::Text),
+            ("action_ids", Kind::Ids),
+            ("event_ids", Kind::Ids),
+            ("report_ids", Kind::Ids),
         ],
     ),
 ];

@@ -289,6 +289,108 @@ pub struct RetentionCut {
     pub chain: ChainLink,
 }
 
+/// One report an agent made about itself (a hook's JSON, or one OpenTelemetry log record or
+/// metric point), stored as received (redacted and bounded) with who sent it as the kernel
+/// knows it. It is the agent's word: only the sender and the time are agentmon's own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReportRecord {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    /// When the daemon received it (agentmon's clock, not the report's).
+    pub received_at: DateTime<Utc>,
+    /// `hook` (through `agentmon hook` and the intake socket) or `otlp`.
+    pub channel: String,
+    /// `claude`, `codex` or `unknown`: what the report's shape says (never who sent it).
+    pub agent_kind: String,
+    /// The hook event (`PreToolUse`, ...) or the OpenTelemetry event or metric name.
+    pub event: String,
+    /// The agent's own session id (`session_id` of a hook, `session.id` of OpenTelemetry).
+    pub conversation_id: Option<String>,
+    pub tool_use_id: Option<String>,
+    pub tool_name: Option<String>,
+    /// The sending process, from the socket's peer credentials (hook) or the owner of the
+    /// client socket (OpenTelemetry), and its exec id as the correlator knows it.
+    pub pid: u32,
+    pub exec_id: Option<String>,
+    /// Sent by the agent's own hook (or, for OpenTelemetry, the agent process itself), not by a
+    /// process inside a tool call's subtree. Only attested reports change a verdict.
+    pub attested: bool,
+    /// Why it is (`hook`, `agent`) or is not attested (one line).
+    pub attestation: String,
+    /// Why the report could not be read as JSON or OTLP; its text is then kept as a string.
+    pub malformed: Option<String>,
+    /// The report was longer than [`MAX_REPORT_BYTES`] and was cut.
+    pub truncated: bool,
+    /// The report as JSON text (redacted; strings past [`MAX_REPORT_STRING`] cut).
+    pub body: String,
+    /// Model, tokens and cost, where the report carries them.
+    pub model: Option<String>,
+    pub tokens_in: Option<i64>,
+    pub tokens_out: Option<i64>,
+    pub cache_read: Option<i64>,
+    pub cache_creation: Option<i64>,
+    /// Cost in millionths of a US dollar, as the agent reported it or (`cost_estimated`) from
+    /// the config's price table.
+    pub cost_micro_usd: Option<i64>,
+    pub cost_estimated: bool,
+    #[serde(default)]
+    pub redacted: Vec<String>,
+    #[serde(default)]
+    pub chain: ChainLink,
+}
+
+/// Bytes of one report kept; the rest is cut and the report marked `truncated`.
+pub const MAX_REPORT_BYTES: usize = 64 << 10;
+/// Characters of one string inside a report kept (prompts, tool output, file contents).
+pub const MAX_REPORT_STRING: usize = 8 << 10;
+/// Bytes of a tool call's output kept in its call row.
+pub const MAX_CALL_OUTPUT: usize = 2 << 10;
+
+/// A tool call the agent declared, with the verdict of checking it against the kernel; or an
+/// action of the kernel's that no call declared (`verdict` = `undeclared`, no tool). Written
+/// once, when both sides are final.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub agent_kind: String,
+    pub conversation_id: Option<String>,
+    pub tool_use_id: Option<String>,
+    pub tool_name: Option<String>,
+    /// The declared input, JSON text (redacted, bounded).
+    pub input: Option<String>,
+    /// `allow`, `deny`, `ask` ... and where the decision came from (`config`, `hook`, `user`).
+    pub decision: Option<String>,
+    pub decision_source: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    /// From the call's first report (agentmon's clock) to its last; for `undeclared`, the action's.
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// As the agent reported it.
+    pub duration_ms: Option<i64>,
+    pub success: Option<bool>,
+    /// The first [`MAX_CALL_OUTPUT`] bytes of the tool's output (redacted).
+    pub output: Option<String>,
+    /// The assistant's text before the call, from the transcript: the agent's own words.
+    pub assistant_text: Option<String>,
+    pub prompt_id: Option<String>,
+    /// Whether the reports that declared it were attested.
+    pub attested: bool,
+    /// `matched`, `mismatch`, `denied`, `unobserved` or `undeclared`.
+    pub verdict: String,
+    /// One line: what was compared and why the verdict.
+    pub reason: String,
+    /// The kernel's side: actions and raw events matched (at most 64 each).
+    pub action_ids: Vec<Uuid>,
+    pub event_ids: Vec<Uuid>,
+    /// The agent's side: the reports it was assembled from.
+    pub report_ids: Vec<Uuid>,
+    #[serde(default)]
+    pub redacted: Vec<String>,
+    #[serde(default)]
+    pub chain: ChainLink,
+}
+
 /// Everything the store writes, in the order it must be written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Output {
@@ -301,6 +403,8 @@ pub enum Output {
     SigningKey(SigningKey),
     Alert(AlertRecord),
     RetentionCut(RetentionCut),
+    Report(ReportRecord),
+    Call(CallRecord),
 }
 
 impl Output {
@@ -339,6 +443,14 @@ impl Output {
             Self::Checkpoint(c) => 300 + c.head_hash.len() + c.signature.len(),
             Self::SigningKey(k) => 200 + k.public_key.len(),
             Self::RetentionCut(c) => 600 + c.partition.len() + c.archive_file.as_ref().map_or(0, String::len),
+            Self::Report(r) => 400 + r.event.len() + r.body.len(),
+            Self::Call(c) => {
+                500 + c.input.as_ref().map_or(0, String::len)
+                    + c.output.as_ref().map_or(0, String::len)
+                    + c.assistant_text.as_ref().map_or(0, String::len)
+                    + c.reason.len()
+                    + 16 * (c.action_ids.len() + c.event_ids.len() + c.report_ids.len())
+            }
             Self::Alert(a) => {
                 300 + a.agent.len()
                     + a.rule.len()
@@ -358,6 +470,8 @@ impl Output {
             Self::Process(p) => !p.rec.redacted.is_empty(),
             Self::Action(a) => !a.redacted.is_empty() || a.processes.iter().any(|p| !p.redacted.is_empty()),
             Self::SessionEnd(e) => !e.redacted.is_empty(),
+            Self::Report(r) => !r.redacted.is_empty(),
+            Self::Call(c) => !c.redacted.is_empty(),
             Self::Checkpoint(_) | Self::SigningKey(_) | Self::Alert(_) | Self::RetentionCut(_) => false,
         }
     }
@@ -377,6 +491,8 @@ impl Output {
             Self::Action(a) => a.session_id,
             Self::SessionEnd(e) => e.session_id,
             Self::Alert(a) => a.session_id.unwrap_or_default(),
+            Self::Report(r) => r.session_id,
+            Self::Call(c) => c.session_id,
             Self::Checkpoint(_) | Self::SigningKey(_) | Self::RetentionCut(_) => Uuid::nil(),
         }
     }

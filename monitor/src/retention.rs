@@ -101,6 +101,8 @@ impl Policy {
 /// The day-partitioned tables and their time column, children before parents.
 pub const TABLES: &[(&str, &str)] = &[
     ("events", "ts"),
+    ("agent_reports", "received_at"),
+    ("tool_calls", "started_at"),
     ("alerts", "first_at"),
     ("processes", "started_at"),
     ("actions", "started_at"),

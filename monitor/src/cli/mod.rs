@@ -2,6 +2,7 @@
 
 pub mod completions;
 pub mod export;
+pub mod hook;
 pub mod man;
 pub mod query;
 pub mod retention;
@@ -72,6 +73,15 @@ pub enum Command {
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
+    },
+    /// What agents run as their hook: hands the hook's JSON on stdin to the daemon, prints
+    /// nothing, and exits 0 within 2 s whatever happens (see `agentmon agents install`).
+    Hook {
+        #[command(flatten)]
+        addr: DaemonAddr,
+        /// Recorded with the report (e.g. `--agent claude`); never trusted.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<String>,
     },
     /// Mark an existing cgroup (e.g. a systemd unit's) as a session (root).
     Tag {
@@ -267,6 +277,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Daemon(args) => crate::daemon::run(args).await.map(|()| 0),
         Command::Unload { pin_dir, force, addr } => unload(&pin_dir, force, &addr.runtime_dir),
         Command::Run { .. } => unreachable!("run is handled before the runtime starts"),
+        Command::Hook { .. } => unreachable!("hook is handled before the runtime starts"),
         Command::Tag { cgroup, agent, label, addr } => {
             let resp = control::request(&addr.runtime_dir, &Request::Tag { cgroup, agent, label })?;
             let Response::Session(s) = resp else { anyhow::bail!("unexpected reply from the daemon: {resp:?}") };

@@ -129,6 +129,24 @@ struct SessionState {
     dns: DnsCache,
 }
 
+/// A process that sent a report, as the correlator knows it (see [`Correlator::sender`]).
+#[derive(Debug, Clone)]
+pub struct Sender {
+    pub pid: u32,
+    pub session_id: Uuid,
+    pub exec_id: String,
+    /// It is the session's agent process.
+    pub is_agent: bool,
+    pub exe: String,
+    pub argv: Vec<String>,
+    pub ppid: u32,
+    pub action: Option<Uuid>,
+    /// Its action's first process: pid, parent pid and first image.
+    pub action_root: Option<(u32, u32, Vec<String>)>,
+    /// The session's agent process.
+    pub agent: Option<u32>,
+}
+
 /// Counters the daemon reports in `status`.
 #[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 pub struct CorrelatorStats {
@@ -306,6 +324,47 @@ impl Correlator {
             resources: Resources::default(),
             dns: DnsCache::default(),
         });
+    }
+
+    /// What the correlator knows of a live process that sent a report, for binding it to its
+    /// session and deciding whether the agent's own hook sent it.
+    pub fn sender(&self, pid: u32) -> Option<Sender> {
+        let p = self.procs.get(&pid)?;
+        let s = self.sessions.get(&p.session)?;
+        let root = p.action.and_then(|a| self.actions.get(&a)).and_then(|a| self.procs.get(&a.root_tgid));
+        let first = |r: &crate::record::ProcessRecord| r.prior_argv.first().cloned().unwrap_or_else(|| r.argv.clone());
+        Some(Sender {
+            pid,
+            session_id: s.info.id,
+            exec_id: p.exec_id.clone(),
+            is_agent: p.is_agent,
+            exe: p.rec.exe.clone(),
+            argv: p.rec.argv.clone(),
+            ppid: p.rec.ppid,
+            action: p.action,
+            action_root: root.map(|r| (r.rec.pid, r.rec.ppid, first(&r.rec))),
+            agent: s.root.as_ref().map(|r| r.0),
+        })
+    }
+
+    /// A session's agent process (pid and executable), when known.
+    pub fn agent_of(&self, session_id: Uuid) -> Option<(u32, String)> {
+        let s = self.sessions.values().find(|s| s.info.id == session_id)?;
+        let (pid, _) = s.root.as_ref()?;
+        Some((*pid, self.procs.get(pid).map(|p| p.rec.exe.clone()).unwrap_or_default()))
+    }
+
+    /// The live processes of a session.
+    pub fn session_pids(&self, session_id: Uuid) -> Vec<u32> {
+        let Some(cg) = self.sessions.iter().find(|(_, s)| s.info.id == session_id).map(|(c, _)| *c) else {
+            return Vec::new();
+        };
+        self.procs.iter().filter(|(_, p)| p.session == cg).map(|(pid, _)| *pid).collect()
+    }
+
+    /// Live processes of every session.
+    pub fn all_session_pids(&self) -> Vec<u32> {
+        self.procs.keys().copied().collect()
     }
 
     /// Live sessions: (id, agent, cgroup id, root pid, live processes).

@@ -212,6 +212,17 @@ impl Chain {
             Output::RetentionCut(c) => {
                 c.chain = self.next(|seq| chain::cut_row(h, c, seq));
             }
+            Output::Report(r) => {
+                chain::truncate_micros(&mut r.received_at);
+                r.chain = self.next(|seq| chain::report_row(h, r, seq));
+            }
+            Output::Call(c) => {
+                chain::truncate_micros(&mut c.started_at);
+                for t in [&mut c.ended_at, &mut c.decided_at].into_iter().flatten() {
+                    chain::truncate_micros(t);
+                }
+                c.chain = self.next(|seq| chain::call_row(h, c, seq));
+            }
         }
         self.host = host;
     }

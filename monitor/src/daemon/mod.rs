@@ -17,12 +17,15 @@ pub mod chain;
 pub mod control;
 pub mod embedded;
 pub mod handoff;
+pub mod intake;
 pub mod metrics;
 pub mod notify;
+pub mod otlp;
 pub mod pipeline;
 pub mod queue;
 pub mod reader;
 pub mod redact;
+mod reports;
 pub mod retention;
 pub mod sessions;
 pub mod spool;
@@ -81,6 +84,10 @@ struct Daemon {
     retention: Option<mpsc::Sender<retention::RunRequest>>,
     /// The host's resolvers, re-read when the file changes.
     resolvers: Resolvers,
+    /// The agents' own account: reports in, verdicts out (`reports.rs`).
+    reports: reports::Reports,
+    intake_stats: Arc<intake::IntakeStats>,
+    otlp_stats: Arc<otlp::OtlpStats>,
 }
 
 /// The host's DNS resolvers, from `resolv.conf`: only their answers name connects.
@@ -220,7 +227,7 @@ async fn capture(settings: Settings, url: String) -> anyhow::Result<()> {
     let mut daemon = Daemon {
         probes,
         correlator,
-        sessions: Sessions::new(cgroup_mount, cgroup_root, settings.rules),
+        sessions: Sessions::new(cgroup_mount, cgroup_root, settings.rules.clone()),
         pipeline: Pipeline {
             redactor,
             alerts: crate::alerts::Engine::new(alert_rules, sensitive),
@@ -240,6 +247,9 @@ async fn capture(settings: Settings, url: String) -> anyhow::Result<()> {
         heartbeat: notify::Heartbeat::default(),
         retention: None,
         resolvers: Resolvers { path: settings.resolv_conf.clone(), read: false, modified: None },
+        reports: reports::Reports::new(&settings.file.agents, reports::installed_agents()),
+        intake_stats: Arc::default(),
+        otlp_stats: Arc::default(),
     };
     if let Some(r) = daemon.resolvers.changed() {
         daemon.correlator.set_resolvers(r);
@@ -262,6 +272,7 @@ async fn capture(settings: Settings, url: String) -> anyhow::Result<()> {
     write_private(&runtime_dir.join(config::DATABASE_URL_FILE), &url)?;
     metrics::start(settings.metrics_listen.as_deref(), &cmd_tx).await?;
     tokio::spawn(control::serve(listener, cmd_tx, allowed_gid, daemon.control_stats.clone()));
+    let (intake_rx, otlp_rx) = start_account(&mut daemon, runtime_dir, &settings).await?;
     info!(socket = %crate::control::socket_path(runtime_dir).display(), "capturing");
     notify::notify(&format!(
         "READY=1\nSTATUS=capturing: {} programs, {} live sessions",
@@ -270,9 +281,36 @@ async fn capture(settings: Settings, url: String) -> anyhow::Result<()> {
     ));
     notify::spawn_watchdog(daemon.heartbeat.clone());
 
-    let result = daemon.main_loop(&mut reader, cmd_rx, cut_rx).await;
+    let result = daemon.main_loop(&mut reader, cmd_rx, cut_rx, intake_rx, otlp_rx).await;
     stop(&mut daemon, runtime_dir, &mode_tx, store_task, &sync_task).await;
     result
+}
+
+/// The intake socket and the OTLP receiver, each with the channel its reports come in on. A
+/// receiver that cannot bind its address is reported and left off; the daemon still captures.
+async fn start_account(
+    daemon: &mut Daemon,
+    runtime_dir: &Path,
+    settings: &Settings,
+) -> anyhow::Result<(mpsc::Receiver<intake::HookReport>, mpsc::Receiver<otlp::Received>)> {
+    let (intake_tx, intake_rx) = mpsc::channel(1024);
+    let listener = intake::bind(runtime_dir)?;
+    tokio::spawn(intake::serve(listener, intake_tx, daemon.intake_stats.clone()));
+    let (otlp_tx, otlp_rx) = mpsc::channel(256);
+    if let Some(addr) = settings.file.agents.otlp_listen() {
+        match otlp::bind(&addr).await {
+            Ok(l) => {
+                let local = l.local_addr().map_or(addr.clone(), |a| a.to_string());
+                info!(listen = %local, "OTLP/HTTP receiver for the agents' telemetry");
+                daemon.reports.otlp_listen = Some(local);
+                tokio::spawn(otlp::serve(l, otlp_tx, daemon.otlp_stats.clone()));
+            }
+            Err(e) => {
+                warn!(listen = %addr, error = %e, "cannot bind the OTLP receiver (agents.otlp_listen): the agents' telemetry is not received");
+            }
+        }
+    }
+    Ok((intake_rx, otlp_rx))
 }
 
 /// The retention task, when `[retention]` is set; the receiver of the cuts it asks the main
@@ -352,6 +390,7 @@ async fn stop(
     let _ = daemon.probes.set_daemon(0);
 
     let _ = std::fs::remove_file(crate::control::socket_path(runtime_dir));
+    let _ = std::fs::remove_file(crate::intake::socket_path(runtime_dir));
     let _ = std::fs::remove_file(runtime_dir.join(config::DATABASE_URL_FILE));
     // Grouped repeats still waiting for their window are written now.
     let waiting = daemon.pipeline.alerts.tick(Utc::now(), true);
@@ -432,6 +471,8 @@ impl Daemon {
         reader: &mut Reader,
         mut cmds: mpsc::Receiver<Command>,
         mut cuts: mpsc::Receiver<retention::CutRequest>,
+        mut intake: mpsc::Receiver<intake::HookReport>,
+        mut otlp: mpsc::Receiver<otlp::Received>,
     ) -> anyhow::Result<()> {
         let err = |e: std::io::Error| anyhow::anyhow!("polling the ring buffers: {e}");
         // SAFETY (both): the fds belong to rings owned by `reader`, which outlives this loop and
@@ -474,12 +515,22 @@ impl Daemon {
                         self.settle_pending(&pending_at_start);
                         settled = true;
                     }
+                    self.account_tick();
                     // Only with the rings read: a removed cgroup's last events may still be in them.
                     if !more {
                         let mut out = Vec::new();
                         self.end_removed_rule_cgroups(&mut out);
                         self.emit(out);
                     }
+                }
+                // A report: the rings first, so the sender's processes are known.
+                Some(r) = intake.recv() => {
+                    self.pump(reader, false);
+                    self.hook_report(r);
+                }
+                Some(r) = otlp.recv() => {
+                    self.pump(reader, false);
+                    self.otlp_request(r);
                 }
                 Some(req) = cuts.recv() => {
                     self.pipeline.cut(req.cut);

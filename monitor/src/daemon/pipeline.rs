@@ -178,6 +178,7 @@ impl Daemon {
 
     /// Hand records on to the pipeline; a session end releases the session (`sessions.rs`).
     pub(super) fn emit(&mut self, out: Vec<Output>) {
+        let out = self.account_pass(out);
         let (sessions, probes) = (&mut self.sessions, &mut self.probes);
         self.pipeline.push(out, |end, shed| sessions.close(end, probes, shed));
     }

@@ -129,7 +129,42 @@ pub fn apply(r: &Redactor, o: &mut Output) -> Option<Value> {
             r.json(&mut a.details, &mut hits);
             None
         }
+        // The agent's account: every string in it may quote a secret.
+        Output::Report(rep) => {
+            json_text(r, &mut rep.body, &mut hits);
+            opt(r, &mut rep.tool_name, &mut hits);
+            rep.redacted = hits.into_iter().collect();
+            None
+        }
+        Output::Call(c) => {
+            if let Some(i) = c.input.as_mut() {
+                json_text(r, i, &mut hits);
+            }
+            for t in [&mut c.output, &mut c.assistant_text, &mut c.tool_name] {
+                opt(r, t, &mut hits);
+            }
+            r.text(&mut c.reason, &mut hits);
+            c.redacted = hits.into_iter().collect();
+            None
+        }
         Output::Checkpoint(_) | Output::SigningKey(_) | Output::RetentionCut(_) => None,
+    }
+}
+
+/// Redact JSON text as JSON (so a rule sees each string), or as plain text when it is not JSON.
+fn json_text(r: &Redactor, text: &mut String, hits: &mut Hits) {
+    if !r.is_candidate(text) {
+        return;
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(mut v) => {
+            if r.json(&mut v, hits) {
+                *text = v.to_string();
+            }
+        }
+        Err(_) => {
+            r.text(text, hits);
+        }
     }
 }
 

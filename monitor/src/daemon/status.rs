@@ -19,8 +19,16 @@ impl Daemon {
         let [webhook_delivered, webhook_failures, webhook_waiting, webhook_dropped] = self.pipeline.webhook_stats();
         #[expect(clippy::cast_precision_loss, reason = "an age in milliseconds, exact in f64 up to 285 000 years")]
         let oldest_unstored_secs = qs.oldest_ms.map(|t| now.saturating_sub(t) as f64 / 1000.0);
+        let mut account = self.reports.status.clone();
+        account.otlp_listen.clone_from(&self.reports.otlp_listen);
+        account.intake_bad = load(&self.intake_stats.bad);
+        account.intake_busy = load(&self.intake_stats.busy);
+        account.otlp_requests = load(&self.otlp_stats.requests);
+        account.otlp_busy = load(&self.otlp_stats.busy);
+        account.otlp_too_big = load(&self.otlp_stats.too_big);
         Status {
             capturing: true,
+            account,
             pid: std::process::id(),
             host: self.pipeline.host.clone(),
             started_at: self.started_at,

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::{
     chain::process_id,
     record::{
-        ActionRecord, AlertRecord, ChainLink, Checkpoint, EventRecord, Output, ProcessRecord, RetentionCut, SessionEnd,
-        SessionStart, SigningKey,
+        ActionRecord, AlertRecord, CallRecord, ChainLink, Checkpoint, EventRecord, Output, ProcessRecord, ReportRecord,
+        RetentionCut, SessionEnd, SessionStart, SigningKey,
     },
     text::hex,
 };
@@ -237,6 +237,8 @@ pub fn batch_days(batch: &[Output]) -> BTreeSet<NaiveDate> {
             }
             Output::SessionEnd(e) => days.insert(e.ended_at.date_naive()),
             Output::Alert(a) => days.insert(a.first_at.date_naive()),
+            Output::Report(r) => days.insert(r.received_at.date_naive()),
+            Output::Call(c) => days.insert(c.started_at.date_naive()),
             Output::Checkpoint(_) | Output::SigningKey(_) | Output::RetentionCut(_) => false,
         };
     }
@@ -358,6 +360,8 @@ pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output], mode: Even
     let mut keys = Vec::new();
     let mut alerts = Vec::new();
     let mut cuts = Vec::new();
+    let mut reports = Vec::new();
+    let mut calls = Vec::new();
     for o in batch {
         match o {
             Output::SessionStart(s) => starts.push(s),
@@ -372,6 +376,8 @@ pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output], mode: Even
             Output::SigningKey(k) => keys.push(k),
             Output::Alert(a) => alerts.push(a),
             Output::RetentionCut(c) => cuts.push(c),
+            Output::Report(r) => reports.push(r),
+            Output::Call(c) => calls.push(c),
         }
     }
     ensure_days(pool, batch).await?;
@@ -399,6 +405,12 @@ pub async fn write_batch(pool: &PgPool, host: &str, batch: &[Output], mode: Even
     }
     for chunk in keys.chunks(CHUNK) {
         insert_keys(host, chunk).build().execute(&mut *tx).await?;
+    }
+    for chunk in reports.chunks(CHUNK) {
+        insert_reports(host, chunk).build().execute(&mut *tx).await?;
+    }
+    for chunk in calls.chunks(CHUNK) {
+        insert_calls(host, chunk).build().execute(&mut *tx).await?;
     }
     for chunk in alerts.chunks(CHUNK) {
         insert_alerts(host, chunk).build().execute(&mut *tx).await?;
@@ -598,6 +610,84 @@ fn insert_alerts<'a>(host: &'a str, rows: &'a [&'a AlertRecord]) -> QueryBuilder
             .push_bind(chain_hash(&a.chain));
     });
     q.push(" ON CONFLICT (id, first_at) DO NOTHING");
+    q
+}
+
+fn insert_reports<'a>(host: &'a str, rows: &'a [&'a ReportRecord]) -> QueryBuilder<'a, Postgres> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO agent_reports (id, host, session_id, received_at, channel, agent_kind, event, conversation_id, \
+         tool_use_id, tool_name, pid, exec_id, attested, attestation, malformed, truncated, body, model, tokens_in, \
+         tokens_out, cache_read, cache_creation, cost_micro_usd, cost_estimated, redacted, chain_seq, chain_hash) ",
+    );
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(r.id)
+            .push_bind(host)
+            .push_bind(r.session_id)
+            .push_bind(r.received_at)
+            .push_bind(&r.channel)
+            .push_bind(&r.agent_kind)
+            .push_bind(&r.event)
+            .push_bind(&r.conversation_id)
+            .push_bind(&r.tool_use_id)
+            .push_bind(&r.tool_name)
+            .push_bind(i64::from(r.pid))
+            .push_bind(&r.exec_id)
+            .push_bind(r.attested)
+            .push_bind(&r.attestation)
+            .push_bind(&r.malformed)
+            .push_bind(r.truncated)
+            .push_bind(&r.body)
+            .push_bind(&r.model)
+            .push_bind(r.tokens_in)
+            .push_bind(r.tokens_out)
+            .push_bind(r.cache_read)
+            .push_bind(r.cache_creation)
+            .push_bind(r.cost_micro_usd)
+            .push_bind(r.cost_estimated)
+            .push_bind(&r.redacted)
+            .push_bind(chain_seq(&r.chain))
+            .push_bind(chain_hash(&r.chain));
+    });
+    q.push(" ON CONFLICT (id, received_at) DO NOTHING");
+    q
+}
+
+fn insert_calls<'a>(host: &'a str, rows: &'a [&'a CallRecord]) -> QueryBuilder<'a, Postgres> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO tool_calls (id, host, session_id, agent_kind, conversation_id, tool_use_id, tool_name, input, \
+         decision, decision_source, decided_at, started_at, ended_at, duration_ms, success, output, assistant_text, \
+         prompt_id, attested, verdict, reason, action_ids, event_ids, report_ids, redacted, chain_seq, chain_hash) ",
+    );
+    q.push_values(rows, |mut b, c| {
+        b.push_bind(c.id)
+            .push_bind(host)
+            .push_bind(c.session_id)
+            .push_bind(&c.agent_kind)
+            .push_bind(&c.conversation_id)
+            .push_bind(&c.tool_use_id)
+            .push_bind(&c.tool_name)
+            .push_bind(&c.input)
+            .push_bind(&c.decision)
+            .push_bind(&c.decision_source)
+            .push_bind(c.decided_at)
+            .push_bind(c.started_at)
+            .push_bind(c.ended_at)
+            .push_bind(c.duration_ms)
+            .push_bind(c.success)
+            .push_bind(&c.output)
+            .push_bind(&c.assistant_text)
+            .push_bind(&c.prompt_id)
+            .push_bind(c.attested)
+            .push_bind(&c.verdict)
+            .push_bind(&c.reason)
+            .push_bind(&c.action_ids)
+            .push_bind(&c.event_ids)
+            .push_bind(&c.report_ids)
+            .push_bind(&c.redacted)
+            .push_bind(chain_seq(&c.chain))
+            .push_bind(chain_hash(&c.chain));
+    });
+    q.push(" ON CONFLICT (id, started_at) DO NOTHING");
     q
 }
 
