@@ -35,7 +35,8 @@ pub use parse::Parsed;
 /// How long after a call closes (or an action ends) its verdict waits for the other side's
 /// late records (ring events still unread, OpenTelemetry batches).
 pub const GRACE_MS: i64 = 3000;
-/// A session that has reported before and then acts this long with no report is silent.
+/// A session that has reported before and then acts this long with no report is silent
+/// (the default of `agents.silence_secs`).
 pub const SILENCE_SECS: i64 = 30;
 /// Records kept per session for matching (the oldest go first).
 const KEEP_EVENTS: usize = 8192;
@@ -64,6 +65,9 @@ pub struct AgentsConfig {
     /// Additions to the built-in profile of each agent kind (`claude`, `codex`).
     #[serde(default)]
     pub profile: HashMap<String, Profile>,
+    /// Seconds an agent that has reported before may act with no report before
+    /// `agent_reports_missing` is raised [default: 30].
+    pub silence_secs: Option<u32>,
 }
 
 impl AgentsConfig {
@@ -103,7 +107,7 @@ impl Profile {
                 hosts: s(&["*.anthropic.com", "*.claude.ai", "claude.ai"]),
                 // Its shell snapshot (`bash -c env`, then a login shell writing the snapshot), its
                 // start-up file listing, and the process listing it takes to stop a hook.
-                commands: s(&["shell-snapshots/snapshot-", "/bin/bash -c env", " ls-files", "ps -A -o pid= -o ppid= -o pgid="]),
+                commands: s(&["SNAPSHOT_FILE=", "/bin/bash -c env", " ls-files", "ps -A -o pid= -o ppid= -o pgid="]),
             },
             "codex" => Self {
                 paths: s(&["/.codex/", "/tmp/codex-"]),
@@ -208,12 +212,14 @@ struct Acct {
     undecided: VecDeque<(DateTime<Utc>, Pending)>,
     agent_undeclared: HashSet<String>,
     agent_undeclared_over: u64,
-    /// Actions taken since the last report, while silent.
+    /// Actions started after the last report (counted once they are written).
     silent_actions: u64,
     silence_alerted: bool,
     agent: String,
     /// The agent process's executable was looked at.
     agent_known: bool,
+    /// Hook actions whose report arrived.
+    delivered: HashSet<Uuid>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +247,10 @@ pub struct AccountStats {
     pub denied: u64,
     pub unobserved: u64,
     pub undeclared: u64,
+    /// `agentmon hook` processes the kernel saw the agent start whose report never arrived
+    /// (the daemon was down or busy): counted when their action is read, also after a restart.
+    #[serde(default)]
+    pub hooks_undelivered: u64,
 }
 
 /// The account's part of `agentmon status`.
@@ -278,6 +288,7 @@ pub struct Account {
     extra: HashMap<String, Profile>,
     /// Agent kinds whose hooks are installed on this host (`agentmon agents install`).
     installed: Vec<String>,
+    silence_secs: i64,
     pub stats: AccountStats,
 }
 
@@ -339,8 +350,8 @@ fn path_matches(kernel: &str, declared: &str) -> bool {
 }
 
 impl Account {
-    pub fn new(extra: HashMap<String, Profile>, installed: Vec<String>) -> Self {
-        Self { extra, installed, ..Self::default() }
+    pub fn new(extra: HashMap<String, Profile>, installed: Vec<String>, silence_secs: Option<u32>) -> Self {
+        Self { extra, installed, silence_secs: silence_secs.map_or(SILENCE_SECS, i64::from), ..Self::default() }
     }
 
     /// Follow a new session of `agent` (its name), whose agent process runs `exe`.
@@ -377,6 +388,16 @@ impl Account {
         }
     }
 
+    /// A hook report arrived from a process of this action.
+    pub fn delivered(&mut self, session: Uuid, action: Option<Uuid>) {
+        if let Some(act) = action {
+            let a = self.acct(session);
+            if a.delivered.len() < 65_536 {
+                a.delivered.insert(act);
+            }
+        }
+    }
+
     /// Whether the session's agent process is still to be told (see [`Account::agent_exe`]).
     pub fn wants_agent(&self, session: Uuid) -> bool {
         self.sessions.get(&session).is_some_and(|a| !a.agent_known)
@@ -400,7 +421,6 @@ impl Account {
         a.reports += 1;
         a.last_report = Some(r.received_at);
         a.silent_actions = 0;
-        a.silence_alerted = false;
         let now = r.received_at;
         let closing = matches!(p.event.as_str(), "PostToolUse" | "PostToolUseFailure" | "tool_result" | "codex.tool_result");
         let Some(id) = p.tool_use_id.clone() else {
@@ -464,8 +484,14 @@ impl Account {
         }
     }
 
+    /// A session's state, made on its first record when its start was not seen (a session
+    /// re-adopted after a restart).
+    fn acct(&mut self, id: Uuid) -> &mut Acct {
+        self.sessions.entry(id).or_insert_with(|| Acct { kind: "unknown", ..Acct::default() })
+    }
+
     fn event(&mut self, e: &EventRecord, now: DateTime<Utc>) {
-        let Some(a) = self.sessions.get_mut(&e.session_id) else { return };
+        let a = self.acct(e.session_id);
         let Some(f) = e.facts.as_deref() else { return };
         if let (Some(act), "exec") = (e.action_id, f.kind) {
             a.open_acts.entry(act).or_insert(e.ts);
@@ -509,16 +535,21 @@ impl Account {
     }
 
     fn action(&mut self, r: &ActionRecord, now: DateTime<Utc>) {
-        let Some(a) = self.sessions.get_mut(&r.session_id) else { return };
+        let a = self.sessions.entry(r.session_id).or_insert_with(|| Acct { kind: "unknown", ..Acct::default() });
         a.open_acts.remove(&r.id);
         let root = r.processes.iter().find(|p| p.pid == r.pid);
         let first_image = root.and_then(|p| p.prior_argv.first()).unwrap_or(&r.argv);
-        let mut lines = vec![r.command.clone()];
+        // Each image's arguments as given (not re-quoted), so a declared command is found
+        // inside the shell line that wraps it.
+        let mut lines = vec![r.argv.join(" ")];
         for p in &r.processes {
-            lines.push(crate::text::shell_join(&p.argv));
-            lines.extend(p.prior_argv.iter().map(|x| crate::text::shell_join(x)));
+            lines.push(p.argv.join(" "));
+            lines.extend(p.prior_argv.iter().map(|x| x.join(" ")));
         }
-        let hook = is_hook_command(first_image) && r.processes.len() <= 2;
+        let hook = is_hook_command(first_image);
+        if hook && !a.delivered.remove(&r.id) {
+            self.stats.hooks_undelivered += 1;
+        }
         let own = !hook && a.profile.commands.iter().any(|c| lines.iter().any(|l| l.contains(c.as_str())));
         let act = Act {
             id: r.id,
@@ -533,7 +564,7 @@ impl Account {
         };
         if !hook && !own && (a.reports > 0 || a.expected) {
             a.undecided.push_back((now + Duration::milliseconds(GRACE_MS), Pending::Act(r.id)));
-            if a.reports > 0 || a.expected {
+            if a.last_report.is_none_or(|l| r.started_at > l + Duration::milliseconds(GRACE_MS)) {
                 a.silent_actions += 1;
             }
         }
@@ -552,7 +583,7 @@ impl Account {
         for id in ids {
             self.decide(id, now, false, &mut out);
             if let Some(a) = self.sessions.get_mut(&id) {
-                if let Some(s) = Self::silence(id, a, now) {
+                if let Some(s) = Self::silence(id, a, now, self.silence_secs) {
                     silences.push(s);
                 }
             }
@@ -560,9 +591,11 @@ impl Account {
         (out, silences)
     }
 
-    /// The session ended: everything still open is decided now.
-    pub fn end_session(&mut self, session: Uuid, now: DateTime<Utc>) -> Vec<Output> {
+    /// The session ended: everything still open is decided now, and an agent that acted after
+    /// its last report is silent whatever the time.
+    pub fn end_session(&mut self, session: Uuid, now: DateTime<Utc>) -> (Vec<Output>, Option<Silence>) {
         let mut out = Vec::new();
+        let silence = self.sessions.get_mut(&session).and_then(|a| Self::silence(session, a, now, 0));
         if let Some(a) = self.sessions.get_mut(&session) {
             for c in &mut a.calls {
                 if c.closed_at.is_none() {
@@ -574,15 +607,15 @@ impl Account {
         }
         self.decide(session, now, true, &mut out);
         self.sessions.remove(&session);
-        out
+        (out, silence)
     }
 
-    fn silence(session: Uuid, a: &mut Acct, now: DateTime<Utc>) -> Option<Silence> {
+    fn silence(session: Uuid, a: &mut Acct, now: DateTime<Utc>, secs: i64) -> Option<Silence> {
         if a.silence_alerted || a.silent_actions == 0 {
             return None;
         }
         let quiet_since = a.last_report?;
-        if now - quiet_since < Duration::seconds(SILENCE_SECS) {
+        if now - quiet_since < Duration::seconds(secs) {
             return None;
         }
         a.silence_alerted = true;

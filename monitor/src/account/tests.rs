@@ -77,7 +77,7 @@ fn calls(out: &[Output]) -> Vec<&CallRecord> {
 }
 
 fn setup() -> (Account, Uuid) {
-    let mut acc = Account::new(HashMap::new(), Vec::new());
+    let mut acc = Account::new(HashMap::new(), Vec::new(), None);
     let s = Uuid::now_v7();
     acc.start_session(s, "claude");
     (acc, s)
@@ -162,8 +162,8 @@ fn unattested_reports_change_nothing_and_silence_is_raised_once() {
     let mut forged = hook("t2", "PreToolUse", "Bash", json!({"command": "curl x"}), 20, json!({}));
     forged.attested = false;
     acc.report(s, &forged);
-    acc.observe(&action(s, &["curl", "x"], 100, 200, &[]), t(200));
-    let (out, silence) = acc.tick(t(5000));
+    acc.observe(&action(s, &["curl", "x"], 4000, 4100, &[]), t(4100));
+    let (out, silence) = acc.tick(t(8000));
     let c = calls(&out);
     assert_eq!(c.iter().map(|c| c.verdict.as_str()).collect::<Vec<_>>(), ["unobserved", "undeclared"], "{out:#?}");
     assert!(silence.is_empty(), "not yet silent");

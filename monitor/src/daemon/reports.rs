@@ -34,7 +34,7 @@ impl Reports {
     pub fn new(cfg: &account::AgentsConfig, installed: Vec<String>) -> Self {
         let own_exe = std::fs::read_link("/proc/self/exe").map(|p| p.display().to_string()).unwrap_or_default();
         Self {
-            matcher: account::Account::new(cfg.profile.clone(), installed),
+            matcher: account::Account::new(cfg.profile.clone(), installed, cfg.silence_secs),
             capture_prompts: cfg.capture_prompts.unwrap_or(true),
             prices: cfg.prices.clone(),
             own_exe,
@@ -119,6 +119,7 @@ impl Daemon {
             // the sender blocked on its answer.
             debug!(pid = r.pid, "no pidfd for the intake peer; identity from its start time");
         }
+        self.reports.matcher.delivered(session, sender.as_ref().and_then(|s| s.action));
         if !r.header.args.is_empty() {
             parsed.body = format!(
                 "{{\"hook_args\":{},\"input\":{}}}",
@@ -271,7 +272,14 @@ impl Daemon {
         for o in out {
             match &o {
                 Output::SessionStart(s) => self.reports.matcher.start_session(s.id, &s.agent),
-                Output::SessionEnd(e) => res.extend(self.reports.matcher.end_session(e.session_id, now)),
+                Output::SessionEnd(e) => {
+                    let (calls, silence) = self.reports.matcher.end_session(e.session_id, now);
+                    res.extend(calls);
+                    if let Some(s) = silence {
+                        let alerts = self.pipeline.alerts.silence(s.session, s.at, s.action, s.summary, s.details);
+                        self.pipeline.push_alerts(alerts);
+                    }
+                }
                 Output::Action(a) => self.learn_agent(a.session_id),
                 _ => {}
             }
