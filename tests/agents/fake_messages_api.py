@@ -7,6 +7,7 @@
 SCRIPT.json is a list of turns; each turn is a list of content blocks:
     {"type": "text", "text": "..."}
     {"type": "tool_use", "id": "toolu_01", "name": "Bash", "input": {"command": "..."}}
+    {"type": "delay", "secs": 5}   (holds the turn's answer back; not sent)
 A turn containing a tool_use block ends with stop_reason "tool_use", otherwise
 "end_turn".  Only main-loop requests (requests that carry a non-empty `tools`
 list) consume turns; side requests (title/topic generation, quota probes, ...)
@@ -174,6 +175,9 @@ class Handler(BaseHTTPRequestHandler):
         else:
             turn, blocks, kind = None, [{"type": "text", "text": "ok"}], "side"
         self._log(body, kind, turn)
+        # {"type": "delay", "secs": N} in a turn holds its answer back (the test acts meanwhile).
+        time.sleep(sum(float(b.get("secs", 0)) for b in blocks if b.get("type") == "delay"))
+        blocks = [b for b in blocks if b.get("type") != "delay"]
         model = body.get("model", "claude-sonnet-4-5")
         usage = usage_for(body, out_tokens(blocks))
         if not body.get("stream"):

@@ -202,6 +202,7 @@ fn test(no_vm: bool, args: &[String]) -> anyhow::Result<()> {
         bail!("the integration tests load eBPF programs and need root: run `sudo cargo xtask test`");
     }
     setup::test_packages()?;
+    let claude = setup::claude_code()?;
     // Lint first and report at the end: a style slip does not hide the tests' results.
     let lint = lint(&env);
     step("building the workspace");
@@ -219,6 +220,7 @@ fn test(no_vm: bool, args: &[String]) -> anyhow::Result<()> {
         .env("AGENTMON_TEST_DATABASE_URL", cluster.url("postgres"))
         .env("AGENTMON_BIN", workspace_root().join("target/debug/agentmon"))
         .env("AGENTMON_TEST_DEB", &deb)
+        .env("AGENTMON_CLAUDE_BIN", &claude)
         .status();
     pg::Cluster::stop_child(&mut server);
     let status = status?;

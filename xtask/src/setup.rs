@@ -49,6 +49,29 @@ pub fn test_packages() -> anyhow::Result<()> {
     vm_packages()
 }
 
+/// The pinned Claude Code CLI the agent-account tests drive (`tests/agents/install-claude.sh`,
+/// from the npm registry, into the user's cache); returns the path of its binary. npm comes
+/// from Debian when the machine has none.
+pub fn claude_code() -> anyhow::Result<PathBuf> {
+    if Command::new("npm").arg("--version").output().map_or(true, |o| !o.status.success()) {
+        apt_install(&["npm"], "npm, for the Claude Code CLI the tests drive")?;
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let dir = home.join(".cache/agentmon/claude-code");
+    let out = Command::new("sh")
+        .arg(crate::workspace_root().join("tests/agents/install-claude.sh"))
+        .arg(&dir)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running tests/agents/install-claude.sh")?;
+    if !out.status.success() {
+        bail!("installing the Claude Code CLI into {} failed", dir.display());
+    }
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    step(&format!("Claude Code CLI: {}", bin.display()));
+    Ok(bin)
+}
+
 /// The virtual-machine tier's tools: debootstrap for the guest image, and QEMU. Bookworm's
 /// own `qemu-system-x86` conflicts with the `qemu-utils` from bookworm-backports that Debian
 /// build machines often have, so QEMU comes from bookworm-backports, through an apt source of
