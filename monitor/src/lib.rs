@@ -19,6 +19,7 @@
 //! - [`daemon`]: the runtime: the pipeline's stages (`daemon/pipeline.rs` shows their order),
 //!   sessions, the control socket, metrics, the retention task.
 //! - [`control`], [`config`]: the control socket's protocol; the config file.
+//! - [`otlp`]: OTLP/HTTP request bodies (agents' OpenTelemetry logs and metrics) into items.
 //! - [`cli`]: one module per `agentmon` command; parses and prints.
 //! - [`text`], [`errno`], [`pgcluster`]: escaping and formatting, errno names, the private
 //!   `PostgreSQL` cluster.

@@ -10,7 +10,8 @@
 //! - `status.rs`: what `agentmon status` and the metrics report.
 //! - `control.rs` (the control socket), `metrics.rs` (Prometheus), `notify.rs` (systemd),
 //!   `handoff.rs` (the state carried across a graceful restart), `retention.rs` (the daily
-//!   task), `webhook.rs` (alert delivery), `embedded.rs` (the private `PostgreSQL`).
+//!   task), `webhook.rs` (alert delivery), `embedded.rs` (the private `PostgreSQL`), `otlp.rs`
+//!   (the OTLP/HTTP receiver of agents' logs and metrics).
 
 pub mod args;
 pub mod chain;
