@@ -19,6 +19,8 @@
 //! - [`daemon`]: the runtime: the pipeline's stages (`daemon/pipeline.rs` shows their order),
 //!   sessions, the control socket, metrics, the retention task.
 //! - [`control`], [`config`]: the control socket's protocol; the config file.
+//! - [`agents`]: what `agentmon agents install` writes into Claude Code's and Codex's managed
+//!   settings (hooks, OpenTelemetry), and how `uninstall` recognises it.
 //! - [`cli`]: one module per `agentmon` command; parses and prints.
 //! - [`text`], [`errno`], [`pgcluster`]: escaping and formatting, errno names, the private
 //!   `PostgreSQL` cluster.
@@ -31,6 +33,7 @@
 //! imports from `daemon/` or `cli/`, `daemon/` never imports from `cli/`, and no two modules
 //! import each other (`tests/layout.rs` checks all three).
 
+pub mod agents;
 pub mod alerts;
 pub mod cgroup;
 pub mod chain;
