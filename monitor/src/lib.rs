@@ -19,7 +19,11 @@
 //! - [`daemon`]: the runtime: the pipeline's stages (`daemon/pipeline.rs` shows their order),
 //!   sessions, the control socket, metrics, the retention task.
 //! - [`control`], [`config`]: the control socket's protocol; the config file.
-//! - [`otlp`]: OTLP/HTTP request bodies (agents' OpenTelemetry logs and metrics) into items.
+//! - The agents' own account: [`intake`] (the hook socket's protocol) and [`otlp`] (OTLP/HTTP
+//!   bodies into items) bring reports in; [`account`] reads them, decides whether the agent's
+//!   own hook sent each, and checks every declared tool call against the kernel's records;
+//!   [`agents`] is what `agentmon agents install` writes into Claude Code's and Codex's
+//!   managed settings (hooks, OpenTelemetry), and how `uninstall` recognises it.
 //! - [`cli`]: one module per `agentmon` command; parses and prints.
 //! - [`text`], [`errno`], [`pgcluster`]: escaping and formatting, errno names, the private
 //!   `PostgreSQL` cluster.
@@ -33,6 +37,7 @@
 //! import each other (`tests/layout.rs` checks all three).
 
 pub mod account;
+pub mod agents;
 pub mod alerts;
 pub mod cgroup;
 pub mod chain;

@@ -1,5 +1,6 @@
 //! The `agentmon` command line. One file per subcommand.
 
+pub mod agents;
 pub mod completions;
 pub mod export;
 pub mod hook;
@@ -243,6 +244,11 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Install or remove the agents' hooks and telemetry settings (Claude Code, Codex).
+    Agents {
+        #[command(subcommand)]
+        cmd: agents::AgentsCmd,
+    },
     /// Show one action and its process tree.
     Show {
         /// Action id or unique id prefix/suffix.
@@ -349,6 +355,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Man { dir } => man::run(dir.as_deref()).map(|()| 0),
+        Command::Agents { cmd } => agents::run(cmd),
         Command::Show { action, all, db } => {
             let pool = pool(&db).await?;
             if query::show(&pool, &action, all, db.json).await.context("querying the action")? {

@@ -248,7 +248,7 @@ async fn capture(settings: Settings, url: String) -> anyhow::Result<()> {
         heartbeat: notify::Heartbeat::default(),
         retention: None,
         resolvers: Resolvers { path: settings.resolv_conf.clone(), read: false, modified: None },
-        reports: reports::Reports::new(&settings.file.agents, reports::installed_agents()),
+        reports: reports::Reports::new(&settings.file.agents, crate::agents::installed(Path::new("/"))),
         intake_stats: Arc::default(),
         otlp_stats: Arc::default(),
     };

@@ -59,15 +59,6 @@ impl Reports {
     }
 }
 
-/// The agent kinds whose hooks `agentmon agents install` put in place on this host.
-pub fn installed_agents() -> Vec<String> {
-    let mut v = Vec::new();
-    if std::path::Path::new("/etc/claude-code/managed-settings.d/50-agentmon.json").exists() {
-        v.push("claude".to_owned());
-    }
-    v
-}
-
 /// Replace the prompt in a stored report body when prompts are not captured.
 fn drop_prompt(p: &mut Parsed) {
     if p.prompt.is_none() {
