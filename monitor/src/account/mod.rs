@@ -215,7 +215,6 @@ struct Acct {
     /// Actions started after the last report (counted once they are written).
     silent_actions: u64,
     silence_alerted: bool,
-    agent: String,
     /// The agent process's executable was looked at.
     agent_known: bool,
     /// Hook actions whose report arrived.
@@ -356,7 +355,8 @@ impl Account {
 
     /// Follow a new session of `agent` (its name), whose agent process runs `exe`.
     pub fn start_session(&mut self, id: Uuid, agent: &str) {
-        self.sessions.entry(id).or_insert_with(|| Acct { agent: agent.to_owned(), kind: "unknown", ..Acct::default() });
+        let _ = agent;
+        self.sessions.entry(id).or_insert_with(|| Acct { kind: "unknown", ..Acct::default() });
     }
 
     /// The agent process's executable is known (its exec): hooks installed for its kind make
