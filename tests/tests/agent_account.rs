@@ -341,7 +341,7 @@ async fn an_agent_whose_hooks_go_silent_is_flagged() {
     let w = work.display();
     let script = json!([
         [{"type": "tool_use", "id": "toolu_S1", "name": "Bash", "input": {"command": format!("echo /nonexistent > {}", flag.display())}}],
-        [{"type": "tool_use", "id": "toolu_S2", "name": "Bash", "input": {"command": format!("touch {w}/after1")}}],
+        [{"type": "delay", "secs": 1}, {"type": "tool_use", "id": "toolu_S2", "name": "Bash", "input": {"command": format!("touch {w}/after1")}}],
         [{"type": "tool_use", "id": "toolu_S3", "name": "Bash", "input": {"command": format!("touch {w}/after2")}}],
         [{"type": "text", "text": "done"}]
     ]);

@@ -35,6 +35,8 @@ pub use parse::Parsed;
 /// How long after a call closes (or an action ends) its verdict waits for the other side's
 /// late records (ring events still unread, OpenTelemetry batches).
 pub const GRACE_MS: i64 = 3000;
+/// How much later than the last report an action must start to count as unreported.
+const SILENCE_MARGIN_MS: i64 = 200;
 /// A session that has reported before and then acts this long with no report is silent
 /// (the default of `agents.silence_secs`).
 pub const SILENCE_SECS: i64 = 30;
@@ -103,7 +105,14 @@ impl Profile {
         let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect();
         match kind {
             "claude" => Self {
-                paths: s(&["/.claude/", "/.claude.json", "/tmp/claude-", "/.cache/claude", "/.local/share/claude/"]),
+                paths: s(&[
+                    "/.claude/",
+                    "/.claude.json",
+                    "/tmp/claude-",
+                    "/tmp/cc-socks/",
+                    "/.cache/claude",
+                    "/.local/share/claude/",
+                ]),
                 hosts: s(&["*.anthropic.com", "*.claude.ai", "claude.ai"]),
                 // Its shell snapshot (`bash -c env`, then a login shell writing the snapshot), its
                 // start-up file listing, and the process listing it takes to stop a hook.
@@ -564,7 +573,10 @@ impl Account {
         };
         if !hook && !own && (a.reports > 0 || a.expected) {
             a.undecided.push_back((now + Duration::milliseconds(GRACE_MS), Pending::Act(r.id)));
-            if a.last_report.is_none_or(|l| r.started_at > l + Duration::milliseconds(GRACE_MS)) {
+            // A report is handled before its hook answers, so before the tool it precedes
+            // starts: an action that starts after the last report had none (the margin is for
+            // the kernel's and the daemon's clocks).
+            if a.last_report.is_none_or(|l| r.started_at > l + Duration::milliseconds(SILENCE_MARGIN_MS)) {
                 a.silent_actions += 1;
             }
         }
