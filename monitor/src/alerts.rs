@@ -675,10 +675,8 @@ impl Engine {
                 if !r.attested {
                     hits.extend(self.account_hit("report_unattested", r.session_id, None, &r.attestation, || {
                         let what = format!("{} report {}", r.channel, r.event);
-                        let summary = format!(
-                            "a {what} came from pid {} and is not the agent's own: {}",
-                            r.pid, r.attestation
-                        );
+                        let summary =
+                            format!("a {what} came from pid {} and is not the agent's own: {}", r.pid, r.attestation);
                         let details = json!({"report_id": r.id, "channel": r.channel, "event": r.event, "pid": r.pid,
                             "exec_id": r.exec_id, "tool_use_id": r.tool_use_id, "attestation": r.attestation});
                         (summary, details, what)
@@ -781,8 +779,17 @@ impl Engine {
 
     /// An agent known to report that acts with no reports (`agent_reports_missing`): raised
     /// by the daemon when the account says so (see `crate::account`).
-    pub fn silence(&mut self, session: Uuid, now: DateTime<Utc>, action: Option<Uuid>, summary: String, details: Value) -> Vec<AlertRecord> {
-        let Some(hit) = self.account_hit("agent_reports_missing", session, action, "", || (summary.clone(), details, summary.clone())) else {
+    pub fn silence(
+        &mut self,
+        session: Uuid,
+        now: DateTime<Utc>,
+        action: Option<Uuid>,
+        summary: String,
+        details: Value,
+    ) -> Vec<AlertRecord> {
+        let Some(hit) = self
+            .account_hit("agent_reports_missing", session, action, "", || (summary.clone(), details, summary.clone()))
+        else {
             return Vec::new();
         };
         let agent = self.agent(session).to_owned();

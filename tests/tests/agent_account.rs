@@ -59,7 +59,11 @@ impl FakeApi {
     }
 
     fn main_requests(&self) -> usize {
-        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| l.contains("\"kind\": \"main\"")).count()
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"kind\": \"main\""))
+            .count()
     }
 }
 
@@ -74,7 +78,8 @@ impl Drop for FakeApi {
 async fn daemon(name: &str, dir: &Path) -> (Daemon, u16) {
     let otlp = free_port();
     let config = dir.join("agentmon.toml");
-    std::fs::write(&config, format!("[agents]\notlp_listen = \"127.0.0.1:{otlp}\"\nsilence_secs = 3\n")).expect("config");
+    std::fs::write(&config, format!("[agents]\notlp_listen = \"127.0.0.1:{otlp}\"\nsilence_secs = 3\n"))
+        .expect("config");
     let d = Daemon::start(name, &["--config", config.to_str().expect("utf-8")]).await;
     (d, otlp)
 }
@@ -113,7 +118,14 @@ fn settings(dir: &Path, hook: &str, extra: &Value) -> PathBuf {
 }
 
 /// Start Claude Code in an `agentmon run` session in `work`.
-fn spawn_claude(runtime: &Path, work: &Path, api: &FakeApi, otlp: u16, settings: &Path, extra: &[&str]) -> (Child, Instant) {
+fn spawn_claude(
+    runtime: &Path,
+    work: &Path,
+    api: &FakeApi,
+    otlp: u16,
+    settings: &Path,
+    extra: &[&str],
+) -> (Child, Instant) {
     let home = work.join("home");
     std::fs::create_dir_all(&home).expect("home");
     let child = Command::new(bin())
@@ -166,7 +178,14 @@ fn finish_claude(child: Child, started: Instant, log: &str) -> (String, Duration
     (id, took)
 }
 
-fn run_claude(d: &Daemon, work: &Path, api: &FakeApi, otlp: u16, settings: &Path, extra: &[&str]) -> (String, Duration) {
+fn run_claude(
+    d: &Daemon,
+    work: &Path,
+    api: &FakeApi,
+    otlp: u16,
+    settings: &Path,
+    extra: &[&str],
+) -> (String, Duration) {
     let (child, started) = spawn_claude(&d.runtime_dir, work, api, otlp, settings, extra);
     finish_claude(child, started, &d.log())
 }
@@ -200,7 +219,10 @@ async fn calls(d: &Daemon, session: &str) -> Vec<Value> {
 }
 
 fn call<'a>(calls: &'a [Value], tool_use_id: &str) -> &'a Value {
-    calls.iter().find(|c| c["tool_use_id"] == tool_use_id).unwrap_or_else(|| panic!("no call {tool_use_id}: {calls:#?}"))
+    calls
+        .iter()
+        .find(|c| c["tool_use_id"] == tool_use_id)
+        .unwrap_or_else(|| panic!("no call {tool_use_id}: {calls:#?}"))
 }
 
 /// The main scenario: declared commands matched, a Write matched, a background process tied to
@@ -230,14 +252,26 @@ async fn claude_code_calls_are_checked_against_the_kernel() {
         [{"type": "text", "text": "all done"}]
     ]);
     let api = FakeApi::start(&dir, &script);
-    let user_hook = json!({"Stop": {"hooks": [{"type": "command", "command": format!("echo stop > {w}/stop-hook.txt")}]}});
+    let user_hook =
+        json!({"Stop": {"hooks": [{"type": "command", "command": format!("echo stop > {w}/stop-hook.txt")}]}});
     let settings = settings(&dir, &hook, &user_hook);
     let (id, _) = run_claude(&d, &work, &api, otlp, &settings, &["--disallowedTools", "Bash(rm:*)"]);
     assert!(api.main_requests() >= 6, "every scripted turn was asked for");
     // The background writer outlives the agent: its call is decided once it ends.
     wait_for(30, "the background write", || work.join("late.txt").exists().then_some(()));
     d.wait_session_end_within(&id, 60);
-    let calls = poll(30, "the verdicts", || async { Some(calls(&d, &id).await).filter(|c| c.len() >= 6) }).await;
+    let want = ["toolu_A1", "toolu_A2", "toolu_A3", "toolu_A4", "toolu_A5"];
+    let start = Instant::now();
+    let calls = loop {
+        let c = calls(&d, &id).await;
+        let have = want.iter().all(|w| c.iter().any(|x| x["tool_use_id"] == *w))
+            && c.iter().any(|x| x["verdict"] == "undeclared");
+        if have {
+            break c;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the verdicts did not all come: {c:#?}\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     drop(listener);
 
     let a1 = call(&calls, "toolu_A1");
@@ -249,7 +283,10 @@ async fn claude_code_calls_are_checked_against_the_kernel() {
     let actions = d.actions(&id);
     let a1_action = actions
         .iter()
-        .find(|a| a1["action_ids"].as_array().expect("ids").iter().any(|x| x == &a["id"]) && a["command"].as_str().is_some_and(|c| c.contains("out.txt")))
+        .find(|a| {
+            a1["action_ids"].as_array().expect("ids").iter().any(|x| x == &a["id"])
+                && a["command"].as_str().is_some_and(|c| c.contains("out.txt"))
+        })
         .unwrap_or_else(|| panic!("A1's action: {a1:#} {actions:#?}"));
     assert_eq!(a1_action["exit_code"], 0);
     let files = a1_action["files"].as_array().expect("files");
@@ -267,7 +304,10 @@ async fn claude_code_calls_are_checked_against_the_kernel() {
         .iter()
         .find(|a| a["files"].as_array().is_some_and(|f| f.iter().any(|f| f["path"] == format!("{w}/late.txt"))))
         .unwrap_or_else(|| panic!("the background write's action: {actions:#?}"));
-    assert!(a3["action_ids"].as_array().expect("ids").contains(&late["id"]), "the background write is tied to its call");
+    assert!(
+        a3["action_ids"].as_array().expect("ids").contains(&late["id"]),
+        "the background write is tied to its call"
+    );
 
     // The forged PostToolUse: stored, not attested, and A1 kept its own output and reports.
     let reports = rows(&d, "SELECT * FROM agent_reports WHERE session_id = $1 ORDER BY received_at", &id).await;
@@ -297,7 +337,8 @@ async fn claude_code_calls_are_checked_against_the_kernel() {
     assert!(undeclared[0]["tool_use_id"].is_null());
 
     // Every hook report of the agent's own is attested; prompts and hooks all arrived.
-    let hooks: Vec<&Value> = reports.iter().filter(|r| r["channel"] == "hook" && r["conversation_id"] != "forged").collect();
+    let hooks: Vec<&Value> =
+        reports.iter().filter(|r| r["channel"] == "hook" && r["conversation_id"] != "forged").collect();
     assert!(hooks.iter().all(|r| r["attested"] == true), "{hooks:#?}");
     for ev in ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop"] {
         assert!(hooks.iter().any(|r| r["event"] == ev), "no {ev} report: {hooks:#?}");
@@ -305,7 +346,9 @@ async fn claude_code_calls_are_checked_against_the_kernel() {
     // Tokens and cost from OpenTelemetry, sent by the agent process itself.
     let usage: Vec<&Value> = reports.iter().filter(|r| r["event"] == "api_request").collect();
     assert!(usage.len() >= 6, "one api_request per turn: {usage:#?}");
-    assert!(usage.iter().all(|r| r["channel"] == "otlp" && r["attested"] == true && r["tokens_in"].as_i64().is_some_and(|t| t > 0)));
+    assert!(usage
+        .iter()
+        .all(|r| r["channel"] == "otlp" && r["attested"] == true && r["tokens_in"].as_i64().is_some_and(|t| t > 0)));
     assert!(usage.iter().any(|r| r["cost_micro_usd"].as_i64().is_some_and(|c| c > 0)), "{usage:#?}");
     let decision = reports.iter().find(|r| r["event"] == "tool_decision" && r["tool_use_id"] == "toolu_A5");
     assert!(decision.is_some(), "the refusal's decision came over OpenTelemetry");
@@ -318,9 +361,16 @@ async fn claude_code_calls_are_checked_against_the_kernel() {
     assert!(!rules.contains(&"agent_reports_missing"), "{rules:?}");
 
     // The seed's view: tool rows, and model requests with tokens and cost.
-    let view = rows(&d, "SELECT action_type, action_name, tokens_input, cost_usd FROM agent_audit_log WHERE session_id = $1", &id).await;
+    let view = rows(
+        &d,
+        "SELECT action_type, action_name, tokens_input, cost_usd FROM agent_audit_log WHERE session_id = $1",
+        &id,
+    )
+    .await;
     assert!(view.iter().any(|r| r["action_type"] == "tool" && r["action_name"] == "Write"), "{view:#?}");
-    assert!(view.iter().any(|r| r["action_type"] == "model_request" && r["tokens_input"].as_i64().is_some_and(|t| t > 0)));
+    assert!(view
+        .iter()
+        .any(|r| r["action_type"] == "model_request" && r["tokens_input"].as_i64().is_some_and(|t| t > 0)));
 
     // The trail still verifies with the new rows in it.
     let v = d.cli(&["verify"]);
@@ -350,11 +400,17 @@ async fn an_agent_whose_hooks_go_silent_is_flagged() {
     let (id, _) = run_claude(&d, &work, &api, otlp, &settings, &[]);
     d.wait_session_end_within(&id, 60);
     let sql = "SELECT rule, summary FROM alerts WHERE session_id = $1 AND rule = 'agent_reports_missing'";
-    let alerts = poll(30, "the silence alert", || async { Some(rows(&d, sql, &id).await).filter(|a| !a.is_empty()) }).await;
+    let alerts =
+        poll(30, "the silence alert", || async { Some(rows(&d, sql, &id).await).filter(|a| !a.is_empty()) }).await;
     assert!(alerts[0]["summary"].as_str().is_some_and(|s| s.contains("no report")), "{alerts:#?}");
-    let calls = calls(&d, &id).await;
-    let undeclared = calls.iter().filter(|c| c["verdict"] == "undeclared").count();
-    assert!(undeclared >= 2, "the unreported commands are undeclared: {calls:#?}");
+    // The telemetry went on: the calls no hook reported are still checked, in the window the
+    // agent's own clock gives them.
+    let calls = poll(30, "the calls", || async { Some(calls(&d, &id).await).filter(|c| c.len() >= 3) }).await;
+    for id in ["toolu_S2", "toolu_S3"] {
+        let c = call(&calls, id);
+        assert_eq!(c["verdict"], "matched", "{c:#}");
+        assert!(c["reason"].as_str().is_some_and(|r| r.contains("no hook reported it")), "{c:#}");
+    }
 }
 
 /// The daemon down while the agent runs: each hook gives up within its bound and the agent

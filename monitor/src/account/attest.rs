@@ -41,7 +41,10 @@ pub fn hook(s: &Sender, agentmon: &str) -> Result<String, String> {
     if s.pid != *root && s.ppid != *root {
         return Err("the hook's shell did not start the sender directly".into());
     }
-    Ok(format!("hook: `agentmon hook` started by the agent (pid {agent}) through `{}`", crate::text::visible(&crate::text::truncate_chars(&crate::text::shell_join(first), 120))))
+    Ok(format!(
+        "hook: `agentmon hook` started by the agent (pid {agent}) through `{}`",
+        crate::text::visible(&crate::text::truncate_chars(&crate::text::shell_join(first), 120))
+    ))
 }
 
 /// Whether an OpenTelemetry request is the agent's own: sent by the agent process itself.

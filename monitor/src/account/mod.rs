@@ -197,6 +197,8 @@ struct Call {
     duration_ms: Option<i64>,
     reports: Vec<Uuid>,
     attested: bool,
+    /// No hook reported it: its window is the agent's telemetry's, by the agent's clock.
+    window_reported: bool,
 }
 
 #[derive(Debug, Default)]
@@ -207,7 +209,10 @@ struct Acct {
     endpoints: Vec<String>,
     /// Attested reports received, and when the last arrived.
     reports: u64,
+    /// The last report that counts against silence: a hook's, once the session has sent any
+    /// (telemetry goes on flowing when hooks are removed), else any.
     last_report: Option<DateTime<Utc>>,
+    hook_reports: u64,
     /// Expected to report (hooks installed for its kind) even before its first report.
     expected: bool,
     calls: Vec<Call>,
@@ -350,7 +355,9 @@ fn path_matches(kernel: &str, declared: &str) -> bool {
         .strip_prefix("/proc/self/fd/")
         .or_else(|| kernel.strip_prefix("/proc/thread-self/fd/"))
         .and_then(|r| r.split_once('/'))
-        .is_some_and(|(fd, rest)| fd.bytes().all(|b| b.is_ascii_digit()) && (rest == name || rest.starts_with(&format!("{name}.tmp."))));
+        .is_some_and(|(fd, rest)| {
+            fd.bytes().all(|b| b.is_ascii_digit()) && (rest == name || rest.starts_with(&format!("{name}.tmp.")))
+        });
     kernel == d
         || kernel.strip_prefix(d).is_some_and(|r| r.starts_with('/') || r.starts_with(".tmp."))
         || (!d.starts_with('/') && kernel.ends_with(&format!("/{d}")))
@@ -428,10 +435,16 @@ impl Account {
             Self::set_kind(&self.extra, a, p.agent_kind);
         }
         a.reports += 1;
-        a.last_report = Some(r.received_at);
-        a.silent_actions = 0;
+        if r.channel == "hook" {
+            a.hook_reports += 1;
+        }
+        if r.channel == "hook" || a.hook_reports == 0 {
+            a.last_report = Some(r.received_at);
+            a.silent_actions = 0;
+        }
         let now = r.received_at;
-        let closing = matches!(p.event.as_str(), "PostToolUse" | "PostToolUseFailure" | "tool_result" | "codex.tool_result");
+        let closing =
+            matches!(p.event.as_str(), "PostToolUse" | "PostToolUseFailure" | "tool_result" | "codex.tool_result");
         let Some(id) = p.tool_use_id.clone() else {
             // A report of no call: a new prompt or a stop closes whatever is still open.
             if matches!(p.event.as_str(), "Stop" | "SubagentStop" | "UserPromptSubmit" | "SessionEnd") {
@@ -456,7 +469,15 @@ impl Account {
         if c.input.is_none() {
             c.input.clone_from(&p.input);
         }
-        // Hooks give the window; OpenTelemetry arrives in batches and only fills in details.
+        // Hooks give the window; OpenTelemetry arrives in batches and only fills in details,
+        // or, for a call no hook reported, gives the window by the agent's own clock.
+        if r.channel != "hook" && c.opened_at.is_none() && (closing || p.decision.as_deref().is_some_and(is_refusal)) {
+            // A margin for the agent's timing of its own tool.
+            let end = p.time.unwrap_or(now) + Duration::milliseconds(250);
+            c.closed_at = Some(end);
+            c.opened_at = Some(end - Duration::milliseconds(p.duration_ms.unwrap_or(0).clamp(0, 86_400_000) + 500));
+            c.window_reported = true;
+        }
         if r.channel == "hook" {
             if c.opened_at.is_none() && !closing {
                 c.opened_at = Some(now);
@@ -507,7 +528,11 @@ impl Account {
         }
         let files: Vec<(String, &'static str, bool)> =
             f.files.iter().map(|(p, acc)| (p.clone(), *acc, f.result == "ok")).collect();
-        let connect = f.net.as_ref().filter(|n| n.op == "connect" || n.op == "send").map(|n| (n.addr.clone().unwrap_or_default(), n.port, n.host.clone()));
+        let connect = f
+            .net
+            .as_ref()
+            .filter(|n| n.op == "connect" || n.op == "send")
+            .map(|n| (n.addr.clone().unwrap_or_default(), n.port, n.host.clone()));
         if files.is_empty() && connect.is_none() {
             return;
         }
@@ -540,7 +565,8 @@ impl Account {
             || *port == Some(53)
             || a.endpoints.iter().any(|e| *e == endpoint)
             || host.as_deref().is_some_and(|h| a.profile.host_allowed(h));
-        (!allowed).then(|| format!("connect {}", host.as_deref().map_or(endpoint.clone(), |h| format!("{h} ({endpoint})"))))
+        (!allowed)
+            .then(|| format!("connect {}", host.as_deref().map_or(endpoint.clone(), |h| format!("{h} ({endpoint})"))))
     }
 
     fn action(&mut self, r: &ActionRecord, now: DateTime<Utc>) {
@@ -669,18 +695,21 @@ impl Account {
             let rec = Self::verdict(session, a, &c);
             Self::count(&mut self.stats, &rec.verdict);
             if let (Some(o), Some(cl)) = (c.opened_at, c.closed_at) {
-                a.windows.push_back((o, cl));
+                // A refused call ran nothing: its window covers nothing else.
+                let refused = c.decision.as_deref().is_some_and(is_refusal);
+                a.windows.push_back((o, if refused { o } else { cl }));
                 if a.windows.len() > KEEP_ACTIONS {
                     a.windows.pop_front();
                 }
             }
             out.push(Output::Call(rec));
         }
+        let mut later = VecDeque::new();
         while let Some((due, _)) = a.undecided.front() {
             if !all && *due > now {
                 break;
             }
-            let Some((_, p)) = a.undecided.pop_front() else { break };
+            let Some((due, p)) = a.undecided.pop_front() else { break };
             let (ts, what) = match &p {
                 Pending::Act(id) => match a.acts.iter().find(|x| x.id == *id) {
                     Some(x) => (x.started_at, None),
@@ -688,15 +717,24 @@ impl Account {
                 },
                 Pending::AgentEvent(ev, what) => (ev.ts, Some(what.clone())),
             };
-            let covered = a.windows.iter().any(|(o, c)| ts >= *o && ts <= *c)
-                || a.calls.iter().any(|c| c.opened_at.is_some_and(|o| ts >= o && c.closed_at.is_none_or(|cl| ts <= cl)));
-            if covered {
+            if a.windows.iter().any(|(o, c)| ts >= *o && ts <= *c) {
+                continue;
+            }
+            // Inside a call not decided yet (a refusal may still arrive and shrink its
+            // window): decided after it.
+            let pending =
+                a.calls.iter().any(|c| c.opened_at.is_some_and(|o| ts >= o && c.closed_at.is_none_or(|cl| ts <= cl)));
+            if pending && !all {
+                later.push_back((due, p));
                 continue;
             }
             if let Some(rec) = Self::undeclared(session, a, &p, what) {
                 self.stats.undeclared += 1;
                 out.push(Output::Call(rec));
             }
+        }
+        for item in later.into_iter().rev() {
+            a.undecided.push_front(item);
         }
     }
 
@@ -767,10 +805,20 @@ impl Account {
         let mut action_ids = Vec::new();
         let mut event_ids = Vec::new();
         let (verdict, reason) = if refused {
-            let seen = acts.iter().any(|x| !x.own);
-            action_ids.extend(acts.iter().map(|x| x.id));
-            if seen {
-                ("mismatch", format!("refused ({}), yet the kernel saw actions in its window", c.decision.as_deref().unwrap_or("")))
+            // Refused: the declared command must not have run (other work in the window is
+            // another call's, or undeclared on its own).
+            let cmd = c.input.as_ref().and_then(|i| i.get("command")).and_then(Value::as_str).unwrap_or("");
+            let ran: Vec<&&Act> = acts.iter().filter(|x| x.lines.iter().any(|l| holds_command(l, cmd))).collect();
+            action_ids.extend(ran.iter().map(|x| x.id));
+            if !ran.is_empty() {
+                (
+                    "mismatch",
+                    format!(
+                        "refused ({}), yet the kernel saw `{}` run",
+                        c.decision.as_deref().unwrap_or(""),
+                        short(cmd)
+                    ),
+                )
             } else {
                 ("denied", format!("refused ({}) and nothing observed", c.decision.as_deref().unwrap_or("")))
             }
@@ -792,13 +840,21 @@ impl Account {
             event_ids.extend(on_path.iter().map(|e| e.id));
             // Grep and Glob may run a helper (`rg`) as an action of their own.
             action_ids.extend(acts.iter().filter(|x| x.lines.iter().any(|l| l.contains(&path))).map(|x| x.id));
-            let wrote = on_path.iter().any(|e| e.files.iter().any(|(p, acc, ok)| *ok && is_write(acc) && path_matches(p, &path)));
+            let wrote = on_path
+                .iter()
+                .any(|e| e.files.iter().any(|(p, acc, ok)| *ok && is_write(acc) && path_matches(p, &path)));
             if on_path.is_empty() && action_ids.is_empty() {
-                nothing(c, &format!("declared {tool} of {}; the agent process did not touch it in the window", short(&path)))
+                nothing(
+                    c,
+                    &format!("declared {tool} of {}; the agent process did not touch it in the window", short(&path)),
+                )
             } else if writes_expected && !wrote && c.success != Some(false) {
                 ("mismatch", format!("declared {tool} of {}; the kernel saw it touched but not written", short(&path)))
             } else {
-                ("matched", format!("{tool} of {}: {} event(s) of the agent process on it", short(&path), on_path.len()))
+                (
+                    "matched",
+                    format!("{tool} of {}: {} event(s) of the agent process on it", short(&path), on_path.len()),
+                )
             }
         } else if matches!(tool.as_str(), "WebFetch") {
             let conns: Vec<&&Ev> = agent_events.iter().filter(|e| e.connect.is_some()).collect();
@@ -824,6 +880,11 @@ impl Account {
         };
         action_ids.truncate(MAX_IDS);
         event_ids.truncate(MAX_IDS);
+        let reason = if c.window_reported {
+            format!("{reason} (no hook reported it: its window is from the agent's telemetry, by its own clock)")
+        } else {
+            reason
+        };
         CallRecord {
             id: Uuid::now_v7(),
             session_id: session,

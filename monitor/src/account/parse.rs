@@ -29,6 +29,9 @@ pub struct Parsed {
     /// The user's prompt (`UserPromptSubmit`, `user_prompt`).
     pub prompt: Option<String>,
     pub transcript_path: Option<String>,
+    /// When the agent says the event happened (OpenTelemetry: `event.timestamp`, else the
+    /// record's time): the agent's word, used only for calls no hook reported.
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
     pub model: Option<String>,
     pub tokens_in: Option<i64>,
     pub tokens_out: Option<i64>,
@@ -61,9 +64,11 @@ fn first_text(m: &Map<String, Value>, keys: &[&str]) -> Option<String> {
 fn int(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.round() as i64)),
-        Value::String(s) => s.trim().parse::<i64>().ok().or_else(|| {
-            s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f.round() as i64)
-        }),
+        Value::String(s) => s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .or_else(|| s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f.round() as i64)),
         _ => None,
     }
 }
@@ -133,7 +138,11 @@ fn response_text(v: &Value) -> Option<String> {
         Value::Object(m) if m.contains_key("stdout") || m.contains_key("stderr") => {
             let out = m.get("stdout").and_then(Value::as_str).unwrap_or("");
             let err = m.get("stderr").and_then(Value::as_str).unwrap_or("");
-            Some(if err.is_empty() { out.to_owned() } else { format!("{out}{}{err}", if out.is_empty() { "" } else { "\n" }) })
+            Some(if err.is_empty() {
+                out.to_owned()
+            } else {
+                format!("{out}{}{err}", if out.is_empty() { "" } else { "\n" })
+            })
         }
         other => Some(other.to_string()),
     }
@@ -207,7 +216,12 @@ pub fn malformed(raw: &[u8], cut: bool, why: &str) -> Parsed {
 }
 
 /// One OpenTelemetry record: its name, attributes and resource attributes (see `crate::otlp`).
-pub fn otlp(name: &str, attributes: &Map<String, Value>, resource: &Map<String, Value>) -> Parsed {
+pub fn otlp(
+    name: &str,
+    time: Option<chrono::DateTime<chrono::Utc>>,
+    attributes: &Map<String, Value>,
+    resource: &Map<String, Value>,
+) -> Parsed {
     let service = resource.get("service.name").and_then(Value::as_str).unwrap_or("");
     let agent_kind = if name.starts_with("codex") || service.contains("codex") {
         "codex"
@@ -236,6 +250,10 @@ pub fn otlp(name: &str, attributes: &Map<String, Value>, resource: &Map<String, 
             other => other.clone(),
         }),
         output: first_text(a, &["output", "tool_output"]),
+        time: first_text(a, &["event.timestamp"])
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .or(time),
         event,
         ..Parsed::default()
     };
@@ -331,14 +349,17 @@ mod tests {
         let a = json!({"event.name": "api_request", "session.id": "s1", "prompt.id": "p1", "model": "claude-x",
             "input_tokens": "120", "output_tokens": 30, "cache_read_tokens": 5, "cache_creation_tokens": "0",
             "cost_usd": 0.00123, "duration_ms": "800"});
-        let p = otlp("claude_code.api_request", a.as_object().expect("map"), &Map::new());
+        let p = otlp("claude_code.api_request", None, a.as_object().expect("map"), &Map::new());
         assert_eq!(p.event, "api_request");
         assert_eq!(p.agent_kind, "claude");
-        assert_eq!((p.tokens_in, p.tokens_out, p.cache_read, p.cache_creation), (Some(120), Some(30), Some(5), Some(0)));
+        assert_eq!(
+            (p.tokens_in, p.tokens_out, p.cache_read, p.cache_creation),
+            (Some(120), Some(30), Some(5), Some(0))
+        );
         assert_eq!(p.cost_micro_usd, Some(1230));
         assert_eq!(p.model.as_deref(), Some("claude-x"));
         let d = json!({"decision": "reject", "source": "config", "tool_name": "Bash", "tool_use_id": "t9"});
-        let p = otlp("tool_decision", d.as_object().expect("map"), &Map::new());
+        let p = otlp("tool_decision", None, d.as_object().expect("map"), &Map::new());
         assert_eq!((p.decision.as_deref(), p.decision_source.as_deref()), (Some("reject"), Some("config")));
         assert_eq!(p.tokens_in, None, "no usage outside api_request");
     }
@@ -347,7 +368,7 @@ mod tests {
     fn codex_usage_and_price_estimates() {
         let a = json!({"event.kind": "response.completed", "input_token_count": 1000, "output_token_count": 200,
             "cached_token_count": 100, "conversation.id": "c1"});
-        let p = otlp("codex.sse_event", a.as_object().expect("map"), &Map::new());
+        let p = otlp("codex.sse_event", None, a.as_object().expect("map"), &Map::new());
         assert_eq!(p.agent_kind, "codex");
         assert_eq!((p.tokens_in, p.tokens_out, p.cache_read), (Some(1000), Some(200), Some(100)));
         assert_eq!(p.cost_micro_usd, None);

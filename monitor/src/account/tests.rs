@@ -13,7 +13,13 @@ fn hook(id: &str, event: &str, tool: &str, input: Value, at: i64, extra: Value) 
     if let (Some(m), Value::Object(e)) = (v.as_object_mut(), extra) {
         m.extend(e);
     }
-    Report { id: Uuid::now_v7(), received_at: t(at), attested: true, channel: "hook", parsed: parse::hook(v.to_string().as_bytes(), false) }
+    Report {
+        id: Uuid::now_v7(),
+        received_at: t(at),
+        attested: true,
+        channel: "hook",
+        parsed: parse::hook(v.to_string().as_bytes(), false),
+    }
 }
 
 fn action(session: Uuid, argv: &[&str], start: i64, end: i64, files: &[(&str, &str)]) -> Output {
@@ -91,7 +97,14 @@ fn a_bash_call_matches_the_command_its_shell_ran() {
     acc.observe(&action(s, &["/bin/bash", "-c", wrapper], 100, 200, &[("/tmp/x", "create")]), t(200));
     acc.report(
         s,
-        &hook("t1", "PostToolUse", "Bash", json!({"command": "echo 'hi' > /tmp/x"}), 300, json!({"tool_response": {"stdout": ""}})),
+        &hook(
+            "t1",
+            "PostToolUse",
+            "Bash",
+            json!({"command": "echo 'hi' > /tmp/x"}),
+            300,
+            json!({"tool_response": {"stdout": ""}}),
+        ),
     );
     let (out, _) = acc.tick(t(1000));
     assert!(calls(&out).is_empty(), "waits for the grace period");
@@ -110,7 +123,10 @@ fn another_command_is_a_mismatch_and_an_action_outside_every_call_is_undeclared(
     let (mut acc, s) = setup();
     acc.report(s, &hook("t1", "PreToolUse", "Bash", json!({"command": "ls"}), 0, json!({})));
     acc.observe(&action(s, &["/bin/bash", "-c", "eval 'rm -rf /srv' < /dev/null"], 100, 200, &[]), t(200));
-    acc.report(s, &hook("t1", "PostToolUse", "Bash", json!({"command": "ls"}), 300, json!({"tool_response": {"stdout": ""}})));
+    acc.report(
+        s,
+        &hook("t1", "PostToolUse", "Bash", json!({"command": "ls"}), 300, json!({"tool_response": {"stdout": ""}})),
+    );
     acc.observe(&action(s, &["/usr/bin/touch", "/tmp/evil"], 5000, 5100, &[("/tmp/evil", "create")]), t(5100));
     let (out, _) = acc.tick(t(20_000));
     let c = calls(&out);
@@ -139,12 +155,15 @@ fn a_write_matches_the_agents_atomic_write_and_a_refusal_is_denied() {
     acc.report(s, &hook("w1", "PreToolUse", "Write", json!({"file_path": "/srv/a.txt", "content": "x"}), 0, json!({})));
     acc.observe(&agent_file(s, "/srv/a.txt.tmp.77.ab12", "create", 50), t(50));
     acc.observe(&agent_file(s, "/proc/self/fd/14/a.txt", "rename_to", 60), t(60));
-    acc.report(s, &hook("w1", "PostToolUse", "Write", json!({"file_path": "/srv/a.txt"}), 100, json!({"tool_response": {}})));
+    acc.report(
+        s,
+        &hook("w1", "PostToolUse", "Write", json!({"file_path": "/srv/a.txt"}), 100, json!({"tool_response": {}})),
+    );
     acc.report(s, &hook("b1", "PreToolUse", "Bash", json!({"command": "rm -f /x"}), 200, json!({})));
     let d = json!({"decision": "reject", "source": "config", "tool_use_id": "b1", "tool_name": "Bash"});
     let mut r = hook("b1", "x", "Bash", json!(null), 250, json!({}));
     r.channel = "otlp";
-    r.parsed = parse::otlp("tool_decision", d.as_object().expect("map"), &serde_json::Map::new());
+    r.parsed = parse::otlp("tool_decision", None, d.as_object().expect("map"), &serde_json::Map::new());
     acc.report(s, &r);
     let (out, _) = acc.tick(t(60_000));
     let c = calls(&out);

@@ -30,8 +30,9 @@ fn deliver(runtime_dir: &Path, args: &[String]) -> std::io::Result<()> {
     input.truncate(intake::MAX_INPUT);
     let header = Header { v: 1, args: args.to_vec(), cut };
     let path = intake::socket_path(runtime_dir);
-    let mut s = UnixStream::connect(&path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{} ({e}): is the agentmon daemon running?", path.display())))?;
+    let mut s = UnixStream::connect(&path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("{} ({e}): is the agentmon daemon running?", path.display()))
+    })?;
     let left = || intake::CLIENT_BUDGET.saturating_sub(start.elapsed()).max(std::time::Duration::from_millis(1));
     s.set_write_timeout(Some(left()))?;
     let mut line = serde_json::to_vec(&header).map_err(std::io::Error::other)?;

@@ -197,7 +197,8 @@ pub fn socket_owner(inode: u64, pids: impl IntoIterator<Item = u32>) -> Option<u
     let target = format!("socket:[{inode}]");
     pids.into_iter().find(|pid| {
         std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
-            d.filter_map(Result::ok).any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == target.as_str()))
+            d.filter_map(Result::ok)
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == target.as_str()))
         })
     })
 }

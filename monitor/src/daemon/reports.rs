@@ -137,7 +137,9 @@ impl Daemon {
         let verdict = attest::otlp(&sender);
         let at = Utc::now();
         let parsed: Vec<Parsed> = match &r.items {
-            Ok(items) => items.iter().map(|i| account::parse::otlp(&i.name, &i.attributes, &i.resource)).collect(),
+            Ok(items) => {
+                items.iter().map(|i| account::parse::otlp(&i.name, i.time, &i.attributes, &i.resource)).collect()
+            }
             Err(e) => vec![account::parse::malformed(&r.raw_prefix, r.body_len > r.raw_prefix.len(), e)],
         };
         for p in parsed {
@@ -183,13 +185,8 @@ impl Daemon {
             warn!(pid, channel, event = %crate::text::visible(&parsed.event), why = %attestation, "a report not sent by the agent's own hook");
         }
         if !self.reports.matcher.has(session) {
-            let agent = self
-                .correlator
-                .live_sessions()
-                .into_iter()
-                .find(|s| s.0 == session)
-                .map(|s| s.1)
-                .unwrap_or_default();
+            let agent =
+                self.correlator.live_sessions().into_iter().find(|s| s.0 == session).map(|s| s.1).unwrap_or_default();
             self.reports.matcher.start_session(session, &agent);
         }
         self.learn_agent(session);
@@ -221,10 +218,7 @@ impl Daemon {
             redacted: Vec::new(),
             chain: ChainLink::default(),
         };
-        self.reports.matcher.report(
-            session,
-            &account::Report { id, received_at: at, attested, channel, parsed },
-        );
+        self.reports.matcher.report(session, &account::Report { id, received_at: at, attested, channel, parsed });
         self.emit(vec![Output::Report(rec)]);
         "ok".into()
     }
