@@ -218,6 +218,22 @@ async fn calls(d: &Daemon, session: &str) -> Vec<Value> {
     rows(d, "SELECT * FROM tool_calls WHERE session_id = $1 ORDER BY started_at", session).await
 }
 
+/// Wait until the session's calls satisfy `done`; on a timeout, say what was there.
+async fn wait_calls(d: &Daemon, id: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let c = calls(d, id).await;
+        if done(&c) {
+            return c;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let reports = rows(d, "SELECT received_at, channel, event, tool_use_id, attested, attestation FROM agent_reports WHERE session_id = $1 ORDER BY received_at", id).await;
+            panic!("the calls did not come: {c:#?}\nreports: {reports:#?}\n{}", d.log());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn call<'a>(calls: &'a [Value], tool_use_id: &str) -> &'a Value {
     calls
         .iter()
@@ -261,17 +277,10 @@ async fn claude_code_calls_are_checked_against_the_kernel() {
     wait_for(30, "the background write", || work.join("late.txt").exists().then_some(()));
     d.wait_session_end_within(&id, 60);
     let want = ["toolu_A1", "toolu_A2", "toolu_A3", "toolu_A4", "toolu_A5"];
-    let start = Instant::now();
-    let calls = loop {
-        let c = calls(&d, &id).await;
-        let have = want.iter().all(|w| c.iter().any(|x| x["tool_use_id"] == *w))
-            && c.iter().any(|x| x["verdict"] == "undeclared");
-        if have {
-            break c;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "the verdicts did not all come: {c:#?}\n{}", d.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let calls = wait_calls(&d, &id, |c| {
+        want.iter().all(|w| c.iter().any(|x| x["tool_use_id"] == *w)) && c.iter().any(|x| x["verdict"] == "undeclared")
+    })
+    .await;
     drop(listener);
 
     let a1 = call(&calls, "toolu_A1");
@@ -405,7 +414,9 @@ async fn an_agent_whose_hooks_go_silent_is_flagged() {
     assert!(alerts[0]["summary"].as_str().is_some_and(|s| s.contains("no report")), "{alerts:#?}");
     // The telemetry went on: the calls no hook reported are still checked, in the window the
     // agent's own clock gives them.
-    let calls = poll(30, "the calls", || async { Some(calls(&d, &id).await).filter(|c| c.len() >= 3) }).await;
+    let calls =
+        wait_calls(&d, &id, |c| ["toolu_S2", "toolu_S3"].iter().all(|w| c.iter().any(|x| x["tool_use_id"] == *w)))
+            .await;
     for id in ["toolu_S2", "toolu_S3"] {
         let c = call(&calls, id);
         assert_eq!(c["verdict"], "matched", "{c:#}");

@@ -184,10 +184,12 @@ impl Daemon {
         if !attested {
             warn!(pid, channel, event = %crate::text::visible(&parsed.event), why = %attestation, "a report not sent by the agent's own hook");
         }
+        // A session re-adopted after a restart is followed from its first report; one that
+        // has ended is not followed again (its report is stored all the same).
         if !self.reports.matcher.has(session) {
-            let agent =
-                self.correlator.live_sessions().into_iter().find(|s| s.0 == session).map(|s| s.1).unwrap_or_default();
-            self.reports.matcher.start_session(session, &agent);
+            if let Some((_, agent, ..)) = self.correlator.live_sessions().into_iter().find(|s| s.0 == session) {
+                self.reports.matcher.start_session(session, &agent);
+            }
         }
         self.learn_agent(session);
         let id = Uuid::now_v7();
