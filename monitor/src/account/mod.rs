@@ -478,6 +478,11 @@ impl Account {
             c.opened_at = Some(end - Duration::milliseconds(p.duration_ms.unwrap_or(0).clamp(0, 86_400_000) + 500));
             c.window_reported = true;
         }
+        // A call its hook opened but no hook closed (the agent's hooks broke): its telemetry's
+        // result closes it, by the agent's clock.
+        if r.channel != "hook" && closing && c.opened_at.is_some() && c.closed_at.is_none() {
+            c.closed_at = Some(p.time.unwrap_or(now) + Duration::milliseconds(250));
+        }
         if r.channel == "hook" {
             if c.opened_at.is_none() && !closing {
                 c.opened_at = Some(now);

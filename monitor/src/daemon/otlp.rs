@@ -54,7 +54,14 @@ pub struct Received {
     /// The first 4 KiB of the (decompressed if possible) body when it could not be decoded,
     /// so the daemon can keep a malformed report; empty when it was.
     pub raw_prefix: Vec<u8>,
+    /// Dropped (or sent) once the daemon has bound the request to its sender: the answer
+    /// waits for it (up to [`BIND_WAIT`]), so the sender is still alive, holding its socket,
+    /// while the daemon looks it up.
+    pub bound: Option<tokio::sync::oneshot::Sender<()>>,
 }
+
+/// The longest an answer waits for the daemon to bind its request.
+pub const BIND_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The receiver's counters.
 #[derive(Debug, Default)]
@@ -135,6 +142,7 @@ async fn receive(shared: &Shared, conn: Conn, signal: Signal, request: Request) 
     let outcome = outcome(signal, &parts.headers, body).await;
     let n = outcome.items.as_ref().map_or(0, Vec::len);
     let message = outcome.items.as_ref().err().cloned().unwrap_or_default();
+    let (bound, bound_rx) = tokio::sync::oneshot::channel();
     let received = Received {
         peer: conn.peer,
         local: conn.local,
@@ -142,8 +150,13 @@ async fn receive(shared: &Shared, conn: Conn, signal: Signal, request: Request) 
         items: outcome.items,
         body_len: outcome.body_len,
         raw_prefix: outcome.raw_prefix,
+        bound: Some(bound),
     };
-    if shared.tx.try_send(received).is_err() {
+    let sent = shared.tx.try_send(received).is_ok();
+    if sent {
+        let _ = tokio::time::timeout(BIND_WAIT, bound_rx).await;
+    }
+    if !sent {
         stats.busy.fetch_add(1, Ordering::Relaxed);
         let mut response = error(outcome.format, StatusCode::SERVICE_UNAVAILABLE, "agentmon is busy; retry");
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
