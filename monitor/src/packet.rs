@@ -5,14 +5,15 @@
 //! A packet holds, per host, a stretch of the host's hash chain: the chain hash just before
 //! the first row of the selected sessions (`prev_hash`), then every row up to the first signed
 //! checkpoint that covers their last row. Rows of the selected sessions (session start and
-//! end, actions, processes, raw events, alerts) are there in full, as the row objects the chain
+//! end, actions, processes, raw events, alerts, the agent's reports and its tool calls) are there in full, as the row objects the chain
 //! hashes (`chain::ROW_SQL`); other rows of the stretch only as their leaf hash. The checkpoint
 //! and the public key close the proof: re-hashing the rows, chaining the leaves from
 //! `prev_hash` must give the checkpoint's head hash, and the signature must verify.
 //!
 //! The JSON form is the packet object in canonical JSON (RFC 8785), so any change to the file,
 //! even of whitespace, is detected. The HTML form renders the same object for people (a
-//! timeline, process trees, files changed, hosts contacted, alerts, the verification) and
+//! timeline, process trees, files changed, hosts contacted, alerts, the agent's declared tool
+//! calls beside the actions, the verification) and
 //! embeds it; `verify --packet` re-renders the page and compares it byte for byte.
 
 use std::fmt::Write as _;
@@ -20,7 +21,10 @@ use std::fmt::Write as _;
 use chrono::DateTime;
 use serde_json::Value;
 
-use crate::chain::{self, GENESIS};
+use crate::{
+    chain::{self, GENESIS},
+    record::{call_input_summary, VERDICTS},
+};
 
 pub const FORMAT: &str = "agentmon-packet/1";
 
@@ -137,6 +141,7 @@ enum Kind {
     Int,
     OptInt,
     Severity,
+    Verdict,
     Files,
     Nets,
 }
@@ -230,8 +235,9 @@ const FIELDS: &[(&str, &[(&str, Kind)])] = &[
             ("tool_use_id", Kind::OptText),
             ("tool_name", Kind::OptText),
             ("input", Kind::OptText),
+            ("decision", Kind::OptText),
             ("started_at", Kind::Int),
-            ("verdict", Kind::Text),
+            ("verdict", Kind::Verdict),
             ("reason", Kind::Text),
             ("action_ids", Kind::Ids),
             ("event_ids", Kind::Ids),
@@ -260,6 +266,7 @@ fn is(v: &Value, kind: Kind) -> bool {
         Kind::Int => v.is_i64(),
         Kind::OptInt => v.is_null() || v.is_i64(),
         Kind::Severity => v.as_str().is_some_and(|s| crate::alerts::SEVERITIES.contains(&s)),
+        Kind::Verdict => v.as_str().is_some_and(|s| VERDICTS.contains(&s)),
         Kind::Files => objects_with(
             v,
             &[("access", Kind::Text), ("path", Kind::Text), ("result", Kind::Text), ("count", Kind::Int)],
@@ -290,6 +297,7 @@ fn kind_text(kind: Kind) -> &'static str {
         Kind::Int => "an integer",
         Kind::OptInt => "an integer or null",
         Kind::Severity => "a severity (info, low, medium, high, critical)",
+        Kind::Verdict => "a verdict (matched, mismatch, denied, unobserved, undeclared)",
         Kind::Files => "a list of file entries (access, path, result, count)",
         Kind::Nets => "a list of network entries (op, family, addr, port, host, result, count)",
     }
@@ -421,7 +429,10 @@ code,pre{font:12px/1.4 ui-monospace,monospace}pre{background:#f6f8fa;padding:6px
 .verified{background:#dafbe1;border:1px solid #1a7f37;padding:8px 12px;border-radius:6px}\
 .alert{background:#fff1e5;border-left:4px solid #bc4c00;padding:4px 8px;margin:4px 0}\
 .alert.high,.alert.critical{background:#ffebe9;border-left-color:#cf222e}\
-tr.flagged td{background:#fff8c5}.sev{font-weight:700;text-transform:uppercase}.muted{color:#6e7781}";
+tr.flagged td{background:#fff8c5}.sev{font-weight:700;text-transform:uppercase}.muted{color:#6e7781}\
+.verdict-matched{color:#1a7f37}.verdict-denied,.verdict-unobserved{color:#6e7781}\
+.verdict-undeclared,.verdict-mismatch{color:#cf222e;font-weight:600}\
+tr.verdict-undeclared td,tr.verdict-mismatch td{background:#ffebe9}";
 
 /// The page's Content-Security-Policy: nothing loads and no script runs (the embedded packet is
 /// data, never executed); only the page's own style sheet applies, by its hash.
@@ -525,10 +536,9 @@ pub fn html(packet: &Value, report: &Report) -> String {
             );
         }
 
-        let mut actions: Vec<&Value> = of("actions").filter(|a| a["session_id"] == id).collect();
-        actions.sort_by_key(|a| (a["started_at"].as_i64(), a["chain_seq"].as_i64()));
-        let _ = writeln!(h, "<h3>Timeline ({} actions)</h3>", actions.len());
-        let _ = writeln!(h, "<table><thead><tr><th>time</th><th>command</th><th>status</th><th>duration</th><th>files changed</th><th>hosts contacted</th></tr></thead><tbody>");
+        let actions = in_order(of("actions").filter(|a| a["session_id"] == id));
+        let calls = in_order(of("tool_calls").filter(|c| c["session_id"] == id));
+        let _ = writeln!(h, "<h3>Timeline ({} actions)</h3>\n<table><thead><tr><th>time</th><th>command</th><th>status</th><th>duration</th><th>files changed</th><th>hosts contacted</th><th>declared call</th></tr></thead><tbody>", actions.len());
         for a in &actions {
             let aid = a["id"].as_str().unwrap_or_default();
             let (st, class) = status(a);
@@ -536,7 +546,7 @@ pub fn html(packet: &Value, report: &Report) -> String {
             let procs: Vec<&Value> = of("processes").filter(|p| p["action_id"] == aid).collect();
             let _ = writeln!(
                 h,
-                "<tr{}><td>{}</td><td><code>{}</code><details><summary>process tree ({})</summary><pre>{}</pre></details></td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr{}><td>{}</td><td><code>{}</code><details><summary>process tree ({})</summary><pre>{}</pre></details></td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 if flagged.contains(aid) { " class=\"flagged\"" } else { "" },
                 clock(&a["started_at"]),
                 text(&a["command"]),
@@ -545,15 +555,85 @@ pub fn html(packet: &Value, report: &Report) -> String {
                 st,
                 crate::text::duration(a["duration_ms"].as_i64()),
                 changed.join("<br>"),
-                hosts.join("<br>")
+                hosts.join("<br>"),
+                declared_beside(&calls, aid)
             );
         }
         let _ = writeln!(h, "</tbody></table>");
+
+        calls_section(&mut h, &calls);
     }
     // No `<` in the data, so nothing in it can close the script element or open a comment.
     let json_text = chain::canonical(packet).replace('<', "\\u003c");
     let _ = write!(h, "<p class=\"muted\">Packet format {FORMAT}; the evidence rows and their proof are embedded below.</p>\n{HTML_MARK}{json_text}</script>\n</body></html>\n");
     h
+}
+
+/// A session's tool calls as a table: each declared call with its verdict, and the actions
+/// no call declared; `undeclared` and `mismatch` rows marked.
+fn calls_section(h: &mut String, calls: &[&Value]) {
+    let _ = writeln!(h, "<h3>Declared tool calls ({})</h3>", calls.len());
+    let _ = writeln!(h, "<table><thead><tr><th>time</th><th>tool</th><th>verdict</th><th>decision</th><th>declared</th><th>reason</th><th>actions</th></tr></thead><tbody>");
+    for c in calls {
+        let class = verdict_class(c);
+        let actions: Vec<String> = c["action_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|a| format!("<code>{}</code>", esc(a.get(a.len().saturating_sub(8)..).unwrap_or(a))))
+            .collect();
+        let _ = writeln!(
+            h,
+            "<tr{}><td>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            class.as_deref().map(|c| format!(" class=\"{c}\"")).unwrap_or_default(),
+            clock(&c["started_at"]),
+            c["tool_name"].as_str().map_or_else(|| "(undeclared)".into(), esc),
+            class.as_deref().map(|c| format!(" class=\"{c}\"")).unwrap_or_default(),
+            text(&c["verdict"]),
+            c["decision"].as_str().map_or_else(|| "-".into(), esc),
+            c["input"].as_str().map_or_else(|| "-".into(), |i| esc(&call_input_summary(i))),
+            text(&c["reason"]),
+            actions.join(" ")
+        );
+    }
+    let _ = writeln!(h, "</tbody></table>");
+}
+
+/// The class of a tool call's verdict (`verdict-undeclared`, ...), only for a known verdict.
+fn verdict_class(call: &Value) -> Option<String> {
+    call["verdict"].as_str().filter(|v| VERDICTS.contains(v)).map(|v| format!("verdict-{v}"))
+}
+
+/// Rows by start time, then chain position.
+fn in_order<'a>(rows: impl Iterator<Item = &'a Value>) -> Vec<&'a Value> {
+    let mut rows: Vec<&Value> = rows.collect();
+    rows.sort_by_key(|r| (r["started_at"].as_i64(), r["chain_seq"].as_i64()));
+    rows
+}
+
+/// The tool calls that list action `aid`, as HTML lines; `-` for none.
+fn declared_beside(calls: &[&Value], aid: &str) -> String {
+    let marks: Vec<String> = calls
+        .iter()
+        .filter(|c| c["action_ids"].as_array().is_some_and(|ids| ids.iter().any(|x| x == aid)))
+        .map(|c| declared_mark(c))
+        .collect();
+    if marks.is_empty() {
+        "-".into()
+    } else {
+        marks.join("<br>")
+    }
+}
+
+/// A tool call beside the action it lists, as HTML: `Bash: matched`, or `undeclared`.
+fn declared_mark(call: &Value) -> String {
+    let verdict = text(&call["verdict"]);
+    let what = call["tool_name"].as_str().map_or(verdict.clone(), |t| format!("{}: {verdict}", esc(t)));
+    match verdict_class(call) {
+        Some(class) => format!("<span class=\"{class}\">{what}</span>"),
+        None => what,
+    }
 }
 
 /// The modifying entries of a `files` array, as HTML lines.
@@ -849,6 +929,65 @@ mod tests {
         assert!(!a[start..end].contains('<'), "no `<` inside the embedded packet");
         let embedded: Value = serde_json::from_str(&a[start..end]).expect("embedded JSON");
         assert_eq!(embedded, p, "the embedded packet survives a `</script>` in the data");
+    }
+
+    fn tool_call(seq: u64, verdict: &str, tool: Option<&str>, input: Option<&str>, actions: &[String]) -> Value {
+        json!({"table": "tool_calls", "chain_seq": seq, "id": format!("0193a000-0000-7000-8000-0000000003{seq:02}"),
+            "session_id": S, "tool_use_id": tool.map(|_| "toolu_1"), "tool_name": tool, "input": input,
+            "decision": tool.map(|_| "allow"), "started_at": seq * 1_000_000, "verdict": verdict, "reason": "r",
+            "action_ids": actions, "event_ids": [], "report_ids": []})
+    }
+
+    #[test]
+    fn declared_calls_are_checked_and_shown_beside_the_actions() {
+        let a = action(2);
+        let aid = a["id"].as_str().expect("id").to_owned();
+        let hostile = r#"{"command":"echo '</script><script>alert(1)</script>'","description":"<b>"}"#;
+        let bash = tool_call(3, "mismatch", Some("Bash<img src=x>"), Some(hostile), std::slice::from_ref(&aid));
+        let undeclared = tool_call(4, "undeclared", None, None, std::slice::from_ref(&aid));
+        let matched = tool_call(5, "matched", Some("Write"), Some(r#"{"file_path":"/srv/a\u202e.txt"}"#), &[]);
+        let session = json!({"table": "sessions", "chain_seq": 6, "id": S, "agent": "claude", "host": "h",
+            "started_at": 0, "label": null});
+        let rows = [action(1), a, bash.clone(), undeclared, matched, session.clone()];
+        let p = sealed(&rows, 9);
+        assert!(check(&p).is_ok(), "a packet with call rows checks");
+        let as_page = html(&p, &check(&p).expect("report"));
+        assert!(verify_text(&as_page, &[]).is_ok(), "and its page verifies");
+        // All rows in full, so the page has them.
+        let mut full = p.clone();
+        full["proofs"][0]["entries"] =
+            json!(rows[1..].iter().enumerate().map(|(i, r)| json!({"seq": i + 2, "row": r})).collect::<Vec<_>>());
+        let page = html(&full, &check(&p).expect("report"));
+        let body = &page[..page.find(HTML_MARK).expect("mark")];
+        assert!(body.contains("<h3>Declared tool calls (3)</h3>"), "{body}");
+        assert!(
+            body.contains("echo &#39;&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;&#39;"),
+            "the input, escaped"
+        );
+        assert!(body.contains("Bash&lt;img src=x&gt;"), "the tool name, escaped");
+        for raw in ["<script>alert", "<img", "</script><"] {
+            assert!(!body.contains(raw), "{raw} reached the page raw");
+        }
+        assert!(body.contains("<tr class=\"verdict-mismatch\">"), "a mismatch row is marked");
+        assert!(body.contains("<tr class=\"verdict-undeclared\"><td>00:00:04.000</td><td>(undeclared)</td>"));
+        assert!(body.contains("<span class=\"verdict-undeclared\">undeclared</span>"), "beside the action");
+        assert!(body.contains("<span class=\"verdict-mismatch\">Bash&lt;img src=x&gt;: mismatch</span>"));
+        assert!(body.contains("/srv/a\\u{202e}.txt"), "a bidi override in a path is shown, not applied");
+        assert!(body.contains(&format!("<code>{}</code>", &aid[28..])), "the actions a call lists");
+        // A forger's verdict must be a verdict: it becomes a class name on the page.
+        let mut forged = bash;
+        forged["verdict"] = json!("x\" onmouseover=\"alert(1)");
+        forged["chain_seq"] = json!(2);
+        let mut session = session;
+        session["chain_seq"] = json!(4);
+        let forged = sealed(&[action(1), forged, action(3), session], 9);
+        let err = check(&forged).expect_err("bad verdict");
+        assert!(err.contains("tool_calls.verdict is not a verdict"), "{err}");
+        let mut shown = forged;
+        shown["proofs"][0]["entries"][0]["row"]["verdict"] = json!("x\" onmouseover=\"alert(1)");
+        let page = html(&shown, &Report::default());
+        let body = &page[..page.find(HTML_MARK).expect("mark")];
+        assert!(body.contains("x&quot; onmouseover") && !body.contains("\" onmouseover"), "no class, escaped");
     }
 
     #[test]

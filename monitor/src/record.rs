@@ -391,6 +391,32 @@ pub struct CallRecord {
     pub chain: ChainLink,
 }
 
+/// The verdicts a [`CallRecord`] may carry (the `tool_calls.verdict` check constraint).
+pub const VERDICTS: &[&str] = &["matched", "mismatch", "denied", "unobserved", "undeclared"];
+
+/// The gist of a declared call's input (JSON text) for a person: its `command` (a string, or an
+/// argv joined for the shell), else the path, URL or pattern it names, else the input itself.
+/// Not escaped: the caller shows it as it shows any text the agent chose.
+pub fn call_input_summary(input: &str) -> String {
+    let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(input) else {
+        return input.to_owned();
+    };
+    for key in ["command", "cmd"] {
+        match m.get(key) {
+            Some(serde_json::Value::String(s)) => return s.clone(),
+            Some(serde_json::Value::Array(a)) if a.iter().all(serde_json::Value::is_string) => {
+                let argv: Vec<String> = a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+                return crate::text::shell_join(&argv);
+            }
+            _ => {}
+        }
+    }
+    ["file_path", "notebook_path", "path", "url", "pattern", "query"]
+        .iter()
+        .find_map(|k| m.get(*k)?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| input.to_owned())
+}
+
 /// Everything the store writes, in the order it must be written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Output {

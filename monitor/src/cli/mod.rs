@@ -22,7 +22,7 @@ use crate::{
     control::{self, Request, Response},
     store::{
         self,
-        query::{ActionFilter, SessionFilter},
+        query::{ActionFilter, CallFilter, SessionFilter},
     },
 };
 
@@ -188,6 +188,29 @@ pub enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// List the agent's tool calls with their verdict against the kernel's record, and the
+    /// actions no call declared (`undeclared`), oldest first.
+    Calls {
+        /// Session id or id prefix.
+        #[arg(long, value_parser = query::parse_id_prefix)]
+        session: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        /// A duration ago (10m, 2h, 3d) or a time.
+        #[arg(long, value_parser = query::parse_when)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only this verdict: matched, mismatch, denied, unobserved or undeclared.
+        #[arg(long, value_parser = query::parse_verdict)]
+        verdict: Option<String>,
+        /// Only calls of this tool (Bash, Write, ...).
+        #[arg(long, value_name = "NAME")]
+        tool: Option<String>,
+        /// At most N calls (the most recent).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+        limit: Option<i64>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// A session's raw events, in order.
     Events {
         /// Session id or id prefix/suffix.
@@ -334,6 +357,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 sensitive,
             };
             query::actions(&pool, &f, db.json).await.map(|()| 0)
+        }
+        Command::Calls { session, agent, since, verdict, tool, limit, db } => {
+            let pool = pool(&db).await?;
+            let f = CallFilter { session_prefix: session, agent, since, verdict, tool, limit, action: None };
+            query::calls(&pool, &f, db.json).await.map(|()| 0)
         }
         Command::Events { session, kind, limit, db } => {
             let pool = pool(&db).await?;

@@ -1,4 +1,4 @@
-//! `agentmon sessions`, `actions` and `show`: read what was captured.
+//! `agentmon sessions`, `actions`, `calls`, `alerts`, `events` and `show`: read what was captured.
 
 use anyhow::bail;
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone as _, Utc};
@@ -6,9 +6,9 @@ use sqlx::PgPool;
 
 use crate::{
     cli::table,
-    record::{FileSummary, NetSummary},
+    record::{call_input_summary, FileSummary, NetSummary, VERDICTS},
     redact::LARGE_SHARE,
-    store::query::{self, ActionFilter, ActionView, AlertFilter, ProcessView, SessionFilter},
+    store::query::{self, ActionFilter, ActionView, AlertFilter, CallFilter, CallView, ProcessView, SessionFilter},
     text::shell_join,
 };
 
@@ -50,6 +50,16 @@ pub fn parse_id_prefix(s: &str) -> Result<String, String> {
     Ok(s)
 }
 
+/// A `--verdict`: one of the verdicts a tool call row carries.
+pub fn parse_verdict(s: &str) -> Result<String, String> {
+    let v = s.trim().to_ascii_lowercase();
+    if VERDICTS.contains(&v.as_str()) {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` is not a verdict: use {}", VERDICTS.join(", ")))
+    }
+}
+
 /// `--json`: one object per line.
 fn print_json_lines<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<()> {
     for r in rows {
@@ -79,6 +89,10 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter, json: bool) -> anyhow::R
                 if s.incomplete { format!("{}!", s.tamper_events) } else { s.tamper_events.to_string() },
                 s.alerts.to_string(),
                 if s.sensitive_data_accessed { "yes" } else { "-" }.into(),
+                table::tokens(s.tokens_in.saturating_add(s.tokens_out)),
+                table::usd(s.cost_usd, s.cost_estimated),
+                if s.calls == 0 { "-".into() } else { s.undeclared.to_string() },
+                if s.calls == 0 { "-".into() } else { s.mismatch.to_string() },
                 table::clip(&shell_join(&s.root_argv), 50),
             ]
         })
@@ -97,6 +111,10 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter, json: bool) -> anyhow::R
             "TAMPER",
             "ALERTS",
             "SENSITIVE",
+            "TOKENS",
+            "COST",
+            "UNDECLARED",
+            "MISMATCH",
             "COMMAND",
         ],
         &cells,
@@ -155,6 +173,35 @@ pub async fn alerts(pool: &PgPool, f: &AlertFilter, json: bool) -> anyhow::Resul
         .collect();
     table::print(&["TIME", "SEVERITY", "RULE", "AGENT", "SESSION", "ACTION", "COUNT", "SUMMARY"], &cells);
     Ok(())
+}
+
+pub async fn calls(pool: &PgPool, f: &CallFilter, json: bool) -> anyhow::Result<()> {
+    let rows = query::calls(pool, f).await?;
+    if json {
+        return print_json_lines(&rows);
+    }
+    let cells: Vec<Vec<String>> = rows.iter().map(call_cells).collect();
+    table::print(&["TIME", "SESSION", "TOOL", "VERDICT", "DECISION", "INPUT", "REASON"], &cells);
+    Ok(())
+}
+
+/// One row of the `calls` table.
+fn call_cells(c: &CallView) -> Vec<String> {
+    vec![
+        table::local_time(c.started_at),
+        table::short_id(&c.session_id),
+        c.tool_name.clone().unwrap_or_else(|| "(undeclared)".into()),
+        c.verdict.clone(),
+        c.decision.clone().unwrap_or_else(|| "-".into()),
+        short_input(c.input.as_deref(), 60),
+        table::clip(&c.reason, 100),
+    ]
+}
+
+/// The gist of a call's input (its command or path) for a table cell: hidden characters
+/// escaped, then cut to `max`; `-` when it declared none.
+fn short_input(input: Option<&str>, max: usize) -> String {
+    input.map_or_else(|| "-".into(), |i| table::clip(&crate::text::visible(&call_input_summary(i)), max))
 }
 
 pub async fn events(
@@ -246,12 +293,45 @@ pub async fn show(pool: &PgPool, id: &str, all: bool, json: bool) -> anyhow::Res
         bail!("`{id}` matches more than one action; give more of the id");
     }
     let Some(a) = rows.pop() else { return Ok(false) };
+    let calls = query::calls(pool, &CallFilter { action: Some((a.session_id, a.id)), ..CallFilter::default() }).await?;
     if json {
-        println!("{}", table::json_line(&a)?);
+        let mut v = serde_json::to_value(&a)?;
+        v["declared_calls"] = serde_json::to_value(&calls)?;
+        println!("{}", table::json_line(&v)?);
         return Ok(true);
     }
     print_action(&a, all);
+    for c in &calls {
+        print_declared_call(c);
+    }
     Ok(true)
+}
+
+/// The agent's side of an action: the tool call that declared it, or why none did.
+fn print_declared_call(c: &CallView) {
+    if c.verdict == "undeclared" {
+        println!("\ndeclared call: none (undeclared: {})", table::visible(&c.reason));
+        return;
+    }
+    println!("\ndeclared call:");
+    let decision = match (&c.decision, &c.decision_source) {
+        (Some(d), Some(src)) => format!("{d} ({src})"),
+        (Some(d), None) => d.clone(),
+        (None, _) => "-".into(),
+    };
+    let mut rows = vec![
+        vec!["  tool".into(), c.tool_name.clone().unwrap_or_else(|| "-".into())],
+        vec!["  tool_use_id".into(), c.tool_use_id.clone().unwrap_or_else(|| "-".into())],
+        vec!["  verdict".into(), c.verdict.clone()],
+        vec!["  reason".into(), c.reason.clone()],
+        vec!["  decision".into(), decision],
+        vec!["  declared".into(), short_input(c.input.as_deref(), 200)],
+    ];
+    if let Some(i) = c.input.as_deref().filter(|i| call_input_summary(i) != *i) {
+        rows.push(vec!["  input".into(), table::clip(i, 300)]);
+    }
+    rows.push(vec!["  attested".into(), if c.attested { "yes" } else { "no" }.into()]);
+    table::print(&["  FIELD", "VALUE"], &rows);
 }
 
 fn print_action(a: &ActionView, all: bool) {
@@ -471,6 +551,65 @@ mod tests {
         assert!(lines[1].starts_with("├─ [11] git log"), "{}", lines[1]);
         assert!(lines[2].starts_with("│  └─ [13] less"), "{}", lines[2]);
         assert!(lines[3].starts_with("└─ [12] head"), "{}", lines[3]);
+    }
+
+    fn call(tool: Option<&str>, verdict: &str, input: Option<&str>) -> CallView {
+        CallView {
+            id: uuid::Uuid::nil(),
+            host: "h".into(),
+            session_id: uuid::Uuid::parse_str("0193a000-0000-7000-8000-00000000abcd").expect("uuid"),
+            agent: "claude".into(),
+            agent_kind: "claude".into(),
+            conversation_id: None,
+            tool_use_id: tool.map(|_| "toolu_1".into()),
+            tool_name: tool.map(str::to_owned),
+            input: input.map(str::to_owned),
+            decision: tool.map(|_| "allow".into()),
+            decision_source: None,
+            decided_at: None,
+            started_at: Utc::now(),
+            ended_at: None,
+            duration_ms: None,
+            success: None,
+            output: None,
+            assistant_text: None,
+            prompt_id: None,
+            attested: true,
+            verdict: verdict.into(),
+            reason: "why".into(),
+            action_ids: Vec::new(),
+            event_ids: Vec::new(),
+            report_ids: Vec::new(),
+            redacted: Vec::new(),
+            chain_seq: None,
+        }
+    }
+
+    #[test]
+    fn verdicts_are_checked() {
+        for v in ["matched", "mismatch", "denied", "unobserved", "undeclared", " Undeclared "] {
+            assert_eq!(parse_verdict(v).expect(v), v.trim().to_ascii_lowercase());
+        }
+        let err = parse_verdict("ok").expect_err("not a verdict");
+        assert_eq!(err, "`ok` is not a verdict: use matched, mismatch, denied, unobserved, undeclared");
+        assert!(!err.contains('\n'), "one line");
+    }
+
+    #[test]
+    fn a_call_row_shows_the_gist_of_its_input() {
+        let bash = call(Some("Bash"), "matched", Some(r#"{"command":"rm -rf /tmp/x\u202e","description":"d"}"#));
+        let cells = call_cells(&bash);
+        assert_eq!(&cells[1..], ["0000abcd", "Bash", "matched", "allow", "rm -rf /tmp/x\\u{202e}", "why"]);
+        let write = call(Some("Write"), "mismatch", Some(r#"{"file_path":"/srv/a.txt","content":"x"}"#));
+        assert_eq!(call_cells(&write)[5], "/srv/a.txt");
+        let codex = call(Some("shell"), "matched", Some(r#"{"command":["bash","-lc","ls -l"]}"#));
+        assert_eq!(call_cells(&codex)[5], "bash -lc 'ls -l'");
+        let other = call(Some("mcp__x"), "unobserved", Some(r#"{"a":1}"#));
+        assert_eq!(call_cells(&other)[5], r#"{"a":1}"#);
+        let long = call(Some("Bash"), "matched", Some(&format!(r#"{{"command":"{}"}}"#, "x".repeat(100))));
+        assert_eq!(call_cells(&long)[5].chars().count(), 60, "cut");
+        let undeclared = call(None, "undeclared", None);
+        assert_eq!(&call_cells(&undeclared)[2..6], ["(undeclared)", "undeclared", "-", "-"]);
     }
 
     #[test]

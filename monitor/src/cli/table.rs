@@ -120,6 +120,29 @@ pub fn bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// A cost in US dollars: `$1.25`, `$0.0042` below a cent, `~` first when some of it is an
+/// estimate (from the config's price table), `-` when none was reported.
+pub fn usd(cost: Option<f64>, estimated: bool) -> String {
+    let Some(c) = cost else { return "-".into() };
+    let mark = if estimated { "~" } else { "" };
+    if c != 0.0 && c.abs() < 0.01 {
+        format!("{mark}${c:.4}")
+    } else {
+        format!("{mark}${c:.2}")
+    }
+}
+
+/// A token count: `-` for none, `950`, `12.3k`, `4.1M`.
+#[expect(clippy::cast_precision_loss, reason = "shown to one decimal")]
+pub fn tokens(n: i64) -> String {
+    match n {
+        ..=0 => "-".into(),
+        1..=9_999 => n.to_string(),
+        10_000..=999_949 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
+}
+
 /// The last 8 characters of an id, as the tables show it. Ids are `UUIDv7`, whose leading digits
 /// are a timestamp shared by everything created in the same minute and whose trailing digits are
 /// random; the query commands accept any unique prefix or suffix.
@@ -138,6 +161,19 @@ mod tests {
         assert_eq!(status(None, None), "-");
         assert_eq!(clip("abcdef", 4), "abc…");
         assert_eq!(visible("a\x1b[2Jb\nc"), "a\\x1b[2Jb\\x0ac");
+    }
+
+    #[test]
+    fn costs_and_token_counts() {
+        assert_eq!(usd(None, false), "-");
+        assert_eq!(usd(Some(0.0), false), "$0.00");
+        assert_eq!(usd(Some(1.254), false), "$1.25");
+        assert_eq!(usd(Some(0.00421), true), "~$0.0042");
+        assert_eq!(usd(Some(12.5), true), "~$12.50");
+        assert_eq!(tokens(0), "-");
+        assert_eq!(tokens(950), "950");
+        assert_eq!(tokens(12_345), "12.3k");
+        assert_eq!(tokens(4_100_000), "4.1M");
     }
 
     /// Every class of hidden character, in a table cell and in a `--json` line.

@@ -1,4 +1,4 @@
-//! Read-side queries behind `agentmon sessions`, `actions` and `show`.
+//! Read-side queries behind `agentmon sessions`, `actions`, `calls`, `alerts`, `events` and `show`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,20 @@ pub struct SessionView {
     pub sensitive_data_accessed: bool,
     /// Alert rows of the session.
     pub alerts: i64,
+    /// Tokens the agent reported (attested reports only), summed; 0 when it reported none.
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cache_read: i64,
+    pub cache_creation: i64,
+    /// The cost the agent reported (or the price table estimated), in US dollars; `None` when
+    /// no attested report carried one.
+    pub cost_usd: Option<f64>,
+    /// Some of `cost_usd` is an estimate from the config's price table.
+    pub cost_estimated: bool,
+    /// `tool_calls` rows of the session, and how many of them are `undeclared` and `mismatch`.
+    pub calls: i64,
+    pub undeclared: i64,
+    pub mismatch: i64,
 }
 
 /// One process of an action's subtree.
@@ -177,10 +191,23 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
            EXISTS (SELECT 1 FROM events t WHERE t.session_id = s.id AND t.kind = 'tamper' \
                    AND t.data->>'tamper' = 'track_failed') AS incomplete, \
            COALESCE(e.files, '[]'::jsonb) AS files, COALESCE(e.net, '[]'::jsonb) AS net, \
-           ARRAY(SELECT DISTINCT x FROM unnest(s.redacted || COALESCE(e.redacted, '{{}}')) x ORDER BY 1) AS redacted \
+           ARRAY(SELECT DISTINCT x FROM unnest(s.redacted || COALESCE(e.redacted, '{{}}')) x ORDER BY 1) AS redacted, \
+           COALESCE(u.tokens_in, 0) AS tokens_in, COALESCE(u.tokens_out, 0) AS tokens_out, \
+           COALESCE(u.cache_read, 0) AS cache_read, COALESCE(u.cache_creation, 0) AS cache_creation, \
+           u.cost_micro_usd, COALESCE(u.cost_estimated, false) AS cost_estimated, \
+           c.calls, c.undeclared, c.mismatch \
          FROM sessions s LEFT JOIN session_ends e ON e.session_id = s.id \
          LEFT JOIN LATERAL (SELECT v.pid, v.data FROM events v WHERE v.session_id = s.id AND v.kind = 'exec' \
-                            AND v.action_id IS NULL ORDER BY v.seq LIMIT 1) r ON TRUE WHERE TRUE",
+                            AND v.action_id IS NULL ORDER BY v.seq LIMIT 1) r ON TRUE \
+         LEFT JOIN LATERAL (SELECT sum(ar.tokens_in)::bigint AS tokens_in, sum(ar.tokens_out)::bigint AS tokens_out, \
+                            sum(ar.cache_read)::bigint AS cache_read, sum(ar.cache_creation)::bigint AS cache_creation, \
+                            sum(ar.cost_micro_usd)::bigint AS cost_micro_usd, \
+                            bool_or(ar.cost_estimated AND ar.cost_micro_usd IS NOT NULL) AS cost_estimated \
+                            FROM agent_reports ar WHERE ar.session_id = s.id AND ar.attested \
+                            AND (ar.tokens_in IS NOT NULL OR ar.tokens_out IS NOT NULL OR ar.cost_micro_usd IS NOT NULL)) u ON TRUE \
+         LEFT JOIN LATERAL (SELECT count(*) AS calls, count(*) FILTER (WHERE tc.verdict = 'undeclared') AS undeclared, \
+                            count(*) FILTER (WHERE tc.verdict = 'mismatch') AS mismatch \
+                            FROM tool_calls tc WHERE tc.session_id = s.id) c ON TRUE WHERE TRUE",
         sensitive_sql("e"),
         sensitive_sql("a")
     ));
@@ -219,9 +246,24 @@ pub async fn sessions(pool: &PgPool, f: &SessionFilter) -> Result<Vec<SessionVie
                 redacted: r.try_get("redacted")?,
                 sensitive_data_accessed: r.try_get("sensitive_data_accessed")?,
                 alerts: r.try_get("alerts")?,
+                tokens_in: r.try_get("tokens_in")?,
+                tokens_out: r.try_get("tokens_out")?,
+                cache_read: r.try_get("cache_read")?,
+                cache_creation: r.try_get("cache_creation")?,
+                cost_usd: r.try_get::<Option<i64>, _>("cost_micro_usd")?.map(micro_usd),
+                cost_estimated: r.try_get("cost_estimated")?,
+                calls: r.try_get("calls")?,
+                undeclared: r.try_get("undeclared")?,
+                mismatch: r.try_get("mismatch")?,
             })
         })
         .collect()
+}
+
+/// Millionths of a US dollar as dollars.
+#[expect(clippy::cast_precision_loss, reason = "a cost below 2^53 millionths of a dollar is exact")]
+pub fn micro_usd(micro: i64) -> f64 {
+    micro as f64 / 1_000_000.0
 }
 
 pub async fn actions(pool: &PgPool, f: &ActionFilter) -> Result<Vec<ActionView>, sqlx::Error> {
@@ -409,6 +451,119 @@ pub async fn alerts(pool: &PgPool, f: &AlertFilter) -> Result<Vec<AlertView>, sq
                 event_ids: r.try_get("event_ids")?,
                 summary: r.try_get("summary")?,
                 details: r.try_get("details")?,
+                chain_seq: r.try_get("chain_seq")?,
+            })
+        })
+        .collect()
+}
+
+/// One row of `agentmon calls`: a `tool_calls` row (the agent's declared call and its verdict,
+/// or an action no call declared), with its session's agent.
+#[derive(Debug, Serialize)]
+pub struct CallView {
+    pub id: Uuid,
+    pub host: String,
+    pub session_id: Uuid,
+    pub agent: String,
+    pub agent_kind: String,
+    pub conversation_id: Option<String>,
+    pub tool_use_id: Option<String>,
+    pub tool_name: Option<String>,
+    pub input: Option<String>,
+    pub decision: Option<String>,
+    pub decision_source: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub success: Option<bool>,
+    pub output: Option<String>,
+    pub assistant_text: Option<String>,
+    pub prompt_id: Option<String>,
+    pub attested: bool,
+    pub verdict: String,
+    pub reason: String,
+    pub action_ids: Vec<Uuid>,
+    pub event_ids: Vec<Uuid>,
+    pub report_ids: Vec<Uuid>,
+    pub redacted: Vec<String>,
+    pub chain_seq: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+pub struct CallFilter {
+    pub session_prefix: Option<String>,
+    pub agent: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    /// One of `record::VERDICTS`.
+    pub verdict: Option<String>,
+    pub tool: Option<String>,
+    pub limit: Option<i64>,
+    /// Only calls of this session that list this action (`show`).
+    pub action: Option<(Uuid, Uuid)>,
+}
+
+pub async fn calls(pool: &PgPool, f: &CallFilter) -> Result<Vec<CallView>, sqlx::Error> {
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+        "SELECT * FROM (SELECT c.id, c.host, c.session_id, s.agent, c.agent_kind, c.conversation_id, c.tool_use_id, \
+         c.tool_name, c.input, c.decision, c.decision_source, c.decided_at, c.started_at, c.ended_at, c.duration_ms, \
+         c.success, c.output, c.assistant_text, c.prompt_id, c.attested, c.verdict, c.reason, c.action_ids, \
+         c.event_ids, c.report_ids, c.redacted, c.chain_seq FROM tool_calls c JOIN sessions s ON s.id = c.session_id \
+         WHERE TRUE",
+    );
+    if let Some(p) = &f.session_prefix {
+        push_id_match(&mut q, "c.session_id", p);
+    }
+    if let Some(a) = &f.agent {
+        q.push(" AND s.agent = ").push_bind(a.clone());
+    }
+    if let Some(t) = f.since {
+        q.push(" AND c.started_at >= ").push_bind(t);
+    }
+    if let Some(v) = &f.verdict {
+        q.push(" AND c.verdict = ").push_bind(v.clone());
+    }
+    if let Some(t) = &f.tool {
+        q.push(" AND c.tool_name = ").push_bind(t.clone());
+    }
+    if let Some((session, action)) = f.action {
+        q.push(" AND c.session_id = ").push_bind(session).push(" AND ").push_bind(action).push(" = ANY(c.action_ids)");
+    }
+    q.push(" ORDER BY c.started_at DESC, c.id DESC");
+    if let Some(n) = f.limit {
+        q.push(" LIMIT ").push_bind(n);
+    }
+    q.push(") t ORDER BY started_at, id");
+    let rows = q.build().fetch_all(pool).await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(CallView {
+                id: r.try_get("id")?,
+                host: r.try_get("host")?,
+                session_id: r.try_get("session_id")?,
+                agent: r.try_get("agent")?,
+                agent_kind: r.try_get("agent_kind")?,
+                conversation_id: r.try_get("conversation_id")?,
+                tool_use_id: r.try_get("tool_use_id")?,
+                tool_name: r.try_get("tool_name")?,
+                input: r.try_get("input")?,
+                decision: r.try_get("decision")?,
+                decision_source: r.try_get("decision_source")?,
+                decided_at: r.try_get("decided_at")?,
+                started_at: r.try_get("started_at")?,
+                ended_at: r.try_get("ended_at")?,
+                duration_ms: r.try_get("duration_ms")?,
+                success: r.try_get("success")?,
+                output: r.try_get("output")?,
+                assistant_text: r.try_get("assistant_text")?,
+                prompt_id: r.try_get("prompt_id")?,
+                attested: r.try_get("attested")?,
+                verdict: r.try_get("verdict")?,
+                reason: r.try_get("reason")?,
+                action_ids: r.try_get("action_ids")?,
+                event_ids: r.try_get("event_ids")?,
+                report_ids: r.try_get("report_ids")?,
+                redacted: r.try_get("redacted")?,
                 chain_seq: r.try_get("chain_seq")?,
             })
         })
