@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{bin, scratch, wait_for, Daemon};
+use integration_tests::{bin, json_lines, scratch, wait_for, Daemon};
 use serde_json::{json, Value};
 use sqlx::Row as _;
 
@@ -384,6 +384,47 @@ async fn claude_code_calls_are_checked_against_the_kernel() {
     // The trail still verifies with the new rows in it.
     let v = d.cli(&["verify"]);
     assert!(v.status.success(), "verify: {}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+
+    // The CLI: `calls`, `sessions`, `show`.
+    let listed = json_lines(&d.cli(&["calls", "--json", "--session", &id]));
+    assert_eq!(listed.len(), calls.len(), "{listed:#?}");
+    let denied = json_lines(&d.cli(&["calls", "--json", "--session", &id, "--verdict", "denied"]));
+    assert_eq!(denied.iter().map(|c| c["tool_use_id"].clone()).collect::<Vec<_>>(), [json!("toolu_A5")]);
+    let bad = d.cli(&["calls", "--verdict", "fine"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("not a verdict"));
+    let table = String::from_utf8_lossy(&d.cli(&["calls", "--session", &id]).stdout).into_owned();
+    assert!(table.contains("(undeclared)") && table.contains("denied"), "{table}");
+    let sessions = json_lines(&d.cli(&["sessions", "--json"]));
+    let s = sessions.iter().find(|s| s["id"] == id.as_str()).expect("the session");
+    let tokens_in: i64 = usage.iter().filter_map(|r| r["tokens_in"].as_i64()).sum();
+    assert_eq!(s["tokens_in"].as_i64(), Some(tokens_in), "{s:#}");
+    assert!(s["cost_usd"].as_f64().is_some_and(|c| c > 0.0), "{s:#}");
+    assert_eq!(s["undeclared"], 1);
+    assert_eq!(s["mismatch"], 0);
+    let shown = json_lines(&d.cli(&["show", "--json", a1_action["id"].as_str().expect("id")]));
+    let declared = shown[0]["declared_calls"].as_array().expect("declared_calls");
+    assert!(declared.iter().any(|c| c["tool_use_id"] == "toolu_A1" && c["verdict"] == "matched"), "{shown:#?}");
+
+    // The incident packet carries the reports and calls, and verifies offline.
+    let packet = dir.join("packet.json");
+    wait_for(30, "an export covered by a checkpoint", || {
+        let out = d.cli(&["export", "--session", &id, "-o", packet.to_str().expect("utf-8")]);
+        out.status.success().then_some(())
+    });
+    let text = std::fs::read_to_string(&packet).expect("packet");
+    assert!(text.contains("\"table\":\"tool_calls\"") && text.contains("\"table\":\"agent_reports\""));
+    let v = Command::new(bin())
+        .args(["verify", "--packet"])
+        .arg(&packet)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("verify");
+    assert!(
+        v.status.code() == Some(0) || v.status.code() == Some(4),
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
 }
 
 /// Hooks that stop reporting while the agent keeps acting: `agent_reports_missing`.
