@@ -336,6 +336,17 @@ pub fn is_hook_command(argv: &[String]) -> bool {
     }
 }
 
+/// The command a shell tool's input declares: Claude Code's `command` (its telemetry's
+/// `full_command`), Codex's `cmd` (text, or an argv joined by spaces).
+fn declared_command(input: Option<&Value>) -> String {
+    let Some(m) = input.and_then(Value::as_object) else { return String::new() };
+    match ["command", "full_command", "cmd"].iter().find_map(|k| m.get(*k)) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "),
+        _ => String::new(),
+    }
+}
+
 /// The path a file tool's input names.
 fn declared_path(input: Option<&Value>) -> Option<String> {
     let m = input?.as_object()?;
@@ -812,7 +823,8 @@ impl Account {
         let (verdict, reason) = if refused {
             // Refused: the declared command must not have run (other work in the window is
             // another call's, or undeclared on its own).
-            let cmd = c.input.as_ref().and_then(|i| i.get("command")).and_then(Value::as_str).unwrap_or("");
+            let cmd = declared_command(c.input.as_ref());
+            let cmd = cmd.as_str();
             let ran: Vec<&&Act> = acts.iter().filter(|x| x.lines.iter().any(|l| holds_command(l, cmd))).collect();
             action_ids.extend(ran.iter().map(|x| x.id));
             if !ran.is_empty() {
@@ -827,8 +839,9 @@ impl Account {
             } else {
                 ("denied", format!("refused ({}) and nothing observed", c.decision.as_deref().unwrap_or("")))
             }
-        } else if tool == "Bash" {
-            let cmd = c.input.as_ref().and_then(|i| i.get("command")).and_then(Value::as_str).unwrap_or("");
+        } else if is_shell_tool(&tool) {
+            let cmd = declared_command(c.input.as_ref());
+            let cmd = cmd.as_str();
             let hits: Vec<&&Act> = acts.iter().filter(|x| x.lines.iter().any(|l| holds_command(l, cmd))).collect();
             action_ids.extend(acts.iter().map(|x| x.id));
             if let Some(x) = hits.first() {
@@ -927,6 +940,11 @@ impl Account {
 /// A decision that refused the call.
 fn is_refusal(d: &str) -> bool {
     matches!(d.to_ascii_lowercase().as_str(), "reject" | "deny" | "denied" | "block" | "blocked" | "abort" | "rejected")
+}
+
+/// Claude Code's `Bash`, Codex's `exec_command` / `shell` / `local_shell`.
+fn is_shell_tool(tool: &str) -> bool {
+    matches!(tool, "Bash" | "exec_command" | "shell" | "local_shell" | "container.exec")
 }
 
 fn is_file_tool(tool: &str) -> bool {

@@ -245,7 +245,7 @@ pub fn otlp(
         decision: tool_event.then(|| first_text(a, &["decision"])).flatten(),
         decision_source: tool_event.then(|| first_text(a, &["source", "decision.source"])).flatten(),
         prompt: first_text(a, &["prompt"]).filter(|_| event.ends_with("user_prompt")),
-        input: first(a, &["tool_parameters", "arguments", "tool_input"]).map(|v| match v {
+        input: first(a, &["tool_input", "arguments", "tool_parameters"]).map(|v| match v {
             Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| v.clone()),
             other => other.clone(),
         }),
