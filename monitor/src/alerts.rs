@@ -673,7 +673,7 @@ impl Engine {
                 now = r.received_at;
                 agent = self.agent(r.session_id).to_owned();
                 if !r.attested {
-                    hits.extend(self.account_hit("report_unattested", r.session_id, None, &r.attestation, || {
+                    hits.extend(self.account_hit("report_unattested", r.session_id, None, || {
                         let what = format!("{} report {}", r.channel, r.event);
                         let summary =
                             format!("a {what} came from pid {} and is not the agent's own: {}", r.pid, r.attestation);
@@ -688,10 +688,11 @@ impl Engine {
                 agent = self.agent(c.session_id).to_owned();
                 let rule = match c.verdict.as_str() {
                     "undeclared" | "mismatch" => "undeclared_action",
-                    "unobserved" => "declared_not_observed",
+                    // A call the agent itself says failed may well have left nothing.
+                    "unobserved" if c.success != Some(false) => "declared_not_observed",
                     _ => return Vec::new(),
                 };
-                hits.extend(self.account_hit(rule, c.session_id, c.action_ids.first().copied(), &c.reason, || {
+                hits.extend(self.account_hit(rule, c.session_id, c.action_ids.first().copied(), || {
                     let tool = c.tool_name.as_deref().unwrap_or("no tool call");
                     let summary = format!("{} ({tool}): {}", c.verdict, crate::text::truncate_chars(&c.reason, 200));
                     let details = json!({"call_id": c.id, "verdict": c.verdict, "tool_name": c.tool_name,
@@ -754,7 +755,6 @@ impl Engine {
         rule: &str,
         session: Uuid,
         action: Option<Uuid>,
-        _why: &str,
         what: impl FnOnce() -> (String, Value, String),
     ) -> Option<Hit> {
         let (name, severity) = ACCOUNT_RULES.iter().find(|(n, _)| *n == rule)?;
@@ -784,12 +784,12 @@ impl Engine {
         session: Uuid,
         now: DateTime<Utc>,
         action: Option<Uuid>,
-        summary: String,
+        summary: &str,
         details: Value,
     ) -> Vec<AlertRecord> {
-        let Some(hit) = self
-            .account_hit("agent_reports_missing", session, action, "", || (summary.clone(), details, summary.clone()))
-        else {
+        let Some(hit) = self.account_hit("agent_reports_missing", session, action, || {
+            (summary.to_owned(), details, summary.to_owned())
+        }) else {
             return Vec::new();
         };
         let agent = self.agent(session).to_owned();

@@ -245,6 +245,7 @@ fn call<'a>(calls: &'a [Value], tool_use_id: &str) -> &'a Value {
 /// its call, a user's hook undeclared, a forged report unattested, a refused call denied, and
 /// tokens and cost from OpenTelemetry.
 #[tokio::test(flavor = "multi_thread")]
+#[expect(clippy::too_many_lines, reason = "one scenario, asserted field by field")]
 async fn claude_code_calls_are_checked_against_the_kernel() {
     let dir = scratch("account-main");
     let work = dir.join("work");
@@ -508,7 +509,7 @@ async fn the_daemon_down_never_holds_the_agent_up() {
     )
     .await;
     assert!(hooks.len() >= 4, "SessionStart, UserPromptSubmit, PreToolUse, PostToolUse, Stop: {hooks:#?}");
-    let bound = monitor::intake::CLIENT_BUDGET.as_millis() as f64 + 500.0;
+    let bound = monitor::intake::CLIENT_BUDGET.as_secs_f64() * 1000.0 + 500.0;
     assert!(hooks.iter().all(|h| h["ms"].as_f64().is_some_and(|ms| ms < bound)), "{hooks:#?}");
     // The hooks that ran while the daemon was down are counted by the next one.
     let undelivered = d.status()["account"]["verdicts"]["hooks_undelivered"].as_u64().unwrap_or(0);

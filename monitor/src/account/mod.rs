@@ -153,6 +153,7 @@ pub struct Report {
 
 /// A kernel action, as the matcher keeps it.
 #[derive(Debug, Clone)]
+#[expect(clippy::struct_excessive_bools, reason = "four independent facts of one action")]
 struct Act {
     id: Uuid,
     started_at: DateTime<Utc>,
@@ -465,12 +466,11 @@ impl Account {
             }
             return;
         };
-        let idx = match a.calls.iter().position(|c| c.tool_use_id == id) {
-            Some(i) => i,
-            None => {
-                a.calls.push(Call { tool_use_id: id, attested: true, ..Call::default() });
-                a.calls.len() - 1
-            }
+        let idx = if let Some(i) = a.calls.iter().position(|c| c.tool_use_id == id) {
+            i
+        } else {
+            a.calls.push(Call { tool_use_id: id, attested: true, ..Call::default() });
+            a.calls.len() - 1
         };
         let c = &mut a.calls[idx];
         c.reports.push(r.id);
@@ -579,7 +579,7 @@ impl Account {
             || addr.starts_with('@')
             || addr.is_empty()
             || *port == Some(53)
-            || a.endpoints.iter().any(|e| *e == endpoint)
+            || a.endpoints.contains(&endpoint)
             || host.as_deref().is_some_and(|h| a.profile.host_allowed(h));
         (!allowed)
             .then(|| format!("connect {}", host.as_deref().map_or(endpoint.clone(), |h| format!("{h} ({endpoint})"))))
@@ -810,6 +810,7 @@ impl Account {
     }
 
     /// The verdict of one declared call against the session's records in its window.
+    #[expect(clippy::too_many_lines, reason = "one branch per kind of tool, side by side")]
     fn verdict(session: Uuid, a: &Acct, c: &Call) -> CallRecord {
         let open = c.opened_at.unwrap_or_default();
         let close = c.closed_at.unwrap_or(open);
@@ -827,7 +828,9 @@ impl Account {
             let cmd = cmd.as_str();
             let ran: Vec<&&Act> = acts.iter().filter(|x| x.lines.iter().any(|l| holds_command(l, cmd))).collect();
             action_ids.extend(ran.iter().map(|x| x.id));
-            if !ran.is_empty() {
+            if ran.is_empty() {
+                ("denied", format!("refused ({}) and nothing observed", c.decision.as_deref().unwrap_or("")))
+            } else {
                 (
                     "mismatch",
                     format!(
@@ -836,8 +839,6 @@ impl Account {
                         short(cmd)
                     ),
                 )
-            } else {
-                ("denied", format!("refused ({}) and nothing observed", c.decision.as_deref().unwrap_or("")))
             }
         } else if is_shell_tool(&tool) {
             let cmd = declared_command(c.input.as_ref());

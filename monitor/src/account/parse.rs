@@ -97,19 +97,15 @@ fn micro_usd(v: &Value) -> Option<i64> {
         Value::String(s) => s.trim().parse::<f64>().ok()?,
         _ => return None,
     };
-    (f.is_finite() && f >= 0.0 && f < 1e9).then(|| (f * 1e6).round() as i64)
+    (0.0..1e9).contains(&f).then(|| (f * 1e6).round() as i64)
 }
 
 /// Cut every string of `v` to [`MAX_REPORT_STRING`] characters; whether any was cut.
 pub fn bound_strings(v: &mut Value) -> bool {
     match v {
-        Value::String(s) => {
-            if s.len() > MAX_REPORT_STRING {
-                *s = format!("{}…", crate::text::truncate_chars(s, MAX_REPORT_STRING));
-                true
-            } else {
-                false
-            }
+        Value::String(s) if s.len() > MAX_REPORT_STRING => {
+            *s = format!("{}…", crate::text::truncate_chars(s, MAX_REPORT_STRING));
+            true
         }
         Value::Array(a) => a.iter_mut().fold(false, |cut, x| bound_strings(x) | cut),
         Value::Object(m) => m.values_mut().fold(false, |cut, x| bound_strings(x) | cut),
@@ -289,6 +285,7 @@ pub struct Price {
 
 impl Price {
     /// The estimated cost, in millionths of a dollar, of the tokens of a report.
+    #[expect(clippy::cast_precision_loss, reason = "token counts, far below 2^52")]
     pub fn estimate(&self, p: &Parsed) -> Option<i64> {
         if p.tokens_in.is_none() && p.tokens_out.is_none() {
             return None;

@@ -8,6 +8,7 @@ fn t(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(1_800_000_000_000 + ms).single().expect("time")
 }
 
+#[expect(clippy::needless_pass_by_value, reason = "test literals")]
 fn hook(id: &str, event: &str, tool: &str, input: Value, at: i64, extra: Value) -> Report {
     let mut v = json!({"hook_event_name": event, "session_id": "conv", "tool_name": tool, "tool_input": input, "tool_use_id": id});
     if let (Some(m), Value::Object(e)) = (v.as_object_mut(), extra) {

@@ -303,7 +303,7 @@ pub const EXIT_UNAUTHENTICATED: i32 = 4;
 /// Run the parsed command; returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Daemon(args) => crate::daemon::run(args).await.map(|()| 0),
+        Command::Daemon(args) => Box::pin(crate::daemon::run(args)).await.map(|()| 0),
         Command::Unload { pin_dir, force, addr } => unload(&pin_dir, force, &addr.runtime_dir),
         Command::Run { .. } => unreachable!("run is handled before the runtime starts"),
         Command::Hook { .. } => unreachable!("hook is handled before the runtime starts"),

@@ -180,7 +180,11 @@ fn hex_addr(a: std::net::SocketAddr, v6_table: bool) -> String {
 }
 
 fn words(o: &[u8; 16]) -> String {
-    o.chunks(4).map(|c| format!("{:08X}", u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))).collect()
+    use std::fmt::Write as _;
+    o.chunks(4).fold(String::with_capacity(32), |mut s, c| {
+        let _ = write!(s, "{:08X}", u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+        s
+    })
 }
 
 fn find_inode(text: &str, peer: std::net::SocketAddr, local: std::net::SocketAddr) -> Option<u64> {

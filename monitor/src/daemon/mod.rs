@@ -532,7 +532,7 @@ impl Daemon {
                 // Telemetry comes from the agent process, known long before; it is bound before
                 // the rings are read, so a last batch sent just before the agent exits still
                 // finds its sender.
-                Some(r) = otlp.recv() => self.otlp_request(r),
+                Some(r) = otlp.recv() => self.otlp_request(&r),
                 Some(req) = cuts.recv() => {
                     self.pipeline.cut(req.cut);
                     let _ = req.queued.send(());

@@ -122,7 +122,7 @@ impl Daemon {
     }
 
     /// One OTLP request: each record a report of the process holding the client socket.
-    pub(super) fn otlp_request(&mut self, r: Received) {
+    pub(super) fn otlp_request(&mut self, r: &Received) {
         let owner = super::intake::tcp_inode(r.peer, r.local)
             .and_then(|inode| super::intake::socket_owner(inode, self.correlator.all_session_pids()));
         let Some(pid) = owner else {
@@ -245,7 +245,7 @@ impl Daemon {
         let (calls, silences) = self.reports.matcher.tick(now);
         self.emit(calls);
         for s in silences {
-            let alerts = self.pipeline.alerts.silence(s.session, s.at, s.action, s.summary, s.details);
+            let alerts = self.pipeline.alerts.silence(s.session, s.at, s.action, &s.summary, s.details);
             self.pipeline.push_alerts(alerts);
         }
         self.reports.status.verdicts = self.reports.matcher.stats;
@@ -263,7 +263,7 @@ impl Daemon {
                     let (calls, silence) = self.reports.matcher.end_session(e.session_id, now);
                     res.extend(calls);
                     if let Some(s) = silence {
-                        let alerts = self.pipeline.alerts.silence(s.session, s.at, s.action, s.summary, s.details);
+                        let alerts = self.pipeline.alerts.silence(s.session, s.at, s.action, &s.summary, s.details);
                         self.pipeline.push_alerts(alerts);
                     }
                 }
