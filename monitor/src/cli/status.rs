@@ -177,6 +177,30 @@ fn storage_lines(st: &Status) -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            "agents' reports",
+            format!(
+                "{} stored ({} not attested, {} malformed), {} refused from no session, {} over the rate; OTLP: {}",
+                st.account.reports,
+                st.account.unattested,
+                st.account.malformed,
+                st.account.refused_no_session,
+                st.account.rate_limited,
+                st.account.otlp_listen.as_deref().map_or_else(|| "off".to_owned(), |l| format!("{l}, {}", count(st.account.otlp_requests, "request"))),
+            ),
+        ),
+        (
+            "tool calls",
+            format!(
+                "{} matched, {} mismatch, {} denied, {} unobserved, {} undeclared; {} undelivered",
+                st.account.verdicts.matched,
+                st.account.verdicts.mismatch,
+                st.account.verdicts.denied,
+                st.account.verdicts.unobserved,
+                st.account.verdicts.undeclared,
+                count(st.account.verdicts.hooks_undelivered, "hook"),
+            ),
+        ),
+        (
             "alerts",
             format!(
                 "{} raised, webhook: {} delivered, {} waiting, {}, {} dropped",
