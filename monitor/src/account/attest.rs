@@ -58,3 +58,64 @@ pub fn otlp(s: &Sender) -> Result<String, String> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AGENTMON: &str = "/usr/bin/agentmon";
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// `agentmon hook` (pid 30) forked by `/bin/sh -c '/usr/bin/agentmon hook'` (pid 20), which the
+    /// agent (pid 10) started.
+    fn hook_sender() -> Sender {
+        Sender {
+            pid: 30,
+            session_id: uuid::Uuid::nil(),
+            exec_id: "x-30-1".into(),
+            is_agent: false,
+            exe: AGENTMON.into(),
+            argv: v(&[AGENTMON, "hook"]),
+            ppid: 20,
+            action: Some(uuid::Uuid::nil()),
+            action_root: Some((20, 10, v(&["/bin/sh", "-c", "/usr/bin/agentmon hook"]))),
+            agent: Some(10),
+        }
+    }
+
+    #[test]
+    fn the_agents_own_hook_is_attested() {
+        assert!(hook(&hook_sender(), AGENTMON).is_ok());
+        // bash may exec the command: the shell's pid is the sender's.
+        let exec = Sender { pid: 20, ppid: 10, ..hook_sender() };
+        assert!(hook(&exec, AGENTMON).is_ok());
+    }
+
+    #[test]
+    fn a_report_piped_from_a_tool_call_is_not() {
+        let tool = Sender {
+            action_root: Some((20, 10, v(&["/bin/bash", "-c", "eval 'echo {} | /usr/bin/agentmon hook'"]))),
+            ..hook_sender()
+        };
+        assert!(hook(&tool, AGENTMON).is_err_and(|e| e.contains("inside an action")));
+        // Even when the tool exec'd a shell that looks like a hook: the first image counts.
+        let deeper = Sender { ppid: 25, ..hook_sender() };
+        assert!(hook(&deeper, AGENTMON).is_err_and(|e| e.contains("did not start the sender")));
+        let not_ours = Sender { exe: "/tmp/agentmon".into(), ..hook_sender() };
+        assert!(hook(&not_ours, AGENTMON).is_err_and(|e| e.contains("not by `agentmon hook`")));
+        let agent = Sender { is_agent: true, ..hook_sender() };
+        assert!(hook(&agent, AGENTMON).is_err());
+        let not_the_agents =
+            Sender { action_root: Some((20, 99, v(&["/bin/sh", "-c", "/usr/bin/agentmon hook"]))), ..hook_sender() };
+        assert!(hook(&not_the_agents, AGENTMON).is_err_and(|e| e.contains("not started by the agent")));
+    }
+
+    #[test]
+    fn telemetry_is_attested_from_the_agent_process_only() {
+        assert!(otlp(&Sender { is_agent: true, ..hook_sender() }).is_ok());
+        assert!(otlp(&hook_sender()).is_err());
+    }
+}

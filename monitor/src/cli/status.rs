@@ -185,7 +185,10 @@ fn storage_lines(st: &Status) -> Vec<(&'static str, String)> {
                 st.account.malformed,
                 st.account.refused_no_session,
                 st.account.rate_limited,
-                st.account.otlp_listen.as_deref().map_or_else(|| "off".to_owned(), |l| format!("{l}, {}", count(st.account.otlp_requests, "request"))),
+                st.account.otlp_listen.as_deref().map_or_else(
+                    || "off".to_owned(),
+                    |l| format!("{l}, {}", count(st.account.otlp_requests, "request"))
+                ),
             ),
         ),
         (
