@@ -15,6 +15,9 @@ use integration_tests::{bin, json_lines, scratch, wait_for, Daemon};
 use serde_json::{json, Value};
 use sqlx::Row as _;
 
+/// The prompt: with a secret in it, which must be stored redacted.
+const PROMPT: &str = "do the scripted work with key AKIAQWERTYUIOPASDFGH";
+
 fn claude_bin() -> PathBuf {
     let p = PathBuf::from(std::env::var("AGENTMON_CLAUDE_BIN").unwrap_or_else(|_| {
         panic!("AGENTMON_CLAUDE_BIN is not set: run the tests through `cargo xtask test`, which installs Claude Code")
@@ -131,7 +134,7 @@ fn spawn_claude(
     let child = Command::new(bin())
         .args(["run", "--agent", "claude-test", "--"])
         .arg(claude_bin())
-        .args(["-p", "do the scripted work", "--settings"])
+        .args(["-p", PROMPT, "--settings"])
         .arg(settings)
         .args(["--allowedTools", "Bash", "Write", "Read", "--output-format", "json"])
         .args(extra)
@@ -352,6 +355,15 @@ async fn claude_code_calls_are_checked_against_the_kernel() {
     assert!(hooks.iter().all(|r| r["attested"] == true), "{hooks:#?}");
     for ev in ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop"] {
         assert!(hooks.iter().any(|r| r["event"] == ev), "no {ev} report: {hooks:#?}");
+    }
+    // The prompt, in the hook's report and the telemetry's, stored redacted.
+    let prompts: Vec<&Value> =
+        reports.iter().filter(|r| r["event"] == "UserPromptSubmit" || r["event"] == "user_prompt").collect();
+    assert!(prompts.len() >= 2, "{prompts:#?}");
+    for p in &prompts {
+        let body = p["body"].as_str().expect("body");
+        assert!(!body.contains("AKIAQWERTYUIOPASDFGH") && body.contains("[REDACTED:aws_access_key:"), "{p:#}");
+        assert_eq!(p["redacted"], json!(["aws_access_key"]));
     }
     // Tokens and cost from OpenTelemetry, sent by the agent process itself.
     let usage: Vec<&Value> = reports.iter().filter(|r| r["event"] == "api_request").collect();
