@@ -293,6 +293,7 @@ async fn claude_code_calls_are_checked_against_the_kernel() {
     assert_eq!(a1["success"], true);
     assert_eq!(a1["attested"], true);
     assert!(a1["output"].as_str().is_some_and(|o| o.contains("done-a") && !o.contains("forged")), "{a1:#}");
+    assert_eq!(a1["assistant_text"], "Writing and connecting.", "from the transcript: {a1:#}");
     let actions = d.actions(&id);
     let a1_action = actions
         .iter()

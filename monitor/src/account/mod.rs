@@ -200,6 +200,7 @@ struct Call {
     attested: bool,
     /// No hook reported it: its window is the agent's telemetry's, by the agent's clock.
     window_reported: bool,
+    assistant_text: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -479,6 +480,9 @@ impl Account {
         c.prompt_id = c.prompt_id.take().or_else(|| p.prompt_id.clone());
         if c.input.is_none() {
             c.input.clone_from(&p.input);
+        }
+        if let Some(t) = p.assistant_text.as_ref().filter(|_| c.assistant_text.is_none()) {
+            c.assistant_text = Some(crate::text::truncate_chars(t, MAX_CALL_OUTPUT));
         }
         // Hooks give the window; OpenTelemetry arrives in batches and only fills in details,
         // or, for a call no hook reported, gives the window by the agent's own clock.
@@ -924,7 +928,7 @@ impl Account {
             duration_ms: c.duration_ms,
             success: c.success,
             output: c.output.clone(),
-            assistant_text: None,
+            assistant_text: c.assistant_text.clone(),
             prompt_id: c.prompt_id.clone(),
             attested: c.attested,
             verdict: verdict.to_owned(),

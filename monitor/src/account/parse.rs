@@ -29,6 +29,8 @@ pub struct Parsed {
     /// The user's prompt (`UserPromptSubmit`, `user_prompt`).
     pub prompt: Option<String>,
     pub transcript_path: Option<String>,
+    /// The assistant's text before the call, from the transcript (filled in by the daemon).
+    pub assistant_text: Option<String>,
     /// When the agent says the event happened (OpenTelemetry: `event.timestamp`, else the
     /// record's time): the agent's word, used only for calls no hook reported.
     pub time: Option<chrono::DateTime<chrono::Utc>>,
@@ -271,6 +273,38 @@ pub fn otlp(
     p
 }
 
+/// The assistant's text that preceded a tool call, from a Claude Code transcript (JSON lines:
+/// `{"type":"assistant","message":{"id":..,"content":[{"type":"text",..},{"type":"tool_use","id":..}]}}`,
+/// one message possibly spread over several lines with the same id). Anthropic documents the
+/// transcript as internal and changing: a fallback, and the agent's own words.
+pub fn assistant_text_before(jsonl: &str, tool_use_id: &str) -> Option<String> {
+    let mut texts: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for line in jsonl.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let Some(msg) = v.get("message").filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant")) else {
+            continue;
+        };
+        let id = msg.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+        let Some(content) = msg.get("content").and_then(Value::as_array) else { continue };
+        for block in content {
+            match block.get("type").and_then(Value::as_str) {
+                Some("text") => {
+                    let t = texts.entry(id.clone()).or_default();
+                    if !t.is_empty() {
+                        t.push('\n');
+                    }
+                    t.push_str(block.get("text").and_then(Value::as_str).unwrap_or(""));
+                }
+                Some("tool_use") if block.get("id").and_then(Value::as_str) == Some(tool_use_id) => {
+                    return texts.remove(&id).filter(|t| !t.trim().is_empty());
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
 /// A price table entry: US dollars per million tokens.
 #[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -359,6 +393,20 @@ mod tests {
         let p = otlp("tool_decision", None, d.as_object().expect("map"), &Map::new());
         assert_eq!((p.decision.as_deref(), p.decision_source.as_deref()), (Some("reject"), Some("config")));
         assert_eq!(p.tokens_in, None, "no usage outside api_request");
+    }
+
+    #[test]
+    fn the_assistant_text_before_a_tool_call() {
+        let lines = [
+            json!({"type": "user", "message": {"role": "user", "content": "go"}}),
+            json!({"type": "assistant", "message": {"id": "m1", "role": "assistant", "content": [{"type": "text", "text": "Listing."}]}}),
+            json!({"type": "assistant", "message": {"id": "m1", "role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {}}]}}),
+            json!({"type": "assistant", "message": {"id": "m2", "role": "assistant", "content": [{"type": "tool_use", "id": "t2", "name": "Bash", "input": {}}]}}),
+        ];
+        let text: String = lines.iter().map(|l| format!("{l}\nnot json\n")).collect();
+        assert_eq!(assistant_text_before(&text, "t1").as_deref(), Some("Listing."));
+        assert_eq!(assistant_text_before(&text, "t2"), None, "no text before it");
+        assert_eq!(assistant_text_before(&text, "t9"), None);
     }
 
     #[test]

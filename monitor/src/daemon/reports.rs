@@ -59,6 +59,29 @@ impl Reports {
     }
 }
 
+/// The last MiB of an agent's transcript, read as root only when it is a regular file (not
+/// through a symlink) owned by the hook's user and named `*.jsonl`: its path is the agent's word.
+fn transcript_tail(path: &str, uid: u32) -> Option<String> {
+    use std::{
+        io::{Read as _, Seek as _},
+        os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    };
+    const TAIL: u64 = 1 << 20;
+    if !std::path::Path::new(path).extension().is_some_and(|e| e == "jsonl") {
+        return None;
+    }
+    let mut f =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.uid() != uid {
+        return None;
+    }
+    f.seek(std::io::SeekFrom::Start(meta.len().saturating_sub(TAIL))).ok()?;
+    let mut buf = Vec::new();
+    f.take(TAIL).read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
 /// Replace the prompt in a stored report body when prompts are not captured.
 fn drop_prompt(p: &mut Parsed) {
     if p.prompt.is_none() {
@@ -111,6 +134,13 @@ impl Daemon {
             debug!(pid = r.pid, "no pidfd for the intake peer; identity from its start time");
         }
         self.reports.matcher.delivered(session, sender.as_ref().and_then(|s| s.action));
+        let tool_hook = matches!(parsed.event.as_str(), "PreToolUse" | "PostToolUse" | "PostToolUseFailure");
+        if tool_hook && verdict.is_ok() {
+            if let (Some(path), Some(id)) = (&parsed.transcript_path, &parsed.tool_use_id) {
+                parsed.assistant_text =
+                    transcript_tail(path, r.uid).and_then(|t| account::parse::assistant_text_before(&t, id));
+            }
+        }
         if !r.header.args.is_empty() {
             parsed.body = format!(
                 "{{\"hook_args\":{},\"input\":{}}}",
