@@ -403,7 +403,7 @@ mod tests {
             json!({"type": "assistant", "message": {"id": "m1", "role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {}}]}}),
             json!({"type": "assistant", "message": {"id": "m2", "role": "assistant", "content": [{"type": "tool_use", "id": "t2", "name": "Bash", "input": {}}]}}),
         ];
-        let text: String = lines.iter().map(|l| format!("{l}\nnot json\n")).collect();
+        let text = lines.iter().fold(String::new(), |t, l| t + &l.to_string() + "\nnot json\n");
         assert_eq!(assistant_text_before(&text, "t1").as_deref(), Some("Listing."));
         assert_eq!(assistant_text_before(&text, "t2"), None, "no text before it");
         assert_eq!(assistant_text_before(&text, "t9"), None);

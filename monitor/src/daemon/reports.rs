@@ -67,7 +67,7 @@ fn transcript_tail(path: &str, uid: u32) -> Option<String> {
         os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     };
     const TAIL: u64 = 1 << 20;
-    if !std::path::Path::new(path).extension().is_some_and(|e| e == "jsonl") {
+    if std::path::Path::new(path).extension().is_none_or(|e| e != "jsonl") {
         return None;
     }
     let mut f =
