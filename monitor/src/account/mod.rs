@@ -43,6 +43,9 @@ pub const SILENCE_SECS: i64 = 30;
 /// Records kept per session for matching (the oldest go first).
 const KEEP_EVENTS: usize = 8192;
 const KEEP_ACTIONS: usize = 1024;
+/// Command lines an action keeps for matching, and characters of each.
+const MAX_LINES: usize = 32;
+const MAX_LINE: usize = 8192;
 /// Ids listed in one call row.
 const MAX_IDS: usize = 64;
 /// Distinct undeclared agent-process accesses written per session (later ones are counted in
@@ -596,10 +599,12 @@ impl Account {
         let first_image = root.and_then(|p| p.prior_argv.first()).unwrap_or(&r.argv);
         // Each image's arguments as given (not re-quoted), so a declared command is found
         // inside the shell line that wraps it.
-        let mut lines = vec![r.argv.join(" ")];
-        for p in &r.processes {
-            lines.push(p.argv.join(" "));
-            lines.extend(p.prior_argv.iter().map(|x| x.join(" ")));
+        // Bounded: at most MAX_LINES lines of MAX_LINE bytes each are kept per action.
+        let line = |a: &[String]| crate::text::truncate_chars(&a.join(" "), MAX_LINE);
+        let mut lines = vec![line(&r.argv)];
+        for p in r.processes.iter().take(MAX_LINES) {
+            lines.push(line(&p.argv));
+            lines.extend(p.prior_argv.iter().take(2).map(|x| line(x)));
         }
         let hook = is_hook_command(first_image);
         if hook && !a.delivered.remove(&r.id) {
