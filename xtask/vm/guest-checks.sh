@@ -114,6 +114,15 @@ if [ "$phase" = install ]; then
 	check "its child processes are stored" has "$id" '[.[].processes[] | select(.argv[0] == "cat")] | length == 1'
 	check "verify is clean" agentmon verify
 
+	# The agents' own account under systemd: the intake socket takes a hook's report from a
+	# session (piped in by the agent's command, so stored as not attested), and the OTLP
+	# receiver listens on its default address.
+	check "the intake socket is open to every user" test "$(stat -c %a /run/agentmon/intake.sock)" = 666
+	check "the OTLP receiver listens on 127.0.0.1:4318" bash -c "agentmon status --json | jq -e '.account.otlp_listen == \"127.0.0.1:4318\"'"
+	hid=$(run_session vm-hook bash -c 'echo "{\"hook_event_name\":\"SessionStart\",\"session_id\":\"vm\"}" | agentmon hook; exit 0')
+	check "agentmon hook runs in a session" test -n "$hid"
+	check "the hook's report is stored, not attested" wait_for 30 bash -c "agentmon status --json | jq -e '.account.reports >= 1 and .account.unattested >= 1'"
+
 	# systemctl restart in the middle of a session loses nothing of it.
 	agentmon run --agent vm-restart -- bash -c 'for i in 1 2 3 4 5 6 7 8; do sh -c "echo $i >/tmp/r$i"; sleep 1; done' 2>/tmp/run-restart.err &
 	runner=$!
