@@ -378,7 +378,15 @@ fn default_config_lists_every_key() {
             "sensitive" => assert!(has("#[sensitive]"), "{path} has no #[sensitive]"),
             "alerts" => assert!(has("#[alerts]"), "{path} has no #[alerts]"),
             "retention" => assert!(has("#[retention]"), "{path} has no #[retention]"),
+            "agents" => assert!(has("#[agents]"), "{path} has no #[agents]"),
             k => assert!(has(&format!("#{k} = ")), "{path} does not list `{k}`"),
+        }
+    }
+    for k in known_keys("[agents]\nzz_unknown = 1\n") {
+        match k.as_str() {
+            "prices" => assert!(has("#[agents.prices."), "{path} has no #[agents.prices.MODEL]"),
+            "profile" => assert!(has("#[agents.profile."), "{path} has no #[agents.profile.KIND]"),
+            k => assert!(has(&format!("#{k} = ")), "{path} does not list agents `{k}`"),
         }
     }
     for k in known_keys("[redaction]\nzz_unknown = 1\n") {

@@ -14,6 +14,10 @@ use monitor::retention;
 use serde_json::Value;
 
 const TABLES: [&str; 6] = ["events", "alerts", "processes", "actions", "session_ends", "sessions"];
+/// Every day-partitioned table, children before parents (as `monitor::retention::TABLES`):
+/// the agents' reports and tool calls are partitioned and dropped like the rest.
+const PARTITIONED: [&str; 8] =
+    ["events", "agent_reports", "tool_calls", "alerts", "processes", "actions", "session_ends", "sessions"];
 
 /// Rows of `session` in each table (alerts: 0, none are raised).
 async fn counts(pool: &sqlx::PgPool, session: &str) -> Vec<(String, i64)> {
@@ -190,9 +194,13 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
     d.wait_session_end(&id);
     let today = Utc::now().date_naive().format("%Y%m%d").to_string();
     let part = |t: &str| format!("{t}_p{today}");
-    for t in TABLES {
+    for t in PARTITIONED {
         assert!(exists(&d.pool, &part(t)).await, "the daemon made today's partition of {t}");
     }
+    assert_eq!(
+        PARTITIONED.map(str::to_owned).to_vec(),
+        monitor::retention::TABLES.iter().map(|(t, _)| (*t).to_owned()).collect::<Vec<_>>()
+    );
     let before = counts(&d.pool, &id).await;
     let n_events = before[0].1;
     assert!(n_events > 0 && before[3].1 >= 3, "{before:?}");
@@ -248,7 +256,7 @@ async fn warm_drops_raw_events_cold_archives_then_drops_and_only_a_signed_cut_pa
     let names: Vec<&str> = items.iter().map(|i| i["partition"].as_str().expect("name")).collect();
     assert_eq!(
         names,
-        TABLES[1..].iter().map(|t| part(t)).collect::<Vec<_>>(),
+        PARTITIONED[1..].iter().map(|t| part(t)).collect::<Vec<_>>(),
         "children before parents; events already gone"
     );
     let mut retained = events_today;

@@ -329,6 +329,8 @@ mod tests {
             "chain            seq 950, 7 checkpoints, signed by SHA256:k".into(),
             "redaction        1 record redacted".into(),
             "control socket   0 busy refusals (a uid may hold 8 connections at once)".into(),
+            "agents' reports  0 stored (0 not attested, 0 malformed), 0 refused from no session, 0 over the rate; OTLP: off".into(),
+            "tool calls       0 matched, 0 mismatch, 0 denied, 0 unobserved, 0 undeclared; 0 hooks undelivered".into(),
             "alerts           0 raised, webhook: 0 delivered, 0 waiting, 0 failed attempts, 0 dropped".into(),
             String::new(),
             "SESSION   AGENT   ROOT PID  PROCESSES  KERNEL  LOST".into(),
