@@ -203,6 +203,7 @@ fn test(no_vm: bool, args: &[String]) -> anyhow::Result<()> {
     }
     setup::test_packages()?;
     let claude = setup::claude_code()?;
+    let codex = setup::codex_cli()?;
     // Lint first and report at the end: a style slip does not hide the tests' results.
     let lint = lint(&env);
     step("building the workspace");
@@ -221,6 +222,7 @@ fn test(no_vm: bool, args: &[String]) -> anyhow::Result<()> {
         .env("AGENTMON_BIN", workspace_root().join("target/debug/agentmon"))
         .env("AGENTMON_TEST_DEB", &deb)
         .env("AGENTMON_CLAUDE_BIN", &claude)
+        .env("AGENTMON_CODEX_BIN", &codex)
         .status();
     pg::Cluster::stop_child(&mut server);
     let status = status?;

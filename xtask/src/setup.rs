@@ -72,6 +72,29 @@ pub fn claude_code() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The pinned Codex CLI the agent-account tests drive (`tests/agents/install-codex.sh`, from
+/// the npm registry, into the user's cache); returns the path of its binary (the native one
+/// the package ships for this machine).
+pub fn codex_cli() -> anyhow::Result<PathBuf> {
+    if Command::new("npm").arg("--version").output().map_or(true, |o| !o.status.success()) {
+        apt_install(&["npm"], "npm, for the Codex CLI the tests drive")?;
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let dir = home.join(".cache/agentmon/codex");
+    let out = Command::new("sh")
+        .arg(crate::workspace_root().join("tests/agents/install-codex.sh"))
+        .arg(&dir)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running tests/agents/install-codex.sh")?;
+    if !out.status.success() {
+        bail!("installing the Codex CLI into {} failed", dir.display());
+    }
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    step(&format!("Codex CLI: {}", bin.display()));
+    Ok(bin)
+}
+
 /// The virtual-machine tier's tools: debootstrap for the guest image, and QEMU. Bookworm's
 /// own `qemu-system-x86` conflicts with the `qemu-utils` from bookworm-backports that Debian
 /// build machines often have, so QEMU comes from bookworm-backports, through an apt source of

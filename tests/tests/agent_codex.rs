@@ -1,0 +1,275 @@
+//! The agent's own account against the kernel's, with the real Codex CLI (the pinned version
+//! `cargo xtask test` installs, `AGENTMON_CODEX_BIN`) driven by a scripted Responses API server
+//! on loopback (`tests/agents/fake_responses_api.py`, a custom model provider in Codex's
+//! config), its hooks pointing at `agentmon hook` and its OpenTelemetry at the daemon's OTLP
+//! receiver. The session runs under `agentmon run`; the stored report and call rows are
+//! asserted field by field.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use integration_tests::{bin, json_lines, scratch, wait_for, Daemon};
+use serde_json::{json, Value};
+use sqlx::Row as _;
+
+fn codex_bin() -> PathBuf {
+    let p = PathBuf::from(std::env::var("AGENTMON_CODEX_BIN").unwrap_or_else(|_| {
+        panic!("AGENTMON_CODEX_BIN is not set: run the tests through `cargo xtask test`, which installs Codex CLI")
+    }));
+    assert!(p.exists(), "AGENTMON_CODEX_BIN={} does not exist", p.display());
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The scripted Responses API server.
+struct FakeApi {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl FakeApi {
+    fn start(dir: &Path, script: &Value) -> Self {
+        let script_file = dir.join("script.json");
+        std::fs::write(&script_file, script.to_string()).expect("script");
+        let port_file = dir.join("api.port");
+        let log = dir.join("api.log");
+        let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/fake_responses_api.py");
+        let child = Command::new("python3")
+            .arg(server)
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--script")
+            .arg(&script_file)
+            .arg("--log")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the fake Responses API (python3)");
+        let port = wait_for(10, "the fake Responses API to listen", || {
+            std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse().ok())
+        });
+        Self { child, port, log }
+    }
+
+    fn main_requests(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"kind\": \"main\""))
+            .count()
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A daemon whose OTLP receiver listens on a port of its own.
+async fn daemon(name: &str, dir: &Path) -> (Daemon, u16) {
+    let otlp = free_port();
+    let config = dir.join("agentmon.toml");
+    std::fs::write(&config, format!("[agents]\notlp_listen = \"127.0.0.1:{otlp}\"\nsilence_secs = 3\n"))
+        .expect("config");
+    let d = Daemon::start(name, &["--config", config.to_str().expect("utf-8")]).await;
+    (d, otlp)
+}
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    Value::String(s.to_owned()).to_string()
+}
+
+/// Codex's `$CODEX_HOME/config.toml`: the scripted provider, no approvals and no sandbox,
+/// every hook event running `agentmon hook` (`hook` is the command line), logs and metrics
+/// to the daemon's OTLP receiver as OTLP/JSON.
+fn codex_config(codex_home: &Path, api: &FakeApi, otlp: u16, hook: &str) {
+    let mut c = format!(
+        r#"model = "gpt-5-mock"
+model_provider = "mock"
+approval_policy = "never"
+sandbox_mode = "danger-full-access"
+
+[model_providers.mock]
+name = "mock"
+base_url = "http://127.0.0.1:{api}/v1"
+wire_api = "responses"
+
+[otel]
+log_user_prompt = true
+exporter = {{ otlp-http = {{ endpoint = "http://127.0.0.1:{otlp}/v1/logs", protocol = "json" }} }}
+metrics_exporter = {{ otlp-http = {{ endpoint = "http://127.0.0.1:{otlp}/v1/metrics", protocol = "json" }} }}
+"#,
+        api = api.port,
+    );
+    for (event, matcher) in
+        [("SessionStart", false), ("UserPromptSubmit", false), ("PreToolUse", true), ("PostToolUse", true), ("Stop", false)]
+    {
+        c.push_str(&format!("\n[[hooks.{event}]]\n"));
+        if matcher {
+            c.push_str("matcher = \"*\"\n");
+        }
+        c.push_str(&format!("hooks = [{{ type = \"command\", command = {}, timeout = 10 }}]\n", toml_str(hook)));
+    }
+    std::fs::create_dir_all(codex_home).expect("codex home");
+    std::fs::write(codex_home.join("config.toml"), c).expect("codex config");
+}
+
+/// Run `codex exec` in an `agentmon run` session in `work`; the session id.
+fn run_codex(d: &Daemon, work: &Path, home: &Path) -> String {
+    let out = Command::new(bin())
+        .args(["run", "--agent", "codex-test", "--"])
+        .arg(codex_bin())
+        // Hooks from the user's config need a persisted trust Codex asks for interactively.
+        .args(["exec", "--dangerously-bypass-hook-trust", "--skip-git-repo-check", "do it"])
+        .current_dir(work)
+        .env("HOME", home)
+        .env("CODEX_HOME", home.join(".codex"))
+        .env("AGENTMON_RUNTIME_DIR", &d.runtime_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run codex");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "codex failed ({}): {stderr}\n{}\ndaemon log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        d.log(),
+    );
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("agentmon: session "))
+        .unwrap_or_else(|| panic!("no session line: {stderr}"))
+        .trim()
+        .to_owned()
+}
+
+async fn rows(d: &Daemon, sql: &str, session: &str) -> Vec<Value> {
+    let q = format!("SELECT to_jsonb(t) AS j FROM ({sql}) t");
+    sqlx::query(&q)
+        .bind(uuid::Uuid::parse_str(session).expect("uuid"))
+        .fetch_all(&d.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{q}: {e}"))
+        .into_iter()
+        .map(|r| r.get::<Value, _>("j"))
+        .collect()
+}
+
+async fn calls(d: &Daemon, session: &str) -> Vec<Value> {
+    rows(d, "SELECT * FROM tool_calls WHERE session_id = $1 ORDER BY started_at", session).await
+}
+
+/// Wait until the session's calls satisfy `done`; on a timeout, say what was there.
+async fn wait_calls(d: &Daemon, id: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let c = calls(d, id).await;
+        if done(&c) {
+            return c;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let reports = rows(d, "SELECT received_at, channel, event, tool_use_id, attested, attestation FROM agent_reports WHERE session_id = $1 ORDER BY received_at", id).await;
+            let actions = d.actions(id);
+            panic!("the calls did not come: {c:#?}\nreports: {reports:#?}\nactions: {actions:#?}\n{}", d.log());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Codex's `exec_command` call matched against what the kernel saw: the file it wrote and the
+/// connection it made, hook and OpenTelemetry reports attested, tokens (no cost: no price for
+/// the mock model) from OpenTelemetry.
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_calls_are_checked_against_the_kernel() {
+    let dir = scratch("codex-main");
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).expect("work");
+    let (d, otlp) = daemon("codex_main", &dir).await;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let lport = listener.local_addr().expect("addr").port();
+    let w = work.display();
+    let hook = format!("{} hook --runtime-dir {}", bin().display(), d.runtime_dir.display());
+    let cmd = format!("echo hello > {w}/out.txt && exec 3<>/dev/tcp/127.0.0.1/{lport} && echo ping >&3; echo done-c1");
+    let script = json!([
+        [{"type": "tool_call", "call_id": "call_C1", "name": "exec_command", "arguments": {"cmd": cmd}}],
+        [{"type": "text", "text": "all done"}]
+    ]);
+    let api = FakeApi::start(&dir, &script);
+    let home = dir.join("home");
+    codex_config(&home.join(".codex"), &api, otlp, &hook);
+    let id = run_codex(&d, &work, &home);
+    assert!(api.main_requests() >= 2, "every scripted turn was asked for");
+    assert_eq!(std::fs::read_to_string(work.join("out.txt")).expect("out.txt"), "hello\n");
+    d.wait_session_end_within(&id, 60);
+    let calls = wait_calls(&d, &id, |c| c.iter().any(|x| x["tool_use_id"] == "call_C1")).await;
+    drop(listener);
+
+    let c1 = calls.iter().find(|c| c["tool_use_id"] == "call_C1").expect("call_C1");
+    assert_eq!(c1["verdict"], "matched", "{c1:#}\nactions: {:#?}", d.actions(&id));
+    assert!(c1["tool_name"] == "Bash" || c1["tool_name"] == "exec_command", "{c1:#}");
+    assert_eq!(c1["success"], true, "{c1:#}");
+    assert_eq!(c1["attested"], true, "{c1:#}");
+    let actions = d.actions(&id);
+    let c1_action = actions
+        .iter()
+        .find(|a| {
+            c1["action_ids"].as_array().expect("ids").iter().any(|x| x == &a["id"])
+                && a["command"].as_str().is_some_and(|c| c.contains("out.txt"))
+        })
+        .unwrap_or_else(|| panic!("C1's action: {c1:#} {actions:#?}"));
+    assert_eq!(c1_action["exit_code"], 0, "{c1_action:#}");
+    let files = c1_action["files"].as_array().expect("files");
+    assert!(files.iter().any(|f| f["path"] == format!("{w}/out.txt") && f["access"] == "create"), "{files:#?}");
+    let net = c1_action["net"].as_array().expect("net");
+    assert!(net.iter().any(|n| n["op"] == "connect" && n["port"] == lport), "{net:#?}");
+    assert!(calls.iter().all(|c| c["verdict"] != "undeclared"), "nothing ran outside the call: {calls:#?}");
+
+    // Every hook report is attested, from Codex's own hooks.
+    let reports = rows(&d, "SELECT * FROM agent_reports WHERE session_id = $1 ORDER BY received_at", &id).await;
+    let hooks: Vec<&Value> = reports.iter().filter(|r| r["channel"] == "hook").collect();
+    assert!(hooks.iter().all(|r| r["attested"] == true), "{hooks:#?}");
+    for ev in ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop"] {
+        assert!(hooks.iter().any(|r| r["event"] == ev), "no {ev} report: {hooks:#?}");
+    }
+    let pre = hooks.iter().find(|r| r["event"] == "PreToolUse").expect("PreToolUse");
+    assert_eq!(pre["tool_use_id"], "call_C1", "{pre:#}");
+    assert_eq!(pre["tool_name"], "Bash", "{pre:#}");
+    assert!(c1["report_ids"].as_array().expect("ids").contains(&pre["id"]), "{c1:#}");
+
+    // OpenTelemetry, sent by the agent process itself: the tool result, and tokens from the
+    // response.completed stream events (cost null: the mock model has no price).
+    let otel: Vec<&Value> = reports.iter().filter(|r| r["channel"] == "otlp").collect();
+    assert!(otel.iter().all(|r| r["attested"] == true), "{otel:#?}");
+    let result = otel
+        .iter()
+        .find(|r| r["event"] == "codex.tool_result" && r["tool_use_id"] == "call_C1")
+        .unwrap_or_else(|| panic!("the tool result: {otel:#?}"));
+    assert_eq!(result["tool_name"], "exec_command", "{result:#}");
+    let usage: Vec<&Value> = otel.iter().filter(|r| r["tokens_in"].as_i64().is_some()).copied().collect();
+    assert!(usage.len() >= 2, "one response.completed per turn: {otel:#?}");
+    assert!(usage.iter().all(|r| r["event"] == "codex.sse_event"
+        && r["tokens_in"].as_i64().is_some_and(|t| t > 0)
+        && r["tokens_out"].as_i64().is_some_and(|t| t > 0)
+        && r["cost_micro_usd"].is_null()));
+
+    let v = d.cli(&["verify"]);
+    assert!(v.status.success(), "verify: {}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    let listed = json_lines(&d.cli(&["calls", "--json", "--session", &id]));
+    assert_eq!(listed.len(), calls.len(), "{listed:#?}");
+    let sessions = json_lines(&d.cli(&["sessions", "--json"]));
+    let s = sessions.iter().find(|s| s["id"] == id.as_str()).expect("the session");
+    let tokens_in: i64 = usage.iter().filter_map(|r| r["tokens_in"].as_i64()).sum();
+    assert_eq!(s["tokens_in"].as_i64(), Some(tokens_in), "{s:#}");
+}
