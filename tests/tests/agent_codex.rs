@@ -112,9 +112,13 @@ metrics_exporter = {{ otlp-http = {{ endpoint = "http://127.0.0.1:{otlp}/v1/metr
 "#,
         api = api.port,
     );
-    for (event, matcher) in
-        [("SessionStart", false), ("UserPromptSubmit", false), ("PreToolUse", true), ("PostToolUse", true), ("Stop", false)]
-    {
+    for (event, matcher) in [
+        ("SessionStart", false),
+        ("UserPromptSubmit", false),
+        ("PreToolUse", true),
+        ("PostToolUse", true),
+        ("Stop", false),
+    ] {
         c.push_str(&format!("\n[[hooks.{event}]]\n"));
         if matcher {
             c.push_str("matcher = \"*\"\n");
@@ -226,7 +230,7 @@ async fn codex_calls_are_checked_against_the_kernel() {
         .iter()
         .find(|a| {
             c1["action_ids"].as_array().expect("ids").iter().any(|x| x == &a["id"])
-                && a["command"].as_str().is_some_and(|c| c.contains("out.txt"))
+                && a["files"].as_array().is_some_and(|f| f.iter().any(|f| f["path"] == format!("{w}/out.txt")))
         })
         .unwrap_or_else(|| panic!("C1's action: {c1:#} {actions:#?}"));
     assert_eq!(c1_action["exit_code"], 0, "{c1_action:#}");

@@ -104,6 +104,11 @@ fn parse(text: &str) -> Scrape {
 }
 
 /// The local TCP ports `pid` listens on: its socket fds matched against its namespace's tables.
+/// The port of the daemon's OTLP receiver, as `status` reports it (none when it did not bind).
+fn otlp_port(d: &Daemon) -> Option<u16> {
+    d.status()["account"]["otlp_listen"].as_str().and_then(|a| a.rsplit(':').next()?.parse().ok())
+}
+
 fn listening_ports(pid: u32) -> Vec<u16> {
     let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("daemon fds")
@@ -223,7 +228,14 @@ async fn metrics_equal_status() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let d = Daemon::start("metrics", &["--metrics-listen", &addr]).await;
-    assert_eq!(listening_ports(d.daemon_pid()), vec![port], "the daemon listens on the metrics port only");
+    let mut want = vec![port];
+    want.extend(otlp_port(&d));
+    want.sort_unstable();
+    assert_eq!(
+        listening_ports(d.daemon_pid()),
+        want,
+        "the daemon listens on the metrics port (and the OTLP receiver's) only"
+    );
 
     // Activity that ends, then a session that stays live and idle, so per-session series exist.
     let dir = scratch("metrics");
@@ -324,14 +336,9 @@ async fn no_metrics_without_the_flag() {
     let d = Daemon::start("nometrics", &[]).await;
     // Its one TCP port, if any, is the agents' OTLP receiver (on by default; another test's
     // daemon may hold its default port, and then it has none).
-    let otlp: Vec<u16> = d.status()["account"]["otlp_listen"]
-        .as_str()
-        .and_then(|a| a.rsplit(':').next()?.parse().ok())
-        .into_iter()
-        .collect();
     assert_eq!(
         listening_ports(d.daemon_pid()),
-        otlp,
+        otlp_port(&d).into_iter().collect::<Vec<_>>(),
         "without --metrics-listen the daemon listens on no TCP port but the OTLP receiver's"
     );
 }

@@ -124,7 +124,15 @@ impl Profile {
             "codex" => Self {
                 paths: s(&["/.codex/", "/tmp/codex-"]),
                 hosts: s(&["*.openai.com", "chatgpt.com", "*.chatgpt.com"]),
-                commands: Vec::new(),
+                // Its shell snapshot, the platform probes it runs at start, and its plugin
+                // index check (observed with Codex 0.171.0).
+                commands: s(&[
+                    "# Snapshot file",
+                    "/.codex/shell_snapshots/",
+                    "lsb_release -a",
+                    "getconf LONG_BIT",
+                    "openai/plugins.git",
+                ]),
             },
             _ => Self::default(),
         }
@@ -170,6 +178,9 @@ struct Act {
     own: bool,
     writes: bool,
     connects: bool,
+    /// One of its processes exec'd (a fork that never exec'd, wrote or connected did nothing
+    /// the account asks about).
+    execd: bool,
 }
 
 /// One raw event, as the matcher keeps it.
@@ -621,8 +632,10 @@ impl Account {
             own,
             writes: r.files.iter().any(|f| is_write(&f.access) && f.result == "ok"),
             connects: r.net.iter().any(|n| n.op == "connect"),
+            execd: !r.argv.is_empty() || r.processes.iter().any(|p| !p.argv.is_empty()),
         };
-        if !hook && !own && (a.reports > 0 || a.expected) {
+        let effect = act.execd || act.writes || act.connects;
+        if !hook && !own && effect && (a.reports > 0 || a.expected) {
             a.undecided.push_back((now + Duration::milliseconds(GRACE_MS), Pending::Act(r.id)));
             // A report is handled before its hook answers, so before the tool it precedes
             // starts: an action that starts after the last report had none (the margin is for
