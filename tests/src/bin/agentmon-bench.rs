@@ -19,6 +19,9 @@
 //! 7. **Opt-in costs** for processes outside any session, alternating daemons in one run:
 //!    32-bit capture on/off (getppid, open/close) and session rules on/off (exec loop, cgroup
 //!    mkdir/rmdir loop).
+//! 8. **Agent reports**: `agentmon hook`'s round trip from inside a session (spawn, ~1 KB
+//!    `PreToolUse` input, exit), to the daemon and with no intake socket, p50 and p99; and the
+//!    OTLP/HTTP receiver's rate for back-to-back log exports from a session process.
 //!
 //! Run with `sudo cargo xtask bench` (`-- --quick` for a smoke run, `-- --help` for the flags).
 
@@ -26,7 +29,7 @@ use std::{
     collections::HashMap,
     fmt::Write as _,
     io::{BufRead as _, BufReader, Read as _},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, ChildStderr, Command, Stdio},
     sync::{
@@ -45,9 +48,10 @@ const USAGE: &str = "\
 agentmon-bench [--quick] [--rounds N] [--exec N] [--open N] [--getppid N]
                [--rates R1,R2,..] [--gen-secs S] [--gen-exec-every N]
                [--lat-rate R] [--lat-secs S] [--restart-rate R] [--restart-down-secs S]
+               [--hooks N] [--otlp-secs S] [--otlp-records K]
                [--daemon-arg ARG]... [--keep-db]
 
-  --quick              short smoke run (3 rounds, small loops, 5 s at 2 rates)
+  --quick              short smoke run (3 rounds, small loops, 5 s at 2 rates, 30 hooks, 2 s of OTLP)
   --rounds N           rounds of each overhead workload per mode [5]
   --exec N             /bin/true execs per exec-loop round [1000]
   --open N             open+close per open-loop round [100000]
@@ -59,6 +63,9 @@ agentmon-bench [--quick] [--rounds N] [--exec N] [--open N] [--getppid N]
   --lat-secs S         latency probe duration [10]
   --restart-rate R     generator rate during the restart gap [2000]
   --restart-down-secs S  how long the daemon stays stopped [3]
+  --hooks N            `agentmon hook` runs to the daemon, and as many without it [200]
+  --otlp-secs S        seconds of back-to-back OTLP/HTTP log exports [10]
+  --otlp-records K     log records per OTLP request [10]
   --daemon-arg ARG     pass ARG to the daemon (repeatable), e.g. --daemon-arg --ring-buffer-mb=128
   --keep-db            keep the benchmark's database (dropped at the end otherwise)";
 
@@ -69,6 +76,11 @@ const OPEN_PATH: &str = "/etc/passwd";
 const EVENTS_PER_EXEC: u64 = 3;
 /// Latency probe: how often the database is polled.
 const LAT_POLL: Duration = Duration::from_millis(20);
+/// The OTLP workload's first request comes this long after it started, as an agent's exporter's
+/// first batch does (seconds later): the daemon binds a request to the process holding the
+/// client socket as it knows it, and a process it has not yet read from the rings is in no
+/// session (its request is refused and counted).
+const OTLP_FIRST_AFTER: Duration = Duration::from_secs(1);
 /// Hang guard for waits on the daemon and the database.
 const WAIT_LIMIT: Duration = Duration::from_secs(1000);
 /// Latency probe: how long to wait for its last rows after it exited.
@@ -95,6 +107,8 @@ fn workload(args: &[String]) {
         "agent" => println!("{}", agent_round(&args[1..])),
         "gen" => generate(num(args, 1, "rate"), num(args, 2, "seconds"), num(args, 3, "exec every")),
         "lat" => latency_opens(num(args, 1, "rate"), num(args, 2, "seconds"), args.get(3).expect("lat: path prefix")),
+        "hooks" => hook_runs(num(args, 1, "count"), &args[2..]),
+        "otlp" => otlp_posts(num(args, 1, "port"), num(args, 2, "seconds"), num(args, 3, "records per request")),
         other => panic!("unknown workload {other}"),
     }
 }
@@ -194,6 +208,175 @@ fn latency_opens(rate: u64, secs: u64, prefix: &str) {
     print!("{lines}");
 }
 
+/// A `PreToolUse` hook input as Claude Code sends it on a hook's stdin, about 1 KB.
+fn hook_input(i: u64) -> String {
+    let session = "6a1c2b4e-0d3f-4a5b-9c8d-7e6f5a4b3c2d";
+    let command = format!(
+        "cd /srv/app && git diff --stat HEAD~{} -- src/ tests/ | tail -n 20 && cargo test --quiet -p app-core \
+         --lib -- --test-threads 2 parser::tests::round_trip 2>&1 | tail -n 40",
+        i % 7 + 1
+    );
+    json!({
+        "session_id": session,
+        "transcript_path": format!("/home/dev/.claude/projects/-srv-app/{session}.jsonl"),
+        "cwd": "/srv/app",
+        "permission_mode": "default",
+        "hook_event_name": "PreToolUse",
+        "tool_name": "Bash",
+        "tool_input": {
+            "command": command,
+            "description": "Show what changed in src/ and tests/ since the last commits, then run the parser's \
+                            round-trip tests of the core crate with two test threads and keep the last forty \
+                            lines of their output, to check that the tokenizer change did not break the \
+                            pretty-printer's handling of nested block comments and raw strings; if they fail, \
+                            the diff shows which of the three modules touched this morning (lexer, token \
+                            stream, printer) to look at first before reverting anything",
+            "timeout": 120_000,
+        },
+        "tool_use_id": format!("toolu_01Bench{i:016}"),
+    })
+    .to_string()
+}
+
+/// One `agentmon hook` run: spawn, the input on its stdin, exit. Wall nanoseconds.
+fn hook_once(agentmon: &str, runtime_dir: &str, input: &[u8]) -> u128 {
+    use std::io::Write as _;
+    let start = Instant::now();
+    let mut child = Command::new(agentmon)
+        .args(["hook", "--runtime-dir", runtime_dir, "--agent", "bench"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn agentmon hook");
+    child.stdin.take().expect("piped stdin").write_all(input).expect("write the hook's input");
+    let st = child.wait().expect("wait for agentmon hook");
+    let ns = start.elapsed().as_nanos();
+    assert!(st.success(), "agentmon hook exited with {st}");
+    ns
+}
+
+/// `hooks N AGENTMON RUNTIME_DIR NO_DAEMON_DIR`: N pairs of `agentmon hook` runs, one to the
+/// daemon and one to a runtime dir without its socket (the hook fails fast), alternating.
+/// Prints `to_daemon_ns no_daemon_ns` per pair.
+fn hook_runs(n: u64, args: &[String]) {
+    let [agentmon, runtime, absent] = args else {
+        panic!("hooks: N AGENTMON RUNTIME_DIR NO_DAEMON_DIR, got {args:?}");
+    };
+    let mut lines = String::new();
+    for i in 0..n {
+        let input = hook_input(i);
+        let a = hook_once(agentmon, runtime, input.as_bytes());
+        let b = hook_once(agentmon, absent, input.as_bytes());
+        let _ = writeln!(lines, "{a} {b}");
+    }
+    print!("{lines}");
+}
+
+/// An OTLP/JSON logs body of `k` Claude Code `tool_result` records.
+fn otlp_body(req: u64, k: u64) -> String {
+    let now = unix_ns().to_string();
+    let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let s = |v: &str| json!({"stringValue": v});
+    let kv = |k: &str, v: Value| json!({"key": k, "value": v});
+    let records: Vec<Value> = (0..k)
+        .map(|j| {
+            json!({
+                "timeUnixNano": now, "observedTimeUnixNano": now, "severityNumber": 9, "severityText": "INFO",
+                "body": s("claude_code.tool_result"),
+                "attributes": [
+                    kv("user.id", s("3f9a0c")),
+                    kv("session.id", s("6a1c2b4e-0d3f-4a5b-9c8d-7e6f5a4b3c2d")),
+                    kv("terminal.type", s("tmux")),
+                    kv("event.name", s("tool_result")),
+                    kv("event.timestamp", s(&stamp)),
+                    kv("prompt.id", s(&format!("p-{req}"))),
+                    kv("tool_name", s("Bash")),
+                    kv("tool_use_id", s(&format!("toolu_01Otlp{req:010}{j:04}"))),
+                    kv("success", s("true")),
+                    kv("duration_ms", json!({"intValue": "87"})),
+                    kv("decision", s("accept")),
+                    kv("source", s("config")),
+                    kv("tool_result_size_bytes", json!({"intValue": "412"})),
+                    kv("tool_parameters", s(r#"{"bash_command":"git","full_command":"git status --short","description":"Show the working tree status"}"#)),
+                ],
+            })
+        })
+        .collect();
+    json!({"resourceLogs": [{
+        "resource": {"attributes": [kv("service.name", s("claude-code")), kv("service.version", s("2.0.0"))]},
+        "scopeLogs": [{"scope": {"name": "com.anthropic.claude_code.events", "version": "2.0.0"}, "logRecords": records}],
+    }]})
+    .to_string()
+}
+
+/// Read one HTTP/1.1 response (with a `Content-Length`); its status and whether the server
+/// closes the connection after it.
+fn read_response(r: &mut BufReader<TcpStream>) -> (u16, bool) {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("read a status line");
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let (mut len, mut close) = (0usize, false);
+    loop {
+        line.clear();
+        r.read_line(&mut line).expect("read a header");
+        let h = line.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            let v = v.trim();
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.parse().unwrap_or_else(|_| panic!("bad Content-Length {v:?}"));
+            } else if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
+                close = true;
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).expect("read a response body");
+    (status, close)
+}
+
+/// `otlp PORT SECS K`: POST /v1/logs bodies of K records back to back over keep-alive for SECS,
+/// after `OTLP_FIRST_AFTER`. Prints `requests answered_200 body_bytes elapsed_ns`.
+fn otlp_posts(port: u64, secs: u64, k: u64) {
+    use std::io::Write as _;
+    let port = u16::try_from(port).expect("a TCP port");
+    let dur = Duration::from_secs(secs);
+    std::thread::sleep(OTLP_FIRST_AFTER);
+    let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
+    let (mut requests, mut ok, mut bytes) = (0u64, 0u64, 0u64);
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        let body = otlp_body(requests, k);
+        let req = format!(
+            "POST /v1/logs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (w, r) = conn.get_or_insert_with(|| {
+            let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the OTLP receiver");
+            s.set_nodelay(true).expect("TCP_NODELAY");
+            let r = BufReader::new(s.try_clone().expect("dup the socket"));
+            (s, r)
+        });
+        w.write_all(req.as_bytes()).expect("send a request");
+        requests += 1;
+        bytes += body.len() as u64;
+        let (status, close) = read_response(r);
+        ok += u64::from(status == 200);
+        if close {
+            conn = None;
+        }
+    }
+    println!("{requests} {ok} {bytes} {}", start.elapsed().as_nanos());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration.
 // ---------------------------------------------------------------------------------------------
@@ -210,6 +393,9 @@ struct Config {
     lat_secs: u64,
     restart_rate: u64,
     down_secs: u64,
+    hooks: u64,
+    otlp_secs: u64,
+    otlp_records: u64,
     daemon_args: Vec<String>,
     keep_db: bool,
 }
@@ -229,6 +415,9 @@ impl Config {
             lat_secs: if quick { 3 } else { 10 },
             restart_rate: 2000,
             down_secs: 3,
+            hooks: if quick { 30 } else { 200 },
+            otlp_secs: if quick { 2 } else { 10 },
+            otlp_records: 10,
             daemon_args: Vec::new(),
             keep_db: false,
         };
@@ -265,6 +454,9 @@ impl Config {
                 "--lat-secs" => c.lat_secs = n(),
                 "--restart-rate" => c.restart_rate = n(),
                 "--restart-down-secs" => c.down_secs = n(),
+                "--hooks" => c.hooks = n(),
+                "--otlp-secs" => c.otlp_secs = n(),
+                "--otlp-records" => c.otlp_records = n(),
                 "--daemon-arg" => c.daemon_args.push(v.clone()),
                 _ => panic!("unknown flag {a}; usage:\n{USAGE}"),
             }
@@ -274,6 +466,10 @@ impl Config {
             "need at least one round, one rate and --gen-secs > 0"
         );
         assert!(c.lat_rate > 0 && c.restart_rate > 0, "--lat-rate and --restart-rate must be > 0");
+        assert!(
+            c.hooks > 0 && c.otlp_secs > 0 && c.otlp_records > 0,
+            "--hooks, --otlp-secs and --otlp-records must be > 0"
+        );
         c
     }
 
@@ -282,7 +478,8 @@ impl Config {
         let rates: Vec<String> = self.rates.iter().map(u64::to_string).collect();
         let mut s = format!(
             "sudo cargo xtask bench -- --rounds {} --exec {} --open {} --getppid {} --rates {} --gen-secs {} \
-             --gen-exec-every {} --lat-rate {} --lat-secs {} --restart-rate {} --restart-down-secs {}",
+             --gen-exec-every {} --lat-rate {} --lat-secs {} --restart-rate {} --restart-down-secs {} --hooks {} \
+             --otlp-secs {} --otlp-records {}",
             self.rounds,
             self.exec_n,
             self.open_n,
@@ -293,7 +490,10 @@ impl Config {
             self.lat_rate,
             self.lat_secs,
             self.restart_rate,
-            self.down_secs
+            self.down_secs,
+            self.hooks,
+            self.otlp_secs,
+            self.otlp_records
         );
         for a in &self.daemon_args {
             let _ = write!(s, " --daemon-arg {a}");
@@ -788,14 +988,20 @@ fn compat_cost(cfg: &Config, ws: &[Workload], d: &mut Daemon, daemon_args: &[&st
 /// host is looked up in the kernel; with a unit or cgroup rule every new cgroup is held pending
 /// until the daemon matches it. Untagged exec and cgroup mkdir/rmdir loops, alternating a daemon
 /// with both kinds of rule (matching nothing the loops do) and one with none, in one run.
-fn rules_cost(cfg: &Config, ws: &[Workload], d: &mut Daemon, daemon_args: &[&str], scratch: &Path) -> Value {
+/// `base_config`: the daemon's own config file (its `--config`), which the rules are added to.
+fn rules_cost(cfg: &Config, ws: &[Workload], d: &mut Daemon, daemon_args: &[&str], base_config: &Path) -> Value {
+    let scratch = base_config.parent().expect("the config's dir");
     let never = scratch.join("bin/never-run-agent");
     std::fs::create_dir_all(scratch.join("bin")).expect("bin dir");
     std::fs::write(&never, "#!/bin/sh\n").expect("rule target");
     let rules = scratch.join("rules.toml");
     std::fs::write(
         &rules,
-        format!("[[rule]]\nagent = \"bench\"\nexe = [\"{}\"]\n[[rule]]\nagent = \"bench\"\nunit = \"agentmon-bench-never-*.service\"\n", never.display()),
+        format!(
+            "{}\n[[rule]]\nagent = \"bench\"\nexe = [\"{}\"]\n[[rule]]\nagent = \"bench\"\nunit = \"agentmon-bench-never-*.service\"\n",
+            std::fs::read_to_string(base_config).expect("read the daemon's config"),
+            never.display()
+        ),
     )
     .expect("rules config");
     let cgroup_loop = Workload {
@@ -808,8 +1014,7 @@ fn rules_cost(cfg: &Config, ws: &[Workload], d: &mut Daemon, daemon_args: &[&str
     pick.push(&cgroup_loop);
     let mut on = vec![Vec::new(); pick.len()];
     let mut off = vec![Vec::new(); pick.len()];
-    let mut with: Vec<&str> = daemon_args.to_vec();
-    with.extend(["--config", rules.to_str().expect("utf-8 path")]);
+    let with = with_config(daemon_args, rules.to_str().expect("utf-8 path"));
     for r in 0..cfg.rounds {
         eprintln!("bench: rules round {}/{}: without, with", r + 1, cfg.rounds);
         for (i, w) in pick.iter().enumerate() {
@@ -834,6 +1039,16 @@ fn rules_cost(cfg: &Config, ws: &[Workload], d: &mut Daemon, daemon_args: &[&str
         );
     }
     Value::from(rows)
+}
+
+/// `args` with the value of its `--config` replaced by `file` (added when it has none).
+fn with_config<'a>(args: &[&'a str], file: &'a str) -> Vec<&'a str> {
+    let mut out = args.to_vec();
+    match out.iter().position(|a| *a == "--config") {
+        Some(i) if i + 1 < out.len() => out[i + 1] = file,
+        _ => out.extend(["--config", file]),
+    }
+    out
 }
 
 fn ratio(x: u64, base: u64) -> f64 {
@@ -1218,6 +1433,177 @@ fn restart_gap(rt: &tokio::runtime::Runtime, cfg: &Config, d: &mut Daemon, cal: 
 }
 
 // ---------------------------------------------------------------------------------------------
+// 8. Agent reports: the hook's round trip and the OTLP receiver's rate.
+// ---------------------------------------------------------------------------------------------
+
+/// The daemon's config for the benchmark: the OTLP receiver on a free loopback port.
+fn write_config(scratch: &Path) -> (PathBuf, u16) {
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port();
+    let path = scratch.join("agentmon.toml");
+    std::fs::write(&path, format!("[agents]\notlp_listen = \"127.0.0.1:{port}\"\n"))
+        .expect("write the daemon's config");
+    (path, port)
+}
+
+fn account(st: &Value, k: &str) -> u64 {
+    st["account"][k].as_u64().unwrap_or_else(|| panic!("status has no account.{k}: {st}"))
+}
+
+/// p-th percentile of sorted nanoseconds, in milliseconds.
+fn pct_ms(sorted: &[u64], p: usize) -> f64 {
+    fl(sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]) / 1e6
+}
+
+struct AgentReports {
+    hooks: u64,
+    input_bytes: usize,
+    /// Wall nanoseconds per hook, sorted: to the daemon, and with no socket.
+    to_daemon: Vec<u64>,
+    no_daemon: Vec<u64>,
+    hook_reports: u64,
+    hook_refused: u64,
+    otlp_secs: f64,
+    otlp_records: u64,
+    requests: u64,
+    answered_ok: u64,
+    body_bytes: u64,
+    otlp_reports: u64,
+    otlp_rate_limited: u64,
+    otlp_refused: u64,
+}
+
+impl AgentReports {
+    fn share_ms(&self) -> f64 {
+        pct_ms(&self.to_daemon, 50) - pct_ms(&self.no_daemon, 50)
+    }
+
+    fn records_sent(&self) -> u64 {
+        self.answered_ok * self.otlp_records
+    }
+
+    /// Every record answered 200 was stored or counted: rate-limited (per record) or refused
+    /// (per request).
+    fn otlp_accounted(&self) -> bool {
+        self.otlp_reports + self.otlp_rate_limited + self.otlp_refused * self.otlp_records == self.records_sent()
+    }
+}
+
+/// Hooks from inside a session, to the daemon and (alternating) to a runtime dir with no
+/// socket; then OTLP exports from inside another session, back to back.
+fn agent_reports(cfg: &Config, d: &Daemon, scratch: &Path, port: u16) -> AgentReports {
+    eprintln!("bench: agent reports: {} hooks to the daemon and {} without", cfg.hooks, cfg.hooks);
+    let absent = scratch.join("no-daemon");
+    std::fs::create_dir_all(&absent).expect("an empty runtime dir");
+    let st0 = d.status();
+    let args = vec![
+        "hooks".into(),
+        cfg.hooks.to_string(),
+        bin().display().to_string(),
+        d.runtime_dir.display().to_string(),
+        absent.display().to_string(),
+    ];
+    let out = Session::start(d, "bench-hooks", &args).finish();
+    let st1 = d.status();
+    let (mut to_daemon, mut no_daemon) = (Vec::new(), Vec::new());
+    for line in out.lines() {
+        let f: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        assert!(f.len() == 2, "bad hooks output line {line:?}");
+        to_daemon.push(f[0]);
+        no_daemon.push(f[1]);
+    }
+    assert!(to_daemon.len() as u64 == cfg.hooks, "{} hook timings for {} hooks", to_daemon.len(), cfg.hooks);
+    to_daemon.sort_unstable();
+    no_daemon.sort_unstable();
+
+    eprintln!("bench: agent reports: OTLP exports for {} s, {} records each", cfg.otlp_secs, cfg.otlp_records);
+    let args = vec!["otlp".into(), port.to_string(), cfg.otlp_secs.to_string(), cfg.otlp_records.to_string()];
+    let out = Session::start(d, "bench-otlp", &args).finish();
+    let st2 = d.status();
+    let f: Vec<u64> = out.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    assert!(f.len() == 4, "bad otlp output {out:?}");
+    let delta = |a: &Value, b: &Value, k: &str| account(b, k).saturating_sub(account(a, k));
+    AgentReports {
+        hooks: cfg.hooks,
+        input_bytes: hook_input(0).len(),
+        to_daemon,
+        no_daemon,
+        hook_reports: delta(&st0, &st1, "reports"),
+        hook_refused: delta(&st0, &st1, "refused_no_session") + delta(&st0, &st1, "rate_limited"),
+        otlp_secs: fl(f[3]) / 1e9,
+        otlp_records: cfg.otlp_records,
+        requests: f[0],
+        answered_ok: f[1],
+        body_bytes: f[2],
+        otlp_reports: delta(&st1, &st2, "reports"),
+        otlp_rate_limited: delta(&st1, &st2, "rate_limited"),
+        otlp_refused: delta(&st1, &st2, "refused_no_session"),
+    }
+}
+
+fn print_reports(r: &AgentReports) {
+    println!("\n== 8. agent reports ==");
+    println!(
+        "`agentmon hook` from inside a session, {}-byte PreToolUse input on stdin, spawn to exit, {} of each, alternating:",
+        r.input_bytes, r.hooks
+    );
+    println!("{:<34} {:>8} {:>8}", "", "p50 ms", "p99 ms");
+    for (name, v) in [("to the daemon (report stored)", &r.to_daemon), ("no daemon (socket absent)", &r.no_daemon)] {
+        println!("{:<34} {:>8.2} {:>8.2}", name, pct_ms(v, 50), pct_ms(v, 99));
+    }
+    println!(
+        "ratio (p50) {:.2}x; the daemon's share: {:.2} ms per hook (p50 difference); reports stored {} of {}{}",
+        pct_ms(&r.to_daemon, 50) / pct_ms(&r.no_daemon, 50).max(1e-9),
+        r.share_ms(),
+        r.hook_reports,
+        r.hooks,
+        if r.hook_reports == r.hooks { "" } else { " (MISMATCH)" }
+    );
+    let ok_rate = fl(r.answered_ok) / r.otlp_secs.max(1e-9);
+    println!(
+        "OTLP/HTTP POST /v1/logs, {} tool_result records per request ({} bytes), one keep-alive connection, {:.1} s:",
+        r.otlp_records,
+        r.body_bytes / r.requests.max(1),
+        r.otlp_secs
+    );
+    println!(
+        "{} requests, {} answered 200: {:.0} requests/s, {:.0} records/s; stored {} reports, rate-limited {} \
+         (at most {} a second per session), requests refused (no session) {}: {}",
+        r.requests,
+        r.answered_ok,
+        ok_rate,
+        ok_rate * fl(r.otlp_records),
+        r.otlp_reports,
+        r.otlp_rate_limited,
+        monitor::account::MAX_REPORTS_PER_SEC,
+        r.otlp_refused,
+        if r.otlp_accounted() { "every record accounted for" } else { "MISMATCH" }
+    );
+}
+
+fn reports_json(r: &AgentReports) -> Value {
+    let ok_rate = fl(r.answered_ok) / r.otlp_secs.max(1e-9);
+    json!({
+        "hook": {
+            "hooks": r.hooks, "input_bytes": r.input_bytes,
+            "to_daemon_p50_ms": pct_ms(&r.to_daemon, 50), "to_daemon_p99_ms": pct_ms(&r.to_daemon, 99),
+            "no_daemon_p50_ms": pct_ms(&r.no_daemon, 50), "no_daemon_p99_ms": pct_ms(&r.no_daemon, 99),
+            "p50_ratio": pct_ms(&r.to_daemon, 50) / pct_ms(&r.no_daemon, 50).max(1e-9),
+            "daemon_share_p50_ms": r.share_ms(),
+            "reports_stored": r.hook_reports, "refused": r.hook_refused,
+        },
+        "otlp": {
+            "secs": r.otlp_secs, "records_per_request": r.otlp_records, "requests": r.requests,
+            "answered_200": r.answered_ok, "body_bytes": r.body_bytes,
+            "requests_per_sec": ok_rate, "records_per_sec": ok_rate * fl(r.otlp_records),
+            "records_sent": r.records_sent(), "reports_stored": r.otlp_reports,
+            "rate_limited": r.otlp_rate_limited, "refused_no_session": r.otlp_refused,
+            "max_reports_per_sec_per_session": monitor::account::MAX_REPORTS_PER_SEC,
+            "all_accounted": r.otlp_accounted(),
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Report.
 // ---------------------------------------------------------------------------------------------
 
@@ -1490,6 +1876,7 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let scratch = integration_tests::scratch("bench");
     let ws = workloads(&cfg, agent_setup(&scratch));
+    let (config, otlp_port) = write_config(&scratch);
     eprintln!("bench: {}", cfg.command_line());
 
     // bpftrace reference: its own cgroup, so its probes see only the workload.
@@ -1509,12 +1896,19 @@ fn main() {
 
     eprintln!("bench: starting the daemon");
     let daemon_args: Vec<&str> = cfg.daemon_args.iter().map(String::as_str).collect();
+    let daemon_args = with_config(&daemon_args, config.to_str().expect("utf-8 path"));
     let mut d = rt.block_on(Daemon::start("bench", &daemon_args));
+    let listen = d.status()["account"]["otlp_listen"].as_str().map(str::to_owned);
+    assert!(
+        listen.as_deref() == Some(&format!("127.0.0.1:{otlp_port}")),
+        "the OTLP receiver does not listen on 127.0.0.1:{otlp_port} ({listen:?}):\n{}",
+        d.log()
+    );
     let idle = Mem::of(d.daemon_pid());
     let (untagged, tagged) = overhead_daemon(&cfg, &ws, &d);
     let overhead = Overhead { base, bpftrace, untagged, tagged };
     let compat = compat_cost(&cfg, &ws, &mut d, &daemon_args);
-    let rules = rules_cost(&cfg, &ws, &mut d, &daemon_args, &scratch);
+    let rules = rules_cost(&cfg, &ws, &mut d, &daemon_args, &config);
 
     eprintln!("bench: calibrating the generator");
     let cal = calibrate(&rt, &d);
@@ -1525,16 +1919,19 @@ fn main() {
     let copy = rt.block_on(copy_floor(&d.pool, template, copy_rows));
     let lat = latency(&rt, &cfg, &d);
     let restart = restart_gap(&rt, &cfg, &mut d, &cal);
+    let reports = agent_reports(&cfg, &d, &scratch, otlp_port);
 
     print_overhead(&cfg, &ws, &overhead, &bt_note);
     print_throughput(&cfg, &cal, &runs, copy);
     print_rest(&lat, &cost, &restart);
     let agent_round = ws.iter().position(|w| w.name == "agent-like session").map_or(0, |i| overhead.tagged[i]);
     let evidence = evidence(&rt, &d, agent_round);
+    print_reports(&reports);
     let mut report = report_json(&cfg, &ws, &overhead, &bt_note, &cal, &runs, copy, &lat, &cost, &restart);
     report["evidence"] = evidence;
     report["compat"] = compat;
     report["rules"] = rules;
+    report["agent_reports"] = reports_json(&reports);
     let target = self_exe().parent().and_then(Path::parent).expect("target dir").join("agentmon-bench.json");
     std::fs::write(&target, serde_json::to_string_pretty(&report).expect("JSON")).expect("write the JSON report");
     println!("\nreproduce: {}\njson: {}", cfg.command_line(), target.display());
