@@ -529,10 +529,16 @@ impl Daemon {
                     self.pump(reader, false);
                     self.hook_report(r);
                 }
-                // Telemetry comes from the agent process, known long before; it is bound before
-                // the rings are read, so a last batch sent just before the agent exits still
-                // finds its sender.
-                Some(r) = otlp.recv() => self.otlp_request(&r),
+                // Telemetry comes from the agent process, usually known long before: it is
+                // bound before the rings are read, so a last batch sent just before the agent
+                // exits still finds its sender; a sender not known yet (a new process) is
+                // looked for again once the rings are read.
+                Some(r) = otlp.recv() => {
+                    if !self.otlp_request(&r, false) {
+                        self.pump(reader, false);
+                        self.otlp_request(&r, true);
+                    }
+                }
                 Some(req) = cuts.recv() => {
                     self.pipeline.cut(req.cut);
                     let _ = req.queued.send(());

@@ -152,18 +152,19 @@ impl Daemon {
     }
 
     /// One OTLP request: each record a report of the process holding the client socket.
-    pub(super) fn otlp_request(&mut self, r: &Received) {
+    /// Returns false, having stored nothing, when the sender is not (yet) known; refused and
+    /// counted when `last_try`.
+    pub(super) fn otlp_request(&mut self, r: &Received, last_try: bool) -> bool {
         let owner = super::intake::tcp_inode(r.peer, r.local)
             .and_then(|inode| super::intake::socket_owner(inode, self.correlator.all_session_pids()));
-        let Some(pid) = owner else {
-            self.reports.status.refused_no_session += 1;
-            debug!(peer = %r.peer, "refused OTLP from a process in no session");
-            return;
+        let Some(sender) = owner.and_then(|pid| self.correlator.sender(pid).map(|s| (pid, s))) else {
+            if last_try {
+                self.reports.status.refused_no_session += 1;
+                debug!(peer = %r.peer, "refused OTLP from a process in no session");
+            }
+            return false;
         };
-        let Some(sender) = self.correlator.sender(pid) else {
-            self.reports.status.refused_no_session += 1;
-            return;
-        };
+        let (pid, sender) = sender;
         let verdict = attest::otlp(&sender);
         let at = Utc::now();
         let parsed: Vec<Parsed> = match &r.items {
@@ -175,6 +176,7 @@ impl Daemon {
         for p in parsed {
             self.take_report(sender.session_id, Some(&sender), pid, "otlp", p, verdict.clone(), at);
         }
+        true
     }
 
     /// Store a report and hand it to the matcher; the answer for a hook.
