@@ -231,11 +231,9 @@ async fn metrics_equal_status() {
     let mut want = vec![port];
     want.extend(otlp_port(&d));
     want.sort_unstable();
-    assert_eq!(
-        listening_ports(d.daemon_pid()),
-        want,
-        "the daemon listens on the metrics port (and the OTLP receiver's) only"
-    );
+    let mut have = listening_ports(d.daemon_pid());
+    have.sort_unstable();
+    assert_eq!(have, want, "the daemon listens on the metrics port (and the OTLP receiver's) only");
 
     // Activity that ends, then a session that stays live and idle, so per-session series exist.
     let dir = scratch("metrics");

@@ -219,14 +219,49 @@ pub fn agent_endpoints(pid: u32) -> Vec<String> {
         "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
     ];
     let mut out = Vec::new();
+    let (mut home, mut codex_home) = (None, None);
     for kv in env.split(|b| *b == 0) {
         let kv = String::from_utf8_lossy(kv);
         let Some((k, v)) = kv.split_once('=') else { continue };
         if keys.contains(&k) {
             out.extend(url_endpoints(v));
         }
+        match k {
+            "HOME" => home = Some(v.to_owned()),
+            "CODEX_HOME" => codex_home = Some(v.to_owned()),
+            _ => {}
+        }
+    }
+    // Codex names its model provider's address in its config file, not its environment.
+    let codex = codex_home.or_else(|| home.map(|h| format!("{h}/.codex")));
+    if let Some(text) = codex.and_then(|d| read_small(&format!("{d}/config.toml"))) {
+        out.extend(codex_endpoints(&text));
     }
     out
+}
+
+/// A small regular file (not through a symlink), at most 256 KiB.
+fn read_small(path: &str) -> Option<String> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(256 << 10).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// The addresses of a Codex config's model providers (`model_providers.<name>.base_url`) and
+/// base URL overrides.
+pub fn codex_endpoints(config: &str) -> Vec<String> {
+    let Ok(v) = config.parse::<toml::Table>() else { return Vec::new() };
+    let mut urls: Vec<String> =
+        ["openai_base_url", "chatgpt_base_url"].iter().filter_map(|k| v.get(*k)?.as_str().map(str::to_owned)).collect();
+    if let Some(p) = v.get("model_providers").and_then(toml::Value::as_table) {
+        urls.extend(p.values().filter_map(|p| p.get("base_url")?.as_str().map(str::to_owned)));
+    }
+    urls.iter().flat_map(|u| url_endpoints(u)).collect()
 }
 
 /// `http://host:port/...` → `addr:port` for each address the host names literally
@@ -253,6 +288,13 @@ mod tests {
         let local: std::net::SocketAddr = "127.0.0.1:4318".parse().expect("addr");
         assert_eq!(find_inode(text, peer, local), Some(424_242));
         assert_eq!(find_inode(text, local, peer), None, "the other end is another socket");
+    }
+
+    #[test]
+    fn codex_provider_endpoints() {
+        let c = "model_provider = \"mock\"\n[model_providers.mock]\nbase_url = \"http://127.0.0.1:43899/v1\"\n";
+        assert_eq!(codex_endpoints(c), ["127.0.0.1:43899"]);
+        assert!(codex_endpoints("not toml [").is_empty());
     }
 
     #[test]
