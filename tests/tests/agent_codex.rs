@@ -5,6 +5,7 @@
 //! receiver. The session runs under `agentmon run`; the stored report and call rows are
 //! asserted field by field.
 
+use std::fmt::Write as _;
 use std::{
     net::TcpListener,
     path::{Path, PathBuf},
@@ -119,11 +120,11 @@ metrics_exporter = {{ otlp-http = {{ endpoint = "http://127.0.0.1:{otlp}/v1/metr
         ("PostToolUse", true),
         ("Stop", false),
     ] {
-        c.push_str(&format!("\n[[hooks.{event}]]\n"));
+        let _ = write!(c, "\n[[hooks.{event}]]\n");
         if matcher {
             c.push_str("matcher = \"*\"\n");
         }
-        c.push_str(&format!("hooks = [{{ type = \"command\", command = {}, timeout = 10 }}]\n", toml_str(hook)));
+        let _ = writeln!(c, "hooks = [{{ type = \"command\", command = {}, timeout = 10 }}]", toml_str(hook));
     }
     std::fs::create_dir_all(codex_home).expect("codex home");
     std::fs::write(codex_home.join("config.toml"), c).expect("codex config");
