@@ -207,6 +207,12 @@ pub fn socket_owner(inode: u64, pids: impl IntoIterator<Item = u32>) -> Option<u
     })
 }
 
+/// Which process on the host holds the socket with this inode (every process's fd table).
+pub fn socket_owner_any(inode: u64) -> Option<u32> {
+    let pids = std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok());
+    socket_owner(inode, pids)
+}
+
 /// The endpoints (`addr:port`) an agent's environment names for its API and telemetry, read
 /// from `/proc/<pid>/environ` (what it was started with), so its own traffic is not undeclared.
 pub fn agent_endpoints(pid: u32) -> Vec<String> {

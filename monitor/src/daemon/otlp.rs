@@ -58,6 +58,8 @@ pub struct Received {
     /// waits for it (up to [`BIND_WAIT`]), so the sender is still alive, holding its socket,
     /// while the daemon looks it up.
     pub bound: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The process that held the client socket when the connection was accepted.
+    pub owner: Option<u32>,
 }
 
 /// The longest an answer waits for the daemon to bind its request.
@@ -100,6 +102,9 @@ pub async fn serve(listener: TcpListener, tx: mpsc::Sender<Received>, stats: Arc
 struct Conn {
     peer: SocketAddr,
     local: SocketAddr,
+    /// The process holding the client's socket when the connection was accepted (an agent may
+    /// send its last batch and exit before the daemon gets to it).
+    owner: Option<u32>,
 }
 
 impl Connected<IncomingStream<'_, TcpListener>> for Conn {
@@ -107,7 +112,8 @@ impl Connected<IncomingStream<'_, TcpListener>> for Conn {
         let peer = *stream.remote_addr();
         // getsockname on an accepted socket fails only if it is already gone.
         let local = stream.io().local_addr().unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
-        Self { peer, local }
+        let owner = super::intake::tcp_inode(peer, local).and_then(super::intake::socket_owner_any);
+        Self { peer, local, owner }
     }
 }
 
@@ -151,6 +157,7 @@ async fn receive(shared: &Shared, conn: Conn, signal: Signal, request: Request) 
         body_len: outcome.body_len,
         raw_prefix: outcome.raw_prefix,
         bound: Some(bound),
+        owner: conn.owner,
     };
     let sent = shared.tx.try_send(received).is_ok();
     if sent {

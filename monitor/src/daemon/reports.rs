@@ -155,8 +155,11 @@ impl Daemon {
     /// Returns false, having stored nothing, when the sender is not (yet) known; refused and
     /// counted when `last_try`.
     pub(super) fn otlp_request(&mut self, r: &Received, last_try: bool) -> bool {
+        // The socket's owner now, else when the connection was accepted (the agent may have
+        // sent its last batch and exited).
         let owner = super::intake::tcp_inode(r.peer, r.local)
-            .and_then(|inode| super::intake::socket_owner(inode, self.correlator.all_session_pids()));
+            .and_then(|inode| super::intake::socket_owner(inode, self.correlator.all_session_pids()))
+            .or(r.owner);
         let Some(sender) = owner.and_then(|pid| self.correlator.sender(pid).map(|s| (pid, s))) else {
             if last_try {
                 self.reports.status.refused_no_session += 1;
