@@ -307,7 +307,8 @@ pub struct AccountStatus {
     pub verdicts: AccountStats,
 }
 
-/// Reports a session may send a second (more are refused and counted).
+/// Hook reports and OTLP requests a session may send a second (more are refused and counted;
+/// an OTLP request counts once, whatever it holds).
 pub const MAX_REPORTS_PER_SEC: u32 = 500;
 
 #[derive(Default)]

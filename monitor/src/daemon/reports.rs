@@ -170,6 +170,10 @@ impl Daemon {
         let (pid, sender) = sender;
         let verdict = attest::otlp(&sender);
         let at = Utc::now();
+        if !self.reports.allow(sender.session_id, at) {
+            self.reports.status.rate_limited += r.items.as_ref().map_or(1, |i| i.len().max(1) as u64);
+            return true;
+        }
         let parsed: Vec<Parsed> = match &r.items {
             Ok(items) => {
                 items.iter().map(|i| account::parse::otlp(&i.name, i.time, &i.attributes, &i.resource)).collect()
@@ -194,7 +198,10 @@ impl Daemon {
         verdict: Result<String, String>,
         at: DateTime<Utc>,
     ) -> String {
-        if !self.reports.allow(session, at) {
+        // A hook is one report; an OTLP request (one batch, already bounded in size) counts
+        // once, however many records it holds, so a large metrics batch cannot crowd out the
+        // log records the agent sends beside it.
+        if channel == "hook" && !self.reports.allow(session, at) {
             self.reports.status.rate_limited += 1;
             return format!("refused: more than {MAX_REPORTS_PER_SEC} reports a second from this session");
         }
