@@ -119,9 +119,12 @@ if [ "$phase" = install ]; then
 	# receiver listens on its default address.
 	check "the intake socket is open to every user" test "$(stat -c %a /run/agentmon/intake.sock)" = 666
 	check "the OTLP receiver listens on 127.0.0.1:4318" bash -c "agentmon status --json | jq -e '.account.otlp_listen == \"127.0.0.1:4318\"'"
-	hid=$(run_session vm-hook bash -c 'echo "{\"hook_event_name\":\"SessionStart\",\"session_id\":\"vm\"}" | agentmon hook; exit 0')
+	hid=$(run_session vm-hook bash -c 'echo "{\"hook_event_name\":\"SessionStart\",\"session_id\":\"vm\"}" | agentmon hook; echo "hook exit $?" >&2; exit 0')
 	check "agentmon hook runs in a session" test -n "$hid"
-	check "the hook's report is stored, not attested" wait_for 30 bash -c "agentmon status --json | jq -e '.account.reports >= 1 and .account.unattested >= 1'"
+	wait_for 30 bash -c "agentmon status --json | jq -e '.account.reports >= 1'" >/dev/null
+	agentmon status --json >"$out/status-hook-$(uname -r).json" 2>&1
+	cp /tmp/run-vm-hook.err "$out/run-vm-hook-$(uname -r).err" 2>/dev/null
+	check "the hook's report is stored, not attested" jq -e '.account.reports >= 1 and .account.unattested >= 1' "$out/status-hook-$(uname -r).json"
 
 	# systemctl restart in the middle of a session loses nothing of it.
 	agentmon run --agent vm-restart -- bash -c 'for i in 1 2 3 4 5 6 7 8; do sh -c "echo $i >/tmp/r$i"; sleep 1; done' 2>/tmp/run-restart.err &
