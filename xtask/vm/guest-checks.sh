@@ -115,8 +115,8 @@ if [ "$phase" = install ]; then
 	check "verify is clean" agentmon verify
 
 	# The agents' own account under systemd: the intake socket takes a hook's report from a
-	# session (piped in by the agent's command, so stored as not attested), and the OTLP
-	# receiver listens on its default address.
+	# session (`agentmon hook` started by the session's agent process itself, so attested), and
+	# the OTLP receiver listens on its default address.
 	check "the intake socket is open to every user" test "$(stat -c %a /run/agentmon/intake.sock)" = 666
 	check "the OTLP receiver listens on 127.0.0.1:4318" bash -c "agentmon status --json | jq -e '.account.otlp_listen == \"127.0.0.1:4318\"'"
 	hid=$(run_session vm-hook bash -c 'echo "{\"hook_event_name\":\"SessionStart\",\"session_id\":\"vm\"}" | agentmon hook; echo "hook exit $?" >&2; exit 0')
@@ -124,7 +124,7 @@ if [ "$phase" = install ]; then
 	wait_for 30 bash -c "agentmon status --json | jq -e '.account.reports >= 1'" >/dev/null
 	agentmon status --json >"$out/status-hook-$(uname -r).json" 2>&1
 	cp /tmp/run-vm-hook.err "$out/run-vm-hook-$(uname -r).err" 2>/dev/null
-	check "the hook's report is stored, not attested" jq -e '.account.reports >= 1 and .account.unattested >= 1' "$out/status-hook-$(uname -r).json"
+	check "the hook's report is stored and attested" jq -e '.account.reports >= 1 and .account.unattested == 0 and .account.refused_no_session == 0' "$out/status-hook-$(uname -r).json"
 
 	# systemctl restart in the middle of a session loses nothing of it.
 	agentmon run --agent vm-restart -- bash -c 'for i in 1 2 3 4 5 6 7 8; do sh -c "echo $i >/tmp/r$i"; sleep 1; done' 2>/tmp/run-restart.err &
