@@ -19,6 +19,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod agents;
+
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     assert!(

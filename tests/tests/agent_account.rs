@@ -11,9 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{bin, json_lines, scratch, wait_for, Daemon};
+use integration_tests::{
+    agents::{call, daemon, rows, wait_calls, FakeApi},
+    bin, json_lines, scratch, wait_for, Daemon,
+};
 use serde_json::{json, Value};
-use sqlx::Row as _;
 
 /// The prompt: with a secret in it, which must be stored redacted.
 const PROMPT: &str = "do the scripted work with key AKIAQWERTYUIOPASDFGH";
@@ -24,67 +26,6 @@ fn claude_bin() -> PathBuf {
     }));
     assert!(p.exists(), "AGENTMON_CLAUDE_BIN={} does not exist", p.display());
     p
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// The scripted Messages API server.
-struct FakeApi {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl FakeApi {
-    fn start(dir: &Path, script: &Value) -> Self {
-        let script_file = dir.join("script.json");
-        std::fs::write(&script_file, script.to_string()).expect("script");
-        let port_file = dir.join("api.port");
-        let log = dir.join("api.log");
-        let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/fake_messages_api.py");
-        let child = Command::new("python3")
-            .arg(server)
-            .arg("--port-file")
-            .arg(&port_file)
-            .arg("--script")
-            .arg(&script_file)
-            .arg("--log")
-            .arg(&log)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the fake Messages API (python3)");
-        let port = wait_for(10, "the fake Messages API to listen", || {
-            std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse().ok())
-        });
-        Self { child, port, log }
-    }
-
-    fn main_requests(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("\"kind\": \"main\""))
-            .count()
-    }
-}
-
-impl Drop for FakeApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A daemon whose OTLP receiver listens on a port of its own.
-async fn daemon(name: &str, dir: &Path) -> (Daemon, u16) {
-    let otlp = free_port();
-    let config = dir.join("agentmon.toml");
-    std::fs::write(&config, format!("[agents]\notlp_listen = \"127.0.0.1:{otlp}\"\nsilence_secs = 3\n"))
-        .expect("config");
-    let d = Daemon::start(name, &["--config", config.to_str().expect("utf-8")]).await;
-    (d, otlp)
 }
 
 /// Claude Code's settings: every hook event runs `agentmon hook` (`hook` is the command
@@ -205,45 +146,6 @@ async fn poll<T, F: std::future::Future<Output = Option<T>>>(secs: u64, what: &s
     }
 }
 
-async fn rows(d: &Daemon, sql: &str, session: &str) -> Vec<Value> {
-    let q = format!("SELECT to_jsonb(t) AS j FROM ({sql}) t");
-    sqlx::query(&q)
-        .bind(uuid::Uuid::parse_str(session).expect("uuid"))
-        .fetch_all(&d.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{q}: {e}"))
-        .into_iter()
-        .map(|r| r.get::<Value, _>("j"))
-        .collect()
-}
-
-async fn calls(d: &Daemon, session: &str) -> Vec<Value> {
-    rows(d, "SELECT * FROM tool_calls WHERE session_id = $1 ORDER BY started_at", session).await
-}
-
-/// Wait until the session's calls satisfy `done`; on a timeout, say what was there.
-async fn wait_calls(d: &Daemon, id: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
-        let c = calls(d, id).await;
-        if done(&c) {
-            return c;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let reports = rows(d, "SELECT received_at, channel, event, tool_use_id, attested, attestation FROM agent_reports WHERE session_id = $1 ORDER BY received_at", id).await;
-            panic!("the calls did not come: {c:#?}\nreports: {reports:#?}\n{}", d.log());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn call<'a>(calls: &'a [Value], tool_use_id: &str) -> &'a Value {
-    calls
-        .iter()
-        .find(|c| c["tool_use_id"] == tool_use_id)
-        .unwrap_or_else(|| panic!("no call {tool_use_id}: {calls:#?}"))
-}
-
 /// The main scenario: declared commands matched, a Write matched, a background process tied to
 /// its call, a user's hook undeclared, a forged report unattested, a refused call denied, and
 /// tokens and cost from OpenTelemetry.
@@ -271,7 +173,7 @@ async fn claude_code_calls_are_checked_against_the_kernel() {
         [{"type": "tool_use", "id": "toolu_A5", "name": "Bash", "input": {"command": format!("rm -f {w}/denied.txt")}}],
         [{"type": "text", "text": "all done"}]
     ]);
-    let api = FakeApi::start(&dir, &script);
+    let api = FakeApi::start(&dir, "fake_messages_api.py", &script);
     let user_hook =
         json!({"Stop": {"hooks": [{"type": "command", "command": format!("echo stop > {w}/stop-hook.txt")}]}});
     let settings = settings(&dir, &hook, &user_hook);
@@ -459,7 +361,7 @@ async fn an_agent_whose_hooks_go_silent_is_flagged() {
         [{"type": "tool_use", "id": "toolu_S3", "name": "Bash", "input": {"command": format!("touch {w}/after2")}}],
         [{"type": "text", "text": "done"}]
     ]);
-    let api = FakeApi::start(&dir, &script);
+    let api = FakeApi::start(&dir, "fake_messages_api.py", &script);
     let settings = settings(&dir, &hook, &json!({}));
     let (id, _) = run_claude(&d, &work, &api, otlp, &settings, &[]);
     d.wait_session_end_within(&id, 60);
@@ -496,7 +398,7 @@ async fn the_daemon_down_never_holds_the_agent_up() {
          {"type": "tool_use", "id": "toolu_D1", "name": "Bash", "input": {"command": format!("echo down > {w}/down.txt")}}],
         [{"type": "text", "text": "done"}]
     ]);
-    let api = FakeApi::start(&dir, &script);
+    let api = FakeApi::start(&dir, "fake_messages_api.py", &script);
     let settings = settings(&dir, &hook, &json!({}));
     let (child, started) = spawn_claude(&d.runtime_dir, &work, &api, otlp, &settings, &[]);
     // Stop the daemon while the model "thinks", and start it again once the agent is done.

@@ -9,13 +9,14 @@ use std::fmt::Write as _;
 use std::{
     net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
 };
 
-use integration_tests::{bin, json_lines, scratch, wait_for, Daemon};
+use integration_tests::{
+    agents::{daemon, rows, wait_calls, FakeApi},
+    bin, json_lines, scratch, Daemon,
+};
 use serde_json::{json, Value};
-use sqlx::Row as _;
 
 fn codex_bin() -> PathBuf {
     let p = PathBuf::from(std::env::var("AGENTMON_CODEX_BIN").unwrap_or_else(|_| {
@@ -23,67 +24,6 @@ fn codex_bin() -> PathBuf {
     }));
     assert!(p.exists(), "AGENTMON_CODEX_BIN={} does not exist", p.display());
     p
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// The scripted Responses API server.
-struct FakeApi {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl FakeApi {
-    fn start(dir: &Path, script: &Value) -> Self {
-        let script_file = dir.join("script.json");
-        std::fs::write(&script_file, script.to_string()).expect("script");
-        let port_file = dir.join("api.port");
-        let log = dir.join("api.log");
-        let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/fake_responses_api.py");
-        let child = Command::new("python3")
-            .arg(server)
-            .arg("--port-file")
-            .arg(&port_file)
-            .arg("--script")
-            .arg(&script_file)
-            .arg("--log")
-            .arg(&log)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the fake Responses API (python3)");
-        let port = wait_for(10, "the fake Responses API to listen", || {
-            std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse().ok())
-        });
-        Self { child, port, log }
-    }
-
-    fn main_requests(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("\"kind\": \"main\""))
-            .count()
-    }
-}
-
-impl Drop for FakeApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A daemon whose OTLP receiver listens on a port of its own.
-async fn daemon(name: &str, dir: &Path) -> (Daemon, u16) {
-    let otlp = free_port();
-    let config = dir.join("agentmon.toml");
-    std::fs::write(&config, format!("[agents]\notlp_listen = \"127.0.0.1:{otlp}\"\nsilence_secs = 3\n"))
-        .expect("config");
-    let d = Daemon::start(name, &["--config", config.to_str().expect("utf-8")]).await;
-    (d, otlp)
 }
 
 /// A TOML basic string.
@@ -160,39 +100,6 @@ fn run_codex(d: &Daemon, work: &Path, home: &Path) -> String {
         .to_owned()
 }
 
-async fn rows(d: &Daemon, sql: &str, session: &str) -> Vec<Value> {
-    let q = format!("SELECT to_jsonb(t) AS j FROM ({sql}) t");
-    sqlx::query(&q)
-        .bind(uuid::Uuid::parse_str(session).expect("uuid"))
-        .fetch_all(&d.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{q}: {e}"))
-        .into_iter()
-        .map(|r| r.get::<Value, _>("j"))
-        .collect()
-}
-
-async fn calls(d: &Daemon, session: &str) -> Vec<Value> {
-    rows(d, "SELECT * FROM tool_calls WHERE session_id = $1 ORDER BY started_at", session).await
-}
-
-/// Wait until the session's calls satisfy `done`; on a timeout, say what was there.
-async fn wait_calls(d: &Daemon, id: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
-        let c = calls(d, id).await;
-        if done(&c) {
-            return c;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let reports = rows(d, "SELECT received_at, channel, event, tool_use_id, attested, attestation FROM agent_reports WHERE session_id = $1 ORDER BY received_at", id).await;
-            let actions = d.actions(id);
-            panic!("the calls did not come: {c:#?}\nreports: {reports:#?}\nactions: {actions:#?}\n{}", d.log());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Codex's `exec_command` call matched against what the kernel saw: the file it wrote and the
 /// connection it made, hook and OpenTelemetry reports attested, tokens (no cost: no price for
 /// the mock model) from OpenTelemetry.
@@ -211,7 +118,7 @@ async fn codex_calls_are_checked_against_the_kernel() {
         [{"type": "tool_call", "call_id": "call_C1", "name": "exec_command", "arguments": {"cmd": cmd}}],
         [{"type": "text", "text": "all done"}]
     ]);
-    let api = FakeApi::start(&dir, &script);
+    let api = FakeApi::start(&dir, "fake_responses_api.py", &script);
     let home = dir.join("home");
     codex_config(&home.join(".codex"), &api, otlp, &hook);
     let id = run_codex(&d, &work, &home);
