@@ -121,6 +121,8 @@ pub const EXEC_FILENAME_TRUNCATED: u32 = 4;
 pub const EXEC_CWD_MISSING: u32 = 8;
 /// This exec matched an exe rule and starts a new session (`hdr.session_cgroup` is its id).
 pub const EXEC_SESSION_START: u32 = 16;
+/// `exe` holds the executed file's path, walked to the real root (`bprm->file`).
+pub const EXEC_EXE_RESOLVED: u32 = 32;
 
 /// A successful exec (`sched_process_exec`). Sent with only `argv_len` bytes of `argv`.
 #[repr(C)]
@@ -140,13 +142,19 @@ pub struct ExecEvent {
     pub filename_len: u32,
     /// Bytes of `cwd` used: NUL-terminated components, leaf first.
     pub cwd_len: u32,
+    /// Bytes of `exe` used: the file the kernel executed (`bprm->file`), components leaf first,
+    /// whatever name it was given by (`/dev/fd/3` for fexecve, a symlink, a relative name).
+    pub exe_len: u32,
+    /// Explicit padding, always zero.
+    pub pad: u32,
     pub filename: [u8; FILENAME_MAX],
     pub cwd: [u8; CWD_MAX + COMPONENT_MAX],
+    pub exe: [u8; CWD_MAX + COMPONENT_MAX],
     pub argv: [u8; ARGV_MAX],
 }
 /// Bytes of an [`ExecEvent`] before its `argv` tail.
 pub const EXEC_FIXED_LEN: usize = core::mem::offset_of!(ExecEvent, argv);
-const _: () = assert!(EXEC_FIXED_LEN == 48 + 32 + FILENAME_MAX + CWD_MAX + COMPONENT_MAX);
+const _: () = assert!(EXEC_FIXED_LEN == 48 + 40 + FILENAME_MAX + 2 * (CWD_MAX + COMPONENT_MAX));
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == EXEC_FIXED_LEN + ARGV_MAX);
 
 /// A failed `execve`/`execveat` (`sys_exit_execve*` with a negative return).
@@ -230,6 +238,17 @@ pub const COMPAT: u32 = 1024;
 pub const NET_FASTOPEN: u32 = 2048;
 /// A relative or empty path whose directory is the fd's file itself (`AT_EMPTY_PATH` with "").
 pub const EMPTY_PATH: u32 = 4096;
+/// Network events: `addr` is the kernel's own copy of the destination (from the cgroup
+/// `connect`/`sendmsg` hooks, which see the address the kernel will use), not user memory.
+pub const NET_ADDR_KERNEL: u32 = 8192;
+/// File events: the absolute path was resolved against a changed root (`chroot`): `dir1`/`dir2`
+/// hold the process's root, from the real root, and the path is relative to it.
+pub const ROOT_CHANGED: u32 = 16384;
+/// File events (successful opens): `obj_flags`/`obj_mode` hold the opened file's own flags.
+pub const OBJ_FLAGS: u32 = 32768;
+/// `io_uring` completions: the open went into a registered-file slot (`fd` holds the slot);
+/// its result is not an fd, and the file is the one named at submission.
+pub const URING_FIXED_SLOT: u32 = 65536;
 
 /// A file syscall's result (`sys_exit_*`), with the arguments saved at `sys_enter_*`.
 /// Sent up to the last used byte.
@@ -248,6 +267,11 @@ pub struct FileEvent {
     pub how_flags: u64,
     pub how_mode: u64,
     pub how_resolve: u64,
+    /// Successful opens: the opened file's own `f_flags` (its access mode and `O_APPEND`, as
+    /// the kernel opened it; `O_CREAT`/`O_TRUNC` are not kept there). 0 otherwise.
+    pub obj_flags: u32,
+    /// Successful opens: the opened file's `f_mode` (`FMODE_READ` 1, `FMODE_WRITE` 2).
+    pub obj_mode: u32,
     pub path1_len: u32,
     pub dir1_len: u32,
     pub path2_len: u32,
@@ -261,7 +285,7 @@ pub const FILE_PATH1_OFF: usize = core::mem::offset_of!(FileEvent, path1);
 pub const FILE_DIR1_OFF: usize = core::mem::offset_of!(FileEvent, dir1);
 pub const FILE_PATH2_OFF: usize = core::mem::offset_of!(FileEvent, path2);
 pub const FILE_DIR2_OFF: usize = core::mem::offset_of!(FileEvent, dir2);
-const _: () = assert!(FILE_PATH1_OFF == 48 + 16 + 48 + 24 + 16);
+const _: () = assert!(FILE_PATH1_OFF == 48 + 16 + 48 + 24 + 8 + 16);
 const _: () = assert!(core::mem::size_of::<FileEvent>() == FILE_DIR2_OFF + DIR_CAP);
 
 /// A network syscall's result.
@@ -281,8 +305,8 @@ pub struct NetEvent {
     pub sk_family: u16,
     pub sk_lport: u16,
     pub sk_rport: u16,
-    /// Explicit padding, always zero.
-    pub pad: u16,
+    /// `socket()`: its protocol argument (low 16 bits); 0 otherwise.
+    pub proto: u16,
     pub sk_laddr: [u8; 16],
     pub sk_raddr: [u8; 16],
     pub addr: [u8; SOCKADDR_CAP],
@@ -303,6 +327,10 @@ pub mod tamper {
     /// A process of the session could not be tracked: the tracked-process map was full
     /// (`target` = the untracked tgid). The session's record is incomplete from here on.
     pub const TRACK_FAILED: u32 = 5;
+    /// `chroot`: the process's view of `/` changed (paths it names are recorded from the real root).
+    pub const CHROOT: u32 = 6;
+    /// `init_module`, `finit_module`, `kexec_load`, `kexec_file_load`: loading code into the kernel.
+    pub const KERNEL_CODE: u32 = 7;
 }
 
 /// An act against agentmon, or a hand-off of work to an unmonitored process.
@@ -352,16 +380,25 @@ pub struct IoUringEvent {
     pub dir_len: u32,
     /// An open's `how.flags` (the `O_*` bits all fit in 32).
     pub open_flags: u32,
+    /// The second path's directory fd (rename, link) and its resolved directory's length.
+    pub dfd2: i32,
+    pub dir2_len: u32,
+    /// An open into a registered-file slot: the slot + 1 (`io_open.file_slot`), else 0.
+    pub file_slot: u32,
+    /// Explicit padding, always zero.
+    pub pad: u32,
     pub addr: [u8; SOCKADDR_CAP],
     pub path: [u8; PATH_CAP],
     pub path2: [u8; PATH_CAP],
     pub dir: [u8; DIR_CAP],
+    pub dir2: [u8; DIR_CAP],
 }
 pub const URING_PATH_OFF: usize = core::mem::offset_of!(IoUringEvent, path);
 pub const URING_PATH2_OFF: usize = core::mem::offset_of!(IoUringEvent, path2);
 pub const URING_DIR_OFF: usize = core::mem::offset_of!(IoUringEvent, dir);
-const _: () = assert!(URING_PATH_OFF == 48 + 64 + SOCKADDR_CAP);
-const _: () = assert!(core::mem::size_of::<IoUringEvent>() == URING_DIR_OFF + DIR_CAP);
+pub const URING_DIR2_OFF: usize = core::mem::offset_of!(IoUringEvent, dir2);
+const _: () = assert!(URING_PATH_OFF == 48 + 80 + SOCKADDR_CAP);
+const _: () = assert!(core::mem::size_of::<IoUringEvent>() == URING_DIR2_OFF + DIR_CAP);
 
 /// `io_uring` opcodes (`enum io_uring_op`) with a path or an address.
 pub mod uring {
@@ -443,6 +480,13 @@ pub mod nr {
     pub const MOVE_MOUNT: u64 = 429;
     pub const FSMOUNT: u64 = 432;
     pub const PIDFD_GETFD: u64 = 438;
+    pub const CHROOT: u64 = 161;
+    pub const INIT_MODULE: u64 = 175;
+    pub const FINIT_MODULE: u64 = 313;
+    pub const KEXEC_LOAD: u64 = 246;
+    pub const KEXEC_FILE_LOAD: u64 = 320;
+    pub const OPEN_BY_HANDLE_AT: u64 = 304;
+    pub const SOCKET: u64 = 41;
     /// Set in a pending syscall's `nr` when it came through the compat (`int 0x80`) entry.
     pub const COMPAT_BIT: u64 = 1 << 32;
 
@@ -457,13 +501,18 @@ pub mod nr {
             // symlink(target, linkpath): the target is content, captured but not resolved (-2).
             SYMLINK => (1, -1, 0, -2, -1),
             SYMLINKAT => (2, 1, 0, -2, -1),
-            FCHMOD | FCHOWN | FTRUNCATE => (-1, -1, -1, -1, 0),
+            // open_by_handle_at(mount_fd, handle, flags) has no path at all: the file comes from
+            // the returned fd (a failed call names only the mount fd's file).
+            FCHMOD | FCHOWN | FTRUNCATE | OPEN_BY_HANDLE_AT => (-1, -1, -1, -1, 0),
             _ => return None,
         })
     }
 
     pub const fn is_net(nr: u64) -> bool {
-        matches!(nr, CONNECT | ACCEPT | SENDTO | RECVFROM | SENDMSG | SENDMMSG | RECVMSG | BIND | LISTEN | ACCEPT4)
+        matches!(
+            nr,
+            CONNECT | ACCEPT | SENDTO | RECVFROM | SENDMSG | SENDMMSG | RECVMSG | BIND | LISTEN | ACCEPT4 | SOCKET
+        )
     }
 
     pub const fn is_tamper(nr: u64) -> bool {
@@ -481,6 +530,11 @@ pub mod nr {
                 | MOVE_MOUNT
                 | FSMOUNT
                 | PIDFD_GETFD
+                | CHROOT
+                | INIT_MODULE
+                | FINIT_MODULE
+                | KEXEC_LOAD
+                | KEXEC_FILE_LOAD
         )
     }
 
@@ -507,6 +561,12 @@ pub mod nr {
             95 | 207 => FCHOWN,
             182 | 212 => CHOWN,
             217 => PIVOT_ROOT,
+            61 => CHROOT,
+            128 => INIT_MODULE,
+            283 => KEXEC_LOAD,
+            342 => OPEN_BY_HANDLE_AT,
+            350 => FINIT_MODULE,
+            359 => SOCKET,
             295 => OPENAT,
             296 => MKDIRAT,
             298 => FCHOWNAT,
@@ -542,6 +602,7 @@ pub mod nr {
     /// i386 `socketcall` call numbers to 64-bit syscalls (args are then read from user memory).
     pub const fn from_socketcall(call: u64) -> Option<u64> {
         Some(match call {
+            1 => SOCKET,
             2 => BIND,
             3 => CONNECT,
             4 => LISTEN,
@@ -631,6 +692,15 @@ pub struct KernelOffsets {
     /// the tracepoint's own `group_dead` argument exists only since 6.16.
     pub task_signal: u32,
     pub signal_live: u32,
+    /// `file.f_flags` and `file.f_mode`: how the kernel opened a file.
+    pub file_f_flags: u32,
+    pub file_f_mode: u32,
+    /// `linux_binprm.file`: the file being executed.
+    pub bprm_file: u32,
+    /// `fs_struct.root` (a `struct path`): the process's `/`.
+    pub fs_root: u32,
+    /// `io_open.file_slot`: a registered-file slot + 1, or 0 (0 when the BTF lacks it).
+    pub uring_open_slot: u32,
 }
 
 /// Bytes of a cgroup path in a [`CgroupEvent`].

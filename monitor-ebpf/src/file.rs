@@ -13,14 +13,14 @@ use aya_ebpf::{
 };
 use monitor_common::{
     nr, EventClass, EventKind, FileEvent, PendingSyscall, COMPAT, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED,
-    DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, FD_PATH, FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF,
+    DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, FD_PATH, OBJ_FLAGS, ROOT_CHANGED, FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF,
     OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP,
 };
 
 use crate::{
-    maps::{current_session, current_tgid_pid, emit_bytes, fill_header, OFFSETS},
+    maps::{current_session, current_tgid_pid, emit_bytes, fill_header, kread, OFFSETS},
     net, tamper,
-    vfs::{fd_file, walk_cwd, walk_struct_path},
+    vfs::{fd_file, root_changed, walk_cwd, walk_root, walk_struct_path},
 };
 
 /// In-flight file/network syscalls of tracked threads, by pid_tgid.
@@ -165,6 +165,13 @@ fn capture_path(
             flags |= dir_flags(complete, bits);
             Some(dn)
         }
+        // An absolute path in a chroot is relative to the changed root: record that root,
+        // walked from the real one, so `/victim` is stored as the file the kernel removed.
+        Some(_) if read && root_changed() => {
+            let (dn, complete) = walk_root(dir);
+            flags |= dir_flags(complete, bits) | ROOT_CHANGED;
+            Some(dn)
+        }
         _ => None,
     };
     (n, dir_len, flags)
@@ -204,6 +211,8 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: &(i8, i8, i8
     ev.how_flags = 0;
     ev.how_mode = 0;
     ev.how_resolve = 0;
+    ev.obj_flags = 0;
+    ev.obj_mode = 0;
     ev.path1_len = 0;
     ev.dir1_len = 0;
     ev.path2_len = 0;
@@ -216,7 +225,7 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: &(i8, i8, i8
         ev.how_resolve = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how.wrapping_add(2)) }.unwrap_or(0);
     }
     let mut len;
-    if ret >= 0 && matches!(p.nr, nr::OPEN | nr::OPENAT | nr::OPENAT2 | nr::CREAT) {
+    if ret >= 0 && matches!(p.nr, nr::OPEN | nr::OPENAT | nr::OPENAT2 | nr::CREAT | nr::OPEN_BY_HANDLE_AT) {
         // A successful open: the path as given, and the file the kernel actually opened, read
         // from the new fd. Symlinks, `/proc/self/fd/N` aliases, `..` walks, RESOLVE_IN_ROOT and
         // a sibling thread's chdir cannot make this differ from what was opened. The given
@@ -235,6 +244,12 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: &(i8, i8, i8
         len = FILE_PATH1_OFF + n as usize;
         let file = fd_file(ret as i32);
         if !file.is_null() {
+            // How the kernel opened it: the access mode the agent got, whatever the flags in
+            // its memory say by now (an `open_how` rewritten during the call, a handle open).
+            let off = OFFSETS.load();
+            ev.obj_flags = kread::<u32>(file, off.file_f_flags);
+            ev.obj_mode = kread::<u32>(file, off.file_f_mode);
+            ev.flags |= OBJ_FLAGS;
             // SAFETY: n < PATH_CAP, and path1 is followed by dir1 (DIR_CAP bytes) in the same
             // struct, so the walk has its CWD_MAX + COMPONENT_MAX bytes from here.
             let at = unsafe { ev.path1.as_mut_ptr().add(n as usize) };

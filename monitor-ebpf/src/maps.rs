@@ -81,6 +81,11 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     inode_private: 0,
     task_signal: 0,
     signal_live: 0,
+    file_f_flags: 0,
+    file_f_mode: 0,
+    bprm_file: 0,
+    fs_root: 0,
+    uring_open_slot: 0,
 });
 
 #[unsafe(no_mangle)]

@@ -1,14 +1,24 @@
-//! Network syscalls: connect, bind, listen, accept(4), and UDP sendto/sendmsg/recvfrom/recvmsg.
-//! Addresses come from the caller's sockaddr when given, and from the socket itself otherwise.
+//! Network syscalls: connect, bind, listen, accept(4), UDP sendto/sendmsg/recvfrom/recvmsg, and
+//! raw and packet sockets (their creation and their sends).
+//!
+//! Destinations are the kernel's own copy where it offers one: the cgroup `connect4/6` and
+//! `sendmsg4/6` programs below see the address the kernel is about to use (after it copied the
+//! sockaddr in), and leave it in `KADDR` for the syscall's exit. Otherwise the address comes
+//! from the caller's sockaddr (re-read at exit) and from the socket itself.
 //! UDP payloads are captured only for DNS (port 53), for the userspace resolver cache.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
-    macros::map,
-    maps::PerCpuArray,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::bpf_probe_read_user as read_user_raw,
+    },
+    macros::{cgroup_sock_addr, map},
+    maps::{LruHashMap, PerCpuArray},
+    programs::SockAddrContext,
 };
 use monitor_common::{
-    nr, EventClass, EventKind, NetEvent, PendingSyscall, COMPAT, NET_ADDR_GIVEN, NET_FASTOPEN, NET_SOCK_KNOWN,
+    SOCKADDR_CAP, nr, EventClass, EventKind, NetEvent, PendingSyscall, COMPAT, NET_ADDR_GIVEN, NET_ADDR_KERNEL, NET_FASTOPEN,
+    NET_SOCK_KNOWN,
 };
 
 use crate::{
@@ -19,8 +29,84 @@ use crate::{
 #[map]
 static NET_SCRATCH: PerCpuArray<NetEvent> = PerCpuArray::with_max_entries(1, 0);
 
+/// The kernel's copy of the destination of a tracked thread's connect or send, by pid_tgid, as
+/// a `sockaddr_in`/`sockaddr_in6` (28 bytes), from the cgroup hooks; taken at the call's exit.
+#[map]
+pub static KADDR: LruHashMap<u64, [u8; 28]> = LruHashMap::with_max_entries(4096, 0);
+
+/// Threads with a network `io_uring` request in flight (pid_tgid -> 1), so the cgroup hooks
+/// keep the destination for the completion.
+#[map]
+pub static URING_NET: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
+
+/// Keep the destination the kernel will use, for a thread agentmon is recording a call of.
+/// Always allows the operation (returns 1): agentmon observes, it does not enforce.
+#[inline(always)]
+fn keep_kernel_addr(ctx: &SockAddrContext, v6: bool) -> i32 {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: plain map lookups.
+    let wanted = unsafe { crate::file::PENDING.get(&key) }.is_some() || unsafe { URING_NET.get(&key) }.is_some();
+    if !wanted {
+        return 1;
+    }
+    // SAFETY: the context is the kernel's `bpf_sock_addr`, valid for this program.
+    let sa = unsafe { &*ctx.sock_addr };
+    let mut out = [0u8; 28];
+    // user_port is the port in network order in the low 16 bits (as in sockaddr_in).
+    let port = (sa.user_port as u16).to_ne_bytes();
+    let family = if v6 { AF_INET6 } else { AF_INET };
+    out[0..2].copy_from_slice(&family.to_ne_bytes());
+    out[2..4].copy_from_slice(&port);
+    if v6 {
+        for i in 0..4 {
+            out[8 + 4 * i..12 + 4 * i].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
+        }
+    } else {
+        out[4..8].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    }
+    let _ = KADDR.insert(&key, &out, 0);
+    1
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn kaddr_connect4(ctx: SockAddrContext) -> i32 {
+    keep_kernel_addr(&ctx, false)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn kaddr_connect6(ctx: SockAddrContext) -> i32 {
+    keep_kernel_addr(&ctx, true)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn kaddr_sendmsg4(ctx: SockAddrContext) -> i32 {
+    keep_kernel_addr(&ctx, false)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn kaddr_sendmsg6(ctx: SockAddrContext) -> i32 {
+    keep_kernel_addr(&ctx, true)
+}
+
+/// Replace the address read from user memory with the kernel's copy, when a cgroup hook left
+/// one for this thread.
+#[inline(always)]
+pub fn take_kernel_addr(addr: &mut [u8; SOCKADDR_CAP], addr_len: &mut u32, flags: &mut u32) {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: plain map lookup; the value is copied out before removal.
+    let Some(k) = (unsafe { KADDR.get(&key) }).copied() else { return };
+    let _ = KADDR.remove(&key);
+    addr[..28].copy_from_slice(&k);
+    let family = u16::from_ne_bytes([k[0], k[1]]);
+    *addr_len = if family == AF_INET6 { 28 } else { 16 };
+    *flags |= NET_ADDR_GIVEN | NET_ADDR_KERNEL;
+}
+
 const SOCK_STREAM: u32 = 1;
 const SOCK_DGRAM: u32 = 2;
+const SOCK_RAW: u32 = 3;
+const SOCK_PACKET: u32 = 10;
+const AF_PACKET: u16 = 17;
 const MSG_FASTOPEN: u64 = 0x2000_0000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -146,7 +232,22 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) -> u32 
     let mut send_flags = 0u64;
     // (payload pointer, payload length) for UDP send/recv.
     let mut payload = (0u64, 0u64);
+    ev.proto = 0;
     match p.nr {
+        // socket(family, type, protocol): raw and packet sockets only (registers, not memory).
+        nr::SOCKET => {
+            let family = p.args[0] as u16;
+            let ty = (p.args[1] & 0xf) as u32;
+            if !(ty == SOCK_RAW || ty == SOCK_PACKET || family == AF_PACKET) {
+                return 0;
+            }
+            ev.fd = ret as i32;
+            ev.sk_family = family;
+            ev.sock_type = ty;
+            ev.proto = p.args[2] as u16;
+            emit(ev, session, EventClass::Net);
+            return ev.flags | 1;
+        }
         nr::CONNECT | nr::BIND => read_addr(ev, p.args[1], p.args[2] & 0xffff_ffff),
         nr::LISTEN => {}
         nr::ACCEPT | nr::ACCEPT4 => {
@@ -195,6 +296,9 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) -> u32 
         }
         _ => return 0,
     }
+    if matches!(p.nr, nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::SENDMMSG) {
+        take_kernel_addr(&mut ev.addr, &mut ev.addr_len, &mut ev.flags);
+    }
     read_sock(ev, sock_fd);
     let is_send = matches!(p.nr, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG);
     let is_recv = matches!(p.nr, nr::RECVFROM | nr::RECVMSG);
@@ -208,6 +312,11 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) -> u32 
         if ev.sock_type == SOCK_STREAM && is_send && ev.flags & (NET_ADDR_GIVEN | NET_FASTOPEN) != 0 {
             emit(ev, session, EventClass::Net);
             return 0;
+        }
+        // Raw IP and packet sockets: every send, with its destination.
+        if is_send && (ev.sock_type == SOCK_RAW || ev.sock_type == SOCK_PACKET || ev.sk_family == AF_PACKET) {
+            emit(ev, session, EventClass::Net);
+            return ev.flags | 1;
         }
         // Only UDP traffic is recorded otherwise.
         if ev.sock_type != SOCK_DGRAM {

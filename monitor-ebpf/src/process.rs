@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     counter, EventClass, EventKind, ExecEvent, ExecFailedEvent, ExitEvent, ForkEvent, ARGV_MAX, EXEC_ARGV_TRUNCATED,
-    EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXEC_SESSION_START, EXIT_GROUP_DEAD,
+    EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED, EXEC_EXE_RESOLVED, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXEC_SESSION_START, EXIT_GROUP_DEAD,
     FILENAME_MAX, FORK_THREAD, NS_PER_TICK,
 };
 
@@ -20,7 +20,7 @@ use crate::{
         count, current_session, current_session_peek, current_tgid_pid, emit, emit_bytes, fill_header, kread,
         kread_ptr, record_drop, ring_for, track, untrack, EXEC_SCRATCH, OFFSETS,
     },
-    vfs::walk_cwd,
+    vfs::{walk_cwd, walk_struct_path},
 };
 
 /// In-flight execve/execveat of tracked threads: pid_tgid -> user pointer to the file name.
@@ -67,6 +67,18 @@ fn on_exec(ctx: &RawTracePointContext, session: u64, flags: u32) {
     ev.filename_len = if n > 0 { (n - 1) as u32 } else { 0 };
     if n as usize >= FILENAME_MAX {
         ev.flags |= EXEC_FILENAME_TRUNCATED;
+    }
+    // The file the kernel executed: the name above is only what it was given (`/dev/fd/3` for
+    // fexecve, `/dev/fd/4/nc` for execveat on a dirfd, a symlink).
+    ev.exe_len = 0;
+    ev.pad = 0;
+    let file = kread_ptr(bprm, off.bprm_file);
+    if !file.is_null() {
+        let (en, complete) = walk_struct_path(file.wrapping_add(off.file_path as usize), ev.exe.as_mut_ptr());
+        if complete {
+            ev.exe_len = en;
+            ev.flags |= EXEC_EXE_RESOLVED;
+        }
     }
 
     // argv: one read of mm->arg_start..arg_end.

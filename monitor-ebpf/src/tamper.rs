@@ -1,5 +1,6 @@
 //! Tamper and hand-off events: a session process signalling the daemon, calling `bpf()`,
-//! changing namespaces or mounts, or reaching into a process outside its session.
+//! changing namespaces, mounts or its root, loading code into the kernel (modules, kexec), or
+//! reaching into a process outside its session.
 //! (Writes to agentmon's own files and cgroup moves are seen as file events and flagged by the
 //! daemon, which knows its paths.)
 
@@ -80,6 +81,8 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) -> u32 
     ev.flags = if compat { COMPAT } else { 0 };
     match p.nr {
         nr::BPF => ev.what = tamper::BPF,
+        nr::CHROOT => ev.what = tamper::CHROOT,
+        nr::INIT_MODULE | nr::FINIT_MODULE | nr::KEXEC_LOAD | nr::KEXEC_FILE_LOAD => ev.what = tamper::KERNEL_CODE,
         nr::PTRACE | nr::PROCESS_VM_WRITEV | nr::PIDFD_GETFD => {
             ev.what = tamper::HANDOFF;
             ev.target = match p.nr {

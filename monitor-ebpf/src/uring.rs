@@ -6,7 +6,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
         generated::bpf_probe_read_kernel_str,
     },
     macros::{map, tracepoint},
@@ -14,9 +14,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    uring, EventClass, EventKind, IoUringEvent, DIR1_RESOLVED, DIR1_TRUNCATED, DIR_CAP, NET_ADDR_GIVEN, OBJ_PATH,
-    PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, SOCKADDR_CAP, URING_COMPLETE, URING_DIR_OFF, URING_PATH2_OFF,
-    URING_PATH_OFF, URING_SUBMIT,
+    uring, EventClass, EventKind, IoUringEvent, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED, DIR_CAP,
+    NET_ADDR_GIVEN, OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, SOCKADDR_CAP, URING_COMPLETE, URING_DIR2_OFF,
+    URING_DIR_OFF, URING_FIXED_SLOT, URING_PATH2_OFF, URING_PATH_OFF, URING_SUBMIT,
 };
 
 use crate::{
@@ -35,6 +35,7 @@ struct InFlight {
     pid: u32,
     opcode: u32,
     fd: i32,
+    file_slot: u32,
 }
 
 /// Submitted requests of session processes: `req` pointer -> what the completion needs.
@@ -80,6 +81,23 @@ fn clear_fields(ev: &mut IoUringEvent) {
     ev.path2_len = 0;
     ev.dir_len = 0;
     ev.open_flags = 0;
+    ev.dfd2 = AT_FDCWD;
+    ev.dir2_len = 0;
+    ev.file_slot = 0;
+    ev.pad = 0;
+}
+
+/// The directory a relative name is relative to: the cwd, or the file behind `dfd`.
+#[inline(always)]
+fn resolve_dfd(dfd: i32, buf: *mut u8) -> (u32, bool) {
+    if dfd == AT_FDCWD {
+        return walk_cwd(buf);
+    }
+    let file = fd_file(dfd);
+    if file.is_null() {
+        return (0, false);
+    }
+    walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), buf)
 }
 
 #[tracepoint]
@@ -104,18 +122,26 @@ pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
     clear_fields(ev);
     if matches!(opcode, uring::OPENAT | uring::OPENAT2) && off.uring_open_how != 0 {
         ev.open_flags = kread::<u32>(r, off.uring_open_how);
+        if off.uring_open_slot != 0 {
+            ev.file_slot = kread::<u32>(r, off.uring_open_slot);
+        }
     }
-    // (dfd offset, filename offset, second filename offset) by operation.
-    let (dfd_at, name_at, name2_at) = match opcode {
-        uring::OPENAT | uring::OPENAT2 => (off.uring_open[0], off.uring_open[1], 0),
-        uring::UNLINKAT => (off.uring_unlink[0], off.uring_unlink[1], 0),
-        uring::MKDIRAT => (off.uring_mkdir[0], off.uring_mkdir[1], 0),
-        uring::STATX => (off.uring_statx[0], off.uring_statx[1], 0),
-        uring::RENAMEAT => (off.uring_rename[0], off.uring_rename[1], off.uring_rename[3]),
-        // linkat(old, new); symlinkat(target, link): the link is relative to new_dfd.
-        uring::LINKAT => (off.uring_link[0], off.uring_link[1], off.uring_link[3]),
-        uring::SYMLINKAT => (off.uring_link[2], off.uring_link[3], off.uring_link[1]),
-        _ => (0, 0, 0),
+    if matches!(opcode, uring::SENDMSG | uring::SEND | uring::CONNECT) {
+        let _ = crate::net::URING_NET.insert(&bpf_get_current_pid_tgid(), &1, 0);
+    }
+    // (dfd offset, filename offset, second dfd offset, second filename offset) by operation.
+    let (dfd_at, name_at, dfd2_at, name2_at) = match opcode {
+        uring::OPENAT | uring::OPENAT2 => (off.uring_open[0], off.uring_open[1], 0, 0),
+        uring::UNLINKAT => (off.uring_unlink[0], off.uring_unlink[1], 0, 0),
+        uring::MKDIRAT => (off.uring_mkdir[0], off.uring_mkdir[1], 0, 0),
+        uring::STATX => (off.uring_statx[0], off.uring_statx[1], 0, 0),
+        uring::RENAMEAT => (off.uring_rename[0], off.uring_rename[1], off.uring_rename[2], off.uring_rename[3]),
+        // linkat(old, new): the new name is relative to new_dfd.
+        uring::LINKAT => (off.uring_link[0], off.uring_link[1], off.uring_link[2], off.uring_link[3]),
+        // symlinkat(target, link): the link (first here) is relative to new_dfd; the target
+        // is content, not resolved.
+        uring::SYMLINKAT => (off.uring_link[2], off.uring_link[3], 0, off.uring_link[1]),
+        _ => (0, 0, 0, 0),
     };
     let mut len = URING_PATH_OFF;
     if name_at != 0 {
@@ -136,19 +162,18 @@ pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
         }
         // A relative path: the directory it is relative to.
         if n == 0 || ev.path[0] != b'/' {
-            let (dn, complete) = if ev.dfd == AT_FDCWD {
-                walk_cwd(ev.dir.as_mut_ptr())
-            } else {
-                let file = fd_file(ev.dfd);
-                if file.is_null() {
-                    (0, false)
-                } else {
-                    walk_struct_path(file.wrapping_add(off.file_path as usize), ev.dir.as_mut_ptr())
-                }
-            };
+            let (dn, complete) = resolve_dfd(ev.dfd, ev.dir.as_mut_ptr());
             ev.dir_len = dn;
             ev.flags |= if complete { DIR1_RESOLVED } else { DIR1_RESOLVED | DIR1_TRUNCATED };
             len = URING_DIR_OFF + dn as usize;
+        }
+        // A relative second name (rename's or link's new name): its own directory fd.
+        if dfd2_at != 0 && name2_at != 0 && (ev.path2_len == 0 || ev.path2[0] != b'/') {
+            ev.dfd2 = kread::<i32>(r, dfd2_at);
+            let (dn, complete) = resolve_dfd(ev.dfd2, ev.dir2.as_mut_ptr());
+            ev.dir2_len = dn;
+            ev.flags |= if complete { DIR2_RESOLVED } else { DIR2_RESOLVED | DIR2_TRUNCATED };
+            len = URING_DIR2_OFF + dn as usize;
         }
     } else if opcode == uring::CONNECT && off.uring_connect[0] != 0 {
         let addr = kread::<u64>(r, off.uring_connect[0]);
@@ -172,10 +197,10 @@ pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
             }
         }
     }
-    let inflight = InFlight { session, start_ns: ev.hdr.start_ns, tgid, pid, opcode, fd: ev.fd };
+    let inflight = InFlight { session, start_ns: ev.hdr.start_ns, tgid, pid, opcode, fd: ev.fd, file_slot: ev.file_slot };
     let _ = URING_REQS.insert(&req, &inflight, 0);
-    if len > URING_DIR_OFF + DIR_CAP {
-        len = URING_DIR_OFF + DIR_CAP;
+    if len > URING_DIR2_OFF + DIR_CAP {
+        len = URING_DIR2_OFF + DIR_CAP;
     }
     // SAFETY: len <= size_of::<IoUringEvent>().
     let bytes = unsafe { core::slice::from_raw_parts((ev as *const IoUringEvent).cast::<u8>(), len) };
@@ -209,10 +234,22 @@ pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
     ev.res = i64::from(unsafe { ctx.read_at::<i32>(TP_OPCODE_OR_RES) }.unwrap_or(0));
     ev.fd = f.fd;
     clear_fields(ev);
+    ev.file_slot = f.file_slot;
     let mut len = URING_PATH_OFF;
     let (tgid, _) = current_tgid_pid();
+    if matches!(f.opcode, uring::SENDMSG | uring::SEND | uring::CONNECT) {
+        // The destination as the kernel used it (cgroup hooks), not the user's sockaddr.
+        crate::net::take_kernel_addr(&mut ev.addr, &mut ev.addr_len, &mut ev.flags);
+        let _ = crate::net::URING_NET.remove(&bpf_get_current_pid_tgid());
+        len = URING_PATH_OFF;
+    }
+    // An open into a registered-file slot: its result is 0 on success, not an fd; the file is
+    // the one named at submission (the kernel's own copy of the name).
+    if f.file_slot != 0 {
+        ev.flags |= URING_FIXED_SLOT;
+    }
     // An open's new fd, resolved in the submitter's fd table (only when running in it).
-    if matches!(f.opcode, uring::OPENAT | uring::OPENAT2) && ev.res >= 0 && tgid == f.tgid {
+    if matches!(f.opcode, uring::OPENAT | uring::OPENAT2) && f.file_slot == 0 && ev.res >= 0 && tgid == f.tgid {
         let file = fd_file(ev.res as i32);
         if !file.is_null() {
             // Into `path` (unused at completion; `path2` follows it, so the walk has room), to

@@ -130,3 +130,36 @@ pub fn walk_cwd(buf: *mut u8) -> (u32, bool) {
     }
     walk_struct_path(fs.wrapping_add(off.fs_pwd as usize), buf)
 }
+
+/// Whether the current task's root is not the real root (it called `chroot`, or inherited
+/// one): its root is not the root of a mount without a parent.
+#[inline(always)]
+pub fn root_changed() -> bool {
+    let off = OFFSETS.load();
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let fs = kread_ptr(task, off.task_fs);
+    if fs.is_null() {
+        return false;
+    }
+    let root = fs.wrapping_add(off.fs_root as usize);
+    let vfsmnt = kread_ptr(root, off.path_mnt);
+    let dentry = kread_ptr(root, off.path_dentry);
+    if vfsmnt.is_null() || dentry != kread_ptr(vfsmnt, off.vfsmount_root) {
+        return !vfsmnt.is_null();
+    }
+    let mount = vfsmnt.wrapping_sub(off.mount_mnt as usize);
+    let parent = kread_ptr(mount, off.mount_parent);
+    !(parent == mount || parent.is_null())
+}
+
+/// The current task's root (`fs->root`), walked from the real root.
+#[inline(always)]
+pub fn walk_root(buf: *mut u8) -> (u32, bool) {
+    let off = OFFSETS.load();
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let fs = kread_ptr(task, off.task_fs);
+    if fs.is_null() {
+        return (0, false);
+    }
+    walk_struct_path(fs.wrapping_add(off.fs_root as usize), buf)
+}

@@ -14,6 +14,8 @@ pub fn tamper_name(what: u32) -> &'static str {
         tamper::NAMESPACE => "namespace",
         tamper::HANDOFF => "handoff",
         tamper::TRACK_FAILED => "track_failed",
+        tamper::CHROOT => "chroot",
+        tamper::KERNEL_CODE => "kernel_code",
         _ => "unknown",
     }
 }
@@ -49,8 +51,10 @@ pub fn tamper_data(t: &TamperOp) -> Value {
         (tamper::BPF, _) => json!({"command": t.args[0] as u32}),
         (_, nr::UNSHARE) => json!({"flags": format!("{:#x}", t.args[0])}),
         (_, nr::SETNS) => json!({"fd": t.args[0] as u32 as i32, "nstype": format!("{:#x}", t.args[1])}),
-        (_, nr::MOUNT) => json!({"flags": format!("{:#x}", t.args[3])}),
+        (_, nr::MOUNT | nr::KEXEC_LOAD | nr::KEXEC_FILE_LOAD) => json!({"flags": format!("{:#x}", t.args[3])}),
         (_, nr::PTRACE) => json!({"request": t.args[0]}),
+        (_, nr::FINIT_MODULE) => json!({"fd": t.args[0] as u32 as i32, "flags": format!("{:#x}", t.args[2])}),
+        (_, nr::INIT_MODULE) => json!({"length": t.args[1]}),
         _ => Value::Null,
     };
     if let Some(o) = v.as_object_mut() {
@@ -100,7 +104,12 @@ pub struct UringPending {
 
 impl UringPending {
     pub fn of(u: &UringOp) -> Self {
-        let path2 = u.path2.clone().filter(|p| p.starts_with('/') || u.opcode == uring::SYMLINKAT);
+        // A relative new name is resolved against its own directory fd (in the kernel).
+        let path2 = if u.opcode == uring::SYMLINKAT {
+            u.path2.clone()
+        } else {
+            u.path2_absolute.clone().or_else(|| u.path2.clone().filter(|p| p.starts_with('/')))
+        };
         Self {
             opcode: u.opcode,
             path: u.path.as_ref().and_then(|p| p.absolute.clone()),
@@ -156,7 +165,10 @@ pub fn uring_data(u: &UringOp) -> Value {
         "res": u.complete.then_some(u.res),
         "path": u.object.clone().or_else(|| u.path.as_ref().and_then(|p| p.absolute.clone())),
         "path_given": u.path.as_ref().map(|p| &p.given),
-        "path2": u.path2,
+        "path2": u.path2_absolute.clone().or_else(|| u.path2.clone()),
+        "path2_given": u.path2,
+        "fixed_slot": u.fixed_slot,
+        "addr_kernel": u.addr_kernel,
         "dfd": u.path.as_ref().map(|_| u.dfd),
         "open_flags": matches!(u.opcode, uring::OPENAT | uring::OPENAT2).then(|| format!("{:#o}", u.open_flags)),
         "object_resolved": u.object.is_some(),

@@ -751,6 +751,8 @@ impl Correlator {
             "addr_given": n.addr.as_ref().map(resources::addr_port),
             "compat": n.compat,
             "fastopen": n.fastopen,
+            "addr_kernel": n.addr_kernel,
+            "socket": n.created.map(|(family, proto)| serde_json::json!({"family": family, "protocol": proto})),
             "sock_type": match n.sock_type { 1 => "stream", 2 => "dgram", 0 => "unknown", _ => "other" },
             "dns": dns,
         });
@@ -795,7 +797,14 @@ impl Correlator {
                 let result = resources::result_name(u.res);
                 let accesses = p.file_accesses(u.object.as_deref());
                 self.note_protected(&u.hdr, &accesses, &data);
-                let endpoint = (p.opcode == monitor_common::uring::CONNECT).then_some(p.addr).flatten();
+                // The destination: the kernel's own copy at completion (cgroup hooks), else the
+                // address named at submission.
+                let net_op = match p.opcode {
+                    monitor_common::uring::CONNECT => Some("connect"),
+                    monitor_common::uring::SENDMSG | monitor_common::uring::SEND => Some("send"),
+                    _ => None,
+                };
+                let endpoint = net_op.and(u.addr.clone().or(p.addr));
                 let host = endpoint
                     .as_ref()
                     .and_then(|e| self.sessions.get(&u.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
@@ -806,7 +815,7 @@ impl Correlator {
                     if let Some(e) = &endpoint {
                         let (addr, port) = resources::addr_port(e);
                         r.add_net(&NetSummary {
-                            op: "connect".into(),
+                            op: net_op.unwrap_or("connect").into(),
                             family: resources::family_name(e),
                             addr,
                             port,
@@ -838,10 +847,17 @@ impl Correlator {
 
     fn on_exec(&mut self, e: &Exec, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
         let hdr = &e.hdr;
+        // The file the kernel executed, else the name it was given (joined to the cwd).
+        let exe = e.exe.clone().or_else(|| match (&e.cwd, e.filename.starts_with('/')) {
+            (_, true) => Some(e.filename.clone()),
+            (Some(cwd), false) => Some(join_path(cwd, &e.filename)),
+            (None, false) => None,
+        });
+        let exe_name = exe.clone().unwrap_or_else(|| e.filename.clone());
         let exec_id = self.clock.exec_id(hdr.tgid, hdr.start_ns);
         self.ensure_process(hdr, e.ppid, out);
         let data = serde_json::json!({
-            "filename": e.filename, "filename_truncated": e.filename_truncated,
+            "filename": e.filename, "filename_truncated": e.filename_truncated, "exe": e.exe,
             "argv": e.argv, "argv_truncated": e.argv_truncated, "argv_bytes": e.argv_full_len,
             "cwd": e.cwd, "cwd_truncated": e.cwd_truncated,
             "uid": e.uid, "gid": e.gid, "ppid": e.ppid, "cgroup_id": hdr.cgroup_id,
@@ -851,7 +867,7 @@ impl Correlator {
             pid: hdr.tgid,
             result: "ok".into(),
             argv: e.argv.clone(),
-            exe: e.filename.clone(),
+            exe: exe_name.clone(),
             ..EventFacts::default()
         });
         let Some(p) = self.procs.get_mut(&hdr.tgid) else {
@@ -863,7 +879,7 @@ impl Correlator {
         p.exec_seen = true;
         p.rec.argv.clone_from(&e.argv);
         p.rec.argv_truncated = e.argv_truncated;
-        p.rec.exe.clone_from(&e.filename);
+        p.rec.exe.clone_from(&exe_name);
         p.rec.cwd.clone_from(&e.cwd);
         p.rec.uid = Some(e.uid);
         let action = p.action;
@@ -875,11 +891,6 @@ impl Correlator {
                 }
             }
         }
-        let exe = match (&e.cwd, e.filename.starts_with('/')) {
-            (_, true) => Some(e.filename.clone()),
-            (Some(cwd), false) => Some(join_path(cwd, &e.filename)),
-            (None, false) => None,
-        };
         if let (Some(exe), Some(r)) = (exe, self.resources_of(hdr.tgid)) {
             r.add_file(&exe, "exec", "ok");
         }
@@ -890,7 +901,7 @@ impl Correlator {
                 a.rec.argv.clone_from(&e.argv);
                 a.rec.argv_truncated = e.argv_truncated;
                 a.rec.cwd.clone_from(&e.cwd);
-                a.rec.exe.clone_from(&e.filename);
+                a.rec.exe.clone_from(&exe_name);
                 a.rec.uid = Some(e.uid);
             }
         }

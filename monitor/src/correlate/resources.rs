@@ -212,6 +212,13 @@ pub fn syscall_name(n: u64) -> &'static str {
         nr::MOVE_MOUNT => "move_mount",
         nr::FSMOUNT => "fsmount",
         nr::PIDFD_GETFD => "pidfd_getfd",
+        nr::CHROOT => "chroot",
+        nr::INIT_MODULE => "init_module",
+        nr::FINIT_MODULE => "finit_module",
+        nr::KEXEC_LOAD => "kexec_load",
+        nr::KEXEC_FILE_LOAD => "kexec_file_load",
+        nr::OPEN_BY_HANDLE_AT => "open_by_handle_at",
+        nr::SOCKET => "socket",
         _ => "unknown",
     }
 }
@@ -246,6 +253,46 @@ pub fn open_access(flags: u64) -> (Vec<&'static str>, &'static str) {
     (mode, access)
 }
 
+/// The flags an open took effect with: the access mode and `O_APPEND` from the opened file
+/// itself (the kernel's `f_flags`) when known, and `O_CREAT`/`O_TRUNC` (which the file does not
+/// keep) from the given flags, only when the file was opened for writing.
+pub fn kernel_open_flags(given: u64, obj_flags: Option<u32>) -> u64 {
+    let Some(k) = obj_flags.map(u64::from) else { return given };
+    let kernel = k & (O_ACCMODE | O_APPEND);
+    let writable = kernel & O_ACCMODE != 0;
+    kernel | if writable { given & (O_CREAT | O_TRUNC) } else { 0 }
+}
+
+/// An open's flags as they took effect, into the raw event's details; returns its access.
+fn open_details(op: &FileOp, set: &mut impl FnMut(&str, serde_json::Value)) -> &'static str {
+    let a = &op.args;
+    let (given, mode) = match op.nr {
+        nr::OPEN => (a[1], a[2]),
+        nr::OPENAT => (a[2], a[3]),
+        nr::OPENAT2 => (op.how_flags, op.how_mode),
+        nr::OPEN_BY_HANDLE_AT => (a[2], 0),
+        _ => (0o1101, a[1]),
+    };
+    let flags = kernel_open_flags(given, op.obj_flags);
+    if flags & (O_ACCMODE | O_APPEND) != given & (O_ACCMODE | O_APPEND) {
+        // The flags in the caller's memory no longer say how the file was opened.
+        set("flags_given", json!(format!("{given:#o}")));
+    }
+    if op.nr == nr::OPEN_BY_HANDLE_AT {
+        set("by_handle", json!(true));
+    }
+    let (words, access) = open_access(flags);
+    set("mode", json!(words));
+    set("flags", json!(format!("{flags:#o}")));
+    if flags & O_CREAT != 0 {
+        set("perm", json!(format!("{:04o}", mode & 0o7777)));
+    }
+    if op.ret >= 0 {
+        set("fd", json!(op.ret));
+    }
+    access
+}
+
 /// The (path, access) pairs a file syscall touched, and the raw event's details.
 pub fn file_accesses(op: &FileOp) -> (Vec<(String, &'static str)>, serde_json::Value) {
     let a = &op.args;
@@ -276,6 +323,9 @@ pub fn file_accesses(op: &FileOp) -> (Vec<(String, &'static str)>, serde_json::V
     if op.empty_path {
         set("empty_path", json!(true));
     }
+    if op.root_changed {
+        set("root_changed", json!(true));
+    }
     if op.compat {
         set("compat", json!(true));
     }
@@ -294,22 +344,8 @@ pub fn file_accesses(op: &FileOp) -> (Vec<(String, &'static str)>, serde_json::V
         }
     };
     match op.nr {
-        nr::OPEN | nr::OPENAT | nr::OPENAT2 | nr::CREAT => {
-            let (flags, mode) = match op.nr {
-                nr::OPEN => (a[1], a[2]),
-                nr::OPENAT => (a[2], a[3]),
-                nr::OPENAT2 => (op.how_flags, op.how_mode),
-                _ => (0o1101, a[1]),
-            };
-            let (words, access) = open_access(flags);
-            set("mode", json!(words));
-            set("flags", json!(format!("{flags:#o}")));
-            if flags & O_CREAT != 0 {
-                set("perm", json!(format!("{:04o}", mode & 0o7777)));
-            }
-            if op.ret >= 0 {
-                set("fd", json!(op.ret));
-            }
+        nr::OPEN | nr::OPENAT | nr::OPENAT2 | nr::CREAT | nr::OPEN_BY_HANDLE_AT => {
+            let access = open_details(op, &mut set);
             push(&p1, access);
         }
         nr::UNLINK | nr::UNLINKAT | nr::RMDIR => push(&p1, "delete"),
@@ -390,6 +426,7 @@ pub fn net_op(n: u64) -> &'static str {
         nr::LISTEN => "listen",
         nr::ACCEPT | nr::ACCEPT4 => "accept",
         nr::SENDTO | nr::SENDMSG | nr::SENDMMSG => "send",
+        nr::SOCKET => "socket",
         _ => "recv",
     }
 }

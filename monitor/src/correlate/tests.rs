@@ -33,6 +33,7 @@ fn exec(tgid: u32, ppid: u32, start: u64, ts: u64, argv: &[&str]) -> Event {
         gid: 1000,
         filename: format!("/usr/bin/{}", argv[0]),
         filename_truncated: false,
+        exe: None,
         argv: argv.iter().map(|s| (*s).to_owned()).collect(),
         argv_truncated: false,
         argv_full_len: 0,
@@ -361,6 +362,8 @@ fn file_event(tgid: u32, start: u64, ts: u64, path: &str, ret: i64) -> Event {
         how_resolve: 0,
         object: None,
         empty_path: false,
+        obj_flags: None,
+        root_changed: false,
         compat: false,
     })
 }
@@ -382,6 +385,31 @@ fn opens_are_summarised_under_the_file_the_kernel_opened() {
     assert_eq!(data["path"], "/home/u/.ssh/id_rsa");
     assert_eq!(data["path_arg"], "/tmp/link-to-secret");
     assert_eq!(data["object_resolved"], true);
+}
+
+#[test]
+fn an_open_is_recorded_with_the_access_the_kernel_gave_not_the_flags_in_memory() {
+    use super::resources::{file_accesses, kernel_open_flags};
+    // openat2 whose `open_how` was rewritten to O_RDONLY during the call: the file itself was
+    // opened O_WRONLY, and the given O_TRUNC|O_CREAT count since it is writable.
+    let Event::File(mut f) = file_event(10, 1000, 1100, "/etc/cron.d/job", 3) else { unreachable!() };
+    f.nr = monitor_common::nr::OPENAT2;
+    f.how_flags = 0;
+    f.obj_flags = Some(0o100_001);
+    f.object = Some("/etc/cron.d/job".into());
+    let (acc, data) = file_accesses(&f);
+    assert_eq!(acc, [("/etc/cron.d/job".to_owned(), "write")]);
+    assert_eq!((data["flags_given"].as_str(), data["flags"].as_str()), (Some("0o0"), Some("0o1")));
+    assert_eq!(kernel_open_flags(0o1101, Some(0o100_001)), 0o1101, "create and truncate kept for a writable file");
+    assert_eq!(kernel_open_flags(0o1101, Some(0o100_000)), 0, "a read-only file did not create or truncate");
+    assert_eq!(kernel_open_flags(0o2, None), 0o2, "without the file, the given flags");
+    // open_by_handle_at: no path argument, the file from the new fd.
+    f.nr = monitor_common::nr::OPEN_BY_HANDLE_AT;
+    f.path1 = None;
+    f.args = [3, 0, 0o1, 0, 0, 0];
+    let (acc, data) = file_accesses(&f);
+    assert_eq!(acc, [("/etc/cron.d/job".to_owned(), "write")]);
+    assert_eq!((data["syscall"].as_str(), data["by_handle"].as_bool()), (Some("open_by_handle_at"), Some(true)));
 }
 
 #[test]
@@ -409,6 +437,8 @@ fn connects_name_the_kernel_peer_and_fastopen_sends_are_connects() {
         payload: Vec::new(),
         compat: false,
         fastopen: false,
+        addr_kernel: false,
+        created: None,
     };
     assert_eq!(net_endpoint(&n, None), Some(ip("127.0.0.1", 8080)), "the socket's peer, not the rewritten sockaddr");
     n.sock = Some((ip("0.0.0.0", 0), ip("0.0.0.0", 0)));

@@ -245,6 +245,11 @@ impl Btf {
             inode_private: self.offset("inode", &["i_private"])?,
             task_signal: self.offset("task_struct", &["signal"])?,
             signal_live: self.offset("signal_struct", &["live"])?,
+            file_f_flags: self.offset("file", &["f_flags"])?,
+            file_f_mode: self.offset("file", &["f_mode"])?,
+            bprm_file: self.offset("linux_binprm", &["file"])?,
+            fs_root: self.offset("fs_struct", &["root"])?,
+            uring_open_slot: self.optional("io_open", "file_slot").unwrap_or(0),
         })
     }
 

@@ -10,9 +10,9 @@ use monitor_common::{
     CgroupEvent, EventHeader, EventKind, ExecEvent, ExecFailedEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent,
     NetEvent, TamperEvent, ARGV_MAX, COMPAT, COMPONENT_MAX, CWD_MAX, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED,
     DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED,
-    EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXEC_SESSION_START, EXIT_GROUP_DEAD, FD_PATH, FILENAME_MAX, FILE_DIR1_OFF,
-    FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FORK_THREAD, NET_ADDR_GIVEN, NET_FASTOPEN, NET_SOCK_KNOWN, OBJ_PATH,
-    PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, PAYLOAD_CAP, SOCKADDR_CAP, URING_DIR_OFF, URING_PATH2_OFF,
+    EXEC_EXE_RESOLVED, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXEC_SESSION_START, EXIT_GROUP_DEAD, FD_PATH, FILENAME_MAX, FILE_DIR1_OFF,
+    FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FORK_THREAD, NET_ADDR_GIVEN, NET_ADDR_KERNEL, NET_FASTOPEN, NET_SOCK_KNOWN, OBJ_FLAGS, OBJ_PATH, ROOT_CHANGED,
+    PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, PAYLOAD_CAP, SOCKADDR_CAP, URING_DIR2_OFF, URING_DIR_OFF, URING_PATH2_OFF,
     URING_PATH_OFF, URING_SUBMIT,
 };
 
@@ -98,9 +98,15 @@ pub struct UringOp {
     pub path: Option<PathArg>,
     /// A second path (rename and link: the new name; symlink: the target, as content).
     pub path2: Option<String>,
+    /// The second path resolved against its own directory fd (rename and link), when relative.
+    pub path2_absolute: Option<String>,
     pub addr: Option<SockAddr>,
+    /// `addr` is the kernel's own copy of the destination (cgroup hooks).
+    pub addr_kernel: bool,
     /// Completion of an open: the path of the file the kernel opened.
     pub object: Option<String>,
+    /// An open into a registered-file slot: the slot (its result is not an fd).
+    pub fixed_slot: Option<u32>,
 }
 
 /// A path argument as the process gave it, and where it points.
@@ -132,6 +138,10 @@ pub struct FileOp {
     pub object: Option<String>,
     /// The path argument was "" (with `AT_EMPTY_PATH` the dirfd's file itself is the object).
     pub empty_path: bool,
+    /// A successful open: the opened file's own `f_flags` (how the kernel opened it).
+    pub obj_flags: Option<u32>,
+    /// The process had a changed root (`chroot`): absolute paths were resolved against it.
+    pub root_changed: bool,
     /// Made through the 32-bit compat entry.
     pub compat: bool,
 }
@@ -168,6 +178,10 @@ pub struct NetOp {
     pub compat: bool,
     /// A send with `MSG_FASTOPEN`.
     pub fastopen: bool,
+    /// `addr` is the kernel's own copy of the destination (cgroup hooks), not user memory.
+    pub addr_kernel: bool,
+    /// `socket()` of a raw or packet socket: (family, protocol).
+    pub created: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +193,10 @@ pub struct Exec {
     pub gid: u32,
     pub filename: String,
     pub filename_truncated: bool,
+    /// The file the kernel executed (`bprm->file`), from the real root: what `filename` named,
+    /// whatever name that was (`/dev/fd/3`, a symlink, a path inside a chroot). `None` when the
+    /// walk did not reach the root.
+    pub exe: Option<String>,
     pub argv: Vec<String>,
     pub argv_truncated: bool,
     pub argv_full_len: u32,
@@ -302,10 +320,15 @@ pub fn join_path(dir: &str, rel: &str) -> String {
     out
 }
 
+/// A path as given, and its absolute form: joined to `dir` when relative, or when absolute in
+/// a changed root (`dir` is then that root, walked from the real one).
 fn path_arg(path: &[u8], truncated: bool, dir: Option<&[u8]>) -> PathArg {
     let given = escape_bytes(path);
-    let absolute =
-        if path.first() == Some(&b'/') { Some(given.clone()) } else { dir.map(|d| join_path(&cwd_path(d), &given)) };
+    let absolute = match dir {
+        Some(d) if path.first() != Some(&b'/') || !d.is_empty() => Some(join_path(&cwd_path(d), &given)),
+        _ if path.first() == Some(&b'/') => Some(given.clone()),
+        _ => None,
+    };
     PathArg { given, truncated, absolute }
 }
 
@@ -385,6 +408,8 @@ fn decode_file(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
         how_resolve: ev.how_resolve,
         object,
         empty_path: ev.flags & EMPTY_PATH != 0,
+        obj_flags: (ev.flags & OBJ_FLAGS != 0).then_some(ev.obj_flags),
+        root_changed: ev.flags & ROOT_CHANGED != 0,
         compat: ev.flags & COMPAT != 0,
     }))
 }
@@ -418,7 +443,12 @@ fn decode_uring(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
     )?;
     let p2 = field(URING_PATH2_OFF, PATH_CAP, ev.path2_len, "path2")?;
     let d = if obj { &[][..] } else { field(URING_DIR_OFF, DIR_CAP, ev.dir_len, "dir")? };
+    let d2 = field(URING_DIR2_OFF, DIR_CAP, ev.dir2_len, "dir2")?;
     let complete = ev.phase != URING_SUBMIT;
+    let path2_absolute = (ev.path2_len > 0).then(|| {
+        let dir2 = (ev.flags & DIR2_RESOLVED != 0 && ev.flags & DIR2_TRUNCATED == 0).then_some(d2);
+        path_arg(p2, ev.flags & PATH2_TRUNCATED != 0, dir2).absolute
+    });
     let has_path = !complete && (ev.path_len > 0 || ev.flags & DIR1_RESOLVED != 0);
     let dir = (ev.flags & DIR1_RESOLVED != 0 && ev.flags & DIR1_TRUNCATED == 0).then_some(d);
     Ok(Event::IoUring(UringOp {
@@ -433,8 +463,11 @@ fn decode_uring(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
         open_flags: ev.open_flags,
         path: has_path.then(|| path_arg(p, ev.flags & PATH1_TRUNCATED != 0, dir)),
         path2: (ev.path2_len > 0).then(|| escape_bytes(p2)),
+        path2_absolute: path2_absolute.flatten(),
         addr: (ev.flags & NET_ADDR_GIVEN != 0).then(|| parse_sockaddr(&ev.addr[..ev.addr_len as usize])).flatten(),
+        addr_kernel: ev.flags & NET_ADDR_KERNEL != 0,
         object: obj.then(|| cwd_path(p)),
+        fixed_slot: (ev.file_slot != 0).then(|| ev.file_slot - 1),
     }))
 }
 
@@ -461,6 +494,8 @@ fn decode_net(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
         payload: ev.payload[..ev.payload_len as usize].to_vec(),
         compat: ev.flags & COMPAT != 0,
         fastopen: ev.flags & NET_FASTOPEN != 0,
+        addr_kernel: ev.flags & NET_ADDR_KERNEL != 0,
+        created: (u64::from(ev.nr) == monitor_common::nr::SOCKET).then_some((ev.sk_family, ev.proto)),
     }))
 }
 
@@ -478,6 +513,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             }
             let filename = bounded(&ev.filename, ev.filename_len, "filename")?;
             let cwd = bounded(&ev.cwd[..CWD_MAX + COMPONENT_MAX], ev.cwd_len, "cwd")?;
+            let exe = bounded(&ev.exe[..CWD_MAX + COMPONENT_MAX], ev.exe_len, "exe")?;
             Event::Exec(Exec {
                 hdr,
                 ppid: ev.ppid,
@@ -485,6 +521,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 gid: ev.gid,
                 filename: escape_bytes(filename),
                 filename_truncated: ev.flags & EXEC_FILENAME_TRUNCATED != 0,
+                exe: (ev.flags & EXEC_EXE_RESOLVED != 0).then(|| cwd_path(exe)),
                 argv: split_argv(&tail[..ev.argv_len as usize]),
                 argv_truncated: ev.flags & EXEC_ARGV_TRUNCATED != 0,
                 argv_full_len: ev.argv_full_len,
@@ -756,7 +793,10 @@ mod tests {
         assert_eq!(nr::from_compat(357), Some(nr::BPF));
         assert_eq!(nr::from_compat(20), None, "getpid is not captured");
         assert_eq!(nr::from_socketcall(3), Some(nr::CONNECT));
-        assert_eq!(nr::from_socketcall(1), None, "socket() is not captured");
+        assert_eq!(nr::from_socketcall(1), Some(nr::SOCKET), "socket(): raw and packet sockets are recorded");
+        assert_eq!(nr::from_socketcall(9), None, "send() names no destination");
+        assert_eq!(nr::from_compat(61), Some(nr::CHROOT));
+        assert_eq!(nr::from_compat(350), Some(nr::FINIT_MODULE));
     }
 
     #[test]

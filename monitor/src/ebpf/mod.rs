@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{links::FdLink, RawTracePoint, TracePoint},
+    programs::{links::CgroupAttachMode, links::FdLink, CgroupSockAddr, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use monitor_common::{
@@ -121,6 +121,13 @@ pub const RESOURCE_SYSCALLS: &[&str] = &[
     "ptrace",
     "process_vm_writev",
     "pidfd_getfd",
+    "chroot",
+    "init_module",
+    "finit_module",
+    "kexec_load",
+    "kexec_file_load",
+    "open_by_handle_at",
+    "socket",
 ];
 
 #[derive(Clone, Copy)]
@@ -803,6 +810,7 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
         pin(link, name, tp)?;
         attached.push(if cat.is_empty() { format!("raw_tp/{tp}") } else { format!("tracepoint/{cat}/{tp}") });
     }
+    attach_cgroup_hooks(ebpf, &mut attached, &pin);
     for (prog_name, phase) in [("sys_enter_tracked", "sys_enter_"), ("sys_exit_tracked", "sys_exit_")] {
         let prog: &mut TracePoint = ebpf
             .program_mut(prog_name)
@@ -827,6 +835,43 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
         }
     }
     Ok(attached)
+}
+
+/// The cgroup `connect4/6` and `sendmsg4/6` programs, on the cgroup2 root (they run for every
+/// descendant, next to any other program there): they see each destination as the kernel will
+/// use it. Without them (no cgroup2, an attach refused) destinations are read from the caller's
+/// memory at the syscall's exit, as `status` says.
+pub const CGROUP_PROGRAMS: &[&str] = &["kaddr_connect4", "kaddr_connect6", "kaddr_sendmsg4", "kaddr_sendmsg6"];
+
+fn attach_cgroup_hooks(
+    ebpf: &mut Ebpf,
+    attached: &mut Vec<String>,
+    pin: &dyn Fn(FdLink, &'static str, &str) -> Result<(), ProbeError>,
+) {
+    let root = match crate::cgroup::cgroup2_mount().and_then(std::fs::File::open) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "no cgroup2 root to attach the destination hooks to; destinations are read from user memory");
+            return;
+        }
+    };
+    for name in CGROUP_PROGRAMS {
+        let result = (|| -> Result<(), ProbeError> {
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::Program { name, source: aya::programs::ProgramError::UnexpectedProgramType })?
+                .try_into()
+                .map_err(|source| ProbeError::Program { name, source })?;
+            prog.load().map_err(|source| ProbeError::Program { name, source })?;
+            let id = prog.attach(&root, CgroupAttachMode::AllowMultiple).map_err(|source| ProbeError::Program { name, source })?;
+            let link = prog.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
+            pin(link.try_into().map_err(|e| pin_err(name, e))?, name, "cgroup")
+        })();
+        match result {
+            Ok(()) => attached.push(format!("cgroup/{name}")),
+            Err(e) => tracing::warn!(program = name, error = %e, "destination hook not attached; destinations are read from user memory"),
+        }
+    }
 }
 
 /// What every program needs from the kernel, checked before anything is loaded, so that an
@@ -941,6 +986,15 @@ pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
             "no io_uring tracepoints with the record layout of 6.0 and later (io_uring off, or an older kernel): io_uring operations are not captured",
         )
     });
+    paths.push(if CGROUP_PROGRAMS.iter().all(|p| attached.iter().any(|a| a.contains(p))) {
+        path("network destinations", "primary", "cgroup connect4/6 and sendmsg4/6 on the cgroup2 root: the kernel's own copy")
+    } else {
+        path(
+            "network destinations",
+            "fallback",
+            "cgroup hooks not attached: destinations of unconnected sends are read from the caller's memory",
+        )
+    });
     paths.push(if has("sys_enter") {
         path("32-bit syscalls", "primary", "raw_tp/sys_enter and raw_tp/sys_exit (int 0x80)")
     } else {
@@ -998,6 +1052,7 @@ mod tests {
         .map(str::to_owned)
         .to_vec();
         loaded.extend(RESOURCE_SYSCALLS.iter().map(|s| format!("tracepoint/syscalls/sys_enter_{s}")));
+        loaded.extend(CGROUP_PROGRAMS.iter().map(|p| format!("cgroup/{p}")));
         let paths = capture_paths(&loaded);
         assert!(paths.iter().all(|p| p.state == "primary"), "{paths:?}");
 
