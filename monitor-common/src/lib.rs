@@ -701,6 +701,8 @@ pub struct KernelOffsets {
     pub fs_root: u32,
     /// `io_open.file_slot`: a registered-file slot + 1, or 0 (0 when the BTF lacks it).
     pub uring_open_slot: u32,
+    /// `pt_regs` di, si, dx, r10, r8, r9: the `x86_64` syscall arguments 0..5 (fexit capture).
+    pub regs_args64: [u32; 6],
 }
 
 /// Bytes of a cgroup path in a [`CgroupEvent`].

@@ -86,6 +86,7 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     bprm_file: 0,
     fs_root: 0,
     uring_open_slot: 0,
+    regs_args64: [0; 6],
 });
 
 #[unsafe(no_mangle)]

@@ -17,8 +17,8 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use monitor_common::{
-    SOCKADDR_CAP, nr, EventClass, EventKind, NetEvent, PendingSyscall, COMPAT, NET_ADDR_GIVEN, NET_ADDR_KERNEL, NET_FASTOPEN,
-    NET_SOCK_KNOWN,
+    nr, EventClass, EventKind, NetEvent, PendingSyscall, COMPAT, NET_ADDR_GIVEN, NET_ADDR_KERNEL, NET_FASTOPEN,
+    NET_SOCK_KNOWN, SOCKADDR_CAP,
 };
 
 use crate::{
@@ -34,19 +34,14 @@ static NET_SCRATCH: PerCpuArray<NetEvent> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static KADDR: LruHashMap<u64, [u8; 28]> = LruHashMap::with_max_entries(4096, 0);
 
-/// Threads with a network `io_uring` request in flight (pid_tgid -> 1), so the cgroup hooks
-/// keep the destination for the completion.
-#[map]
-pub static URING_NET: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
-
 /// Keep the destination the kernel will use, for a thread agentmon is recording a call of.
 /// Always allows the operation (returns 1): agentmon observes, it does not enforce.
 #[inline(always)]
 fn keep_kernel_addr(ctx: &SockAddrContext, v6: bool) -> i32 {
     let key = bpf_get_current_pid_tgid();
-    // SAFETY: plain map lookups.
-    let wanted = unsafe { crate::file::PENDING.get(&key) }.is_some() || unsafe { URING_NET.get(&key) }.is_some();
-    if !wanted {
+    // Session processes only (the tracked set; a cgroup program cannot read the task).
+    // SAFETY: plain map lookup.
+    if unsafe { crate::maps::TRACKED.get(&((key >> 32) as u32)) }.is_none() {
         return 1;
     }
     // SAFETY: the context is the kernel's `bpf_sock_addr`, valid for this program.
@@ -89,13 +84,17 @@ pub fn kaddr_sendmsg6(ctx: SockAddrContext) -> i32 {
 }
 
 /// Replace the address read from user memory with the kernel's copy, when a cgroup hook left
-/// one for this thread.
+/// one for this thread (and `accept`: the call was on an inet socket, so it went through them).
+/// The entry is consumed either way.
 #[inline(always)]
-pub fn take_kernel_addr(addr: &mut [u8; SOCKADDR_CAP], addr_len: &mut u32, flags: &mut u32) {
+pub fn take_kernel_addr(addr: &mut [u8; SOCKADDR_CAP], addr_len: &mut u32, flags: &mut u32, accept: bool) {
     let key = bpf_get_current_pid_tgid();
     // SAFETY: plain map lookup; the value is copied out before removal.
     let Some(k) = (unsafe { KADDR.get(&key) }).copied() else { return };
     let _ = KADDR.remove(&key);
+    if !accept {
+        return;
+    }
     addr[..28].copy_from_slice(&k);
     let family = u16::from_ne_bytes([k[0], k[1]]);
     *addr_len = if family == AF_INET6 { 28 } else { 16 };
@@ -296,10 +295,12 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) -> u32 
         }
         _ => return 0,
     }
-    if matches!(p.nr, nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::SENDMMSG) {
-        take_kernel_addr(&mut ev.addr, &mut ev.addr_len, &mut ev.flags);
-    }
     read_sock(ev, sock_fd);
+    if matches!(p.nr, nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::SENDMMSG) {
+        // Only an inet socket's call went through the cgroup hooks; always consume the entry.
+        let inet = ev.sk_family == AF_INET || ev.sk_family == AF_INET6;
+        take_kernel_addr(&mut ev.addr, &mut ev.addr_len, &mut ev.flags, inet);
+    }
     let is_send = matches!(p.nr, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG);
     let is_recv = matches!(p.nr, nr::RECVFROM | nr::RECVMSG);
     if is_send && send_flags & 0xffff_ffff & MSG_FASTOPEN != 0 {

@@ -6,7 +6,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+        bpf_get_current_cgroup_id, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
         generated::bpf_probe_read_kernel_str,
     },
     macros::{map, tracepoint},
@@ -126,9 +126,7 @@ pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
             ev.file_slot = kread::<u32>(r, off.uring_open_slot);
         }
     }
-    if matches!(opcode, uring::SENDMSG | uring::SEND | uring::CONNECT) {
-        let _ = crate::net::URING_NET.insert(&bpf_get_current_pid_tgid(), &1, 0);
-    }
+
     // (dfd offset, filename offset, second dfd offset, second filename offset) by operation.
     let (dfd_at, name_at, dfd2_at, name2_at) = match opcode {
         uring::OPENAT | uring::OPENAT2 => (off.uring_open[0], off.uring_open[1], 0, 0),
@@ -197,7 +195,8 @@ pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
             }
         }
     }
-    let inflight = InFlight { session, start_ns: ev.hdr.start_ns, tgid, pid, opcode, fd: ev.fd, file_slot: ev.file_slot };
+    let inflight =
+        InFlight { session, start_ns: ev.hdr.start_ns, tgid, pid, opcode, fd: ev.fd, file_slot: ev.file_slot };
     let _ = URING_REQS.insert(&req, &inflight, 0);
     if len > URING_DIR2_OFF + DIR_CAP {
         len = URING_DIR2_OFF + DIR_CAP;
@@ -239,8 +238,7 @@ pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
     let (tgid, _) = current_tgid_pid();
     if matches!(f.opcode, uring::SENDMSG | uring::SEND | uring::CONNECT) {
         // The destination as the kernel used it (cgroup hooks), not the user's sockaddr.
-        crate::net::take_kernel_addr(&mut ev.addr, &mut ev.addr_len, &mut ev.flags);
-        let _ = crate::net::URING_NET.remove(&bpf_get_current_pid_tgid());
+        crate::net::take_kernel_addr(&mut ev.addr, &mut ev.addr_len, &mut ev.flags, true);
         len = URING_PATH_OFF;
     }
     // An open into a registered-file slot: its result is 0 on success, not an fd; the file is

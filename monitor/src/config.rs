@@ -63,6 +63,9 @@ pub struct FileConfig {
     pub heartbeat_secs: Option<u64>,
     /// Capture 32-bit syscalls (`--capture-compat`).
     pub capture_compat: Option<bool>,
+    /// Capture syscalls at the kernel's functions (fexit) where the kernel allows it; false
+    /// keeps the syscall tracepoints (`--capture-fexit`).
+    pub capture_fexit: Option<bool>,
     /// Size of the kernel's tracked-process map (`--max-tracked-processes`).
     pub max_tracked_processes: Option<u32>,
     /// Where to serve Prometheus metrics: `HOST:PORT`, or a port alone for loopback

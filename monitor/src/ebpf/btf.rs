@@ -31,6 +31,7 @@ const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -58,6 +59,7 @@ struct Type {
 pub struct Btf {
     types: Vec<Type>,
     structs: HashMap<String, u32>,
+    functions: std::collections::HashSet<String>,
 }
 
 fn u32_at(b: &[u8], off: usize) -> Result<u32, BtfError> {
@@ -97,6 +99,7 @@ impl Btf {
         // Type id 0 is `void`.
         let mut types = vec![Type { kind: 0, name: String::new(), refers_to: 0, members: vec![] }];
         let mut structs = HashMap::new();
+        let mut functions = std::collections::HashSet::new();
         let mut p = 0usize;
         while p + 12 <= types_sec.len() {
             let name_off = u32_at(types_sec, p)?;
@@ -129,12 +132,20 @@ impl Btf {
             if kind == KIND_STRUCT && !t.name.is_empty() {
                 structs.entry(t.name.clone()).or_insert(types.len() as u32);
             }
+            if kind == KIND_FUNC {
+                functions.insert(t.name.clone());
+            }
             types.push(t);
         }
         if p != types_sec.len() {
             return Err(BtfError::Malformed("type section does not parse to its end"));
         }
-        Ok(Self { types, structs })
+        Ok(Self { types, structs, functions })
+    }
+
+    /// Whether the kernel has a function of this name (one fexit can attach to).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.functions.contains(name)
     }
 
     /// Skip typedef/const/volatile/restrict/type-tag wrappers.
@@ -250,6 +261,7 @@ impl Btf {
             bprm_file: self.offset("linux_binprm", &["file"])?,
             fs_root: self.offset("fs_struct", &["root"])?,
             uring_open_slot: self.optional("io_open", "file_slot").unwrap_or(0),
+            regs_args64: ["di", "si", "dx", "r10", "r8", "r9"].map(|r| self.optional("pt_regs", r).unwrap_or(0)),
         })
     }
 

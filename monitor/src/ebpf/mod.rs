@@ -161,6 +161,10 @@ pub fn probe_kinds(attached: &[String]) -> std::collections::BTreeMap<String, u6
             "syscall_tracepoint"
         } else if name.starts_with("tracepoint/") {
             "tracepoint"
+        } else if name.starts_with("fexit/") || name.starts_with("fx") {
+            "fexit"
+        } else if name.starts_with("cgroup/") || name.starts_with("kaddr_") {
+            "cgroup"
         } else {
             let program = name.split_once('-').map_or(name.as_str(), |(p, _)| p);
             match PROGRAMS.iter().chain(COMPAT_PROGRAMS).find(|(p, _)| *p == program) {
@@ -201,7 +205,8 @@ pub fn object_version(opts: &ProbeOptions) -> String {
     // FNV-1a: stable across builds and Rust versions (std's hasher is not).
     let h = OBJECT.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
     let compat = if opts.compat { "" } else { "-nocompat" };
-    format!("v{h:016x}-t{}{compat}", opts.max_tracked)
+    let fexit = if opts.fexit { "" } else { "-tp" };
+    format!("v{h:016x}-t{}{compat}{fexit}", opts.max_tracked)
 }
 
 /// How the daemon came by its programs.
@@ -223,8 +228,11 @@ pub struct ProbeOptions {
     pub pin_dir: PathBuf,
     pub ring_bytes: u32,
     pub lifecycle_ring_bytes: u32,
-    /// Capture 32-bit (`int 0x80`) syscalls (raw `sys_enter`/`sys_exit` programs).
+    /// Capture 32-bit (`int 0x80`) syscalls (raw `sys_enter`/`sys_exit` programs, or fexit
+    /// programs on the `__ia32_*` functions).
     pub compat: bool,
+    /// Try fexit programs on the syscall functions first (see [`attach_fexit`]).
+    pub fexit: bool,
     /// Size of the tracked-process map.
     pub max_tracked: u32,
     /// Session rules the kernel applies, written before the programs attach.
@@ -402,7 +410,7 @@ impl Probes {
             probes.copy_state_from(o);
         }
         probes.set_rules(&opts.rules)?;
-        probes.attached = attach_all(&mut ebpf, dir, opts.compat)?;
+        probes.attached = attach_all(&mut ebpf, dir, opts.compat, opts.fexit)?;
         // Programs whose maps this build cannot read are detached now that the new ones run,
         // so nothing is captured twice.
         for d in &unreadable {
@@ -759,12 +767,15 @@ pub fn unload(pin_dir: &Path) -> std::io::Result<usize> {
 }
 
 /// Attach every program and pin its links as `<dir>/link.<program>.<tracepoint>`.
-fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, ProbeError> {
+fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool, fexit: bool) -> Result<Vec<String>, ProbeError> {
     let mut attached = Vec::new();
     let pin = |link: FdLink, prog: &'static str, tp: &str| -> Result<(), ProbeError> {
         link.pin(dir.join(format!("link-{prog}-{tp}"))).map(drop).map_err(|e| pin_err(prog, e))
     };
-    let compat_programs = if compat { COMPAT_PROGRAMS } else { &[] };
+    // The kernel's functions where it allows fexit; else (this development VM, a kernel with
+    // function tracing locked) the syscall tracepoints below.
+    let fexit = fexit && attach_fexit(ebpf, compat, &mut attached, &pin)?;
+    let compat_programs = if compat && !fexit { COMPAT_PROGRAMS } else { &[] };
     // io_uring capture is optional: a kernel without io_uring (CONFIG_IO_URING=n), or whose
     // records are laid out otherwise (before 6.0), has it off, as `status` shows.
     let uring = PROGRAMS.iter().all(|(prog, kind)| match *kind {
@@ -777,6 +788,9 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
         );
     }
     for (name, kind) in PROGRAMS.iter().chain(compat_programs) {
+        if fexit && matches!(kind, Kind::Syscall(_)) {
+            continue;
+        }
         let prog = ebpf
             .program_mut(name)
             .ok_or(ProbeError::Program { name, source: aya::programs::ProgramError::UnexpectedProgramType })?;
@@ -811,6 +825,9 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
         attached.push(if cat.is_empty() { format!("raw_tp/{tp}") } else { format!("tracepoint/{cat}/{tp}") });
     }
     attach_cgroup_hooks(ebpf, &mut attached, &pin);
+    if fexit {
+        return Ok(attached);
+    }
     for (prog_name, phase) in [("sys_enter_tracked", "sys_enter_"), ("sys_exit_tracked", "sys_exit_")] {
         let prog: &mut TracePoint = ebpf
             .program_mut(prog_name)
@@ -835,6 +852,69 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool) -> Result<Vec<String>, 
         }
     }
     Ok(attached)
+}
+
+/// Attach `fx_<syscall>` to `__x64_sys_<syscall>` (and `fx32_<syscall>` to the 32-bit entry's
+/// function) for every hooked syscall, plus the exec and `socketcall` ones. The first attach
+/// is the probe: when the kernel refuses it (no BTF for tracing, function tracing locked, no
+/// fexit), nothing was attached and the caller falls back to tracepoints. Returns whether the
+/// fexit path is in use. A syscall this kernel lacks is skipped, as `status` shows.
+fn attach_fexit(
+    ebpf: &mut Ebpf,
+    compat: bool,
+    attached: &mut Vec<String>,
+    pin: &dyn Fn(FdLink, &'static str, &str) -> Result<(), ProbeError>,
+) -> Result<bool, ProbeError> {
+    use aya::{programs::FExit, Btf};
+    let (Ok(btf), Ok(functions)) = (Btf::from_sys_fs(), btf::Btf::from_sys_fs()) else {
+        tracing::info!("no kernel BTF for fexit; capturing syscalls at their tracepoints");
+        return Ok(false);
+    };
+    let has = |f: &str| functions.has_function(f);
+    // (program, target function), 64-bit first; the probe is the first of them.
+    let mut targets: Vec<(String, String)> = Vec::new();
+    for sc in RESOURCE_SYSCALLS.iter().chain(&["execve", "execveat"]) {
+        targets.push((format!("fx_{sc}"), format!("__x64_sys_{sc}")));
+    }
+    if compat {
+        for sc in RESOURCE_SYSCALLS.iter().chain(&["execve", "execveat", "socketcall"]) {
+            let f = [format!("__ia32_compat_sys_{sc}"), format!("__ia32_sys_{sc}")].into_iter().find(|f| has(f));
+            if let Some(f) = f {
+                targets.push((format!("fx32_{sc}"), f));
+            }
+        }
+    }
+    let mut first = true;
+    for (prog, func) in targets {
+        if !has(&func) {
+            tracing::warn!(function = %func, "no such kernel function (the syscall is missing on this kernel); not captured");
+            continue;
+        }
+        let name: &'static str = Box::leak(prog.into_boxed_str());
+        let result = (|| -> Result<FdLink, ProbeError> {
+            let p: &mut FExit = ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::Program { name, source: aya::programs::ProgramError::UnexpectedProgramType })?
+                .try_into()
+                .map_err(|source| ProbeError::Program { name, source })?;
+            p.load(&func, &btf).map_err(|source| ProbeError::Program { name, source })?;
+            let id = p.attach().map_err(|source| ProbeError::Program { name, source })?;
+            Ok(p.take_link(id).map_err(|source| ProbeError::Program { name, source })?.into())
+        })();
+        match result {
+            Ok(link) => {
+                pin(link, name, &func)?;
+                attached.push(format!("fexit/{func}"));
+            }
+            Err(e) if first => {
+                tracing::info!(error = %e, "the kernel refuses fexit; capturing syscalls at their tracepoints");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+        first = false;
+    }
+    Ok(!first)
 }
 
 /// The cgroup `connect4/6` and `sendmsg4/6` programs, on the cgroup2 root (they run for every
@@ -863,13 +943,17 @@ fn attach_cgroup_hooks(
                 .try_into()
                 .map_err(|source| ProbeError::Program { name, source })?;
             prog.load().map_err(|source| ProbeError::Program { name, source })?;
-            let id = prog.attach(&root, CgroupAttachMode::AllowMultiple).map_err(|source| ProbeError::Program { name, source })?;
+            let id = prog
+                .attach(&root, CgroupAttachMode::AllowMultiple)
+                .map_err(|source| ProbeError::Program { name, source })?;
             let link = prog.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
             pin(link.try_into().map_err(|e| pin_err(name, e))?, name, "cgroup")
         })();
         match result {
             Ok(()) => attached.push(format!("cgroup/{name}")),
-            Err(e) => tracing::warn!(program = name, error = %e, "destination hook not attached; destinations are read from user memory"),
+            Err(e) => {
+                tracing::warn!(program = name, error = %e, "destination hook not attached; destinations are read from user memory");
+            }
         }
     }
 }
@@ -987,7 +1071,11 @@ pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
         )
     });
     paths.push(if CGROUP_PROGRAMS.iter().all(|p| attached.iter().any(|a| a.contains(p))) {
-        path("network destinations", "primary", "cgroup connect4/6 and sendmsg4/6 on the cgroup2 root: the kernel's own copy")
+        path(
+            "network destinations",
+            "primary",
+            "cgroup connect4/6 and sendmsg4/6 on the cgroup2 root: the kernel's own copy",
+        )
     } else {
         path(
             "network destinations",
@@ -995,13 +1083,22 @@ pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
             "cgroup hooks not attached: destinations of unconnected sends are read from the caller's memory",
         )
     });
-    paths.push(if has("sys_enter") {
+    let fexit = attached.iter().any(|a| a.contains("__x64_sys_"));
+    paths.push(if fexit {
+        path("syscalls", "primary", "fexit on the kernel's syscall functions (__x64_sys_*): no syscall tracepoint and no raw sys_enter program, so other processes' syscalls pay nothing")
+    } else {
+        path("syscalls", "fallback", "syscall tracepoints (the kernel refused fexit, or capture_fexit = false): every syscall on the host takes the tracepoint slow path")
+    });
+    paths.push(if fexit && attached.iter().any(|a| a.contains("__ia32_")) {
+        path("32-bit syscalls", "primary", "fexit on the kernel's __ia32_* syscall functions (int 0x80)")
+    } else if has("sys_enter") {
         path("32-bit syscalls", "primary", "raw_tp/sys_enter and raw_tp/sys_exit (int 0x80)")
     } else {
         path("32-bit syscalls", "off", "capture_compat = false")
     });
     for sc in RESOURCE_SYSCALLS {
-        if !has(&format!("sys_enter_{sc}")) {
+        let hooked = if fexit { has(&format!("__x64_sys_{sc}")) } else { has(&format!("sys_enter_{sc}")) };
+        if !hooked {
             paths.push(path(
                 &format!("syscall {sc}"),
                 "missing",
@@ -1054,7 +1151,16 @@ mod tests {
         loaded.extend(RESOURCE_SYSCALLS.iter().map(|s| format!("tracepoint/syscalls/sys_enter_{s}")));
         loaded.extend(CGROUP_PROGRAMS.iter().map(|p| format!("cgroup/{p}")));
         let paths = capture_paths(&loaded);
-        assert!(paths.iter().all(|p| p.state == "primary"), "{paths:?}");
+        assert!(paths.iter().all(|p| p.state == "primary" || p.what == "syscalls"), "{paths:?}");
+        assert_eq!(state_of(&paths, "syscalls"), Some("fallback"));
+
+        // As loaded where fexit attaches: no syscall tracepoint at all, and none is missing.
+        let mut fx: Vec<String> = vec!["raw_tp/sched_process_exit".into(), "fexit/__ia32_compat_sys_openat".into()];
+        fx.extend(RESOURCE_SYSCALLS.iter().map(|s| format!("fexit/__x64_sys_{s}")));
+        let paths = capture_paths(&fx);
+        assert_eq!(state_of(&paths, "syscalls"), Some("primary"));
+        assert_eq!(state_of(&paths, "32-bit syscalls"), Some("primary"));
+        assert!(!paths.iter().any(|p| p.what.starts_with("syscall ")), "{paths:?}");
 
         // No io_uring tracepoint attached at all.
         let paths = capture_paths(&loaded[..1]);
