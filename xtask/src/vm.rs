@@ -118,6 +118,8 @@ fn kernel(image: &Path, deb: &Path, version: &str) -> anyhow::Result<()> {
     std::fs::copy(deb, share.join("agentmon.deb")).context("copying the package into the share")?;
     std::fs::copy(workspace_root().join("xtask/vm/guest-checks.sh"), share.join("guest-checks.sh"))
         .context("copying the checks")?;
+    // The attack workload of the kernel-object checks (tests/src/bin/agentmon-workload.rs).
+    std::fs::copy(workload()?, share.join("agentmon-workload")).context("copying the workload")?;
     // The guest's writes go to an overlay: the cached image stays clean.
     let overlay = dir.join("disk.qcow2");
     run(Command::new("qemu-img")
@@ -155,6 +157,21 @@ fn kernel(image: &Path, deb: &Path, version: &str) -> anyhow::Result<()> {
         bail!("{}", failed.join("; "));
     }
     Ok(())
+}
+
+/// The test workload binary, built for the guest (same Debian release, so the same glibc).
+fn workload() -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
+    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).current_dir(&root).args([
+        "build",
+        "-q",
+        "-p",
+        "integration-tests",
+        "--bin",
+        "agentmon-workload",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    Ok(target.join("debug/agentmon-workload"))
 }
 
 /// One boot, until the guest powers off or `limit` passes.

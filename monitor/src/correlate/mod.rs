@@ -719,10 +719,11 @@ impl Correlator {
             });
         }
         let (addr, port) = endpoint.as_ref().map(resources::addr_port).unwrap_or_default();
-        let family = endpoint
-            .as_ref()
-            .or(n.sock.as_ref().map(|s| &s.0))
-            .map_or_else(|| "unknown".into(), resources::family_name);
+        let family = match (&endpoint, &n.sock, n.created) {
+            (Some(e), _, _) | (None, Some((e, _)), _) => resources::family_name(e),
+            (None, None, Some((f, _))) => resources::family_number_name(f),
+            _ => "unknown".into(),
+        };
         let host = endpoint.as_ref().and_then(|e| self.sessions.get(&n.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
         let summary =
             NetSummary { op: op.into(), family, addr, port, host, result: result.clone(), count: 1, sensitive: false };

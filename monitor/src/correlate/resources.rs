@@ -393,7 +393,18 @@ pub fn family_name(a: &SockAddr) -> String {
         SockAddr::Inet { ip: IpAddr::V4(_), .. } => "ipv4".into(),
         SockAddr::Inet { ip: IpAddr::V6(_), .. } => "ipv6".into(),
         SockAddr::Unix { .. } => "unix".into(),
-        SockAddr::Other { family } => format!("family {family}"),
+        SockAddr::Other { family } => family_number_name(*family),
+    }
+}
+
+/// A socket family's name: `ipv4`, `ipv6`, `unix`, `packet` (`AF_PACKET`), else `family N`.
+pub fn family_number_name(family: u16) -> String {
+    match family {
+        1 => "unix".into(),
+        2 => "ipv4".into(),
+        10 => "ipv6".into(),
+        17 => "packet".into(),
+        f => format!("family {f}"),
     }
 }
 

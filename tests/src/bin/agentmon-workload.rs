@@ -32,6 +32,13 @@
 //! `hold-control SOCK N`  open N connections to the control socket SOCK and send nothing; print
 //!                      `held H refused R` and the first refusal line; keep the held ones open
 //!                      (opening again whichever the daemon closes) until stdin is closed
+//!
+//! Attacks that hide from monitoring of syscall arguments (each prints one line; exit 101 on
+//! failure):
+//! `handle-open DIR`    write DIR/handle-target via `name_to_handle_at` + `open_by_handle_at`;
+//!                      prints the fd
+//! `fexecve PROG ARGS...` `execveat(fd of PROG, "", AT_EMPTY_PATH)`; PROG's own output
+//! `execveat-dir DIR NAME ARGS...` `execveat(O_PATH fd of DIR, NAME)`; NAME's own output
 
 use std::{
     ffi::CString,
@@ -509,20 +516,30 @@ fn int80_open(path: &str) {
     assert!(ret >= 0, "int 0x80 open: {ret}");
 }
 
+/// A small real ring (`io_uring_setup`); the io-uring crate makes the raw syscalls itself.
+fn ring() -> io_uring::IoUring {
+    io_uring::IoUring::new(4).expect("io_uring_setup")
+}
+
+/// Submit one SQE, wait for its completion and return its result (an fd, a count or -errno).
+/// Every buffer the SQE points to must live until this returns.
+fn uring_run(ring: &mut io_uring::IoUring, sqe: &io_uring::squeue::Entry) -> i32 {
+    // SAFETY: the caller's buffers outlive the wait for the completion below.
+    unsafe { ring.submission().push(sqe).expect("push") };
+    ring.submit_and_wait(1).expect("io_uring_enter");
+    ring.completion().next().expect("completion").result()
+}
+
 /// One `IORING_OP_OPENAT` through a real ring.
 fn uring_open(path: &str) {
-    let mut ring = io_uring::IoUring::new(4).expect("io_uring_setup");
     let name = c(path);
     let op = io_uring::opcode::OpenAt::new(io_uring::types::Fd(libc::AT_FDCWD), name.as_ptr())
         .flags(libc::O_WRONLY | libc::O_CREAT)
         .mode(0o600)
         .build()
         .user_data(42);
-    // SAFETY: `name` outlives the submission (we wait for the completion below).
-    unsafe { ring.submission().push(&op).expect("push") };
-    ring.submit_and_wait(1).expect("submit");
-    let cqe = ring.completion().next().expect("completion");
-    assert!(cqe.result() >= 0, "io_uring openat: {}", cqe.result());
+    let r = uring_run(&mut ring(), &op);
+    assert!(r >= 0, "io_uring openat: {r}");
 }
 
 fn bypass(dir: &str, udp: &str, tcp: &str) {
@@ -623,6 +640,81 @@ fn fork_escape(cgroup: &str, cmd: &[String]) {
     std::fs::write(format!("{last}.parent"), "parent\n").expect("parent write");
 }
 
+// Attacks an agent (root in its session) uses to hide what it does from monitoring that reads
+// syscall arguments: no path, a path resolved elsewhere, a request carried by io_uring, or
+// arguments rewritten while the syscall runs. Each prints one line; a failure panics (exit 101).
+
+/// `openat(AT_FDCWD, path, flags, 0644)`, which must succeed.
+fn open(path: &str, flags: i32) -> i32 {
+    let fd = sys!(libc::SYS_openat, libc::AT_FDCWD, c(path).as_ptr(), flags, 0o644);
+    assert!(fd >= 0, "open {path}: errno {}", -fd);
+    fd as i32
+}
+
+/// `write(fd, data)`, which must write all of it.
+fn write_fd(fd: i32, data: &[u8]) {
+    let n = sys!(libc::SYS_write, fd, data.as_ptr(), data.len());
+    assert_eq!(n, data.len() as i64, "write to fd {fd}");
+}
+
+/// `struct file_handle` with room for the largest handle (`MAX_HANDLE_SZ`).
+#[repr(C)]
+struct FileHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    f_handle: [u8; libc::MAX_HANDLE_SZ as usize],
+}
+
+/// Write DIR/handle-target through `open_by_handle_at`, whose arguments hold no path.
+fn handle_open(dir: &str) {
+    let path = format!("{dir}/handle-target");
+    std::fs::write(&path, "").expect("create handle-target");
+    let mut fh = FileHandle { handle_bytes: libc::MAX_HANDLE_SZ as u32, handle_type: 0, f_handle: [0; 128] };
+    let mut mount_id = 0i32;
+    let r = sys!(libc::SYS_name_to_handle_at, libc::AT_FDCWD, c(&path).as_ptr(), &raw mut fh, &raw mut mount_id, 0);
+    assert_eq!(r, 0, "name_to_handle_at");
+    // Any fd on the same mount serves as the mount fd: the directory itself.
+    let dir_fd = open(dir, libc::O_RDONLY | libc::O_DIRECTORY);
+    let fd = sys!(libc::SYS_open_by_handle_at, dir_fd, &raw const fh, libc::O_WRONLY | libc::O_TRUNC);
+    assert!(fd >= 0, "open_by_handle_at: errno {}", -fd);
+    write_fd(fd as i32, b"via-handle");
+    assert_eq!(std::fs::read(&path).expect("read back"), b"via-handle");
+    println!("{fd}");
+}
+
+/// `execveat(dirfd, name, argv, environ, flags)`; returns only by panicking.
+fn execveat(dirfd: i32, name: &str, argv: &[&str], flags: i32) -> ! {
+    use std::os::unix::ffi::OsStringExt as _;
+    let argv: Vec<CString> = argv.iter().map(|s| c(s)).collect();
+    let envp: Vec<CString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend(v.into_vec());
+            CString::new(kv).expect("no NUL")
+        })
+        .collect();
+    let ptrs = |v: &[CString]| v.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect::<Vec<_>>();
+    let (argv, envp) = (ptrs(&argv), ptrs(&envp));
+    let r = sys!(libc::SYS_execveat, dirfd, c(name).as_ptr(), argv.as_ptr(), envp.as_ptr(), flags);
+    panic!("execveat {name:?}: errno {}", -r);
+}
+
+/// fexecve: exec the open file PROG (an ELF) by fd, with an empty path.
+fn fexecve(prog: &str, args: &[String]) -> ! {
+    let fd = open(prog, libc::O_RDONLY);
+    let base = std::path::Path::new(prog).file_name().and_then(|b| b.to_str()).unwrap_or(prog);
+    let command: Vec<&str> = std::iter::once(base).chain(args.iter().map(String::as_str)).collect();
+    execveat(fd, "", &command, libc::AT_EMPTY_PATH)
+}
+
+/// Exec NAME relative to an `O_PATH` fd of DIR: the path argument is only the last component.
+fn execveat_dir(dir: &str, name: &str, args: &[String]) -> ! {
+    let dirfd = open(dir, libc::O_PATH | libc::O_DIRECTORY);
+    let command: Vec<&str> = std::iter::once(name).chain(args.iter().map(String::as_str)).collect();
+    execveat(dirfd, name, &command, 0)
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| a.get(i).map_or_else(|| panic!("missing argument {i}"), String::as_str);
@@ -649,6 +741,9 @@ fn main() {
         "fork-escape" => fork_escape(arg(1), &a[2..]),
         "connect-many" => connect_many(arg(1).parse().expect("count")),
         "hold-control" => hold_control(arg(1), arg(2).parse().expect("count")),
+        "handle-open" => handle_open(arg(1)),
+        "fexecve" => fexecve(arg(1), &a[2..]),
+        "execveat-dir" => execveat_dir(arg(1), arg(2), &a[3..]),
         other => panic!("unknown workload {other}"),
     }
 }

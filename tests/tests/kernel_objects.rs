@@ -1,0 +1,232 @@
+//! Root integration tests for issue 22: each object is recorded as the kernel used it, at the
+//! moment it used it, whichever door the agent took (file handles, `execveat`, `io_uring`
+//! registered files and relative names, a rewritten `open_how` or sockaddr, raw sockets, a
+//! chroot), and loading kernel code or handing work to a privileged service is flagged. Each
+//! attack runs in a real session (`agentmon-workload`, raw syscalls), is checked to have taken
+//! effect from outside, and the stored records are asserted field by field. On this machine
+//! the capture is the tracepoint fallback; the virtual-machine tier runs the same attacks with
+//! fexit on Debian's kernels (xtask/vm/guest-checks.sh).
+
+use std::{
+    net::UdpSocket,
+    process::{Command, Stdio},
+};
+
+use integration_tests::{scratch, Daemon};
+use serde_json::Value;
+
+const W: &str = env!("CARGO_BIN_EXE_agentmon-workload");
+
+async fn events(d: &Daemon, session: &str, kind: &str) -> Vec<Value> {
+    sqlx::query_scalar("SELECT data FROM events WHERE session_id = $1::text::uuid AND kind = $2 ORDER BY seq")
+        .bind(session)
+        .bind(kind)
+        .fetch_all(&d.pool)
+        .await
+        .expect("events")
+}
+
+async fn alert_rules(d: &Daemon, session: &str) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT rule, summary FROM alerts WHERE session_id = $1::text::uuid ORDER BY ts")
+        .bind(session)
+        .fetch_all(&d.pool)
+        .await
+        .expect("alerts")
+}
+
+fn has<'a>(items: &'a [Value], want: &[(&str, Value)]) -> Option<&'a Value> {
+    items.iter().find(|e| want.iter().all(|(k, v)| &e[*k] == v))
+}
+
+fn find<'a>(items: &'a [Value], want: &[(&str, Value)]) -> &'a Value {
+    has(items, want).unwrap_or_else(|| panic!("nothing matches {want:?} in {items:#?}"))
+}
+
+fn s(v: &str) -> Value {
+    Value::from(v)
+}
+
+fn entries(actions: &[Value], key: &str) -> Vec<Value> {
+    actions.iter().flat_map(|a| a[key].as_array().cloned().unwrap_or_default()).collect()
+}
+
+fn real(p: &str) -> String {
+    std::fs::canonicalize(p).expect("canonical path").display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_and_binaries_are_named_as_the_kernel_used_them() {
+    let d = Daemon::start("kobj-files", &[]).await;
+    let dir = scratch("kobj-files");
+    let p = |n: &str| format!("{}/{n}", dir.display());
+    for sub in ["a", "b", "root", ".ssh"] {
+        std::fs::create_dir_all(p(sub)).expect("dirs");
+    }
+    std::fs::write(p("a/from"), "x").expect("from");
+    std::fs::write(p("a/orig"), "x").expect("orig");
+    std::fs::write(p("root/victim"), "x").expect("victim");
+    let script = format!(
+        "{W} handle-open {d}\n\
+         {W} fexecve /bin/echo fexecve-ran\n\
+         {W} execveat-dir /usr/bin true\n\
+         {W} uring-fixed-open {d}/fixed\n\
+         {W} uring-rename {d}/a from {d}/b authorized_keys\n\
+         {W} uring-link {d}/a orig {d}/b linked\n\
+         {W} uring-write {d}/.ssh/authorized_keys 'ssh-ed25519 AAAA uring'\n\
+         {W} openat2-race {d}/raced 3\n\
+         {W} chroot-unlink {d}/root victim\n\
+         exit 0\n",
+        d = dir.display()
+    );
+    let (id, out) = d.run_agent("tester", &dir, &["bash", "-c", &script]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.wait_session_end(&id);
+    // Each attack took effect.
+    assert_eq!(std::fs::read_to_string(p("handle-target")).expect("handle"), "via-handle");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fexecve-ran"));
+    assert_eq!(std::fs::read_to_string(p("fixed")).expect("fixed"), "fixed\n");
+    assert!(std::path::Path::new(&p("b/authorized_keys")).exists() && std::path::Path::new(&p("b/linked")).exists());
+    assert!(std::fs::read_to_string(p(".ssh/authorized_keys")).expect("keys").contains("uring"));
+    assert!(std::fs::read_to_string(p("raced")).expect("raced").contains("raced"));
+    assert!(!std::path::Path::new(&p("root/victim")).exists(), "the chrooted unlink removed the real file");
+
+    let actions = d.actions(&id);
+    let files = entries(&actions, "files");
+    let raw = events(&d, &id, "file").await;
+
+    // 1. open_by_handle_at: an open of the real file, with its access mode and result.
+    let h = find(&raw, &[("syscall", s("open_by_handle_at")), ("path", s(&p("handle-target")))]);
+    assert_eq!((h["result"].clone(), h["by_handle"].clone()), (s("ok"), Value::from(true)), "{h}");
+    assert_eq!(h["mode"], serde_json::json!(["write", "truncate"]), "{h}");
+    find(&files, &[("path", s(&p("handle-target"))), ("access", s("truncate")), ("result", s("ok"))]);
+
+    // 2. fexecve and execveat on a dirfd: the file the kernel executed, the name given beside it.
+    let execs = events(&d, &id, "exec").await;
+    let fx = execs
+        .iter()
+        .find(|e| e["argv"][1] == "fexecve-ran")
+        .unwrap_or_else(|| panic!("the fexecve'd exec: {execs:#?}"));
+    assert!(fx["filename"].as_str().is_some_and(|f| f.starts_with("/dev/fd/")), "{fx}");
+    assert_eq!(fx["exe"], real("/bin/echo"), "{fx}");
+    let at = execs
+        .iter()
+        .find(|e| e["filename"].as_str().is_some_and(|f| f.starts_with("/dev/fd/") && f.ends_with("/true")))
+        .unwrap_or_else(|| panic!("the execveat'd exec: {execs:#?}"));
+    assert_eq!(at["exe"], real("/usr/bin/true"), "{at}");
+    find(&files, &[("path", s(&real("/bin/echo"))), ("access", s("exec"))]);
+
+    // 3. io_uring open into a registered slot: the file named at submission, not fd 0.
+    let uring = events(&d, &id, "io_uring").await;
+    let done = find(&uring, &[("phase", s("complete")), ("op", s("openat")), ("fixed_slot", Value::from(2))]);
+    assert_eq!(done["result"], "ok", "{done}");
+    find(&files, &[("path", s(&p("fixed"))), ("access", s("create")), ("result", s("ok"))]);
+    assert!(
+        !files.iter().any(|f| f["access"] == "create" && f["path"].as_str().is_some_and(|x| x.starts_with("/dev/"))),
+        "a slot index is not an fd: {files:#?}"
+    );
+
+    // 4. io_uring rename and link with relative names: both resolved against their dirfds.
+    find(&files, &[("path", s(&p("a/from"))), ("access", s("rename_from"))]);
+    let to = find(&files, &[("path", s(&p("b/authorized_keys"))), ("access", s("rename_to"))]);
+    assert_eq!(to["sensitive"], true, "{to}");
+    find(&files, &[("path", s(&p("b/linked"))), ("access", s("link"))]);
+
+    // 5. An io_uring write to authorized_keys: the same entry and alert as a plain write.
+    let w = find(&files, &[("path", s(&p(".ssh/authorized_keys"))), ("result", s("ok"))]);
+    assert_eq!((w["access"].clone(), w["sensitive"].clone()), (s("write"), Value::from(true)), "{w}");
+    let alerts = alert_rules(&d, &id).await;
+    assert!(
+        alerts.iter().any(|(r, sum)| r == "sensitive_data" && sum.contains("authorized_keys")),
+        "the io_uring write raised sensitive_data: {alerts:?}"
+    );
+
+    // 6. openat2 with `how.flags` rewritten during the call: the access the file was opened with.
+    let races: Vec<&Value> = raw.iter().filter(|e| e["syscall"] == "openat2" && e["path"] == p("raced")).collect();
+    assert_eq!(races.len(), 3, "{raw:#?}");
+    for r in &races {
+        assert!(r["mode"].as_array().is_some_and(|m| m.contains(&s("write"))), "recorded as the kernel opened it: {r}");
+    }
+    assert!(
+        !files.iter().any(|f| f["path"] == p("raced") && f["access"] == "read"),
+        "never stored as a read: {files:#?}"
+    );
+
+    // 10. chroot, then unlink("/victim"): a tamper event, and the path from the real root.
+    let tamper = events(&d, &id, "tamper").await;
+    find(&tamper, &[("tamper", s("chroot")), ("syscall", s("chroot")), ("result", s("ok"))]);
+    let del = find(&raw, &[("syscall", s("unlink")), ("path", s(&p("root/victim")))]);
+    assert_eq!((del["path_given"].clone(), del["root_changed"].clone()), (s("/victim"), Value::from(true)), "{del}");
+    find(&files, &[("path", s(&p("root/victim"))), ("access", s("delete")), ("result", s("ok"))]);
+    assert!(!files.iter().any(|f| f["path"] == "/victim"), "{files:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destinations_are_the_kernels_own_copy_and_raw_sockets_are_recorded() {
+    let d = Daemon::start("kobj-net", &[]).await;
+    let dir = scratch("kobj-net");
+    let real_rx = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let uring_rx = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let (real_port, uring_port) = (real_rx.local_addr().expect("a").port(), uring_rx.local_addr().expect("a").port());
+    real_rx.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    let fake_port = 9u16;
+    let script = format!(
+        "{W} sendto-race {real_port} {fake_port}\n\
+         {W} uring-sendmsg 127.0.0.1:{uring_port}\n\
+         {W} raw-send 127.0.0.1\n\
+         {W} packet-send lo\n\
+         exit 0\n"
+    );
+    let (id, out) = d.run_agent("tester", &dir, &["bash", "-c", &script]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.wait_session_end(&id);
+    // The raced datagram went to the real port.
+    let mut buf = [0u8; 256];
+    assert!(real_rx.recv(&mut buf).expect("the raced datagram") > 0);
+
+    let raw = events(&d, &id, "net").await;
+    // 9. The destination the kernel used, from the cgroup sendmsg hook, not the rewritten one.
+    let race = find(&raw, &[("syscall", s("sendto")), ("port", Value::from(real_port))]);
+    assert_eq!((race["addr_kernel"].clone(), race["result"].clone()), (Value::from(true), s("ok")), "{race}");
+    assert!(!raw.iter().any(|e| e["port"] == fake_port), "never stored as the rewritten port: {raw:#?}");
+    // 8. io_uring SENDMSG with an address: its destination, in the summary too.
+    let uring = events(&d, &id, "io_uring").await;
+    let sent = find(&uring, &[("phase", s("complete")), ("op", s("sendmsg"))]);
+    assert_eq!(
+        (sent["addr"]["port"].clone(), sent["addr_kernel"].clone()),
+        (Value::from(uring_port), Value::from(true))
+    );
+    let net = entries(&d.actions(&id), "net");
+    find(&net, &[("op", s("send")), ("addr", s("127.0.0.1")), ("port", Value::from(uring_port))]);
+    // 7. Raw IP and packet sockets: their creation, and their sends with destinations.
+    let raw_ip = find(&raw, &[("syscall", s("socket")), ("sock_type", s("other"))]);
+    assert_eq!((raw_ip["socket"]["family"].clone(), raw_ip["family"].clone()), (Value::from(2), s("ipv4")), "{raw_ip}");
+    find(&raw, &[("syscall", s("socket")), ("family", s("packet"))]);
+    let sends: Vec<&Value> = raw.iter().filter(|e| e["syscall"] == "sendto" && e["op"] == "send").collect();
+    assert!(sends.iter().any(|e| e["addr"] == "127.0.0.1" && e["result"] == "ok"), "raw IP send: {sends:#?}");
+    assert!(sends.iter().any(|e| e["family"] == "packet" && e["result"] == "ok"), "packet send: {sends:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kernel_code_and_other_processes_memory_are_flagged() {
+    let d = Daemon::start("kobj-handoff", &[]).await;
+    let dir = scratch("kobj-handoff");
+    let mut victim = Command::new("sleep").arg("60").stdin(Stdio::null()).spawn().expect("victim");
+    let script = format!("{W} module-load\n{W} proc-mem-write {}\nexit 0\n", victim.id());
+    let (id, out) = d.run_agent("tester", &dir, &["bash", "-c", &script]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.wait_session_end(&id);
+    let t = events(&d, &id, "tamper").await;
+    for syscall in ["init_module", "finit_module", "kexec_file_load"] {
+        let k = find(&t, &[("tamper", s("kernel_code")), ("syscall", s(syscall))]);
+        assert_ne!(k["result"], "ok", "nothing was loaded: {k}");
+    }
+    // A write into another process's memory through /proc/<pid>/mem is a hand-off.
+    let files = entries(&d.actions(&id), "files");
+    find(&files, &[("path", s(&format!("/proc/{}/mem", victim.id()))), ("result", s("ok"))]);
+    assert!(
+        t.iter().any(|e| e["tamper"] == "handoff" && e.to_string().contains(&format!("/proc/{}/mem", victim.id()))),
+        "{t:#?}"
+    );
+    let _ = victim.kill();
+    let _ = victim.wait();
+}
