@@ -119,7 +119,9 @@ fn kernel(image: &Path, deb: &Path, version: &str) -> anyhow::Result<()> {
     std::fs::copy(workspace_root().join("xtask/vm/guest-checks.sh"), share.join("guest-checks.sh"))
         .context("copying the checks")?;
     // The attack workload of the kernel-object checks (tests/src/bin/agentmon-workload.rs).
-    std::fs::copy(workload()?, share.join("agentmon-workload")).context("copying the workload")?;
+    for bin in ["agentmon-workload", "agentmon-bench"] {
+        std::fs::copy(test_binary(bin)?, share.join(bin)).with_context(|| format!("copying {bin}"))?;
+    }
     // The guest's writes go to an overlay: the cached image stays clean.
     let overlay = dir.join("disk.qcow2");
     run(Command::new("qemu-img")
@@ -159,19 +161,14 @@ fn kernel(image: &Path, deb: &Path, version: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The test workload binary, built for the guest (same Debian release, so the same glibc).
-fn workload() -> anyhow::Result<PathBuf> {
+/// A test binary (the attack workload, the benchmark), built for the guest (same Debian
+/// release, so the same glibc).
+fn test_binary(name: &str) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
-    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).current_dir(&root).args([
-        "build",
-        "-q",
-        "-p",
-        "integration-tests",
-        "--bin",
-        "agentmon-workload",
-    ]))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo).current_dir(&root).args(["build", "-q", "-p", "integration-tests", "--bin", name]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("debug/agentmon-workload"))
+    Ok(target.join("debug").join(name))
 }
 
 /// One boot, until the guest powers off or `limit` passes.

@@ -155,6 +155,28 @@ if [ "$phase" = install ]; then
 	check "fexit: a raced sendto names the kernel's destination" ev "[.[] | select(.data.syscall == \"sendto\" and .data.port == 47205 and .data.addr_kernel == true)] | length > 0 and ([.[] | select(.data.port == 9)] | length == 0)"
 	check "fexit: loading kernel code is a tamper event" ev "[.[] | select(.data.tamper == \"kernel_code\")] | length >= 3"
 
+	# The cost for processes outside every session, from the kernel's own BPF run counts, in
+	# both modes on this kernel: fexit (the default here), then the tracepoint fallback.
+	B=/mnt/host/agentmon-bench
+	for mode in fexit tracepoints; do
+		if [ "$mode" = tracepoints ]; then
+			cp /etc/agentmon/agentmon.toml /tmp/agentmon.toml.orig
+			sed -i '1i capture_fexit = false' /etc/agentmon/agentmon.toml
+			systemctl restart agentmon
+			wait_for 90 capturing
+		fi
+		for kind in getppid open; do
+			$B --workload runs $kind 100000 | jq -c --arg m "$mode" '. + {mode: $m}' >>"$out/bpf-runs-$(uname -r).jsonl"
+		done
+	done
+	cp /tmp/agentmon.toml.orig /etc/agentmon/agentmon.toml
+	systemctl restart agentmon
+	wait_for 90 capturing
+	check "fexit: an untagged getppid runs no program" jq -se 'map(select(.mode == "fexit" and .kind == "getppid")) | .[0].runs_per_call < 0.01' "$out/bpf-runs-$(uname -r).jsonl"
+	check "tracepoints: an untagged getppid runs the raw sys_enter/sys_exit pair" jq -se 'map(select(.mode == "tracepoints" and .kind == "getppid")) | .[0].runs_per_call >= 1.9' "$out/bpf-runs-$(uname -r).jsonl"
+	check "fexit: an untagged open/close runs fewer programs than with tracepoints" jq -se '(map(select(.mode == "fexit" and .kind == "open")) | .[0].runs_per_call) < (map(select(.mode == "tracepoints" and .kind == "open")) | .[0].runs_per_call)' "$out/bpf-runs-$(uname -r).jsonl"
+	sed "s/^/  bpf runs: /" "$out/bpf-runs-$(uname -r).jsonl"
+
 	# systemctl restart in the middle of a session loses nothing of it.
 	agentmon run --agent vm-restart -- bash -c 'for i in 1 2 3 4 5 6 7 8; do sh -c "echo $i >/tmp/r$i"; sleep 1; done' 2>/tmp/run-restart.err &
 	runner=$!

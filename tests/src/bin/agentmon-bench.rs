@@ -109,8 +109,32 @@ fn workload(args: &[String]) {
         "lat" => latency_opens(num(args, 1, "rate"), num(args, 2, "seconds"), args.get(3).expect("lat: path prefix")),
         "hooks" => hook_runs(num(args, 1, "count"), &args[2..]),
         "otlp" => otlp_posts(num(args, 1, "port"), num(args, 2, "seconds"), num(args, 3, "records per request")),
+        "runs" => println!("{}", program_runs(args.get(1).expect("runs: getppid or open"), num(args, 2, "count"))),
         other => panic!("unknown workload {other}"),
     }
+}
+
+/// The kernel's own count of BPF program runs (`kernel.bpf_stats_enabled`, per program
+/// `run_cnt`) summed over every loaded program, per call of an untagged `getppid` or
+/// open/close loop run here: the cost for processes outside every session, independent of a
+/// noisy clock. Prints one JSON object.
+fn program_runs(kind: &str, n: u64) -> Value {
+    let stats = "/proc/sys/kernel/bpf_stats_enabled";
+    let before_flag = std::fs::read_to_string(stats).unwrap_or_default();
+    std::fs::write(stats, "1").expect("enable kernel.bpf_stats_enabled (root)");
+    let total = || -> u64 { aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.run_count()).sum() };
+    let before = total();
+    for _ in 0..n {
+        if kind == "open" {
+            drop(std::fs::File::open("/etc/hostname").expect("open /etc/hostname"));
+        } else {
+            // SAFETY: getppid has no preconditions.
+            std::hint::black_box(unsafe { libc::getppid() });
+        }
+    }
+    let runs = total() - before;
+    let _ = std::fs::write(stats, before_flag.trim());
+    serde_json::json!({"kind": kind, "calls": n, "program_runs": runs, "runs_per_call": fl(runs) / fl(n.max(1))})
 }
 
 fn run_true() {

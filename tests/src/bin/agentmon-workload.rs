@@ -39,6 +39,35 @@
 //!                      prints the fd
 //! `fexecve PROG ARGS...` `execveat(fd of PROG, "", AT_EMPTY_PATH)`; PROG's own output
 //! `execveat-dir DIR NAME ARGS...` `execveat(O_PATH fd of DIR, NAME)`; NAME's own output
+//! `uring-fixed-open PATH` `io_uring` openat into fixed-file slot 2, write "fixed\n" through
+//!                      it; prints `slot 2`
+//! `uring-rename DIRA A DIRB B`, `uring-link DIRA A DIRB B` `io_uring` renameat/linkat
+//!                      relative to two dirfds; prints `ok`
+//! `uring-write PATH TEXT` `io_uring` openat (`O_APPEND`) and write of TEXT; prints the bytes
+//!                      written
+//! `uring-sendmsg IP:PORT` `io_uring` sendmsg of a UDP datagram; prints the bytes sent
+//! `openat2-race PATH [N]` openat2 opens PATH `O_WRONLY|O_CREAT|O_TRUNC` but its `open_how`
+//!                      says `O_RDONLY` by exit (rewritten while the kernel waits on a
+//!                      userfaultfd page holding the path); writes "raced\n" through it, N
+//!                      times; prints `ok`
+//! `sendto-race REAL FAKE` a UDP sendto to 127.0.0.1:REAL whose sockaddr says port FAKE by
+//!                      exit (same technique, the payload on the userfaultfd page); prints
+//!                      `sent REAL`
+//! `raw-send IP`        an IP datagram of protocol 253 from a raw socket; prints the bytes sent
+//! `packet-send IFNAME` an Ethernet frame from an `AF_PACKET` socket bound to IFNAME; prints the
+//!                      bytes sent
+//! `chroot-unlink ROOT NAME` chroot(ROOT), chdir("/"), unlink("/NAME"); prints `ok`
+//! `decoys-then-write N PATH` N failed opens of /nonexistent-decoy-<i>, then an append to PATH;
+//!                      prints `ok`
+//! `module-load`        `finit_module(/dev/null)`, `init_module(NULL, 0)`,
+//!                      `kexec_file_load(-1, -1)`: all must fail; prints
+//!                      `finit_module E init_module E kexec_file_load E` (errnos)
+//! `proc-mem-write PID` rewrite one byte of PID (the same value) through /proc/PID/mem; prints
+//!                      the address
+//! `scm-rights PATH`    pass an fd of PATH over a socketpair and read through it; prints the
+//!                      received fd
+//! `unix-connect PATH`  `AF_UNIX` stream connect; prints `ok` or `errno N` (exit 0 for
+//!                      `ECONNREFUSED` and `ENOENT`, 101 for any other errno)
 
 use std::{
     ffi::CString,
@@ -715,6 +744,382 @@ fn execveat_dir(dir: &str, name: &str, args: &[String]) -> ! {
     execveat(dirfd, name, &command, 0)
 }
 
+/// `io_uring` open into a fixed-file slot (no fd in the process table), then a write through it.
+fn uring_fixed_open(path: &str) {
+    use io_uring::{opcode, types};
+    let mut ring = ring();
+    // Four empty slots: IORING_REGISTER_FILES2 with IORING_RSRC_REGISTER_SPARSE (5.19+).
+    ring.submitter().register_files_sparse(4).expect("register a sparse file table");
+    let name = c(path);
+    // Slot 2: the SQE's file_index is 3 (slot + 1).
+    let slot = types::DestinationSlot::try_from_slot_target(2).expect("slot 2");
+    let op = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), name.as_ptr())
+        .file_index(Some(slot))
+        .flags(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)
+        .mode(0o644)
+        .build();
+    assert_eq!(uring_run(&mut ring, &op), 0, "io_uring openat into fixed slot 2");
+    let data = b"fixed\n";
+    // `Fixed` sets IOSQE_FIXED_FILE: the fd field is the slot.
+    let op = opcode::Write::new(types::Fixed(2), data.as_ptr(), data.len() as u32).build();
+    assert_eq!(uring_run(&mut ring, &op), data.len() as i32, "io_uring write through fixed slot 2");
+    assert_eq!(std::fs::read(path).expect("read back"), data);
+    println!("slot 2");
+}
+
+/// `io_uring` renameat (or linkat) of `DIRA/NAME_A` to `DIRB/NAME_B`, both relative to dirfds.
+fn uring_rename(link: bool, dir_a: &str, name_a: &str, dir_b: &str, name_b: &str) {
+    use io_uring::{opcode, types::Fd};
+    let (fd_a, fd_b) =
+        (open(dir_a, libc::O_RDONLY | libc::O_DIRECTORY), open(dir_b, libc::O_RDONLY | libc::O_DIRECTORY));
+    let (a, b) = (c(name_a), c(name_b));
+    let op = if link {
+        opcode::LinkAt::new(Fd(fd_a), a.as_ptr(), Fd(fd_b), b.as_ptr()).build()
+    } else {
+        opcode::RenameAt::new(Fd(fd_a), a.as_ptr(), Fd(fd_b), b.as_ptr()).build()
+    };
+    let r = uring_run(&mut ring(), &op);
+    assert_eq!(r, 0, "io_uring {}", if link { "linkat" } else { "renameat" });
+    assert!(std::fs::symlink_metadata(format!("{dir_b}/{name_b}")).is_ok(), "{dir_b}/{name_b} exists");
+    assert_eq!(std::fs::symlink_metadata(format!("{dir_a}/{name_a}")).is_ok(), link, "{dir_a}/{name_a}");
+    println!("ok");
+}
+
+/// `io_uring` openat (a normal fd) then `io_uring` write of TEXT to it; prints the bytes written.
+fn uring_write(path: &str, text: &str) {
+    use io_uring::{opcode, types::Fd};
+    let before = std::fs::read(path).unwrap_or_default();
+    let mut ring = ring();
+    let name = c(path);
+    let op = opcode::OpenAt::new(Fd(libc::AT_FDCWD), name.as_ptr())
+        .flags(libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND)
+        .mode(0o644)
+        .build();
+    let fd = uring_run(&mut ring, &op);
+    assert!(fd >= 0, "io_uring openat: {fd}");
+    // Offset -1: the file position, as write(2) (O_APPEND appends anyway).
+    let op = opcode::Write::new(Fd(fd), text.as_ptr(), text.len() as u32).offset(u64::MAX).build();
+    let n = uring_run(&mut ring, &op);
+    assert_eq!(n, text.len() as i32, "io_uring write");
+    assert_eq!(std::fs::read(path).expect("read back"), [before.as_slice(), text.as_bytes()].concat());
+    println!("{n}");
+}
+
+fn sin4(a: std::net::SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+        sin_zero: [0; 8],
+    }
+}
+
+/// `io_uring` sendmsg of a UDP datagram to `IP:PORT` from an unbound socket; prints the CQE result.
+fn uring_sendmsg(dst: &str) {
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    assert!(fd >= 0, "socket");
+    let sa = sin4(dst.parse().expect("DST_IP:PORT"));
+    let payload = b"agentmon-uring-sendmsg";
+    let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: payload.len() };
+    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the submission.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw const sa) as *mut _;
+    msg.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    let op = io_uring::opcode::SendMsg::new(io_uring::types::Fd(fd), &raw const msg).build();
+    let r = uring_run(&mut ring(), &op);
+    assert_eq!(r, payload.len() as i32, "io_uring sendmsg");
+    println!("{r}");
+}
+
+const PAGE: usize = 4096;
+// userfaultfd ABI (linux/userfaultfd.h); the ioctls are _IOWR(0xAA, nr, struct).
+const UFFD_API: u64 = 0xaa;
+const UFFDIO_API: u64 = 0xc018_aa3f; // struct uffdio_api { api, features, ioctls }
+const UFFDIO_REGISTER: u64 = 0xc020_aa00; // struct uffdio_register { start, len, mode, ioctls }
+const UFFDIO_COPY: u64 = 0xc028_aa03; // struct uffdio_copy { dst, src, len, mode, copy }
+const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
+const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+
+/// A new anonymous page registered with a new userfaultfd in missing mode: its first access,
+/// by this process or by the kernel for it (`copy_from_user`), waits until `uffd_handler` fills
+/// it. Not `UFFD_USER_MODE_ONLY`, which fails the kernel's accesses (root may leave it out).
+/// Returns (uffd, page address).
+fn uffd_page() -> (i32, usize) {
+    let uffd = sys!(libc::SYS_userfaultfd, libc::O_CLOEXEC) as i32;
+    assert!(uffd >= 0, "userfaultfd: errno {}", -uffd);
+    let mut api = [UFFD_API, 0, 0];
+    assert_eq!(sys!(libc::SYS_ioctl, uffd, UFFDIO_API, api.as_mut_ptr()), 0, "UFFDIO_API");
+    // SAFETY: a new anonymous mapping of our own.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(page, libc::MAP_FAILED, "mmap");
+    let mut reg = [page as u64, PAGE as u64, UFFDIO_REGISTER_MODE_MISSING, 0];
+    assert_eq!(sys!(libc::SYS_ioctl, uffd, UFFDIO_REGISTER, reg.as_mut_ptr()), 0, "UFFDIO_REGISTER");
+    (uffd, page as usize)
+}
+
+/// From a new thread: wait for the one fault on `page`, run `meanwhile` while the faulting
+/// syscall is blocked in the kernel, then fill the page with `content` (`UFFDIO_COPY`) so that
+/// the syscall goes on. A failure there ends the process: the syscall would wait forever.
+fn uffd_handler(
+    uffd: i32,
+    page: usize,
+    content: Vec<u8>,
+    meanwhile: impl FnOnce() + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let serve = || {
+            let mut pfd = libc::pollfd { fd: uffd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            assert_eq!(unsafe { libc::poll(&raw mut pfd, 1, 10_000) }, 1, "no fault on the page within 10 s");
+            // struct uffd_msg: event u8 at 0, pagefault.address u64 at 16; 32 bytes.
+            let mut msg = [0u8; 32];
+            assert_eq!(sys!(libc::SYS_read, uffd, msg.as_mut_ptr(), msg.len()), 32, "read uffd_msg");
+            assert_eq!(msg[0], UFFD_EVENT_PAGEFAULT, "uffd event");
+            let addr = u64::from_ne_bytes(msg[16..24].try_into().expect("8 bytes"));
+            assert_eq!(addr as usize & !(PAGE - 1), page, "fault address");
+            meanwhile();
+            let mut src = vec![0u8; PAGE];
+            src[..content.len()].copy_from_slice(&content);
+            let mut copy = [page as u64, src.as_ptr() as u64, PAGE as u64, 0, 0];
+            assert_eq!(sys!(libc::SYS_ioctl, uffd, UFFDIO_COPY, copy.as_mut_ptr()), 0, "UFFDIO_COPY");
+        };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(serve)).is_err() {
+            std::process::exit(1);
+        }
+    })
+}
+
+/// openat2 whose `open_how` says `O_WRONLY|O_CREAT|O_TRUNC` when the kernel copies it, and
+/// `O_RDONLY` by the time the syscall returns: the path is on a userfaultfd page, so the kernel
+/// blocks reading it (`getname`, after `copy_struct_from_user` of `how`) while a thread rewrites
+/// `how.flags`. Writes "raced\n" through the fd to prove the write access; N rounds.
+fn openat2_race(path: &str, n: u32) {
+    let (uffd, page) = uffd_page();
+    let wanted = (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u64;
+    let how = Box::leak(Box::new(OpenHow { flags: wanted, mode: 0o644, resolve: 0 }));
+    let flags = (&raw mut how.flags) as usize;
+    let how = std::ptr::from_mut(how) as usize;
+    let name = c(path).into_bytes_with_nul();
+    assert!(name.len() <= PAGE, "path too long");
+    for _ in 0..n {
+        // SAFETY: our leaked OpenHow; no syscall is using it now.
+        unsafe { std::ptr::write_volatile(flags as *mut u64, wanted) };
+        // SAFETY: the kernel has copied `how` already; the syscall waits on the path page.
+        let rewrite = move || unsafe { std::ptr::write_volatile(flags as *mut u64, libc::O_RDONLY as u64) };
+        let handler = uffd_handler(uffd, page, name.clone(), rewrite);
+        let fd = sys!(libc::SYS_openat2, libc::AT_FDCWD, page, how, size_of::<OpenHow>());
+        handler.join().expect("fault handler");
+        assert!(fd >= 0, "openat2: errno {}", -fd);
+        // SAFETY: reading our leaked OpenHow back.
+        let after = unsafe { std::ptr::read_volatile(flags as *const u64) };
+        assert_eq!(after, libc::O_RDONLY as u64, "how.flags was rewritten during the call");
+        write_fd(fd as i32, b"raced\n");
+        sys!(libc::SYS_close, fd);
+        // Drop the page again, so that the next round faults on it too.
+        // SAFETY: our own mapping.
+        assert_eq!(unsafe { libc::madvise(page as *mut _, PAGE, libc::MADV_DONTNEED) }, 0, "madvise");
+    }
+    assert_eq!(std::fs::read(path).expect("read back"), b"raced\n");
+    println!("ok");
+}
+
+/// UDP sendto 127.0.0.1:REAL whose payload is on a userfaultfd page: the kernel copies the
+/// sockaddr (`move_addr_to_kernel`), then blocks on the payload while a thread rewrites the
+/// sockaddr in user memory to port FAKE. The datagram goes to REAL.
+fn sendto_race(real: u16, fake: u16) {
+    let (uffd, page) = uffd_page();
+    let payload = b"agentmon-sendto-race".to_vec();
+    let sa = Box::leak(Box::new(sin4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, real))));
+    let port = (&raw mut sa.sin_port) as usize;
+    let sa = std::ptr::from_mut(sa) as usize;
+    // SAFETY: the kernel has copied the sockaddr already; the syscall waits on the payload page.
+    let rewrite = move || unsafe { std::ptr::write_volatile(port as *mut u16, fake.to_be()) };
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    assert!(fd >= 0, "socket");
+    let handler = uffd_handler(uffd, page, payload.clone(), rewrite);
+    let r = sys!(libc::SYS_sendto, fd, page, payload.len(), 0, sa, size_of::<libc::sockaddr_in>());
+    handler.join().expect("fault handler");
+    assert_eq!(r, payload.len() as i64, "sendto");
+    // SAFETY: reading our leaked sockaddr back.
+    let after = u16::from_be(unsafe { std::ptr::read_volatile(port as *const u16) });
+    assert_eq!(after, fake, "the sockaddr was rewritten during the call");
+    println!("sent {real}");
+}
+
+/// An IP datagram of protocol 253 (reserved for experiments) from a raw socket: no port, no
+/// connect; prints the bytes sent.
+fn raw_send(dst: &str) {
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, 253) };
+    assert!(fd >= 0, "raw socket");
+    let sa = sin4(std::net::SocketAddrV4::new(dst.parse().expect("DST_IP"), 0));
+    let msg = b"agentmon-raw";
+    let r = sys!(libc::SYS_sendto, fd, msg.as_ptr(), msg.len(), 0, &raw const sa, size_of::<libc::sockaddr_in>());
+    assert_eq!(r, msg.len() as i64, "raw sendto");
+    println!("{r}");
+}
+
+/// One Ethernet frame (ethertype 0x88b5, local experimental) from an `AF_PACKET` socket bound to
+/// IFNAME; prints the bytes sent.
+fn packet_send(ifname: &str) {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket and if_nametoindex calls.
+    let (fd, ifindex) = unsafe {
+        (libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)), libc::if_nametoindex(c(ifname).as_ptr()))
+    };
+    assert!(fd >= 0, "packet socket");
+    assert_ne!(ifindex, 0, "no interface {ifname}");
+    // SAFETY: an all-zero sockaddr_ll is valid.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = ifindex as i32;
+    let r = sys!(libc::SYS_bind, fd, &raw const sll, size_of::<libc::sockaddr_ll>());
+    assert_eq!(r, 0, "bind to {ifname}");
+    // Broadcast destination, zero source, ethertype, payload.
+    let mut frame = vec![0xff; 6];
+    frame.extend([0; 6]);
+    frame.extend(0x88b5u16.to_be_bytes());
+    frame.extend(b"agentmon-packet");
+    let r = sys!(libc::SYS_sendto, fd, frame.as_ptr(), frame.len(), 0, 0, 0);
+    assert_eq!(r, frame.len() as i64, "packet send");
+    println!("{r}");
+}
+
+/// chroot(ROOT), chdir("/"), unlink("/NAME"): the path the monitor sees is "/NAME".
+fn chroot_unlink(root: &str, name: &str) {
+    assert_eq!(sys!(libc::SYS_chroot, c(root).as_ptr()), 0, "chroot {root}");
+    assert_eq!(sys!(libc::SYS_chdir, c("/").as_ptr()), 0, "chdir /");
+    let path = format!("/{name}");
+    let r = sys!(libc::SYS_unlink, c(&path).as_ptr());
+    assert_eq!(r, 0, "unlink {path} in the chroot");
+    assert!(std::fs::symlink_metadata(&path).is_err(), "{path} is gone");
+    println!("ok");
+}
+
+/// N failed opens of distinct missing paths, then an append to PATH.
+fn decoys_then_write(n: u32, path: &str) {
+    for i in 0..n {
+        let r = sys!(libc::SYS_openat, libc::AT_FDCWD, c(&format!("/nonexistent-decoy-{i}")).as_ptr(), libc::O_RDONLY);
+        assert_eq!(r, -i64::from(libc::ENOENT), "decoy {i}");
+    }
+    let fd = open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND);
+    write_fd(fd, format!("written after {n} decoys\n").as_bytes());
+    println!("ok");
+}
+
+/// `finit_module` of /dev/null, `init_module` of nothing and `kexec_file_load` of no fd: each must
+/// fail (nothing is loaded); prints their errnos.
+fn module_load() {
+    let null = open("/dev/null", libc::O_RDONLY);
+    let empty = c("");
+    let finit = sys!(libc::SYS_finit_module, null, empty.as_ptr(), 0);
+    let init = sys!(libc::SYS_init_module, std::ptr::null::<u8>(), 0, empty.as_ptr());
+    // kernel_fd, initrd_fd, cmdline_len, cmdline, flags
+    let kexec = sys!(libc::SYS_kexec_file_load, -1, -1, 0, empty.as_ptr(), 0);
+    assert!(finit < 0 && init < 0 && kexec < 0, "a load succeeded: {finit} {init} {kexec}");
+    println!("finit_module {} init_module {} kexec_file_load {}", -finit, -init, -kexec);
+}
+
+/// Write one byte into PID through /proc/PID/mem: the byte already there, at the start of its
+/// first private writable anonymous mapping (or heap, or stack). Prints the address.
+fn proc_mem_write(pid: i32) {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let addr = maps
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let anon = f.len() == 5 || matches!(f.get(5), Some(&"[heap]" | &"[stack]"));
+            let start = f.first()?.split('-').next()?;
+            (f.get(1) == Some(&"rw-p") && anon).then(|| u64::from_str_radix(start, 16).ok()).flatten()
+        })
+        .expect("a writable anonymous mapping");
+    let fd = open(&format!("/proc/{pid}/mem"), libc::O_RDWR);
+    let mut byte = 0u8;
+    assert_eq!(sys!(libc::SYS_pread64, fd, &raw mut byte, 1, addr), 1, "pread /proc/{pid}/mem");
+    assert_eq!(sys!(libc::SYS_pwrite64, fd, &raw const byte, 1, addr), 1, "pwrite /proc/{pid}/mem");
+    println!("{addr:#x}");
+}
+
+/// Pass an fd of PATH over a socketpair (`SCM_RIGHTS`), close the original and read through the
+/// received one; prints the received fd.
+fn scm_rights(path: &str) {
+    let mut sv = [0i32; 2];
+    // SAFETY: a valid array of two fds.
+    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) }, 0, "socketpair");
+    let fd = open(path, libc::O_RDONLY);
+    // SAFETY: the msghdr, iovec and control buffer are ours and sized with CMSG_SPACE.
+    let received = unsafe {
+        let space = libc::CMSG_SPACE(size_of::<i32>() as u32) as usize;
+        let mut control = vec![0u64; space.div_ceil(8)];
+        let mut byte = [b'x'];
+        let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let cm = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*cm).cmsg_level = libc::SOL_SOCKET;
+        (*cm).cmsg_type = libc::SCM_RIGHTS;
+        (*cm).cmsg_len = libc::CMSG_LEN(size_of::<i32>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cm).cast::<i32>(), fd);
+        assert_eq!(libc::sendmsg(sv[0], &raw const msg, 0), 1, "sendmsg SCM_RIGHTS");
+        libc::close(fd);
+        control.fill(0);
+        msg.msg_controllen = space;
+        assert_eq!(libc::recvmsg(sv[1], &raw mut msg, 0), 1, "recvmsg");
+        let cm = libc::CMSG_FIRSTHDR(&raw const msg);
+        assert!(!cm.is_null() && (*cm).cmsg_type == libc::SCM_RIGHTS, "no SCM_RIGHTS received");
+        std::ptr::read_unaligned(libc::CMSG_DATA(cm).cast::<i32>())
+    };
+    let mut buf = [0u8; 64];
+    let n = sys!(libc::SYS_read, received, buf.as_mut_ptr(), buf.len());
+    assert!(n >= 0, "read through the received fd: errno {}", -n);
+    let content = std::fs::read(path).expect("read PATH");
+    assert_eq!(&buf[..n as usize], &content[..n as usize], "read through the received fd");
+    println!("{received}");
+}
+
+/// `AF_UNIX` stream connect to PATH; prints `ok` or `errno N` (`ECONNREFUSED` and `ENOENT` are
+/// results, any other errno a failure).
+fn unix_connect(path: &str) {
+    // SAFETY: plain socket call; an all-zero sockaddr_un is valid.
+    let (fd, mut sa) =
+        unsafe { (libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0), std::mem::zeroed::<libc::sockaddr_un>()) };
+    assert!(fd >= 0, "socket");
+    assert!(path.len() < sa.sun_path.len(), "path too long");
+    sa.sun_family = libc::AF_UNIX as u16;
+    for (d, s) in sa.sun_path.iter_mut().zip(path.bytes()) {
+        *d = s as libc::c_char;
+    }
+    let r = sys!(libc::SYS_connect, fd, &raw const sa, size_of::<libc::sockaddr_un>());
+    if r == 0 {
+        println!("ok");
+    } else {
+        println!("errno {}", -r);
+        std::io::stdout().flush().expect("flush");
+        assert!(
+            [-i64::from(libc::ECONNREFUSED), -i64::from(libc::ENOENT)].contains(&r),
+            "connect {path}: errno {}",
+            -r
+        );
+    }
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| a.get(i).map_or_else(|| panic!("missing argument {i}"), String::as_str);
@@ -744,6 +1149,21 @@ fn main() {
         "handle-open" => handle_open(arg(1)),
         "fexecve" => fexecve(arg(1), &a[2..]),
         "execveat-dir" => execveat_dir(arg(1), arg(2), &a[3..]),
+        "uring-fixed-open" => uring_fixed_open(arg(1)),
+        "uring-rename" => uring_rename(false, arg(1), arg(2), arg(3), arg(4)),
+        "uring-link" => uring_rename(true, arg(1), arg(2), arg(3), arg(4)),
+        "uring-write" => uring_write(arg(1), arg(2)),
+        "uring-sendmsg" => uring_sendmsg(arg(1)),
+        "openat2-race" => openat2_race(arg(1), a.get(2).map_or(1, |n| n.parse().expect("count"))),
+        "sendto-race" => sendto_race(arg(1).parse().expect("real port"), arg(2).parse().expect("fake port")),
+        "raw-send" => raw_send(arg(1)),
+        "packet-send" => packet_send(arg(1)),
+        "chroot-unlink" => chroot_unlink(arg(1), arg(2)),
+        "decoys-then-write" => decoys_then_write(arg(1).parse().expect("count"), arg(2)),
+        "module-load" => module_load(),
+        "proc-mem-write" => proc_mem_write(arg(1).parse().expect("pid")),
+        "scm-rights" => scm_rights(arg(1)),
+        "unix-connect" => unix_connect(arg(1)),
         other => panic!("unknown workload {other}"),
     }
 }
