@@ -56,7 +56,7 @@ fn real(p: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn files_and_binaries_are_named_as_the_kernel_used_them() {
-    let d = Daemon::start("kobj-files", &[]).await;
+    let d = Daemon::start("kobj_files", &[]).await;
     let dir = scratch("kobj-files");
     let p = |n: &str| format!("{}/{n}", dir.display());
     for sub in ["a", "b", "root", ".ssh"] {
@@ -162,7 +162,7 @@ async fn files_and_binaries_are_named_as_the_kernel_used_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn destinations_are_the_kernels_own_copy_and_raw_sockets_are_recorded() {
-    let d = Daemon::start("kobj-net", &[]).await;
+    let d = Daemon::start("kobj_net", &[]).await;
     let dir = scratch("kobj-net");
     let real_rx = UdpSocket::bind("127.0.0.1:0").expect("udp");
     let uring_rx = UdpSocket::bind("127.0.0.1:0").expect("udp");
@@ -208,7 +208,7 @@ async fn destinations_are_the_kernels_own_copy_and_raw_sockets_are_recorded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kernel_code_and_other_processes_memory_are_flagged() {
-    let d = Daemon::start("kobj-handoff", &[]).await;
+    let d = Daemon::start("kobj_handoff", &[]).await;
     let dir = scratch("kobj-handoff");
     let mut victim = Command::new("sleep").arg("60").stdin(Stdio::null()).spawn().expect("victim");
     let script = format!("{W} module-load\n{W} proc-mem-write {}\nexit 0\n", victim.id());

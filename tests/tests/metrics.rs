@@ -293,7 +293,10 @@ async fn metrics_equal_status() {
             "{what} on its primary hook: {paths:?}"
         );
     }
-    assert!(paths.iter().all(|p| p["state"] == "primary"), "{paths:?}");
+    // Except the syscalls themselves: this VM refuses fexit, so they use the tracepoint
+    // fallback (the VM tier checks the fexit path on Debian's kernels).
+    assert!(paths.iter().all(|p| p["state"] == "primary" || p["what"] == "syscalls"), "{paths:?}");
+    assert!(paths.iter().any(|p| p["what"] == "syscalls" && p["state"] == "fallback"), "{paths:?}");
     let kinds = st["probe_kinds"].as_object().expect("probe_kinds");
     assert_eq!(
         kinds.values().filter_map(Value::as_u64).sum::<u64>(),

@@ -910,7 +910,12 @@ fn attach_fexit(
                 tracing::info!(error = %e, "the kernel refuses fexit; capturing syscalls at their tracepoints");
                 return Ok(false);
             }
-            Err(e) => return Err(e),
+            // One function refused after others attached: that syscall is not captured, and
+            // `status` lists it as missing; the rest capture on.
+            Err(e) => {
+                tracing::warn!(function = %func, error = %e, "fexit refused for this function; not captured");
+                continue;
+            }
         }
         first = false;
     }
