@@ -88,6 +88,13 @@ pub fn uring_op_name(op: u32) -> String {
     name.to_owned()
 }
 
+/// `io_uring` opcodes that read or write an fd's file, besides `uring::READ`/`WRITE` (the
+/// kernel's `enum io_uring_op`; not needed by the kernel side, so not in `monitor_common`).
+const URING_READV: u32 = 1;
+const URING_WRITEV: u32 = 2;
+const URING_READ_FIXED: u32 = 4;
+const URING_WRITE_FIXED: u32 = 5;
+
 /// What a submission needs remembered until its completion.
 #[derive(Debug, Clone)]
 pub struct UringPending {
@@ -96,21 +103,29 @@ pub struct UringPending {
     pub path2: Option<String>,
     pub open_flags: u32,
     pub addr: Option<SockAddr>,
+    /// A read or write: the path of the file behind its fd, when the submission names it.
+    pub fd_path: Option<String>,
 }
 
 impl UringPending {
     pub fn of(u: &UringOp) -> Self {
         let path2 = u.path2.clone().filter(|p| p.starts_with('/') || u.opcode == uring::SYMLINKAT);
+        let fd_op = matches!(
+            u.opcode,
+            uring::READ | uring::WRITE | URING_READV | URING_WRITEV | URING_READ_FIXED | URING_WRITE_FIXED
+        );
         Self {
             opcode: u.opcode,
             path: u.path.as_ref().and_then(|p| p.absolute.clone()),
             path2,
             open_flags: u.open_flags,
             addr: u.addr.clone(),
+            fd_path: u.object.clone().filter(|_| fd_op),
         }
     }
 
-    /// The (path, access) pairs a completed request touched; `object` is an open's real file.
+    /// The (path, access) pairs a completed request touched, as the equivalent syscall's
+    /// would be (see `resources::file_accesses`); `object` is an open's real file.
     pub fn file_accesses(&self, object: Option<&str>) -> Vec<(String, &'static str)> {
         let p = object.map(str::to_owned).or_else(|| self.path.clone());
         let mut out = Vec::new();
@@ -133,6 +148,8 @@ impl UringPending {
             }
             // symlinkat(target, dfd, linkpath): `path` is the link, `path2` its target (content).
             uring::SYMLINKAT => push(&p, "link"),
+            uring::WRITE | URING_WRITEV | URING_WRITE_FIXED => push(&self.fd_path, "write"),
+            uring::READ | URING_READV | URING_READ_FIXED => push(&self.fd_path, "read"),
             _ => {}
         }
         out
@@ -219,6 +236,26 @@ mod tests {
     }
 
     #[test]
+    fn uring_reads_and_writes_name_the_file_behind_their_fd() {
+        let w = UringPending {
+            opcode: uring::WRITE,
+            path: None,
+            path2: None,
+            open_flags: 0,
+            addr: None,
+            fd_path: Some("/home/u/.ssh/authorized_keys".into()),
+        };
+        assert_eq!(w.file_accesses(None), [("/home/u/.ssh/authorized_keys".to_owned(), "write")]);
+        for (opcode, access) in
+            [(URING_WRITEV, "write"), (URING_WRITE_FIXED, "write"), (uring::READ, "read"), (URING_READV, "read")]
+        {
+            assert_eq!(UringPending { opcode, ..w.clone() }.file_accesses(None)[0].1, access);
+        }
+        assert!(UringPending { fd_path: None, ..w.clone() }.file_accesses(None).is_empty(), "an unknown fd");
+        assert!(UringPending { opcode: uring::SEND, ..w }.file_accesses(None).is_empty());
+    }
+
+    #[test]
     fn uring_accesses_use_the_real_file() {
         let p = UringPending {
             opcode: uring::OPENAT,
@@ -226,6 +263,7 @@ mod tests {
             path2: None,
             open_flags: 0o101,
             addr: None,
+            fd_path: None,
         };
         assert_eq!(p.file_accesses(Some("/tmp/real")), [("/tmp/real".to_owned(), "create")]);
         assert_eq!(p.file_accesses(None), [("/tmp/link".to_owned(), "create")]);
@@ -235,6 +273,7 @@ mod tests {
             path2: Some("/b".into()),
             open_flags: 0,
             addr: None,
+            fd_path: None,
         };
         assert_eq!(r.file_accesses(None), [("/a".to_owned(), "rename_from"), ("/b".to_owned(), "rename_to")]);
         assert_eq!(uring_op_name(200), "opcode 200");

@@ -653,20 +653,7 @@ impl Correlator {
     fn on_file(&mut self, f: &FileOp, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
         self.ensure_process(&f.hdr, 0, out);
         let (accesses, data) = resources::file_accesses(f);
-        let result = resources::result_name(f.ret);
-        self.note_protected(&f.hdr, &accesses, &data);
-        self.facts = Some(EventFacts {
-            kind: "file",
-            pid: f.hdr.tgid,
-            result: result.clone(),
-            files: accesses.iter().map(|(p, a)| (p.clone(), *a)).collect(),
-            ..EventFacts::default()
-        });
-        if let Some(r) = self.resources_of(f.hdr.tgid) {
-            for (path, access) in &accesses {
-                r.add_file(path, access, &result);
-            }
-        }
+        self.files_touched(&f.hdr, &accesses, &resources::result_name(f.ret), &data);
         let (action, exec_id) = self.attribution(&f.hdr);
         (action, exec_id, data)
     }
@@ -726,18 +713,6 @@ impl Correlator {
         let host = endpoint.as_ref().and_then(|e| self.sessions.get(&n.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
         let summary =
             NetSummary { op: op.into(), family, addr, port, host, result: result.clone(), count: 1, sensitive: false };
-        if op != "recv" {
-            if let Some(r) = self.resources_of(n.hdr.tgid) {
-                r.add_net(&summary);
-            }
-        }
-        self.facts = Some(EventFacts {
-            kind: "net",
-            pid: n.hdr.tgid,
-            result: result.clone(),
-            net: Some(summary.clone()),
-            ..EventFacts::default()
-        });
         let data = serde_json::json!({
             "syscall": resources::syscall_name(n.nr),
             "op": op,
@@ -754,12 +729,58 @@ impl Correlator {
             "sock_type": match n.sock_type { 1 => "stream", 2 => "dgram", 0 => "unknown", _ => "other" },
             "dns": dns,
         });
+        self.net_touched(&n.hdr, summary);
         let (action, exec_id) = self.attribution(&n.hdr);
         (action, exec_id, data)
     }
 
-    /// Writes to agentmon's own paths or to cgroups outside the session: one tamper record each.
-    fn note_protected(&mut self, hdr: &Header, accesses: &[(String, &'static str)], data: &serde_json::Value) {
+    /// File accesses of a session process, however it made them (a syscall, an `io_uring`
+    /// request): the one way from (path, access, result) to tamper records, the summary entry
+    /// and the facts the alert rules see, so that no way of touching a file is
+    /// judged apart from another. `data` is the raw event's (for the derived records' syscall).
+    fn files_touched(
+        &mut self,
+        hdr: &Header,
+        accesses: &[(String, &'static str)],
+        result: &str,
+        data: &serde_json::Value,
+    ) {
+        for (path, access) in accesses {
+            self.note_protected(hdr, path, access, result, data);
+        }
+        if let Some(r) = self.resources_of(hdr.tgid) {
+            for (path, access) in accesses {
+                r.add_file(path, access, result);
+            }
+        }
+        self.facts = Some(EventFacts {
+            kind: "file",
+            pid: hdr.tgid,
+            result: result.to_owned(),
+            files: accesses.to_vec(),
+            ..EventFacts::default()
+        });
+    }
+
+    /// A network use of a session process, however it made it (a syscall, an `io_uring`
+    /// request): the summary entry (not for receives) and the alert rules' facts.
+    fn net_touched(&mut self, hdr: &Header, summary: NetSummary) {
+        if summary.op != "recv" {
+            if let Some(r) = self.resources_of(hdr.tgid) {
+                r.add_net(&summary);
+            }
+        }
+        self.facts = Some(EventFacts {
+            kind: "net",
+            pid: hdr.tgid,
+            result: summary.result.clone(),
+            net: Some(summary),
+            ..EventFacts::default()
+        });
+    }
+
+    /// A write to agentmon's own paths or to cgroups outside the session: a tamper record.
+    fn note_protected(&mut self, hdr: &Header, path: &str, access: &str, result: &str, data: &serde_json::Value) {
         // An exe rule's session has no cgroup of its own (its `cgroup` is where it was started):
         // every cgroup write of it is outside the session.
         let session_cgroup = if hdr.session_cgroup & monitor_common::EXE_SESSION == 0 {
@@ -767,16 +788,12 @@ impl Correlator {
         } else {
             String::new()
         };
-        for (path, access) in accesses {
-            if let Some(why) =
-                acts::protected_access(path, access, &self.protected, &self.cgroup_roots, &session_cgroup)
-            {
-                self.derived.push(serde_json::json!({
-                    "tamper": why, "path": path, "access": access,
-                    "syscall": data.get("syscall").cloned().or_else(|| data.get("op").cloned()),
-                    "result": data.get("result"), "target_pid": null, "target_exe": null, "target_uid": null,
-                }));
-            }
+        if let Some(why) = acts::protected_access(path, access, &self.protected, &self.cgroup_roots, &session_cgroup) {
+            self.derived.push(serde_json::json!({
+                "tamper": why, "path": path, "access": access,
+                "syscall": data.get("syscall").cloned().or_else(|| data.get("op").cloned()),
+                "result": result, "target_pid": null, "target_exe": null, "target_uid": null,
+            }));
         }
     }
 
@@ -794,28 +811,23 @@ impl Correlator {
             if let Some(p) = self.uring.remove(&key) {
                 let result = resources::result_name(u.res);
                 let accesses = p.file_accesses(u.object.as_deref());
-                self.note_protected(&u.hdr, &accesses, &data);
-                let endpoint = (p.opcode == monitor_common::uring::CONNECT).then_some(p.addr).flatten();
-                let host = endpoint
-                    .as_ref()
-                    .and_then(|e| self.sessions.get(&u.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
-                if let Some(r) = self.resources_of(u.hdr.tgid) {
-                    for (path, access) in &accesses {
-                        r.add_file(path, access, &result);
-                    }
-                    if let Some(e) = &endpoint {
-                        let (addr, port) = resources::addr_port(e);
-                        r.add_net(&NetSummary {
-                            op: "connect".into(),
-                            family: resources::family_name(e),
-                            addr,
-                            port,
-                            host,
-                            result,
-                            count: 1,
-                            sensitive: false,
-                        });
-                    }
+                if !accesses.is_empty() {
+                    self.files_touched(&u.hdr, &accesses, &result, &data);
+                }
+                if let (monitor_common::uring::CONNECT, Some(e)) = (p.opcode, &p.addr) {
+                    let (addr, port) = resources::addr_port(e);
+                    let host = self.sessions.get(&u.hdr.session_cgroup).and_then(|s| s.dns.host(e));
+                    let summary = NetSummary {
+                        op: "connect".into(),
+                        family: resources::family_name(e),
+                        addr,
+                        port,
+                        host,
+                        result,
+                        count: 1,
+                        sensitive: false,
+                    };
+                    self.net_touched(&u.hdr, summary);
                 }
             }
         } else {

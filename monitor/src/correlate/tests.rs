@@ -564,3 +564,183 @@ fn a_process_keeps_its_first_earlier_images_and_counts_the_rest() {
     assert_eq!(p.prior_argv[0], ["again", "0"]);
     assert_eq!(p.prior_argv_omitted, 19 - MAX_PRIOR_IMAGES as u64);
 }
+
+/// An `openat(AT_FDCWD, path, flags)` returning `ret`.
+fn open_event(tgid: u32, start: u64, ts: u64, path: &str, flags: u64, ret: i64) -> Event {
+    let Event::File(mut f) = file_event(tgid, start, ts, path, ret) else { unreachable!() };
+    f.args[2] = flags;
+    Event::File(f)
+}
+
+const O_WRONLY_APPEND: u64 = 0o2001;
+
+/// An agent (pid 100) whose one action (pid 101) does `work`, then ends.
+fn one_action(work: Vec<Event>) -> (Uuid, Vec<Output>) {
+    let (mut c, sid) = session();
+    let mut events = vec![exec(100, 1, 10, 100, &["agent"]), fork(100, 10, 101, 20, 200)];
+    events.push(exec(101, 100, 20, 201, &["sh", "-c", "work"]));
+    events.extend(work);
+    events.push(exit(101, 101, 20, 900_000, 0, true));
+    (sid, feed(&mut c, &events))
+}
+
+/// The alerts the built-in rules raise on `out` (as the daemon's alert stage sees it).
+fn alerts(sid: Uuid, out: &[Output]) -> Vec<crate::record::AlertRecord> {
+    use crate::alerts::{AlertConfig, Engine, Rules};
+    let mut e =
+        Engine::new(Rules::new(&AlertConfig::default()).expect("rules"), crate::sensitive::Sensitive::default());
+    e.session(sid, "agent");
+    out.iter().flat_map(|o| e.observe(o)).collect()
+}
+
+/// What an alert says, without its ids and times.
+fn alert_text(a: &crate::record::AlertRecord) -> (String, String, String, serde_json::Value) {
+    (a.rule.clone(), a.severity.clone(), a.summary.clone(), a.details.clone())
+}
+
+fn of_rule<'a>(alerts: &'a [crate::record::AlertRecord], rule: &str) -> Vec<&'a crate::record::AlertRecord> {
+    alerts.iter().filter(|a| a.rule == rule).collect()
+}
+
+fn events_of<'a>(out: &'a [Output], kind: &str) -> Vec<(&'a EventRecord, serde_json::Value)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) if e.kind == kind => Some((e, serde_json::from_str(&e.data).expect("json"))),
+            _ => None,
+        })
+        .collect()
+}
+
+fn uring(tgid: u32, start: u64, ts: u64, complete: bool, opcode: u32, req: u64) -> crate::ebpf::decode::UringOp {
+    crate::ebpf::decode::UringOp {
+        hdr: hdr(EventKind::IoUring, tgid, tgid, start, ts),
+        complete,
+        opcode,
+        req,
+        user_data: req,
+        res: 0,
+        fd: -1,
+        dfd: -100,
+        open_flags: 0,
+        path: None,
+        path2: None,
+        addr: None,
+        object: None,
+    }
+}
+
+/// An `io_uring` request's submission and completion (result `res`); `object` is the opened
+/// file at completion, or the fd's file at submission for a read or write.
+fn uring_pair(opcode: u32, req: u64, path: Option<&str>, flags: u32, object: Option<&str>, res: i64) -> [Event; 2] {
+    use crate::ebpf::decode::PathArg;
+    let mut sub = uring(101, 20, 800_000, false, opcode, req);
+    sub.path = path.map(|p| PathArg { given: p.into(), truncated: false, absolute: Some(p.into()) });
+    sub.open_flags = flags;
+    let mut done = uring(101, 20, 800_001, true, opcode, req);
+    done.res = res;
+    let fd_op = matches!(opcode, monitor_common::uring::READ | monitor_common::uring::WRITE);
+    if fd_op {
+        sub.object = object.map(Into::into);
+    } else {
+        done.object = object.map(Into::into);
+    }
+    [Event::IoUring(sub), Event::IoUring(done)]
+}
+
+/// The (path, access, result, sensitive) entries of an action's files, without its exec.
+fn file_entries(a: &ActionRecord) -> Vec<(String, String, String, bool)> {
+    a.files
+        .iter()
+        .filter(|f| f.access != "exec")
+        .map(|f| (f.path.clone(), f.access.clone(), f.result.clone(), f.sensitive))
+        .collect()
+}
+
+#[test]
+fn an_io_uring_write_is_judged_as_the_same_write_through_open() {
+    use monitor_common::uring;
+    let keys = "/home/u/.ssh/authorized_keys";
+    let (sid, syscall) = one_action(vec![open_event(101, 20, 800_000, keys, O_WRONLY_APPEND, 3)]);
+    let want_files = file_entries(actions(&syscall)[0]);
+    let want_alerts: Vec<_> = alerts(sid, &syscall).iter().map(alert_text).collect();
+    assert!(want_alerts.iter().any(|a| a.0 == "sensitive_data"), "{want_alerts:?}");
+    // IORING_OP_OPENAT with O_WRONLY|O_APPEND, then IORING_OP_WRITE on the fd it returned.
+    let open = uring_pair(uring::OPENAT, 1, Some(keys), 0o2001, Some(keys), 5);
+    let (sid, ring) = one_action(open.to_vec());
+    assert_eq!(file_entries(actions(&ring)[0]), want_files, "the same summary entry");
+    let got: Vec<_> = alerts(sid, &ring).iter().map(alert_text).collect();
+    assert_eq!(got, want_alerts, "the same alerts");
+    // A write on an fd whose file the submission names counts as a write of that file.
+    let write = uring_pair(uring::WRITE, 2, None, 0, Some(keys), 12);
+    let (sid, ring) = one_action(write.to_vec());
+    assert_eq!(file_entries(actions(&ring)[0]), want_files);
+    assert_eq!(alerts(sid, &ring).iter().map(alert_text).collect::<Vec<_>>(), want_alerts);
+}
+
+#[test]
+fn every_io_uring_file_operation_goes_the_way_of_its_syscall() {
+    use crate::ebpf::decode::{FileOp, PathArg};
+    use monitor_common::{nr, uring};
+    let arg = |p: &str| Some(PathArg { given: p.into(), truncated: false, absolute: Some(p.into()) });
+    let syscall = |n: u64, p1: &str, p2: Option<&str>, ret: i64| {
+        Event::File(FileOp {
+            nr: n,
+            path1: arg(p1),
+            path2: p2.and_then(arg),
+            ..match file_event(101, 20, 800_000, p1, ret) {
+                Event::File(f) => f,
+                _ => unreachable!(),
+            }
+        })
+    };
+    let pair = |op, p1: &str, p2: Option<&str>, res| {
+        let [sub, done] = uring_pair(op, 9, Some(p1), 0, None, res);
+        let Event::IoUring(mut sub) = sub else { unreachable!() };
+        sub.path2 = p2.map(Into::into);
+        vec![Event::IoUring(sub), done]
+    };
+    let cron = "/etc/cron.d/job";
+    let keys = "/home/u/.ssh/authorized_keys";
+    for (name, sys, ring) in [
+        (
+            "openat2",
+            open_event(101, 20, 800_000, cron, 0o101, 3),
+            uring_pair(uring::OPENAT2, 9, Some(cron), 0o101, Some(cron), 3).to_vec(),
+        ),
+        ("renameat", syscall(nr::RENAMEAT, "/tmp/k", Some(keys), 0), pair(uring::RENAMEAT, "/tmp/k", Some(keys), 0)),
+        ("linkat", syscall(nr::LINKAT, "/tmp/k", Some(cron), 0), pair(uring::LINKAT, "/tmp/k", Some(cron), 0)),
+        ("unlinkat", syscall(nr::UNLINKAT, keys, None, 0), pair(uring::UNLINKAT, keys, None, 0)),
+        ("mkdirat", syscall(nr::MKDIRAT, "/etc/cron.d/x", None, -13), pair(uring::MKDIRAT, "/etc/cron.d/x", None, -13)),
+        ("symlinkat", syscall(nr::SYMLINKAT, cron, None, 0), pair(uring::SYMLINKAT, cron, None, 0)),
+    ] {
+        let (sid, by_syscall) = one_action(vec![sys]);
+        let (rsid, by_ring) = one_action(ring);
+        let (want, got) = (file_entries(actions(&by_syscall)[0]), file_entries(actions(&by_ring)[0]));
+        assert!(!want.is_empty(), "{name}");
+        assert_eq!(got, want, "{name}: the summary");
+        let text = |sid, out: &[Output]| alerts(sid, out).iter().map(alert_text).collect::<Vec<_>>();
+        let want_alerts = text(sid, &by_syscall);
+        assert!(!want_alerts.is_empty(), "{name}");
+        assert_eq!(text(rsid, &by_ring), want_alerts, "{name}: the alerts");
+        let tamper = |out: &[Output]| {
+            events_of(out, "tamper")
+                .into_iter()
+                .map(|(_, d)| (d["tamper"].clone(), d["detail"].clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(tamper(&by_ring), tamper(&by_syscall), "{name}: the tamper records");
+    }
+}
+
+#[test]
+fn a_protected_write_through_io_uring_is_tampering_as_through_open() {
+    use monitor_common::uring;
+    let (mut c, sid) = session();
+    c.set_protected(vec!["/var/lib/agentmon".into()], Vec::new());
+    let ring = uring_pair(uring::OPENAT, 1, Some("/var/lib/agentmon/x"), 0o1, Some("/var/lib/agentmon/x"), 4);
+    let out = feed(&mut c, &[exec(100, 1, 10, 100, &["agent"]), ring[0].clone(), ring[1].clone()]);
+    let t = events_of(&out, "tamper");
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0].1["tamper"].as_str(), t[0].1["syscall"].as_str()), (Some("protected_write"), Some("openat")));
+    assert_eq!(of_rule(&alerts(sid, &out), "tamper").len(), 1);
+}
