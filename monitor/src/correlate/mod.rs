@@ -746,12 +746,8 @@ impl Correlator {
         data: &serde_json::Value,
     ) {
         for (path, access) in accesses {
-            self.note_protected(hdr, path, access, result, data);
-        }
-        if let Some(r) = self.resources_of(hdr.tgid) {
-            for (path, access) in accesses {
-                r.add_file(path, access, result);
-            }
+            let flagged = self.note_protected(hdr, path, access, result, data);
+            self.summarise_file(hdr.tgid, path, access, result, flagged);
         }
         self.facts = Some(EventFacts {
             kind: "file",
@@ -762,12 +758,23 @@ impl Correlator {
         });
     }
 
+    /// Count a file access in its process's summary, bounded by what it is (see
+    /// [`resources::Bound`]): `flagged` when it raised a tamper record.
+    fn summarise_file(&mut self, tgid: u32, path: &str, access: &str, result: &str, flagged: bool) {
+        let sensitive = self.sensitive.path(path, Some(tgid));
+        let bound = resources::Bound::file(path, access, result, sensitive, flagged);
+        if let Some(r) = self.resources_of(tgid) {
+            r.add_file(path, access, result, bound);
+        }
+    }
+
     /// A network use of a session process, however it made it (a syscall, an `io_uring`
     /// request): the summary entry (not for receives) and the alert rules' facts.
     fn net_touched(&mut self, hdr: &Header, summary: NetSummary) {
         if summary.op != "recv" {
+            let bound = resources::Bound::net(&summary, self.sensitive.net(&summary), false);
             if let Some(r) = self.resources_of(hdr.tgid) {
-                r.add_net(&summary);
+                r.add_net(&summary, bound);
             }
         }
         self.facts = Some(EventFacts {
@@ -780,7 +787,15 @@ impl Correlator {
     }
 
     /// A write to agentmon's own paths or to cgroups outside the session: a tamper record.
-    fn note_protected(&mut self, hdr: &Header, path: &str, access: &str, result: &str, data: &serde_json::Value) {
+    /// Returns whether it raised one.
+    fn note_protected(
+        &mut self,
+        hdr: &Header,
+        path: &str,
+        access: &str,
+        result: &str,
+        data: &serde_json::Value,
+    ) -> bool {
         // An exe rule's session has no cgroup of its own (its `cgroup` is where it was started):
         // every cgroup write of it is outside the session.
         let session_cgroup = if hdr.session_cgroup & monitor_common::EXE_SESSION == 0 {
@@ -794,7 +809,9 @@ impl Correlator {
                 "syscall": data.get("syscall").cloned().or_else(|| data.get("op").cloned()),
                 "result": result, "target_pid": null, "target_exe": null, "target_uid": null,
             }));
+            return true;
         }
+        false
     }
 
     fn on_tamper(&mut self, t: &TamperOp, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
@@ -892,8 +909,8 @@ impl Correlator {
             (Some(cwd), false) => Some(join_path(cwd, &e.filename)),
             (None, false) => None,
         };
-        if let (Some(exe), Some(r)) = (exe, self.resources_of(hdr.tgid)) {
-            r.add_file(&exe, "exec", "ok");
+        if let Some(exe) = exe {
+            self.summarise_file(hdr.tgid, &exe, "exec", "ok", false);
         }
         if let Some(a) = action.and_then(|a| self.actions.get_mut(&a)) {
             // The action is the first command its root process exec'd.

@@ -611,6 +611,33 @@ fn events_of<'a>(out: &'a [Output], kind: &str) -> Vec<(&'a EventRecord, serde_j
         .collect()
 }
 
+#[test]
+fn a_sensitive_write_after_a_flood_of_failed_opens_is_its_own_entry_and_alerts_as_alone() {
+    let keys = "/home/u/.ssh/authorized_keys";
+    let write = || open_event(101, 20, 800_000, keys, O_WRONLY_APPEND, 3);
+    let (plain_sid, plain) = one_action(vec![write()]);
+    let decoys = 10_000u64;
+    let mut flood: Vec<Event> =
+        (0..decoys).map(|i| open_event(101, 20, 300 + i, &format!("/decoy/{i}"), 0, -2)).collect();
+    flood.push(write());
+    let (flood_sid, flooded) = one_action(flood);
+    for (sid, out) in [(plain_sid, &plain), (flood_sid, &flooded)] {
+        let a = actions(out);
+        let entry = a[0].files.iter().find(|f| f.path == keys).expect("the write is its own entry");
+        assert_eq!((entry.access.as_str(), entry.result.as_str(), entry.sensitive), ("write", "ok", true));
+        assert!(a[0].files.iter().all(|f| f.path == keys || !f.sensitive));
+        let sensitive = of_rule(&alerts(sid, out), "sensitive_data").into_iter().map(alert_text).collect::<Vec<_>>();
+        assert_eq!(sensitive.len(), 1, "{sensitive:?}");
+    }
+    let files = &actions(&flooded)[0].files;
+    let other = files.iter().find(|f| f.path == resources::OTHER_PATHS).expect("the decoys past the cap");
+    assert_eq!((other.access.as_str(), other.result.as_str(), other.sensitive), ("read", "ENOENT", false));
+    // The exec and the first decoys fill the ordinary entries; the write would have been next.
+    assert_eq!(other.count, decoys - (resources::MAX_DISTINCT as u64 - 1));
+    let alert = |sid, out: &[Output]| of_rule(&alerts(sid, out), "sensitive_data").into_iter().map(alert_text).next();
+    assert_eq!(alert(flood_sid, &flooded), alert(plain_sid, &plain), "the same alert as without the flood");
+}
+
 fn uring(tgid: u32, start: u64, ts: u64, complete: bool, opcode: u32, req: u64) -> crate::ebpf::decode::UringOp {
     crate::ebpf::decode::UringOp {
         hdr: hdr(EventKind::IoUring, tgid, tgid, start, ts),
