@@ -771,3 +771,125 @@ fn a_protected_write_through_io_uring_is_tampering_as_through_open() {
     assert_eq!((t[0].1["tamper"].as_str(), t[0].1["syscall"].as_str()), (Some("protected_write"), Some("openat")));
     assert_eq!(of_rule(&alerts(sid, &out), "tamper").len(), 1);
 }
+
+fn connect(tgid: u32, peer: SockAddr, local: Option<SockAddr>, sock_type: u32, ret: i64) -> Event {
+    use crate::ebpf::decode::NetOp;
+    let inet = matches!(peer, SockAddr::Inet { .. });
+    Event::Net(NetOp {
+        hdr: hdr(EventKind::Net, tgid, tgid, 20, 800_000),
+        nr: monitor_common::nr::CONNECT,
+        ret,
+        fd: 3,
+        sock_type,
+        sock: local.map(|l| (l, if inet { peer.clone() } else { SockAddr::Unix { path: String::new() } })),
+        addr: Some(peer),
+        payload: Vec::new(),
+        compat: false,
+        fastopen: false,
+    })
+}
+
+/// The hand-off records of `out`: (service, target pid, what was touched).
+fn handoffs(out: &[Output]) -> Vec<(String, Option<u64>, String)> {
+    events_of(out, "tamper")
+        .into_iter()
+        .filter(|(_, d)| d["tamper"] == "handoff")
+        .map(|(_, d)| {
+            let what = d["path"].as_str().or(d["addr"].as_str()).unwrap_or("").to_owned();
+            (d["detail"]["service"].as_str().unwrap_or("").to_owned(), d["target_pid"].as_u64(), what)
+        })
+        .collect()
+}
+
+#[test]
+fn connects_to_privileged_services_are_handoffs_stored_and_alerted_as_tamper_events() {
+    let unix = |p: &str| SockAddr::Unix { path: p.into() };
+    let ip = |s: &str, port| SockAddr::Inet { ip: s.parse().expect("ip"), port };
+    let (sid, out) = one_action(vec![
+        connect(101, unix("/run/dbus/system_bus_socket"), None, 1, 0),
+        connect(101, unix("/run/systemd/private"), None, 1, -13),
+        connect(101, unix("/run/systemd/io.systemd.Manager"), None, 1, 0),
+        connect(101, unix("/var/run/docker.sock"), None, 1, 0),
+        connect(101, unix("/run/containerd/containerd.sock"), None, 1, 0),
+        connect(101, unix("/run/podman/podman.sock"), None, 1, 0),
+        connect(101, ip("127.0.0.1", 22), Some(ip("127.0.0.1", 40000)), 1, 0),
+        connect(101, ip("192.0.2.7", 22), Some(ip("192.0.2.7", 40001)), 1, 0),
+        // Not hand-offs: the session bus, another host's ssh, a local datagram to port 22.
+        connect(101, unix("/run/user/1000/bus"), None, 1, 0),
+        connect(101, ip("192.0.2.8", 22), Some(ip("192.0.2.7", 40002)), 1, 0),
+        connect(101, ip("127.0.0.1", 22), Some(ip("127.0.0.1", 40003)), 2, 0),
+    ]);
+    let got: Vec<(String, String)> = handoffs(&out).into_iter().map(|(s, _, w)| (s, w)).collect();
+    let want = [
+        ("dbus-system", "/run/dbus/system_bus_socket"),
+        ("systemd", "/run/systemd/private"),
+        ("systemd", "/run/systemd/io.systemd.Manager"),
+        ("docker", "/var/run/docker.sock"),
+        ("containerd", "/run/containerd/containerd.sock"),
+        ("podman", "/run/podman/podman.sock"),
+        ("ssh", "127.0.0.1"),
+        ("ssh", "192.0.2.7"),
+    ];
+    assert_eq!(got, want.map(|(s, w)| (s.to_owned(), w.to_owned())));
+    // Each follows its net event, is attributed to the action, and is stored as a tamper event.
+    let evs: Vec<&EventRecord> =
+        out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e) } else { None }).collect();
+    let aid = actions(&out)[0].id;
+    for (i, e) in evs.iter().enumerate().filter(|(_, e)| e.kind == "tamper") {
+        assert_eq!((evs[i - 1].kind.as_str(), e.action_id, e.pid), ("net", Some(aid), 101));
+        assert_eq!(e.seq, evs[i - 1].seq + 1);
+    }
+    let (_, refused) = events_of(&out, "tamper").into_iter().nth(1).expect("the systemd one");
+    assert_eq!((refused["result"].as_str(), refused["syscall"].as_str()), (Some("EACCES"), Some("connect")));
+    let raised = alerts(sid, &out);
+    let tamper = of_rule(&raised, "tamper");
+    assert_eq!(tamper.len(), 1, "the first at once, the rest grouped");
+    assert_eq!(tamper[0].details["tamper"], "handoff");
+    // A refused hand-off is in the summary too (and, being flagged, never folded out of it).
+    let net = &actions(&out)[0].net;
+    assert!(net.iter().any(|n| n.addr.as_deref() == Some("/run/systemd/private") && n.result == "EACCES"));
+}
+
+#[test]
+fn writes_to_cron_at_and_unit_directories_and_to_another_process_memory_are_handoffs() {
+    let (_, out) = one_action(vec![
+        open_event(101, 20, 800_000, "/etc/cron.d/job", 0o101, 3),
+        open_event(101, 20, 800_000, "/var/spool/cron/crontabs/root", 0o1101, 3),
+        open_event(101, 20, 800_000, "/var/spool/cron/atjobs/a0001", 0o101, 3),
+        open_event(101, 20, 800_000, "/home/u/.config/systemd/user/job.service", 0o101, 3),
+        open_event(101, 20, 800_000, "/etc/systemd/system/job.service", 0o101, -13),
+        // Reads hand nothing over.
+        open_event(101, 20, 800_000, "/etc/crontab", 0, 3),
+        // Memory: of a process outside the session, of the agent (in it), of itself.
+        open_event(101, 20, 800_000, "/proc/4242/mem", 0o2, 3),
+        open_event(101, 20, 800_000, "/proc/100/task/100/mem", 0o2, 3),
+        open_event(101, 20, 800_000, "/proc/101/mem", 0o2, 3),
+    ]);
+    let want = [
+        ("cron", None, "/etc/cron.d/job"),
+        ("cron", None, "/var/spool/cron/crontabs/root"),
+        ("at", None, "/var/spool/cron/atjobs/a0001"),
+        ("systemd", None, "/home/u/.config/systemd/user/job.service"),
+        ("systemd", None, "/etc/systemd/system/job.service"),
+        ("proc_mem", Some(4242), "/proc/4242/mem"),
+    ];
+    assert_eq!(handoffs(&out), want.map(|(s, p, w)| (s.to_owned(), p, w.to_owned())));
+    let t = events_of(&out, "tamper");
+    assert_eq!((t[0].1["access"].as_str(), t[0].1["syscall"].as_str()), (Some("create"), Some("openat")));
+    assert_eq!(t[4].1["result"], "EACCES", "a refused attempt is recorded with its result");
+}
+
+#[test]
+fn an_io_uring_connect_to_a_service_socket_is_a_handoff_and_a_net_alert() {
+    use monitor_common::uring;
+    let [sub, done] = uring_pair(uring::CONNECT, 3, None, 0, None, 0);
+    let Event::IoUring(mut sub) = sub else { unreachable!() };
+    sub.addr = Some(SockAddr::Unix { path: "/run/docker.sock".into() });
+    let (sid, out) = one_action(vec![Event::IoUring(sub), done]);
+    assert_eq!(handoffs(&out), [("docker".to_owned(), None, "/run/docker.sock".to_owned())]);
+    let got = alerts(sid, &out);
+    assert_eq!(of_rule(&got, "tamper").len(), 1);
+    assert_eq!(of_rule(&got, "sensitive_data").len(), 1, "the docker socket is sensitive, as through connect()");
+    let net = &actions(&out)[0].net;
+    assert_eq!((net[0].addr.as_deref(), net[0].sensitive), (Some("/run/docker.sock"), true));
+}
