@@ -158,13 +158,15 @@ impl Sensitive {
     }
 
     /// Mark the entries of one action's (or agent process') summaries; `pids` are the
-    /// processes that made them (their own `/proc/<pid>` files are not sensitive).
+    /// processes that made them (their own `/proc/<pid>` files are not sensitive). An entry
+    /// already marked stays marked: a summary's fold entry (`(other written paths)`) names no
+    /// path of its own, and is marked as it is filled when a sensitive entry is folded into it.
     pub fn mark(&self, files: &mut [FileSummary], net: &mut [NetSummary], pids: &[u32]) {
         for f in files {
-            f.sensitive = self.path(&f.path, None) && !own_proc(&f.path, pids);
+            f.sensitive |= self.path(&f.path, None) && !own_proc(&f.path, pids);
         }
         for n in net {
-            n.sensitive = self.net(n);
+            n.sensitive |= self.net(n);
         }
     }
 }

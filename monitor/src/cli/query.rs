@@ -272,9 +272,13 @@ fn event_summary(kind: &str, d: &serde_json::Value) -> String {
             )
         }
         "tamper" => {
+            // A hand-off derived by the daemon names the service asked and what was touched
+            // (a file, or a connect's address).
+            let service = d["detail"]["service"].as_str().map(|v| format!(" {v}")).unwrap_or_default();
             let target = d["target_pid"].as_u64().map(|p| format!(" pid {p} {}", s("target_exe"))).unwrap_or_default();
-            let path = d["path"].as_str().map(|p| format!(" {p}")).unwrap_or_default();
-            format!("{} {}{target}{path}  {}", s("tamper"), s("syscall"), s("result"))
+            let path = d["path"].as_str().or(d["addr"].as_str()).map(|p| format!(" {p}")).unwrap_or_default();
+            let port = d["port"].as_u64().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}{service} {}{target}{path}{port}  {}", s("tamper"), s("syscall"), s("result"))
         }
         "io_uring" => {
             let path = d["path"].as_str().map(|p| format!(" {p}")).unwrap_or_default();

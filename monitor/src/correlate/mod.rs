@@ -181,7 +181,8 @@ pub struct Correlator {
     /// `io_uring` submissions awaiting their completion, by (tgid, request). Not handed over at
     /// a restart: a completion without its submission is still stored, without summary.
     uring: HashMap<(u32, u64), acts::UringPending>,
-    /// Tamper records derived from the event being handled (protected-path writes).
+    /// Tamper records derived from the event being handled (protected-path writes, hand-offs
+    /// to privileged services).
     derived: Vec<serde_json::Value>,
     /// Pending cgroups released because no rule matched them (see [`Correlator::discard`]).
     discarded: std::collections::VecDeque<u64>,
@@ -543,13 +544,14 @@ impl Correlator {
         let session = self.sessions.get_mut(&hdr.session_cgroup);
         let Some(session) = session else { return out };
         // The raw event goes first so it is stored before anything derived from it; tamper
-        // records derived from it (protected-path writes) follow it, each with its own seq.
+        // records derived from it (protected-path writes, hand-offs) follow it, each with its
+        // own seq.
         let mut records = Vec::with_capacity(1 + derived.len());
         let kinds = std::iter::once((kind_name(event), data)).chain(derived.into_iter().map(|d| ("tamper", d)));
         for (kind, data) in kinds {
             session.events += 1;
             let facts = if kind == "tamper" && facts.as_ref().is_none_or(|f| f.kind != "tamper") {
-                // A tamper record derived from this event (a protected-path write).
+                // A tamper record derived from this event (a protected-path write, a hand-off).
                 Some(Box::new(EventFacts {
                     kind: "tamper",
                     pid: hdr.tgid,
@@ -653,20 +655,7 @@ impl Correlator {
     fn on_file(&mut self, f: &FileOp, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
         self.ensure_process(&f.hdr, 0, out);
         let (accesses, data) = resources::file_accesses(f);
-        let result = resources::result_name(f.ret);
-        self.note_protected(&f.hdr, &accesses, &data);
-        self.facts = Some(EventFacts {
-            kind: "file",
-            pid: f.hdr.tgid,
-            result: result.clone(),
-            files: accesses.iter().map(|(p, a)| (p.clone(), *a)).collect(),
-            ..EventFacts::default()
-        });
-        if let Some(r) = self.resources_of(f.hdr.tgid) {
-            for (path, access) in &accesses {
-                r.add_file(path, access, &result);
-            }
-        }
+        self.files_touched(&f.hdr, &accesses, &resources::result_name(f.ret), &data);
         let (action, exec_id) = self.attribution(&f.hdr);
         (action, exec_id, data)
     }
@@ -727,18 +716,6 @@ impl Correlator {
         let host = endpoint.as_ref().and_then(|e| self.sessions.get(&n.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
         let summary =
             NetSummary { op: op.into(), family, addr, port, host, result: result.clone(), count: 1, sensitive: false };
-        if op != "recv" {
-            if let Some(r) = self.resources_of(n.hdr.tgid) {
-                r.add_net(&summary);
-            }
-        }
-        self.facts = Some(EventFacts {
-            kind: "net",
-            pid: n.hdr.tgid,
-            result: result.clone(),
-            net: Some(summary.clone()),
-            ..EventFacts::default()
-        });
         let data = serde_json::json!({
             "syscall": resources::syscall_name(n.nr),
             "op": op,
@@ -757,12 +734,84 @@ impl Correlator {
             "sock_type": match n.sock_type { 1 => "stream", 2 => "dgram", 0 => "unknown", _ => "other" },
             "dns": dns,
         });
+        let local = n.sock.as_ref().map(|s| &s.0);
+        self.net_touched(&n.hdr, summary, endpoint.as_ref(), local, n.sock_type != 2, &data);
         let (action, exec_id) = self.attribution(&n.hdr);
         (action, exec_id, data)
     }
 
-    /// Writes to agentmon's own paths or to cgroups outside the session: one tamper record each.
-    fn note_protected(&mut self, hdr: &Header, accesses: &[(String, &'static str)], data: &serde_json::Value) {
+    /// File accesses of a session process, however it made them (a syscall, an `io_uring`
+    /// request): the one way from (path, access, result) to tamper and hand-off records, the
+    /// summary entry and the facts the alert rules see, so that no way of touching a file is
+    /// judged apart from another. `data` is the raw event's (for the derived records' syscall).
+    fn files_touched(
+        &mut self,
+        hdr: &Header,
+        accesses: &[(String, &'static str)],
+        result: &str,
+        data: &serde_json::Value,
+    ) {
+        for (path, access) in accesses {
+            let flagged = self.file_tamper(hdr, path, access, result, data);
+            self.summarise_file(hdr.tgid, path, access, result, flagged);
+        }
+        self.facts = Some(EventFacts {
+            kind: "file",
+            pid: hdr.tgid,
+            result: result.to_owned(),
+            files: accesses.to_vec(),
+            ..EventFacts::default()
+        });
+    }
+
+    /// Count a file access in its process's summary, bounded by what it is (see
+    /// [`resources::Bound`]): `flagged` when it raised a tamper or hand-off record.
+    fn summarise_file(&mut self, tgid: u32, path: &str, access: &str, result: &str, flagged: bool) {
+        let sensitive = self.sensitive.path(path, Some(tgid));
+        let bound = resources::Bound::file(path, access, result, sensitive, flagged);
+        if let Some(r) = self.resources_of(tgid) {
+            r.add_file(path, access, result, bound);
+        }
+    }
+
+    /// A network use of a session process, however it made it (a syscall, an `io_uring`
+    /// request): the hand-off record of a connect, the summary entry (not for receives) and
+    /// the alert rules' facts. `peer` is the endpoint the summary names, `local` the socket's
+    /// own address when known.
+    fn net_touched(
+        &mut self,
+        hdr: &Header,
+        summary: NetSummary,
+        peer: Option<&SockAddr>,
+        local: Option<&SockAddr>,
+        stream: bool,
+        data: &serde_json::Value,
+    ) {
+        let handoff = peer.filter(|_| summary.op == "connect").and_then(|p| acts::connect_handoff(p, local, stream));
+        if let Some(h) = handoff {
+            let (addr, port) = (summary.addr.clone(), summary.port);
+            let extra = serde_json::json!({"op": summary.op, "family": summary.family, "addr": addr, "port": port});
+            self.derive_handoff(h, &summary.result, data, extra);
+        }
+        if summary.op != "recv" {
+            let bound = resources::Bound::net(&summary, self.sensitive.net(&summary), handoff.is_some());
+            if let Some(r) = self.resources_of(hdr.tgid) {
+                r.add_net(&summary, bound);
+            }
+        }
+        self.facts = Some(EventFacts {
+            kind: "net",
+            pid: hdr.tgid,
+            result: summary.result.clone(),
+            net: Some(summary),
+            ..EventFacts::default()
+        });
+    }
+
+    /// The tamper and hand-off records one file access raises: a write to agentmon's own
+    /// paths or to cgroups outside the session, and a hand-off to a privileged service (see
+    /// [`acts::HANDOFF_SERVICES`]). Returns whether it raised any.
+    fn file_tamper(&mut self, hdr: &Header, path: &str, access: &str, result: &str, data: &serde_json::Value) -> bool {
         // An exe rule's session has no cgroup of its own (its `cgroup` is where it was started):
         // every cgroup write of it is outside the session.
         let session_cgroup = if hdr.session_cgroup & monitor_common::EXE_SESSION == 0 {
@@ -770,17 +819,37 @@ impl Correlator {
         } else {
             String::new()
         };
-        for (path, access) in accesses {
-            if let Some(why) =
-                acts::protected_access(path, access, &self.protected, &self.cgroup_roots, &session_cgroup)
-            {
-                self.derived.push(serde_json::json!({
-                    "tamper": why, "path": path, "access": access,
-                    "syscall": data.get("syscall").cloned().or_else(|| data.get("op").cloned()),
-                    "result": data.get("result"), "target_pid": null, "target_exe": null, "target_uid": null,
-                }));
-            }
+        let mut raised = false;
+        if let Some(why) = acts::protected_access(path, access, &self.protected, &self.cgroup_roots, &session_cgroup) {
+            self.derived.push(serde_json::json!({
+                "tamper": why, "path": path, "access": access,
+                "syscall": data.get("syscall").cloned().or_else(|| data.get("op").cloned()),
+                "result": result, "target_pid": null, "target_exe": null, "target_uid": null,
+            }));
+            raised = true;
         }
+        let in_session = |pid: u32| self.procs.get(&pid).is_some_and(|p| p.session == hdr.session_cgroup);
+        if let Some(h) = acts::file_handoff(path, access, hdr.tgid, in_session) {
+            self.derive_handoff(h, result, data, serde_json::json!({"path": path, "access": access}));
+            raised = true;
+        }
+        raised
+    }
+
+    /// A `handoff` tamper record derived from the event being handled: stored right after it,
+    /// counted and alerted on like the kernel's hand-offs. `extra` says what was touched.
+    fn derive_handoff(&mut self, h: acts::Handoff, result: &str, data: &serde_json::Value, extra: serde_json::Value) {
+        let (exe, uid) = h.target_pid.map(acts::proc_identity).unwrap_or_default();
+        let mut v = serde_json::json!({
+            "tamper": acts::tamper_name(monitor_common::tamper::HANDOFF),
+            "syscall": data.get("syscall").cloned().or_else(|| data.get("op").cloned()),
+            "result": result, "target_pid": h.target_pid, "target_exe": exe, "target_uid": uid,
+            "detail": {"service": h.service},
+        });
+        if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        self.derived.push(v);
     }
 
     fn on_tamper(&mut self, t: &TamperOp, out: &mut Vec<Output>) -> (Option<Uuid>, String, serde_json::Value) {
@@ -797,35 +866,32 @@ impl Correlator {
             if let Some(p) = self.uring.remove(&key) {
                 let result = resources::result_name(u.res);
                 let accesses = p.file_accesses(u.object.as_deref());
-                self.note_protected(&u.hdr, &accesses, &data);
+                if !accesses.is_empty() {
+                    self.files_touched(&u.hdr, &accesses, &result, &data);
+                }
                 // The destination: the kernel's own copy at completion (cgroup hooks), else the
                 // address named at submission.
-                let net_op = match p.opcode {
+                let op = match p.opcode {
                     monitor_common::uring::CONNECT => Some("connect"),
                     monitor_common::uring::SENDMSG | monitor_common::uring::SEND => Some("send"),
                     _ => None,
                 };
-                let endpoint = net_op.and(u.addr.clone().or(p.addr));
-                let host = endpoint
-                    .as_ref()
-                    .and_then(|e| self.sessions.get(&u.hdr.session_cgroup).and_then(|s| s.dns.host(e)));
-                if let Some(r) = self.resources_of(u.hdr.tgid) {
-                    for (path, access) in &accesses {
-                        r.add_file(path, access, &result);
-                    }
-                    if let Some(e) = &endpoint {
-                        let (addr, port) = resources::addr_port(e);
-                        r.add_net(&NetSummary {
-                            op: net_op.unwrap_or("connect").into(),
-                            family: resources::family_name(e),
-                            addr,
-                            port,
-                            host,
-                            result,
-                            count: 1,
-                            sensitive: false,
-                        });
-                    }
+                if let (Some(op), Some(e)) = (op, u.addr.clone().or(p.addr)) {
+                    let (addr, port) = resources::addr_port(&e);
+                    let host = self.sessions.get(&u.hdr.session_cgroup).and_then(|s| s.dns.host(&e));
+                    let summary = NetSummary {
+                        op: op.into(),
+                        family: resources::family_name(&e),
+                        addr,
+                        port,
+                        host,
+                        result,
+                        count: 1,
+                        sensitive: false,
+                    };
+                    // The socket's type and own address are not in the request: any connect
+                    // counts as a stream one.
+                    self.net_touched(&u.hdr, summary, Some(&e), None, true, &data);
                 }
             }
         } else {
@@ -892,8 +958,8 @@ impl Correlator {
                 }
             }
         }
-        if let (Some(exe), Some(r)) = (exe, self.resources_of(hdr.tgid)) {
-            r.add_file(&exe, "exec", "ok");
+        if let Some(exe) = exe {
+            self.summarise_file(hdr.tgid, &exe, "exec", "ok", false);
         }
         if let Some(a) = action.and_then(|a| self.actions.get_mut(&a)) {
             // The action is the first command its root process exec'd.

@@ -12,14 +12,66 @@ use serde_json::json;
 
 use crate::{
     ebpf::decode::{FileOp, NetOp, SockAddr},
-    record::{FileSummary, NetSummary},
+    record::{FileSummary, NetSummary, WRITE_ACCESSES},
 };
 
-/// Distinct summary entries kept per action (or session); accesses past it are counted under
-/// the path [`OTHER_PATHS`] so the counts stay complete. Raw events keep every access.
+/// Ordinary summary entries (reads, failed accesses, noise) kept per action (or session);
+/// accesses past it are counted under the path [`OTHER_PATHS`] so the counts stay complete.
+/// Raw events keep every access.
 pub const MAX_DISTINCT: usize = 10_000;
-/// The summary path that stands for paths past [`MAX_DISTINCT`].
+/// The summary path (network: address) that stands for ordinary entries past [`MAX_DISTINCT`].
 pub const OTHER_PATHS: &str = "(other paths)";
+/// Kept summary entries (see [`Bound::Kept`]) per action (or session). Separate from, and
+/// larger than, [`MAX_DISTINCT`]: a flood of failed opens can never push a write out of the
+/// summary, while memory stays bounded whatever the agent does.
+pub const MAX_KEPT: usize = 4 * MAX_DISTINCT;
+/// The summary path that stands for written (kept) file entries past [`MAX_KEPT`]; marked
+/// `sensitive` when any entry folded into it was.
+pub const OTHER_WRITTEN_PATHS: &str = "(other written paths)";
+/// The summary address that stands for kept network entries past [`MAX_KEPT`], likewise.
+pub const OTHER_DESTINATIONS: &str = "(other destinations)";
+
+/// Which cap a summary entry counts against, and what it is folded into past it.
+///
+/// The cap exists to bound memory, not to choose what is shown: an agent that floods the
+/// summary with decoys (10 000 failed opens) must not hide what it changed or touched that
+/// matters. So only entries that changed nothing and are not sensitive fold early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// Reads, failed accesses and noise: past [`MAX_DISTINCT`], into [`OTHER_PATHS`].
+    Ordinary,
+    /// Writes that took effect, connects and sends to a destination, sensitive resources, and
+    /// accesses that raised a tamper or hand-off record: listed up to [`MAX_KEPT`], then
+    /// into [`OTHER_WRITTEN_PATHS`] / [`OTHER_DESTINATIONS`], which keep `sensitive`.
+    Kept { sensitive: bool },
+}
+
+impl Bound {
+    /// A file access's bound. A failed write changed nothing, so it folds like a read: were it
+    /// kept, failed creates in a missing directory (cheaper than real ones) could fill
+    /// [`MAX_KEPT`] ahead of the write that matters.
+    pub fn file(path: &str, access: &str, result: &str, sensitive: bool, flagged: bool) -> Self {
+        let written = WRITE_ACCESSES.contains(&access) && result == "ok" && !is_noise(path, access);
+        if sensitive || flagged || written {
+            Self::Kept { sensitive }
+        } else {
+            Self::Ordinary
+        }
+    }
+
+    /// A network summary entry's bound: a connect or send to a destination that went ahead
+    /// (`EINPROGRESS` is a non-blocking connect under way) is the network's "write".
+    pub fn net(n: &NetSummary, sensitive: bool, flagged: bool) -> Self {
+        let sent = matches!(n.op.as_str(), "connect" | "send")
+            && n.addr.is_some()
+            && matches!(n.result.as_str(), "ok" | "EINPROGRESS");
+        if sensitive || flagged || sent {
+            Self::Kept { sensitive }
+        } else {
+            Self::Ordinary
+        }
+    }
+}
 
 /// Accumulates summaries in first-seen order, with an index so each access is O(1). Only the
 /// summaries are serialised (daemon hand-over); [`Resources::reindex`] rebuilds the index.
@@ -28,21 +80,45 @@ pub struct Resources {
     files: Vec<FileSummary>,
     #[serde(skip)]
     file_index: HashMap<(String, String, String), usize>,
+    /// Entries of `files` that count against [`MAX_KEPT`] (the rest against [`MAX_DISTINCT`]).
+    /// Absent in an older daemon's hand-over: its entries then all count as ordinary, which can
+    /// only fold ordinary entries sooner.
+    #[serde(default)]
+    files_kept: usize,
     net: Vec<NetSummary>,
     #[serde(skip)]
     net_index: HashMap<NetKey, usize>,
+    #[serde(default)]
+    net_kept: usize,
 }
 
 type NetKey = (String, String, Option<String>, Option<u16>, Option<String>, String);
 
+/// Whether a new entry of bound `b` is past its cap, given the list's length and kept entries.
+fn past_cap(b: Bound, len: usize, kept: usize) -> bool {
+    match b {
+        Bound::Ordinary => len.saturating_sub(kept) >= MAX_DISTINCT,
+        Bound::Kept { .. } => kept >= MAX_KEPT,
+    }
+}
+
 impl Resources {
-    pub fn add_file(&mut self, path: &str, access: &str, result: &str) {
+    /// Count one file access. A new entry past its cap (see [`Bound`]) is counted under the
+    /// fold path instead; a fold entry for kept accesses is `sensitive` once any was.
+    pub fn add_file(&mut self, path: &str, access: &str, result: &str, bound: Bound) {
         let mut key = (path.to_owned(), access.to_owned(), result.to_owned());
-        if !self.file_index.contains_key(&key) && self.files.len() >= MAX_DISTINCT {
-            OTHER_PATHS.clone_into(&mut key.0);
+        let mut folded_sensitive = false;
+        if !self.file_index.contains_key(&key) && past_cap(bound, self.files.len(), self.files_kept) {
+            let (fold, sensitive) = match bound {
+                Bound::Ordinary => (OTHER_PATHS, false),
+                Bound::Kept { sensitive } => (OTHER_WRITTEN_PATHS, sensitive),
+            };
+            fold.clone_into(&mut key.0);
+            folded_sensitive = sensitive;
         }
         if let Some(&i) = self.file_index.get(&key) {
             self.files[i].count += 1;
+            self.files[i].sensitive |= folded_sensitive;
             return;
         }
         self.files.push(FileSummary {
@@ -51,24 +127,46 @@ impl Resources {
             access: key.1.clone(),
             result: key.2.clone(),
             count: 1,
-            sensitive: false,
+            sensitive: folded_sensitive,
         });
         self.file_index.insert(key, self.files.len() - 1);
+        if matches!(bound, Bound::Kept { .. }) {
+            self.files_kept += 1;
+        }
     }
 
-    pub fn add_net(&mut self, n: &NetSummary) {
+    /// Count one network summary entry, bounded as [`Resources::add_file`] (a fold entry has
+    /// no port or host).
+    pub fn add_net(&mut self, n: &NetSummary, bound: Bound) {
         let mut key = (n.op.clone(), n.family.clone(), n.addr.clone(), n.port, n.host.clone(), n.result.clone());
-        if !self.net_index.contains_key(&key) && self.net.len() >= MAX_DISTINCT {
-            key.2 = Some(OTHER_PATHS.to_owned());
+        let mut folded_sensitive = false;
+        if !self.net_index.contains_key(&key) && past_cap(bound, self.net.len(), self.net_kept) {
+            let (fold, sensitive) = match bound {
+                Bound::Ordinary => (OTHER_PATHS, false),
+                Bound::Kept { sensitive } => (OTHER_DESTINATIONS, sensitive),
+            };
+            key.2 = Some(fold.to_owned());
             key.3 = None;
             key.4 = None;
+            folded_sensitive = sensitive;
         }
         if let Some(&i) = self.net_index.get(&key) {
             self.net[i].count += 1;
+            self.net[i].sensitive |= folded_sensitive;
             return;
         }
-        self.net.push(NetSummary { addr: key.2.clone(), port: key.3, host: key.4.clone(), count: 1, ..n.clone() });
+        self.net.push(NetSummary {
+            addr: key.2.clone(),
+            port: key.3,
+            host: key.4.clone(),
+            count: 1,
+            sensitive: folded_sensitive,
+            ..n.clone()
+        });
         self.net_index.insert(key, self.net.len() - 1);
+        if matches!(bound, Bound::Kept { .. }) {
+            self.net_kept += 1;
+        }
     }
 
     pub fn reindex(&mut self) {
@@ -91,6 +189,7 @@ impl Resources {
     pub fn take(&mut self) -> (Vec<FileSummary>, Vec<NetSummary>) {
         self.file_index.clear();
         self.net_index.clear();
+        (self.files_kept, self.net_kept) = (0, 0);
         (std::mem::take(&mut self.files), std::mem::take(&mut self.net))
     }
 }
@@ -699,10 +798,10 @@ mod tests {
     fn identical_accesses_collapse() {
         let mut r = Resources::default();
         for _ in 0..1000 {
-            r.add_file("/tmp/x", "read", "ok");
+            r.add_file("/tmp/x", "read", "ok", Bound::Ordinary);
         }
-        r.add_file("/tmp/x", "read", "ENOENT");
-        r.add_file("/usr/lib/x86_64-linux-gnu/libc.so.6", "read", "ok");
+        r.add_file("/tmp/x", "read", "ENOENT", Bound::Ordinary);
+        r.add_file("/usr/lib/x86_64-linux-gnu/libc.so.6", "read", "ok", Bound::Ordinary);
         let (files, _) = r.take();
         assert_eq!(files.len(), 3);
         assert_eq!(files[0].count, 1000);
@@ -714,14 +813,115 @@ mod tests {
     fn distinct_entries_are_capped_but_counts_stay_complete() {
         let mut r = Resources::default();
         for i in 0..MAX_DISTINCT + 500 {
-            r.add_file(&format!("/data/{i}"), "read", "ok");
+            r.add_file(&format!("/data/{i}"), "read", "ok", Bound::Ordinary);
         }
-        r.add_file("/data/0", "read", "ok");
+        r.add_file("/data/0", "read", "ok", Bound::Ordinary);
         let (files, _) = r.take();
         assert_eq!(files.len(), MAX_DISTINCT + 1);
         assert_eq!(files[0].count, 2, "a path already listed keeps counting");
         let other = files.last().expect("overflow entry");
         assert_eq!((other.path.as_str(), other.count), (OTHER_PATHS, 500));
+    }
+
+    #[test]
+    fn what_an_entry_is_bounded_by() {
+        let kept = |sensitive| Bound::Kept { sensitive };
+        assert_eq!(Bound::file("/work/x", "create", "ok", false, false), kept(false), "a write that took effect");
+        assert_eq!(Bound::file("/work/x", "create", "ENOENT", false, false), Bound::Ordinary, "a failed write");
+        assert_eq!(Bound::file("/dev/null", "write", "ok", false, false), Bound::Ordinary, "noise");
+        assert_eq!(Bound::file("/work/x", "read", "ok", false, false), Bound::Ordinary);
+        assert_eq!(Bound::file("/home/u/.ssh/id_rsa", "read", "EACCES", true, false), kept(true), "sensitive");
+        assert_eq!(Bound::file("/etc/agentmon/x", "write", "EACCES", false, true), kept(false), "tamper");
+        let net = |op: &str, addr: Option<&str>, result: &str| NetSummary {
+            op: op.into(),
+            family: "ipv4".into(),
+            addr: addr.map(Into::into),
+            port: Some(443),
+            host: None,
+            result: result.into(),
+            count: 1,
+            sensitive: false,
+        };
+        assert_eq!(Bound::net(&net("connect", Some("10.0.0.1"), "EINPROGRESS"), false, false), kept(false));
+        assert_eq!(Bound::net(&net("send", Some("10.0.0.1"), "ok"), false, false), kept(false));
+        assert_eq!(Bound::net(&net("connect", Some("10.0.0.1"), "ECONNREFUSED"), false, false), Bound::Ordinary);
+        assert_eq!(Bound::net(&net("send", None, "ok"), false, false), Bound::Ordinary, "no destination");
+        assert_eq!(Bound::net(&net("bind", Some("0.0.0.0"), "ok"), false, false), Bound::Ordinary);
+        assert_eq!(Bound::net(&net("connect", Some("/run/docker.sock"), "EACCES"), false, true), kept(false));
+    }
+
+    #[test]
+    fn a_flood_of_failed_opens_never_folds_a_write_or_a_sensitive_access() {
+        let mut r = Resources::default();
+        for i in 0..MAX_DISTINCT + 500 {
+            r.add_file(&format!("/decoy/{i}"), "read", "ENOENT", Bound::Ordinary);
+        }
+        r.add_file("/home/u/.ssh/authorized_keys", "write", "ok", Bound::Kept { sensitive: true });
+        r.add_file("/work/out.txt", "create", "ok", Bound::Kept { sensitive: false });
+        r.add_file("/decoy/late", "read", "ENOENT", Bound::Ordinary);
+        let (files, _) = r.take();
+        let find = |p: &str| files.iter().find(|f| f.path == p).map(|f| (f.access.as_str(), f.count, f.sensitive));
+        assert_eq!(find("/home/u/.ssh/authorized_keys"), Some(("write", 1, false)), "its own entry, marked later");
+        assert_eq!(find("/work/out.txt"), Some(("create", 1, false)));
+        assert_eq!(find(OTHER_PATHS), Some(("read", 501, false)), "only the reads folded");
+        assert_eq!(find(OTHER_WRITTEN_PATHS), None);
+    }
+
+    #[test]
+    fn kept_entries_past_their_own_cap_fold_visibly_and_stay_sensitive() {
+        let mut r = Resources::default();
+        for i in 0..MAX_KEPT {
+            r.add_file(&format!("/work/{i}"), "create", "ok", Bound::Kept { sensitive: false });
+        }
+        r.add_file("/work/late", "create", "ok", Bound::Kept { sensitive: false });
+        r.add_file("/home/u/.ssh/authorized_keys", "create", "ok", Bound::Kept { sensitive: true });
+        r.add_file("/work/0", "create", "ok", Bound::Kept { sensitive: false });
+        r.add_file("/etc/x", "read", "ok", Bound::Ordinary);
+        let (files, _) = r.take();
+        assert_eq!(files.len(), MAX_KEPT + 2, "the kept cap, its fold entry, and the read (own cap)");
+        assert_eq!(files[0].count, 2, "a path already listed keeps counting");
+        let other = files.iter().find(|f| f.path == OTHER_WRITTEN_PATHS).expect("fold entry");
+        assert_eq!((other.access.as_str(), other.count, other.sensitive), ("create", 2, true));
+        // The network list is bounded the same way.
+        let mut r = Resources::default();
+        let connect = |i: usize| NetSummary {
+            op: "connect".into(),
+            family: "ipv4".into(),
+            addr: Some(format!("10.{}.{}.{}", i >> 16, (i >> 8) & 0xff, i & 0xff)),
+            port: Some(443),
+            host: None,
+            result: "ok".into(),
+            count: 1,
+            sensitive: false,
+        };
+        for i in 0..MAX_DISTINCT + 10 {
+            r.add_net(&NetSummary { result: "ECONNREFUSED".into(), ..connect(i) }, Bound::Ordinary);
+        }
+        for i in 0..=MAX_KEPT {
+            r.add_net(&connect(i), Bound::Kept { sensitive: i == MAX_KEPT });
+        }
+        let (_, net) = r.take();
+        assert_eq!(net.len(), MAX_DISTINCT + 1 + MAX_KEPT + 1);
+        let other = net.last().expect("fold entry");
+        assert_eq!(
+            (other.addr.as_deref(), other.port, other.count, other.sensitive),
+            (Some(OTHER_DESTINATIONS), None, 1, true)
+        );
+    }
+
+    #[test]
+    fn a_handed_over_summary_keeps_its_bounds() {
+        let mut r = Resources::default();
+        r.add_file("/work/x", "create", "ok", Bound::Kept { sensitive: false });
+        r.add_file("/work/y", "read", "ok", Bound::Ordinary);
+        let mut r: Resources = serde_json::from_str(&serde_json::to_string(&r).expect("ser")).expect("de");
+        r.reindex();
+        assert_eq!((r.files_kept, r.files.len()), (1, 2));
+        r.add_file("/work/x", "create", "ok", Bound::Kept { sensitive: false });
+        assert_eq!(r.files[0].count, 2);
+        // An older daemon's hand-over has no count of kept entries: all count as ordinary.
+        let old: Resources = serde_json::from_str(r#"{"files":[],"net":[]}"#).expect("old state");
+        assert_eq!(old.files_kept, 0);
     }
 
     #[test]

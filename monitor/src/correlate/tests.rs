@@ -594,3 +594,337 @@ fn a_process_keeps_its_first_earlier_images_and_counts_the_rest() {
     assert_eq!(p.prior_argv[0], ["again", "0"]);
     assert_eq!(p.prior_argv_omitted, 19 - MAX_PRIOR_IMAGES as u64);
 }
+
+/// An `openat(AT_FDCWD, path, flags)` returning `ret`.
+fn open_event(tgid: u32, start: u64, ts: u64, path: &str, flags: u64, ret: i64) -> Event {
+    let Event::File(mut f) = file_event(tgid, start, ts, path, ret) else { unreachable!() };
+    f.args[2] = flags;
+    Event::File(f)
+}
+
+const O_WRONLY_APPEND: u64 = 0o2001;
+
+/// An agent (pid 100) whose one action (pid 101) does `work`, then ends.
+fn one_action(work: Vec<Event>) -> (Uuid, Vec<Output>) {
+    let (mut c, sid) = session();
+    let mut events = vec![exec(100, 1, 10, 100, &["agent"]), fork(100, 10, 101, 20, 200)];
+    events.push(exec(101, 100, 20, 201, &["sh", "-c", "work"]));
+    events.extend(work);
+    events.push(exit(101, 101, 20, 900_000, 0, true));
+    (sid, feed(&mut c, &events))
+}
+
+/// The alerts the built-in rules raise on `out` (as the daemon's alert stage sees it).
+fn alerts(sid: Uuid, out: &[Output]) -> Vec<crate::record::AlertRecord> {
+    use crate::alerts::{AlertConfig, Engine, Rules};
+    let mut e =
+        Engine::new(Rules::new(&AlertConfig::default()).expect("rules"), crate::sensitive::Sensitive::default());
+    e.session(sid, "agent");
+    out.iter().flat_map(|o| e.observe(o)).collect()
+}
+
+/// What an alert says, without its ids and times.
+fn alert_text(a: &crate::record::AlertRecord) -> (String, String, String, serde_json::Value) {
+    (a.rule.clone(), a.severity.clone(), a.summary.clone(), a.details.clone())
+}
+
+fn of_rule<'a>(alerts: &'a [crate::record::AlertRecord], rule: &str) -> Vec<&'a crate::record::AlertRecord> {
+    alerts.iter().filter(|a| a.rule == rule).collect()
+}
+
+fn events_of<'a>(out: &'a [Output], kind: &str) -> Vec<(&'a EventRecord, serde_json::Value)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) if e.kind == kind => Some((e, serde_json::from_str(&e.data).expect("json"))),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_sensitive_write_after_a_flood_of_failed_opens_is_its_own_entry_and_alerts_as_alone() {
+    let keys = "/home/u/.ssh/authorized_keys";
+    let write = || open_event(101, 20, 800_000, keys, O_WRONLY_APPEND, 3);
+    let (plain_sid, plain) = one_action(vec![write()]);
+    let decoys = 10_000u64;
+    let mut flood: Vec<Event> =
+        (0..decoys).map(|i| open_event(101, 20, 300 + i, &format!("/decoy/{i}"), 0, -2)).collect();
+    flood.push(write());
+    let (flood_sid, flooded) = one_action(flood);
+    for (sid, out) in [(plain_sid, &plain), (flood_sid, &flooded)] {
+        let a = actions(out);
+        let entry = a[0].files.iter().find(|f| f.path == keys).expect("the write is its own entry");
+        assert_eq!((entry.access.as_str(), entry.result.as_str(), entry.sensitive), ("write", "ok", true));
+        assert!(a[0].files.iter().all(|f| f.path == keys || !f.sensitive));
+        let sensitive = of_rule(&alerts(sid, out), "sensitive_data").into_iter().map(alert_text).collect::<Vec<_>>();
+        assert_eq!(sensitive.len(), 1, "{sensitive:?}");
+    }
+    let files = &actions(&flooded)[0].files;
+    let other = files.iter().find(|f| f.path == resources::OTHER_PATHS).expect("the decoys past the cap");
+    assert_eq!((other.access.as_str(), other.result.as_str(), other.sensitive), ("read", "ENOENT", false));
+    // The exec and the first decoys fill the ordinary entries; the write would have been next.
+    assert_eq!(other.count, decoys - (resources::MAX_DISTINCT as u64 - 1));
+    let alert = |sid, out: &[Output]| of_rule(&alerts(sid, out), "sensitive_data").into_iter().map(alert_text).next();
+    assert_eq!(alert(flood_sid, &flooded), alert(plain_sid, &plain), "the same alert as without the flood");
+}
+
+fn uring(tgid: u32, start: u64, ts: u64, complete: bool, opcode: u32, req: u64) -> crate::ebpf::decode::UringOp {
+    crate::ebpf::decode::UringOp {
+        hdr: hdr(EventKind::IoUring, tgid, tgid, start, ts),
+        complete,
+        opcode,
+        req,
+        user_data: req,
+        res: 0,
+        fd: -1,
+        dfd: -100,
+        open_flags: 0,
+        path: None,
+        path2: None,
+        path2_absolute: None,
+        addr: None,
+        addr_kernel: false,
+        object: None,
+        fixed_slot: None,
+    }
+}
+
+/// An `io_uring` request's submission and completion (result `res`); `object` is the opened
+/// file at completion, or the fd's file at submission for a read or write.
+fn uring_pair(opcode: u32, req: u64, path: Option<&str>, flags: u32, object: Option<&str>, res: i64) -> [Event; 2] {
+    use crate::ebpf::decode::PathArg;
+    let mut sub = uring(101, 20, 800_000, false, opcode, req);
+    sub.path = path.map(|p| PathArg { given: p.into(), truncated: false, absolute: Some(p.into()) });
+    sub.open_flags = flags;
+    let mut done = uring(101, 20, 800_001, true, opcode, req);
+    done.res = res;
+    let fd_op = matches!(opcode, monitor_common::uring::READ | monitor_common::uring::WRITE);
+    if fd_op {
+        sub.object = object.map(Into::into);
+    } else {
+        done.object = object.map(Into::into);
+    }
+    [Event::IoUring(sub), Event::IoUring(done)]
+}
+
+/// The (path, access, result, sensitive) entries of an action's files, without its exec.
+fn file_entries(a: &ActionRecord) -> Vec<(String, String, String, bool)> {
+    a.files
+        .iter()
+        .filter(|f| f.access != "exec")
+        .map(|f| (f.path.clone(), f.access.clone(), f.result.clone(), f.sensitive))
+        .collect()
+}
+
+#[test]
+fn an_io_uring_write_is_judged_as_the_same_write_through_open() {
+    use monitor_common::uring;
+    let keys = "/home/u/.ssh/authorized_keys";
+    let (sid, syscall) = one_action(vec![open_event(101, 20, 800_000, keys, O_WRONLY_APPEND, 3)]);
+    let want_files = file_entries(actions(&syscall)[0]);
+    let want_alerts: Vec<_> = alerts(sid, &syscall).iter().map(alert_text).collect();
+    assert!(want_alerts.iter().any(|a| a.0 == "sensitive_data"), "{want_alerts:?}");
+    // IORING_OP_OPENAT with O_WRONLY|O_APPEND, then IORING_OP_WRITE on the fd it returned.
+    let open = uring_pair(uring::OPENAT, 1, Some(keys), 0o2001, Some(keys), 5);
+    let (sid, ring) = one_action(open.to_vec());
+    assert_eq!(file_entries(actions(&ring)[0]), want_files, "the same summary entry");
+    let got: Vec<_> = alerts(sid, &ring).iter().map(alert_text).collect();
+    assert_eq!(got, want_alerts, "the same alerts");
+    // A write on an fd whose file the submission names counts as a write of that file.
+    let write = uring_pair(uring::WRITE, 2, None, 0, Some(keys), 12);
+    let (sid, ring) = one_action(write.to_vec());
+    assert_eq!(file_entries(actions(&ring)[0]), want_files);
+    assert_eq!(alerts(sid, &ring).iter().map(alert_text).collect::<Vec<_>>(), want_alerts);
+}
+
+#[test]
+fn every_io_uring_file_operation_goes_the_way_of_its_syscall() {
+    use crate::ebpf::decode::{FileOp, PathArg};
+    use monitor_common::{nr, uring};
+    let arg = |p: &str| Some(PathArg { given: p.into(), truncated: false, absolute: Some(p.into()) });
+    let syscall = |n: u64, p1: &str, p2: Option<&str>, ret: i64| {
+        Event::File(FileOp {
+            nr: n,
+            path1: arg(p1),
+            path2: p2.and_then(arg),
+            ..match file_event(101, 20, 800_000, p1, ret) {
+                Event::File(f) => f,
+                _ => unreachable!(),
+            }
+        })
+    };
+    let pair = |op, p1: &str, p2: Option<&str>, res| {
+        let [sub, done] = uring_pair(op, 9, Some(p1), 0, None, res);
+        let Event::IoUring(mut sub) = sub else { unreachable!() };
+        sub.path2 = p2.map(Into::into);
+        vec![Event::IoUring(sub), done]
+    };
+    let cron = "/etc/cron.d/job";
+    let keys = "/home/u/.ssh/authorized_keys";
+    for (name, sys, ring) in [
+        (
+            "openat2",
+            open_event(101, 20, 800_000, cron, 0o101, 3),
+            uring_pair(uring::OPENAT2, 9, Some(cron), 0o101, Some(cron), 3).to_vec(),
+        ),
+        ("renameat", syscall(nr::RENAMEAT, "/tmp/k", Some(keys), 0), pair(uring::RENAMEAT, "/tmp/k", Some(keys), 0)),
+        ("linkat", syscall(nr::LINKAT, "/tmp/k", Some(cron), 0), pair(uring::LINKAT, "/tmp/k", Some(cron), 0)),
+        ("unlinkat", syscall(nr::UNLINKAT, keys, None, 0), pair(uring::UNLINKAT, keys, None, 0)),
+        ("mkdirat", syscall(nr::MKDIRAT, "/etc/cron.d/x", None, -13), pair(uring::MKDIRAT, "/etc/cron.d/x", None, -13)),
+        ("symlinkat", syscall(nr::SYMLINKAT, cron, None, 0), pair(uring::SYMLINKAT, cron, None, 0)),
+    ] {
+        let (sid, by_syscall) = one_action(vec![sys]);
+        let (rsid, by_ring) = one_action(ring);
+        let (want, got) = (file_entries(actions(&by_syscall)[0]), file_entries(actions(&by_ring)[0]));
+        assert!(!want.is_empty(), "{name}");
+        assert_eq!(got, want, "{name}: the summary");
+        let text = |sid, out: &[Output]| alerts(sid, out).iter().map(alert_text).collect::<Vec<_>>();
+        let want_alerts = text(sid, &by_syscall);
+        assert!(!want_alerts.is_empty(), "{name}");
+        assert_eq!(text(rsid, &by_ring), want_alerts, "{name}: the alerts");
+        let tamper = |out: &[Output]| {
+            events_of(out, "tamper")
+                .into_iter()
+                .map(|(_, d)| (d["tamper"].clone(), d["detail"].clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(tamper(&by_ring), tamper(&by_syscall), "{name}: the tamper records");
+    }
+}
+
+#[test]
+fn a_protected_write_through_io_uring_is_tampering_as_through_open() {
+    use monitor_common::uring;
+    let (mut c, sid) = session();
+    c.set_protected(vec!["/var/lib/agentmon".into()], Vec::new());
+    let ring = uring_pair(uring::OPENAT, 1, Some("/var/lib/agentmon/x"), 0o1, Some("/var/lib/agentmon/x"), 4);
+    let out = feed(&mut c, &[exec(100, 1, 10, 100, &["agent"]), ring[0].clone(), ring[1].clone()]);
+    let t = events_of(&out, "tamper");
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0].1["tamper"].as_str(), t[0].1["syscall"].as_str()), (Some("protected_write"), Some("openat")));
+    assert_eq!(of_rule(&alerts(sid, &out), "tamper").len(), 1);
+}
+
+fn connect(tgid: u32, peer: SockAddr, local: Option<SockAddr>, sock_type: u32, ret: i64) -> Event {
+    use crate::ebpf::decode::NetOp;
+    let inet = matches!(peer, SockAddr::Inet { .. });
+    Event::Net(NetOp {
+        hdr: hdr(EventKind::Net, tgid, tgid, 20, 800_000),
+        nr: monitor_common::nr::CONNECT,
+        ret,
+        fd: 3,
+        sock_type,
+        sock: local.map(|l| (l, if inet { peer.clone() } else { SockAddr::Unix { path: String::new() } })),
+        addr: Some(peer),
+        payload: Vec::new(),
+        compat: false,
+        fastopen: false,
+        addr_kernel: false,
+        created: None,
+    })
+}
+
+/// The hand-off records of `out`: (service, target pid, what was touched).
+fn handoffs(out: &[Output]) -> Vec<(String, Option<u64>, String)> {
+    events_of(out, "tamper")
+        .into_iter()
+        .filter(|(_, d)| d["tamper"] == "handoff")
+        .map(|(_, d)| {
+            let what = d["path"].as_str().or(d["addr"].as_str()).unwrap_or("").to_owned();
+            (d["detail"]["service"].as_str().unwrap_or("").to_owned(), d["target_pid"].as_u64(), what)
+        })
+        .collect()
+}
+
+#[test]
+fn connects_to_privileged_services_are_handoffs_stored_and_alerted_as_tamper_events() {
+    let unix = |p: &str| SockAddr::Unix { path: p.into() };
+    let ip = |s: &str, port| SockAddr::Inet { ip: s.parse().expect("ip"), port };
+    let (sid, out) = one_action(vec![
+        connect(101, unix("/run/dbus/system_bus_socket"), None, 1, 0),
+        connect(101, unix("/run/systemd/private"), None, 1, -13),
+        connect(101, unix("/run/systemd/io.systemd.Manager"), None, 1, 0),
+        connect(101, unix("/var/run/docker.sock"), None, 1, 0),
+        connect(101, unix("/run/containerd/containerd.sock"), None, 1, 0),
+        connect(101, unix("/run/podman/podman.sock"), None, 1, 0),
+        connect(101, ip("127.0.0.1", 22), Some(ip("127.0.0.1", 40000)), 1, 0),
+        connect(101, ip("192.0.2.7", 22), Some(ip("192.0.2.7", 40001)), 1, 0),
+        // Not hand-offs: the session bus, another host's ssh, a local datagram to port 22.
+        connect(101, unix("/run/user/1000/bus"), None, 1, 0),
+        connect(101, ip("192.0.2.8", 22), Some(ip("192.0.2.7", 40002)), 1, 0),
+        connect(101, ip("127.0.0.1", 22), Some(ip("127.0.0.1", 40003)), 2, 0),
+    ]);
+    let got: Vec<(String, String)> = handoffs(&out).into_iter().map(|(s, _, w)| (s, w)).collect();
+    let want = [
+        ("dbus-system", "/run/dbus/system_bus_socket"),
+        ("systemd", "/run/systemd/private"),
+        ("systemd", "/run/systemd/io.systemd.Manager"),
+        ("docker", "/var/run/docker.sock"),
+        ("containerd", "/run/containerd/containerd.sock"),
+        ("podman", "/run/podman/podman.sock"),
+        ("ssh", "127.0.0.1"),
+        ("ssh", "192.0.2.7"),
+    ];
+    assert_eq!(got, want.map(|(s, w)| (s.to_owned(), w.to_owned())));
+    // Each follows its net event, is attributed to the action, and is stored as a tamper event.
+    let evs: Vec<&EventRecord> =
+        out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e) } else { None }).collect();
+    let aid = actions(&out)[0].id;
+    for (i, e) in evs.iter().enumerate().filter(|(_, e)| e.kind == "tamper") {
+        assert_eq!((evs[i - 1].kind.as_str(), e.action_id, e.pid), ("net", Some(aid), 101));
+        assert_eq!(e.seq, evs[i - 1].seq + 1);
+    }
+    let (_, refused) = events_of(&out, "tamper").into_iter().nth(1).expect("the systemd one");
+    assert_eq!((refused["result"].as_str(), refused["syscall"].as_str()), (Some("EACCES"), Some("connect")));
+    let raised = alerts(sid, &out);
+    let tamper = of_rule(&raised, "tamper");
+    assert_eq!(tamper.len(), 1, "the first at once, the rest grouped");
+    assert_eq!(tamper[0].details["tamper"], "handoff");
+    // A refused hand-off is in the summary too (and, being flagged, never folded out of it).
+    let net = &actions(&out)[0].net;
+    assert!(net.iter().any(|n| n.addr.as_deref() == Some("/run/systemd/private") && n.result == "EACCES"));
+}
+
+#[test]
+fn writes_to_cron_at_and_unit_directories_and_to_another_process_memory_are_handoffs() {
+    let (_, out) = one_action(vec![
+        open_event(101, 20, 800_000, "/etc/cron.d/job", 0o101, 3),
+        open_event(101, 20, 800_000, "/var/spool/cron/crontabs/root", 0o1101, 3),
+        open_event(101, 20, 800_000, "/var/spool/cron/atjobs/a0001", 0o101, 3),
+        open_event(101, 20, 800_000, "/home/u/.config/systemd/user/job.service", 0o101, 3),
+        open_event(101, 20, 800_000, "/etc/systemd/system/job.service", 0o101, -13),
+        // Reads hand nothing over.
+        open_event(101, 20, 800_000, "/etc/crontab", 0, 3),
+        // Memory: of a process outside the session, of the agent (in it), of itself.
+        open_event(101, 20, 800_000, "/proc/4242/mem", 0o2, 3),
+        open_event(101, 20, 800_000, "/proc/100/task/100/mem", 0o2, 3),
+        open_event(101, 20, 800_000, "/proc/101/mem", 0o2, 3),
+    ]);
+    let want = [
+        ("cron", None, "/etc/cron.d/job"),
+        ("cron", None, "/var/spool/cron/crontabs/root"),
+        ("at", None, "/var/spool/cron/atjobs/a0001"),
+        ("systemd", None, "/home/u/.config/systemd/user/job.service"),
+        ("systemd", None, "/etc/systemd/system/job.service"),
+        ("proc_mem", Some(4242), "/proc/4242/mem"),
+    ];
+    assert_eq!(handoffs(&out), want.map(|(s, p, w)| (s.to_owned(), p, w.to_owned())));
+    let t = events_of(&out, "tamper");
+    assert_eq!((t[0].1["access"].as_str(), t[0].1["syscall"].as_str()), (Some("create"), Some("openat")));
+    assert_eq!(t[4].1["result"], "EACCES", "a refused attempt is recorded with its result");
+}
+
+#[test]
+fn an_io_uring_connect_to_a_service_socket_is_a_handoff_and_a_net_alert() {
+    use monitor_common::uring;
+    let [sub, done] = uring_pair(uring::CONNECT, 3, None, 0, None, 0);
+    let Event::IoUring(mut sub) = sub else { unreachable!() };
+    sub.addr = Some(SockAddr::Unix { path: "/run/docker.sock".into() });
+    let (sid, out) = one_action(vec![Event::IoUring(sub), done]);
+    assert_eq!(handoffs(&out), [("docker".to_owned(), None, "/run/docker.sock".to_owned())]);
+    let got = alerts(sid, &out);
+    assert_eq!(of_rule(&got, "tamper").len(), 1);
+    assert_eq!(of_rule(&got, "sensitive_data").len(), 1, "the docker socket is sensitive, as through connect()");
+    let net = &actions(&out)[0].net;
+    assert_eq!((net[0].addr.as_deref(), net[0].sensitive), (Some("/run/docker.sock"), true));
+}
