@@ -20,6 +20,7 @@ use std::{
 use serde_json::Value;
 
 pub mod agents;
+pub mod records;
 
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

@@ -7,37 +7,14 @@ use std::{
     process::{Command, Stdio},
 };
 
-use integration_tests::{cgroup2_mount, json_lines, scratch, Daemon};
+use integration_tests::{
+    cgroup2_mount, json_lines,
+    records::{entries, find, s, session_events as events},
+    scratch, Daemon,
+};
 use serde_json::Value;
 
 const W: &str = env!("CARGO_BIN_EXE_agentmon-workload");
-
-/// Raw events of a session of one kind, in order.
-async fn events(d: &Daemon, session: &str, kind: &str) -> Vec<Value> {
-    sqlx::query_scalar("SELECT data FROM events WHERE session_id = $1::text::uuid AND kind = $2 ORDER BY seq")
-        .bind(session)
-        .bind(kind)
-        .fetch_all(&d.pool)
-        .await
-        .expect("events")
-}
-
-fn has<'a>(items: &'a [Value], want: &[(&str, Value)]) -> Option<&'a Value> {
-    items.iter().find(|e| want.iter().all(|(k, v)| &e[*k] == v))
-}
-
-fn find<'a>(items: &'a [Value], want: &[(&str, Value)]) -> &'a Value {
-    has(items, want).unwrap_or_else(|| panic!("nothing matches {want:?} in {items:#?}"))
-}
-
-fn s(v: &str) -> Value {
-    Value::from(v)
-}
-
-/// Every file and network summary entry of every action of a session.
-fn entries(actions: &[Value], key: &str) -> Vec<Value> {
-    actions.iter().flat_map(|a| a[key].as_array().cloned().unwrap_or_default()).collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_listed_bypasses_are_recorded_as_the_kernel_performed_them() {

@@ -8,7 +8,11 @@ use std::{
     process::{Command, Stdio},
 };
 
-use integration_tests::{json_lines, scratch, Daemon, Netns};
+use integration_tests::{
+    json_lines,
+    records::{find, s},
+    scratch, Daemon, Netns,
+};
 use serde_json::Value;
 
 const W: &str = env!("CARGO_BIN_EXE_agentmon-workload");
@@ -23,13 +27,6 @@ async fn events(d: &Daemon, action: &Value, kind: &str) -> Vec<Value> {
         .expect("events")
 }
 
-fn find<'a>(items: &'a [Value], want: &[(&str, Value)]) -> &'a Value {
-    items
-        .iter()
-        .find(|e| want.iter().all(|(k, v)| &e[*k] == v))
-        .unwrap_or_else(|| panic!("nothing matches {want:?} in {items:#?}"))
-}
-
 fn run_one_action(d: &Daemon, dir: &Path, script: &str) -> (String, Value) {
     let (id, out) = d.run_agent("tester", dir, &["bash", "-c", &format!("{script}; exit 0")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -37,10 +34,6 @@ fn run_one_action(d: &Daemon, dir: &Path, script: &str) -> (String, Value) {
     let mut actions = d.actions(&id);
     assert_eq!(actions.len(), 1, "{actions:#?}");
     (id, actions.remove(0))
-}
-
-fn s(v: &str) -> Value {
-    Value::from(v)
 }
 
 #[tokio::test(flavor = "multi_thread")]
