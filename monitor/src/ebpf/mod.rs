@@ -393,7 +393,8 @@ impl Probes {
     /// version.
     fn load_new(opts: &ProbeOptions, dir: &Path, version: String) -> Result<Self, ProbeError> {
         let old: Vec<PathBuf> = pinned_versions(&opts.pin_dir).into_iter().filter(|p| p != dir).collect();
-        let mut ebpf = Self::load_object(opts, dir)?;
+        let kernel_btf = btf::Btf::from_sys_fs()?;
+        let mut ebpf = Self::load_object(opts, dir, &kernel_btf)?;
         // Carry the sessions over before the new programs attach, so they filter the same way.
         let mut unreadable = Vec::new();
         let old_probes: Vec<Self> = old.iter().filter_map(|d| {
@@ -410,7 +411,7 @@ impl Probes {
             probes.copy_state_from(o);
         }
         probes.set_rules(&opts.rules)?;
-        probes.attached = attach_all(&mut ebpf, dir, opts.compat, opts.fexit)?;
+        probes.attached = attach_all(&mut ebpf, dir, opts.compat, opts.fexit.then_some(&kernel_btf))?;
         // Programs whose maps this build cannot read are detached now that the new ones run,
         // so nothing is captured twice.
         for d in &unreadable {
@@ -443,8 +444,8 @@ impl Probes {
         Ok(probes)
     }
 
-    fn load_object(opts: &ProbeOptions, dir: &Path) -> Result<Ebpf, ProbeError> {
-        let offsets: KernelOffsets = btf::Btf::from_sys_fs()?.kernel_offsets()?;
+    fn load_object(opts: &ProbeOptions, dir: &Path, kernel_btf: &btf::Btf) -> Result<Ebpf, ProbeError> {
+        let offsets: KernelOffsets = kernel_btf.kernel_offsets()?;
         let config = ProbeConfig {
             wakeup_bytes: u64::from(opts.ring_bytes / 8),
             lifecycle_wakeup_bytes: u64::from(opts.lifecycle_ring_bytes / 8),
@@ -767,14 +768,18 @@ pub fn unload(pin_dir: &Path) -> std::io::Result<usize> {
 }
 
 /// Attach every program and pin its links as `<dir>/link.<program>.<tracepoint>`.
-fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool, fexit: bool) -> Result<Vec<String>, ProbeError> {
+/// `fexit`: the kernel's BTF, when fexit is to be tried (see [`attach_fexit`]).
+fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool, fexit: Option<&btf::Btf>) -> Result<Vec<String>, ProbeError> {
     let mut attached = Vec::new();
     let pin = |link: FdLink, prog: &'static str, tp: &str| -> Result<(), ProbeError> {
         link.pin(dir.join(format!("link-{prog}-{tp}"))).map(drop).map_err(|e| pin_err(prog, e))
     };
     // The kernel's functions where it allows fexit; else (this development VM, a kernel with
     // function tracing locked) the syscall tracepoints below.
-    let fexit = fexit && attach_fexit(ebpf, compat, &mut attached, &pin)?;
+    let fexit = match fexit {
+        Some(functions) => attach_fexit(ebpf, functions, compat, &mut attached, &pin)?,
+        None => false,
+    };
     let compat_programs = if compat && !fexit { COMPAT_PROGRAMS } else { &[] };
     // io_uring capture is optional: a kernel without io_uring (CONFIG_IO_URING=n), or whose
     // records are laid out otherwise (before 6.0), has it off, as `status` shows.
@@ -861,12 +866,14 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool, fexit: bool) -> Result<
 /// fexit path is in use. A syscall this kernel lacks is skipped, as `status` shows.
 fn attach_fexit(
     ebpf: &mut Ebpf,
+    functions: &btf::Btf,
     compat: bool,
     attached: &mut Vec<String>,
     pin: &dyn Fn(FdLink, &'static str, &str) -> Result<(), ProbeError>,
 ) -> Result<bool, ProbeError> {
     use aya::{programs::FExit, Btf};
-    let (Ok(btf), Ok(functions)) = (Btf::from_sys_fs(), btf::Btf::from_sys_fs()) else {
+    // aya's own BTF, to load fexit programs against (ours only reads offsets and names).
+    let Ok(btf) = Btf::from_sys_fs() else {
         tracing::info!("no kernel BTF for fexit; capturing syscalls at their tracepoints");
         return Ok(false);
     };
@@ -891,12 +898,14 @@ fn attach_fexit(
             continue;
         }
         let name: &'static str = Box::leak(prog.into_boxed_str());
+        // A program missing from the object is this build's fault, never the kernel's: an
+        // error, not a reason to fall back.
+        let p: &mut FExit = ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::Program { name, source: aya::programs::ProgramError::UnexpectedProgramType })?
+            .try_into()
+            .map_err(|source| ProbeError::Program { name, source })?;
         let result = (|| -> Result<FdLink, ProbeError> {
-            let p: &mut FExit = ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::Program { name, source: aya::programs::ProgramError::UnexpectedProgramType })?
-                .try_into()
-                .map_err(|source| ProbeError::Program { name, source })?;
             p.load(&func, &btf).map_err(|source| ProbeError::Program { name, source })?;
             let id = p.attach().map_err(|source| ProbeError::Program { name, source })?;
             Ok(p.take_link(id).map_err(|source| ProbeError::Program { name, source })?.into())
@@ -923,7 +932,8 @@ fn attach_fexit(
 }
 
 /// The cgroup `connect4/6` and `sendmsg4/6` programs, on the cgroup2 root (they run for every
-/// descendant, next to any other program there): they see each destination as the kernel will
+/// descendant, next to any other program there: a cgroup link is always one of many, and the
+/// kernel refuses `BPF_F_ALLOW_MULTI` on a link, so the mode passed is the default): they see each destination as the kernel will
 /// use it. Without them (no cgroup2, an attach refused) destinations are read from the caller's
 /// memory at the syscall's exit, as `status` says.
 pub const CGROUP_PROGRAMS: &[&str] = &["kaddr_connect4", "kaddr_connect6", "kaddr_sendmsg4", "kaddr_sendmsg6"];
@@ -948,9 +958,8 @@ fn attach_cgroup_hooks(
                 .try_into()
                 .map_err(|source| ProbeError::Program { name, source })?;
             prog.load().map_err(|source| ProbeError::Program { name, source })?;
-            let id = prog
-                .attach(&root, CgroupAttachMode::AllowMultiple)
-                .map_err(|source| ProbeError::Program { name, source })?;
+            let id =
+                prog.attach(&root, CgroupAttachMode::Single).map_err(|source| ProbeError::Program { name, source })?;
             let link = prog.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
             pin(link.try_into().map_err(|e| pin_err(name, e))?, name, "cgroup")
         })();
