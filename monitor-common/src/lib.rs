@@ -402,6 +402,10 @@ const _: () = assert!(core::mem::size_of::<IoUringEvent>() == URING_DIR2_OFF + D
 
 /// `io_uring` opcodes (`enum io_uring_op`) with a path or an address.
 pub mod uring {
+    pub const READV: u32 = 1;
+    pub const WRITEV: u32 = 2;
+    pub const READ_FIXED: u32 = 4;
+    pub const WRITE_FIXED: u32 = 5;
     pub const SENDMSG: u32 = 9;
     pub const RECVMSG: u32 = 10;
     pub const ACCEPT: u32 = 13;
@@ -670,6 +674,8 @@ pub struct KernelOffsets {
     /// `io_kiocb.opcode` and `io_kiocb.cqe.fd` (the sqe's fd).
     pub kiocb_opcode: u32,
     pub kiocb_fd: u32,
+    /// `io_kiocb.flags` (bit 0, `REQ_F_FIXED_FILE`: the fd is a registered-file index).
+    pub kiocb_flags: u32,
     /// `struct filename.name` (the kernel's copy of a user path).
     pub filename_name: u32,
     /// Per-operation data at the start of an `io_kiocb`: (dfd, filename) for open, unlink,

@@ -68,6 +68,7 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     pid_nr: 0,
     kiocb_opcode: 0,
     kiocb_fd: 0,
+    kiocb_flags: 0,
     filename_name: 0,
     uring_open: [0; 2],
     uring_unlink: [0; 2],

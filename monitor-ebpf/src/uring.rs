@@ -120,6 +120,34 @@ pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
     ev.res = 0;
     ev.fd = kread::<i32>(r, off.kiocb_fd);
     clear_fields(ev);
+    // A read or write on an ordinary fd: the file behind it, now, from the submitter's table
+    // (a registered-file index is not an fd: `REQ_F_FIXED_FILE`, bit 0 of the request's flags).
+    let fd_op = matches!(
+        opcode,
+        uring::READ | uring::WRITE | uring::READV | uring::WRITEV | uring::READ_FIXED | uring::WRITE_FIXED
+    );
+    if fd_op && off.kiocb_flags != 0 && kread::<u32>(r, off.kiocb_flags) & 1 == 0 {
+        let file = fd_file(ev.fd);
+        if !file.is_null() {
+            let (dn, complete) = walk_struct_path(file.wrapping_add(off.file_path as usize), ev.path.as_mut_ptr());
+            if complete {
+                ev.dir_len = dn;
+                ev.flags |= OBJ_PATH;
+                // The walk writes into `path` and on into `path2` (as at completion).
+                let mut len = URING_PATH_OFF + dn as usize;
+                if len > URING_PATH_OFF + DIR_CAP {
+                    len = URING_PATH_OFF + DIR_CAP;
+                }
+                let inflight =
+                    InFlight { session, start_ns: ev.hdr.start_ns, tgid, pid, opcode, fd: ev.fd, file_slot: 0 };
+                let _ = URING_REQS.insert(&req, &inflight, 0);
+                // SAFETY: len <= size_of::<IoUringEvent>().
+                let bytes = unsafe { core::slice::from_raw_parts((ev as *const IoUringEvent).cast::<u8>(), len) };
+                emit_bytes(bytes, session, EventClass::File);
+                return 0;
+            }
+        }
+    }
     if matches!(opcode, uring::OPENAT | uring::OPENAT2) && off.uring_open_how != 0 {
         ev.open_flags = kread::<u32>(r, off.uring_open_how);
         if off.uring_open_slot != 0 {

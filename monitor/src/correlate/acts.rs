@@ -67,8 +67,8 @@ pub fn tamper_data(t: &TamperOp) -> Value {
 pub fn uring_op_name(op: u32) -> String {
     let name = match op {
         0 => "nop",
-        1 => "readv",
-        2 => "writev",
+        uring::READV => "readv",
+        uring::WRITEV => "writev",
         3 => "fsync",
         uring::SENDMSG => "sendmsg",
         uring::RECVMSG => "recvmsg",
@@ -92,13 +92,6 @@ pub fn uring_op_name(op: u32) -> String {
     name.to_owned()
 }
 
-/// `io_uring` opcodes that read or write an fd's file, besides `uring::READ`/`WRITE` (the
-/// kernel's `enum io_uring_op`; not needed by the kernel side, so not in `monitor_common`).
-const URING_READV: u32 = 1;
-const URING_WRITEV: u32 = 2;
-const URING_READ_FIXED: u32 = 4;
-const URING_WRITE_FIXED: u32 = 5;
-
 /// What a submission needs remembered until its completion.
 #[derive(Debug, Clone)]
 pub struct UringPending {
@@ -121,7 +114,7 @@ impl UringPending {
         };
         let fd_op = matches!(
             u.opcode,
-            uring::READ | uring::WRITE | URING_READV | URING_WRITEV | URING_READ_FIXED | URING_WRITE_FIXED
+            uring::READ | uring::WRITE | uring::READV | uring::WRITEV | uring::READ_FIXED | uring::WRITE_FIXED
         );
         Self {
             opcode: u.opcode,
@@ -157,8 +150,8 @@ impl UringPending {
             }
             // symlinkat(target, dfd, linkpath): `path` is the link, `path2` its target (content).
             uring::SYMLINKAT => push(&p, "link"),
-            uring::WRITE | URING_WRITEV | URING_WRITE_FIXED => push(&self.fd_path, "write"),
-            uring::READ | URING_READV | URING_READ_FIXED => push(&self.fd_path, "read"),
+            uring::WRITE | uring::WRITEV | uring::WRITE_FIXED => push(&self.fd_path, "write"),
+            uring::READ | uring::READV | uring::READ_FIXED => push(&self.fd_path, "read"),
             _ => {}
         }
         out
@@ -544,7 +537,7 @@ mod tests {
         };
         assert_eq!(w.file_accesses(None), [("/home/u/.ssh/authorized_keys".to_owned(), "write")]);
         for (opcode, access) in
-            [(URING_WRITEV, "write"), (URING_WRITE_FIXED, "write"), (uring::READ, "read"), (URING_READV, "read")]
+            [(uring::WRITEV, "write"), (uring::WRITE_FIXED, "write"), (uring::READ, "read"), (uring::READV, "read")]
         {
             assert_eq!(UringPending { opcode, ..w.clone() }.file_accesses(None)[0].1, access);
         }

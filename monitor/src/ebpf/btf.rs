@@ -239,6 +239,7 @@ impl Btf {
             regs_args: ["bx", "cx", "dx", "si", "di", "bp"].map(|r| self.optional("pt_regs", r).unwrap_or(0)),
             pid_nr: self.offset("pid", &["numbers"])? + self.offset("upid", &["nr"])?,
             kiocb_opcode: self.optional("io_kiocb", "opcode").unwrap_or(0),
+            kiocb_flags: self.optional("io_kiocb", "flags").unwrap_or(0),
             kiocb_fd: self
                 .optional("io_kiocb", "cqe")
                 .and_then(|c| Some(c + self.optional("io_cqe", "fd")?))
