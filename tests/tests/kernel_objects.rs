@@ -107,13 +107,12 @@ async fn files_and_binaries_are_named_as_the_kernel_used_them() {
     // The IORING_OP_WRITE itself names the fd's file.
     let ww = find(&files, &[("path", s(&p(".ssh/authorized_keys"))), ("access", s("write")), ("result", s("ok"))]);
     assert_eq!(ww["sensitive"], true, "{ww}");
-    let alerts: Vec<Value> = sqlx::query_scalar(
-        "SELECT details FROM alerts WHERE session_id = $1::text::uuid AND rule = 'sensitive_data' ORDER BY ts",
-    )
-    .bind(&id)
-    .fetch_all(&d.pool)
-    .await
-    .expect("alerts");
+    let alerts: Vec<Value> =
+        sqlx::query_scalar("SELECT details FROM alerts WHERE session_id = $1::text::uuid AND rule = 'sensitive_data'")
+            .bind(&id)
+            .fetch_all(&d.pool)
+            .await
+            .expect("alerts");
     assert!(
         alerts.iter().any(|a| a["path"] == p(".ssh/authorized_keys") && a["access"] != "read" && a["result"] == "ok"),
         "the io_uring write raised sensitive_data as a plain write does: {alerts:#?}"
@@ -218,4 +217,51 @@ async fn kernel_code_and_other_processes_memory_are_flagged() {
     );
     let _ = victim.kill();
     let _ = victim.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_handoffs_are_flagged_and_a_sensitive_write_survives_the_summary_cap() {
+    let d = Daemon::start("kobj_services", &[]).await;
+    let dir = scratch("kobj-services");
+    let p = |n: &str| format!("{}/{n}", dir.display());
+    std::fs::create_dir_all(p(".ssh")).expect("dirs");
+    // A docker socket to ask (this machine runs no docker: a listener stands in, then goes).
+    let sock = "/run/docker.sock";
+    assert!(!std::path::Path::new(sock).exists(), "{sock} exists: this test needs it free");
+    let listener = std::os::unix::net::UnixListener::bind(sock).expect("a stand-in docker.sock");
+    let cron = format!("/etc/cron.d/agentmon-test-{}", std::process::id());
+    let script = format!(
+        "{W} unix-connect {sock}\n\
+         echo '* * * * * root true' > {cron}\n\
+         {W} decoys-then-write 10000 {keys}\n\
+         exit 0\n",
+        keys = p(".ssh/authorized_keys")
+    );
+    let (id, out) = d.run_agent("tester", &dir, &["bash", "-c", &script]);
+    drop(listener);
+    let _ = std::fs::remove_file(sock);
+    let cron_written = std::fs::read_to_string(&cron);
+    let _ = std::fs::remove_file(&cron);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"), "the connect was accepted");
+    assert!(cron_written.expect("the cron entry").contains("root true"));
+    d.wait_session_end(&id);
+
+    let t = events(&d, &id, "tamper").await;
+    let docker = t
+        .iter()
+        .find(|e| e["tamper"] == "handoff" && e["detail"]["service"] == "docker")
+        .unwrap_or_else(|| panic!("a docker hand-off: {t:#?}"));
+    assert_eq!((docker["op"].clone(), docker["addr"].clone()), (s("connect"), s(sock)), "{docker}");
+    let c = t
+        .iter()
+        .find(|e| e["tamper"] == "handoff" && e["detail"]["service"] == "cron")
+        .unwrap_or_else(|| panic!("a cron hand-off: {t:#?}"));
+    assert_eq!(c["path"], cron.as_str(), "{c}");
+
+    // 11. After 10,000 failed opens of decoys, the write is its own entry, still sensitive.
+    let files = entries(&d.actions(&id), "files");
+    let keys = find(&files, &[("path", s(&p(".ssh/authorized_keys"))), ("result", s("ok"))]);
+    assert_eq!(keys["sensitive"], true, "{keys}");
+    assert!(files.iter().any(|f| f["path"] == "(other paths)"), "the decoys did fill the cap: {}", files.len());
 }
