@@ -117,10 +117,16 @@ async fn files_and_binaries_are_named_as_the_kernel_used_them() {
     assert_eq!((del["path_given"].clone(), del["root_changed"].clone()), (s("/victim"), Value::from(true)), "{del}");
     find(&files, &[("path", s(&p("root/victim"))), ("access", s("delete")), ("result", s("ok"))]);
     assert!(!files.iter().any(|f| f["path"] == "/victim"), "{files:#?}");
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_io_uring_write_is_summarised_and_alerted_as_the_same_write_through_open() {
+    let d = Daemon::start("kobj_uring_write", &[]).await;
+    let dir = scratch("kobj-uring-write");
+    std::fs::create_dir_all(dir.join(".ssh")).expect("dirs");
+    let keys = format!("{}/.ssh/authorized_keys", dir.display());
     // 5. An io_uring write to authorized_keys, and the same write through open(), each in a
     // session of its own: the same summary entries and the same alert.
-    let keys = p(".ssh/authorized_keys");
     let mut seen = Vec::new();
     let uring = format!("{W} uring-write {keys} 'ssh-ed25519 AAAA uring'");
     for cmd in [uring.clone(), format!("echo 'ssh-ed25519 AAAA plain' >> {keys}")] {
