@@ -120,7 +120,7 @@ async fn files_and_binaries_are_named_as_the_kernel_used_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_io_uring_write_is_summarised_and_alerted_as_the_same_write_through_open() {
-    let d = Daemon::start("kobj_uring_write", &[]).await;
+    let mut d = Daemon::start("kobj_uring_write", &[]).await;
     let dir = scratch("kobj-uring-write");
     std::fs::create_dir_all(dir.join(".ssh")).expect("dirs");
     let keys = format!("{}/.ssh/authorized_keys", dir.display());
@@ -129,6 +129,7 @@ async fn an_io_uring_write_is_summarised_and_alerted_as_the_same_write_through_o
     // the same summary entry and a sensitive_data alert naming the create.
     let uring = format!("{W} uring-write {keys} 'ssh-ed25519 AAAA uring'");
     let plain = format!("sh -c \"cat {keys}2 2>/dev/null; echo 'ssh-ed25519 AAAA plain' >> {keys}2\"");
+    let mut sessions = Vec::new();
     for (cmd, path) in [(uring.clone(), keys.clone()), (plain, format!("{keys}2"))] {
         let (id, out) = d.run_agent("tester", &dir, &["bash", "-c", &format!("{cmd}; exit 0")]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -141,12 +142,17 @@ async fn an_io_uring_write_is_summarised_and_alerted_as_the_same_write_through_o
             let ww = find(&files, &[("path", s(&path)), ("access", s("write")), ("result", s("ok"))]);
             assert_eq!(ww["sensitive"], true, "{ww}");
         }
+        sessions.push((id, path, cmd));
+    }
+    // A repeat of an alert is stored when its window closes: stopping the daemon closes them.
+    d.stop();
+    for (id, path, cmd) in &sessions {
         // What the session's sensitive_data alerts name: each alert's own access, and the
         // accesses it folded in (`examples`, after the first).
         let alerts: Vec<Value> = sqlx::query_scalar(
             "SELECT details FROM alerts WHERE session_id = $1::text::uuid AND rule = 'sensitive_data'",
         )
-        .bind(&id)
+        .bind(id)
         .fetch_all(&d.pool)
         .await
         .expect("alerts");
