@@ -64,8 +64,9 @@ pub struct DaemonArgs {
     pub capture_compat: Option<bool>,
     /// Capture syscalls with fexit programs on the kernel's syscall functions where the kernel
     /// allows it (probed at start; `status` says which), so processes outside every session pay
-    /// nothing for syscalls agentmon does not hook; false keeps the syscall tracepoints
-    /// [default: `capture_fexit` in the config file, else true].
+    /// nothing for syscalls agentmon does not hook. Off by default for now: each of its ~110
+    /// programs is verified on its own, which makes the start slow (see docs/performance.md)
+    /// [default: `capture_fexit` in the config file, else false].
     #[arg(long, value_name = "BOOL")]
     pub capture_fexit: Option<bool>,
     /// Processes the kernel can track at once; a process past it is reported as a
@@ -143,7 +144,7 @@ impl Settings {
             ring_bytes: args.ring_buffer_mb.or(file.ring_buffer_mb).unwrap_or(64) << 20,
             lifecycle_ring_bytes: args.lifecycle_ring_mb.or(file.lifecycle_ring_mb).unwrap_or(8) << 20,
             compat: args.capture_compat.or(file.capture_compat).unwrap_or(true),
-            fexit: args.capture_fexit.or(file.capture_fexit).unwrap_or(true),
+            fexit: args.capture_fexit.or(file.capture_fexit).unwrap_or(false),
             max_tracked: args.max_tracked_processes.or(file.max_tracked_processes).unwrap_or(65536),
             rules: rules.kernel(),
         };

@@ -205,7 +205,7 @@ pub fn object_version(opts: &ProbeOptions) -> String {
     // FNV-1a: stable across builds and Rust versions (std's hasher is not).
     let h = OBJECT.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
     let compat = if opts.compat { "" } else { "-nocompat" };
-    let fexit = if opts.fexit { "" } else { "-tp" };
+    let fexit = if opts.fexit { "-fexit" } else { "" };
     format!("v{h:016x}-t{}{compat}{fexit}", opts.max_tracked)
 }
 
@@ -1101,7 +1101,7 @@ pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
     paths.push(if fexit {
         path("syscalls", "primary", "fexit on the kernel's syscall functions (__x64_sys_*): no syscall tracepoint and no raw sys_enter program, so other processes' syscalls pay nothing")
     } else {
-        path("syscalls", "fallback", "syscall tracepoints (the kernel refused fexit, or capture_fexit = false): every syscall on the host takes the tracepoint slow path")
+        path("syscalls", "fallback", "syscall tracepoints (capture_fexit is off, or the kernel refused fexit): every syscall on the host takes the tracepoint slow path")
     });
     paths.push(if fexit && attached.iter().any(|a| a.contains("__ia32_")) {
         path("32-bit syscalls", "primary", "fexit on the kernel's __ia32_* syscall functions (int 0x80)")
