@@ -160,29 +160,35 @@ if [ "$phase" = install ]; then
 	agentmon status --json >"$out/status-capture-$(uname -r).json" 2>&1
 	check "destinations come from the cgroup hooks" jq -e 'any(.capture_paths[]; .what == "network destinations" and .state == "primary")' "$out/status-capture-$(uname -r).json"
 	kobj tracepoints
-	# fexit: each program is verified on its own, which emulation makes slow: a longer start.
-	mkdir -p /etc/systemd/system/agentmon.service.d
-	printf '[Service]\nTimeoutStartSec=20min\n' >/etc/systemd/system/agentmon.service.d/vm-slow-start.conf
-	cp /etc/agentmon/agentmon.toml /tmp/agentmon.toml.orig
-	sed -i '1i capture_fexit = true\ncapture_compat = false' /etc/agentmon/agentmon.toml
-	systemctl daemon-reload
-	t0=$SECONDS
-	check "the service restarts with capture_fexit" systemctl restart agentmon
-	echo "  fexit start: $((SECONDS - t0)) s (emulated)"
-	agentmon status --json >"$out/status-fexit-$(uname -r).json" 2>&1
-	check "fexit: syscalls are captured with fexit" jq -e 'any(.capture_paths[]; .what == "syscalls" and .state == "primary")' "$out/status-fexit-$(uname -r).json"
-	check "fexit: no syscall tracepoint and no raw sys_enter program is attached" jq -e '.probe_kinds.syscall_tracepoint == null and ([.probes[] | select(test("sys_enter|sys_exit"))] | length == 0) and .probe_kinds.fexit > 40' "$out/status-fexit-$(uname -r).json"
-	kobj fexit
-	cp /tmp/agentmon.toml.orig /etc/agentmon/agentmon.toml
-	rm /etc/systemd/system/agentmon.service.d/vm-slow-start.conf
-	systemctl daemon-reload
-	check "the service restarts with the default capture" systemctl restart agentmon
-	wait_for 90 capturing
+	# fexit (opt-in here: `AGENTMON_VM_FEXIT=1 cargo xtask vm-test`): each program is verified
+	# on its own, which emulation makes very slow (213 s to start on 6.1; 6.12 did not start
+	# within 20 min), so a longer start and no 32-bit capture.
+	if [ -e /mnt/host/vm-fexit ]; then
+		mkdir -p /etc/systemd/system/agentmon.service.d
+		printf '[Service]\nTimeoutStartSec=20min\n' >/etc/systemd/system/agentmon.service.d/vm-slow-start.conf
+		cp /etc/agentmon/agentmon.toml /tmp/agentmon.toml.orig
+		sed -i '1i capture_fexit = true\ncapture_compat = false' /etc/agentmon/agentmon.toml
+		systemctl daemon-reload
+		t0=$SECONDS
+		check "the service restarts with capture_fexit" systemctl restart agentmon
+		echo "  fexit start: $((SECONDS - t0)) s (emulated)"
+		agentmon status --json >"$out/status-fexit-$(uname -r).json" 2>&1
+		check "fexit: syscalls are captured with fexit" jq -e 'any(.capture_paths[]; .what == "syscalls" and .state == "primary")' "$out/status-fexit-$(uname -r).json"
+		check "fexit: no syscall tracepoint and no raw sys_enter program is attached" jq -e '.probe_kinds.syscall_tracepoint == null and ([.probes[] | select(test("sys_enter|sys_exit"))] | length == 0) and .probe_kinds.fexit > 40' "$out/status-fexit-$(uname -r).json"
+		kobj fexit
+		cp /tmp/agentmon.toml.orig /etc/agentmon/agentmon.toml
+		rm /etc/systemd/system/agentmon.service.d/vm-slow-start.conf
+		systemctl daemon-reload
+		check "the service restarts with the default capture" systemctl restart agentmon
+		wait_for 90 capturing
+	fi
 	sed "s/^/  bpf runs: /" "$out/bpf-runs-$(uname -r).jsonl"
 	runs() { jq -se --arg m "$1" --arg k "$2" "map(select(.mode == \$m and .kind == \$k)) | .[0].runs_per_call $3" "$out/bpf-runs-$(uname -r).jsonl"; }
-	check "fexit: an untagged getppid runs no program" runs fexit getppid '< 0.01'
 	check "tracepoints: an untagged getppid runs the raw sys_enter/sys_exit pair (32-bit capture)" runs tracepoints getppid '>= 1.9'
-	check "fexit: an untagged open/close runs fewer programs than with tracepoints" jq -se '(map(select(.mode == "fexit" and .kind == "open")) | .[0].runs_per_call) < (map(select(.mode == "tracepoints" and .kind == "open")) | .[0].runs_per_call)' "$out/bpf-runs-$(uname -r).jsonl"
+	if [ -e /mnt/host/vm-fexit ]; then
+		check "fexit: an untagged getppid runs no program" runs fexit getppid '< 0.01'
+		check "fexit: an untagged open/close runs fewer programs than with tracepoints" jq -se '(map(select(.mode == "fexit" and .kind == "open")) | .[0].runs_per_call) < (map(select(.mode == "tracepoints" and .kind == "open")) | .[0].runs_per_call)' "$out/bpf-runs-$(uname -r).jsonl"
+	fi
 
 	# systemctl restart in the middle of a session loses nothing of it.
 	agentmon run --agent vm-restart -- bash -c 'for i in 1 2 3 4 5 6 7 8; do sh -c "echo $i >/tmp/r$i"; sleep 1; done' 2>/tmp/run-restart.err &
@@ -196,7 +202,8 @@ if [ "$phase" = install ]; then
 	for i in 1 2 3 4 5 6 7 8; do
 		check "write $i of 8 across the restart is stored" has "$rid" ".[].files[] | select(.path == \"/tmp/r$i\" and .result == \"ok\")"
 	done
-	check "verify is clean after the restart" agentmon verify
+	check "verify is clean after the restart" bash -c "agentmon verify >$out/verify-restart-$(uname -r).txt 2>&1"
+	sed 's/^/  verify: /' "$out/verify-restart-$(uname -r).txt" | tail -n 5
 
 	# The watchdog is fed: its timestamp moves, and no restart happens.
 	w1=$(prop WatchdogTimestampMonotonic)
