@@ -126,63 +126,7 @@ if [ "$phase" = install ]; then
 	cp /tmp/run-vm-hook.err "$out/run-vm-hook-$(uname -r).err" 2>/dev/null
 	check "the hook's report is stored and attested" jq -e '.account.reports >= 1 and .account.unattested == 0 and .account.refused_no_session == 0' "$out/status-hook-$(uname -r).json"
 
-	# systemctl restart in the middle of a session loses nothing of it.
-	agentmon run --agent vm-restart -- bash -c 'for i in 1 2 3 4 5 6 7 8; do sh -c "echo $i >/tmp/r$i"; sleep 1; done' 2>/tmp/run-restart.err &
-	runner=$!
-	sleep 3
-	check "systemctl restart" systemctl restart agentmon
-	wait "$runner"
-	rid=$(sed -n 's/^agentmon: session \([0-9a-f-]*\).*/\1/p' /tmp/run-restart.err | head -n 1)
-	check "the session across the restart ends" wait_for 60 session_ended "$rid"
-	check "all 8 commands across the restart are stored" wait_for 30 has "$rid" '[.[] | select(.argv[0] == "sh")] | length == 8'
-	for i in 1 2 3 4 5 6 7 8; do
-		check "write $i of 8 across the restart is stored" has "$rid" ".[].files[] | select(.path == \"/tmp/r$i\" and .result == \"ok\")"
-	done
-	check "verify is clean after the restart" bash -c "agentmon verify >$out/verify-restart-$(uname -r).txt 2>&1"
-	sed 's/^/  verify: /' "$out/verify-restart-$(uname -r).txt" | tail -n 5
-
-	# The watchdog is fed: its timestamp moves, and no restart happens.
-	w1=$(prop WatchdogTimestampMonotonic)
-	restarts=$(prop NRestarts)
-	sleep 20
-	w2=$(prop WatchdogTimestampMonotonic)
-	check "WatchdogSec is set" test "$(prop WatchdogUSec)" != 0
-	check "the watchdog is fed ($w1 -> $w2)" test "${w2:-0}" -gt "${w1:-0}"
-	check "no watchdog restart" test "$(prop NRestarts)" = "$restarts"
-
-	# stop and start.
-	check "systemctl stop" systemctl stop agentmon
-	check "stopped: inactive" test "$(systemctl is-active agentmon)" = inactive
-	check "stopped: status says no daemon (exit 1)" test "$(agentmon status >/dev/null 2>&1; echo $?)" = 1
-	check "stopped: no postgres left" bash -c '! pgrep -f "[p]ostgres -D /var/lib/agentmon"'
-	check "systemctl start" systemctl start agentmon
-	check "started again: capturing" capturing
-
-	# A first start that fails (here: a tracked-process map the kernel refuses, after the
-	# embedded cluster is made) leaves nothing pinned and a state the next start can use.
-	systemctl stop agentmon
-	agentmon unload --force >/dev/null 2>&1
-	rm -rf /var/lib/agentmon/*
-	mkdir -p /etc/systemd/system/agentmon.service.d
-	printf '[Service]\nExecStart=\nExecStart=/usr/bin/agentmon daemon --max-tracked-processes 4000000000\nRestart=no\n' \
-		>/etc/systemd/system/agentmon.service.d/fail.conf
-	systemctl daemon-reload
-	check "the broken first start fails" bash -c '! systemctl start agentmon 2>/dev/null'
-	check "the failed start pinned nothing" bash -c '[ -z "$(find /sys/fs/bpf/agentmon -mindepth 1 -maxdepth 1 -name "v*" 2>/dev/null)" ]'
-	check "the failed start's cluster is postgres's" test "$(stat -c %U /var/lib/agentmon/postgres/data)" = postgres
-	rm -rf /etc/systemd/system/agentmon.service.d
-	systemctl daemon-reload
-	systemctl reset-failed agentmon
-	check "the next start succeeds" systemctl start agentmon
-	check "and captures" capturing
-	check "a restart after it too" systemctl restart agentmon
-	check "and captures again" capturing
-	id2=$(run_session vm-persist bash -c 'echo persisted >/tmp/vm-persist')
-	echo "$id2" >"$out/persist-session"
-	check "a session after the failed start is stored" wait_for 60 session_ended "$id2"
-	# Issue 22: each object named as the kernel used it. (Last, after the restarts above: its
-	# tamper alerts are still grouped when it ends, and a restart then left a chain gap that
-	# `verify` reported until the record came through; see the issue's note.) The blind-spot attacks of
+	# Issue 22: each object named as the kernel used it. The blind-spot attacks of
 	# tests/tests/kernel_objects.rs (the same workload binary) run in both capture modes on this
 	# kernel: the default (syscall tracepoints), then fexit (`capture_fexit = true`, without
 	# 32-bit capture to halve its start under emulation). Each mode's cost for processes outside
@@ -246,6 +190,63 @@ if [ "$phase" = install ]; then
 		check "fexit: an untagged open/close runs fewer programs than with tracepoints" jq -se '(map(select(.mode == "fexit" and .kind == "open")) | .[0].runs_per_call) < (map(select(.mode == "tracepoints" and .kind == "open")) | .[0].runs_per_call)' "$out/bpf-runs-$(uname -r).jsonl"
 	fi
 
+	# systemctl restart in the middle of a session loses nothing of it.
+	agentmon run --agent vm-restart -- bash -c 'for i in 1 2 3 4 5 6 7 8; do sh -c "echo $i >/tmp/r$i"; sleep 1; done' 2>/tmp/run-restart.err &
+	runner=$!
+	sleep 3
+	check "systemctl restart" systemctl restart agentmon
+	wait "$runner"
+	rid=$(sed -n 's/^agentmon: session \([0-9a-f-]*\).*/\1/p' /tmp/run-restart.err | head -n 1)
+	check "the session across the restart ends" wait_for 60 session_ended "$rid"
+	check "all 8 commands across the restart are stored" wait_for 30 has "$rid" '[.[] | select(.argv[0] == "sh")] | length == 8'
+	for i in 1 2 3 4 5 6 7 8; do
+		check "write $i of 8 across the restart is stored" has "$rid" ".[].files[] | select(.path == \"/tmp/r$i\" and .result == \"ok\")"
+	done
+	# Polled: a grouped alert still waiting when the daemon stops (the attacks above leave
+	# one) is stored a moment after the restart, and verify reports the gap until then (the
+	# issue-22 note has the details).
+	check "verify is clean after the restart" wait_for 120 bash -c "agentmon verify >$out/verify-restart-$(uname -r).txt 2>&1"
+	sed 's/^/  verify: /' "$out/verify-restart-$(uname -r).txt" | tail -n 5
+
+	# The watchdog is fed: its timestamp moves, and no restart happens.
+	w1=$(prop WatchdogTimestampMonotonic)
+	restarts=$(prop NRestarts)
+	sleep 20
+	w2=$(prop WatchdogTimestampMonotonic)
+	check "WatchdogSec is set" test "$(prop WatchdogUSec)" != 0
+	check "the watchdog is fed ($w1 -> $w2)" test "${w2:-0}" -gt "${w1:-0}"
+	check "no watchdog restart" test "$(prop NRestarts)" = "$restarts"
+
+	# stop and start.
+	check "systemctl stop" systemctl stop agentmon
+	check "stopped: inactive" test "$(systemctl is-active agentmon)" = inactive
+	check "stopped: status says no daemon (exit 1)" test "$(agentmon status >/dev/null 2>&1; echo $?)" = 1
+	check "stopped: no postgres left" bash -c '! pgrep -f "[p]ostgres -D /var/lib/agentmon"'
+	check "systemctl start" systemctl start agentmon
+	check "started again: capturing" capturing
+
+	# A first start that fails (here: a tracked-process map the kernel refuses, after the
+	# embedded cluster is made) leaves nothing pinned and a state the next start can use.
+	systemctl stop agentmon
+	agentmon unload --force >/dev/null 2>&1
+	rm -rf /var/lib/agentmon/*
+	mkdir -p /etc/systemd/system/agentmon.service.d
+	printf '[Service]\nExecStart=\nExecStart=/usr/bin/agentmon daemon --max-tracked-processes 4000000000\nRestart=no\n' \
+		>/etc/systemd/system/agentmon.service.d/fail.conf
+	systemctl daemon-reload
+	check "the broken first start fails" bash -c '! systemctl start agentmon 2>/dev/null'
+	check "the failed start pinned nothing" bash -c '[ -z "$(find /sys/fs/bpf/agentmon -mindepth 1 -maxdepth 1 -name "v*" 2>/dev/null)" ]'
+	check "the failed start's cluster is postgres's" test "$(stat -c %U /var/lib/agentmon/postgres/data)" = postgres
+	rm -rf /etc/systemd/system/agentmon.service.d
+	systemctl daemon-reload
+	systemctl reset-failed agentmon
+	check "the next start succeeds" systemctl start agentmon
+	check "and captures" capturing
+	check "a restart after it too" systemctl restart agentmon
+	check "and captures again" capturing
+	id2=$(run_session vm-persist bash -c 'echo persisted >/tmp/vm-persist')
+	echo "$id2" >"$out/persist-session"
+	check "a session after the failed start is stored" wait_for 60 session_ended "$id2"
 	check "verify is clean at the end of the first boot" agentmon verify
 fi
 
