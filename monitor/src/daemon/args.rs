@@ -142,7 +142,7 @@ impl Settings {
         let probes = ProbeOptions {
             pin_dir: args.pin_dir.or(file.pin_dir.clone()).unwrap_or_else(|| config::DEFAULT_PIN_DIR.into()),
             ring_bytes: args.ring_buffer_mb.or(file.ring_buffer_mb).unwrap_or(64) << 20,
-            lifecycle_ring_bytes: args.lifecycle_ring_mb.or(file.lifecycle_ring_mb).unwrap_or(8) << 20,
+            lifecycle_ring_bytes: args.lifecycle_ring_mb.or(file.lifecycle_ring_mb).unwrap_or(16) << 20,
             compat: args.capture_compat.or(file.capture_compat).unwrap_or(true),
             fexit: args.capture_fexit.or(file.capture_fexit).unwrap_or(false),
             max_tracked: args.max_tracked_processes.or(file.max_tracked_processes).unwrap_or(65536),
