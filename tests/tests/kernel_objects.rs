@@ -14,7 +14,7 @@ use std::{
 
 use integration_tests::{
     records::{entries, find, s, session_events as events},
-    scratch, Daemon,
+    scratch, wait_for, Daemon,
 };
 use serde_json::Value;
 
@@ -303,4 +303,60 @@ async fn service_handoffs_are_flagged_and_a_sensitive_write_survives_the_summary
     let keys = find(&files, &[("path", s(&p(".ssh/authorized_keys"))), ("result", s("ok"))]);
     assert_eq!(keys["sensitive"], true, "{keys}");
     assert!(files.iter().any(|f| f["path"] == "(other paths)"), "the decoys did fill the cap: {}", files.len());
+}
+
+/// A restart while tamper alerts of a session wait in their group, with the database slow to
+/// take them (away here): the repeat flushed at the stop keeps its place in the chain, so
+/// `verify` is clean once the new daemon has stored what the old one spooled.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_with_a_grouped_tamper_alert_pending_leaves_no_gap_in_the_chain() {
+    let (mut d, proxy) = Daemon::start_with("kobj_restart_group", &[], true).await;
+    let proxy = proxy.expect("proxy");
+    let dir = scratch("kobj-restart-group");
+    std::fs::create_dir_all(dir.join("root")).expect("root");
+    let script = format!(
+        "for i in 1 2 3 4; do touch {d}/root/v$i; {W} chroot-unlink {d}/root v$i; done\nexit 0\n",
+        d = dir.display()
+    );
+    // Verify right after a restart, first with the database up, then with it away at the stop.
+    for away in [false, true] {
+        let (id, out) = d.run_agent("tester", &dir, &["bash", "-c", &script]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        d.wait_session_end(&id);
+        // A session runs across the restart, as the VM tier's does.
+        let across = Command::new(integration_tests::bin())
+            .args(["run", "--agent", "across", "--runtime-dir"])
+            .arg(&d.runtime_dir)
+            .args(["--", "bash", "-c", "for i in 1 2 3 4 5 6; do sh -c \"echo $i >across$i\"; sleep 1; done"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("agentmon run");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        if away {
+            proxy.down();
+        }
+        d.stop();
+        proxy.up();
+        d.start_again(None);
+        // The old daemon's spooled records go in first: right after the start, verify sees
+        // either none of them or the chain without a hole.
+        let v = d.cli(&["verify"]);
+        let text = String::from_utf8_lossy(&v.stdout).into_owned() + &String::from_utf8_lossy(&v.stderr);
+        assert!(v.status.success(), "verify right after the restart (database away at the stop: {away}):\n{text}");
+        assert!(across.wait_with_output().expect("across").status.success());
+        wait_for(60, "the spooled records stored", || (d.status()["spool_records"] == 0).then_some(()));
+        let v = d.cli(&["verify"]);
+        let text = String::from_utf8_lossy(&v.stdout).into_owned() + &String::from_utf8_lossy(&v.stderr);
+        assert!(v.status.success(), "verify after the restart (database away at the stop: {away}):\n{text}");
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT count, chain_seq FROM alerts WHERE session_id = $1::text::uuid AND rule = 'tamper' ORDER BY chain_seq",
+        )
+        .bind(&id)
+        .fetch_all(&d.pool)
+        .await
+        .expect("alerts");
+        assert!(rows.iter().map(|r| r.0).sum::<i64>() >= 4, "every chroot alerted: {rows:?}");
+    }
 }
