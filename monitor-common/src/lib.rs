@@ -212,6 +212,9 @@ pub const DIR_CAP: usize = CWD_MAX + COMPONENT_MAX;
 pub const SOCKADDR_CAP: usize = 128;
 /// Bytes of UDP payload captured for DNS (port 53) traffic.
 pub const PAYLOAD_CAP: usize = 512;
+/// File descriptors read per `recvmsg` that receives them (`SCM_RIGHTS`): the first is named
+/// (its file), the next four are listed by number, all are counted.
+pub const SCM_FDS_MAX: usize = 5;
 
 /// `FileEvent::flags` / `NetEvent::flags` bits.
 pub const PATH1_TRUNCATED: u32 = 1;
@@ -249,6 +252,10 @@ pub const OBJ_FLAGS: u32 = 32768;
 /// `io_uring` completions: the open went into a registered-file slot (`fd` holds the slot);
 /// its result is not an fd, and the file is the one named at submission.
 pub const URING_FIXED_SLOT: u32 = 65536;
+/// File events: fds a `recvmsg` received (`SCM_RIGHTS`): `ret` is the first (its file in the
+/// object path and `obj_flags`), `how_flags` how many came, `how_mode`/`how_resolve` the next
+/// four fd numbers (two `i32` per word, low half first; -1 for none).
+pub const SCM_FDS: u32 = 131_072;
 
 /// A file syscall's result (`sys_exit_*`), with the arguments saved at `sys_enter_*`.
 /// Sent up to the last used byte.

@@ -14,7 +14,7 @@ use aya_ebpf::{
 use monitor_common::{
     nr, EventClass, EventKind, FileEvent, PendingSyscall, COMPAT, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED,
     DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, FD_PATH, FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF,
-    OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, ROOT_CHANGED,
+    OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, ROOT_CHANGED, SCM_FDS, SCM_FDS_MAX,
 };
 
 use crate::{
@@ -69,14 +69,24 @@ pub fn sys_exit_tracked(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Turn a finished syscall into its event (shared by the 64-bit and the compat entry).
+/// Turn a finished syscall into its event (the 64-bit tracepoints and fexit).
 #[inline(always)]
 pub fn finish(p: &PendingSyscall, ret: i64, session: u64) {
+    finish_with(p, ret, session, true);
+}
+
+/// [`finish`]; `scm`: whether a `recvmsg`'s received fds are recorded. The raw `sys_exit`
+/// program of 32-bit calls leaves them out: with them it is past the verifier's budget.
+#[inline(always)]
+pub fn finish_with(p: &PendingSyscall, ret: i64, session: u64, scm: bool) {
     let compat = p.nr & nr::COMPAT_BIT != 0;
     let native = &PendingSyscall { nr: p.nr & !nr::COMPAT_BIT, args: p.args };
     if nr::is_net(native.nr) {
         if net::on_exit(native, ret, session, compat) == u32::MAX {
             crate::maps::count(monitor_common::counter::READ_ERRORS);
+        }
+        if scm && native.nr == nr::RECVMSG && ret >= 0 {
+            net::received_fds(native, session, compat);
         }
     } else if let Some(layout) = nr::file_layout(native.nr) {
         if on_file_exit(native, ret, session, &layout, compat) == 0 {
@@ -85,6 +95,53 @@ pub fn finish(p: &PendingSyscall, ret: i64, session: u64) {
     } else if nr::is_tamper(native.nr) && tamper::on_exit(native, ret, session, compat) == u32::MAX {
         crate::maps::count(monitor_common::counter::READ_ERRORS);
     }
+}
+
+/// File descriptors a `recvmsg` received (`SCM_RIGHTS`): one file event naming the file the
+/// kernel installed at the first fd (read from the fd table, walked to the real root), with its
+/// `f_flags`; `how_flags` holds how many fds came, `how_mode` and `how_resolve` the next four
+/// fd numbers (two per word; -1 when none). One path walk per call: a walk per fd (a loop of
+/// walks) is past the verifier's budget. Returns the event's length (0: no scratch).
+#[inline(never)]
+pub fn received_fds(p: &PendingSyscall, fds: &[i32; SCM_FDS_MAX], n: u32, session: u64, compat: bool) -> u32 {
+    let Some(ev) = FILE_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch, exclusively ours for the duration of this program.
+    let ev: &mut FileEvent = unsafe { &mut *ev };
+    let pair = |a: i32, b: i32| u64::from(a as u32) | (u64::from(b as u32) << 32);
+    fill_header(&mut ev.hdr, EventKind::File as u32, session);
+    ev.nr = p.nr as u32;
+    ev.flags = if compat { COMPAT | SCM_FDS } else { SCM_FDS };
+    ev.ret = i64::from(fds[0]);
+    ev.args = p.args;
+    ev.how_flags = u64::from(n);
+    ev.how_mode = pair(fds[1], fds[2]);
+    ev.how_resolve = pair(fds[3], fds[4]);
+    ev.obj_flags = 0;
+    ev.obj_mode = 0;
+    ev.path1_len = 0;
+    ev.dir1_len = 0;
+    ev.path2_len = 0;
+    ev.dir2_len = 0;
+    let mut len = FILE_PATH1_OFF;
+    let file = fd_file(fds[0]);
+    if !file.is_null() {
+        let off = OFFSETS.load();
+        ev.obj_flags = kread::<u32>(file, off.file_f_flags);
+        ev.obj_mode = kread::<u32>(file, off.file_f_mode);
+        ev.flags |= OBJ_FLAGS;
+        let (dn, complete) = walk_struct_path(file.wrapping_add(off.file_path as usize), ev.path1.as_mut_ptr());
+        if complete {
+            ev.dir1_len = dn;
+            ev.flags |= OBJ_PATH;
+            len = FILE_PATH1_OFF + (dn as usize).min(DIR_CAP);
+        }
+    }
+    // SAFETY: len <= FILE_PATH1_OFF + DIR_CAP <= size_of::<FileEvent>().
+    let bytes = unsafe { core::slice::from_raw_parts((ev as *const FileEvent).cast::<u8>(), len) };
+    emit_bytes(bytes, session, EventClass::File);
+    len as u32
 }
 
 /// Read a user string; returns its length without the NUL, whether it filled the buffer, and

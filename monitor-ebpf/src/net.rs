@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     nr, EventClass, EventKind, NetEvent, PendingSyscall, COMPAT, NET_ADDR_GIVEN, NET_ADDR_KERNEL, NET_FASTOPEN,
-    NET_SOCK_KNOWN, SOCKADDR_CAP,
+    NET_SOCK_KNOWN, SCM_FDS_MAX, SOCKADDR_CAP,
 };
 
 use crate::{
@@ -106,6 +106,8 @@ const SOCK_DGRAM: u32 = 2;
 const SOCK_RAW: u32 = 3;
 const SOCK_PACKET: u32 = 10;
 const AF_PACKET: u16 = 17;
+const SOL_SOCKET: u64 = 1;
+const SCM_RIGHTS: u64 = 1;
 const MSG_FASTOPEN: u64 = 0x2000_0000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -199,6 +201,51 @@ fn read_u64(ptr: u64) -> u64 {
 fn read_u32(ptr: u64) -> u64 {
     // SAFETY: the helper checks the user address.
     u64::from(unsafe { bpf_probe_read_user(ptr as *const u32) }.unwrap_or(0))
+}
+
+/// A `recvmsg` that received file descriptors: read the fd numbers the kernel wrote into the
+/// control buffer (`SCM_RIGHTS`, in the first two control messages: `SCM_CREDENTIALS` may come
+/// first) and record the file behind each.
+#[inline(always)]
+pub fn received_fds(p: &PendingSyscall, session: u64, compat: bool) {
+    let msg = p.args[1];
+    // msg_control and msg_controllen, which the kernel set to the bytes it wrote.
+    let (mut at, len) =
+        if compat { (read_u32(msg + 16), read_u32(msg + 20)) } else { (read_u64(msg + 32), read_u64(msg + 40)) };
+    if at == 0 {
+        return;
+    }
+    let end = at + len;
+    // struct cmsghdr { size_t len; int level; int type; } (compat: u32 len); data after it.
+    let (hdr, align) = if compat { (12u64, 4u64) } else { (16u64, 8u64) };
+    for _ in 0..2 {
+        if at + hdr > end {
+            return;
+        }
+        let (clen, level, ty) = if compat {
+            (read_u32(at), read_u32(at + 4), read_u32(at + 8))
+        } else {
+            (read_u64(at), read_u32(at + 8), read_u32(at + 12))
+        };
+        if clen < hdr || at + clen > end {
+            return;
+        }
+        if level == SOL_SOCKET && ty == SCM_RIGHTS {
+            let n = ((clen - hdr) / 4) as u32;
+            let mut fds = [-1i32; SCM_FDS_MAX];
+            for (i, fd) in fds.iter_mut().enumerate() {
+                if i as u32 >= n {
+                    break;
+                }
+                *fd = read_u32(at + hdr + 4 * i as u64) as i32;
+            }
+            if n > 0 && crate::file::received_fds(p, &fds, n, session, compat) == 0 {
+                crate::maps::count(monitor_common::counter::READ_ERRORS);
+            }
+            return;
+        }
+        at += (clen + align - 1) & !(align - 1);
+    }
 }
 
 /// A BPF subprogram of its own (inlining it into every caller blows the verifier's budget).

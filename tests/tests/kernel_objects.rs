@@ -272,10 +272,13 @@ async fn service_handoffs_are_flagged_and_a_sensitive_write_survives_the_summary
     let script = format!(
         "{W} unix-connect {sock}\n\
          echo '* * * * * root true' > {cron}\n\
+         {W} scm-rights {key}\n\
          {W} decoys-then-write 10000 {keys}\n\
          exit 0\n",
-        keys = p(".ssh/authorized_keys")
+        keys = p(".ssh/authorized_keys"),
+        key = p(".ssh/id_ed25519"),
     );
+    std::fs::write(p(".ssh/id_ed25519"), "private key").expect("key");
     let (id, out) = d.run_agent("tester", &dir, &["bash", "-c", &script]);
     drop(listener);
     let _ = std::fs::remove_file(sock);
@@ -297,6 +300,26 @@ async fn service_handoffs_are_flagged_and_a_sensitive_write_survives_the_summary
         .find(|e| e["tamper"] == "handoff" && e["detail"]["service"] == "cron")
         .unwrap_or_else(|| panic!("a cron hand-off: {t:#?}"));
     assert_eq!(c["path"], cron.as_str(), "{c}");
+
+    // recvmsg with SCM_RIGHTS: the file the kernel installed at the received fd, its access.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let fd: i64 = stdout.lines().find_map(|l| l.trim().parse().ok()).expect("the received fd printed");
+    let raw = events(&d, &id, "file").await;
+    let got = find(&raw, &[("syscall", s("recvmsg")), ("scm_rights", Value::from(true))]);
+    assert_eq!(
+        (got["path"].clone(), got["fd"].clone(), got["result"].clone()),
+        (s(&p(".ssh/id_ed25519")), Value::from(fd), s("ok")),
+        "{got}"
+    );
+    assert_eq!(got["mode"], serde_json::json!(["read"]), "{got}");
+    assert_eq!(
+        (got["fds_received"].clone(), got["more_fds"].clone()),
+        (Value::from(1), serde_json::json!([])),
+        "{got}"
+    );
+    let files = entries(&d.actions(&id), "files");
+    let entry = find(&files, &[("path", s(&p(".ssh/id_ed25519"))), ("access", s("received"))]);
+    assert_eq!(entry["sensitive"], true, "{entry}");
 
     // 11. After 10,000 failed opens of decoys, the write is its own entry, still sensitive.
     let files = entries(&d.actions(&id), "files");

@@ -392,6 +392,21 @@ fn open_details(op: &FileOp, set: &mut impl FnMut(&str, serde_json::Value)) -> &
     access
 }
 
+/// A file descriptor received over a unix socket (`SCM_RIGHTS`): `ret` is the new fd, `path`
+/// the file the kernel installed there, `mode` the access it was opened with.
+fn received_details(op: &FileOp, set: &mut impl FnMut(&str, serde_json::Value)) {
+    set("scm_rights", json!(true));
+    set("fd", json!(op.ret));
+    set("socket_fd", json!(op.args[0] as i32));
+    if let Some((n, more)) = &op.received {
+        set("fds_received", json!(n));
+        set("more_fds", json!(more));
+    }
+    if let Some(f) = op.obj_flags {
+        set("mode", json!(open_access(u64::from(f)).0));
+    }
+}
+
 /// The (path, access) pairs a file syscall touched, and the raw event's details.
 pub fn file_accesses(op: &FileOp) -> (Vec<(String, &'static str)>, serde_json::Value) {
     let a = &op.args;
@@ -478,6 +493,12 @@ pub fn file_accesses(op: &FileOp) -> (Vec<(String, &'static str)>, serde_json::V
         nr::TRUNCATE | nr::FTRUNCATE => {
             set("length", json!(a[1] as i64));
             push(&p1, "truncate");
+        }
+        // A file descriptor received over a unix socket (`SCM_RIGHTS`): `ret` is the new fd,
+        // `path` the file the kernel installed there, `mode` the access it was opened with.
+        nr::RECVMSG => {
+            received_details(op, &mut set);
+            push(&p1, "received");
         }
         _ => {}
     }

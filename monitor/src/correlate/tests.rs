@@ -364,6 +364,7 @@ fn file_event(tgid: u32, start: u64, ts: u64, path: &str, ret: i64) -> Event {
         empty_path: false,
         obj_flags: None,
         root_changed: false,
+        received: None,
         compat: false,
     })
 }

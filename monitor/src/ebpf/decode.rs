@@ -13,7 +13,7 @@ use monitor_common::{
     EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXEC_SESSION_START, EXIT_GROUP_DEAD, FD_PATH, FILENAME_MAX, FILE_DIR1_OFF,
     FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FORK_THREAD, NET_ADDR_GIVEN, NET_ADDR_KERNEL, NET_FASTOPEN,
     NET_SOCK_KNOWN, OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, PAYLOAD_CAP, ROOT_CHANGED,
-    SOCKADDR_CAP, URING_DIR2_OFF, URING_DIR_OFF, URING_PATH2_OFF, URING_PATH_OFF, URING_SUBMIT,
+    SCM_FDS, SOCKADDR_CAP, URING_DIR2_OFF, URING_DIR_OFF, URING_PATH2_OFF, URING_PATH_OFF, URING_SUBMIT,
 };
 
 use crate::text::{escape_bytes, split_argv};
@@ -144,6 +144,9 @@ pub struct FileOp {
     pub root_changed: bool,
     /// Made through the 32-bit compat entry.
     pub compat: bool,
+    /// A `recvmsg` that received fds (`SCM_RIGHTS`): how many, and the fd numbers after the
+    /// first (`ret`, whose file is `object`), up to four.
+    pub received: Option<(u64, Vec<i32>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -411,6 +414,12 @@ fn decode_file(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
         obj_flags: (ev.flags & OBJ_FLAGS != 0).then_some(ev.obj_flags),
         root_changed: ev.flags & ROOT_CHANGED != 0,
         compat: ev.flags & COMPAT != 0,
+        received: (ev.flags & SCM_FDS != 0).then(|| {
+            let words = [ev.how_mode, ev.how_resolve];
+            let more = words.iter().flat_map(|w| [*w as u32 as i32, (*w >> 32) as u32 as i32]);
+            let listed = ev.how_flags.saturating_sub(1).min(4) as usize;
+            (ev.how_flags, more.take(listed).collect())
+        }),
     }))
 }
 
