@@ -12,7 +12,7 @@ use aya_ebpf::{
 use monitor_common::{nr, PendingSyscall};
 
 use crate::{
-    file::{finish_with, PENDING},
+    file::{finish, PENDING},
     maps::{current_session, current_tgid_pid, kread, OFFSETS},
     process::{exec_result, EXEC_ARGS},
 };
@@ -106,6 +106,6 @@ fn on_exit(ctx: &RawTracePointContext) {
     let _ = PENDING.remove(&key);
     let (tgid, _) = current_tgid_pid();
     if let Some(session) = current_session(tgid) {
-        finish_with(&p, ret, session, false);
+        finish(&p, ret, session);
     }
 }
