@@ -749,6 +749,33 @@ mod tests {
     }
 
     #[test]
+    fn received_fds_carry_the_first_file_the_count_and_the_next_numbers() {
+        let mut ev: FileEvent = unsafe { std::mem::zeroed() };
+        ev.hdr = hdr(EventKind::File, 9);
+        ev.nr = monitor_common::nr::RECVMSG as u32;
+        ev.ret = 5;
+        ev.path1[..10].copy_from_slice(b"key\0.ssh\0\0");
+        ev.dir1_len = 9;
+        ev.flags = OBJ_PATH | OBJ_FLAGS | SCM_FDS;
+        ev.how_flags = 7;
+        ev.how_mode = 6 | (7 << 32);
+        ev.how_resolve = 8 | (u64::from(u32::MAX) << 32);
+        let b = bytes_of(&ev);
+        let Ok(Event::File(f)) = decode(&b[..FILE_PATH1_OFF + 9]) else { panic!("decode") };
+        assert_eq!((f.object.as_deref(), f.path1.is_none(), f.ret), (Some("/.ssh/key"), true, 5));
+        // Seven came: the four after the first are listed; the rest only counted.
+        assert_eq!(f.received, Some((7, vec![6, 7, 8, -1])));
+        ev.how_flags = 2;
+        let b = bytes_of(&ev);
+        let Ok(Event::File(f)) = decode(&b[..FILE_PATH1_OFF + 9]) else { panic!("decode") };
+        assert_eq!(f.received, Some((2, vec![6])));
+        let (accesses, data) = crate::correlate::resources::file_accesses(&f);
+        assert_eq!(accesses, [("/.ssh/key".to_owned(), "received")]);
+        assert_eq!((data["fds_received"].clone(), data["more_fds"].clone()), (2.into(), serde_json::json!([6])));
+        assert_eq!((data["scm_rights"].clone(), data["fd"].clone()), (true.into(), 5.into()));
+    }
+
+    #[test]
     fn tamper_and_io_uring_events_decode() {
         let t = TamperEvent {
             hdr: hdr(EventKind::Tamper, 4),
