@@ -168,7 +168,7 @@ pub fn current_start_ticks() -> u64 {
 /// The tracked entry of `tgid`, if it belongs to the current process; a stale entry (the pid
 /// was reused after an exit that was never seen) is removed.
 #[inline(always)]
-fn tracked_current(tgid: u32) -> Option<u64> {
+pub fn tracked_current(tgid: u32) -> Option<u64> {
     // SAFETY: plain map lookup; the value is copied.
     let t = *unsafe { TRACKED.get(&tgid) }?;
     if t.start_ticks == current_start_ticks() {
@@ -272,14 +272,19 @@ pub fn track(tgid: u32, session: u64, start_ticks: u64) {
 
 /// A whole process exited: forget it and take it off its session's live count.
 #[inline(always)]
-pub fn untrack(tgid: u32) {
+pub fn untrack(tgid: u32) -> bool {
     // SAFETY: plain map lookup; the value is copied before removal.
     if let Some(&value) = unsafe { TRACKED.get(&tgid) } {
-        // Processes the daemon seeded from /proc were never counted here (the daemon knows them).
-        if TRACKED.remove(&tgid).is_ok() && value.session & TRACKED_SEEDED == 0 {
-            add_session_procs(value.session, -1);
+        // The map's delete is atomic: of threads racing here, one removes the entry.
+        if TRACKED.remove(&tgid).is_ok() {
+            // Processes the daemon seeded from /proc were never counted here (the daemon knows them).
+            if value.session & TRACKED_SEEDED == 0 {
+                add_session_procs(value.session, -1);
+            }
+            return true;
         }
     }
+    false
 }
 
 #[inline(always)]

@@ -18,7 +18,7 @@ use monitor_common::{
 use crate::{
     maps::{
         count, current_session, current_session_peek, current_tgid_pid, emit, emit_bytes, fill_header, kread,
-        kread_ptr, record_drop, ring_for, track, untrack, EXEC_SCRATCH, OFFSETS,
+        kread_ptr, record_drop, ring_for, track, tracked_current, untrack, EXEC_SCRATCH, OFFSETS,
     },
     vfs::{walk_cwd, walk_struct_path},
 };
@@ -156,6 +156,7 @@ fn on_fork(ctx: &RawTracePointContext, tgid: u32, session: u64) {
 pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     let (tgid, _) = current_tgid_pid();
     // Peek only: an exiting process must never be (re-)added to the tracked set.
+    let was_tracked = tracked_current(tgid).is_some();
     if let Some(session) = current_session_peek(tgid) {
         let off = OFFSETS.load();
         let task = unsafe { bpf_get_current_task() } as *const u8;
@@ -168,13 +169,13 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
         let mut ev = ExitEvent::default();
         fill_header(&mut ev.hdr, EventKind::Exit as u32, session);
         ev.exit_code = kread::<u32>(task, off.task_exit_code);
-        if live == 0 {
+        // Threads exiting together can each read `live` at 0 (each decremented it before this
+        // point): the one whose removal from the tracked set succeeds reports the group's
+        // death, once. A process found by its cgroup alone was never in the set.
+        if live == 0 && (untrack(tgid) || !was_tracked) {
             ev.flags = EXIT_GROUP_DEAD;
         }
         emit(&ev, session, EventClass::Lifecycle);
-        if ev.flags & EXIT_GROUP_DEAD != 0 {
-            untrack(tgid);
-        }
     }
     0
 }

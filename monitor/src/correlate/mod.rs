@@ -192,8 +192,14 @@ pub struct Correlator {
     resolvers: Vec<std::net::IpAddr>,
     /// What the alert rules need of the event being handled (see [`EventFacts`]).
     facts: Option<EventFacts>,
+    /// The exec ids of the last processes that exited (bounded): a second "process exited"
+    /// for one of them (threads racing to the exit) is a thread's exit, never a new process.
+    exited: std::collections::VecDeque<String>,
     pub stats: CorrelatorStats,
 }
+
+/// How many exited processes [`Correlator::exited`] remembers.
+const EXITED_KEPT: usize = 1024;
 
 /// Everything a correlator holds, written at a graceful stop and loaded by the next daemon, so
 /// in-flight actions come out once, whole, with their original ids.
@@ -233,6 +239,7 @@ impl Correlator {
             sensitive: crate::sensitive::Sensitive::default(),
             resolvers: Vec::new(),
             facts: None,
+            exited: std::collections::VecDeque::new(),
             stats: CorrelatorStats::default(),
         }
     }
@@ -1025,6 +1032,11 @@ impl Correlator {
         now: DateTime<Utc>,
     ) -> (Option<Uuid>, String, serde_json::Value) {
         let (exit_code, signal) = wait_status(status);
+        // The process's exit was handled already (another thread reported it too): this one
+        // is a thread's, and must not bring the process back as a new one.
+        let group_dead = group_dead
+            && (self.procs.contains_key(&hdr.tgid)
+                || !self.exited.contains(&self.clock.exec_id(hdr.tgid, hdr.start_ns)));
         let data = serde_json::json!({
             "status": status, "exit_code": exit_code, "signal": signal, "process_exited": group_dead,
         });
@@ -1044,6 +1056,10 @@ impl Correlator {
     /// when it was the action's last live process.
     fn finish_process(&mut self, tgid: u32, exit: Option<(u32, DateTime<Utc>)>, out: &mut Vec<Output>) {
         let Some(mut p) = self.procs.remove(&tgid) else { return };
+        if self.exited.len() >= EXITED_KEPT {
+            self.exited.pop_front();
+        }
+        self.exited.push_back(p.rec.exec_id.clone());
         self.sockets.remove(&tgid);
         // A process that never exec'd but tried to: what it tried is its command.
         if let (false, Some(f)) = (p.exec_seen, &p.failed_exec) {

@@ -929,3 +929,28 @@ fn an_io_uring_connect_to_a_service_socket_is_a_handoff_and_a_net_alert() {
     let net = &actions(&out)[0].net;
     assert_eq!((net[0].addr.as_deref(), net[0].sensitive), (Some("/run/docker.sock"), true));
 }
+
+#[test]
+fn two_threads_both_reporting_the_exit_give_one_process_in_one_action() {
+    // Threads exiting together can each see the thread group's live count at 0: the second
+    // "process exited" must not bring the process back as a new one (a second row with the
+    // same id, which the database would drop, leaving a hole in the chain).
+    let (mut c, _) = session();
+    let out = feed(
+        &mut c,
+        &[
+            exec(100, 1, 10, 100, &["agent"]),
+            fork(100, 10, 101, 20, 200),
+            exec(101, 100, 20, 201, &["worker"]),
+            thread(101, 20, 102, 202),
+            exit(101, 102, 20, 250, 0, true),
+            exit(101, 101, 20, 251, 0, true),
+            exec(100, 1, 10, 300, &["agent"]),
+        ],
+    );
+    let acts = actions(&out);
+    assert_eq!(acts.len(), 1, "{acts:#?}");
+    assert_eq!(acts[0].processes.iter().filter(|p| p.pid == 101).count(), 1);
+    let rows = out.iter().filter(|o| matches!(o, Output::Process(p) if p.rec.pid == 101)).count();
+    assert_eq!(rows, 0, "no second row for the process");
+}
