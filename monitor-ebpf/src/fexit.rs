@@ -7,7 +7,8 @@
 //!
 //! Each program reads the arguments from the saved user registers (`struct pt_regs`, which the
 //! caller cannot change during the call) and the result, and hands them to the same
-//! [`crate::file::finish`] the tracepoint path uses, so both modes record the same events.
+//! [`crate::file::finish_with`] the tracepoint path uses, so both modes record the same events
+//! (but the fds a `recvmsg` received: see there).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
@@ -17,7 +18,7 @@ use aya_ebpf::{
 use monitor_common::{nr, PendingSyscall};
 
 use crate::{
-    file::finish,
+    file::finish_with,
     maps::{current_session, current_tgid_pid, kread, OFFSETS},
     process::{exec_result, EXEC_ARGS},
 };
@@ -35,7 +36,7 @@ fn on_exit64(ctx: &FExitContext, nr: u64) -> i32 {
     for i in 0..6 {
         p.args[i] = kread::<u64>(regs, off.regs_args64[i]);
     }
-    finish(&p, ret, session);
+    finish_with(&p, ret, session, false);
     0
 }
 
@@ -51,7 +52,7 @@ fn on_exit32(ctx: &FExitContext, nr: u64) -> i32 {
     for i in 0..6 {
         p.args[i] = u64::from(kread::<u32>(regs, off.regs_args[i]));
     }
-    finish(&p, ret, session);
+    finish_with(&p, ret, session, false);
     0
 }
 
@@ -71,7 +72,7 @@ pub fn fx32_socketcall(ctx: FExitContext) -> i32 {
         // SAFETY: the helper checks the user address.
         p.args[i] = u64::from(unsafe { bpf_probe_read_user((base + 4 * i as u64) as *const u32) }.unwrap_or(0));
     }
-    finish(&p, ret, session);
+    finish_with(&p, ret, session, false);
     0
 }
 

@@ -69,16 +69,24 @@ pub fn sys_exit_tracked(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Turn a finished syscall into its event (shared by the 64-bit and the compat entry, and fexit).
+/// Turn a finished syscall into its event (the 64-bit and the compat tracepoints).
 #[inline(always)]
 pub fn finish(p: &PendingSyscall, ret: i64, session: u64) {
+    finish_with(p, ret, session, true);
+}
+
+/// [`finish`]; `scm`: whether a `recvmsg`'s received fds are recorded. fexit leaves them out:
+/// Debian 6.1's verifier refused its `recvmsg` program with them, which left every `recvmsg`
+/// uncaptured.
+#[inline(always)]
+pub fn finish_with(p: &PendingSyscall, ret: i64, session: u64, scm: bool) {
     let compat = p.nr & nr::COMPAT_BIT != 0;
     let native = &PendingSyscall { nr: p.nr & !nr::COMPAT_BIT, args: p.args };
     if nr::is_net(native.nr) {
         if net::on_exit(native, ret, session, compat) == u32::MAX {
             crate::maps::count(monitor_common::counter::READ_ERRORS);
         }
-        if native.nr == nr::RECVMSG && ret >= 0 {
+        if scm && native.nr == nr::RECVMSG && ret >= 0 {
             net::received_fds(native, session, compat);
         }
     } else if let Some(layout) = nr::file_layout(native.nr) {
