@@ -205,7 +205,7 @@ fn read_u32(ptr: u64) -> u64 {
 
 /// A `recvmsg` that received file descriptors: read the fd numbers the kernel wrote into the
 /// control buffer (`SCM_RIGHTS`, in the first two control messages: `SCM_CREDENTIALS` may come
-/// first) and record the file behind each.
+/// first) and record the file behind the first (see [`crate::file::received_fds`]).
 #[inline(always)]
 pub fn received_fds(p: &PendingSyscall, session: u64, compat: bool) {
     let msg = p.args[1];
