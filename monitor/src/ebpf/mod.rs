@@ -1113,11 +1113,12 @@ pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
     for sc in RESOURCE_SYSCALLS {
         let hooked = if fexit { has(&format!("__x64_sys_{sc}")) } else { has(&format!("sys_enter_{sc}")) };
         if !hooked {
-            paths.push(path(
-                &format!("syscall {sc}"),
-                "missing",
-                "this kernel has no such system call (no syscalls tracepoint): nothing to capture",
-            ));
+            let why = if fexit {
+                "not captured: the kernel has no such function, or it refused the fexit program (the daemon's log says which)"
+            } else {
+                "this kernel has no such system call (no syscalls tracepoint): nothing to capture"
+            };
+            paths.push(path(&format!("syscall {sc}"), "missing", why));
         }
     }
     paths
