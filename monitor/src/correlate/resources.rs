@@ -494,8 +494,6 @@ pub fn file_accesses(op: &FileOp) -> (Vec<(String, &'static str)>, serde_json::V
             set("length", json!(a[1] as i64));
             push(&p1, "truncate");
         }
-        // A file descriptor received over a unix socket (`SCM_RIGHTS`): `ret` is the new fd,
-        // `path` the file the kernel installed there, `mode` the access it was opened with.
         nr::RECVMSG => {
             received_details(op, &mut set);
             push(&p1, "received");
