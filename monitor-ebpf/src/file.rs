@@ -69,24 +69,17 @@ pub fn sys_exit_tracked(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Turn a finished syscall into its event (the 64-bit and the compat tracepoints).
+/// Turn a finished syscall into its event (the 64-bit and the compat tracepoints, and the
+/// fexit handler).
 #[inline(always)]
 pub fn finish(p: &PendingSyscall, ret: i64, session: u64) {
-    finish_with(p, ret, session, true);
-}
-
-/// [`finish`]; `scm`: whether a `recvmsg`'s received fds are recorded. fexit leaves them out:
-/// Debian 6.1's verifier refused its `recvmsg` program with them, which left every `recvmsg`
-/// uncaptured.
-#[inline(always)]
-pub fn finish_with(p: &PendingSyscall, ret: i64, session: u64, scm: bool) {
     let compat = p.nr & nr::COMPAT_BIT != 0;
     let native = &PendingSyscall { nr: p.nr & !nr::COMPAT_BIT, args: p.args };
     if nr::is_net(native.nr) {
         if net::on_exit(native, ret, session, compat) == u32::MAX {
             crate::maps::count(monitor_common::counter::READ_ERRORS);
         }
-        if scm && native.nr == nr::RECVMSG && ret >= 0 {
+        if native.nr == nr::RECVMSG && ret >= 0 {
             net::received_fds(native, session, compat);
         }
     } else if let Some(layout) = nr::file_layout(native.nr) {
@@ -111,38 +104,61 @@ pub fn received_fds(p: &PendingSyscall, fds: &[i32; SCM_FDS_MAX], n: u32, sessio
     // SAFETY: per-CPU scratch, exclusively ours for the duration of this program.
     let ev: &mut FileEvent = unsafe { &mut *ev };
     let pair = |a: i32, b: i32| u64::from(a as u32) | (u64::from(b as u32) << 32);
-    fill_header(&mut ev.hdr, EventKind::File as u32, session);
-    ev.nr = p.nr as u32;
-    ev.flags = if compat { COMPAT | SCM_FDS } else { SCM_FDS };
-    ev.ret = i64::from(fds[0]);
-    ev.args = p.args;
+    begin_event(ev, p, i64::from(fds[0]), session, if compat { COMPAT | SCM_FDS } else { SCM_FDS });
     ev.how_flags = u64::from(n);
     ev.how_mode = pair(fds[1], fds[2]);
     ev.how_resolve = pair(fds[3], fds[4]);
+    let mut len = FILE_PATH1_OFF;
+    let at = ev.path1.as_mut_ptr();
+    if let Some(dn) = opened_file(ev, fd_file(fds[0]), at) {
+        len = FILE_PATH1_OFF + (dn as usize).min(DIR_CAP);
+    }
+    // SAFETY: len <= FILE_PATH1_OFF + DIR_CAP <= size_of::<FileEvent>().
+    let bytes = unsafe { core::slice::from_raw_parts((ev as *const FileEvent).cast::<u8>(), len) };
+    emit_bytes(bytes, session, EventClass::File);
+    len as u32
+}
+
+/// Start a file event in the scratch: header, syscall, `flags`, result and arguments, with
+/// every optional field cleared (the scratch holds the last event).
+#[inline(always)]
+fn begin_event(ev: &mut FileEvent, p: &PendingSyscall, ret: i64, session: u64, flags: u32) {
+    fill_header(&mut ev.hdr, EventKind::File as u32, session);
+    ev.nr = p.nr as u32;
+    ev.flags = flags;
+    ev.ret = ret;
+    ev.args = p.args;
+    ev.how_flags = 0;
+    ev.how_mode = 0;
+    ev.how_resolve = 0;
     ev.obj_flags = 0;
     ev.obj_mode = 0;
     ev.path1_len = 0;
     ev.dir1_len = 0;
     ev.path2_len = 0;
     ev.dir2_len = 0;
-    let mut len = FILE_PATH1_OFF;
-    let file = fd_file(fds[0]);
-    if !file.is_null() {
-        let off = OFFSETS.load();
-        ev.obj_flags = kread::<u32>(file, off.file_f_flags);
-        ev.obj_mode = kread::<u32>(file, off.file_f_mode);
-        ev.flags |= OBJ_FLAGS;
-        let (dn, complete) = walk_struct_path(file.wrapping_add(off.file_path as usize), ev.path1.as_mut_ptr());
-        if complete {
-            ev.dir1_len = dn;
-            ev.flags |= OBJ_PATH;
-            len = FILE_PATH1_OFF + (dn as usize).min(DIR_CAP);
-        }
+}
+
+/// The open file `file` (none when null) as the kernel holds it: how it was opened (`f_flags`,
+/// `f_mode`: the access the process got, whatever its memory says by now), and its path walked
+/// to the real root into `at`, which has `CWD_MAX + COMPONENT_MAX` bytes. Returns the walk's
+/// length (in `dir1_len`) when it reached the root.
+#[inline(always)]
+fn opened_file(ev: &mut FileEvent, file: *const u8, at: *mut u8) -> Option<u32> {
+    if file.is_null() {
+        return None;
     }
-    // SAFETY: len <= FILE_PATH1_OFF + DIR_CAP <= size_of::<FileEvent>().
-    let bytes = unsafe { core::slice::from_raw_parts((ev as *const FileEvent).cast::<u8>(), len) };
-    emit_bytes(bytes, session, EventClass::File);
-    len as u32
+    let off = OFFSETS.load();
+    ev.obj_flags = kread::<u32>(file, off.file_f_flags);
+    ev.obj_mode = kread::<u32>(file, off.file_f_mode);
+    ev.flags |= OBJ_FLAGS;
+    let (dn, complete) = walk_struct_path(file.wrapping_add(off.file_path as usize), at);
+    if !complete {
+        return None;
+    }
+    ev.dir1_len = dn;
+    ev.flags |= OBJ_PATH;
+    Some(dn)
 }
 
 /// Read a user string; returns its length without the NUL, whether it filled the buffer, and
@@ -261,20 +277,7 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: &(i8, i8, i8
     // SAFETY: per-CPU scratch, exclusively ours for the duration of this program.
     let ev: &mut FileEvent = unsafe { &mut *ev };
     let p1 = layout.0;
-    fill_header(&mut ev.hdr, EventKind::File as u32, session);
-    ev.nr = p.nr as u32;
-    ev.flags = if compat { COMPAT } else { 0 };
-    ev.ret = ret;
-    ev.args = p.args;
-    ev.how_flags = 0;
-    ev.how_mode = 0;
-    ev.how_resolve = 0;
-    ev.obj_flags = 0;
-    ev.obj_mode = 0;
-    ev.path1_len = 0;
-    ev.dir1_len = 0;
-    ev.path2_len = 0;
-    ev.dir2_len = 0;
+    begin_event(ev, p, ret, session, if compat { COMPAT } else { 0 });
     if p.nr == nr::OPENAT2 {
         // struct open_how { u64 flags; u64 mode; u64 resolve; }
         let how = p.args[2] as *const u64;
@@ -300,23 +303,11 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: &(i8, i8, i8
             ev.flags |= PATH1_TRUNCATED;
         }
         len = FILE_PATH1_OFF + n as usize;
-        let file = fd_file(ret as i32);
-        if !file.is_null() {
-            // How the kernel opened it: the access mode the agent got, whatever the flags in
-            // its memory say by now (an `open_how` rewritten during the call, a handle open).
-            let off = OFFSETS.load();
-            ev.obj_flags = kread::<u32>(file, off.file_f_flags);
-            ev.obj_mode = kread::<u32>(file, off.file_f_mode);
-            ev.flags |= OBJ_FLAGS;
-            // SAFETY: n < PATH_CAP, and path1 is followed by dir1 (DIR_CAP bytes) in the same
-            // struct, so the walk has its CWD_MAX + COMPONENT_MAX bytes from here.
-            let at = unsafe { ev.path1.as_mut_ptr().add(n as usize) };
-            let (dn, complete) = walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), at);
-            if complete {
-                ev.dir1_len = dn;
-                ev.flags |= OBJ_PATH;
-                len = FILE_PATH1_OFF + n as usize + dn as usize;
-            }
+        // SAFETY: n < PATH_CAP, and path1 is followed by dir1 (DIR_CAP bytes) in the same
+        // struct, so the walk has its CWD_MAX + COMPONENT_MAX bytes from here.
+        let at = unsafe { ev.path1.as_mut_ptr().add(n as usize) };
+        if let Some(dn) = opened_file(ev, fd_file(ret as i32), at) {
+            len = FILE_PATH1_OFF + n as usize + dn as usize;
         }
     } else {
         len = capture_paths(p, ev, layout);

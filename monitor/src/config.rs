@@ -63,8 +63,8 @@ pub struct FileConfig {
     pub heartbeat_secs: Option<u64>,
     /// Capture 32-bit syscalls (`--capture-compat`).
     pub capture_compat: Option<bool>,
-    /// Capture syscalls at the kernel's functions (fexit) where the kernel allows it; off by
-    /// default, which keeps the syscall tracepoints (`--capture-fexit`).
+    /// Capture syscalls at the kernel's functions (fexit) where the kernel allows it, else at
+    /// the syscall tracepoints; on by default (`--capture-fexit`).
     pub capture_fexit: Option<bool>,
     /// Size of the kernel's tracked-process map (`--max-tracked-processes`).
     pub max_tracked_processes: Option<u32>,

@@ -293,8 +293,7 @@ async fn metrics_equal_status() {
             "{what} on its primary hook: {paths:?}"
         );
     }
-    // Except the syscalls themselves (fexit is off by default, and this VM refuses it: the
-    // tracepoints), and syscalls this kernel does not have (no module or kexec support here):
+    // Except the syscalls themselves (this VM refuses fexit: the tracepoints), and syscalls this kernel does not have (no module or kexec support here):
     // `missing`, each exactly when tracefs has no such event.
     let absent = |p: &Value| {
         p["state"] == "missing"

@@ -119,10 +119,6 @@ fn kernel(image: &Path, deb: &Path, version: &str) -> anyhow::Result<()> {
     std::fs::copy(workspace_root().join("xtask/vm/guest-checks.sh"), share.join("guest-checks.sh"))
         .context("copying the checks")?;
     // The attack workload of the kernel-object checks (tests/src/bin/agentmon-workload.rs).
-    // The fexit-mode checks are opt-in: its start takes minutes under emulation.
-    if std::env::var_os("AGENTMON_VM_FEXIT").is_some_and(|v| v == "1") {
-        std::fs::write(share.join("vm-fexit"), "")?;
-    }
     for bin in ["agentmon-workload", "agentmon-bench"] {
         std::fs::copy(test_binary(bin)?, share.join(bin)).with_context(|| format!("copying {bin}"))?;
     }

@@ -63,10 +63,9 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "BOOL")]
     pub capture_compat: Option<bool>,
     /// Capture syscalls with fexit programs on the kernel's syscall functions where the kernel
-    /// allows it (probed at start; `status` says which), so processes outside every session pay
-    /// nothing for syscalls agentmon does not hook. Off by default for now: each of its ~110
-    /// programs is verified on its own, which makes the start slow (see docs/performance.md)
-    /// [default: `capture_fexit` in the config file, else false].
+    /// allows it (probed at start, else the syscall tracepoints; `status` says which), so
+    /// processes outside every session pay nothing for syscalls agentmon does not hook
+    /// [default: `capture_fexit` in the config file, else true].
     #[arg(long, value_name = "BOOL")]
     pub capture_fexit: Option<bool>,
     /// Processes the kernel can track at once; a process past it is reported as a
@@ -144,7 +143,7 @@ impl Settings {
             ring_bytes: args.ring_buffer_mb.or(file.ring_buffer_mb).unwrap_or(64) << 20,
             lifecycle_ring_bytes: args.lifecycle_ring_mb.or(file.lifecycle_ring_mb).unwrap_or(16) << 20,
             compat: args.capture_compat.or(file.capture_compat).unwrap_or(true),
-            fexit: args.capture_fexit.or(file.capture_fexit).unwrap_or(false),
+            fexit: args.capture_fexit.or(file.capture_fexit).unwrap_or(true),
             max_tracked: args.max_tracked_processes.or(file.max_tracked_processes).unwrap_or(65536),
             rules: rules.kernel(),
         };

@@ -59,7 +59,9 @@ struct Type {
 pub struct Btf {
     types: Vec<Type>,
     structs: HashMap<String, u32>,
-    functions: std::collections::HashSet<String>,
+    /// Function name -> its prototype's type id, from the first `FUNC` of that name (the one
+    /// a load by name attaches against).
+    functions: HashMap<String, u32>,
 }
 
 fn u32_at(b: &[u8], off: usize) -> Result<u32, BtfError> {
@@ -99,7 +101,7 @@ impl Btf {
         // Type id 0 is `void`.
         let mut types = vec![Type { kind: 0, name: String::new(), refers_to: 0, members: vec![] }];
         let mut structs = HashMap::new();
-        let mut functions = std::collections::HashSet::new();
+        let mut functions = HashMap::new();
         let mut p = 0usize;
         while p + 12 <= types_sec.len() {
             let name_off = u32_at(types_sec, p)?;
@@ -133,7 +135,7 @@ impl Btf {
                 structs.entry(t.name.clone()).or_insert(types.len() as u32);
             }
             if kind == KIND_FUNC {
-                functions.insert(t.name.clone());
+                functions.entry(t.name.clone()).or_insert(t.refers_to);
             }
             types.push(t);
         }
@@ -145,7 +147,13 @@ impl Btf {
 
     /// Whether the kernel has a function of this name (one fexit can attach to).
     pub fn has_function(&self, name: &str) -> bool {
-        self.functions.contains(name)
+        self.functions.contains_key(name)
+    }
+
+    /// The BTF id of the prototype of the first function of this name: programs tail-calling
+    /// each other must have been loaded against functions of one prototype.
+    pub fn function_proto(&self, name: &str) -> Option<u32> {
+        self.functions.get(name).copied()
     }
 
     /// Skip typedef/const/volatile/restrict/type-tag wrappers.

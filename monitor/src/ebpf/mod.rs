@@ -3,10 +3,13 @@
 pub mod btf;
 pub mod decode;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     programs::{links::CgroupAttachMode, links::FdLink, CgroupSockAddr, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
@@ -193,6 +196,10 @@ const PINNED_MAPS: &[&str] = &[
     "DAEMON",
     "SESSION_LOST",
     "SESSION_PROCS",
+    // Held by its pin: a prog array loses its entries when no file refers to it, and the
+    // attached stubs outlive the daemon that loaded them.
+    "FX_HANDLER",
+    "FX_HANDLER_B",
     "COUNTERS",
     "RULES",
     "EXE_RULES",
@@ -860,10 +867,13 @@ fn attach_all(ebpf: &mut Ebpf, dir: &Path, compat: bool, fexit: Option<&btf::Btf
 }
 
 /// Attach `fx_<syscall>` to `__x64_sys_<syscall>` (and `fx32_<syscall>` to the 32-bit entry's
-/// function) for every hooked syscall, plus the exec and `socketcall` ones. The first attach
-/// is the probe: when the kernel refuses it (no BTF for tracing, function tracing locked, no
-/// fexit), nothing was attached and the caller falls back to tracepoints. Returns whether the
-/// fexit path is in use. A syscall this kernel lacks is skipped, as `status` shows.
+/// function) for every hooked syscall, plus the exec and `socketcall` ones. Each syscall stub
+/// tail-calls a shared handler, one per BTF prototype of the functions (see `FX_HANDLER` in
+/// monitor-ebpf/src/fexit.rs): the stubs of a function of the second prototype are the `fxb`
+/// ones. The first handler's load is the probe: when the kernel refuses it (no BTF for tracing,
+/// function tracing locked, no fexit), nothing was attached and the caller falls back to
+/// tracepoints. Returns whether the fexit path is in use. A syscall this kernel lacks, or whose
+/// program it refuses, is skipped, as `status` shows and the log says.
 fn attach_fexit(
     ebpf: &mut Ebpf,
     functions: &btf::Btf,
@@ -871,64 +881,158 @@ fn attach_fexit(
     attached: &mut Vec<String>,
     pin: &dyn Fn(FdLink, &'static str, &str) -> Result<(), ProbeError>,
 ) -> Result<bool, ProbeError> {
-    use aya::{programs::FExit, Btf};
+    use aya::Btf;
     // aya's own BTF, to load fexit programs against (ours only reads offsets and names).
     let Ok(btf) = Btf::from_sys_fs() else {
         tracing::info!("no kernel BTF for fexit; capturing syscalls at their tracepoints");
         return Ok(false);
     };
-    let has = |f: &str| functions.has_function(f);
-    // (program, target function), 64-bit first; the probe is the first of them.
-    let mut targets: Vec<(String, String)> = Vec::new();
+    // (program prefix, syscall, target function, whether its stub tail-calls a handler).
+    let mut targets: Vec<(&str, &str, String, bool)> = Vec::new();
     for sc in RESOURCE_SYSCALLS.iter().chain(&["execve", "execveat"]) {
-        targets.push((format!("fx_{sc}"), format!("__x64_sys_{sc}")));
+        targets.push(("fx", sc, format!("__x64_sys_{sc}"), !sc.starts_with("execve")));
     }
     if compat {
         for sc in RESOURCE_SYSCALLS.iter().chain(&["execve", "execveat", "socketcall"]) {
-            let f = [format!("__ia32_compat_sys_{sc}"), format!("__ia32_sys_{sc}")].into_iter().find(|f| has(f));
-            if let Some(f) = f {
-                targets.push((format!("fx32_{sc}"), f));
-            }
+            let f = [format!("__ia32_compat_sys_{sc}"), format!("__ia32_sys_{sc}")]
+                .into_iter()
+                .find(|f| functions.has_function(f));
+            targets.push(("fx32", sc, f.unwrap_or_else(|| format!("__ia32_sys_{sc}")), !sc.starts_with("execve")));
         }
     }
-    let mut first = true;
-    for (prog, func) in targets {
-        if !has(&func) {
+    let started = Instant::now();
+    let mut load = FexitLoad::default();
+    // The handlers, by prototype: (prototype's BTF id, loaded), in the order first met.
+    let mut handlers: Vec<(u32, bool)> = Vec::new();
+    for (prefix, sc, func, tail_calls) in targets {
+        let Some(proto) = functions.function_proto(&func) else {
             tracing::warn!(function = %func, "no such kernel function (the syscall is missing on this kernel); not captured");
             continue;
+        };
+        let mut group = 0;
+        if tail_calls {
+            group = match handlers.iter().position(|(p, _)| *p == proto) {
+                Some(g) => g,
+                None if handlers.len() < FEXIT_HANDLERS.len() => {
+                    let (handler, map) = FEXIT_HANDLERS[handlers.len()];
+                    let loaded = match load.handler(ebpf, &btf, handler, map, &func) {
+                        Ok(()) => true,
+                        // The first program the kernel sees is the probe.
+                        Err(e) if handlers.is_empty() => {
+                            tracing::info!(error = %e, "the kernel refuses fexit; capturing syscalls at their tracepoints");
+                            return Ok(false);
+                        }
+                        Err(e) => {
+                            tracing::warn!(function = %func, error = %e, "fexit handler refused for this prototype; its syscalls are not captured");
+                            false
+                        }
+                    };
+                    handlers.push((proto, loaded));
+                    handlers.len() - 1
+                }
+                None => {
+                    tracing::warn!(function = %func, "a third BTF prototype for the syscall functions; not captured");
+                    continue;
+                }
+            };
+            if !handlers[group].1 {
+                continue;
+            }
         }
-        let name: &'static str = Box::leak(prog.into_boxed_str());
-        // A program missing from the object is this build's fault, never the kernel's: an
-        // error, not a reason to fall back.
-        let p: &mut FExit = ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::Program { name, source: aya::programs::ProgramError::UnexpectedProgramType })?
-            .try_into()
-            .map_err(|source| ProbeError::Program { name, source })?;
-        let result = (|| -> Result<FdLink, ProbeError> {
-            p.load(&func, &btf).map_err(|source| ProbeError::Program { name, source })?;
-            let id = p.attach().map_err(|source| ProbeError::Program { name, source })?;
-            Ok(p.take_link(id).map_err(|source| ProbeError::Program { name, source })?.into())
-        })();
-        match result {
+        let b = if group == 1 { "b" } else { "" };
+        let name: &'static str = Box::leak(format!("{}{b}{}_{sc}", &prefix[..2], &prefix[2..]).into_boxed_str());
+        match load.stub(ebpf, &btf, name, &func) {
             Ok(link) => {
                 pin(link, name, &func)?;
                 attached.push(format!("fexit/{func}"));
             }
-            Err(e) if first => {
-                tracing::info!(error = %e, "the kernel refuses fexit; capturing syscalls at their tracepoints");
-                return Ok(false);
-            }
-            // One function refused after others attached: that syscall is not captured, and
-            // `status` lists it as missing; the rest capture on.
-            Err(e) => {
-                tracing::warn!(function = %func, error = %e, "fexit refused for this function; not captured");
-                continue;
-            }
+            // One function refused: that syscall is not captured, and `status` lists it as
+            // missing; the rest capture on.
+            Err(e) => tracing::warn!(function = %func, error = %e, "fexit refused for this function; not captured"),
         }
-        first = false;
     }
-    Ok(!first)
+    load.heaviest.sort_unstable_by(|a, b| b.cmp(a));
+    load.heaviest.truncate(3);
+    tracing::info!(
+        attached = attached.iter().filter(|a| a.starts_with("fexit/")).count(),
+        prototypes = handlers.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        verifier_seconds = load.verify.as_secs_f64(),
+        attach_seconds = load.attach.as_secs_f64(),
+        verified_instructions = load.insns,
+        heaviest = ?load.heaviest,
+        "fexit programs loaded"
+    );
+    Ok(!handlers.is_empty())
+}
+
+/// The shared handlers and their tail-call slots, one per BTF prototype of the syscall
+/// functions, in the order the prototypes are met.
+const FEXIT_HANDLERS: [(&str, &str); 2] = [("fx_handler", "FX_HANDLER"), ("fx_handler_b", "FX_HANDLER_B")];
+
+/// What the fexit start cost, per phase: the verifier (load) and the trampoline (attach), and
+/// the instructions the verifier walked, so a slow start says where its time went.
+#[derive(Default)]
+struct FexitLoad {
+    verify: Duration,
+    attach: Duration,
+    insns: u64,
+    heaviest: Vec<(u32, &'static str)>,
+}
+
+impl FexitLoad {
+    fn load<'a>(
+        &mut self,
+        ebpf: &'a mut Ebpf,
+        btf: &aya::Btf,
+        name: &'static str,
+        func: &str,
+    ) -> Result<&'a mut aya::programs::FExit, ProbeError> {
+        // A program missing from the object is this build's fault, never the kernel's.
+        let p: &mut aya::programs::FExit = ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::Program { name, source: aya::programs::ProgramError::UnexpectedProgramType })?
+            .try_into()
+            .map_err(|source| ProbeError::Program { name, source })?;
+        let t = Instant::now();
+        p.load(func, btf).map_err(|source| ProbeError::Program { name, source })?;
+        self.verify += t.elapsed();
+        let verified = p.info().ok().and_then(|i| i.verified_instruction_count()).unwrap_or(0);
+        self.insns += u64::from(verified);
+        self.heaviest.push((verified, name));
+        Ok(p)
+    }
+
+    /// Load a handler against `func` (never attached) and put it in `map`'s slot.
+    fn handler(
+        &mut self,
+        ebpf: &mut Ebpf,
+        btf: &aya::Btf,
+        name: &'static str,
+        map: &'static str,
+        func: &str,
+    ) -> Result<(), ProbeError> {
+        let fd = self
+            .load(ebpf, btf, name, func)?
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(aya::programs::ProgramError::IOError))
+            .map_err(|source| ProbeError::Program { name, source })?;
+        let mut slot: ProgramArray<_> = ebpf
+            .map_mut(map)
+            .ok_or(ProbeError::MissingMap(map))?
+            .try_into()
+            .map_err(|source| ProbeError::Map { name: map, source })?;
+        slot.set(0, &fd, 0).map_err(|source| ProbeError::Map { name: map, source })
+    }
+
+    /// Load and attach a stub on `func`.
+    fn stub(&mut self, ebpf: &mut Ebpf, btf: &aya::Btf, name: &'static str, func: &str) -> Result<FdLink, ProbeError> {
+        let p = self.load(ebpf, btf, name, func)?;
+        let t = Instant::now();
+        let id = p.attach().map_err(|source| ProbeError::Program { name, source })?;
+        self.attach += t.elapsed();
+        Ok(p.take_link(id).map_err(|source| ProbeError::Program { name, source })?.into())
+    }
 }
 
 /// The cgroup `connect4/6` and `sendmsg4/6` programs, on the cgroup2 root (they run for every
@@ -1101,7 +1205,7 @@ pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
     paths.push(if fexit {
         path("syscalls", "primary", "fexit on the kernel's syscall functions (__x64_sys_*): no syscall tracepoint and no raw sys_enter program, so other processes' syscalls pay nothing")
     } else {
-        path("syscalls", "fallback", "syscall tracepoints (capture_fexit is off, or the kernel refused fexit): every syscall on the host takes the tracepoint slow path")
+        path("syscalls", "fallback", "syscall tracepoints (the kernel refused fexit, or capture_fexit = false: the log says which): every syscall on the host takes the tracepoint slow path")
     });
     paths.push(if fexit && attached.iter().any(|a| a.contains("__ia32_")) {
         path("32-bit syscalls", "primary", "fexit on the kernel's __ia32_* syscall functions (int 0x80)")
