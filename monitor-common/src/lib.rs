@@ -256,6 +256,11 @@ pub const URING_FIXED_SLOT: u32 = 65536;
 /// object path and `obj_flags`), `how_flags` how many came, `how_mode`/`how_resolve` the next
 /// four fd numbers (two `i32` per word, low half first; -1 for none).
 pub const SCM_FDS: u32 = 131_072;
+/// File events (fexit mode): `dir1`/`dir2` hold the whole path of the object the kernel acted
+/// on (from its `security_path_*` hook, leaf first like a directory walk), not the directory of
+/// a relative path; `path1`/`path2` hold the path as given.
+pub const KPATH1: u32 = 262_144;
+pub const KPATH2: u32 = 524_288;
 
 /// A file syscall's result (`sys_exit_*`), with the arguments saved at `sys_enter_*`.
 /// Sent up to the last used byte.
@@ -716,6 +721,8 @@ pub struct KernelOffsets {
     pub uring_open_slot: u32,
     /// `pt_regs` di, si, dx, r10, r8, r9: the `x86_64` syscall arguments 0..5 (fexit capture).
     pub regs_args64: [u32; 6],
+    /// `pt_regs.orig_ax`: the number of the syscall in progress (path hooks, fexit mode).
+    pub regs_orig_ax: u32,
 }
 
 /// Bytes of a cgroup path in a [`CgroupEvent`].

@@ -21,7 +21,8 @@ use aya_ebpf::{
 use monitor_common::{nr, EventClass, PendingSyscall};
 
 use crate::{
-    file::finish,
+    file::finish_with,
+    kpath::{KernelPaths, KPATHS},
     maps::{current_session, current_tgid_pid, kread, record_drop, OFFSETS},
     process::{exec_result, EXEC_ARGS},
 };
@@ -102,9 +103,27 @@ fn on_exit32(ctx: &FExitContext, nr: u64, handler: &ProgramArray) -> i32 {
 #[inline(always)]
 fn handle(ctx: &FExitContext) -> i32 {
     // SAFETY: per-CPU slot, written by the stub this same run.
-    let Some(call) = (unsafe { FX_CALL.get(0) }).copied() else { return 0 };
+    let Some(call) = FX_CALL.get(0).copied() else { return 0 };
     let ret: i64 = ctx.arg(1);
-    finish(&call.p, ret, call.session);
+    // The paths the kernel's hooks saw during this call (`kpath.rs`), if they are this
+    // syscall's: an entry left by another (an io_uring operation inside `io_uring_enter`) is
+    // dropped unused.
+    let key = bpf_get_current_pid_tgid();
+    let mut kp: *const KernelPaths = core::ptr::null();
+    let found = KPATHS.get_ptr(&key);
+    if let Some(k) = found {
+        // SAFETY: a map value, alive for this run.
+        let orig = unsafe { (*k).orig_ax };
+        let native = call.p.nr & !nr::COMPAT_BIT;
+        let ours = if call.p.nr & nr::COMPAT_BIT != 0 { nr::from_compat(orig) == Some(native) } else { orig == native };
+        if ours {
+            kp = k;
+        }
+    }
+    finish_with(&call.p, ret, call.session, kp);
+    if found.is_some() {
+        let _ = KPATHS.remove(&key);
+    }
     0
 }
 

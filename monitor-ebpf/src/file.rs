@@ -6,18 +6,22 @@
 //! and addresses are read at exit, from the same user pointers.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user_str},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_probe_read_kernel, bpf_probe_read_user_str},
+    },
     macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use monitor_common::{
     nr, EventClass, EventKind, FileEvent, PendingSyscall, COMPAT, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED,
-    DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, FD_PATH, FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF,
-    OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, ROOT_CHANGED, SCM_FDS, SCM_FDS_MAX,
+    DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, FD_PATH, FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, KPATH1,
+    KPATH2, OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, ROOT_CHANGED, SCM_FDS, SCM_FDS_MAX,
 };
 
 use crate::{
+    kpath::KernelPaths,
     maps::{current_session, current_tgid_pid, emit_bytes, fill_header, kread, OFFSETS},
     net, tamper,
     vfs::{fd_file, root_changed, walk_cwd, walk_root, walk_struct_path},
@@ -69,10 +73,17 @@ pub fn sys_exit_tracked(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Turn a finished syscall into its event (the 64-bit and the compat tracepoints, and the
-/// fexit handler).
+/// Turn a finished syscall into its event (the 64-bit and the compat tracepoints).
 #[inline(always)]
 pub fn finish(p: &PendingSyscall, ret: i64, session: u64) {
+    finish_with(p, ret, session, core::ptr::null());
+}
+
+/// [`finish`], with the paths the kernel's own hooks saw for this call, when there are any
+/// (the fexit handler; see `kpath.rs`): they name the objects instead of the paths re-read
+/// from user memory.
+#[inline(always)]
+pub fn finish_with(p: &PendingSyscall, ret: i64, session: u64, kp: *const KernelPaths) {
     let compat = p.nr & nr::COMPAT_BIT != 0;
     let native = &PendingSyscall { nr: p.nr & !nr::COMPAT_BIT, args: p.args };
     if nr::is_net(native.nr) {
@@ -83,7 +94,7 @@ pub fn finish(p: &PendingSyscall, ret: i64, session: u64) {
             net::received_fds(native, session, compat);
         }
     } else if let Some(layout) = nr::file_layout(native.nr) {
-        if on_file_exit(native, ret, session, &layout, compat) == 0 {
+        if on_file_exit(native, ret, session, &(layout, compat), kp) == 0 {
             crate::maps::count(monitor_common::counter::READ_ERRORS);
         }
     } else if nr::is_tamper(native.nr) && tamper::on_exit(native, ret, session, compat) == u32::MAX {
@@ -159,6 +170,40 @@ fn opened_file(ev: &mut FileEvent, file: *const u8, at: *mut u8) -> Option<u32> 
     ev.dir1_len = dn;
     ev.flags |= OBJ_PATH;
     Some(dn)
+}
+
+/// Copy the kernel's path `slot` (complete walks only) into `dst`, which has `DIR_CAP` bytes;
+/// returns its length, or `None` when there is none.
+#[inline(always)]
+fn kernel_path(kp: *const KernelPaths, slot: usize, dst: *mut u8) -> Option<u32> {
+    if kp.is_null() {
+        return None;
+    }
+    // SAFETY: a map value the caller looked up this run.
+    let kp = unsafe { &*kp };
+    let slot = slot & 1;
+    if kp.complete[slot] == 0 {
+        return None;
+    }
+    let n = kernel_path_len(kp, slot);
+    // SAFETY: n <= DIR_CAP, the size of both buffers.
+    let r = unsafe { bpf_probe_read_kernel(dst.cast(), n, kp.buf[slot].as_ptr().cast()) };
+    (r == 0).then_some(n)
+}
+
+/// The length of the kernel's path `slot`, bounded by `DIR_CAP`.
+#[inline(always)]
+fn kernel_path_len(kp: *const KernelPaths, slot: usize) -> u32 {
+    if kp.is_null() {
+        return 0;
+    }
+    // SAFETY: as in [`kernel_path`].
+    let n = unsafe { (*kp).len[slot & 1] };
+    if n as usize > DIR_CAP {
+        DIR_CAP as u32
+    } else {
+        n
+    }
 }
 
 /// Read a user string; returns its length without the NUL, whether it filled the buffer, and
@@ -269,8 +314,14 @@ fn arg(p: &PendingSyscall, i: i8) -> u64 {
 /// on kernels that give tracing programs no private stack. Returns the event's length (0 when
 /// there was no scratch buffer), which the caller checks (see `net::on_exit` for why).
 #[inline(never)]
-fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: &(i8, i8, i8, i8, i8), compat: bool) -> u32 {
-    let layout = *layout;
+fn on_file_exit(
+    p: &PendingSyscall,
+    ret: i64,
+    session: u64,
+    (layout, compat): &((i8, i8, i8, i8, i8), bool),
+    kp: *const KernelPaths,
+) -> u32 {
+    let (layout, compat) = (*layout, *compat);
     let Some(ev) = FILE_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -310,7 +361,7 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: &(i8, i8, i8
             len = FILE_PATH1_OFF + n as usize + dn as usize;
         }
     } else {
-        len = capture_paths(p, ev, layout);
+        len = capture_paths(p, ev, layout, kp);
     }
     if len > FILE_DIR2_OFF + DIR_CAP {
         len = FILE_DIR2_OFF + DIR_CAP;
@@ -324,10 +375,28 @@ fn on_file_exit(p: &PendingSyscall, ret: i64, session: u64, layout: &(i8, i8, i8
 /// The paths of any file syscall but a successful open, each joined to the directory the
 /// kernel resolved it against; returns the bytes of the event to send.
 #[inline(always)]
-fn capture_paths(p: &PendingSyscall, ev: &mut FileEvent, layout: (i8, i8, i8, i8, i8)) -> usize {
+fn capture_paths(
+    p: &PendingSyscall,
+    ev: &mut FileEvent,
+    layout: (i8, i8, i8, i8, i8),
+    kp: *const KernelPaths,
+) -> usize {
     let (p1, d1, p2, d2, fd) = layout;
     let mut len = FILE_PATH1_OFF;
-    if p1 >= 0 {
+    // Which of the kernel's objects (see `kpath.rs`) each path argument names: a symlink's
+    // first argument is its content, and its new name is the hook's one object.
+    let (k1, k2) = match p.nr {
+        nr::SYMLINK | nr::SYMLINKAT => (None, Some(0)),
+        nr::RENAME | nr::RENAMEAT | nr::RENAMEAT2 | nr::LINK | nr::LINKAT => (Some(0), Some(1)),
+        _ => (Some(0), None),
+    };
+    if p1 >= 0 && k1.is_some_and(|k| kernel_path(kp, k, ev.dir1.as_mut_ptr()).is_some()) {
+        let (n, trunc, _) = read_user_path(arg(p, p1), ev.path1.as_mut_ptr());
+        ev.path1_len = n;
+        ev.dir1_len = kernel_path_len(kp, k1.unwrap_or(0));
+        ev.flags |= KPATH1 | if trunc { PATH1_TRUNCATED } else { 0 };
+        len = FILE_DIR1_OFF + ev.dir1_len as usize;
+    } else if p1 >= 0 {
         let (n, dir, flags) =
             capture_path(arg(p, p1), dirfd_arg(p, d1), ev.path1.as_mut_ptr(), ev.dir1.as_mut_ptr(), PATH1_BITS);
         ev.path1_len = n;
@@ -347,7 +416,13 @@ fn capture_paths(p: &PendingSyscall, ev: &mut FileEvent, layout: (i8, i8, i8, i8
             len = FILE_DIR1_OFF + dn as usize;
         }
     }
-    if p2 >= 0 {
+    if p2 >= 0 && k2.is_some_and(|k| kernel_path(kp, k, ev.dir2.as_mut_ptr()).is_some()) {
+        let (n, trunc, _) = read_user_path(arg(p, p2), ev.path2.as_mut_ptr());
+        ev.path2_len = n;
+        ev.dir2_len = kernel_path_len(kp, k2.unwrap_or(0));
+        ev.flags |= KPATH2 | if trunc { PATH2_TRUNCATED } else { 0 };
+        len = FILE_DIR2_OFF + ev.dir2_len as usize;
+    } else if p2 >= 0 {
         let (n, dir, flags) =
             capture_path(arg(p, p2), dirfd_arg(p, d2), ev.path2.as_mut_ptr(), ev.dir2.as_mut_ptr(), PATH2_BITS);
         ev.path2_len = n;

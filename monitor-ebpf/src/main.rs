@@ -1,13 +1,15 @@
 //! Kernel side of agentmon: see `maps.rs` for the session filter and the ring buffer,
 //! `process.rs` for the exec/fork/exit probes, `file.rs` and `net.rs` for file and network
 //! syscalls, `vfs.rs` for reading paths out of the kernel. `fexit.rs` is the same syscall
-//! capture at the kernel's functions (where fexit loads), instead of the syscall tracepoints.
+//! capture at the kernel's functions (where fexit loads), instead of the syscall tracepoints,
+//! and `kpath.rs` takes the paths of path operations from the kernel's `security_path_*` hooks.
 #![no_std]
 #![no_main]
 
 mod compat;
 mod fexit;
 mod file;
+mod kpath;
 mod maps;
 mod net;
 mod process;

@@ -88,6 +88,7 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     fs_root: 0,
     uring_open_slot: 0,
     regs_args64: [0; 6],
+    regs_orig_ax: 0,
 });
 
 #[unsafe(no_mangle)]

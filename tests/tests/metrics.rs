@@ -293,7 +293,8 @@ async fn metrics_equal_status() {
             "{what} on its primary hook: {paths:?}"
         );
     }
-    // Except the syscalls themselves (this VM refuses fexit: the tracepoints), and syscalls this kernel does not have (no module or kexec support here):
+    // Except the syscalls themselves and the path operations (this VM refuses fexit: the
+    // tracepoints), and syscalls this kernel does not have (no module or kexec support here):
     // `missing`, each exactly when tracefs has no such event.
     let absent = |p: &Value| {
         p["state"] == "missing"
@@ -301,7 +302,12 @@ async fn metrics_equal_status() {
                 !std::path::Path::new(&format!("/sys/kernel/tracing/events/syscalls/sys_enter_{sc}")).exists()
             })
     };
-    assert!(paths.iter().all(|p| p["state"] == "primary" || p["what"] == "syscalls" || absent(p)), "{paths:?}");
+    assert!(
+        paths
+            .iter()
+            .all(|p| p["state"] == "primary" || p["what"] == "syscalls" || p["what"] == "path operations" || absent(p)),
+        "{paths:?}"
+    );
     assert!(paths.iter().any(|p| p["what"] == "syscalls" && p["state"] == "fallback"), "{paths:?}");
     let kinds = st["probe_kinds"].as_object().expect("probe_kinds");
     assert_eq!(

@@ -440,6 +440,12 @@ pub fn file_accesses(op: &FileOp) -> (Vec<(String, &'static str)>, serde_json::V
     if op.root_changed {
         set("root_changed", json!(true));
     }
+    if op.path1.as_ref().is_some_and(|p| p.kernel) {
+        set("path_kernel", json!(true));
+    }
+    if op.path2.as_ref().is_some_and(|p| p.kernel) {
+        set("path2_kernel", json!(true));
+    }
     if op.compat {
         set("compat", json!(true));
     }

@@ -11,9 +11,9 @@ use monitor_common::{
     NetEvent, TamperEvent, ARGV_MAX, COMPAT, COMPONENT_MAX, CWD_MAX, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED,
     DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED, EXEC_EXE_RESOLVED,
     EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXEC_SESSION_START, EXIT_GROUP_DEAD, FD_PATH, FILENAME_MAX, FILE_DIR1_OFF,
-    FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FORK_THREAD, NET_ADDR_GIVEN, NET_ADDR_KERNEL, NET_FASTOPEN,
-    NET_SOCK_KNOWN, OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, PAYLOAD_CAP, ROOT_CHANGED,
-    SCM_FDS, SOCKADDR_CAP, URING_DIR2_OFF, URING_DIR_OFF, URING_PATH2_OFF, URING_PATH_OFF, URING_SUBMIT,
+    FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FORK_THREAD, KPATH1, KPATH2, NET_ADDR_GIVEN, NET_ADDR_KERNEL,
+    NET_FASTOPEN, NET_SOCK_KNOWN, OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, PAYLOAD_CAP,
+    ROOT_CHANGED, SCM_FDS, SOCKADDR_CAP, URING_DIR2_OFF, URING_DIR_OFF, URING_PATH2_OFF, URING_PATH_OFF, URING_SUBMIT,
 };
 
 use crate::text::{escape_bytes, split_argv};
@@ -118,6 +118,9 @@ pub struct PathArg {
     /// The absolute path: `given` if absolute, else joined to the directory the kernel
     /// resolved (the cwd or the dirfd's path). `None` when that directory could not be read.
     pub absolute: Option<String>,
+    /// `absolute` is the object the kernel acted on, walked from the dentry its
+    /// `security_path_*` hook saw (fexit mode), not `given` re-read from user memory and joined.
+    pub kernel: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,7 +335,7 @@ fn path_arg(path: &[u8], truncated: bool, dir: Option<&[u8]>) -> PathArg {
         _ if path.first() == Some(&b'/') => Some(given.clone()),
         _ => None,
     };
-    PathArg { given, truncated, absolute }
+    PathArg { given, truncated, absolute, kernel: false }
 }
 
 /// Parse a `struct sockaddr` as the kernel or the caller wrote it.
@@ -393,11 +396,28 @@ fn decode_file(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
     };
     let fd_path = (ev.flags & FD_PATH != 0 && ev.flags & DIR1_TRUNCATED == 0).then(|| cwd_path(d1));
     let has_path1 = monitor_common::nr::file_layout(u64::from(ev.nr)).is_some_and(|l| l.0 >= 0);
-    let path1 = has_path1
-        .then(|| path_arg(p1, ev.flags & PATH1_TRUNCATED != 0, dir(DIR1_RESOLVED, DIR1_TRUNCATED, d1).as_deref()));
+    // The kernel's own object (fexit mode, `KPATH*`): the whole path, walked from its dentry.
+    let kernel = |p: &[u8], trunc: u32, d: &[u8]| PathArg {
+        given: escape_bytes(p),
+        truncated: ev.flags & trunc != 0,
+        absolute: Some(cwd_path(d)),
+        kernel: true,
+    };
+    let path1 = has_path1.then(|| {
+        if ev.flags & KPATH1 != 0 {
+            kernel(p1, PATH1_TRUNCATED, d1)
+        } else {
+            path_arg(p1, ev.flags & PATH1_TRUNCATED != 0, dir(DIR1_RESOLVED, DIR1_TRUNCATED, d1).as_deref())
+        }
+    });
     let object = obj.then(|| cwd_path(obj_bytes));
-    let path2 = (ev.path2_len > 0 && object.is_none())
-        .then(|| path_arg(p2, ev.flags & PATH2_TRUNCATED != 0, dir(DIR2_RESOLVED, DIR2_TRUNCATED, d2).as_deref()));
+    let path2 = (ev.path2_len > 0 && object.is_none()).then(|| {
+        if ev.flags & KPATH2 != 0 {
+            kernel(p2, PATH2_TRUNCATED, d2)
+        } else {
+            path_arg(p2, ev.flags & PATH2_TRUNCATED != 0, dir(DIR2_RESOLVED, DIR2_TRUNCATED, d2).as_deref())
+        }
+    });
     Ok(Event::File(FileOp {
         hdr,
         nr: u64::from(ev.nr),

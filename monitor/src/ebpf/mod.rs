@@ -166,6 +166,8 @@ pub fn probe_kinds(attached: &[String]) -> std::collections::BTreeMap<String, u6
             "tracepoint"
         } else if name.starts_with("fexit/") || name.starts_with("fx") {
             "fexit"
+        } else if name.starts_with("fentry/") || name.starts_with("kp_") {
+            "fentry"
         } else if name.starts_with("cgroup/") || name.starts_with("kaddr_") {
             "cgroup"
         } else {
@@ -951,6 +953,9 @@ fn attach_fexit(
             Err(e) => tracing::warn!(function = %func, error = %e, "fexit refused for this function; not captured"),
         }
     }
+    if !handlers.is_empty() {
+        attach_path_hooks(ebpf, &btf, &mut load, attached, pin)?;
+    }
     load.heaviest.sort_unstable_by(|a, b| b.cmp(a));
     load.heaviest.truncate(3);
     tracing::info!(
@@ -964,6 +969,60 @@ fn attach_fexit(
         "fexit programs loaded"
     );
     Ok(!handlers.is_empty())
+}
+
+/// (program, kernel function): the fentry programs that take the objects of path operations
+/// from the kernel's own hooks (monitor-ebpf/src/kpath.rs), in the fexit mode.
+pub const PATH_HOOKS: &[(&str, &str)] = &[
+    ("kp_unlink", "security_path_unlink"),
+    ("kp_rmdir", "security_path_rmdir"),
+    ("kp_mkdir", "security_path_mkdir"),
+    ("kp_symlink", "security_path_symlink"),
+    ("kp_chmod", "security_path_chmod"),
+    ("kp_chown", "security_path_chown"),
+    ("kp_truncate", "security_path_truncate"),
+    ("kp_rename", "security_path_rename"),
+    ("kp_link", "security_path_link"),
+];
+
+/// Attach [`PATH_HOOKS`]. One the kernel lacks (`CONFIG_SECURITY_PATH` off) or refuses leaves
+/// its operations' paths read from user memory, as `status` says.
+fn attach_path_hooks(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    load: &mut FexitLoad,
+    attached: &mut Vec<String>,
+    pin: &dyn Fn(FdLink, &'static str, &str) -> Result<(), ProbeError>,
+) -> Result<(), ProbeError> {
+    for &(name, func) in PATH_HOOKS {
+        let result = (|| -> Result<FdLink, ProbeError> {
+            let p: &mut aya::programs::FEntry = ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::Program { name, source: aya::programs::ProgramError::UnexpectedProgramType })?
+                .try_into()
+                .map_err(|source| ProbeError::Program { name, source })?;
+            let t = Instant::now();
+            p.load(func, btf).map_err(|source| ProbeError::Program { name, source })?;
+            load.verify += t.elapsed();
+            let verified = p.info().ok().and_then(|i| i.verified_instruction_count()).unwrap_or(0);
+            load.insns += u64::from(verified);
+            load.heaviest.push((verified, name));
+            let t = Instant::now();
+            let id = p.attach().map_err(|source| ProbeError::Program { name, source })?;
+            load.attach += t.elapsed();
+            Ok(p.take_link(id).map_err(|source| ProbeError::Program { name, source })?.into())
+        })();
+        match result {
+            Ok(link) => {
+                pin(link, name, func)?;
+                attached.push(format!("fentry/{func}"));
+            }
+            Err(e) => {
+                tracing::warn!(function = %func, error = %e, "path hook refused; these paths are read from user memory");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The shared handlers and their tail-call slots, one per BTF prototype of the syscall
@@ -1207,6 +1266,12 @@ pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
     } else {
         path("syscalls", "fallback", "syscall tracepoints (the kernel refused fexit, or capture_fexit = false: the log says which): every syscall on the host takes the tracepoint slow path")
     });
+    let hooks = PATH_HOOKS.iter().filter(|(_, f)| attached.iter().any(|a| a.ends_with(f))).count();
+    paths.push(if hooks == PATH_HOOKS.len() {
+        path("path operations", "primary", "the objects from the kernel's security_path_* hooks (fentry): unlink, rmdir, mkdir, symlink, rename, link, chmod, chown and truncate name what the kernel acted on")
+    } else {
+        path("path operations", "fallback", "paths of unlink, rename, chmod and the like re-read from user memory at the syscall's exit, joined to the directory the kernel resolved (the hooks need the fexit mode and CONFIG_SECURITY_PATH)")
+    });
     paths.push(if fexit && attached.iter().any(|a| a.contains("__ia32_")) {
         path("32-bit syscalls", "primary", "fexit on the kernel's __ia32_* syscall functions (int 0x80)")
     } else if has("sys_enter") {
@@ -1270,13 +1335,22 @@ mod tests {
         loaded.extend(RESOURCE_SYSCALLS.iter().map(|s| format!("tracepoint/syscalls/sys_enter_{s}")));
         loaded.extend(CGROUP_PROGRAMS.iter().map(|p| format!("cgroup/{p}")));
         let paths = capture_paths(&loaded);
-        assert!(paths.iter().all(|p| p.state == "primary" || p.what == "syscalls"), "{paths:?}");
+        assert!(
+            paths.iter().all(|p| p.state == "primary" || p.what == "syscalls" || p.what == "path operations"),
+            "{paths:?}"
+        );
         assert_eq!(state_of(&paths, "syscalls"), Some("fallback"));
+        assert_eq!(state_of(&paths, "path operations"), Some("fallback"));
 
         // As loaded where fexit attaches: no syscall tracepoint at all, and none is missing.
         let mut fx: Vec<String> = vec!["raw_tp/sched_process_exit".into(), "fexit/__ia32_compat_sys_openat".into()];
         fx.extend(RESOURCE_SYSCALLS.iter().map(|s| format!("fexit/__x64_sys_{s}")));
         let paths = capture_paths(&fx);
+        assert_eq!(state_of(&paths, "path operations"), Some("fallback"), "without the path hooks");
+        // Adopted from pins (`<program>-<function>`), the path hooks all there.
+        fx.extend(PATH_HOOKS.iter().map(|(p, f)| format!("{p}-{f}")));
+        let paths = capture_paths(&fx);
+        assert_eq!(state_of(&paths, "path operations"), Some("primary"));
         assert_eq!(state_of(&paths, "syscalls"), Some("primary"));
         assert_eq!(state_of(&paths, "32-bit syscalls"), Some("primary"));
         assert!(!paths.iter().any(|p| p.what.starts_with("syscall ")), "{paths:?}");

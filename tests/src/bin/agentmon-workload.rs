@@ -53,6 +53,9 @@
 //! `sendto-race REAL FAKE` a UDP sendto to 127.0.0.1:REAL whose sockaddr says port FAKE by
 //!                      exit (same technique, the payload on the userfaultfd page); prints
 //!                      `sent REAL`
+//! `unlink-race DIR`    unlink of DIR/AAAAzz…z whose path says DIR/BBBBzz…z by exit (the
+//!                      path's tail on a userfaultfd page; its head rewritten while the kernel
+//!                      waits there); both files exist before; prints `ok`
 //! `raw-send IP`        an IP datagram of protocol 253 from a raw socket; prints the bytes sent
 //! `packet-send IFNAME` an Ethernet frame from an `AF_PACKET` socket bound to IFNAME; prints the
 //!                      bytes sent
@@ -935,6 +938,50 @@ fn openat2_race(path: &str, n: u32) {
     println!("ok");
 }
 
+/// unlink of DIR/AAAA<z…> whose path reads DIR/BBBB<z…> by the time the syscall returns: the
+/// path ends 20 bytes into a userfaultfd page, so the kernel blocks copying it (`getname`)
+/// after it has copied the head, while a thread rewrites `AAAA` (well before the page, outside
+/// the word the copy is in) to `BBBB`. The kernel removes the `AAAA` file.
+fn unlink_race(dir: &str) {
+    let (uffd, tail_page) = uffd_page();
+    // The page before it, ordinary memory, holds the head of the path.
+    // SAFETY: a new anonymous mapping just below the registered page (MAP_FIXED_NOREPLACE).
+    let head_page = unsafe {
+        libc::mmap(
+            (tail_page - PAGE) as *mut _,
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(head_page as usize, tail_page - PAGE, "mmap below the userfaultfd page");
+    let zs = "z".repeat(60);
+    let (real, decoy) = (format!("{dir}/AAAA{zs}"), format!("{dir}/BBBB{zs}"));
+    for f in [&real, &decoy] {
+        std::fs::write(f, b"x").expect("create");
+    }
+    let name = c(&real).into_bytes_with_nul();
+    let tail = 20;
+    let start = tail_page - (name.len() - tail);
+    // SAFETY: `start..tail_page` is inside the head page (the path is shorter than a page).
+    unsafe { std::ptr::copy_nonoverlapping(name.as_ptr(), start as *mut u8, name.len() - tail) };
+    let marker = start + dir.len() + 1;
+    // SAFETY: the kernel has copied the head already; the syscall waits on the tail page.
+    let rewrite = move || unsafe { std::ptr::copy_nonoverlapping(b"BBBB".as_ptr(), marker as *mut u8, 4) };
+    let handler = uffd_handler(uffd, tail_page, name[name.len() - tail..].to_vec(), rewrite);
+    let r = sys!(libc::SYS_unlink, start);
+    handler.join().expect("fault handler");
+    assert_eq!(r, 0, "unlink: errno {}", -r);
+    assert!(!std::path::Path::new(&real).exists(), "the kernel removed the AAAA file");
+    assert!(std::path::Path::new(&decoy).exists(), "the BBBB file is still there");
+    // SAFETY: reading the head page back.
+    let now = unsafe { std::slice::from_raw_parts(marker as *const u8, 4) };
+    assert_eq!(now, b"BBBB", "the path was rewritten during the call");
+    println!("ok");
+}
+
 /// UDP sendto 127.0.0.1:REAL whose payload is on a userfaultfd page: the kernel copies the
 /// sockaddr (`move_addr_to_kernel`), then blocks on the payload while a thread rewrites the
 /// sockaddr in user memory to port FAKE. The datagram goes to REAL.
@@ -1155,6 +1202,7 @@ fn main() {
         "uring-write" => uring_write(arg(1), arg(2)),
         "uring-sendmsg" => uring_sendmsg(arg(1)),
         "openat2-race" => openat2_race(arg(1), a.get(2).map_or(1, |n| n.parse().expect("count"))),
+        "unlink-race" => unlink_race(arg(1)),
         "sendto-race" => sendto_race(arg(1).parse().expect("real port"), arg(2).parse().expect("fake port")),
         "raw-send" => raw_send(arg(1)),
         "packet-send" => packet_send(arg(1)),
