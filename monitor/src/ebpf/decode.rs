@@ -769,6 +769,37 @@ mod tests {
     }
 
     #[test]
+    fn the_kernels_paths_name_a_rename_whatever_its_arguments_say_by_exit() {
+        // A rename whose given names were rewritten during the call: the kernel's hook saw
+        // /work/real (leaf first in dir1) and /work/new (in dir2).
+        let mut ev: FileEvent = unsafe { std::mem::zeroed() };
+        ev.hdr = hdr(EventKind::File, 9);
+        ev.nr = monitor_common::nr::RENAME as u32;
+        ev.path1[..5].copy_from_slice(b"decoy");
+        ev.path1_len = 5;
+        ev.dir1[..10].copy_from_slice(b"real\0work\0");
+        ev.dir1_len = 10;
+        ev.path2[..2].copy_from_slice(b"zz");
+        ev.path2_len = 2;
+        ev.dir2[..9].copy_from_slice(b"new\0work\0");
+        ev.dir2_len = 9;
+        ev.flags = KPATH1 | KPATH2;
+        let mut b = bytes_of(&ev);
+        b.truncate(FILE_DIR2_OFF + 9);
+        let Ok(Event::File(f)) = decode(&b) else { panic!("decode") };
+        let (p1, p2) = (f.path1.expect("path1"), f.path2.expect("path2"));
+        assert_eq!((p1.given.as_str(), p1.absolute.as_deref(), p1.kernel), ("decoy", Some("/work/real"), true));
+        assert_eq!((p2.given.as_str(), p2.absolute.as_deref(), p2.kernel), ("zz", Some("/work/new"), true));
+        // Without the flags the same bytes are directories the given names are joined to.
+        ev.flags = DIR1_RESOLVED | DIR2_RESOLVED;
+        let mut b = bytes_of(&ev);
+        b.truncate(FILE_DIR2_OFF + 9);
+        let Ok(Event::File(f)) = decode(&b) else { panic!("decode") };
+        let p1 = f.path1.expect("path1");
+        assert_eq!((p1.absolute.as_deref(), p1.kernel), (Some("/work/real/decoy"), false));
+    }
+
+    #[test]
     fn received_fds_carry_the_first_file_the_count_and_the_next_numbers() {
         let mut ev: FileEvent = unsafe { std::mem::zeroed() };
         ev.hdr = hdr(EventKind::File, 9);
