@@ -172,6 +172,56 @@ fn opened_file(ev: &mut FileEvent, file: *const u8, at: *mut u8) -> Option<u32> 
     Some(dn)
 }
 
+/// The paths of a path operation as the kernel's hooks saw them (`kpath.rs`): each path
+/// argument the hook named gets the kernel's object in its directory slot (`KPATH1`/`KPATH2`),
+/// beside the path as given. A separate branch, all or nothing, so the verifier walks it once
+/// beside the user-memory one rather than through every combination of the two. `None` (an
+/// incomplete walk) leaves the caller to read the paths from user memory.
+#[inline(always)]
+fn kernel_paths(
+    p: &PendingSyscall,
+    ev: &mut FileEvent,
+    layout: (i8, i8, i8, i8, i8),
+    kp: *const KernelPaths,
+) -> Option<usize> {
+    let (p1, _, p2, _, _) = layout;
+    // Which of the hook's objects each path argument names: a symlink's first argument is its
+    // content, and its new name is the hook's one object.
+    let (k1, k2) = match p.nr {
+        nr::SYMLINK | nr::SYMLINKAT => (None, Some(0)),
+        nr::RENAME | nr::RENAMEAT | nr::RENAMEAT2 | nr::LINK | nr::LINKAT => (Some(0), Some(1)),
+        _ => (Some(0), None),
+    };
+    let mut flags = 0;
+    let mut len = FILE_PATH1_OFF;
+    if p1 >= 0 {
+        let (n, trunc, _) = read_user_path(arg(p, p1), ev.path1.as_mut_ptr());
+        ev.path1_len = n;
+        flags |= if trunc { PATH1_TRUNCATED } else { 0 };
+        len = FILE_PATH1_OFF + n as usize;
+        if let Some(k) = k1 {
+            let dn = kernel_path(kp, k, ev.dir1.as_mut_ptr())?;
+            ev.dir1_len = dn;
+            flags |= KPATH1;
+            len = FILE_DIR1_OFF + dn as usize;
+        }
+    }
+    if p2 >= 0 {
+        let (n, trunc, _) = read_user_path(arg(p, p2), ev.path2.as_mut_ptr());
+        ev.path2_len = n;
+        flags |= if trunc { PATH2_TRUNCATED } else { 0 };
+        len = FILE_PATH2_OFF + n as usize;
+        if let Some(k) = k2 {
+            let dn = kernel_path(kp, k, ev.dir2.as_mut_ptr())?;
+            ev.dir2_len = dn;
+            flags |= KPATH2;
+            len = FILE_DIR2_OFF + dn as usize;
+        }
+    }
+    ev.flags |= flags;
+    Some(len)
+}
+
 /// Copy the kernel's path `slot` (complete walks only) into `dst`, which has `DIR_CAP` bytes;
 /// returns its length, or `None` when there is none.
 #[inline(always)]
@@ -381,22 +431,18 @@ fn capture_paths(
     layout: (i8, i8, i8, i8, i8),
     kp: *const KernelPaths,
 ) -> usize {
+    if !kp.is_null() {
+        if let Some(len) = kernel_paths(p, ev, layout, kp) {
+            return len;
+        }
+        // What it wrote before giving up is rewritten below, but a length left over would
+        // claim bytes the event does not carry.
+        ev.dir1_len = 0;
+        ev.dir2_len = 0;
+    }
     let (p1, d1, p2, d2, fd) = layout;
     let mut len = FILE_PATH1_OFF;
-    // Which of the kernel's objects (see `kpath.rs`) each path argument names: a symlink's
-    // first argument is its content, and its new name is the hook's one object.
-    let (k1, k2) = match p.nr {
-        nr::SYMLINK | nr::SYMLINKAT => (None, Some(0)),
-        nr::RENAME | nr::RENAMEAT | nr::RENAMEAT2 | nr::LINK | nr::LINKAT => (Some(0), Some(1)),
-        _ => (Some(0), None),
-    };
-    if p1 >= 0 && k1.is_some_and(|k| kernel_path(kp, k, ev.dir1.as_mut_ptr()).is_some()) {
-        let (n, trunc, _) = read_user_path(arg(p, p1), ev.path1.as_mut_ptr());
-        ev.path1_len = n;
-        ev.dir1_len = kernel_path_len(kp, k1.unwrap_or(0));
-        ev.flags |= KPATH1 | if trunc { PATH1_TRUNCATED } else { 0 };
-        len = FILE_DIR1_OFF + ev.dir1_len as usize;
-    } else if p1 >= 0 {
+    if p1 >= 0 {
         let (n, dir, flags) =
             capture_path(arg(p, p1), dirfd_arg(p, d1), ev.path1.as_mut_ptr(), ev.dir1.as_mut_ptr(), PATH1_BITS);
         ev.path1_len = n;
@@ -416,13 +462,7 @@ fn capture_paths(
             len = FILE_DIR1_OFF + dn as usize;
         }
     }
-    if p2 >= 0 && k2.is_some_and(|k| kernel_path(kp, k, ev.dir2.as_mut_ptr()).is_some()) {
-        let (n, trunc, _) = read_user_path(arg(p, p2), ev.path2.as_mut_ptr());
-        ev.path2_len = n;
-        ev.dir2_len = kernel_path_len(kp, k2.unwrap_or(0));
-        ev.flags |= KPATH2 | if trunc { PATH2_TRUNCATED } else { 0 };
-        len = FILE_DIR2_OFF + ev.dir2_len as usize;
-    } else if p2 >= 0 {
+    if p2 >= 0 {
         let (n, dir, flags) =
             capture_path(arg(p, p2), dirfd_arg(p, d2), ev.path2.as_mut_ptr(), ev.dir2.as_mut_ptr(), PATH2_BITS);
         ev.path2_len = n;
