@@ -290,3 +290,26 @@ fexit_syscalls! {
     fx_kexec_load, fx32_kexec_load, fxb_kexec_load, fxb32_kexec_load => KEXEC_LOAD,
     fx_kexec_file_load, fx32_kexec_file_load, fxb_kexec_file_load, fxb32_kexec_file_load => KEXEC_FILE_LOAD,
 }
+
+/// The 32-bit entries that have no 64-bit twin function: i386's 16-bit-uid chowns and its
+/// 64-bit-length truncates (`COMPAT_ONLY` in monitor/src/ebpf/mod.rs).
+macro_rules! fexit_compat_only {
+    ($( $name32:ident, $name32_b:ident => $nr:ident ),* $(,)?) => { $(
+        #[fexit]
+        pub fn $name32(ctx: FExitContext) -> i32 {
+            on_exit32(&ctx, nr::$nr, &FX_HANDLER)
+        }
+        #[fexit]
+        pub fn $name32_b(ctx: FExitContext) -> i32 {
+            on_exit32(&ctx, nr::$nr, &FX_HANDLER_B)
+        }
+    )* };
+}
+
+fexit_compat_only! {
+    fx32_chown16, fxb32_chown16 => CHOWN,
+    fx32_lchown16, fxb32_lchown16 => LCHOWN,
+    fx32_fchown16, fxb32_fchown16 => FCHOWN,
+    fx32_truncate64, fxb32_truncate64 => TRUNCATE,
+    fx32_ftruncate64, fxb32_ftruncate64 => FTRUNCATE,
+}

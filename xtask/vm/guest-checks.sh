@@ -138,7 +138,7 @@ if [ "$phase" = install ]; then
 		mkdir -p $k/a $k/b $k/root $k/ur
 		echo x >$k/a/from
 		echo x >$k/root/victim
-		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W scm-rights /etc/hostname && $W module-load; exit 0")
+		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W int80-chown16 $k/c16 && $W scm-rights /etc/hostname && $W module-load; exit 0")
 		check "$mode: the attack session ends" wait_for 60 session_ended "$kid"
 		check "$mode: the attacks took effect" bash -c "grep -q via-handle $k/handle-target && grep -q fixed $k/fixed && test -e $k/b/moved && grep -q raced $k/raced && ! test -e $k/root/victim"
 		sleep 2
@@ -155,6 +155,7 @@ if [ "$phase" = install ]; then
 		check "$mode: the raced unlink took effect" bash -c "! test -e $k/ur/AAAA$zs && test -e $k/ur/BBBB$zs"
 		# With tracepoints the path is re-read from user memory at exit (the fallback's limit).
 		[ "$mode" = tracepoints ] || check "$mode: a raced unlink names the file the kernel removed" jq -e "any(.[]; .data.syscall == \"unlink\" and .data.path == \"$k/ur/AAAA$zs\" and .data.path_kernel == true and .data.path_given == \"$k/ur/BBBB$zs\")" "$ev"
+		check "$mode: an i386 16-bit-uid chown is recorded" jq -e "any(.[]; .data.syscall == \"chown\" and .data.compat == true and .data.path == \"$k/c16\" and .data.result == \"ok\")" "$ev"
 		check "$mode: a raced sendto names the kernel's destination" jq -e 'any(.[]; .data.syscall == "sendto" and .data.port == 47205 and .data.addr_kernel == true) and (any(.[]; .data.port == 9) | not)' "$ev"
 		check "$mode: a received fd (SCM_RIGHTS) names the file the kernel installed" jq -e 'any(.[]; .data.syscall == "recvmsg" and .data.scm_rights == true and .data.path == "/etc/hostname" and .data.fds_received == 1)' "$ev"
 		check "$mode: module and kexec loads are kernel_code tamper events" jq -e '[.[] | select(.data.tamper == "kernel_code")] | length == 3' "$ev"

@@ -901,6 +901,9 @@ fn attach_fexit(
                 .find(|f| functions.has_function(f));
             targets.push(("fx32", sc, f.unwrap_or_else(|| format!("__ia32_sys_{sc}")), !sc.starts_with("execve")));
         }
+        for (sc, f) in COMPAT_ONLY {
+            targets.push(("fx32", sc, (*f).to_string(), true));
+        }
     }
     let started = Instant::now();
     let mut load = FexitLoad::default();
@@ -1024,6 +1027,16 @@ fn attach_path_hooks(
     }
     Ok(())
 }
+
+/// (program suffix, function): 32-bit syscall functions with no 64-bit twin, recorded as the
+/// twin's syscall: i386's 16-bit-uid chowns and its 64-bit-length truncates.
+const COMPAT_ONLY: &[(&str, &str)] = &[
+    ("chown16", "__ia32_sys_chown16"),
+    ("lchown16", "__ia32_sys_lchown16"),
+    ("fchown16", "__ia32_sys_fchown16"),
+    ("truncate64", "__ia32_sys_ia32_truncate64"),
+    ("ftruncate64", "__ia32_sys_ia32_ftruncate64"),
+];
 
 /// The shared handlers and their tail-call slots, one per BTF prototype of the syscall
 /// functions, in the order the prototypes are met.

@@ -56,6 +56,8 @@
 //! `unlink-race DIR`    unlink of DIR/AAAAzz…z whose path says DIR/BBBBzz…z by exit (the
 //!                      path's tail on a userfaultfd page; its head rewritten while the kernel
 //!                      waits there); both files exist before; prints `ok`
+//! `int80-chown16 PATH` creates PATH, then `chown(PATH, 0, 0)` through i386's 16-bit-uid
+//!                      `chown16` (`int 0x80`); prints `ok`
 //! `raw-send IP`        an IP datagram of protocol 253 from a raw socket; prints the bytes sent
 //! `packet-send IFNAME` an Ethernet frame from an `AF_PACKET` socket bound to IFNAME; prints the
 //!                      bytes sent
@@ -546,6 +548,44 @@ fn int80_open(path: &str) {
         );
     }
     assert!(ret >= 0, "int 0x80 open: {ret}");
+}
+
+/// `chown(path, 0, 0)` through i386's 16-bit-uid entry (`int 0x80`, syscall 182: `chown16`),
+/// the path in a `MAP_32BIT` page.
+fn int80_chown16(path: &str) {
+    std::fs::write(path, "x").expect("create");
+    // SAFETY: an anonymous mapping we own.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(page, libc::MAP_FAILED, "MAP_32BIT");
+    let bytes = c(path);
+    let bytes = bytes.as_bytes_with_nul();
+    // SAFETY: the page holds 4096 bytes; paths here are shorter.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), page.cast::<u8>(), bytes.len()) };
+    let ret: i32;
+    // SAFETY: i386 chown16(2): eax = 182, ebx = path, ecx = uid, edx = gid.
+    unsafe {
+        std::arch::asm!(
+            "push rbx",
+            "mov ebx, {path:e}",
+            "int 0x80",
+            "pop rbx",
+            path = in(reg) page as u64,
+            inlateout("eax") 182i32 => ret,
+            in("ecx") 0u32,
+            in("edx") 0u32,
+        );
+    }
+    assert_eq!(ret, 0, "int 0x80 chown16");
+    println!("ok");
 }
 
 /// A small real ring (`io_uring_setup`); the io-uring crate makes the raw syscalls itself.
@@ -1203,6 +1243,7 @@ fn main() {
         "uring-sendmsg" => uring_sendmsg(arg(1)),
         "openat2-race" => openat2_race(arg(1), a.get(2).map_or(1, |n| n.parse().expect("count"))),
         "unlink-race" => unlink_race(arg(1)),
+        "int80-chown16" => int80_chown16(arg(1)),
         "sendto-race" => sendto_race(arg(1).parse().expect("real port"), arg(2).parse().expect("fake port")),
         "raw-send" => raw_send(arg(1)),
         "packet-send" => packet_send(arg(1)),
