@@ -723,6 +723,9 @@ pub struct KernelOffsets {
     pub regs_args64: [u32; 6],
     /// `pt_regs.orig_ax`: the number of the syscall in progress (path hooks, fexit mode).
     pub regs_orig_ax: u32,
+    /// `msghdr.msg_name`, `msghdr.msg_namelen`: a send's destination, the kernel's copy.
+    pub msghdr_name: u32,
+    pub msghdr_namelen: u32,
 }
 
 /// Bytes of a cgroup path in a [`CgroupEvent`].

@@ -89,6 +89,8 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     uring_open_slot: 0,
     regs_args64: [0; 6],
     regs_orig_ax: 0,
+    msghdr_name: 0,
+    msghdr_namelen: 0,
 });
 
 #[unsafe(no_mangle)]

@@ -9,12 +9,12 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_user,
         generated::bpf_probe_read_user as read_user_raw,
     },
-    macros::{cgroup_sock_addr, map},
+    macros::{cgroup_sock_addr, fentry, map},
     maps::{LruHashMap, PerCpuArray},
-    programs::SockAddrContext,
+    programs::{FEntryContext, SockAddrContext},
 };
 use monitor_common::{
     nr, EventClass, EventKind, NetEvent, PendingSyscall, COMPAT, NET_ADDR_GIVEN, NET_ADDR_KERNEL, NET_FASTOPEN,
@@ -22,7 +22,7 @@ use monitor_common::{
 };
 
 use crate::{
-    maps::{emit, fill_header, kread, kread_ptr, OFFSETS},
+    maps::{current_session_peek, emit, fill_header, kread, kread_ptr, OFFSETS},
     vfs::fd_file,
 };
 
@@ -63,6 +63,42 @@ fn keep_kernel_addr(ctx: &SockAddrContext, v6: bool) -> i32 {
     1
 }
 
+/// `security_socket_sendmsg(struct socket *, struct msghdr *, int)` (fentry, fexit mode): the
+/// destination of a raw (`SOCK_RAW`) or packet socket's send, from `msg_name`, the kernel's
+/// copy of the caller's sockaddr, which no cgroup hook sees. Inet, inet6 and packet addresses
+/// only: the slot holds 28 bytes.
+#[fentry]
+pub fn kp_sendmsg(ctx: FEntryContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    if current_session_peek((key >> 32) as u32).is_none() {
+        return 0;
+    }
+    let off = OFFSETS.load();
+    let sock: *const u8 = ctx.arg(0);
+    let msg: *const u8 = ctx.arg(1);
+    if u32::from(kread::<u16>(sock, off.socket_type)) != SOCK_RAW {
+        let sk = kread_ptr(sock, off.socket_sk);
+        if kread::<u16>(sk, off.skc_family) != AF_PACKET {
+            return 0;
+        }
+    }
+    let name = kread_ptr(msg, off.msghdr_name);
+    let len = kread::<i32>(msg, off.msghdr_namelen);
+    if name.is_null() || len < 2 {
+        return 0;
+    }
+    let family = kread::<u16>(name, 0);
+    if !matches!(family, AF_INET | AF_INET6 | AF_PACKET) {
+        return 0;
+    }
+    let mut out = [0u8; 28];
+    // SAFETY: a kernel pointer (the sockaddr_storage the syscall copied into); 28 bytes of it.
+    if unsafe { bpf_probe_read_kernel_buf(name, &mut out) }.is_ok() {
+        let _ = KADDR.insert(&key, &out, 0);
+    }
+    0
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn kaddr_connect4(ctx: SockAddrContext) -> i32 {
     keep_kernel_addr(&ctx, false)
@@ -97,7 +133,11 @@ pub fn take_kernel_addr(addr: &mut [u8; SOCKADDR_CAP], addr_len: &mut u32, flags
     }
     addr[..28].copy_from_slice(&k);
     let family = u16::from_ne_bytes([k[0], k[1]]);
-    *addr_len = if family == AF_INET6 { 28 } else { 16 };
+    *addr_len = match family {
+        AF_INET6 => 28,
+        AF_PACKET => 20,
+        _ => 16,
+    };
     *flags |= NET_ADDR_GIVEN | NET_ADDR_KERNEL;
 }
 
@@ -344,8 +384,9 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) -> u32 
     }
     read_sock(ev, sock_fd);
     if matches!(p.nr, nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::SENDMMSG) {
-        // Only an inet socket's call went through the cgroup hooks; always consume the entry.
-        let inet = ev.sk_family == AF_INET || ev.sk_family == AF_INET6;
+        // Only an inet socket's call went through the cgroup hooks (or, for a raw one, the
+        // sendmsg hook), and a packet socket's through the sendmsg hook; always consume it.
+        let inet = ev.sk_family == AF_INET || ev.sk_family == AF_INET6 || ev.sk_family == AF_PACKET;
         take_kernel_addr(&mut ev.addr, &mut ev.addr_len, &mut ev.flags, inet);
     }
     let is_send = matches!(p.nr, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG);

@@ -138,7 +138,7 @@ if [ "$phase" = install ]; then
 		mkdir -p $k/a $k/b $k/root $k/ur
 		echo x >$k/a/from
 		echo x >$k/root/victim
-		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W int80-chown16 $k/c16 && $W scm-rights /etc/hostname && $W module-load; exit 0")
+		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W int80-chown16 $k/c16 && $W raw-send 127.0.0.1 && $W scm-rights /etc/hostname && $W module-load; exit 0")
 		check "$mode: the attack session ends" wait_for 60 session_ended "$kid"
 		check "$mode: the attacks took effect" bash -c "grep -q via-handle $k/handle-target && grep -q fixed $k/fixed && test -e $k/b/moved && grep -q raced $k/raced && ! test -e $k/root/victim"
 		sleep 2
@@ -155,6 +155,8 @@ if [ "$phase" = install ]; then
 		check "$mode: the raced unlink took effect" bash -c "! test -e $k/ur/AAAA$zs && test -e $k/ur/BBBB$zs"
 		# With tracepoints the path is re-read from user memory at exit (the fallback's limit).
 		[ "$mode" = tracepoints ] || check "$mode: a raced unlink names the file the kernel removed" jq -e "any(.[]; .data.syscall == \"unlink\" and .data.path == \"$k/ur/AAAA$zs\" and .data.path_kernel == true and .data.path_given == \"$k/ur/BBBB$zs\")" "$ev"
+		check "$mode: a raw IP send is recorded with its destination" jq -e 'any(.[]; .data.syscall == "sendto" and .data.addr == "127.0.0.1" and .data.result == "ok" and .data.sock_type == "other")' "$ev"
+		[ "$mode" = tracepoints ] || check "$mode: a raw IP send's destination is the kernel's copy" jq -e 'any(.[]; .data.syscall == "sendto" and .data.addr == "127.0.0.1" and .data.addr_kernel == true and .data.sock_type == "other")' "$ev"
 		check "$mode: an i386 16-bit-uid chown is recorded" jq -e "any(.[]; .data.syscall == \"chown\" and .data.compat == true and .data.path == \"$k/c16\" and .data.result == \"ok\")" "$ev"
 		check "$mode: a raced sendto names the kernel's destination" jq -e 'any(.[]; .data.syscall == "sendto" and .data.port == 47205 and .data.addr_kernel == true) and (any(.[]; .data.port == 9) | not)' "$ev"
 		check "$mode: a received fd (SCM_RIGHTS) names the file the kernel installed" jq -e 'any(.[]; .data.syscall == "recvmsg" and .data.scm_rights == true and .data.path == "/etc/hostname" and .data.fds_received == 1)' "$ev"
@@ -169,7 +171,8 @@ if [ "$phase" = install ]; then
 	journalctl -u agentmon -o json --no-pager | jq -c 'select(.MESSAGE == "fexit programs loaded") | with_entries(select(.key | test("^F_")))' | tail -n 1 | sed 's/^/  fexit load: /'
 	check "destinations come from the cgroup hooks" jq -e 'any(.capture_paths[]; .what == "network destinations" and .state == "primary")' "$out/status-fexit-$(uname -r).json"
 	check "fexit: syscalls are captured with fexit, 32-bit ones too" jq -e 'any(.capture_paths[]; .what == "syscalls" and .state == "primary") and any(.capture_paths[]; .what == "32-bit syscalls" and .state == "primary")' "$out/status-fexit-$(uname -r).json"
-	check "fexit: path operations are named from the kernel's security_path hooks" jq -e 'any(.capture_paths[]; .what == "path operations" and .state == "primary") and .probe_kinds.fentry == 9' "$out/status-fexit-$(uname -r).json"
+	check "fexit: path operations are named from the kernel's security_path hooks" jq -e 'any(.capture_paths[]; .what == "path operations" and .state == "primary") and .probe_kinds.fentry == 10' "$out/status-fexit-$(uname -r).json"
+	check "fexit: raw and packet send destinations come from the kernel" jq -e 'any(.capture_paths[]; .what == "raw and packet send destinations" and .state == "primary")' "$out/status-fexit-$(uname -r).json"
 	check "fexit: no syscall tracepoint and no raw sys_enter program is attached" jq -e '.probe_kinds.syscall_tracepoint == null and ([.probes[] | select(test("sys_enter|sys_exit"))] | length == 0) and .probe_kinds.fexit > 80' "$out/status-fexit-$(uname -r).json"
 	for sc in $(jq -r '.capture_paths[] | select(.state == "missing") | .what | select(startswith("syscall ")) | ltrimstr("syscall ")' "$out/status-fexit-$(uname -r).json"); do
 		check "fexit: syscall $sc is missing only because this kernel lacks it" bash -c "! grep -qw __x64_sys_$sc /proc/kallsyms"

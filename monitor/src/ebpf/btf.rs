@@ -272,6 +272,8 @@ impl Btf {
             uring_open_slot: self.optional("io_open", "file_slot").unwrap_or(0),
             regs_args64: ["di", "si", "dx", "r10", "r8", "r9"].map(|r| self.optional("pt_regs", r).unwrap_or(0)),
             regs_orig_ax: self.optional("pt_regs", "orig_ax").unwrap_or(0),
+            msghdr_name: self.offset("msghdr", &["msg_name"])?,
+            msghdr_namelen: self.offset("msghdr", &["msg_namelen"])?,
         })
     }
 

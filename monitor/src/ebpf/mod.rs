@@ -986,6 +986,8 @@ pub const PATH_HOOKS: &[(&str, &str)] = &[
     ("kp_truncate", "security_path_truncate"),
     ("kp_rename", "security_path_rename"),
     ("kp_link", "security_path_link"),
+    // Not a path: a raw or packet socket's send destination, the kernel's copy (net.rs).
+    ("kp_sendmsg", "security_socket_sendmsg"),
 ];
 
 /// Attach [`PATH_HOOKS`]. One the kernel lacks (`CONFIG_SECURITY_PATH` off) or refuses leaves
@@ -1279,8 +1281,22 @@ pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
     } else {
         path("syscalls", "fallback", "syscall tracepoints (the kernel refused fexit, or capture_fexit = false: the log says which): every syscall on the host takes the tracepoint slow path")
     });
-    let hooks = PATH_HOOKS.iter().filter(|(_, f)| attached.iter().any(|a| a.ends_with(f))).count();
-    paths.push(if hooks == PATH_HOOKS.len() {
+    let hooked = |f: &str| attached.iter().any(|a| a.ends_with(f));
+    paths.push(if hooked("security_socket_sendmsg") {
+        path(
+            "raw and packet send destinations",
+            "primary",
+            "the kernel's copy of the sockaddr, from its security_socket_sendmsg hook (fentry)",
+        )
+    } else {
+        path(
+            "raw and packet send destinations",
+            "fallback",
+            "read from the caller's memory at the syscall's exit (the hook needs the fexit mode)",
+        )
+    });
+    let hooks = PATH_HOOKS.iter().filter(|(_, f)| f.starts_with("security_path_") && hooked(f)).count();
+    paths.push(if hooks == PATH_HOOKS.len() - 1 {
         path("path operations", "primary", "the objects from the kernel's security_path_* hooks (fentry): unlink, rmdir, mkdir, symlink, rename, link, chmod, chown and truncate name what the kernel acted on")
     } else {
         path("path operations", "fallback", "paths of unlink, rename, chmod and the like re-read from user memory at the syscall's exit, joined to the directory the kernel resolved (the hooks need the fexit mode and CONFIG_SECURITY_PATH)")
@@ -1349,7 +1365,8 @@ mod tests {
         loaded.extend(CGROUP_PROGRAMS.iter().map(|p| format!("cgroup/{p}")));
         let paths = capture_paths(&loaded);
         assert!(
-            paths.iter().all(|p| p.state == "primary" || p.what == "syscalls" || p.what == "path operations"),
+            paths.iter().all(|p| p.state == "primary"
+                || ["syscalls", "path operations", "raw and packet send destinations"].contains(&p.what.as_str())),
             "{paths:?}"
         );
         assert_eq!(state_of(&paths, "syscalls"), Some("fallback"));
@@ -1364,6 +1381,7 @@ mod tests {
         fx.extend(PATH_HOOKS.iter().map(|(p, f)| format!("{p}-{f}")));
         let paths = capture_paths(&fx);
         assert_eq!(state_of(&paths, "path operations"), Some("primary"));
+        assert_eq!(state_of(&paths, "raw and packet send destinations"), Some("primary"));
         assert_eq!(state_of(&paths, "syscalls"), Some("primary"));
         assert_eq!(state_of(&paths, "32-bit syscalls"), Some("primary"));
         assert!(!paths.iter().any(|p| p.what.starts_with("syscall ")), "{paths:?}");
