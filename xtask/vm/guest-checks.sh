@@ -135,11 +135,15 @@ if [ "$phase" = install ]; then
 	B=/mnt/host/agentmon-bench
 	kobj() { # kobj MODE: the attacks in a session, and what was stored
 		local mode=$1 k=/tmp/kobj-$1 kid
-		mkdir -p $k/a $k/b $k/root $k/ur
+		mkdir -p $k/a $k/b $k/root $k/ur $k/.ssh /etc/cron.d
+		sleep 300 &
+		local victim=$!
 		echo x >$k/a/from
 		echo x >$k/root/victim
-		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W int80-chown16 $k/c16 && $W raw-send 127.0.0.1 && $W scm-rights /etc/hostname && $W module-load; exit 0")
-		check "$mode: the attack session ends" wait_for 60 session_ended "$kid"
+		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W int80-chown16 $k/c16 && $W raw-send 127.0.0.1 && $W uring-write $k/.ssh/authorized_keys 'ssh-ed25519 AAAA uring' && $W uring-sendmsg 127.0.0.1:47206 && $W decoys-then-write 10000 $k/.ssh/authorized_keys2 && $W proc-mem-write $victim && echo '* * * * * root true' >/etc/cron.d/agentmon-vm-$mode && $W scm-rights /etc/hostname && $W module-load; exit 0")
+		check "$mode: the attack session ends" wait_for 120 session_ended "$kid"
+		kill "$victim"
+		rm -f "/etc/cron.d/agentmon-vm-$mode"
 		check "$mode: the attacks took effect" bash -c "grep -q via-handle $k/handle-target && grep -q fixed $k/fixed && test -e $k/b/moved && grep -q raced $k/raced && ! test -e $k/root/victim"
 		sleep 2
 		local ev="$out/kobj-events-$mode-$(uname -r).json"
@@ -157,6 +161,11 @@ if [ "$phase" = install ]; then
 		[ "$mode" = tracepoints ] || check "$mode: a raced unlink names the file the kernel removed" jq -e "any(.[]; .data.syscall == \"unlink\" and .data.path == \"$k/ur/AAAA$zs\" and .data.path_kernel == true and .data.path_given == \"$k/ur/BBBB$zs\")" "$ev"
 		check "$mode: a raw IP send is recorded with its destination" jq -e 'any(.[]; .data.syscall == "sendto" and .data.addr == "127.0.0.1" and .data.result == "ok" and .data.sock_type == "other")' "$ev"
 		[ "$mode" = tracepoints ] || check "$mode: a raw IP send's destination is the kernel's copy" jq -e 'any(.[]; .data.syscall == "sendto" and .data.addr == "127.0.0.1" and .data.addr_kernel == true and .data.sock_type == "other")' "$ev"
+		check "$mode: an io_uring write to authorized_keys is a sensitive write in the summary" wait_for 30 has "$kid" ".[].files[] | select(.path == \"$k/.ssh/authorized_keys\" and .access == \"write\" and .sensitive == true)"
+		check "$mode: an io_uring sendmsg names the kernel's destination" jq -e 'any(.[]; .kind == "io_uring" and .data.op == "sendmsg" and .data.phase == "complete" and .data.addr.port == 47206 and .data.addr_kernel == true)' "$ev"
+		check "$mode: a sensitive write after 10,000 failed opens keeps its own summary entry" has "$kid" ".[].files[] | select(.path == \"$k/.ssh/authorized_keys2\" and .result == \"ok\" and .sensitive == true)"
+		check "$mode: a write to another process's memory is a handoff" jq -e "any(.[]; .data.tamper == \"handoff\" and (tostring | contains(\"/proc/$victim/mem\")))" "$ev"
+		check "$mode: a cron entry is a handoff" jq -e 'any(.[]; .data.tamper == "handoff" and .data.detail.service == "cron")' "$ev"
 		check "$mode: an i386 16-bit-uid chown is recorded" jq -e "any(.[]; .data.syscall == \"chown\" and .data.compat == true and .data.path == \"$k/c16\" and .data.result == \"ok\")" "$ev"
 		check "$mode: a raced sendto names the kernel's destination" jq -e 'any(.[]; .data.syscall == "sendto" and .data.port == 47205 and .data.addr_kernel == true) and (any(.[]; .data.port == 9) | not)' "$ev"
 		check "$mode: a received fd (SCM_RIGHTS) names the file the kernel installed" jq -e 'any(.[]; .data.syscall == "recvmsg" and .data.scm_rights == true and .data.path == "/etc/hostname" and .data.fds_received == 1)' "$ev"
