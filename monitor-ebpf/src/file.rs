@@ -431,7 +431,9 @@ fn capture_paths(
     layout: (i8, i8, i8, i8, i8),
     kp: *const KernelPaths,
 ) -> usize {
-    if !kp.is_null() {
+    // Only for a call with path arguments: an fd-only one (fchmod, fchown, ftruncate) fires the
+    // hooks too, but its object is the fd's file, walked below.
+    if !kp.is_null() && (layout.0 >= 0 || layout.2 >= 0) {
         if let Some(len) = kernel_paths(p, ev, layout, kp) {
             return len;
         }

@@ -36,9 +36,12 @@ pub struct KernelPaths {
     pub buf: [[u8; DIR_CAP]; 2],
 }
 
-/// By pid_tgid; taken (and removed) by the thread's next hooked syscall exit.
+/// By pid_tgid; taken (and removed) by the thread's next hooked syscall exit. 1,024 entries of
+/// about 8.7 KiB (an LRU map is preallocated: about 9 MiB): a call whose entry was evicted
+/// before its exit falls back to the path from user memory. Entries of io_uring workers (which
+/// never exit a hooked syscall) only leave by eviction.
 #[map]
-pub static KPATHS: LruHashMap<u64, KernelPaths> = LruHashMap::with_max_entries(4096, 0);
+pub static KPATHS: LruHashMap<u64, KernelPaths> = LruHashMap::with_max_entries(1024, 0);
 
 #[map]
 static KP_SCRATCH: PerCpuArray<KernelPaths> = PerCpuArray::with_max_entries(1, 0);

@@ -9,8 +9,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_user,
-        generated::bpf_probe_read_user as read_user_raw,
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{bpf_probe_read_kernel as read_kernel_raw, bpf_probe_read_user as read_user_raw},
     },
     macros::{cgroup_sock_addr, fentry, map},
     maps::{LruHashMap, PerCpuArray},
@@ -92,8 +92,10 @@ pub fn kp_sendmsg(ctx: FEntryContext) -> u32 {
         return 0;
     }
     let mut out = [0u8; 28];
-    // SAFETY: a kernel pointer (the sockaddr_storage the syscall copied into); 28 bytes of it.
-    if unsafe { bpf_probe_read_kernel_buf(name, &mut out) }.is_ok() {
+    // The caller's length, at most the slot: the rest of the kernel's buffer is not the address.
+    let n = if len > 28 { 28 } else { len as u32 };
+    // SAFETY: a kernel pointer (the sockaddr_storage the syscall copied into); n <= 28 bytes.
+    if unsafe { read_kernel_raw(out.as_mut_ptr().cast(), n, name.cast()) } == 0 {
         let _ = KADDR.insert(&key, &out, 0);
     }
     0
@@ -119,20 +121,23 @@ pub fn kaddr_sendmsg6(ctx: SockAddrContext) -> i32 {
     keep_kernel_addr(&ctx, true)
 }
 
-/// Replace the address read from user memory with the kernel's copy, when a cgroup hook left
-/// one for this thread (and `accept`: the call was on an inet socket, so it went through them).
-/// The entry is consumed either way.
+/// Replace the address read from user memory with the kernel's copy, when a hook left one for
+/// this thread of the kind a socket of `sk_family` goes through: an inet one (the cgroup hooks,
+/// or the sendmsg hook for a raw socket; a v6 socket may send to a v4 address) for an inet
+/// socket, a packet one for a packet socket; any, for `sk_family` 0 (an io_uring completion,
+/// which does not read the socket). The entry is consumed either way.
 #[inline(always)]
-pub fn take_kernel_addr(addr: &mut [u8; SOCKADDR_CAP], addr_len: &mut u32, flags: &mut u32, accept: bool) {
+pub fn take_kernel_addr(addr: &mut [u8; SOCKADDR_CAP], addr_len: &mut u32, flags: &mut u32, sk_family: u16) {
     let key = bpf_get_current_pid_tgid();
     // SAFETY: plain map lookup; the value is copied out before removal.
     let Some(k) = (unsafe { KADDR.get(&key) }).copied() else { return };
     let _ = KADDR.remove(&key);
-    if !accept {
+    let family = u16::from_ne_bytes([k[0], k[1]]);
+    let inet = |f: u16| f == AF_INET || f == AF_INET6;
+    if !(sk_family == 0 || inet(sk_family) && inet(family) || sk_family == AF_PACKET && family == AF_PACKET) {
         return;
     }
     addr[..28].copy_from_slice(&k);
-    let family = u16::from_ne_bytes([k[0], k[1]]);
     *addr_len = match family {
         AF_INET6 => 28,
         AF_PACKET => 20,
@@ -384,10 +389,7 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) -> u32 
     }
     read_sock(ev, sock_fd);
     if matches!(p.nr, nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::SENDMMSG) {
-        // Only an inet socket's call went through the cgroup hooks (or, for a raw one, the
-        // sendmsg hook), and a packet socket's through the sendmsg hook; always consume it.
-        let inet = ev.sk_family == AF_INET || ev.sk_family == AF_INET6 || ev.sk_family == AF_PACKET;
-        take_kernel_addr(&mut ev.addr, &mut ev.addr_len, &mut ev.flags, inet);
+        take_kernel_addr(&mut ev.addr, &mut ev.addr_len, &mut ev.flags, ev.sk_family);
     }
     let is_send = matches!(p.nr, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG);
     let is_recv = matches!(p.nr, nr::RECVFROM | nr::RECVMSG);

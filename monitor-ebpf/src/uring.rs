@@ -266,7 +266,8 @@ pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
     let (tgid, _) = current_tgid_pid();
     if matches!(f.opcode, uring::SENDMSG | uring::SEND | uring::CONNECT) {
         // The destination as the kernel used it (cgroup hooks), not the user's sockaddr.
-        crate::net::take_kernel_addr(&mut ev.addr, &mut ev.addr_len, &mut ev.flags, true);
+        // (The socket's family is not read here: 0 takes any entry.)
+        crate::net::take_kernel_addr(&mut ev.addr, &mut ev.addr_len, &mut ev.flags, 0);
         len = URING_PATH_OFF;
     }
     // An open into a registered-file slot: its result is 0 on success, not an fd; the file is

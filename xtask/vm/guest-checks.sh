@@ -140,7 +140,8 @@ if [ "$phase" = install ]; then
 		local victim=$!
 		echo x >$k/a/from
 		echo x >$k/root/victim
-		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W int80-chown16 $k/c16 && $W raw-send 127.0.0.1 && $W uring-write $k/.ssh/authorized_keys 'ssh-ed25519 AAAA uring' && $W uring-sendmsg 127.0.0.1:47206 && $W decoys-then-write 10000 $k/.ssh/authorized_keys2 && $W proc-mem-write $victim && echo '* * * * * root true' >/etc/cron.d/agentmon-vm-$mode && $W scm-rights /etc/hostname && $W module-load; exit 0")
+		echo x >$k/ft
+		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W int80-chown16 $k/c16 && truncate -s 0 $k/ft && $W raw-send 127.0.0.1 && $W uring-write $k/.ssh/authorized_keys 'ssh-ed25519 AAAA uring' && $W uring-sendmsg 127.0.0.1:47206 && $W decoys-then-write 10000 $k/.ssh/authorized_keys2 && $W proc-mem-write $victim && echo '* * * * * root true' >/etc/cron.d/agentmon-vm-$mode && $W scm-rights /etc/hostname && $W module-load; exit 0")
 		check "$mode: the attack session ends" wait_for 120 session_ended "$kid"
 		kill "$victim"
 		rm -f "/etc/cron.d/agentmon-vm-$mode"
@@ -166,6 +167,7 @@ if [ "$phase" = install ]; then
 		check "$mode: a sensitive write after 10,000 failed opens keeps its own summary entry" has "$kid" ".[].files[] | select(.path == \"$k/.ssh/authorized_keys2\" and .result == \"ok\" and .sensitive == true)"
 		check "$mode: a write to another process's memory is a handoff" jq -e "any(.[]; .data.tamper == \"handoff\" and (tostring | contains(\"/proc/$victim/mem\")))" "$ev"
 		check "$mode: a cron entry is a handoff" jq -e 'any(.[]; .data.tamper == "handoff" and .data.detail.service == "cron")' "$ev"
+		check "$mode: an ftruncate names the fd's file" jq -e "any(.[]; .data.syscall == \"ftruncate\" and .data.path == \"$k/ft\" and .data.result == \"ok\")" "$ev"
 		check "$mode: an i386 16-bit-uid chown is recorded" jq -e "any(.[]; .data.syscall == \"chown\" and .data.compat == true and .data.path == \"$k/c16\" and .data.result == \"ok\")" "$ev"
 		check "$mode: a raced sendto names the kernel's destination" jq -e 'any(.[]; .data.syscall == "sendto" and .data.port == 47205 and .data.addr_kernel == true) and (any(.[]; .data.port == 9) | not)' "$ev"
 		check "$mode: a received fd (SCM_RIGHTS) names the file the kernel installed" jq -e 'any(.[]; .data.syscall == "recvmsg" and .data.scm_rights == true and .data.path == "/etc/hostname" and .data.fds_received == 1)' "$ev"

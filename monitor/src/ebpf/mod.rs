@@ -956,9 +956,13 @@ fn attach_fexit(
             Err(e) => tracing::warn!(function = %func, error = %e, "fexit refused for this function; not captured"),
         }
     }
-    if !handlers.is_empty() {
-        attach_path_hooks(ebpf, &btf, &mut load, attached, pin)?;
+    // Loading is not attaching: a kernel that verifies the programs but refuses the
+    // trampolines attached no stub, and then the tracepoints must capture instead.
+    if !attached.iter().any(|a| a.starts_with("fexit/") && !a.contains("execve")) {
+        tracing::info!("the kernel refuses to attach fexit; capturing syscalls at their tracepoints");
+        return Ok(false);
     }
+    attach_path_hooks(ebpf, &btf, &mut load, attached, pin)?;
     load.heaviest.sort_unstable_by(|a, b| b.cmp(a));
     load.heaviest.truncate(3);
     tracing::info!(
@@ -971,7 +975,7 @@ fn attach_fexit(
         heaviest = ?load.heaviest,
         "fexit programs loaded"
     );
-    Ok(!handlers.is_empty())
+    Ok(true)
 }
 
 /// (program, kernel function): the fentry programs that take the objects of path operations
