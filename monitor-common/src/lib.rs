@@ -261,6 +261,11 @@ pub const SCM_FDS: u32 = 131_072;
 /// a relative path; `path1`/`path2` hold the path as given.
 pub const KPATH1: u32 = 262_144;
 pub const KPATH2: u32 = 524_288;
+/// File events (fexit mode): `path1`/`path2` are the kernel's own copy of the name the caller
+/// passed (from the VFS function's `struct filename`, copied before the kernel used it), not
+/// the caller's memory re-read at exit.
+pub const KNAME1: u32 = 1_048_576;
+pub const KNAME2: u32 = 2_097_152;
 
 /// A file syscall's result (`sys_exit_*`), with the arguments saved at `sys_enter_*`.
 /// Sent up to the last used byte.

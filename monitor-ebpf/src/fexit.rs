@@ -22,7 +22,7 @@ use monitor_common::{nr, EventClass, PendingSyscall};
 
 use crate::{
     file::finish_with,
-    kpath::{KernelPaths, KPATHS},
+    kpath::{is_own, KernelPaths, KNAMES, KPATHS},
     maps::{current_session, current_tgid_pid, kread, record_drop, OFFSETS},
     process::{exec_result, EXEC_ARGS},
 };
@@ -113,10 +113,7 @@ fn handle(ctx: &FExitContext) -> i32 {
     let found = KPATHS.get_ptr(&key);
     if let Some(k) = found {
         // SAFETY: a map value, alive for this run.
-        let orig = unsafe { (*k).orig_ax };
-        let native = call.p.nr & !nr::COMPAT_BIT;
-        let ours = if call.p.nr & nr::COMPAT_BIT != 0 { nr::from_compat(orig) == Some(native) } else { orig == native };
-        if ours {
+        if is_own(unsafe { (*k).orig_ax }, call.p.nr & !nr::COMPAT_BIT, call.p.nr & nr::COMPAT_BIT != 0) {
             kp = k;
         }
     }
@@ -124,6 +121,9 @@ fn handle(ctx: &FExitContext) -> i32 {
     if found.is_some() {
         let _ = KPATHS.remove(&key);
     }
+    // The names the VFS function copied (`kpath::KNAMES`), taken by `finish_with` if they were
+    // this call's: gone either way, so a later call cannot take them.
+    let _ = KNAMES.remove(&key);
     0
 }
 

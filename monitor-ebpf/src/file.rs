@@ -8,7 +8,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
-        generated::{bpf_probe_read_kernel, bpf_probe_read_user_str},
+        generated::{bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
     macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
@@ -16,12 +16,13 @@ use aya_ebpf::{
 };
 use monitor_common::{
     nr, EventClass, EventKind, FileEvent, PendingSyscall, COMPAT, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED,
-    DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, FD_PATH, FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, KPATH1,
-    KPATH2, OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, ROOT_CHANGED, SCM_FDS, SCM_FDS_MAX,
+    DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, FD_PATH, FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, KNAME1,
+    KNAME2, KPATH1, KPATH2, OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, ROOT_CHANGED, SCM_FDS,
+    SCM_FDS_MAX,
 };
 
 use crate::{
-    kpath::KernelPaths,
+    kpath::{own_names, KernelNames, KernelPaths, NAME_ABSENT},
     maps::{current_session, current_tgid_pid, emit_bytes, fill_header, kread, OFFSETS},
     net, tamper,
     vfs::{fd_file, root_changed, walk_cwd, walk_root, walk_struct_path},
@@ -183,21 +184,22 @@ fn kernel_paths(
     ev: &mut FileEvent,
     layout: (i8, i8, i8, i8, i8),
     kp: *const KernelPaths,
+    kn: *const KernelNames,
 ) -> Option<usize> {
     let (p1, _, p2, _, _) = layout;
-    // Which of the hook's objects each path argument names: a symlink's first argument is its
-    // content, and its new name is the hook's one object.
+    // Which of the hook's objects each path argument names: a symlink's first path (its
+    // link path) is the hook's one object, and its second (the target) is content.
     let (k1, k2) = match p.nr {
-        nr::SYMLINK | nr::SYMLINKAT => (None, Some(0)),
+        nr::SYMLINK | nr::SYMLINKAT => (Some(0), None),
         nr::RENAME | nr::RENAMEAT | nr::RENAMEAT2 | nr::LINK | nr::LINKAT => (Some(0), Some(1)),
         _ => (Some(0), None),
     };
     let mut flags = 0;
     let mut len = FILE_PATH1_OFF;
     if p1 >= 0 {
-        let (n, trunc, _) = read_user_path(arg(p, p1), ev.path1.as_mut_ptr());
+        let (n, trunc, _, kernel) = read_name(arg(p, p1), kn, 0, ev.path1.as_mut_ptr());
         ev.path1_len = n;
-        flags |= if trunc { PATH1_TRUNCATED } else { 0 };
+        flags |= if trunc { PATH1_TRUNCATED } else { 0 } | if kernel { KNAME1 } else { 0 };
         len = FILE_PATH1_OFF + n as usize;
         if let Some(k) = k1 {
             let dn = kernel_path(kp, k, ev.dir1.as_mut_ptr())?;
@@ -207,9 +209,9 @@ fn kernel_paths(
         }
     }
     if p2 >= 0 {
-        let (n, trunc, _) = read_user_path(arg(p, p2), ev.path2.as_mut_ptr());
+        let (n, trunc, _, kernel) = read_name(arg(p, p2), kn, 1, ev.path2.as_mut_ptr());
         ev.path2_len = n;
-        flags |= if trunc { PATH2_TRUNCATED } else { 0 };
+        flags |= if trunc { PATH2_TRUNCATED } else { 0 } | if kernel { KNAME2 } else { 0 };
         len = FILE_PATH2_OFF + n as usize;
         if let Some(k) = k2 {
             let dn = kernel_path(kp, k, ev.dir2.as_mut_ptr())?;
@@ -271,6 +273,27 @@ fn read_user_path(ptr: u64, buf: *mut u8) -> (u32, bool, bool) {
     ((n - 1) as u32 & (PATH_CAP as u32 - 1), n as usize >= PATH_CAP, true)
 }
 
+/// A path argument: the kernel's copy of it (slot `slot` of `kn`, see `kpath::KNAMES`) when
+/// the call's VFS function recorded one, else re-read from user memory at `ptr`. Returns
+/// [`read_user_path`]'s three values and whether the name is the kernel's copy.
+#[inline(always)]
+fn read_name(ptr: u64, kn: *const KernelNames, slot: usize, buf: *mut u8) -> (u32, bool, bool, bool) {
+    if !kn.is_null() {
+        // SAFETY: a map value the caller looked up this run.
+        let kn = unsafe { &*kn };
+        let slot = slot & 1;
+        if kn.len[slot] != NAME_ABSENT {
+            // SAFETY: both buffers have PATH_CAP bytes.
+            let n = unsafe { bpf_probe_read_kernel_str(buf.cast(), PATH_CAP as u32, kn.buf[slot].as_ptr().cast()) };
+            if n > 0 {
+                return ((n - 1) as u32 & (PATH_CAP as u32 - 1), false, true, true);
+            }
+        }
+    }
+    let (n, trunc, read) = read_user_path(ptr, buf);
+    (n, trunc, read, false)
+}
+
 /// The directory a relative path is relative to: the cwd, or the file behind `dirfd`.
 #[inline(always)]
 fn resolve_dir(dirfd: i32, buf: *mut u8) -> (u32, bool) {
@@ -284,12 +307,14 @@ fn resolve_dir(dirfd: i32, buf: *mut u8) -> (u32, bool) {
     walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), buf)
 }
 
-/// (path truncated, dir resolved, dir truncated) flag bits for the first and second path.
-const PATH1_BITS: (u32, u32, u32) = (PATH1_TRUNCATED, DIR1_RESOLVED, DIR1_TRUNCATED);
-const PATH2_BITS: (u32, u32, u32) = (PATH2_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED);
+/// (path truncated, dir resolved, dir truncated, kernel's name) flag bits for the first and
+/// second path.
+type PathBits = (u32, u32, u32, u32);
+const PATH1_BITS: PathBits = (PATH1_TRUNCATED, DIR1_RESOLVED, DIR1_TRUNCATED, KNAME1);
+const PATH2_BITS: PathBits = (PATH2_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED, KNAME2);
 
 #[inline(always)]
-fn dir_flags(complete: bool, bits: (u32, u32, u32)) -> u32 {
+fn dir_flags(complete: bool, bits: PathBits) -> u32 {
     if complete {
         bits.1
     } else {
@@ -309,20 +334,21 @@ fn dirfd_arg(p: &PendingSyscall, d: i8) -> Option<i32> {
     }
 }
 
-/// Read a path argument into `path` and, when it is relative or empty (and `dirfd` is given),
+/// Read a path argument (`ptr`, or the kernel's name in `slot` of `kn`) into `path` and, when
+/// it is relative or empty (and `dirfd` is given),
 /// the directory it is relative to into `dir`. An empty path is resolved too: with
 /// `AT_EMPTY_PATH` the kernel acts on the dirfd's file itself, and without it the call fails
 /// with ENOENT, so naming that file is right either way. Returns (path length, dir length, flags).
 #[inline(always)]
 fn capture_path(
-    ptr: u64,
+    (ptr, kn, slot): (u64, *const KernelNames, usize),
     dirfd: Option<i32>,
     path: *mut u8,
     dir: *mut u8,
-    bits: (u32, u32, u32),
+    bits: PathBits,
 ) -> (u32, Option<u32>, u32) {
-    let (n, trunc, read) = read_user_path(ptr, path);
-    let mut flags = if trunc { bits.0 } else { 0 };
+    let (n, trunc, read, kernel) = read_name(ptr, kn, slot, path);
+    let mut flags = if trunc { bits.0 } else { 0 } | if kernel { bits.3 } else { 0 };
     if n == 0 && read {
         flags |= EMPTY_PATH;
     }
@@ -379,6 +405,8 @@ fn on_file_exit(
     let ev: &mut FileEvent = unsafe { &mut *ev };
     let p1 = layout.0;
     begin_event(ev, p, ret, session, if compat { COMPAT } else { 0 });
+    // The names as the kernel copied them (fexit mode; none with tracepoints).
+    let kn = own_names(p.nr, compat);
     if p.nr == nr::OPENAT2 {
         // struct open_how { u64 flags; u64 mode; u64 resolve; }
         let how = p.args[2] as *const u64;
@@ -397,11 +425,14 @@ fn on_file_exit(
         // The real path is written right after the given path's bytes (its length in
         // `dir1_len`), not in a slot of its own, so the event stays as small as the two paths:
         // an open is the commonest event, and a fixed slot would make each one kilobytes.
-        let (n, trunc, _) = read_user_path(arg(p, p1), ev.path1.as_mut_ptr());
+        let (n, trunc, _, kernel) = read_name(arg(p, p1), kn, 0, ev.path1.as_mut_ptr());
         let n = n & (PATH_CAP as u32 - 1);
         ev.path1_len = n;
         if trunc {
             ev.flags |= PATH1_TRUNCATED;
+        }
+        if kernel {
+            ev.flags |= KNAME1;
         }
         len = FILE_PATH1_OFF + n as usize;
         // SAFETY: n < PATH_CAP, and path1 is followed by dir1 (DIR_CAP bytes) in the same
@@ -411,7 +442,7 @@ fn on_file_exit(
             len = FILE_PATH1_OFF + n as usize + dn as usize;
         }
     } else {
-        len = capture_paths(p, ev, layout, kp);
+        len = capture_paths(p, ev, layout, (kp, kn));
     }
     if len > FILE_DIR2_OFF + DIR_CAP {
         len = FILE_DIR2_OFF + DIR_CAP;
@@ -429,12 +460,12 @@ fn capture_paths(
     p: &PendingSyscall,
     ev: &mut FileEvent,
     layout: (i8, i8, i8, i8, i8),
-    kp: *const KernelPaths,
+    (kp, kn): (*const KernelPaths, *const KernelNames),
 ) -> usize {
     // Only for a call with path arguments: an fd-only one (fchmod, fchown, ftruncate) fires the
     // hooks too, but its object is the fd's file, walked below.
     if !kp.is_null() && (layout.0 >= 0 || layout.2 >= 0) {
-        if let Some(len) = kernel_paths(p, ev, layout, kp) {
+        if let Some(len) = kernel_paths(p, ev, layout, kp, kn) {
             return len;
         }
         // What it wrote before giving up is rewritten below, but a length left over would
@@ -445,8 +476,13 @@ fn capture_paths(
     let (p1, d1, p2, d2, fd) = layout;
     let mut len = FILE_PATH1_OFF;
     if p1 >= 0 {
-        let (n, dir, flags) =
-            capture_path(arg(p, p1), dirfd_arg(p, d1), ev.path1.as_mut_ptr(), ev.dir1.as_mut_ptr(), PATH1_BITS);
+        let (n, dir, flags) = capture_path(
+            (arg(p, p1), kn, 0),
+            dirfd_arg(p, d1),
+            ev.path1.as_mut_ptr(),
+            ev.dir1.as_mut_ptr(),
+            PATH1_BITS,
+        );
         ev.path1_len = n;
         ev.flags |= flags;
         len = FILE_PATH1_OFF + n as usize;
@@ -465,8 +501,13 @@ fn capture_paths(
         }
     }
     if p2 >= 0 {
-        let (n, dir, flags) =
-            capture_path(arg(p, p2), dirfd_arg(p, d2), ev.path2.as_mut_ptr(), ev.dir2.as_mut_ptr(), PATH2_BITS);
+        let (n, dir, flags) = capture_path(
+            (arg(p, p2), kn, 1),
+            dirfd_arg(p, d2),
+            ev.path2.as_mut_ptr(),
+            ev.dir2.as_mut_ptr(),
+            PATH2_BITS,
+        );
         ev.path2_len = n;
         ev.flags |= flags;
         len = FILE_PATH2_OFF + n as usize;

@@ -10,13 +10,13 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+        generated::{bpf_get_current_task_btf, bpf_probe_read_kernel_str, bpf_task_pt_regs},
     },
     macros::{fentry, map},
     maps::{LruHashMap, PerCpuArray},
     programs::FEntryContext,
 };
-use monitor_common::DIR_CAP;
+use monitor_common::{nr, DIR_CAP, PATH_CAP};
 
 use crate::{
     maps::{current_session_peek, current_tgid_pid, kread, kread_ptr, OFFSETS},
@@ -140,4 +140,137 @@ pub fn kp_rename(ctx: FEntryContext) -> u32 {
 #[fentry]
 pub fn kp_link(ctx: FEntryContext) -> u32 {
     record(Object::InDir(ctx.arg(1), ctx.arg(0)), Object::InDir(ctx.arg(1), ctx.arg(2)))
+}
+
+/// The names a path syscall passed, as the kernel copied them (`getname`) before it used them:
+/// fentry on the VFS function each syscall (and io_uring) hands its `struct filename *` to.
+/// Slot 0 is the layout's first path (`nr::file_layout`), slot 1 its second (a rename's or
+/// link's new name, a symlink's target). The handler takes them for `path_given` in place of the caller's
+/// memory re-read at exit; for a call that fails in the lookup (ENOENT, EACCES), before any
+/// `security_path_*` hook, they are the only kernel record of what was asked for.
+#[repr(C)]
+pub struct KernelNames {
+    /// As [`KernelPaths::orig_ax`].
+    pub orig_ax: u64,
+    /// Each name's length without its NUL, or [`NAME_ABSENT`].
+    pub len: [u32; 2],
+    pub buf: [[u8; PATH_CAP]; 2],
+}
+
+/// A [`KernelNames`] slot the call did not fill.
+pub const NAME_ABSENT: u32 = u32::MAX;
+
+/// By pid_tgid, like [`KPATHS`]: 1,024 entries of about 8 KiB (8 MiB preallocated).
+#[map]
+pub static KNAMES: LruHashMap<u64, KernelNames> = LruHashMap::with_max_entries(1024, 0);
+
+#[map]
+static KN_SCRATCH: PerCpuArray<KernelNames> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether a hook's record, made with `pt_regs.orig_ax` = `orig`, belongs to the syscall
+/// `native` (its 64-bit number) now exiting: an io_uring operation or an exec's open in
+/// between leaves one of another number, which is not taken.
+#[inline(always)]
+pub fn is_own(orig: u64, native: u64, compat: bool) -> bool {
+    if compat {
+        nr::from_compat(orig) == Some(native)
+    } else {
+        orig == native
+    }
+}
+
+/// This thread's [`KernelNames`] when they are the exiting syscall's own, else null.
+#[inline(always)]
+pub fn own_names(native: u64, compat: bool) -> *const KernelNames {
+    let Some(k) = KNAMES.get_ptr(&bpf_get_current_pid_tgid()) else { return core::ptr::null() };
+    // SAFETY: a map value, alive for this run.
+    if is_own(unsafe { (*k).orig_ax }, native, compat) {
+        k
+    } else {
+        core::ptr::null()
+    }
+}
+
+/// Copy `struct filename`'s `name` (the kernel's copy of the caller's string) into `buf`
+/// (`PATH_CAP` bytes). A null or error pointer (getname failed: the call fails with EFAULT or
+/// ENAMETOOLONG) is [`NAME_ABSENT`].
+#[inline(always)]
+fn copy_name(f: *const u8, buf: *mut u8) -> u32 {
+    if f.is_null() || f as u64 >= u64::MAX - 4095 {
+        return NAME_ABSENT;
+    }
+    let name = kread_ptr(f, OFFSETS.load().filename_name);
+    if name.is_null() {
+        return NAME_ABSENT;
+    }
+    // SAFETY: the helper checks the kernel address; `buf` has PATH_CAP bytes.
+    let n = unsafe { bpf_probe_read_kernel_str(buf.cast(), PATH_CAP as u32, name.cast()) };
+    if n <= 0 {
+        NAME_ABSENT
+    } else {
+        (n - 1) as u32 & (PATH_CAP as u32 - 1)
+    }
+}
+
+/// Record the names (`struct filename *`, or null) for the current thread, when it is in a
+/// session.
+#[inline(always)]
+fn record_names(first: *const u8, second: *const u8) -> u32 {
+    let (tgid, _) = current_tgid_pid();
+    if current_session_peek(tgid).is_none() {
+        return 0;
+    }
+    let Some(kn) = KN_SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: per-CPU scratch, exclusively ours for the duration of this program.
+    let kn = unsafe { &mut *kn };
+    // SAFETY: as in [`record`].
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    kn.orig_ax = kread::<u64>(regs, OFFSETS.load().regs_orig_ax);
+    kn.len[0] = copy_name(first, kn.buf[0].as_mut_ptr());
+    kn.len[1] = copy_name(second, kn.buf[1].as_mut_ptr());
+    let _ = KNAMES.insert(&bpf_get_current_pid_tgid(), kn, 0);
+    0
+}
+
+/// `do_filp_open(int dfd, struct filename *pathname, const struct open_flags *op)`: open,
+/// openat, openat2, creat (and io_uring's openat, and an exec's open, which are not taken).
+#[fentry]
+pub fn kn_open(ctx: FEntryContext) -> u32 {
+    record_names(ctx.arg(1), core::ptr::null())
+}
+
+/// `do_unlinkat(int dfd, struct filename *name)`; `do_rmdir` and
+/// `do_mkdirat(int dfd, struct filename *name, umode_t mode)` the same.
+#[fentry]
+pub fn kn_unlink(ctx: FEntryContext) -> u32 {
+    record_names(ctx.arg(1), core::ptr::null())
+}
+
+#[fentry]
+pub fn kn_rmdir(ctx: FEntryContext) -> u32 {
+    record_names(ctx.arg(1), core::ptr::null())
+}
+
+#[fentry]
+pub fn kn_mkdir(ctx: FEntryContext) -> u32 {
+    record_names(ctx.arg(1), core::ptr::null())
+}
+
+/// `do_symlinkat(struct filename *from, int newdfd, struct filename *to)`: slot 0 is the
+/// link's path (`to`), slot 1 the content (`from`), as the syscall's layout orders them.
+#[fentry]
+pub fn kn_symlink(ctx: FEntryContext) -> u32 {
+    record_names(ctx.arg(2), ctx.arg(0))
+}
+
+/// `do_renameat2(int olddfd, struct filename *from, int newdfd, struct filename *to, …)`, and
+/// `do_linkat(int olddfd, struct filename *old, int newdfd, struct filename *new, int flags)`.
+#[fentry]
+pub fn kn_rename(ctx: FEntryContext) -> u32 {
+    record_names(ctx.arg(1), ctx.arg(3))
+}
+
+#[fentry]
+pub fn kn_link(ctx: FEntryContext) -> u32 {
+    record_names(ctx.arg(1), ctx.arg(3))
 }

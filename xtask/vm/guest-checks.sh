@@ -135,13 +135,13 @@ if [ "$phase" = install ]; then
 	B=/mnt/host/agentmon-bench
 	kobj() { # kobj MODE: the attacks in a session, and what was stored
 		local mode=$1 k=/tmp/kobj-$1 kid
-		mkdir -p $k/a $k/b $k/root $k/ur $k/.ssh /etc/cron.d
+		mkdir -p $k/a $k/b $k/root $k/ur $k/um $k/uo $k/.ssh /etc/cron.d
 		sleep 300 &
 		local victim=$!
 		echo x >$k/a/from
 		echo x >$k/root/victim
 		echo x >$k/ft
-		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W int80-chown16 $k/c16 && truncate -s 0 $k/ft && $W raw-send 127.0.0.1 && $W uring-write $k/.ssh/authorized_keys 'ssh-ed25519 AAAA uring' && $W uring-sendmsg 127.0.0.1:47206 && $W decoys-then-write 10000 $k/.ssh/authorized_keys2 && $W proc-mem-write $victim && echo '* * * * * root true' >/etc/cron.d/agentmon-vm-$mode && $W scm-rights /etc/hostname && $W module-load; exit 0")
+		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W unlink-race $k/um missing && $W unlink-race $k/uo open && $W int80-chown16 $k/c16 && (cd $k && ln -s /etc/hostname sl) && truncate -s 0 $k/ft && $W raw-send 127.0.0.1 && $W uring-write $k/.ssh/authorized_keys 'ssh-ed25519 AAAA uring' && $W uring-sendmsg 127.0.0.1:47206 && $W decoys-then-write 10000 $k/.ssh/authorized_keys2 && $W proc-mem-write $victim && echo '* * * * * root true' >/etc/cron.d/agentmon-vm-$mode && $W scm-rights /etc/hostname && $W module-load; exit 0")
 		check "$mode: the attack session ends" wait_for 120 session_ended "$kid"
 		kill "$victim"
 		rm -f "/etc/cron.d/agentmon-vm-$mode"
@@ -159,7 +159,16 @@ if [ "$phase" = install ]; then
 		local zs=zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz
 		check "$mode: the raced unlink took effect" bash -c "! test -e $k/ur/AAAA$zs && test -e $k/ur/BBBB$zs"
 		# With tracepoints the path is re-read from user memory at exit (the fallback's limit).
-		[ "$mode" = tracepoints ] || check "$mode: a raced unlink names the file the kernel removed" jq -e "any(.[]; .data.syscall == \"unlink\" and .data.path == \"$k/ur/AAAA$zs\" and .data.path_kernel == true and .data.path_given == \"$k/ur/BBBB$zs\")" "$ev"
+		[ "$mode" = tracepoints ] || check "$mode: a raced unlink names the file the kernel removed, and the name it was given" jq -e "any(.[]; .data.syscall == \"unlink\" and .data.path == \"$k/ur/AAAA$zs\" and .data.path_kernel == true and .data.path_given == \"$k/ur/AAAA$zs\" and .data.path_given_kernel == true)" "$ev"
+		# A failed call never reaches the security_path hook: its name is the kernel's copy
+		# (fentry on do_unlinkat, do_filp_open), not the caller's memory rewritten to BBBB.
+		check "$mode: the raced failed unlink and open took effect as asked" bash -c "test -e $k/um/BBBB$zs && test -e $k/uo/BBBB$zs"
+		for sc in unlink:um open:uo; do
+			[ "$mode" = tracepoints ] || check "$mode: a raced failed ${sc%%:*} names the file the kernel looked for" jq -e "any(.[]; .data.syscall == \"${sc%%:*}\" and .data.result == \"ENOENT\" and .data.path == \"$k/${sc#*:}/AAAA$zs\" and .data.path_given_kernel == true) and (any(.[]; .data.path == \"$k/${sc#*:}/BBBB$zs\") | not)" "$ev"
+			[ "$mode" = fexit ] || check "$mode: a raced failed ${sc%%:*} is recorded (its name re-read at exit: the fallback's limit)" jq -e "any(.[]; .data.syscall == \"${sc%%:*}\" and .data.result == \"ENOENT\" and (.data.path | startswith(\"$k/${sc#*:}/\")))" "$ev"
+		done
+		check "$mode: a symlink by a relative link path is summarised under its real path" has "$kid" ".[].files[] | select(.path == \"$k/sl\" and .access == \"link\")"
+		[ "$mode" = tracepoints ] || check "$mode: a symlink names the link the kernel made, and both names as the kernel copied them" jq -e "any(.[]; (.data.syscall | startswith(\"symlink\")) and .data.path == \"$k/sl\" and .data.path_kernel == true and .data.path_given_kernel == true and .data.target == \"/etc/hostname\" and .data.path2_given_kernel == true)" "$ev"
 		check "$mode: a raw IP send is recorded with its destination" jq -e 'any(.[]; .data.syscall == "sendto" and .data.addr == "127.0.0.1" and .data.result == "ok" and .data.sock_type == "other")' "$ev"
 		[ "$mode" = tracepoints ] || check "$mode: a raw IP send's destination is the kernel's copy" jq -e 'any(.[]; .data.syscall == "sendto" and .data.addr == "127.0.0.1" and .data.addr_kernel == true and .data.sock_type == "other")' "$ev"
 		check "$mode: an io_uring write to authorized_keys is a sensitive write in the summary" wait_for 30 has "$kid" ".[].files[] | select(.path == \"$k/.ssh/authorized_keys\" and .access == \"write\" and .sensitive == true)"
@@ -182,7 +191,7 @@ if [ "$phase" = install ]; then
 	journalctl -u agentmon -o json --no-pager | jq -c 'select(.MESSAGE == "fexit programs loaded") | with_entries(select(.key | test("^F_")))' | tail -n 1 | sed 's/^/  fexit load: /'
 	check "destinations come from the cgroup hooks" jq -e 'any(.capture_paths[]; .what == "network destinations" and .state == "primary")' "$out/status-fexit-$(uname -r).json"
 	check "fexit: syscalls are captured with fexit, 32-bit ones too" jq -e 'any(.capture_paths[]; .what == "syscalls" and .state == "primary") and any(.capture_paths[]; .what == "32-bit syscalls" and .state == "primary")' "$out/status-fexit-$(uname -r).json"
-	check "fexit: path operations are named from the kernel's security_path hooks" jq -e 'any(.capture_paths[]; .what == "path operations" and .state == "primary") and .probe_kinds.fentry == 10' "$out/status-fexit-$(uname -r).json"
+	check "fexit: path operations are named from the kernel's security_path hooks" jq -e 'any(.capture_paths[]; .what == "path operations" and .state == "primary") and any(.capture_paths[]; .what == "names as given" and .state == "primary") and .probe_kinds.fentry == 17' "$out/status-fexit-$(uname -r).json"
 	check "fexit: raw and packet send destinations come from the kernel" jq -e 'any(.capture_paths[]; .what == "raw and packet send destinations" and .state == "primary")' "$out/status-fexit-$(uname -r).json"
 	check "fexit: no syscall tracepoint and no raw sys_enter program is attached" jq -e '.probe_kinds.syscall_tracepoint == null and ([.probes[] | select(test("sys_enter|sys_exit"))] | length == 0) and .probe_kinds.fexit > 80' "$out/status-fexit-$(uname -r).json"
 	for sc in $(jq -r '.capture_paths[] | select(.state == "missing") | .what | select(startswith("syscall ")) | ltrimstr("syscall ")' "$out/status-fexit-$(uname -r).json"); do

@@ -434,21 +434,7 @@ pub fn file_accesses(op: &FileOp) -> (Vec<(String, &'static str)>, serde_json::V
     if op.object.is_some() {
         set("path_arg", json!(arg_path));
     }
-    if op.empty_path {
-        set("empty_path", json!(true));
-    }
-    if op.root_changed {
-        set("root_changed", json!(true));
-    }
-    if op.path1.as_ref().is_some_and(|p| p.kernel) {
-        set("path_kernel", json!(true));
-    }
-    if op.path2.as_ref().is_some_and(|p| p.kernel) {
-        set("path2_kernel", json!(true));
-    }
-    if op.compat {
-        set("compat", json!(true));
-    }
+    path_marks(op, &mut set);
     if op.nr == nr::OPENAT2 {
         set("resolve", json!(resolve_names(op.how_resolve)));
     }
@@ -510,6 +496,29 @@ pub fn file_accesses(op: &FileOp) -> (Vec<(String, &'static str)>, serde_json::V
         set("fd", json!(a[0] as i32));
     }
     (out, data)
+}
+
+/// The marks a file event's paths carry only when set: how the path was resolved, and what
+/// came from the kernel's own records (fexit mode): the object, and the name as given.
+fn path_marks(op: &FileOp, set: &mut impl FnMut(&str, serde_json::Value)) {
+    if op.empty_path {
+        set("empty_path", json!(true));
+    }
+    if op.root_changed {
+        set("root_changed", json!(true));
+    }
+    for (p, key) in [(&op.path1, "path"), (&op.path2, "path2")] {
+        let Some(p) = p else { continue };
+        if p.kernel {
+            set(&format!("{key}_kernel"), json!(true));
+        }
+        if p.given_kernel {
+            set(&format!("{key}_given_kernel"), json!(true));
+        }
+    }
+    if op.compat {
+        set("compat", json!(true));
+    }
 }
 
 pub fn family_name(a: &SockAddr) -> String {

@@ -356,7 +356,13 @@ fn file_event(tgid: u32, start: u64, ts: u64, path: &str, ret: i64) -> Event {
         args: [u64::MAX - 99, 0, 0o1101, 0o644, 0, 0],
         how_flags: 0,
         how_mode: 0,
-        path1: Some(PathArg { given: path.into(), truncated: false, absolute: Some(path.into()), kernel: false }),
+        path1: Some(PathArg {
+            given: path.into(),
+            truncated: false,
+            absolute: Some(path.into()),
+            kernel: false,
+            given_kernel: false,
+        }),
         path2: None,
         fd_path: None,
         how_resolve: 0,
@@ -695,7 +701,13 @@ fn uring(tgid: u32, start: u64, ts: u64, complete: bool, opcode: u32, req: u64) 
 fn uring_pair(opcode: u32, req: u64, path: Option<&str>, flags: u32, object: Option<&str>, res: i64) -> [Event; 2] {
     use crate::ebpf::decode::PathArg;
     let mut sub = uring(101, 20, 800_000, false, opcode, req);
-    sub.path = path.map(|p| PathArg { given: p.into(), truncated: false, absolute: Some(p.into()), kernel: false });
+    sub.path = path.map(|p| PathArg {
+        given: p.into(),
+        truncated: false,
+        absolute: Some(p.into()),
+        kernel: false,
+        given_kernel: false,
+    });
     sub.open_flags = flags;
     let mut done = uring(101, 20, 800_001, true, opcode, req);
     done.res = res;
@@ -742,7 +754,15 @@ fn an_io_uring_write_is_judged_as_the_same_write_through_open() {
 fn every_io_uring_file_operation_goes_the_way_of_its_syscall() {
     use crate::ebpf::decode::{FileOp, PathArg};
     use monitor_common::{nr, uring};
-    let arg = |p: &str| Some(PathArg { given: p.into(), truncated: false, absolute: Some(p.into()), kernel: false });
+    let arg = |p: &str| {
+        Some(PathArg {
+            given: p.into(),
+            truncated: false,
+            absolute: Some(p.into()),
+            kernel: false,
+            given_kernel: false,
+        })
+    };
     let syscall = |n: u64, p1: &str, p2: Option<&str>, ret: i64| {
         Event::File(FileOp {
             nr: n,

@@ -11,9 +11,10 @@ use monitor_common::{
     NetEvent, TamperEvent, ARGV_MAX, COMPAT, COMPONENT_MAX, CWD_MAX, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED,
     DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED, EXEC_EXE_RESOLVED,
     EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXEC_SESSION_START, EXIT_GROUP_DEAD, FD_PATH, FILENAME_MAX, FILE_DIR1_OFF,
-    FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FORK_THREAD, KPATH1, KPATH2, NET_ADDR_GIVEN, NET_ADDR_KERNEL,
-    NET_FASTOPEN, NET_SOCK_KNOWN, OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, PAYLOAD_CAP,
-    ROOT_CHANGED, SCM_FDS, SOCKADDR_CAP, URING_DIR2_OFF, URING_DIR_OFF, URING_PATH2_OFF, URING_PATH_OFF, URING_SUBMIT,
+    FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FORK_THREAD, KNAME1, KNAME2, KPATH1, KPATH2, NET_ADDR_GIVEN,
+    NET_ADDR_KERNEL, NET_FASTOPEN, NET_SOCK_KNOWN, OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP,
+    PAYLOAD_CAP, ROOT_CHANGED, SCM_FDS, SOCKADDR_CAP, URING_DIR2_OFF, URING_DIR_OFF, URING_PATH2_OFF, URING_PATH_OFF,
+    URING_SUBMIT,
 };
 
 use crate::text::{escape_bytes, split_argv};
@@ -121,6 +122,9 @@ pub struct PathArg {
     /// `absolute` is the object the kernel acted on, walked from the dentry its
     /// `security_path_*` hook saw (fexit mode), not `given` re-read from user memory and joined.
     pub kernel: bool,
+    /// `given` is the kernel's own copy of the name (fexit mode: the VFS function's
+    /// `struct filename`), not the caller's memory re-read at exit.
+    pub given_kernel: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,7 +339,7 @@ fn path_arg(path: &[u8], truncated: bool, dir: Option<&[u8]>) -> PathArg {
         _ if path.first() == Some(&b'/') => Some(given.clone()),
         _ => None,
     };
-    PathArg { given, truncated, absolute, kernel: false }
+    PathArg { given, truncated, absolute, kernel: false, given_kernel: false }
 }
 
 /// Parse a `struct sockaddr` as the kernel or the caller wrote it.
@@ -402,21 +406,24 @@ fn decode_file(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
         truncated: ev.flags & trunc != 0,
         absolute: Some(cwd_path(d)),
         kernel: true,
+        given_kernel: false,
     };
     let path1 = has_path1.then(|| {
-        if ev.flags & KPATH1 != 0 {
+        let arg = if ev.flags & KPATH1 != 0 {
             kernel(p1, PATH1_TRUNCATED, d1)
         } else {
             path_arg(p1, ev.flags & PATH1_TRUNCATED != 0, dir(DIR1_RESOLVED, DIR1_TRUNCATED, d1).as_deref())
-        }
+        };
+        PathArg { given_kernel: ev.flags & KNAME1 != 0, ..arg }
     });
     let object = obj.then(|| cwd_path(obj_bytes));
     let path2 = (ev.path2_len > 0 && object.is_none()).then(|| {
-        if ev.flags & KPATH2 != 0 {
+        let arg = if ev.flags & KPATH2 != 0 {
             kernel(p2, PATH2_TRUNCATED, d2)
         } else {
             path_arg(p2, ev.flags & PATH2_TRUNCATED != 0, dir(DIR2_RESOLVED, DIR2_TRUNCATED, d2).as_deref())
-        }
+        };
+        PathArg { given_kernel: ev.flags & KNAME2 != 0, ..arg }
     });
     Ok(Event::File(FileOp {
         hdr,
@@ -797,6 +804,40 @@ mod tests {
         let Ok(Event::File(f)) = decode(&b) else { panic!("decode") };
         let p1 = f.path1.expect("path1");
         assert_eq!((p1.absolute.as_deref(), p1.kernel), (Some("/work/real/decoy"), false));
+    }
+
+    #[test]
+    fn a_failed_unlinks_name_is_marked_as_the_kernels_copy() {
+        // fexit mode, a failed unlink (no security_path hook ran): the name is the kernel's copy
+        // (KNAME1), joined to the cwd the kernel walked; a rename's second name (KNAME2) too.
+        let mut ev: FileEvent = unsafe { std::mem::zeroed() };
+        ev.hdr = hdr(EventKind::File, 9);
+        ev.nr = monitor_common::nr::UNLINK as u32;
+        ev.ret = -2;
+        ev.path1[..4].copy_from_slice(b"AAAA");
+        ev.path1_len = 4;
+        ev.dir1[..5].copy_from_slice(b"work\0");
+        ev.dir1_len = 5;
+        ev.flags = DIR1_RESOLVED | KNAME1;
+        let mut b = bytes_of(&ev);
+        b.truncate(FILE_DIR1_OFF + 5);
+        let Ok(Event::File(f)) = decode(&b) else { panic!("decode") };
+        let p1 = f.path1.expect("path1");
+        assert_eq!((p1.absolute.as_deref(), p1.kernel, p1.given_kernel), (Some("/work/AAAA"), false, true));
+        ev.flags = DIR1_RESOLVED;
+        let mut b = bytes_of(&ev);
+        b.truncate(FILE_DIR1_OFF + 5);
+        let Ok(Event::File(f)) = decode(&b) else { panic!("decode") };
+        assert!(!f.path1.expect("path1").given_kernel, "without the flag: the caller's memory");
+        ev.nr = monitor_common::nr::RENAME as u32;
+        ev.path2[..2].copy_from_slice(b"zz");
+        ev.path2_len = 2;
+        ev.flags = KPATH1 | KNAME1 | KNAME2;
+        let mut b = bytes_of(&ev);
+        b.truncate(FILE_PATH2_OFF + 2);
+        let Ok(Event::File(f)) = decode(&b) else { panic!("decode") };
+        let (p1, p2) = (f.path1.expect("path1"), f.path2.expect("path2"));
+        assert!(p1.kernel && p1.given_kernel && !p2.kernel && p2.given_kernel, "{p1:?} {p2:?}");
     }
 
     #[test]

@@ -166,7 +166,7 @@ pub fn probe_kinds(attached: &[String]) -> std::collections::BTreeMap<String, u6
             "tracepoint"
         } else if name.starts_with("fexit/") || name.starts_with("fx") {
             "fexit"
-        } else if name.starts_with("fentry/") || name.starts_with("kp_") {
+        } else if name.starts_with("fentry/") || name.starts_with("kp_") || name.starts_with("kn_") {
             "fentry"
         } else if name.starts_with("cgroup/") || name.starts_with("kaddr_") {
             "cgroup"
@@ -992,6 +992,15 @@ pub const PATH_HOOKS: &[(&str, &str)] = &[
     ("kp_link", "security_path_link"),
     // Not a path: a raw or packet socket's send destination, the kernel's copy (net.rs).
     ("kp_sendmsg", "security_socket_sendmsg"),
+    // The names as given, as the kernel copied them (`KNAMES`): the VFS functions the
+    // syscalls pass their `struct filename` to.
+    ("kn_open", "do_filp_open"),
+    ("kn_unlink", "do_unlinkat"),
+    ("kn_rmdir", "do_rmdir"),
+    ("kn_mkdir", "do_mkdirat"),
+    ("kn_symlink", "do_symlinkat"),
+    ("kn_rename", "do_renameat2"),
+    ("kn_link", "do_linkat"),
 ];
 
 /// Attach [`PATH_HOOKS`]. One the kernel lacks (`CONFIG_SECURITY_PATH` off) or refuses leaves
@@ -1299,11 +1308,16 @@ pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
             "read from the caller's memory at the syscall's exit (the hook needs the fexit mode)",
         )
     });
-    let hooks = PATH_HOOKS.iter().filter(|(_, f)| f.starts_with("security_path_") && hooked(f)).count();
-    paths.push(if hooks == PATH_HOOKS.len() - 1 {
+    let all = |prefix: &str| PATH_HOOKS.iter().filter(|(_, f)| f.starts_with(prefix)).all(|(_, f)| hooked(f));
+    paths.push(if fexit && all("security_path_") {
         path("path operations", "primary", "the objects from the kernel's security_path_* hooks (fentry): unlink, rmdir, mkdir, symlink, rename, link, chmod, chown and truncate name what the kernel acted on")
     } else {
         path("path operations", "fallback", "paths of unlink, rename, chmod and the like re-read from user memory at the syscall's exit, joined to the directory the kernel resolved (the hooks need the fexit mode and CONFIG_SECURITY_PATH)")
+    });
+    paths.push(if fexit && all("do_") {
+        path("names as given", "primary", "the kernel's copy of the names passed to open, unlink, rmdir, mkdir, symlink, rename and link (fentry on do_filp_open, do_unlinkat and the like), failed calls included")
+    } else {
+        path("names as given", "fallback", "names re-read from the caller's memory at the syscall's exit (the kernel's copies need the fexit mode: the log names any function refused)")
     });
     paths.push(if fexit && attached.iter().any(|a| a.contains("__ia32_")) {
         path("32-bit syscalls", "primary", "fexit on the kernel's __ia32_* syscall functions (int 0x80)")
@@ -1370,7 +1384,8 @@ mod tests {
         let paths = capture_paths(&loaded);
         assert!(
             paths.iter().all(|p| p.state == "primary"
-                || ["syscalls", "path operations", "raw and packet send destinations"].contains(&p.what.as_str())),
+                || ["syscalls", "path operations", "raw and packet send destinations", "names as given"]
+                    .contains(&p.what.as_str())),
             "{paths:?}"
         );
         assert_eq!(state_of(&paths, "syscalls"), Some("fallback"));
@@ -1381,10 +1396,12 @@ mod tests {
         fx.extend(RESOURCE_SYSCALLS.iter().map(|s| format!("fexit/__x64_sys_{s}")));
         let paths = capture_paths(&fx);
         assert_eq!(state_of(&paths, "path operations"), Some("fallback"), "without the path hooks");
+        assert_eq!(state_of(&paths, "names as given"), Some("fallback"), "without the name hooks");
         // Adopted from pins (`<program>-<function>`), the path hooks all there.
         fx.extend(PATH_HOOKS.iter().map(|(p, f)| format!("{p}-{f}")));
         let paths = capture_paths(&fx);
         assert_eq!(state_of(&paths, "path operations"), Some("primary"));
+        assert_eq!(state_of(&paths, "names as given"), Some("primary"));
         assert_eq!(state_of(&paths, "raw and packet send destinations"), Some("primary"));
         assert_eq!(state_of(&paths, "syscalls"), Some("primary"));
         assert_eq!(state_of(&paths, "32-bit syscalls"), Some("primary"));

@@ -53,9 +53,11 @@
 //! `sendto-race REAL FAKE` a UDP sendto to 127.0.0.1:REAL whose sockaddr says port FAKE by
 //!                      exit (same technique, the payload on the userfaultfd page); prints
 //!                      `sent REAL`
-//! `unlink-race DIR`    unlink of DIR/AAAAzz…z whose path says DIR/BBBBzz…z by exit (the
-//!                      path's tail on a userfaultfd page; its head rewritten while the kernel
-//!                      waits there); both files exist before; prints `ok`
+//! `unlink-race DIR [missing|open]` unlink of DIR/AAAAzz…z whose path says DIR/BBBBzz…z by
+//!                      exit (the path's tail on a userfaultfd page; its head rewritten while
+//!                      the kernel waits there); both files exist before; prints `ok`. With
+//!                      `missing`, AAAA… does not exist and the unlink fails with ENOENT;
+//!                      with `open`, the same for `open(O_RDONLY)`. BBBB… stays either way
 //! `int80-chown16 PATH` creates PATH, then `chown(PATH, 0, 0)` through i386's 16-bit-uid
 //!                      `chown16` (`int 0x80`); prints `ok`
 //! `raw-send IP`        an IP datagram of protocol 253 from a raw socket; prints the bytes sent
@@ -982,7 +984,7 @@ fn openat2_race(path: &str, n: u32) {
 /// path ends 20 bytes into a userfaultfd page, so the kernel blocks copying it (`getname`)
 /// after it has copied the head, while a thread rewrites `AAAA` (well before the page, outside
 /// the word the copy is in) to `BBBB`. The kernel removes the `AAAA` file.
-fn unlink_race(dir: &str) {
+fn unlink_race(dir: &str, variant: &str) {
     let (uffd, tail_page) = uffd_page();
     // The page before it, ordinary memory, holds the head of the path.
     // SAFETY: a new anonymous mapping just below the registered page (MAP_FIXED_NOREPLACE).
@@ -999,8 +1001,15 @@ fn unlink_race(dir: &str) {
     assert_eq!(head_page as usize, tail_page - PAGE, "mmap below the userfaultfd page");
     let zs = "z".repeat(60);
     let (real, decoy) = (format!("{dir}/AAAA{zs}"), format!("{dir}/BBBB{zs}"));
+    let missing = match variant {
+        "" => false,
+        "missing" | "open" => true,
+        other => panic!("unlink-race: unknown variant {other}"),
+    };
     for f in [&real, &decoy] {
-        std::fs::write(f, b"x").expect("create");
+        if !(missing && f == &real) {
+            std::fs::write(f, b"x").expect("create");
+        }
     }
     let name = c(&real).into_bytes_with_nul();
     let tail = 20;
@@ -1011,9 +1020,13 @@ fn unlink_race(dir: &str) {
     // SAFETY: the kernel has copied the head already; the syscall waits on the tail page.
     let rewrite = move || unsafe { std::ptr::copy_nonoverlapping(b"BBBB".as_ptr(), marker as *mut u8, 4) };
     let handler = uffd_handler(uffd, tail_page, name[name.len() - tail..].to_vec(), rewrite);
-    let r = sys!(libc::SYS_unlink, start);
+    let r = if variant == "open" { sys!(libc::SYS_open, start, libc::O_RDONLY) } else { sys!(libc::SYS_unlink, start) };
     handler.join().expect("fault handler");
-    assert_eq!(r, 0, "unlink: errno {}", -r);
+    if missing {
+        assert_eq!(r, -i64::from(libc::ENOENT), "{variant}: the kernel looked for the AAAA file");
+    } else {
+        assert_eq!(r, 0, "unlink: errno {}", -r);
+    }
     assert!(!std::path::Path::new(&real).exists(), "the kernel removed the AAAA file");
     assert!(std::path::Path::new(&decoy).exists(), "the BBBB file is still there");
     // SAFETY: reading the head page back.
@@ -1242,7 +1255,7 @@ fn main() {
         "uring-write" => uring_write(arg(1), arg(2)),
         "uring-sendmsg" => uring_sendmsg(arg(1)),
         "openat2-race" => openat2_race(arg(1), a.get(2).map_or(1, |n| n.parse().expect("count"))),
-        "unlink-race" => unlink_race(arg(1)),
+        "unlink-race" => unlink_race(arg(1), a.get(2).map_or("", String::as_str)),
         "int80-chown16" => int80_chown16(arg(1)),
         "sendto-race" => sendto_race(arg(1).parse().expect("real port"), arg(2).parse().expect("fake port")),
         "raw-send" => raw_send(arg(1)),
