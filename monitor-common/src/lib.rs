@@ -266,6 +266,11 @@ pub const KPATH2: u32 = 524_288;
 /// the caller's memory re-read at exit.
 pub const KNAME1: u32 = 1_048_576;
 pub const KNAME2: u32 = 2_097_152;
+/// Network events (fexit mode): a unix stream connect reached a listening socket bound to a
+/// file, and `payload` holds that file's path (leaf first, like a directory walk,
+/// `payload_len` bytes), from the kernel's `security_unix_stream_connect` hook: the socket
+/// connected to, whatever name (relative, through a symlink) the caller gave.
+pub const NET_PEER_PATH: u32 = 4_194_304;
 
 /// A file syscall's result (`sys_exit_*`), with the arguments saved at `sys_enter_*`.
 /// Sent up to the last used byte.
@@ -731,6 +736,8 @@ pub struct KernelOffsets {
     /// `msghdr.msg_name`, `msghdr.msg_namelen`: a send's destination, the kernel's copy.
     pub msghdr_name: u32,
     pub msghdr_namelen: u32,
+    /// `unix_sock.path`: the file a unix socket is bound to (0 when the BTF lacks it).
+    pub unix_sock_path: u32,
 }
 
 /// Bytes of a cgroup path in a [`CgroupEvent`].

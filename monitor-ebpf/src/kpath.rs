@@ -130,6 +130,20 @@ pub fn kp_truncate(ctx: FEntryContext) -> u32 {
     record(Object::Path(ctx.arg(0)), Object::None)
 }
 
+/// `security_unix_stream_connect(struct sock *sock, struct sock *other, struct sock *newsk)`:
+/// the listening socket a unix stream connect reached, named by the file it is bound to
+/// (`unix_sock.path`; `struct unix_sock` starts with its `struct sock`). An abstract socket
+/// has no file: its walk is incomplete and not taken. See `net::peer_path`.
+#[fentry]
+pub fn kp_unix_connect(ctx: FEntryContext) -> u32 {
+    let at = OFFSETS.load().unix_sock_path;
+    if at == 0 {
+        return 0;
+    }
+    let other: *const u8 = ctx.arg(1);
+    record(Object::Path(other.wrapping_add(at as usize)), Object::None)
+}
+
 /// `security_path_rename(old_dir, old_dentry, new_dir, new_dentry, flags)`.
 #[fentry]
 pub fn kp_rename(ctx: FEntryContext) -> u32 {

@@ -91,6 +91,7 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     regs_orig_ax: 0,
     msghdr_name: 0,
     msghdr_namelen: 0,
+    unix_sock_path: 0,
 });
 
 #[unsafe(no_mangle)]

@@ -1,9 +1,9 @@
 //! Network syscalls: connect, bind, listen, accept(4), UDP sendto/sendmsg/recvfrom/recvmsg, and
 //! raw and packet sockets (their creation and their sends).
 //!
-//! Destinations are the kernel's own copy where it offers one: the cgroup `connect4/6` and
-//! `sendmsg4/6` programs below see the address the kernel is about to use (after it copied the
-//! sockaddr in), and leave it in `KADDR` for the syscall's exit. Otherwise the address comes
+//! Destinations are the kernel's own copy where it offers one: the cgroup `connect4/6`,
+//! `sendmsg4/6` and `bind4/6` programs below see the address the kernel is about to use (after
+//! it copied the sockaddr in), and leave it in `KADDR` for the syscall's exit. Otherwise the address comes
 //! from the caller's sockaddr (re-read at exit) and from the socket itself.
 //! UDP payloads are captured only for DNS (port 53), for the userspace resolver cache.
 
@@ -18,10 +18,11 @@ use aya_ebpf::{
 };
 use monitor_common::{
     nr, EventClass, EventKind, NetEvent, PendingSyscall, COMPAT, NET_ADDR_GIVEN, NET_ADDR_KERNEL, NET_FASTOPEN,
-    NET_SOCK_KNOWN, SCM_FDS_MAX, SOCKADDR_CAP,
+    NET_PEER_PATH, NET_SOCK_KNOWN, PAYLOAD_CAP, SCM_FDS_MAX, SOCKADDR_CAP,
 };
 
 use crate::{
+    kpath::{is_own, KPATHS},
     maps::{current_session_peek, emit, fill_header, kread, kread_ptr, OFFSETS},
     vfs::fd_file,
 };
@@ -111,6 +112,18 @@ pub fn kaddr_connect6(ctx: SockAddrContext) -> i32 {
     keep_kernel_addr(&ctx, true)
 }
 
+/// A bind's address as the kernel will use it (inet sockets; the same copy a bind that fails
+/// with EADDRINUSE was refused for).
+#[cgroup_sock_addr(bind4)]
+pub fn kaddr_bind4(ctx: SockAddrContext) -> i32 {
+    keep_kernel_addr(&ctx, false)
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn kaddr_bind6(ctx: SockAddrContext) -> i32 {
+    keep_kernel_addr(&ctx, true)
+}
+
 #[cgroup_sock_addr(sendmsg4)]
 pub fn kaddr_sendmsg4(ctx: SockAddrContext) -> i32 {
     keep_kernel_addr(&ctx, false)
@@ -146,6 +159,29 @@ pub fn take_kernel_addr(addr: &mut [u8; SOCKADDR_CAP], addr_len: &mut u32, flags
     *flags |= NET_ADDR_GIVEN | NET_ADDR_KERNEL;
 }
 
+/// A unix connect's peer as the kernel found it (fexit mode): the file the listening socket is
+/// bound to, walked by `kpath::kp_unix_connect` during this connect, into `payload`
+/// ([`NET_PEER_PATH`]). A walk longer than the payload is left out (the given path stays).
+#[inline(always)]
+fn peer_path(ev: &mut NetEvent, compat: bool) {
+    let Some(k) = KPATHS.get_ptr(&bpf_get_current_pid_tgid()) else { return };
+    // SAFETY: a map value, alive for this run.
+    let k = unsafe { &*k };
+    if !is_own(k.orig_ax, nr::CONNECT, compat) || k.complete[0] == 0 {
+        return;
+    }
+    let n = k.len[0];
+    if n == 0 || n as usize > PAYLOAD_CAP {
+        return;
+    }
+    // SAFETY: n <= PAYLOAD_CAP <= both buffers.
+    if unsafe { read_kernel_raw(ev.payload.as_mut_ptr().cast(), n, k.buf[0].as_ptr().cast()) } == 0 {
+        ev.payload_len = n;
+        ev.flags |= NET_PEER_PATH;
+    }
+}
+
+const AF_UNIX: u16 = 1;
 const SOCK_STREAM: u32 = 1;
 const SOCK_DGRAM: u32 = 2;
 const SOCK_RAW: u32 = 3;
@@ -388,7 +424,10 @@ pub fn on_exit(p: &PendingSyscall, ret: i64, session: u64, compat: bool) -> u32 
         _ => return 0,
     }
     read_sock(ev, sock_fd);
-    if matches!(p.nr, nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::SENDMMSG) {
+    if p.nr == nr::CONNECT && ev.sk_family == AF_UNIX {
+        peer_path(ev, compat);
+    }
+    if matches!(p.nr, nr::CONNECT | nr::BIND | nr::SENDTO | nr::SENDMSG | nr::SENDMMSG) {
         take_kernel_addr(&mut ev.addr, &mut ev.addr_len, &mut ev.flags, ev.sk_family);
     }
     let is_send = matches!(p.nr, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG);

@@ -244,6 +244,18 @@ async fn connects_sends_binds_and_accepts_record_their_endpoints() {
     ] {
         find(&ev, &[("syscall", s(syscall)), ("result", s(result))]);
     }
+    // A bind's address is the kernel's copy (the cgroup bind4 hook), the refused one's too.
+    for result in ["ok", "EADDRINUSE"] {
+        find(
+            &ev,
+            &[
+                ("syscall", s("bind")),
+                ("result", s(result)),
+                ("addr", s("127.0.0.1")),
+                ("addr_kernel", Value::from(true)),
+            ],
+        );
+    }
     let plain_accept = find(&ev, &[("syscall", s("accept")), ("result", s("ok"))]);
     assert_eq!(plain_accept["addr"], "127.0.0.1", "without an address argument the peer comes from the socket");
     has("send", "ipv4", "127.0.0.1", Some(pu), "ok");

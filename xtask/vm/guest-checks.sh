@@ -141,7 +141,7 @@ if [ "$phase" = install ]; then
 		echo x >$k/a/from
 		echo x >$k/root/victim
 		echo x >$k/ft
-		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W unlink-race $k/um missing && $W unlink-race $k/uo open && $W int80-chown16 $k/c16 && (cd $k && ln -s /etc/hostname sl) && truncate -s 0 $k/ft && $W raw-send 127.0.0.1 && $W uring-write $k/.ssh/authorized_keys 'ssh-ed25519 AAAA uring' && $W uring-sendmsg 127.0.0.1:47206 && $W decoys-then-write 10000 $k/.ssh/authorized_keys2 && $W proc-mem-write $victim && echo '* * * * * root true' >/etc/cron.d/agentmon-vm-$mode && $W scm-rights /etc/hostname && $W module-load; exit 0")
+		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W unlink-race $k/um missing && $W unlink-race $k/uo open && $W int80-chown16 $k/c16 && (cd $k && ln -s /etc/hostname sl) && truncate -s 0 $k/ft && $W raw-send 127.0.0.1 && $W uring-write $k/.ssh/authorized_keys 'ssh-ed25519 AAAA uring' && $W uring-sendmsg 127.0.0.1:47206 && $W decoys-then-write 10000 $k/.ssh/authorized_keys2 && $W proc-mem-write $victim && echo '* * * * * root true' >/etc/cron.d/agentmon-vm-$mode && $W scm-rights /etc/hostname && ln -sf /run/systemd/private $k/priv && (cd $k && $W unix-connect priv) && $W module-load; exit 0")
 		check "$mode: the attack session ends" wait_for 120 session_ended "$kid"
 		kill "$victim"
 		rm -f "/etc/cron.d/agentmon-vm-$mode"
@@ -180,6 +180,10 @@ if [ "$phase" = install ]; then
 		check "$mode: an i386 16-bit-uid chown is recorded" jq -e "any(.[]; .data.syscall == \"chown\" and .data.compat == true and .data.path == \"$k/c16\" and .data.result == \"ok\")" "$ev"
 		check "$mode: a raced sendto names the kernel's destination" jq -e 'any(.[]; .data.syscall == "sendto" and .data.port == 47205 and .data.addr_kernel == true) and (any(.[]; .data.port == 9) | not)' "$ev"
 		check "$mode: a received fd (SCM_RIGHTS) names the file the kernel installed" jq -e 'any(.[]; .data.syscall == "recvmsg" and .data.scm_rights == true and .data.path == "/etc/hostname" and .data.fds_received == 1)' "$ev"
+		# systemd's private socket, asked through a relative symlink: the kernel's hook names the
+		# socket it reached (fexit); the tracepoints see only the name given.
+		check "$mode: a unix connect through a symlink is recorded" jq -e 'any(.[]; .data.syscall == "connect" and .data.addr_given[0] == "priv" and .data.result == "ok")' "$ev"
+		[ "$mode" = tracepoints ] || check "$mode: a unix connect through a symlink names the socket the kernel reached, a systemd handoff" jq -e 'any(.[]; .data.syscall == "connect" and .data.addr == "/run/systemd/private" and .data.addr_kernel == true) and any(.[]; .data.tamper == "handoff" and .data.detail.service == "systemd" and .data.addr == "/run/systemd/private")' "$ev"
 		check "$mode: module and kexec loads are kernel_code tamper events" jq -e '[.[] | select(.data.tamper == "kernel_code")] | length == 3' "$ev"
 		for kind in getppid open; do
 			$B --workload runs $kind 100000 | jq -c --arg m "$mode" '. + {mode: $m}' >>"$out/bpf-runs-$(uname -r).jsonl"
@@ -191,7 +195,7 @@ if [ "$phase" = install ]; then
 	journalctl -u agentmon -o json --no-pager | jq -c 'select(.MESSAGE == "fexit programs loaded") | with_entries(select(.key | test("^F_")))' | tail -n 1 | sed 's/^/  fexit load: /'
 	check "destinations come from the cgroup hooks" jq -e 'any(.capture_paths[]; .what == "network destinations" and .state == "primary")' "$out/status-fexit-$(uname -r).json"
 	check "fexit: syscalls are captured with fexit, 32-bit ones too" jq -e 'any(.capture_paths[]; .what == "syscalls" and .state == "primary") and any(.capture_paths[]; .what == "32-bit syscalls" and .state == "primary")' "$out/status-fexit-$(uname -r).json"
-	check "fexit: path operations are named from the kernel's security_path hooks" jq -e 'any(.capture_paths[]; .what == "path operations" and .state == "primary") and any(.capture_paths[]; .what == "names as given" and .state == "primary") and .probe_kinds.fentry == 17' "$out/status-fexit-$(uname -r).json"
+	check "fexit: path operations are named from the kernel's security_path hooks" jq -e 'any(.capture_paths[]; .what == "path operations" and .state == "primary") and any(.capture_paths[]; .what == "names as given" and .state == "primary") and .probe_kinds.fentry == 18 and any(.capture_paths[]; .what == "unix socket peers" and .state == "primary")' "$out/status-fexit-$(uname -r).json"
 	check "fexit: raw and packet send destinations come from the kernel" jq -e 'any(.capture_paths[]; .what == "raw and packet send destinations" and .state == "primary")' "$out/status-fexit-$(uname -r).json"
 	check "fexit: no syscall tracepoint and no raw sys_enter program is attached" jq -e '.probe_kinds.syscall_tracepoint == null and ([.probes[] | select(test("sys_enter|sys_exit"))] | length == 0) and .probe_kinds.fexit > 80' "$out/status-fexit-$(uname -r).json"
 	for sc in $(jq -r '.capture_paths[] | select(.state == "missing") | .what | select(startswith("syscall ")) | ltrimstr("syscall ")' "$out/status-fexit-$(uname -r).json"); do

@@ -736,7 +736,7 @@ impl Correlator {
             "addr_given": n.addr.as_ref().map(resources::addr_port),
             "compat": n.compat,
             "fastopen": n.fastopen,
-            "addr_kernel": n.addr_kernel,
+            "addr_kernel": n.addr_kernel || n.peer_path.is_some(),
             "socket": n.created.map(|(family, proto)| serde_json::json!({"family": family, "protocol": proto})),
             "sock_type": match n.sock_type { 1 => "stream", 2 => "dgram", 0 => "unknown", _ => "other" },
             "dns": dns,

@@ -598,7 +598,9 @@ pub fn net_endpoint(op: &NetOp, known: Option<&SockAddr>) -> Option<SockAddr> {
             || (op.sock_type == 1 && matches!(op.nr, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG)) =>
         {
             let peer = remote.filter(|r| matches!(r, SockAddr::Inet { port, .. } if *port != 0));
-            peer.or(op.addr.clone().filter(meaningful)).or_else(|| known.cloned())
+            // A unix peer: the socket file the kernel reached (fexit mode), not the name given.
+            let unix = op.peer_path.as_ref().map(|p| SockAddr::Unix { path: p.clone() });
+            peer.or(unix).or(op.addr.clone().filter(meaningful)).or_else(|| known.cloned())
         }
         _ => op
             .addr

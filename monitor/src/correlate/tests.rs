@@ -446,6 +446,7 @@ fn connects_name_the_kernel_peer_and_fastopen_sends_are_connects() {
         fastopen: false,
         addr_kernel: false,
         created: None,
+        peer_path: None,
     };
     assert_eq!(net_endpoint(&n, None), Some(ip("127.0.0.1", 8080)), "the socket's peer, not the rewritten sockaddr");
     n.sock = Some((ip("0.0.0.0", 0), ip("0.0.0.0", 0)));
@@ -842,6 +843,7 @@ fn connect(tgid: u32, peer: SockAddr, local: Option<SockAddr>, sock_type: u32, r
         fastopen: false,
         addr_kernel: false,
         created: None,
+        peer_path: None,
     })
 }
 
@@ -933,6 +935,20 @@ fn writes_to_cron_at_and_unit_directories_and_to_another_process_memory_are_hand
     let t = events_of(&out, "tamper");
     assert_eq!((t[0].1["access"].as_str(), t[0].1["syscall"].as_str()), (Some("create"), Some("openat")));
     assert_eq!(t[4].1["result"], "EACCES", "a refused attempt is recorded with its result");
+}
+
+#[test]
+fn a_unix_connect_through_a_symlink_is_judged_by_the_socket_the_kernel_reached() {
+    // fexit mode: the caller gave a relative symlink; the kernel's hook named the socket file.
+    let mut ev = connect(101, SockAddr::Unix { path: "sock-link".into() }, None, 1, 0);
+    if let Event::Net(n) = &mut ev {
+        n.peer_path = Some("/run/docker.sock".into());
+    }
+    let (_, out) = one_action(vec![ev]);
+    assert_eq!(handoffs(&out), [("docker".to_owned(), None, "/run/docker.sock".to_owned())]);
+    let net = events_of(&out, "net");
+    assert_eq!((net[0].1["addr"].as_str(), net[0].1["addr_kernel"].as_bool()), (Some("/run/docker.sock"), Some(true)));
+    assert_eq!(net[0].1["addr_given"][0], "sock-link", "the name as given is kept: {}", net[0].1);
 }
 
 #[test]

@@ -274,6 +274,7 @@ impl Btf {
             regs_orig_ax: self.optional("pt_regs", "orig_ax").unwrap_or(0),
             msghdr_name: self.offset("msghdr", &["msg_name"])?,
             msghdr_namelen: self.offset("msghdr", &["msg_namelen"])?,
+            unix_sock_path: self.optional("unix_sock", "path").unwrap_or(0),
         })
     }
 

@@ -12,9 +12,9 @@ use monitor_common::{
     DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED, EXEC_EXE_RESOLVED,
     EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXEC_SESSION_START, EXIT_GROUP_DEAD, FD_PATH, FILENAME_MAX, FILE_DIR1_OFF,
     FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FORK_THREAD, KNAME1, KNAME2, KPATH1, KPATH2, NET_ADDR_GIVEN,
-    NET_ADDR_KERNEL, NET_FASTOPEN, NET_SOCK_KNOWN, OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP,
-    PAYLOAD_CAP, ROOT_CHANGED, SCM_FDS, SOCKADDR_CAP, URING_DIR2_OFF, URING_DIR_OFF, URING_PATH2_OFF, URING_PATH_OFF,
-    URING_SUBMIT,
+    NET_ADDR_KERNEL, NET_FASTOPEN, NET_PEER_PATH, NET_SOCK_KNOWN, OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED,
+    PATH2_TRUNCATED, PATH_CAP, PAYLOAD_CAP, ROOT_CHANGED, SCM_FDS, SOCKADDR_CAP, URING_DIR2_OFF, URING_DIR_OFF,
+    URING_PATH2_OFF, URING_PATH_OFF, URING_SUBMIT,
 };
 
 use crate::text::{escape_bytes, split_argv};
@@ -192,6 +192,9 @@ pub struct NetOp {
     pub addr_kernel: bool,
     /// `socket()` of a raw or packet socket: (family, protocol).
     pub created: Option<(u16, u16)>,
+    /// A unix connect's peer as the kernel found it (fexit mode): the file the listening
+    /// socket is bound to, whatever path the caller gave.
+    pub peer_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -519,6 +522,8 @@ fn decode_net(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
     let sock = (ev.flags & NET_SOCK_KNOWN != 0).then(|| {
         (sock_side(ev.sk_family, ev.sk_laddr, ev.sk_lport), sock_side(ev.sk_family, ev.sk_raddr, ev.sk_rport))
     });
+    let peer = ev.flags & NET_PEER_PATH != 0;
+    let payload = &ev.payload[..ev.payload_len as usize];
     Ok(Event::Net(NetOp {
         hdr,
         nr: u64::from(ev.nr),
@@ -527,7 +532,8 @@ fn decode_net(hdr: Header, bytes: &[u8]) -> Result<Event, DecodeError> {
         sock_type: ev.sock_type,
         addr,
         sock,
-        payload: ev.payload[..ev.payload_len as usize].to_vec(),
+        payload: if peer { Vec::new() } else { payload.to_vec() },
+        peer_path: peer.then(|| cwd_path(payload)),
         compat: ev.flags & COMPAT != 0,
         fastopen: ev.flags & NET_FASTOPEN != 0,
         addr_kernel: ev.flags & NET_ADDR_KERNEL != 0,

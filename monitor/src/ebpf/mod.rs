@@ -990,8 +990,10 @@ pub const PATH_HOOKS: &[(&str, &str)] = &[
     ("kp_truncate", "security_path_truncate"),
     ("kp_rename", "security_path_rename"),
     ("kp_link", "security_path_link"),
-    // Not a path: a raw or packet socket's send destination, the kernel's copy (net.rs).
+    // Not paths: a raw or packet socket's send destination, the kernel's copy (net.rs), and
+    // the socket file a unix stream connect reached.
     ("kp_sendmsg", "security_socket_sendmsg"),
+    ("kp_unix_connect", "security_unix_stream_connect"),
     // The names as given, as the kernel copied them (`KNAMES`): the VFS functions the
     // syscalls pass their `struct filename` to.
     ("kn_open", "do_filp_open"),
@@ -1127,7 +1129,8 @@ impl FexitLoad {
 /// kernel refuses `BPF_F_ALLOW_MULTI` on a link, so the mode passed is the default): they see each destination as the kernel will
 /// use it. Without them (no cgroup2, an attach refused) destinations are read from the caller's
 /// memory at the syscall's exit, as `status` says.
-pub const CGROUP_PROGRAMS: &[&str] = &["kaddr_connect4", "kaddr_connect6", "kaddr_sendmsg4", "kaddr_sendmsg6"];
+pub const CGROUP_PROGRAMS: &[&str] =
+    &["kaddr_connect4", "kaddr_connect6", "kaddr_sendmsg4", "kaddr_sendmsg6", "kaddr_bind4", "kaddr_bind6"];
 
 fn attach_cgroup_hooks(
     ebpf: &mut Ebpf,
@@ -1279,7 +1282,7 @@ pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
         path(
             "network destinations",
             "primary",
-            "cgroup connect4/6 and sendmsg4/6 on the cgroup2 root: the kernel's own copy",
+            "cgroup connect4/6, sendmsg4/6 and bind4/6 on the cgroup2 root: the kernel's own copy",
         )
     } else {
         path(
@@ -1307,6 +1310,11 @@ pub fn capture_paths(attached: &[String]) -> Vec<CapturePath> {
             "fallback",
             "read from the caller's memory at the syscall's exit (the hook needs the fexit mode)",
         )
+    });
+    paths.push(if hooked("security_unix_stream_connect") {
+        path("unix socket peers", "primary", "the socket file a unix stream connect reached, from the kernel's security_unix_stream_connect hook (fentry): a relative or symlinked name cannot hide a service socket")
+    } else {
+        path("unix socket peers", "fallback", "the socket path as the caller gave it, re-read from its memory at exit (the hook needs the fexit mode)")
     });
     let all = |prefix: &str| PATH_HOOKS.iter().filter(|(_, f)| f.starts_with(prefix)).all(|(_, f)| hooked(f));
     paths.push(if fexit && all("security_path_") {
@@ -1384,8 +1392,14 @@ mod tests {
         let paths = capture_paths(&loaded);
         assert!(
             paths.iter().all(|p| p.state == "primary"
-                || ["syscalls", "path operations", "raw and packet send destinations", "names as given"]
-                    .contains(&p.what.as_str())),
+                || [
+                    "syscalls",
+                    "path operations",
+                    "raw and packet send destinations",
+                    "names as given",
+                    "unix socket peers"
+                ]
+                .contains(&p.what.as_str())),
             "{paths:?}"
         );
         assert_eq!(state_of(&paths, "syscalls"), Some("fallback"));
@@ -1402,6 +1416,7 @@ mod tests {
         let paths = capture_paths(&fx);
         assert_eq!(state_of(&paths, "path operations"), Some("primary"));
         assert_eq!(state_of(&paths, "names as given"), Some("primary"));
+        assert_eq!(state_of(&paths, "unix socket peers"), Some("primary"));
         assert_eq!(state_of(&paths, "raw and packet send destinations"), Some("primary"));
         assert_eq!(state_of(&paths, "syscalls"), Some("primary"));
         assert_eq!(state_of(&paths, "32-bit syscalls"), Some("primary"));
