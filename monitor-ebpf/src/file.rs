@@ -199,7 +199,7 @@ fn kernel_paths(
     if p1 >= 0 {
         let (n, trunc, _, kernel) = read_name(arg(p, p1), kn, 0, ev.path1.as_mut_ptr());
         ev.path1_len = n;
-        flags |= if trunc { PATH1_TRUNCATED } else { 0 } | if kernel { KNAME1 } else { 0 };
+        flags |= if trunc { PATH1_TRUNCATED } else { 0 } | KNAME1 * kernel;
         len = FILE_PATH1_OFF + n as usize;
         if let Some(k) = k1 {
             let dn = kernel_path(kp, k, ev.dir1.as_mut_ptr())?;
@@ -211,7 +211,7 @@ fn kernel_paths(
     if p2 >= 0 {
         let (n, trunc, _, kernel) = read_name(arg(p, p2), kn, 1, ev.path2.as_mut_ptr());
         ev.path2_len = n;
-        flags |= if trunc { PATH2_TRUNCATED } else { 0 } | if kernel { KNAME2 } else { 0 };
+        flags |= if trunc { PATH2_TRUNCATED } else { 0 } | KNAME2 * kernel;
         len = FILE_PATH2_OFF + n as usize;
         if let Some(k) = k2 {
             let dn = kernel_path(kp, k, ev.dir2.as_mut_ptr())?;
@@ -258,40 +258,33 @@ fn kernel_path_len(kp: *const KernelPaths, slot: usize) -> u32 {
     }
 }
 
-/// Read a user string; returns its length without the NUL, whether it filled the buffer, and
-/// whether it could be read at all.
-#[inline(always)]
-fn read_user_path(ptr: u64, buf: *mut u8) -> (u32, bool, bool) {
-    if ptr == 0 {
-        return (0, false, false);
-    }
-    // SAFETY: the helper checks the user address; `buf` has PATH_CAP bytes.
-    let n = unsafe { bpf_probe_read_user_str(buf.cast(), PATH_CAP as u32, ptr as *const _) };
-    if n <= 0 {
-        return (0, false, false);
-    }
-    ((n - 1) as u32 & (PATH_CAP as u32 - 1), n as usize >= PATH_CAP, true)
-}
-
 /// A path argument: the kernel's copy of it (slot `slot` of `kn`, see `kpath::KNAMES`) when
-/// the call's VFS function recorded one, else re-read from user memory at `ptr`. Returns
-/// [`read_user_path`]'s three values and whether the name is the kernel's copy.
+/// the call's VFS function recorded one, else re-read from user memory at `ptr`. Returns its
+/// length without the NUL, whether it filled the buffer, whether it could be read at all, and
+/// whether it is the kernel's copy (1 or 0).
+///
+/// Both sources end in one helper result, and the source is a number that is only ever
+/// multiplied into a flag, never branched on: so the verifier finds the states after either
+/// the same and walks what follows once, not once per source (a branch on it doubled the
+/// handler's verified instructions on Debian 6.1).
 #[inline(always)]
-fn read_name(ptr: u64, kn: *const KernelNames, slot: usize, buf: *mut u8) -> (u32, bool, bool, bool) {
-    if !kn.is_null() {
-        // SAFETY: a map value the caller looked up this run.
-        let kn = unsafe { &*kn };
-        let slot = slot & 1;
-        if kn.len[slot] != NAME_ABSENT {
-            // SAFETY: both buffers have PATH_CAP bytes.
-            let n = unsafe { bpf_probe_read_kernel_str(buf.cast(), PATH_CAP as u32, kn.buf[slot].as_ptr().cast()) };
-            if n > 0 {
-                return ((n - 1) as u32 & (PATH_CAP as u32 - 1), false, true, true);
-            }
-        }
+fn read_name(ptr: u64, kn: *const KernelNames, slot: usize, buf: *mut u8) -> (u32, bool, bool, u32) {
+    let slot = slot & 1;
+    // SAFETY: a map value the caller looked up this run, or null.
+    let kernel = !kn.is_null() && unsafe { (*kn).len[slot] } != NAME_ABSENT;
+    let r = if kernel {
+        // SAFETY: both buffers have PATH_CAP bytes.
+        unsafe { bpf_probe_read_kernel_str(buf.cast(), PATH_CAP as u32, (*kn).buf[slot].as_ptr().cast()) }
+    } else if ptr == 0 {
+        0
+    } else {
+        // SAFETY: the helper checks the user address; `buf` has PATH_CAP bytes.
+        unsafe { bpf_probe_read_user_str(buf.cast(), PATH_CAP as u32, ptr as *const _) }
+    };
+    if r <= 0 {
+        return (0, false, false, 0);
     }
-    let (n, trunc, read) = read_user_path(ptr, buf);
-    (n, trunc, read, false)
+    ((r - 1) as u32 & (PATH_CAP as u32 - 1), r as usize >= PATH_CAP, true, u32::from(kernel))
 }
 
 /// The directory a relative path is relative to: the cwd, or the file behind `dirfd`.
@@ -348,7 +341,7 @@ fn capture_path(
     bits: PathBits,
 ) -> (u32, Option<u32>, u32) {
     let (n, trunc, read, kernel) = read_name(ptr, kn, slot, path);
-    let mut flags = if trunc { bits.0 } else { 0 } | if kernel { bits.3 } else { 0 };
+    let mut flags = if trunc { bits.0 } else { 0 } | bits.3 * kernel;
     if n == 0 && read {
         flags |= EMPTY_PATH;
     }
@@ -431,9 +424,7 @@ fn on_file_exit(
         if trunc {
             ev.flags |= PATH1_TRUNCATED;
         }
-        if kernel {
-            ev.flags |= KNAME1;
-        }
+        ev.flags |= KNAME1 * kernel;
         len = FILE_PATH1_OFF + n as usize;
         // SAFETY: n < PATH_CAP, and path1 is followed by dir1 (DIR_CAP bytes) in the same
         // struct, so the walk has its CWD_MAX + COMPONENT_MAX bytes from here.

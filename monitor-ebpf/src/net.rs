@@ -161,7 +161,7 @@ pub fn take_kernel_addr(addr: &mut [u8; SOCKADDR_CAP], addr_len: &mut u32, flags
 
 /// A unix connect's peer as the kernel found it (fexit mode): the file the listening socket is
 /// bound to, walked by `kpath::kp_unix_connect` during this connect, into `payload`
-/// ([`NET_PEER_PATH`]). A walk longer than the payload is left out (the given path stays).
+/// ([`NET_PEER_PATH`]). A walk that does not fit the payload is left out (the given path stays).
 #[inline(always)]
 fn peer_path(ev: &mut NetEvent, compat: bool) {
     let Some(k) = KPATHS.get_ptr(&bpf_get_current_pid_tgid()) else { return };
@@ -171,11 +171,12 @@ fn peer_path(ev: &mut NetEvent, compat: bool) {
         return;
     }
     let n = k.len[0];
-    if n == 0 || n as usize > PAYLOAD_CAP {
-        return;
-    }
-    // SAFETY: n <= PAYLOAD_CAP <= both buffers.
-    if unsafe { read_kernel_raw(ev.payload.as_mut_ptr().cast(), n, k.buf[0].as_ptr().cast()) } == 0 {
+    // Clamped before any test of `n`, so the compiler keeps the bound the verifier needs (a
+    // mask after the range test was folded away); a walk that did not fit is not flagged.
+    let fits = if n as usize > PAYLOAD_CAP { PAYLOAD_CAP as u32 } else { n };
+    // SAFETY: fits <= PAYLOAD_CAP <= both buffers.
+    let r = unsafe { read_kernel_raw(ev.payload.as_mut_ptr().cast(), fits, k.buf[0].as_ptr().cast()) };
+    if r == 0 && fits == n && n != 0 {
         ev.payload_len = n;
         ev.flags |= NET_PEER_PATH;
     }
