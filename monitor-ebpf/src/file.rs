@@ -22,7 +22,7 @@ use monitor_common::{
 };
 
 use crate::{
-    kpath::{own_names, KernelNames, KernelPaths, NAME_ABSENT},
+    kpath::{own_names, KernelPaths, NAME_ABSENT},
     maps::{current_session, current_tgid_pid, emit_bytes, fill_header, kread, OFFSETS},
     net, tamper,
     vfs::{fd_file, root_changed, walk_cwd, walk_root, walk_struct_path},
@@ -184,7 +184,6 @@ fn kernel_paths(
     ev: &mut FileEvent,
     layout: (i8, i8, i8, i8, i8),
     kp: *const KernelPaths,
-    kn: *const KernelNames,
 ) -> Option<usize> {
     let (p1, _, p2, _, _) = layout;
     // Which of the hook's objects each path argument names: a symlink's first path (its
@@ -197,9 +196,9 @@ fn kernel_paths(
     let mut flags = 0;
     let mut len = FILE_PATH1_OFF;
     if p1 >= 0 {
-        let (n, trunc, _, kernel) = read_name(arg(p, p1), kn, 0, ev.path1.as_mut_ptr());
+        let (n, trunc, _) = read_name(arg(p, p1), ev, 0);
         ev.path1_len = n;
-        flags |= if trunc { PATH1_TRUNCATED } else { 0 } | KNAME1 * kernel;
+        flags |= if trunc { PATH1_TRUNCATED } else { 0 };
         len = FILE_PATH1_OFF + n as usize;
         if let Some(k) = k1 {
             let dn = kernel_path(kp, k, ev.dir1.as_mut_ptr())?;
@@ -209,9 +208,9 @@ fn kernel_paths(
         }
     }
     if p2 >= 0 {
-        let (n, trunc, _, kernel) = read_name(arg(p, p2), kn, 1, ev.path2.as_mut_ptr());
+        let (n, trunc, _) = read_name(arg(p, p2), ev, 1);
         ev.path2_len = n;
-        flags |= if trunc { PATH2_TRUNCATED } else { 0 } | KNAME2 * kernel;
+        flags |= if trunc { PATH2_TRUNCATED } else { 0 };
         len = FILE_PATH2_OFF + n as usize;
         if let Some(k) = k2 {
             let dn = kernel_path(kp, k, ev.dir2.as_mut_ptr())?;
@@ -258,33 +257,69 @@ fn kernel_path_len(kp: *const KernelPaths, slot: usize) -> u32 {
     }
 }
 
-/// A path argument: the kernel's copy of it (slot `slot` of `kn`, see `kpath::KNAMES`) when
-/// the call's VFS function recorded one, else re-read from user memory at `ptr`. Returns its
-/// length without the NUL, whether it filled the buffer, whether it could be read at all, and
-/// whether it is the kernel's copy (1 or 0).
-///
-/// Both sources end in one helper result, and the source is a number that is only ever
-/// multiplied into a flag, never branched on: so the verifier finds the states after either
-/// the same and walks what follows once, not once per source (a branch on it doubled the
-/// handler's verified instructions on Debian 6.1).
+/// A path argument into its buffer (`path1` for slot 0, `path2` for slot 1) of the event at
+/// `ev`: the kernel's copy when [`take_names`] put one there (`KNAME1`/`KNAME2`, read back from
+/// the event), else re-read from user memory at `ptr`. Returns its length without the NUL,
+/// whether it filled the buffer, and whether it could be read at all.
 #[inline(always)]
-fn read_name(ptr: u64, kn: *const KernelNames, slot: usize, buf: *mut u8) -> (u32, bool, bool, u32) {
-    let slot = slot & 1;
-    // SAFETY: a map value the caller looked up this run, or null.
-    let kernel = !kn.is_null() && unsafe { (*kn).len[slot] } != NAME_ABSENT;
-    let r = if kernel {
-        // SAFETY: both buffers have PATH_CAP bytes.
-        unsafe { bpf_probe_read_kernel_str(buf.cast(), PATH_CAP as u32, (*kn).buf[slot].as_ptr().cast()) }
-    } else if ptr == 0 {
-        0
+fn read_name(ptr: u64, ev: *mut FileEvent, slot: usize) -> (u32, bool, bool) {
+    // SAFETY: the per-CPU scratch event, ours for this run.
+    let ev = unsafe { &mut *ev };
+    let (taken, len, buf) = if slot == 0 {
+        (ev.flags & KNAME1, ev.path1_len, ev.path1.as_mut_ptr())
     } else {
-        // SAFETY: the helper checks the user address; `buf` has PATH_CAP bytes.
-        unsafe { bpf_probe_read_user_str(buf.cast(), PATH_CAP as u32, ptr as *const _) }
+        (ev.flags & KNAME2, ev.path2_len, ev.path2.as_mut_ptr())
     };
-    if r <= 0 {
-        return (0, false, false, 0);
+    if taken != 0 {
+        return (len & (PATH_CAP as u32 - 1), false, true);
     }
-    ((r - 1) as u32 & (PATH_CAP as u32 - 1), r as usize >= PATH_CAP, true, u32::from(kernel))
+    if ptr == 0 {
+        return (0, false, false);
+    }
+    // SAFETY: the helper checks the user address; `buf` has PATH_CAP bytes.
+    let n = unsafe { bpf_probe_read_user_str(buf.cast(), PATH_CAP as u32, ptr as *const _) };
+    if n <= 0 {
+        return (0, false, false);
+    }
+    ((n - 1) as u32 & (PATH_CAP as u32 - 1), n as usize >= PATH_CAP, true)
+}
+
+/// Copy this call's names as the kernel copied them (`kpath::KNAMES`, fexit mode) into the
+/// event's `path1`/`path2`, each flagged `KNAME1`/`KNAME2`, for [`read_name`] to take instead
+/// of the caller's memory. Returns the event's flags, which the caller stores.
+///
+/// A subprogram of its own, so that the map pointer ends here and what follows meets only the
+/// event's flags: with the pointer live through the path code, the verifier walked that code
+/// once per kind of pointer (null, no name, a name), past its 1M-instruction budget on 6.1.
+#[inline(never)]
+fn take_names(ev: &mut FileEvent, native: u64, compat: bool) -> u32 {
+    let kn = own_names(native, compat);
+    if kn.is_null() {
+        return ev.flags;
+    }
+    // SAFETY: a map value, alive for this run.
+    let kn = unsafe { &*kn };
+    if kn.len[0] != NAME_ABSENT {
+        // SAFETY: both buffers have PATH_CAP bytes.
+        let r = unsafe {
+            bpf_probe_read_kernel_str(ev.path1.as_mut_ptr().cast(), PATH_CAP as u32, kn.buf[0].as_ptr().cast())
+        };
+        if r > 0 {
+            ev.path1_len = (r - 1) as u32 & (PATH_CAP as u32 - 1);
+            ev.flags |= KNAME1;
+        }
+    }
+    if kn.len[1] != NAME_ABSENT {
+        // SAFETY: as above.
+        let r = unsafe {
+            bpf_probe_read_kernel_str(ev.path2.as_mut_ptr().cast(), PATH_CAP as u32, kn.buf[1].as_ptr().cast())
+        };
+        if r > 0 {
+            ev.path2_len = (r - 1) as u32 & (PATH_CAP as u32 - 1);
+            ev.flags |= KNAME2;
+        }
+    }
+    ev.flags
 }
 
 /// The directory a relative path is relative to: the cwd, or the file behind `dirfd`.
@@ -300,11 +335,10 @@ fn resolve_dir(dirfd: i32, buf: *mut u8) -> (u32, bool) {
     walk_struct_path(file.wrapping_add(OFFSETS.load().file_path as usize), buf)
 }
 
-/// (path truncated, dir resolved, dir truncated, kernel's name) flag bits for the first and
-/// second path.
-type PathBits = (u32, u32, u32, u32);
-const PATH1_BITS: PathBits = (PATH1_TRUNCATED, DIR1_RESOLVED, DIR1_TRUNCATED, KNAME1);
-const PATH2_BITS: PathBits = (PATH2_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED, KNAME2);
+/// (path truncated, dir resolved, dir truncated) flag bits for the first and second path.
+type PathBits = (u32, u32, u32);
+const PATH1_BITS: PathBits = (PATH1_TRUNCATED, DIR1_RESOLVED, DIR1_TRUNCATED);
+const PATH2_BITS: PathBits = (PATH2_TRUNCATED, DIR2_RESOLVED, DIR2_TRUNCATED);
 
 #[inline(always)]
 fn dir_flags(complete: bool, bits: PathBits) -> u32 {
@@ -327,21 +361,21 @@ fn dirfd_arg(p: &PendingSyscall, d: i8) -> Option<i32> {
     }
 }
 
-/// Read a path argument (`ptr`, or the kernel's name in `slot` of `kn`) into `path` and, when
+/// Read a path argument (`ptr`, or the kernel's name: [`read_name`]) into its buffer and, when
 /// it is relative or empty (and `dirfd` is given),
 /// the directory it is relative to into `dir`. An empty path is resolved too: with
 /// `AT_EMPTY_PATH` the kernel acts on the dirfd's file itself, and without it the call fails
 /// with ENOENT, so naming that file is right either way. Returns (path length, dir length, flags).
 #[inline(always)]
 fn capture_path(
-    (ptr, kn, slot): (u64, *const KernelNames, usize),
+    (ptr, ev, slot): (u64, *mut FileEvent, usize),
     dirfd: Option<i32>,
     path: *mut u8,
     dir: *mut u8,
     bits: PathBits,
 ) -> (u32, Option<u32>, u32) {
-    let (n, trunc, read, kernel) = read_name(ptr, kn, slot, path);
-    let mut flags = if trunc { bits.0 } else { 0 } | bits.3 * kernel;
+    let (n, trunc, read) = read_name(ptr, ev, slot);
+    let mut flags = if trunc { bits.0 } else { 0 };
     if n == 0 && read {
         flags |= EMPTY_PATH;
     }
@@ -399,7 +433,7 @@ fn on_file_exit(
     let p1 = layout.0;
     begin_event(ev, p, ret, session, if compat { COMPAT } else { 0 });
     // The names as the kernel copied them (fexit mode; none with tracepoints).
-    let kn = own_names(p.nr, compat);
+    ev.flags = take_names(ev, p.nr, compat);
     if p.nr == nr::OPENAT2 {
         // struct open_how { u64 flags; u64 mode; u64 resolve; }
         let how = p.args[2] as *const u64;
@@ -418,13 +452,12 @@ fn on_file_exit(
         // The real path is written right after the given path's bytes (its length in
         // `dir1_len`), not in a slot of its own, so the event stays as small as the two paths:
         // an open is the commonest event, and a fixed slot would make each one kilobytes.
-        let (n, trunc, _, kernel) = read_name(arg(p, p1), kn, 0, ev.path1.as_mut_ptr());
+        let (n, trunc, _) = read_name(arg(p, p1), ev, 0);
         let n = n & (PATH_CAP as u32 - 1);
         ev.path1_len = n;
         if trunc {
             ev.flags |= PATH1_TRUNCATED;
         }
-        ev.flags |= KNAME1 * kernel;
         len = FILE_PATH1_OFF + n as usize;
         // SAFETY: n < PATH_CAP, and path1 is followed by dir1 (DIR_CAP bytes) in the same
         // struct, so the walk has its CWD_MAX + COMPONENT_MAX bytes from here.
@@ -433,7 +466,7 @@ fn on_file_exit(
             len = FILE_PATH1_OFF + n as usize + dn as usize;
         }
     } else {
-        len = capture_paths(p, ev, layout, (kp, kn));
+        len = capture_paths(p, ev, layout, kp);
     }
     if len > FILE_DIR2_OFF + DIR_CAP {
         len = FILE_DIR2_OFF + DIR_CAP;
@@ -451,12 +484,12 @@ fn capture_paths(
     p: &PendingSyscall,
     ev: &mut FileEvent,
     layout: (i8, i8, i8, i8, i8),
-    (kp, kn): (*const KernelPaths, *const KernelNames),
+    kp: *const KernelPaths,
 ) -> usize {
     // Only for a call with path arguments: an fd-only one (fchmod, fchown, ftruncate) fires the
     // hooks too, but its object is the fd's file, walked below.
     if !kp.is_null() && (layout.0 >= 0 || layout.2 >= 0) {
-        if let Some(len) = kernel_paths(p, ev, layout, kp, kn) {
+        if let Some(len) = kernel_paths(p, ev, layout, kp) {
             return len;
         }
         // What it wrote before giving up is rewritten below, but a length left over would
@@ -468,7 +501,7 @@ fn capture_paths(
     let mut len = FILE_PATH1_OFF;
     if p1 >= 0 {
         let (n, dir, flags) = capture_path(
-            (arg(p, p1), kn, 0),
+            (arg(p, p1), core::ptr::from_mut(ev), 0),
             dirfd_arg(p, d1),
             ev.path1.as_mut_ptr(),
             ev.dir1.as_mut_ptr(),
@@ -493,7 +526,7 @@ fn capture_paths(
     }
     if p2 >= 0 {
         let (n, dir, flags) = capture_path(
-            (arg(p, p2), kn, 1),
+            (arg(p, p2), core::ptr::from_mut(ev), 1),
             dirfd_arg(p, d2),
             ev.path2.as_mut_ptr(),
             ev.dir2.as_mut_ptr(),
