@@ -123,6 +123,9 @@ pub const EXEC_CWD_MISSING: u32 = 8;
 pub const EXEC_SESSION_START: u32 = 16;
 /// `exe` holds the executed file's path, walked to the real root (`bprm->file`).
 pub const EXEC_EXE_RESOLVED: u32 = 32;
+/// Failed execs (fexit mode): `filename` is the kernel's copy of the name asked for (the first
+/// `struct filename` the exec opened), not the caller's memory re-read at exit.
+pub const EXEC_NAME_KERNEL: u32 = 64;
 
 /// A successful exec (`sched_process_exec`). Sent with only `argv_len` bytes of `argv`.
 #[repr(C)]

@@ -97,7 +97,7 @@ fn on_exit(ctx: &RawTracePointContext) {
     let key = bpf_get_current_pid_tgid();
     // SAFETY: plain map lookup; the value is copied out before removal.
     let Some(p) = (unsafe { PENDING.get(&key) }).copied() else {
-        exec_result(ret);
+        exec_result(ret, core::ptr::null());
         return;
     };
     if p.nr & nr::COMPAT_BIT == 0 {

@@ -22,7 +22,7 @@ use monitor_common::{nr, EventClass, PendingSyscall};
 
 use crate::{
     file::finish_with,
-    kpath::{is_own, KernelPaths, KNAMES, KPATHS},
+    kpath::{is_own, KernelPaths, KNAMES, KPATHS, NAME_ABSENT},
     maps::{current_session, current_tgid_pid, kread, record_drop, OFFSETS},
     process::{exec_result, EXEC_ARGS},
 };
@@ -165,12 +165,15 @@ pub fn fxb32_socketcall(ctx: FExitContext) -> i32 {
     socketcall(&ctx, &FX_HANDLER_B)
 }
 
-/// A failed exec (a successful one is `sched_process_exec`): the name is still in the caller's
-/// memory, which a failed exec did not replace.
+/// A failed exec (a successful one is `sched_process_exec`): named by the kernel's copy of the
+/// name the exec opened first (`kpath::KNAMES`), else by the caller's memory, which a failed
+/// exec did not replace.
 #[inline(always)]
 fn on_exec_exit(ctx: &FExitContext, name_reg: usize, compat: bool) -> i32 {
     let ret: i64 = ctx.arg(1);
+    let key = bpf_get_current_pid_tgid();
     if ret >= 0 {
+        let _ = KNAMES.remove(&key);
         return 0;
     }
     let (tgid, _) = current_tgid_pid();
@@ -184,8 +187,24 @@ fn on_exec_exit(ctx: &FExitContext, name_reg: usize, compat: bool) -> i32 {
     } else {
         kread::<u64>(regs, off.regs_args64[name_reg & 7])
     };
-    let _ = EXEC_ARGS.insert(&bpf_get_current_pid_tgid(), &name, 0);
-    exec_result(ret);
+    let _ = EXEC_ARGS.insert(&key, &name, 0);
+    // execve or execveat, as `pt_regs.orig_ax` numbers it for this entry.
+    let own = match (compat, name_reg) {
+        (false, 0) => 59,
+        (false, _) => 322,
+        (true, 0) => 11,
+        (true, _) => 358,
+    };
+    let mut kname: *const u8 = core::ptr::null();
+    if let Some(k) = KNAMES.get_ptr(&key) {
+        // SAFETY: a map value, alive for this run.
+        let k = unsafe { &*k };
+        if k.orig_ax == own && k.len[0] != NAME_ABSENT {
+            kname = k.buf[0].as_ptr();
+        }
+    }
+    exec_result(ret, kname);
+    let _ = KNAMES.remove(&key);
     0
 }
 

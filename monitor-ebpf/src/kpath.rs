@@ -226,28 +226,43 @@ fn copy_name(f: *const u8, buf: *mut u8) -> u32 {
     }
 }
 
+/// `pt_regs.orig_ax` of an exec: execve and execveat, 64-bit (59, 322) and i386 (11, 358).
+#[inline(always)]
+pub fn is_exec(orig_ax: u64) -> bool {
+    matches!(orig_ax, 59 | 322 | 11 | 358)
+}
+
 /// Record the names (`struct filename *`, or null) for the current thread, when it is in a
-/// session.
+/// session. During an exec only the first is kept: an exec opens the binary it was asked for
+/// first, then its interpreter (`#!`, the ELF loader), whose open would replace it.
 #[inline(always)]
 fn record_names(first: *const u8, second: *const u8) -> u32 {
     let (tgid, _) = current_tgid_pid();
     if current_session_peek(tgid).is_none() {
         return 0;
     }
+    // SAFETY: as in [`record`].
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    let orig_ax = kread::<u64>(regs, OFFSETS.load().regs_orig_ax);
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: plain map lookup. (The exec's exit removes the entry, so one left here is this
+    // exec's own.)
+    if is_exec(orig_ax) && unsafe { KNAMES.get(&key) }.is_some_and(|k| k.orig_ax == orig_ax) {
+        return 0;
+    }
     let Some(kn) = KN_SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: per-CPU scratch, exclusively ours for the duration of this program.
     let kn = unsafe { &mut *kn };
-    // SAFETY: as in [`record`].
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
-    kn.orig_ax = kread::<u64>(regs, OFFSETS.load().regs_orig_ax);
+    kn.orig_ax = orig_ax;
     kn.len[0] = copy_name(first, kn.buf[0].as_mut_ptr());
     kn.len[1] = copy_name(second, kn.buf[1].as_mut_ptr());
-    let _ = KNAMES.insert(&bpf_get_current_pid_tgid(), kn, 0);
+    let _ = KNAMES.insert(&key, kn, 0);
     0
 }
 
 /// `do_filp_open(int dfd, struct filename *pathname, const struct open_flags *op)`: open,
-/// openat, openat2, creat (and io_uring's openat, and an exec's open, which are not taken).
+/// openat, openat2, creat, an exec's binary (taken for a failed exec's name; see
+/// [`record_names`]), and io_uring's openat (not taken).
 #[fentry]
 pub fn kn_open(ctx: FEntryContext) -> u32 {
     record_names(ctx.arg(1), core::ptr::null())

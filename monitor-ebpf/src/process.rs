@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     counter, EventClass, EventKind, ExecEvent, ExecFailedEvent, ExitEvent, ForkEvent, ARGV_MAX, EXEC_ARGV_TRUNCATED,
-    EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED, EXEC_EXE_RESOLVED, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN,
+    EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED, EXEC_EXE_RESOLVED, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXEC_NAME_KERNEL,
     EXEC_SESSION_START, EXIT_GROUP_DEAD, FILENAME_MAX, FORK_THREAD, NS_PER_TICK,
 };
 
@@ -210,17 +210,18 @@ fn remember_exec(ctx: &TracePointContext, filename_at: usize) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
-    exec_result(unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0))
+    exec_result(unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0), core::ptr::null())
 }
 
 #[tracepoint]
 pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
-    exec_result(unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0))
+    exec_result(unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0), core::ptr::null())
 }
 
-/// A finished execve/execveat of the current thread (64-bit or compat): a failure is an event.
+/// A finished execve/execveat of the current thread (64-bit or compat): a failure is an event,
+/// named by `kname` (the kernel's copy, fexit mode) when not null, else by the caller's memory.
 #[inline(always)]
-pub fn exec_result(ret: i64) -> u32 {
+pub fn exec_result(ret: i64, kname: *const u8) -> u32 {
     let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
     // SAFETY: plain map lookup.
     let Some(&name) = (unsafe { EXEC_ARGS.get(&key) }) else {
@@ -246,7 +247,12 @@ pub fn exec_result(ret: i64) -> u32 {
         (*ev).errno = (-ret) as i32;
         (*ev).uid = bpf_get_current_uid_gid() as u32;
         (*ev).flags = 0;
-        let n = bpf_probe_read_user_str((*ev).filename.as_mut_ptr().cast(), FILENAME_MAX as u32, name as *const _);
+        let n = if kname.is_null() {
+            bpf_probe_read_user_str((*ev).filename.as_mut_ptr().cast(), FILENAME_MAX as u32, name as *const _)
+        } else {
+            (*ev).flags |= EXEC_NAME_KERNEL;
+            bpf_probe_read_kernel_str((*ev).filename.as_mut_ptr().cast(), FILENAME_MAX as u32, kname.cast())
+        };
         (*ev).filename_len = if n > 0 { (n - 1) as u32 } else { 0 };
         if n as usize >= FILENAME_MAX {
             (*ev).flags |= EXEC_FILENAME_TRUNCATED;

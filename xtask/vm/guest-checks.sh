@@ -135,13 +135,13 @@ if [ "$phase" = install ]; then
 	B=/mnt/host/agentmon-bench
 	kobj() { # kobj MODE: the attacks in a session, and what was stored
 		local mode=$1 k=/tmp/kobj-$1 kid
-		mkdir -p $k/a $k/b $k/root $k/ur $k/um $k/uo $k/.ssh /etc/cron.d
+		mkdir -p $k/a $k/b $k/root $k/ur $k/um $k/uo $k/ux $k/.ssh /etc/cron.d
 		sleep 300 &
 		local victim=$!
 		echo x >$k/a/from
 		echo x >$k/root/victim
 		echo x >$k/ft
-		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W unlink-race $k/um missing && $W unlink-race $k/uo open && $W int80-chown16 $k/c16 && (cd $k && ln -s /etc/hostname sl) && truncate -s 0 $k/ft && $W raw-send 127.0.0.1 && $W uring-write $k/.ssh/authorized_keys 'ssh-ed25519 AAAA uring' && $W uring-sendmsg 127.0.0.1:47206 && $W decoys-then-write 10000 $k/.ssh/authorized_keys2 && $W proc-mem-write $victim && echo '* * * * * root true' >/etc/cron.d/agentmon-vm-$mode && $W scm-rights /etc/hostname && ln -sf /run/systemd/private $k/priv && (cd $k && $W unix-connect priv) && $W module-load; exit 0")
+		kid=$(run_session "vm-kobj-$mode" bash -c "$W handle-open $k && $W fexecve /bin/echo fexecve-ran && $W uring-fixed-open $k/fixed && $W uring-rename $k/a from $k/b moved && $W openat2-race $k/raced 2 && $W chroot-unlink $k/root victim && $W sendto-race 47205 9 && $W unlink-race $k/ur && $W unlink-race $k/um missing && $W unlink-race $k/uo open && $W unlink-race $k/ux exec && $W int80-chown16 $k/c16 && (cd $k && ln -s /etc/hostname sl) && truncate -s 0 $k/ft && $W raw-send 127.0.0.1 && $W uring-write $k/.ssh/authorized_keys 'ssh-ed25519 AAAA uring' && $W uring-sendmsg 127.0.0.1:47206 && $W decoys-then-write 10000 $k/.ssh/authorized_keys2 && $W proc-mem-write $victim && echo '* * * * * root true' >/etc/cron.d/agentmon-vm-$mode && $W scm-rights /etc/hostname && ln -sf /run/systemd/private $k/priv && (cd $k && $W unix-connect priv) && $W module-load; exit 0")
 		check "$mode: the attack session ends" wait_for 120 session_ended "$kid"
 		kill "$victim"
 		rm -f "/etc/cron.d/agentmon-vm-$mode"
@@ -167,6 +167,8 @@ if [ "$phase" = install ]; then
 			[ "$mode" = tracepoints ] || check "$mode: a raced failed ${sc%%:*} names the file the kernel looked for" jq -e "any(.[]; .data.syscall == \"${sc%%:*}\" and .data.result == \"ENOENT\" and .data.path == \"$k/${sc#*:}/AAAA$zs\" and .data.path_given_kernel == true) and (any(.[]; .data.result == \"ENOENT\" and .data.path == \"$k/${sc#*:}/BBBB$zs\") | not)" "$ev"
 			[ "$mode" = fexit ] || check "$mode: a raced failed ${sc%%:*} is recorded (its name re-read at exit: the fallback's limit)" jq -e "any(.[]; .data.syscall == \"${sc%%:*}\" and .data.result == \"ENOENT\" and (.data.path | startswith(\"$k/${sc#*:}/\")))" "$ev"
 		done
+		[ "$mode" = tracepoints ] || check "$mode: a raced failed exec names the file the kernel looked for" jq -e "any(.[]; .kind == \"exec_failed\" and .data.filename == \"$k/ux/AAAA$zs\" and .data.filename_kernel == true and .data.error == \"ENOENT\")" "$ev"
+		[ "$mode" = fexit ] || check "$mode: a raced failed exec is recorded (its name re-read at exit: the fallback's limit)" jq -e "any(.[]; .kind == \"exec_failed\" and (.data.filename | startswith(\"$k/ux/\")))" "$ev"
 		check "$mode: a symlink by a relative link path is summarised under its real path" has "$kid" ".[].files[] | select(.path == \"$k/sl\" and .access == \"link\")"
 		[ "$mode" = tracepoints ] || check "$mode: a symlink names the link the kernel made, and both names as the kernel copied them" jq -e "any(.[]; (.data.syscall // \"\" | startswith(\"symlink\")) and .data.path == \"$k/sl\" and .data.path_kernel == true and .data.path_given_kernel == true and .data.target == \"/etc/hostname\" and .data.path2_given_kernel == true)" "$ev"
 		check "$mode: a raw IP send is recorded with its destination" jq -e 'any(.[]; .data.syscall == "sendto" and .data.addr == "127.0.0.1" and .data.result == "ok" and .data.sock_type == "other")' "$ev"

@@ -508,14 +508,14 @@ impl Correlator {
         let now = self.clock.wall(hdr.ts_ns);
         let (action, exec_id, data) = match event {
             Event::Exec(e) => self.on_exec(e, &mut out),
-            Event::ExecFailed { hdr, errno, uid, filename, filename_truncated } => {
+            Event::ExecFailed { hdr, errno, uid, filename, filename_truncated, filename_kernel } => {
                 let (action, exec_id) = self.attribution(hdr);
                 if let Some(p) = self.procs.get_mut(&hdr.tgid).filter(|p| !p.exec_seen) {
                     p.failed_exec = Some(filename.clone());
                 }
                 let data = serde_json::json!({
                     "filename": filename, "filename_truncated": filename_truncated,
-                    "errno": errno, "error": crate::errno::name(*errno), "uid": uid,
+                    "filename_kernel": filename_kernel, "errno": errno, "error": crate::errno::name(*errno), "uid": uid,
                 });
                 self.facts = Some(EventFacts {
                     kind: "exec_failed",

@@ -10,11 +10,11 @@ use monitor_common::{
     CgroupEvent, EventHeader, EventKind, ExecEvent, ExecFailedEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent,
     NetEvent, TamperEvent, ARGV_MAX, COMPAT, COMPONENT_MAX, CWD_MAX, DIR1_RESOLVED, DIR1_TRUNCATED, DIR2_RESOLVED,
     DIR2_TRUNCATED, DIR_CAP, EMPTY_PATH, EXEC_ARGV_TRUNCATED, EXEC_CWD_MISSING, EXEC_CWD_TRUNCATED, EXEC_EXE_RESOLVED,
-    EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXEC_SESSION_START, EXIT_GROUP_DEAD, FD_PATH, FILENAME_MAX, FILE_DIR1_OFF,
-    FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FORK_THREAD, KNAME1, KNAME2, KPATH1, KPATH2, NET_ADDR_GIVEN,
-    NET_ADDR_KERNEL, NET_FASTOPEN, NET_PEER_PATH, NET_SOCK_KNOWN, OBJ_FLAGS, OBJ_PATH, PATH1_TRUNCATED,
-    PATH2_TRUNCATED, PATH_CAP, PAYLOAD_CAP, ROOT_CHANGED, SCM_FDS, SOCKADDR_CAP, URING_DIR2_OFF, URING_DIR_OFF,
-    URING_PATH2_OFF, URING_PATH_OFF, URING_SUBMIT,
+    EXEC_FILENAME_TRUNCATED, EXEC_FIXED_LEN, EXEC_NAME_KERNEL, EXEC_SESSION_START, EXIT_GROUP_DEAD, FD_PATH,
+    FILENAME_MAX, FILE_DIR1_OFF, FILE_DIR2_OFF, FILE_PATH1_OFF, FILE_PATH2_OFF, FORK_THREAD, KNAME1, KNAME2, KPATH1,
+    KPATH2, NET_ADDR_GIVEN, NET_ADDR_KERNEL, NET_FASTOPEN, NET_PEER_PATH, NET_SOCK_KNOWN, OBJ_FLAGS, OBJ_PATH,
+    PATH1_TRUNCATED, PATH2_TRUNCATED, PATH_CAP, PAYLOAD_CAP, ROOT_CHANGED, SCM_FDS, SOCKADDR_CAP, URING_DIR2_OFF,
+    URING_DIR_OFF, URING_PATH2_OFF, URING_PATH_OFF, URING_SUBMIT,
 };
 
 use crate::text::{escape_bytes, split_argv};
@@ -50,6 +50,8 @@ pub enum Event {
         uid: u32,
         filename: String,
         filename_truncated: bool,
+        /// `filename` is the kernel's copy of the name (fexit mode), not the caller's memory.
+        filename_kernel: bool,
     },
     Fork {
         hdr: Header,
@@ -581,6 +583,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 uid: ev.uid,
                 filename: escape_bytes(filename),
                 filename_truncated: ev.flags & EXEC_FILENAME_TRUNCATED != 0,
+                filename_kernel: ev.flags & EXEC_NAME_KERNEL != 0,
             }
         }
         EventKind::Fork => {
@@ -703,6 +706,12 @@ mod tests {
         ev.hdr = hdr(EventKind::ExecFailed, 3);
         ev.filename_len = FILENAME_MAX as u32 + 1;
         assert!(matches!(decode(&bytes_of(&ev)), Err(DecodeError::BadLength { field: "filename", .. })));
+        // A failed exec named by the kernel's copy (fexit mode).
+        ev.filename[..4].copy_from_slice(b"AAAA");
+        ev.filename_len = 4;
+        ev.flags = EXEC_NAME_KERNEL;
+        let Ok(Event::ExecFailed { filename, filename_kernel, .. }) = decode(&bytes_of(&ev)) else { panic!("decode") };
+        assert_eq!((filename.as_str(), filename_kernel), ("AAAA", true));
         // Records shorter than their struct.
         assert!(matches!(decode(&[1, 0, 0]), Err(DecodeError::Short { .. })));
         let fork = bytes_of(&ForkEvent { hdr: hdr(EventKind::Fork, 1), ..Default::default() });

@@ -53,11 +53,12 @@
 //! `sendto-race REAL FAKE` a UDP sendto to 127.0.0.1:REAL whose sockaddr says port FAKE by
 //!                      exit (same technique, the payload on the userfaultfd page); prints
 //!                      `sent REAL`
-//! `unlink-race DIR [missing|open]` unlink of DIR/AAAAzz…z whose path says DIR/BBBBzz…z by
-//!                      exit (the path's tail on a userfaultfd page; its head rewritten while
-//!                      the kernel waits there); both files exist before; prints `ok`. With
-//!                      `missing`, AAAA… does not exist and the unlink fails with ENOENT;
-//!                      with `open`, the same for `open(O_RDONLY)`. BBBB… stays either way
+//! `unlink-race DIR [missing|open|exec]` unlink of DIR/AAAAzz…z whose path says DIR/BBBBzz…z
+//!                      by exit (the path's tail on a userfaultfd page; its head rewritten
+//!                      while the kernel waits there); both files exist before; prints `ok`.
+//!                      With `missing`, AAAA… does not exist and the unlink fails with ENOENT;
+//!                      with `open` or `exec`, the same for `open(O_RDONLY)` or `execve`. BBBB…
+//!                      stays either way
 //! `int80-chown16 PATH` creates PATH, then `chown(PATH, 0, 0)` through i386's 16-bit-uid
 //!                      `chown16` (`int 0x80`); prints `ok`
 //! `raw-send IP`        an IP datagram of protocol 253 from a raw socket; prints the bytes sent
@@ -1003,7 +1004,7 @@ fn unlink_race(dir: &str, variant: &str) {
     let (real, decoy) = (format!("{dir}/AAAA{zs}"), format!("{dir}/BBBB{zs}"));
     let missing = match variant {
         "" => false,
-        "missing" | "open" => true,
+        "missing" | "open" | "exec" => true,
         other => panic!("unlink-race: unknown variant {other}"),
     };
     for f in [&real, &decoy] {
@@ -1020,7 +1021,12 @@ fn unlink_race(dir: &str, variant: &str) {
     // SAFETY: the kernel has copied the head already; the syscall waits on the tail page.
     let rewrite = move || unsafe { std::ptr::copy_nonoverlapping(b"BBBB".as_ptr(), marker as *mut u8, 4) };
     let handler = uffd_handler(uffd, tail_page, name[name.len() - tail..].to_vec(), rewrite);
-    let r = if variant == "open" { sys!(libc::SYS_open, start, libc::O_RDONLY) } else { sys!(libc::SYS_unlink, start) };
+    let argv = [start, 0usize];
+    let r = match variant {
+        "open" => sys!(libc::SYS_open, start, libc::O_RDONLY),
+        "exec" => sys!(libc::SYS_execve, start, argv.as_ptr(), 0usize),
+        _ => sys!(libc::SYS_unlink, start),
+    };
     handler.join().expect("fault handler");
     if missing {
         assert_eq!(r, -i64::from(libc::ENOENT), "{variant}: the kernel looked for the AAAA file");
